@@ -1,0 +1,137 @@
+"""The ``edge`` command: run the gateway, the demo, and the tools maintenance staff need."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge import __version__
+from edge.config import GatewayConfig, config_report, load_config, rules_from_config
+from edge.errors import ConfigError, StoreError
+from edge.logging import configure_logging
+
+DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(args: argparse.Namespace) -> GatewayConfig:
+    cfg = load_config(_config_path(args))
+    configure_logging(cfg.gateway.log_level, cfg.gateway.log_json)
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.app import run_gateway
+
+    cfg = _load(args)
+    asyncio.run(run_gateway(cfg))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    configure_logging("warning", json=False)
+    return asyncio.run(run_demo(Path(args.data_dir), keep=args.keep))
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args)
+    cfg = load_config(path)
+    rules = rules_from_config(cfg)
+    print(f"{path}: OK")
+    print(
+        f"  gateway {cfg.gateway.edge_id}, work center {cfg.gateway.work_center}, "
+        f"time zone {cfg.gateway.timezone}"
+    )
+    print(f"  database {cfg.store.path} (synchronous={cfg.store.synchronous})")
+    for src in rules.sources:
+        role = "counts" if src.authoritative else "cross-check only"
+        print(f"  counter {src.name}: {src.kind.value}, {src.signal.value}, {src.bits} bit, {role}")
+    md = rules.master_data
+    print(
+        f"  {len(md.stop_reasons)} stop reasons, {len(md.scrap_reasons)} scrap reasons, "
+        f"{len(md.alarm_reasons)} alarm mappings, {len(rules.shifts)} shifts"
+    )
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edge.store.replay import verify
+    from edge.store.store import Store
+
+    db = Path(args.db) if args.db else _load(args).store.path
+    if not db.exists():
+        print(f"{db}: no such database", file=sys.stderr)
+        return EXIT_FAILED
+    store = Store(db)
+    store.open(boot=False)
+    try:
+        diffs = verify(store)
+        journal = store.journal_count()
+    finally:
+        store.close()
+    if diffs:
+        print(f"{db}: {len(diffs)} projection rows differ from the journal replay:")
+        for d in diffs[:20]:
+            print(f"  {d.table} {d.key!r}")
+        return EXIT_FAILED
+    print(f"{db}: the projections equal the replay of {journal} journal entries")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge", description="Work-center edge gateway for manufacturing order management."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "-c", "--config", help=f"config file (default: $EDGE_CONFIG or {DEFAULT_CONFIG})"
+        )
+        return p
+
+    with_config(sub.add_parser("run", help="run the gateway")).set_defaults(fn=cmd_run)
+    demo = sub.add_parser("demo", help="run the gateway on a simulated press and tell the story")
+    demo.add_argument("--data-dir", default="demo-data", help="where the demo database goes")
+    demo.add_argument("--keep", action="store_true", help="keep the previous demo database")
+    demo.set_defaults(fn=cmd_demo)
+    with_config(
+        sub.add_parser("check-config", help="read and validate the config, print a summary")
+    ).set_defaults(fn=cmd_check_config)
+    verify = with_config(
+        sub.add_parser("verify", help="check that the projections equal the journal replay")
+    )
+    verify.add_argument("--db", help="database file (default: from the config)")
+    verify.set_defaults(fn=cmd_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except ConfigError as err:
+        print(config_report(err), file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as err:
+        print(f"edge: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,843 @@
+"""The gateway's configuration: one TOML file, overridable by environment variables.
+
+    cfg = load_config("/etc/edge-gateway/edge.toml")   # raises ConfigError, never a traceback
+    rules = rules_from_config(cfg)                      # -> edge.domain.rules.WorkCenterRules
+
+Sources, highest precedence first:
+
+1. environment variables ``EDGE_<SECTION>__<KEY>``, e.g. ``EDGE_GATEWAY__EDGE_ID=wc-press-07`` or
+   ``EDGE_STORE__PATH=/tmp/x.db``; a list or table takes JSON
+   (``EDGE_MASTER_DATA__ALARM_REASONS='{"E101": "JAM"}'``); a table merges into the file's
+   table key by key, a list replaces the file's list;
+2. the TOML file (see ``config/example.toml`` for every key, its unit and default);
+3. the defaults below.
+
+Rules of the format, chosen for a file that a maintainer edits beside a machine:
+
+- Every unknown key is an error, in the file and in ``EDGE_<SECTION>__<KEY>`` variables alike: a
+  typo must never be silently ignored. (Plain ``EDGE_FOO`` variables without ``__`` are not
+  checked, as other software may use that prefix.)
+- Types are strict: ``max_batch = "1000"`` (a string) or ``authoritative = 1`` are errors in the
+  file. Environment values are text, so they are converted first ("500" -> 500, "true" -> True).
+- Every problem is reported at once, as ``(dotted.field.path, value, message)``; list entries are
+  named by their ``name`` or ``code`` where that is unique (``counting.sources[press_good].kind``).
+- ``counting.setup_scrap_reason`` and ``counting.machine_scrap_reason`` are the scrap reasons the
+  gateway itself books; where ``master_data.scrap_reasons`` does not list them,
+  :func:`rules_from_config` adds them to the catalogue (texts "Setup scrap" / "Machine scrap")
+  rather than refusing to start: the friendlier of the two choices, and the core then always
+  knows every reason it books.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+from edge.domain.rules import (
+    ConfirmationPolicy,
+    CountKind,
+    CountSource,
+    MasterData,
+    ScrapReason,
+    Shift,
+    SignalType,
+    StopReason,
+    WorkCenterRules,
+)
+from edge.errors import MISSING, ConfigError, ConfigProblem
+
+__all__ = [
+    "ConfirmationsSection",
+    "CountingSection",
+    "EngineSection",
+    "GatewayConfig",
+    "GatewaySection",
+    "MasterDataSection",
+    "OperationsSection",
+    "ScrapReasonEntry",
+    "ShiftEntry",
+    "SourceEntry",
+    "StopReasonEntry",
+    "StopsSection",
+    "StoreSection",
+    "config_report",
+    "load_config",
+    "rules_from_config",
+]
+
+ENV_PREFIX: Final = "EDGE_"
+ENV_DELIMITER: Final = "__"
+
+_NAME_PATTERN: Final = r"^[A-Za-z0-9_.-]{1,64}$"
+# Reason codes travel to the ERP; the core accepts at most 40 characters for a variance reason.
+_CODE_PATTERN: Final = r"^[A-Za-z0-9_.:/-]{1,40}$"
+_WORK_CENTER_PATTERN: Final = r"^[^/+#\x00-\x20\x7f]{1,64}$"
+_PATTERN_TEXTS: Final = {
+    _NAME_PATTERN: "should be 1-64 characters of A-Z a-z 0-9 _ . -",
+    _CODE_PATTERN: "should be 1-40 characters of A-Z a-z 0-9 _ . : / -",
+    _WORK_CENTER_PATTERN: "should be 1-64 characters, without spaces, '/', '+' or '#'",
+}
+_HHMM: Final = re.compile(r"^(\d{2}):(\d{2})$")
+_MINUTES_PER_DAY: Final = 24 * 60
+
+Name = Annotated[str, Field(pattern=_NAME_PATTERN)]
+Code = Annotated[str, Field(pattern=_CODE_PATTERN)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+# -- problems raised from validators ------------------------------------------------------------
+
+# (path below the validated object, offending value, message)
+_SubProblem = tuple[tuple[str | int, ...], object, str]
+
+
+def _problems(problems: Sequence[_SubProblem]) -> PydanticCustomError:
+    """One pydantic error carrying several precisely located problems (expanded by load_config)."""
+    summary = "; ".join(
+        f"{'.'.join(str(p) for p in path)} = {value!r}: {msg}" for path, value, msg in problems
+    )
+    return PydanticCustomError(
+        "edge_config", "{summary}", {"summary": summary, "problems": tuple(problems)}
+    )
+
+
+# -- sections -----------------------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    """Common settings: unknown keys are errors, types are strict, no inf/nan, immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, frozen=True, str_strip_whitespace=True
+    )
+
+
+class GatewaySection(_Section):
+    """``[gateway]``: who this gateway is and how it logs."""
+
+    edge_id: Name
+    # ends up in MQTT topics: no '/', '+', '#', spaces or control characters
+    work_center: Annotated[str, Field(pattern=_WORK_CENTER_PATTERN)]
+    timezone: str = "UTC"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool | None = None  # None: JSON when stderr is not a terminal
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise PydanticCustomError(
+                "timezone",
+                "unknown time zone; use an IANA name such as 'Europe/Berlin' or 'UTC'",
+            ) from None
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_json", mode="before")
+    @classmethod
+    def _auto_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
+class StoreSection(_Section):
+    """``[store]``: the local SQLite database."""
+
+    path: Annotated[Path, Field(strict=False)] = Path("/var/lib/edge-gateway/edge.db")
+    synchronous: Literal["full", "normal"] = "full"
+
+    @field_validator("synchronous", mode="before")
+    @classmethod
+    def _lower_sync(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class EngineSection(_Section):
+    """``[engine]``: group commit and the timer tick."""
+
+    batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    tick_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+class SourceEntry(_Section):
+    """``[[counting.sources]]``: one counter of one machine signal source."""
+
+    name: Name
+    kind: Literal["good", "scrap", "total"]
+    signal: Literal["absolute", "pulse"] = "absolute"
+    bits: Literal[16, 32, 64] = 32
+    authoritative: bool = True
+    max_rate_per_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class CountingSection(_Section):
+    """``[counting]``: plausibility, setup counts, scrap booking, and the count sources."""
+
+    plausibility_factor: Annotated[float, Field(gt=0)] = 3.0
+    plausibility_grace_s: Annotated[float, Field(ge=0)] = 10.0
+    setup_counts_as: Literal["scrap", "good"] = "scrap"
+    setup_scrap_reason: Code = "SETUP"
+    machine_scrap_reason: Code = "MACHINE"
+    operator_scrap_reduces_good: bool = True
+    sources: list[SourceEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_counts(self) -> CountingSection:
+        """Names are unique; one authoritative source per kind; not total and good both."""
+        problems: list[_SubProblem] = []
+        seen: dict[str, int] = {}
+        authoritative: dict[str, tuple[int, str]] = {}
+        for i, src in enumerate(self.sources):
+            if src.name in seen:
+                problems.append(
+                    (
+                        ("sources", i, "name"),
+                        src.name,
+                        f"duplicate source name (also used by sources.{seen[src.name]})",
+                    )
+                )
+            seen.setdefault(src.name, i)
+            if not src.authoritative:
+                continue
+            if src.kind in authoritative:
+                _, other = authoritative[src.kind]
+                problems.append(
+                    (
+                        ("sources", i, "authoritative"),
+                        True,
+                        f"sources {other!r} and {src.name!r} are both authoritative for "
+                        f"{src.kind} counts and would both count; set authoritative = false "
+                        "on one of them (it then serves as a cross-check)",
+                    )
+                )
+                continue
+            authoritative[src.kind] = (i, src.name)
+        if "good" in authoritative and "total" in authoritative:
+            (i_good, good), (i_total, total) = authoritative["good"], authoritative["total"]
+            problems.append(
+                (
+                    ("sources", max(i_good, i_total), "authoritative"),
+                    True,
+                    f"source {good!r} (good) and source {total!r} (total) are both "
+                    "authoritative: good parts would be counted twice (good = total - scrap); "
+                    "set authoritative = false on one of them",
+                )
+            )
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+class OperationsSection(_Section):
+    """``[operations]``: how operations run at this work center (rules.md §1, §2)."""
+
+    family_tool: bool = False
+    auto_complete_at_target: bool = False
+
+
+class StopsSection(_Section):
+    """``[stops]``: stop detection (rules.md §4)."""
+
+    no_count_factor: Annotated[float, Field(gt=0)] = 3.0
+    micro_stop_s: Annotated[float, Field(ge=0)] = 120.0
+
+
+class ConfirmationsSection(_Section):
+    """``[confirmations]``: the partial confirmation policy and cycle variance (rules.md §6)."""
+
+    every_good: Annotated[Decimal, Field(gt=0, strict=False)] | None = None
+    every_minutes: Annotated[float, Field(gt=0)] | None = None
+    at_shift_end: bool = False
+    variance_threshold: Annotated[float, Field(ge=0)] = 0.25
+    variance_reason: Code = "CYCLE"
+
+    @field_validator("every_good", mode="before")
+    @classmethod
+    def _no_bool(cls, value: object) -> object:
+        if isinstance(value, bool):  # lax Decimal would take true as 1
+            raise PydanticCustomError("decimal_type", "Input should be a number")
+        return value
+
+
+def _minute_of_day(value: str, *, allow_24: bool) -> int:
+    match = _HHMM.match(value)
+    hours, minutes = (int(match[1]), int(match[2])) if match else (-1, -1)
+    if allow_24 and (hours, minutes) == (24, 0):
+        return _MINUTES_PER_DAY
+    if not (0 <= hours <= 23 and 0 <= minutes <= 59):
+        raise PydanticCustomError(
+            "time_of_day", 'should be a local time of day "HH:MM" (00:00 to 23:59)'
+        )
+    return hours * 60 + minutes
+
+
+def _time_to_text(value: object) -> object:
+    """A TOML time literal (``start = 06:00:00``) is as good as the string "06:00"."""
+    if isinstance(value, dt.time):
+        if value.second or value.microsecond:
+            raise PydanticCustomError("time_of_day", "shifts start and end on a whole minute")
+        return value.strftime("%H:%M")
+    return value
+
+
+class ShiftEntry(_Section):
+    """``[[shifts]]``: a shift by local start and end time; end <= start runs past midnight."""
+
+    name: Name
+    start: str
+    end: str
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time_literal(cls, value: object) -> object:
+        return _time_to_text(value)
+
+    @field_validator("start")
+    @classmethod
+    def _valid_start(cls, value: str) -> str:
+        _minute_of_day(value, allow_24=False)
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _valid_end(cls, value: str) -> str:
+        _minute_of_day(value, allow_24=True)  # "24:00" = midnight at the end of the day
+        return value
+
+    @property
+    def start_minute(self) -> int:
+        return _minute_of_day(self.start, allow_24=False)
+
+    @property
+    def length_minutes(self) -> int:
+        """end - start; 0 (end == start) is a whole day, negative runs past midnight."""
+        end = _minute_of_day(self.end, allow_24=True)
+        length = (end - self.start_minute) % _MINUTES_PER_DAY
+        return length or _MINUTES_PER_DAY
+
+    def to_domain(self) -> Shift:
+        return Shift(self.name, self.start_minute, self.length_minutes)
+
+
+class StopReasonEntry(_Section):
+    """``[[master_data.stop_reasons]]``."""
+
+    code: Code
+    text: Text
+    category: Literal["planned", "unplanned"] = "unplanned"
+
+
+class ScrapReasonEntry(_Section):
+    """``[[master_data.scrap_reasons]]``."""
+
+    code: Code
+    text: Text
+
+
+class MasterDataSection(_Section):
+    """``[master_data]``: reason catalogues used until central sends its own master data."""
+
+    crew_size: Annotated[Decimal, Field(gt=0, le=1000, strict=False)] = Decimal(1)
+    stop_reasons: list[StopReasonEntry] = Field(default_factory=list)
+    scrap_reasons: list[ScrapReasonEntry] = Field(default_factory=list)
+    alarm_reasons: dict[Annotated[str, Field(min_length=1, max_length=64)], str] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("crew_size", mode="before")
+    @classmethod
+    def _no_bool(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise PydanticCustomError("decimal_type", "Input should be a number")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MasterDataSection:
+        problems: list[_SubProblem] = []
+        for field, codes in (
+            ("stop_reasons", [r.code for r in self.stop_reasons]),
+            ("scrap_reasons", [r.code for r in self.scrap_reasons]),
+        ):
+            first: dict[str, int] = {}
+            for i, code in enumerate(codes):
+                if code in first:
+                    problems.append(
+                        (
+                            (field, i, "code"),
+                            code,
+                            f"duplicate reason code (also {field}.{first[code]})",
+                        )
+                    )
+                first.setdefault(code, i)
+        known = [r.code for r in self.stop_reasons]
+        for alarm, reason in self.alarm_reasons.items():
+            if reason not in known:
+                listed = ", ".join(known) if known else "none are configured"
+                problems.append(
+                    (
+                        ("alarm_reasons", alarm),
+                        reason,
+                        f"alarm {alarm!r} maps to stop reason {reason!r}, which is not in "
+                        f"master_data.stop_reasons (known: {listed})",
+                    )
+                )
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+def _default_shifts() -> list[ShiftEntry]:
+    return [ShiftEntry(name="day", start="00:00", end="00:00")]
+
+
+# -- environment and file sources ---------------------------------------------------------------
+
+# Set by load_config for the duration of one construction: the TOML data and the environment.
+_FILE_DATA: ContextVar[dict[str, Any] | None] = ContextVar("edge_config_file", default=None)
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("edge_config_env", default=None)
+
+
+class _EnvSource(EnvSettingsSource):
+    """EnvSettingsSource reading the mapping given to load_config (else os.environ).
+
+    Values are converted from text to the field's type here (leniently: "500" -> 500), so that
+    the models can stay strict for the TOML file.
+    """
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRON.get()
+        if env is None:
+            return super()._load_env_vars()
+        return {k.lower(): v for k, v in env.items()}
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        return _coerce_text(data, self.settings_cls.model_fields)
+
+
+def _coerce_text(data: dict[str, Any], fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            out[key] = value  # unknown key: left for extra="forbid" to report
+            continue
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(value, dict):
+            out[key] = _coerce_text(value, ann.model_fields)
+        elif isinstance(value, str) and ann is not None:
+            try:
+                out[key] = TypeAdapter(ann).validate_python(value)
+            except ValidationError:
+                out[key] = value  # let the strict model report it against the original text
+        else:
+            out[key] = value
+    return out
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The parsed TOML file given to load_config."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        data = _FILE_DATA.get() or {}
+        return data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_DATA.get() or {})
+
+
+# -- the configuration --------------------------------------------------------------------------
+
+
+class GatewayConfig(BaseSettings):
+    """The whole gateway configuration, one attribute per TOML section.
+
+    Build it with :func:`load_config`. Constructed directly, keyword arguments take the place of
+    the file and ``os.environ`` still overrides them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+        validate_default=False,
+    )
+
+    gateway: GatewaySection
+    store: StoreSection = Field(default_factory=StoreSection)
+    engine: EngineSection = Field(default_factory=EngineSection)
+    counting: CountingSection = Field(default_factory=CountingSection)
+    operations: OperationsSection = Field(default_factory=OperationsSection)
+    stops: StopsSection = Field(default_factory=StopsSection)
+    confirmations: ConfirmationsSection = Field(default_factory=ConfirmationsSection)
+    shifts: Annotated[list[ShiftEntry], Field(min_length=1)] = Field(
+        default_factory=_default_shifts
+    )
+    master_data: MasterDataSection = Field(default_factory=MasterDataSection)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # first wins: environment, then keyword arguments, then the TOML file given to load_config
+        return _EnvSource(settings_cls), init_settings, _FileSource(settings_cls)
+
+    @field_validator("shifts")
+    @classmethod
+    def _distinct_shifts(cls, shifts: list[ShiftEntry]) -> list[ShiftEntry]:
+        problems: list[_SubProblem] = []
+        names: dict[str, int] = {}
+        starts: dict[int, str] = {}
+        for i, shift in enumerate(shifts):
+            if shift.name in names:
+                problems.append(
+                    (
+                        (i, "name"),
+                        shift.name,
+                        f"duplicate shift name (also shifts.{names[shift.name]})",
+                    )
+                )
+            names.setdefault(shift.name, i)
+            if shift.start_minute in starts:
+                problems.append(
+                    (
+                        (i, "start"),
+                        shift.start,
+                        f"shift {starts[shift.start_minute]!r} starts at the same time",
+                    )
+                )
+            starts.setdefault(shift.start_minute, shift.name)
+        if problems:
+            raise _problems(problems)
+        return shifts
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+_SECRETISH: Final = re.compile(r"(?i)pass|secret|token|pin|private|key")
+_AT_LINE: Final = re.compile(r"at line (\d+), column (\d+)")
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, merge and validate the configuration; every problem becomes one ConfigError.
+
+    `path` is the TOML file (None: no file, only environment and defaults); `env` replaces
+    ``os.environ`` as the source of ``EDGE_<SECTION>__<KEY>`` overrides when given.
+    """
+    source = str(path) if path is not None else "environment"
+    data: dict[str, Any] = _read_toml(Path(path)) if path is not None else {}
+    environ: Mapping[str, str] = os.environ if env is None else env
+    unknown = _unknown_env_sections(environ)
+    file_token = _FILE_DATA.set(data)
+    env_token = _ENVIRON.set(environ)
+    try:
+        cfg = GatewayConfig()
+    except ValidationError as exc:
+        # list entries are labelled from what was validated: the file with the environment on top
+        merged = _deep_merge(data, _EnvSource(GatewayConfig)())
+        problems = _translate(exc, merged, environ)
+        raise ConfigError([*unknown, *problems], source=source) from None
+    except SettingsError as exc:  # e.g. a list or table in an EDGE_ variable that is not JSON
+        raise ConfigError([*unknown, *_env_json_problems(exc, environ)], source=source) from None
+    finally:
+        _FILE_DATA.reset(file_token)
+        _ENVIRON.reset(env_token)
+    if unknown:
+        raise ConfigError(unknown, source=source)
+    return cfg
+
+
+def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        below = out.get(key)
+        if isinstance(below, Mapping) and isinstance(value, Mapping):
+            out[key] = _deep_merge(below, value)
+        else:
+            out[key] = value
+    return out
+
+
+def config_report(err: ConfigError) -> str:
+    """The text to show the maintainer: the file, then one line per problem (secrets redacted).
+
+    invalid configuration in /etc/edge-gateway/edge.toml (2 problems):
+      counting.sources[press_good].kind = 'tota': Input should be 'good', 'scrap' or 'total'
+      gateway.timezone = 'Europe/Berlim': unknown time zone; use an IANA name ...
+    """
+    return str(err)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError([("file", str(path), "no such file")], source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            [("file", str(path), "is a directory, not a TOML file")], source=str(path)
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            [("file", str(path), f"cannot be read: {reason}")], source=str(path)
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [(f"line {line}", MISSING, "not UTF-8 text (TOML files are UTF-8)")], source=str(path)
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([_syntax_problem(exc, text)], source=str(path)) from None
+
+
+def _syntax_problem(exc: tomllib.TOMLDecodeError, text: str) -> ConfigProblem:
+    message = f"TOML syntax error: {exc}"
+    at = _AT_LINE.search(str(exc))
+    if at is None:
+        return ConfigProblem("file", MISSING, message)
+    number = int(at[1])
+    lines = text.splitlines()
+    line = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+    # a broken line may hold a secret: show it only if it does not look like one
+    shown: object = MISSING if (not line or _SECRETISH.search(line)) else line
+    return ConfigProblem(f"line {number}", shown, message)
+
+
+def _env_json_problems(exc: SettingsError, environ: Mapping[str, str]) -> list[ConfigProblem]:
+    """Name the EDGE_ variables whose list or table value is not JSON."""
+    field = re.search(r'field "(\w+)"', str(exc))
+    prefix = (ENV_PREFIX + (field[1] if field else "")).upper()
+    problems = []
+    for name, value in sorted(environ.items()):
+        if not name.upper().startswith(prefix):
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            if value.lstrip()[:1] in ("[", "{"):
+                problems.append(
+                    ConfigProblem(
+                        f"environment {name}", value, "not valid JSON (lists and tables take JSON)"
+                    )
+                )
+    return problems or [
+        ConfigProblem("environment", MISSING, f"{exc} (lists and tables take JSON)")
+    ]
+
+
+def _unknown_env_sections(environ: Mapping[str, str]) -> list[ConfigProblem]:
+    """EDGE_<SECTION>__<KEY> variables whose section does not exist (a typo, e.g. EDGE_GATEWY__)."""
+    sections = set(GatewayConfig.model_fields)
+    problems = []
+    for name, value in sorted(environ.items()):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or ENV_DELIMITER not in upper[len(ENV_PREFIX) :]:
+            continue
+        section = upper[len(ENV_PREFIX) :].split(ENV_DELIMITER, 1)[0].lower()
+        if section not in sections:
+            problems.append(
+                ConfigProblem(
+                    f"environment {name}",
+                    value,
+                    f"unknown section {section!r} (known: {', '.join(sorted(sections))})",
+                )
+            )
+    return problems
+
+
+def _translate(
+    exc: ValidationError, data: Mapping[str, Any], environ: Mapping[str, str]
+) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    env_upper = {k.upper() for k in environ}
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "edge_config" and "problems" in ctx:
+            for sub, value, message in ctx["problems"]:
+                problems.append(_problem(loc + tuple(sub), value, message, data, env_upper))
+            continue
+        message = _message(error["type"], error["msg"], ctx)
+        value = MISSING if error["type"] == "missing" else error["input"]
+        problems.append(_problem(loc, value, message, data, env_upper))
+    return problems
+
+
+def _message(kind: str, msg: str, ctx: Mapping[str, Any]) -> str:
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERN_TEXTS:
+        return _PATTERN_TEXTS[ctx["pattern"]]
+    if kind == "missing":
+        return "required, but not given"
+    if kind == "extra_forbidden":
+        return "unknown key (not a setting here; check the spelling)"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix) :]
+    return msg
+
+
+def _problem(
+    loc: tuple[str | int, ...],
+    value: object,
+    message: str,
+    data: Mapping[str, Any],
+    env_upper: set[str],
+) -> ConfigProblem:
+    # say so when the value came from an EDGE_ variable, not from the file
+    keys: list[str] = []
+    for part in loc:
+        if not isinstance(part, str):
+            break
+        keys.append(part)
+    for n in range(len(keys), 1, -1):
+        var = (ENV_PREFIX + ENV_DELIMITER.join(keys[:n])).upper()
+        if var in env_upper:
+            message = f"{message} (from environment variable {var})"
+            break
+    return ConfigProblem(_render_path(loc, data), value, message)
+
+
+def _render_path(loc: tuple[str | int, ...], data: Mapping[str, Any]) -> str:
+    """('counting', 'sources', 0, 'kind') -> 'counting.sources[press_good].kind' (or '.0.')."""
+    out = ""
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list):
+            label = _entry_label(node, part)
+            out += f"[{label}]" if label is not None else f".{part}"
+        else:
+            out += f".{part}" if out else str(part)
+        node = _step(node, part)
+    return out
+
+
+def _entry_label(entries: list[Any], index: int) -> str | None:
+    if not 0 <= index < len(entries) or not isinstance(entries[index], dict):
+        return None
+    for key in ("name", "code"):
+        label = entries[index].get(key)
+        if isinstance(label, str) and _NAME_LABEL.match(label):
+            same = sum(1 for e in entries if isinstance(e, dict) and e.get(key) == label)
+            return label if same == 1 else None
+    return None
+
+
+_NAME_LABEL: Final = re.compile(r"^[A-Za-z0-9_.:/-]{1,64}$")
+
+
+def _step(node: Any, part: str | int) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
+
+
+# -- to the domain ------------------------------------------------------------------------------
+
+_SYSTEM_SCRAP_TEXTS: Final = {"setup": "Setup scrap", "machine": "Machine scrap"}
+
+
+def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
+    """The core's :class:`WorkCenterRules` from a validated configuration.
+
+    The setup and machine scrap reasons are added to the scrap catalogue where it lacks them.
+    """
+    counting = cfg.counting
+    scrap = [ScrapReason(r.code, r.text) for r in cfg.master_data.scrap_reasons]
+    for code, text in (
+        (counting.setup_scrap_reason, _SYSTEM_SCRAP_TEXTS["setup"]),
+        (counting.machine_scrap_reason, _SYSTEM_SCRAP_TEXTS["machine"]),
+    ):
+        if not any(r.code == code for r in scrap):
+            scrap.append(ScrapReason(code, text))
+    master = MasterData(
+        version=0,
+        stop_reasons=tuple(
+            StopReason(r.code, r.text, r.category) for r in cfg.master_data.stop_reasons
+        ),
+        scrap_reasons=tuple(scrap),
+        alarm_reasons=tuple(cfg.master_data.alarm_reasons.items()),
+        crew_size=cfg.master_data.crew_size,
+    )
+    conf = cfg.confirmations
+    return WorkCenterRules(
+        edge_id=cfg.gateway.edge_id,
+        work_center=cfg.gateway.work_center,
+        timezone=cfg.gateway.timezone,
+        sources=tuple(
+            CountSource(
+                name=s.name,
+                kind=CountKind(s.kind),
+                signal=SignalType(s.signal),
+                bits=s.bits,
+                authoritative=s.authoritative,
+                max_rate_per_s=s.max_rate_per_s,
+            )
+            for s in counting.sources
+        ),
+        plausibility_factor=counting.plausibility_factor,
+        plausibility_grace_s=counting.plausibility_grace_s,
+        setup_counts_as_good=counting.setup_counts_as == "good",
+        setup_scrap_reason=counting.setup_scrap_reason,
+        machine_scrap_reason=counting.machine_scrap_reason,
+        operator_scrap_reduces_good=counting.operator_scrap_reduces_good,
+        family_tool=cfg.operations.family_tool,
+        auto_complete_at_target=cfg.operations.auto_complete_at_target,
+        no_count_factor=cfg.stops.no_count_factor,
+        micro_stop_s=cfg.stops.micro_stop_s,
+        policy=ConfirmationPolicy(
+            every_good=conf.every_good,
+            every_minutes=conf.every_minutes,
+            at_shift_end=conf.at_shift_end,
+        ),
+        shifts=tuple(s.to_domain() for s in cfg.shifts),
+        variance_threshold=conf.variance_threshold,
+        variance_reason=conf.variance_reason,
+        master_data=master,
+    )

@@ -1,0 +1,139 @@
+"""The work center's rules: what the plant configured, as the core needs it.
+
+These values come from the config file (``edge.config``) and reach the core as an input of their
+own (:class:`edge.domain.inputs.RulesApplied`), so that a journal replay applies the same rules in
+the same order as the live run did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+
+class CountKind(StrEnum):
+    """What a counter counts: ``total`` counts every part; with scrap, good = total - scrap."""
+
+    GOOD = "good"
+    SCRAP = "scrap"
+    TOTAL = "total"
+
+
+class SignalType(StrEnum):
+    # a counter value that grows, resets and wraps (PLC, OPC UA, Modbus register)
+    ABSOLUTE = "absolute"
+    PULSE = "pulse"  # a number of new signals (GPIO edges, counter board deltas)
+
+
+@dataclass(frozen=True, slots=True)
+class CountSource:
+    """One counter of one source. Only an authoritative source counts; others are cross-checks."""
+
+    name: str
+    kind: CountKind
+    signal: SignalType = SignalType.ABSOLUTE
+    bits: int = 32  # 16, 32 or 64 (64: never wraps in practice)
+    authoritative: bool = True
+    max_rate_per_s: float | None = None  # overrides the rate derived from the standard cycle time
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A shift by its local start time; the posting date is the date the shift starts on."""
+
+    name: str
+    start_minute: int  # minutes after local midnight
+    length_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationPolicy:
+    """When partial confirmations are made; a final one is always made at completion or split."""
+
+    every_good: Decimal | None = None
+    every_minutes: float | None = None
+    at_shift_end: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    code: str
+    text: str
+    category: str = "unplanned"  # "planned" or "unplanned" (ISO 22400 ADOT / ADET)
+
+    @property
+    def planned(self) -> bool:
+        return self.category == "planned"
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapReason:
+    code: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MasterData:
+    """Reason catalogues and alarm mapping; sent by central, with defaults from the config."""
+
+    version: int = 0
+    stop_reasons: tuple[StopReason, ...] = ()
+    scrap_reasons: tuple[ScrapReason, ...] = ()
+    alarm_reasons: tuple[tuple[str, str], ...] = ()  # (machine alarm code, stop reason code)
+    crew_size: Decimal = Decimal(1)
+
+    def stop_reason(self, code: str) -> StopReason | None:
+        for reason in self.stop_reasons:
+            if reason.code == code:
+                return reason
+        return None
+
+    def has_scrap_reason(self, code: str) -> bool:
+        return any(r.code == code for r in self.scrap_reasons)
+
+    def reason_for_alarm(self, alarm: str) -> str | None:
+        for code, reason in self.alarm_reasons:
+            if code == alarm:
+                return reason
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkCenterRules:
+    """Everything configurable about how this work center counts, stops and confirms."""
+
+    edge_id: str
+    work_center: str
+    timezone: str = "UTC"
+    sources: tuple[CountSource, ...] = ()
+    # Counting (rules.md §3)
+    plausibility_factor: float = 3.0  # max rate = factor / standard cycle time
+    plausibility_grace_s: float = 10.0  # a reading may run this far ahead of the max rate
+    setup_counts_as_good: bool = False  # otherwise counts in setup are setup scrap
+    setup_scrap_reason: str = "SETUP"
+    machine_scrap_reason: str = "MACHINE"
+    # the machine counted the part as good before the operator sorted it out
+    operator_scrap_reduces_good: bool = True
+    # Lifecycle (rules.md §1, §2)
+    family_tool: bool = False
+    auto_complete_at_target: bool = False
+    # Stops (rules.md §4)
+    no_count_factor: float = 3.0
+    micro_stop_s: float = 120.0
+    # Confirmations (rules.md §6)
+    policy: ConfirmationPolicy = field(default_factory=ConfirmationPolicy)
+    shifts: tuple[Shift, ...] = (Shift("day", 0, 24 * 60),)
+    variance_threshold: float = 0.25  # relative deviation of the actual from the standard cycle
+    variance_reason: str = "CYCLE"
+    master_data: MasterData = field(default_factory=MasterData)
+
+    def source(self, name: str) -> CountSource | None:
+        for src in self.sources:
+            if src.name == name:
+                return src
+        return None
+
+    def counts_total(self) -> bool:
+        """True when a total counter is authoritative, so scrap counts come out of good."""
+        return any(s.kind is CountKind.TOTAL and s.authoritative for s in self.sources)

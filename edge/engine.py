@@ -1,0 +1,338 @@
+"""The one writer: inputs in, the core applies them, one SQLite transaction per batch out.
+
+Sources, the operator side and the downlink put inputs on the engine's queue. One task takes
+what arrived within a few milliseconds (group commit), applies each input to the core, and
+commits journal, events, outbox rows and projections in one transaction. Only then are the
+callers answered: nothing is acknowledged before it is durable.
+
+A failing commit (disk full, I/O error) acknowledges nothing of its batch: the core's state is
+reloaded from the store, the callers get a :class:`StoreError`, and the engine goes on.
+An unexpected exception inside the core rejects only the input that caused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from edge import outbound
+from edge.clock import GatewayClock
+from edge.domain.core import WorkCenter
+from edge.domain.events import Event, Outcome, Rejection, RejectionCode
+from edge.domain.inputs import Input, RulesApplied, Tick
+from edge.domain.model import OperationKey
+from edge.domain.rules import WorkCenterRules
+from edge.errors import StoreError
+from edge.store import codec
+from edge.store.store import JournalEntry, OutboxMessage, Store
+
+T = TypeVar("T")
+CommitListener = Callable[[Sequence[Event]], None]
+
+
+@dataclass(slots=True)
+class _Queued:
+    input: Input
+    future: asyncio.Future[Outcome] | None
+
+
+@dataclass(slots=True)
+class EngineStats:
+    inputs: int = 0
+    journaled: int = 0
+    rejected: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    internal_errors: int = 0
+    last_batch: int = 0
+
+
+class Engine:
+    """Owns the :class:`WorkCenter` and the :class:`Store`; nobody else writes either."""
+
+    def __init__(
+        self,
+        store: Store,
+        wc: WorkCenter,
+        *,
+        clock: GatewayClock,
+        batch_window_ms: float = 2.0,
+        max_batch: int = 1000,
+        logger: Any = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.store = store
+        self.wc = wc
+        self.clock = clock
+        self.batch_window = batch_window_ms / 1000
+        self.max_batch = max_batch
+        self.log = logger or structlog.get_logger("edge.engine")
+        self.stats = EngineStats()
+        self.healthy = True
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
+        # One thread for every store call: SQLite sees one writer, the loop never blocks on fsync.
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="edge-store")
+        self._listeners: list[CommitListener] = []
+        self._published: dict[tuple[str, str], object] = {}
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    async def open(cls, store: Store, rules: WorkCenterRules, **kwargs: Any) -> Engine:
+        """Open the store, restore the state, and journal the rules if they changed."""
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(1, thread_name_prefix="edge-store")
+        await loop.run_in_executor(executor, store.open)
+        wc = await loop.run_in_executor(executor, store.load)
+        last = await loop.run_in_executor(executor, store.last_instant)
+        engine = cls(
+            store, wc or WorkCenter(rules), clock=GatewayClock(last), executor=executor, **kwargs
+        )
+        if wc is None or wc.rules != rules:
+            await engine.apply_now(RulesApplied(rules, engine.clock.now()))
+        return engine
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ submitting
+
+    async def submit(self, inp: Input) -> Outcome:
+        """Apply ``inp``; returns once its effects are durable (or it was rejected)."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Queued(inp, future))
+        return await future
+
+    def post(self, inp: Input) -> None:
+        """Queue ``inp`` without waiting for it (ticks, high-rate counts whose source re-reads)."""
+        self._queue.put_nowait(_Queued(inp, None))
+
+    async def apply_now(self, inp: Input) -> Outcome:
+        """Apply and commit one input outside the run loop (start-up, before ``run``)."""
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        await self._process([_Queued(inp, future)])
+        return future.result()
+
+    def now(self) -> Any:
+        return self.clock.now()
+
+    def add_listener(self, listener: CommitListener) -> None:
+        """Called on the loop with the events of each commit, after it is durable."""
+        self._listeners.append(listener)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # ------------------------------------------------------------------ the writer
+
+    async def run(self, tick_interval_s: float | None = 1.0) -> None:
+        """The writer loop; with a tick interval it also drives time-based rules."""
+        ticker = None
+        if tick_interval_s:
+            ticker = asyncio.create_task(self._tick(tick_interval_s), name="engine-ticker")
+        try:
+            while True:
+                batch = await self._next_batch()
+                await self._process(batch)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            await self._drain()
+
+    async def _drain(self) -> None:
+        """On shutdown: commit what is already queued so no caller is left waiting."""
+        batch: list[_Queued] = []
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if batch:
+            await asyncio.shield(self._process(batch))
+
+    async def _tick(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.post(Tick(self.clock.now()))
+
+    async def _next_batch(self) -> list[_Queued]:
+        batch = [await self._queue.get()]
+        self._take_waiting(batch)
+        if len(batch) < self.max_batch and self.batch_window > 0:
+            await asyncio.sleep(self.batch_window)
+            self._take_waiting(batch)
+        return batch
+
+    def _take_waiting(self, batch: list[_Queued]) -> None:
+        queue = self._queue
+        while len(batch) < self.max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
+
+    async def _in_store(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _process(self, batch: list[_Queued]) -> None:
+        outcomes, entries = await self._apply(batch)
+        rows = [
+            (table, key, codec.entity_doc(self.wc, table, key))
+            for table, key in sorted(self.wc.take_dirty())
+        ]
+        if entries:
+            entries[-1].outbox.extend(self._historian(entries[-1].input.at.wall_ms))
+            try:
+                await self._in_store(self.store.commit, entries, rows)
+            except StoreError as exc:
+                await self._commit_failed(batch, exc)
+                return
+            self.stats.commits += 1
+            self.stats.journaled += len(entries)
+        self.healthy = True
+        self.stats.inputs += len(batch)
+        self.stats.last_batch = len(batch)
+        committed: list[Event] = []
+        for queued, outcome in zip(batch, outcomes, strict=True):
+            if outcome.rejection is not None:
+                self.stats.rejected += 1
+                self._log_rejection(queued.input, outcome.rejection)
+            else:
+                committed.extend(outcome.events)
+            if queued.future is not None and not queued.future.done():
+                queued.future.set_result(outcome)
+        if committed:
+            self._log_events(committed)
+            for listener in self._listeners:
+                try:
+                    listener(committed)
+                except Exception:
+                    self.log.exception("commit listener failed")
+
+    async def _apply(self, batch: list[_Queued]) -> tuple[list[Outcome], list[JournalEntry]]:
+        outcomes: list[Outcome] = []
+        entries: list[JournalEntry] = []
+        for queued in batch:
+            try:
+                outcome = self.wc.apply(queued.input)
+            except Exception as exc:
+                outcome = await self._internal_error(queued.input, exc, entries)
+            outcomes.append(outcome)
+            if outcome.accepted and outcome.changed:
+                entries.append(
+                    JournalEntry(
+                        queued.input, outcome.events, outbound.messages_for(outcome.events)
+                    )
+                )
+        return outcomes, entries
+
+    async def _internal_error(
+        self, inp: Input, exc: Exception, applied: list[JournalEntry]
+    ) -> Outcome:
+        """A bug in the core: drop the half-applied state, redo the batch so far, reject ``inp``."""
+        self.stats.internal_errors += 1
+        self.log.error(
+            "internal error applying input; it is rejected and the state is reloaded",
+            input_type=type(inp).__name__,
+            error=repr(exc),
+            exc_info=exc,
+        )
+        wc = await self._in_store(self.store.load)
+        self.wc = wc or WorkCenter(self.wc.rules)
+        for entry in applied:
+            self.wc.apply(entry.input)  # deterministic: the same inputs give the same state
+        return Outcome(
+            rejection=Rejection(
+                RejectionCode.INTERNAL_ERROR,
+                f"internal error applying {type(inp).__name__}; nothing was changed: {exc!r}",
+            ),
+            changed=False,
+        )
+
+    async def _commit_failed(self, batch: list[_Queued], exc: StoreError) -> None:
+        self.stats.commit_failures += 1
+        self.healthy = False
+        self.log.error(
+            "commit failed; the batch is not acknowledged", error=str(exc), inputs=len(batch)
+        )
+        try:
+            wc = await self._in_store(self.store.load)
+            if wc is not None:
+                self.wc = wc
+        except StoreError as load_exc:
+            self.log.error("reloading the state failed", error=str(load_exc))
+        self.wc.take_dirty()
+        self._published.clear()
+        for queued in batch:
+            if queued.future is not None and not queued.future.done():
+                queued.future.set_exception(exc)
+        await asyncio.sleep(0.5)  # a full disk does not free itself in a microsecond
+
+    def _historian(self, at_wall_ms: int) -> list[OutboxMessage]:
+        """Counter values of the active operations, once per commit rather than per count."""
+        msgs: list[OutboxMessage] = []
+        for op in self.wc.active:
+            for name, value in (
+                ("counter/good", op.counted.good),
+                ("counter/scrap", op.counted.scrap_total),
+            ):
+                key = (str(op.key), name)
+                if self._published.get(key) != value:
+                    self._published[key] = value
+                    msgs.append(outbound.historian_message(name, value, at_wall_ms))
+        return msgs
+
+    # ------------------------------------------------------------------ logging
+
+    def _log_events(self, events: Sequence[Event]) -> None:
+        for ev in events:
+            fields: dict[str, object] = {"event": ev.type.value, "actor": ev.actor}
+            if ev.op:
+                key = OperationKey.parse(ev.op)
+                fields.update(order_id=key.order, operation=key.operation, split=key.split)
+            fields.update({k: v for k, v in ev.data.items() if k in _LOGGED_FIELDS})
+            self.log.info(**fields)
+
+    def _log_rejection(self, inp: Input, rej: Rejection) -> None:
+        fields: dict[str, object] = {
+            "input_type": type(inp).__name__,
+            "code": rej.code.value,
+            "field": rej.field,
+            "value": rej.value,
+        }
+        op = getattr(inp, "op", "")
+        if op:
+            fields["op"] = op
+        self.log.warning(f"rejected: {rej.message}", **fields)
+
+
+_LOGGED_FIELDS = frozenset(
+    {
+        "from",
+        "to",
+        "stop_id",
+        "reason",
+        "old_reason",
+        "new_reason",
+        "conf_index",
+        "kind",
+        "yield_qty",
+        "scrap_qty",
+        "status",
+        "source",
+        "previous",
+        "value",
+        "duration_s",
+        "micro",
+        "state",
+        "version",
+        "conflict",
+        "unassigned_id",
+        "phase",
+        "remainder_op",
+    }
+)

@@ -1,0 +1,94 @@
+"""Which committed events become messages for central, and on which topic.
+
+The topic is relative to the work center's root (``umh/v1/<enterprise>/.../<workcenter>``);
+the uplink publisher adds the root and the envelope (``msg_id``, ``seq``, ``boot_seq``, ...).
+Business events go under ``_mes_v1``; time series under ``_historian``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from edge.domain.events import Event, EventType
+from edge.domain.model import OperationKey
+from edge.store.codec import dumps
+from edge.store.store import OutboxMessage
+
+E = EventType
+ORDER_EVENT = "_mes_v1/order/event"
+TOPICS: dict[EventType, str] = {
+    E.OPERATION_DISPATCHED: ORDER_EVENT,
+    E.OPERATION_CHANGED: ORDER_EVENT,
+    E.OPERATION_WITHDRAWN: ORDER_EVENT,
+    E.OPERATION_STATE_CHANGED: ORDER_EVENT,
+    E.PICKED_OUT_OF_SEQUENCE: ORDER_EVENT,
+    E.OPERATION_SPLIT: ORDER_EVENT,
+    E.TARGET_REACHED: ORDER_EVENT,
+    E.OVER_TOLERANCE: ORDER_EVENT,
+    E.OVER_TOLERANCE_ACKNOWLEDGED: ORDER_EVENT,
+    E.DISPATCH_CONFLICT: ORDER_EVENT,
+    E.DISPATCH_APPLIED: "_mes_v1/order/received",
+    E.SCRAP_REPORTED: "_mes_v1/scrap",
+    E.SETUP_PARTS_DECLARED_GOOD: "_mes_v1/scrap",
+    E.COUNTER_DISCONTINUITY: "_mes_v1/counter/event",
+    E.COUNTER_RESET: "_mes_v1/counter/event",
+    E.COUNTER_WRAPPED: "_mes_v1/counter/event",
+    E.SOURCE_RESTARTED: "_mes_v1/counter/event",
+    E.UNASSIGNED_PRODUCTION: "_mes_v1/counter/event",
+    E.UNASSIGNED_ASSIGNED: "_mes_v1/counter/event",
+    E.STOP_STARTED: "_mes_v1/stop",
+    E.STOP_ENDED: "_mes_v1/stop",
+    E.STOP_REASON_REQUESTED: "_mes_v1/stop",
+    E.STOP_REASON_SET: "_mes_v1/stop",
+    E.STOP_RECLASSIFIED: "_mes_v1/stop",
+    E.CONFIRMATION_CREATED: "_mes_v1/confirmation",
+    E.CONFIRMATION_RESENT: "_mes_v1/confirmation",
+    E.CONFIRMATION_REVERSED: "_mes_v1/confirmation/cancel",
+    E.MACHINE_STATE: "_historian/state",
+}
+# Not published: relay results (they came from central), shift changes, master data and rules
+# applied (central or the installer made them); they stay in the journal and event tables.
+
+
+def event_body(event: Event) -> dict[str, object]:
+    body: dict[str, object] = {"type": event.type.value, "event_time": event.at.iso()}
+    if event.op:
+        key = OperationKey.parse(event.op)
+        body.update(order_id=key.order, operation=key.operation, split=key.split)
+    if event.actor:
+        body["actor"] = event.actor
+    body.update(event.data)
+    return body
+
+
+def messages_for(events: Iterable[Event]) -> list[OutboxMessage]:
+    out: list[OutboxMessage] = []
+    for index, event in enumerate(events):
+        topic = TOPICS.get(event.type)
+        if topic is None:
+            continue
+        idem = event.data.get("idem_key") if topic.startswith("_mes_v1/confirmation") else None
+        out.append(
+            OutboxMessage(
+                msg_id=str(uuid.uuid4()),
+                topic=topic,
+                kind=event.type.value,
+                payload=dumps(event_body(event)),
+                at_wall_ms=event.at.wall_ms,
+                idem_key=idem if isinstance(idem, str) else None,
+                event_index=index,
+            )
+        )
+    return out
+
+
+def historian_message(name: str, value: object, at_wall_ms: int) -> OutboxMessage:
+    """A time-series value in the UMH ``{timestamp_ms, value}`` shape."""
+    return OutboxMessage(
+        msg_id=str(uuid.uuid4()),
+        topic=f"_historian/{name}",
+        kind="historian",
+        payload=dumps({"timestamp_ms": at_wall_ms, "value": value}),
+        at_wall_ms=at_wall_ms,
+    )

@@ -1,0 +1,1 @@
+"""Sources translate the outside world into typed inputs for the engine; they never touch orders."""

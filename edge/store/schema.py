@@ -1,0 +1,121 @@
+"""The SQLite schema and its migrations (``PRAGMA user_version`` counts the applied ones).
+
+Projection tables keep each entity as a JSON document (what the core restores from) and expose
+the fields people query as generated columns, so ``sqlite3 edge.db "select * from operation"``
+is readable at the machine without the gateway.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: journal, events, outbox, projections
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    -- Every accepted input, in the order the core applied it. Replaying it rebuilds the state.
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        boot_seq INTEGER NOT NULL,
+        at_wall_ms INTEGER NOT NULL,
+        at_mono_ms INTEGER NOT NULL,
+        input_type TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+
+    -- What the core decided for each input.
+    CREATE TABLE event (
+        id INTEGER PRIMARY KEY,
+        journal_id INTEGER NOT NULL REFERENCES journal(id),
+        type TEXT NOT NULL,
+        at_wall_ms INTEGER NOT NULL,
+        op TEXT,
+        actor TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX event_op ON event(op) WHERE op IS NOT NULL;
+
+    -- Messages to send. seq is gap-free per edge (AUTOINCREMENT never reuses a number and a
+    -- rolled-back transaction takes its numbers back with it).
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        msg_id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        idem_key TEXT,
+        event_id INTEGER REFERENCES event(id),
+        boot_seq INTEGER NOT NULL,
+        at_wall_ms INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox(seq) WHERE state != 'done';
+
+    CREATE TABLE work_center (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
+
+    CREATE TABLE operation (
+        key TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,
+        order_no TEXT GENERATED ALWAYS AS (json_extract(doc, '$.spec.order')) VIRTUAL,
+        operation_no TEXT GENERATED ALWAYS AS (json_extract(doc, '$.spec.operation')) VIRTUAL,
+        status TEXT GENERATED ALWAYS AS (json_extract(doc, '$.status')) VIRTUAL,
+        material TEXT GENERATED ALWAYS AS (json_extract(doc, '$.spec.material')) VIRTUAL,
+        target_qty TEXT GENERATED ALWAYS AS (json_extract(doc, '$.spec.target_qty')) VIRTUAL,
+        good TEXT GENERATED ALWAYS AS (json_extract(doc, '$.counted.good')) VIRTUAL
+    );
+
+    CREATE TABLE counter (
+        key TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,
+        last_value INTEGER GENERATED ALWAYS AS (json_extract(doc, '$.last_value')) VIRTUAL
+    );
+
+    CREATE TABLE stop (
+        key TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,
+        start_ms INTEGER GENERATED ALWAYS AS (json_extract(doc, '$.start.wall_ms')) VIRTUAL,
+        end_ms INTEGER GENERATED ALWAYS AS (json_extract(doc, '$.end.wall_ms')) VIRTUAL,
+        reason TEXT GENERATED ALWAYS AS (json_extract(doc, '$.reason')) VIRTUAL,
+        micro INTEGER GENERATED ALWAYS AS (json_extract(doc, '$.micro')) VIRTUAL
+    );
+
+    CREATE TABLE confirmation (
+        key TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,
+        status TEXT GENERATED ALWAYS AS (json_extract(doc, '$.status')) VIRTUAL,
+        final INTEGER GENERATED ALWAYS AS (json_extract(doc, '$.final')) VIRTUAL,
+        reversed INTEGER GENERATED ALWAYS AS (json_extract(doc, '$.reversed')) VIRTUAL,
+        idem_key TEXT GENERATED ALWAYS AS (json_extract(doc, '$.idem_key')) VIRTUAL,
+        yield_qty TEXT GENERATED ALWAYS AS (json_extract(doc, '$.tally.good')) VIRTUAL
+    );
+
+    CREATE TABLE unassigned (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
+    """,
+)
+
+PROJECTION_TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the migrations the file lacks, each in its own transaction; return the version."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {version} is newer than this gateway knows "
+            f"({len(MIGRATIONS)}); install the newer gateway version again"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)

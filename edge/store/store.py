@@ -1,0 +1,247 @@
+"""The SQLite store: journal, events, outbox and projections, written in one transaction per batch.
+
+One engine task owns the only writing connection and calls it from one dedicated thread, so
+SQLite never sees two writers. WAL with ``synchronous=FULL``: when :meth:`Store.commit` returns,
+the batch survives a power cut; nothing is acknowledged before that.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.domain.clock import Instant
+from edge.domain.core import WorkCenter
+from edge.domain.events import Event
+from edge.domain.inputs import Input
+from edge.errors import StoreError
+from edge.store import codec
+from edge.store.schema import PROJECTION_TABLES, migrate
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One message for the uplink, decided by the engine when the event was committed."""
+
+    msg_id: str
+    topic: str  # relative to the work center's root topic
+    kind: str  # event type, or "historian"
+    payload: str  # JSON body; the publisher wraps it in the envelope
+    at_wall_ms: int
+    idem_key: str | None = None
+    event_index: int | None = None  # which of the input's events it came from
+
+
+@dataclass(slots=True)
+class JournalEntry:
+    input: Input
+    events: tuple[Event, ...]
+    outbox: list[OutboxMessage] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    msg_id: str
+    topic: str
+    kind: str
+    idem_key: str | None
+    boot_seq: int
+    at_wall_ms: int
+    payload: str
+    state: str
+    attempts: int
+
+
+class Store:
+    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous.upper()
+        if self.synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous = {synchronous!r}: must be full or normal")
+        self._conn: sqlite3.Connection | None = None
+        self.boot_seq = 0
+        self._next_journal = 1
+        self._next_event = 1
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def open(self, *, boot: bool = True) -> None:
+        """Open (creating if needed) and migrate; with ``boot``, count this start as a new boot."""
+        try:
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=10
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            migrate(conn)
+            self._conn = conn
+            if boot:
+                self._count_boot()
+        except (sqlite3.Error, OSError, RuntimeError) as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+        self._reset_ids()
+
+    def _count_boot(self) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT value FROM meta WHERE key='boot_seq'").fetchone()
+        self.boot_seq = (int(row[0]) if row else 0) + 1
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES('boot_seq', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (str(self.boot_seq),),
+        )
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is not open")
+        return self._conn
+
+    def _reset_ids(self) -> None:
+        self._next_journal = self.conn.execute(
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM journal"
+        ).fetchone()[0]
+        self._next_event = self.conn.execute(
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM event"
+        ).fetchone()[0]
+
+    # ------------------------------------------------------------------ reading state
+
+    def projection_docs(self) -> dict[str, dict[str, str]]:
+        docs: dict[str, dict[str, str]] = {}
+        for table in PROJECTION_TABLES:
+            rows = self.conn.execute(f"SELECT key, doc FROM {table} ORDER BY key").fetchall()
+            docs[table] = dict(rows)
+        return docs
+
+    def load(self) -> WorkCenter | None:
+        """The work center as the projections hold it (None for a new database)."""
+        try:
+            return codec.restore(self.projection_docs())
+        except ValueError as exc:
+            raise StoreError(f"the projections in {self.path} cannot be read: {exc}") from exc
+
+    def last_instant(self) -> Instant | None:
+        row = self.conn.execute(
+            "SELECT at_wall_ms, at_mono_ms FROM journal ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return Instant(row[0], row[1]) if row else None
+
+    def iter_journal(self, after_id: int = 0) -> Iterator[tuple[int, Input]]:
+        cursor = self.conn.execute(
+            "SELECT id, input_type, body FROM journal WHERE id > ? ORDER BY id", (after_id,)
+        )
+        for journal_id, name, body in cursor:
+            yield journal_id, codec.decode_input(name, body)
+
+    def journal_count(self) -> int:
+        count: int = self.conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
+        return count
+
+    # ------------------------------------------------------------------ the one write
+
+    def commit(
+        self, entries: Sequence[JournalEntry], rows: Sequence[tuple[str, str, str | None]]
+    ) -> None:
+        """Write a batch in ONE transaction: journal, events, outbox rows and projection rows.
+
+        On any failure the transaction is rolled back and :class:`StoreError` raised: then
+        nothing of the batch is stored and the caller must not acknowledge any of it.
+        """
+        conn = self.conn
+        journal: list[tuple[object, ...]] = []
+        events: list[tuple[object, ...]] = []
+        outbox: list[tuple[object, ...]] = []
+        jid, eid = self._next_journal, self._next_event
+        for entry in entries:
+            name, body = codec.encode_input(entry.input)
+            at = entry.input.at
+            journal.append((jid, self.boot_seq, at.wall_ms, at.mono_ms, name, body))
+            first_event = eid
+            for ev in entry.events:
+                events.append(
+                    (
+                        eid,
+                        jid,
+                        ev.type.value,
+                        ev.at.wall_ms,
+                        ev.op,
+                        ev.actor,
+                        codec.encode_event(ev),
+                    )
+                )
+                eid += 1
+            for msg in entry.outbox:
+                event_id = first_event + msg.event_index if msg.event_index is not None else None
+                outbox.append(
+                    (
+                        msg.msg_id,
+                        msg.topic,
+                        msg.kind,
+                        msg.idem_key,
+                        event_id,
+                        self.boot_seq,
+                        msg.at_wall_ms,
+                        msg.payload,
+                    )
+                )
+            jid += 1
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?)", journal)
+                if events:
+                    conn.executemany("INSERT INTO event VALUES (?,?,?,?,?,?,?)", events)
+                if outbox:
+                    conn.executemany(
+                        "INSERT INTO outbox(msg_id, topic, kind, idem_key, event_id, boot_seq, "
+                        "at_wall_ms, payload) VALUES (?,?,?,?,?,?,?,?)",
+                        outbox,
+                    )
+                for table, key, doc in rows:
+                    if doc is None:
+                        conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+                    else:
+                        conn.execute(
+                            f"INSERT INTO {table}(key, doc) VALUES (?, ?) "
+                            "ON CONFLICT(key) DO UPDATE SET doc = excluded.doc",
+                            (key, doc),
+                        )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            self._reset_ids()
+            raise StoreError(f"commit failed, nothing of the batch was stored: {exc}") from exc
+        self._next_journal, self._next_event = jid, eid
+
+    # ------------------------------------------------------------------ outbox
+
+    def outbox_pending(self, limit: int = 100, after_seq: int = 0) -> list[OutboxRow]:
+        rows = self.conn.execute(
+            "SELECT seq, msg_id, topic, kind, idem_key, boot_seq, at_wall_ms, payload, state, "
+            "attempts FROM outbox WHERE state != 'done' AND seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def outbox_depth(self) -> int:
+        depth: int = self.conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state != 'done'"
+        ).fetchone()[0]
+        return depth

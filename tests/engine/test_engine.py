@@ -1,0 +1,184 @@
+"""The one-writer engine against a real SQLite file: durability, group commit, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edge.domain.events import EventType, RejectionCode
+from edge.domain.inputs import Action, CounterReading, DispatchList, Pulses, ReportScrap, Transition
+from edge.engine import Engine
+from edge.errors import StoreError
+from edge.store.replay import verify
+from edge.store.store import Store
+from tests.engine.helpers import rules, spec
+
+
+@contextlib.asynccontextmanager
+async def running(path: Path, **kw: object) -> AsyncIterator[Engine]:
+    engine = await Engine.open(Store(path), rules(**kw))
+    task = asyncio.create_task(engine.run(tick_interval_s=None))
+    try:
+        yield engine
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.close()
+
+
+async def start(engine: Engine) -> None:
+    await engine.submit(DispatchList(1, (spec(std_cycle_s=1.0),), engine.now()))
+    outcome = await engine.submit(
+        Transition(Action.START_PRODUCTION, "4711/0020", "operator:7", engine.now())
+    )
+    assert outcome.accepted
+
+
+async def test_accepted_input_is_durable_when_submit_returns(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    async with running(db) as engine:
+        await start(engine)
+        outcome = await engine.submit(Pulses("pulses", 3, engine.now()))
+        assert outcome.accepted
+        # Read through a second connection: what was acknowledged is on disk.
+        with sqlite3.connect(db) as other:
+            good = other.execute("SELECT good FROM operation WHERE key='4711/0020'").fetchone()[0]
+            assert good == "3"
+            types = [r[0] for r in other.execute("SELECT input_type FROM journal ORDER BY id")]
+        assert types == ["RulesApplied", "DispatchList", "Transition", "Pulses"]
+
+
+async def test_group_commit_puts_concurrent_inputs_in_few_transactions(tmp_path: Path) -> None:
+    async with running(tmp_path / "edge.db") as engine:
+        await start(engine)
+        commits_before = engine.stats.commits
+        outcomes = await asyncio.gather(
+            *(engine.submit(Pulses("pulses", 1, engine.now())) for _ in range(2000))
+        )
+        assert all(o.accepted for o in outcomes)
+        assert engine.stats.commits - commits_before <= 10
+        op = engine.wc.operations[spec().key]
+        assert op.counted.good == 2000
+
+
+async def test_rejection_is_answered_and_stores_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    async with running(db) as engine:
+        await start(engine)
+        journal_before = engine.store.journal_count()
+        outcome = await engine.submit(
+            ReportScrap(qty=-2, reason="S03", actor="operator:7", at=engine.now())  # type: ignore[arg-type]
+        )
+        assert outcome.rejection is not None
+        assert outcome.rejection.code is RejectionCode.INVALID_VALUE
+        assert "qty = -2" in outcome.rejection.message
+        assert engine.store.journal_count() == journal_before
+
+
+async def test_restart_restores_state_and_counts_the_gap(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    async with running(db) as engine:
+        await start(engine)
+        await engine.submit(CounterReading("good", 1200, engine.now()))
+        await engine.submit(CounterReading("good", 1210, engine.now()))
+    async with running(db) as engine:
+        op = engine.wc.operations[spec().key]
+        assert op.counted.good == 10
+        assert op.status.value == "running"
+        await engine.submit(CounterReading("good", 1215, engine.now()))
+        assert engine.wc.operations[spec().key].counted.good == 15
+        assert engine.store.boot_seq == 2
+        assert verify(engine.store) == []
+
+
+async def test_changed_rules_are_journaled_at_start(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    async with running(db):
+        pass
+    async with running(db, micro_stop_s=30.0) as engine:
+        assert engine.wc.rules.micro_stop_s == 30.0
+        rows = engine.store.conn.execute(
+            "SELECT COUNT(*) FROM journal WHERE input_type='RulesApplied'"
+        ).fetchone()[0]
+        assert rows == 2
+        assert verify(engine.store) == []
+
+
+async def test_outbox_rows_follow_events_in_order(tmp_path: Path) -> None:
+    async with running(tmp_path / "edge.db") as engine:
+        await start(engine)
+        await engine.submit(Pulses("pulses", 50, engine.now()))  # every 50 good: a partial
+        rows = engine.store.outbox_pending(limit=100)
+        kinds = [r.kind for r in rows]
+        assert "confirmation_created" in kinds
+        seqs = [r.seq for r in rows]
+        assert seqs == list(range(1, len(rows) + 1))  # gap-free
+        conf = next(r for r in rows if r.kind == "confirmation_created")
+        assert conf.topic == "_mes_v1/confirmation"
+        assert conf.idem_key is not None and len(conf.idem_key) == 64
+
+
+async def test_failed_commit_acknowledges_nothing_and_engine_goes_on(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    async with running(db) as engine:
+        await start(engine)
+        await engine.submit(Pulses("pulses", 5, engine.now()))
+        # Make the next commit fail inside SQLite: a trigger that aborts journal inserts.
+        blocker = sqlite3.connect(db)
+        blocker.execute(
+            "CREATE TRIGGER fail_journal BEFORE INSERT ON journal "
+            "BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END"
+        )
+        blocker.commit()
+        with pytest.raises(StoreError, match="disk full"):
+            await engine.submit(Pulses("pulses", 7, engine.now()))
+        assert engine.healthy is False
+        assert engine.wc.operations[spec().key].counted.good == 5  # the failed batch is gone
+        blocker.execute("DROP TRIGGER fail_journal")
+        blocker.commit()
+        blocker.close()
+        outcome = await engine.submit(Pulses("pulses", 2, engine.now()))
+        assert outcome.accepted
+        assert engine.healthy is True
+        assert engine.wc.operations[spec().key].counted.good == 7
+        assert verify(engine.store) == []
+
+
+async def test_internal_error_rejects_only_that_input(tmp_path: Path) -> None:
+    async with running(tmp_path / "edge.db") as engine:
+        await start(engine)
+
+        def broken(_: object) -> None:
+            raise RuntimeError("bug")
+
+        original = engine.wc._handlers[ReportScrap]
+        engine.wc._handlers[ReportScrap] = broken
+        results = await asyncio.gather(
+            engine.submit(Pulses("pulses", 4, engine.now())),
+            engine.submit(ReportScrap(qty=1, reason="S03", actor="operator:7", at=engine.now())),  # type: ignore[arg-type]
+            engine.submit(Pulses("pulses", 6, engine.now())),
+        )
+        assert results[0].accepted and results[2].accepted
+        assert results[1].rejection is not None
+        assert results[1].rejection.code is RejectionCode.INTERNAL_ERROR
+        assert engine.stats.internal_errors == 1
+        # The reloaded core is a new instance; it counted both pulse inputs exactly once.
+        engine.wc._handlers[ReportScrap] = original
+        assert engine.wc.operations[spec().key].counted.good == 10
+        assert verify(engine.store) == []
+
+
+async def test_events_reach_listeners_after_commit(tmp_path: Path) -> None:
+    seen: list[EventType] = []
+    async with running(tmp_path / "edge.db") as engine:
+        engine.add_listener(lambda events: seen.extend(e.type for e in events))
+        await start(engine)
+    assert EventType.OPERATION_STATE_CHANGED in seen
+    assert os.path.exists(tmp_path / "edge.db")
