@@ -35,5 +35,7 @@ def rules(**overrides: object) -> WorkCenterRules:
     return WorkCenterRules(**base)  # type: ignore[arg-type]
 
 
-def spec(order: str = "4711", operation: str = "0020", target: int = 1000, **kw: object) -> OperationSpec:
+def spec(
+    order: str = "4711", operation: str = "0020", target: int = 1000, **kw: object
+) -> OperationSpec:
     return OperationSpec(order, operation, "FG-1", Decimal(target), **kw)  # type: ignore[arg-type]

@@ -122,7 +122,8 @@ async def test_outbox_rows_follow_events_in_order(tmp_path: Path) -> None:
         assert seqs == list(range(1, len(rows) + 1))  # gap-free
         conf = next(r for r in rows if r.kind == "confirmation_created")
         assert conf.topic == "_mes_v1/confirmation"
-        assert conf.idem_key is not None and len(conf.idem_key) == 64
+        assert conf.idem_key is not None
+        assert len(conf.idem_key) == 64
 
 
 async def test_failed_commit_acknowledges_nothing_and_engine_goes_on(tmp_path: Path) -> None:
@@ -165,7 +166,8 @@ async def test_internal_error_rejects_only_that_input(tmp_path: Path) -> None:
             engine.submit(ReportScrap(qty=1, reason="S03", actor="operator:7", at=engine.now())),  # type: ignore[arg-type]
             engine.submit(Pulses("pulses", 6, engine.now())),
         )
-        assert results[0].accepted and results[2].accepted
+        assert results[0].accepted
+        assert results[2].accepted
         assert results[1].rejection is not None
         assert results[1].rejection.code is RejectionCode.INTERNAL_ERROR
         assert engine.stats.internal_errors == 1

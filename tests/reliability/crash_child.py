@@ -28,7 +28,9 @@ async def main(db: Path) -> None:
     if OP.key not in engine.wc.operations:
         await engine.submit(DispatchList(1, (OP,), engine.now()))
     if engine.wc.operations[OP.key].status is OperationStatus.DISPATCHED:
-        await engine.submit(Transition(Action.START_PRODUCTION, str(OP.key), "operator:1", engine.now()))
+        await engine.submit(
+            Transition(Action.START_PRODUCTION, str(OP.key), "operator:1", engine.now())
+        )
     track = engine.wc.counters.get("good")
     value = (track.last_value or 0) if track else 0
     print("READY", value, flush=True)
