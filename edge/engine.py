@@ -38,8 +38,10 @@ CommitListener = Callable[[Sequence[Event]], None]
 
 @dataclass(slots=True)
 class _Queued:
-    input: Input
-    future: asyncio.Future[Outcome] | None
+    """Inputs submitted together (one source's batch) and who waits for their outcomes."""
+
+    inputs: list[Input]
+    future: asyncio.Future[list[Outcome]] | None
 
 
 @dataclass(slots=True)
@@ -106,19 +108,28 @@ class Engine:
 
     async def submit(self, inp: Input) -> Outcome:
         """Apply ``inp``; returns once its effects are durable (or it was rejected)."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Queued(inp, future))
+        return (await self.submit_many([inp]))[0]
+
+    async def submit_many(self, inputs: list[Input]) -> list[Outcome]:
+        """Apply a source's batch in order; returns once all of it is durable.
+
+        A source that reads many values at once (a subscription's notification, a poll of
+        several registers, a burst of pulses) hands them over together: one wake-up instead
+        of one per value, and they always land in the same transaction.
+        """
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Queued(inputs, future))
         return await future
 
     def post(self, inp: Input) -> None:
-        """Queue ``inp`` without waiting for it (ticks, high-rate counts whose source re-reads)."""
-        self._queue.put_nowait(_Queued(inp, None))
+        """Queue ``inp`` without waiting for it (the ticker)."""
+        self._queue.put_nowait(_Queued([inp], None))
 
     async def apply_now(self, inp: Input) -> Outcome:
         """Apply and commit one input outside the run loop (start-up, before ``run``)."""
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        await self._process([_Queued(inp, future)])
-        return future.result()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        await self._process([_Queued([inp], future)])
+        return future.result()[0]
 
     def now(self) -> Any:
         return self.clock.now()
@@ -163,17 +174,22 @@ class Engine:
             self.post(Tick(self.clock.now()))
 
     async def _next_batch(self) -> list[_Queued]:
-        batch = [await self._queue.get()]
-        self._take_waiting(batch)
-        if len(batch) < self.max_batch and self.batch_window > 0:
+        first = await self._queue.get()
+        batch = [first]
+        size = self._take_waiting(batch, len(first.inputs))
+        if size < self.max_batch and self.batch_window > 0:
             await asyncio.sleep(self.batch_window)
-            self._take_waiting(batch)
+            self._take_waiting(batch, size)
         return batch
 
-    def _take_waiting(self, batch: list[_Queued]) -> None:
+    def _take_waiting(self, batch: list[_Queued], size: int) -> int:
+        """Add queued submissions while the batch has room; a submission is never split."""
         queue = self._queue
-        while len(batch) < self.max_batch and not queue.empty():
-            batch.append(queue.get_nowait())
+        while size < self.max_batch and not queue.empty():
+            queued = queue.get_nowait()
+            batch.append(queued)
+            size += len(queued.inputs)
+        return size
 
     async def _in_store(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -194,17 +210,18 @@ class Engine:
             self.stats.commits += 1
             self.stats.journaled += len(entries)
         self.healthy = True
-        self.stats.inputs += len(batch)
-        self.stats.last_batch = len(batch)
+        self.stats.last_batch = sum(len(q.inputs) for q in batch)
+        self.stats.inputs += self.stats.last_batch
         committed: list[Event] = []
-        for queued, outcome in zip(batch, outcomes, strict=True):
-            if outcome.rejection is not None:
-                self.stats.rejected += 1
-                self._log_rejection(queued.input, outcome.rejection)
-            else:
-                committed.extend(outcome.events)
+        for queued, results in zip(batch, outcomes, strict=True):
+            for inp, outcome in zip(queued.inputs, results, strict=True):
+                if outcome.rejection is not None:
+                    self.stats.rejected += 1
+                    self._log_rejection(inp, outcome.rejection)
+                elif outcome.events:
+                    committed.extend(outcome.events)
             if queued.future is not None and not queued.future.done():
-                queued.future.set_result(outcome)
+                queued.future.set_result(results)
         if committed:
             self._log_events(committed)
             for listener in self._listeners:
@@ -213,21 +230,23 @@ class Engine:
                 except Exception:
                     self.log.exception("commit listener failed")
 
-    async def _apply(self, batch: list[_Queued]) -> tuple[list[Outcome], list[JournalEntry]]:
-        outcomes: list[Outcome] = []
+    async def _apply(self, batch: list[_Queued]) -> tuple[list[list[Outcome]], list[JournalEntry]]:
+        outcomes: list[list[Outcome]] = []
         entries: list[JournalEntry] = []
         for queued in batch:
-            try:
-                outcome = self.wc.apply(queued.input)
-            except Exception as exc:
-                outcome = await self._internal_error(queued.input, exc, entries)
-            outcomes.append(outcome)
-            if outcome.accepted and outcome.changed:
-                entries.append(
-                    JournalEntry(
-                        queued.input, outcome.events, outbound.messages_for(outcome.events)
+            results: list[Outcome] = []
+            for inp in queued.inputs:
+                try:
+                    outcome = self.wc.apply(inp)
+                except Exception as exc:
+                    outcome = await self._internal_error(inp, exc, entries)
+                results.append(outcome)
+                if outcome.rejection is None and outcome.changed:
+                    events = outcome.events
+                    entries.append(
+                        JournalEntry(inp, events, outbound.messages_for(events) if events else [])
                     )
-                )
+            outcomes.append(results)
         return outcomes, entries
 
     async def _internal_error(
@@ -257,7 +276,9 @@ class Engine:
         self.stats.commit_failures += 1
         self.healthy = False
         self.log.error(
-            "commit failed; the batch is not acknowledged", error=str(exc), inputs=len(batch)
+            "commit failed; the batch is not acknowledged",
+            error=str(exc),
+            inputs=sum(len(q.inputs) for q in batch),
         )
         try:
             wc = await self._in_store(self.store.load)

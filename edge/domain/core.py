@@ -604,12 +604,15 @@ class WorkCenter:
         """Signals per second the machine could make at most (rules.md §3)."""
         if src.max_rate_per_s is not None:
             return src.max_rate_per_s
-        rates = [
-            self.rules.plausibility_factor / (op.spec.std_cycle_s * float(op.spec.parts_per_signal))
-            for op in self.active
-            if op.spec.std_cycle_s > 0
-        ]
-        return max(rates) if rates else None
+        best: float | None = None
+        for key in self._active:
+            spec = self.operations[key].spec
+            if spec.std_cycle_s > 0:
+                rate = self.rules.plausibility_factor / (
+                    spec.std_cycle_s * float(spec.parts_per_signal)
+                )
+                best = rate if best is None or rate > best else best
+        return best
 
     def _on_reading(self, r: CounterReading) -> None:
         src = self._source(r.source, SignalType.ABSOLUTE)
