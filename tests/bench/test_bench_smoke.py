@@ -10,7 +10,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "ingest.py"
 
 def load_bench():  # type: ignore[no-untyped-def]
     spec = importlib.util.spec_from_file_location("bench_ingest", BENCH)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -20,4 +21,5 @@ async def test_ingest_bench_runs_both_modes() -> None:
     bench = load_bench()
     grouped = await bench.one_run(2048, grouped=True)
     single = await bench.one_run(128, grouped=False)
-    assert grouped > 0 and single > 0
+    assert grouped > 0
+    assert single > 0
