@@ -432,6 +432,11 @@ class WorkCenter:
             op.ended = now
         if old.active and not new.active:
             self._active.remove(op.key)
+            stop = self.open_stop
+            running = any(self.operations[k].status is S.RUNNING for k in self._active)
+            if stop is not None and stop.origin is StopOrigin.NO_COUNT and not running:
+                # "No count while running" ends when nothing runs any more.
+                self._end_stop(stop, now, actor)
         elif new.active and not old.active:
             self._active.append(op.key)
             self._active.sort()
@@ -600,10 +605,17 @@ class WorkCenter:
             )
         return src
 
-    def _max_rate(self, src: CountSource) -> float | None:
-        """Signals per second the machine could make at most (rules.md §3)."""
+    def _max_rate(self, src: CountSource, track: CounterTrack | None = None) -> float | None:
+        """Signals per second the machine could make at most (rules.md §3).
+
+        From the configured maximum, else the active operations' standard cycle; with no
+        operation active, the rate last derived for this counter, so a jump between orders
+        is judged too.
+        """
         if src.max_rate_per_s is not None:
             return src.max_rate_per_s
+        if not self._active:
+            return track.last_rate if track is not None else None
         best: float | None = None
         for key in self._active:
             spec = self.operations[key].spec
@@ -637,7 +649,7 @@ class WorkCenter:
             value=r.value,
             at=r.at,
             bits=src.bits,
-            max_rate_per_s=self._max_rate(src),
+            max_rate_per_s=self._max_rate(src, track),
             grace_s=self.rules.plausibility_grace_s,
         )
         if result.kind is ReadingKind.DUPLICATE and track.last_at is not None:
@@ -647,6 +659,8 @@ class WorkCenter:
             self._touch("counter", r.source)
             return
         previous = track.last_value
+        if self._active and src.max_rate_per_s is None:
+            track.last_rate = self._max_rate(src, track)
         track.last_value = r.value
         track.last_at = r.at
         track.restarted_at = None
@@ -660,7 +674,7 @@ class WorkCenter:
                 source=r.source,
                 previous=previous,
                 value=r.value,
-                max_rate_per_s=self._max_rate(src),
+                max_rate_per_s=self._max_rate(src, track),
             )
         elif result.kind in (ReadingKind.RESET, ReadingKind.WRAP):
             self._emit(
@@ -716,7 +730,9 @@ class WorkCenter:
         if stop is not None and stop.origin is StopOrigin.NO_COUNT:
             self._end_stop(stop, at, f"machine:{src.name}")
         rules = self.rules
-        for key in self._active:
+        # A copy: an operation that completes at its target leaves the active list mid-loop, and
+        # the other operations of a family tool must still get this signal's parts.
+        for key in list(self._active):
             op = self.operations[key]
             qty = signals * op.spec.parts_per_signal
             counted = op.counted

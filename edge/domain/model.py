@@ -275,6 +275,8 @@ class CounterTrack:
     last_at: Instant | None = None
     # After a source restart the next reading is counted from 0 at the restart.
     restarted_at: Instant | None = None
+    # The plausible rate last derived from an active operation, for readings between orders.
+    last_rate: float | None = None
 
 
 @dataclass(slots=True)

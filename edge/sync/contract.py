@@ -1,0 +1,462 @@
+"""The MQTT contract with central: every topic, and the payload model of every message.
+
+These pydantic models are the single source of truth: the gateway validates inbound messages
+with them, the tests validate every outbound message the broker carries against them, and
+``edge contract`` generates the AsyncAPI document and JSON Schemas in ``contract/`` from them.
+
+Topics are relative to the work center's root, ``umh/v1/<enterprise>/<site>/<area>/<line>/
+<workcenter>`` by default. Business messages (``_mes_v1``) are wrapped in an :class:`Envelope`;
+time series (``_historian``) use the UMH shape ``{timestamp_ms, value}``.
+
+Versioning: the ``_mes_v1`` segment is the major version. Within it, fields are only ever added
+(consumers must ignore fields they do not know); a breaking change makes ``_mes_v2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+CONTRACT_VERSION = "1.0.0"
+MAX_INBOUND_BYTES = 256 * 1024
+
+Quantity = int | Decimal | str  # whole numbers as integers, exact decimals as text
+Code = Annotated[str, StringConstraints(min_length=1, max_length=40, strip_whitespace=True)]
+Ident = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^/+#\s]+$")]
+
+
+class _Strict(BaseModel):
+    """Inbound: unknown fields are an error, so a typo in central's message is caught."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Open(BaseModel):
+    """Outbound: we publish exactly these fields; consumers must ignore ones they don't know."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------------------------------- down
+
+
+class OperationMsg(_Strict):
+    """One operation of the dispatch list, with the ERP's standards."""
+
+    order_id: Ident
+    operation: Ident
+    split: int = Field(0, ge=0)
+    material: Code
+    material_text: str = Field("", max_length=200)
+    quantity: Decimal = Field(gt=0, description="target quantity in `unit`")
+    unit: Code = "PC"
+    sequence: int = 0
+    planned_setup_s: float = Field(0.0, ge=0)
+    planned_run_s_per_unit: float = Field(0.0, ge=0, description="standard cycle time per unit")
+    parts_per_signal: Decimal = Field(Decimal(1), gt=0)
+    latest_end: str | None = Field(None, description="due date-time from the ERP, ISO 8601")
+    over_tolerance_pct: Decimal | None = Field(None, ge=0)
+    under_tolerance_pct: Decimal | None = Field(None, ge=0)
+    crew_size: Decimal | None = Field(None, gt=0)
+    confirmation_no: str | None = Field(None, max_length=40)
+
+
+class DispatchListBody(_Strict):
+    """The whole dispatch list of the work center; replaces the one held if newer."""
+
+    version: int = Field(ge=1)
+    operations: list[OperationMsg] = Field(max_length=2000)
+
+
+class OperationRefBody(_Strict):
+    """Names one operation: cancel, hold or release it."""
+
+    order_id: Ident
+    operation: Ident
+    split: int = Field(0, ge=0)
+    reason: str | None = Field(None, max_length=200)
+
+
+class StopReasonMsg(_Strict):
+    code: Code
+    text: str = Field(max_length=200)
+    category: Literal["planned", "unplanned"] = "unplanned"
+
+
+class ScrapReasonMsg(_Strict):
+    code: Code
+    text: str = Field(max_length=200)
+
+
+class MasterDataBody(_Strict):
+    """Reason catalogues, alarm mapping and crew size; replaces the config's defaults."""
+
+    version: int = Field(ge=1)
+    stop_reasons: list[StopReasonMsg] = Field(default_factory=list, max_length=1000)
+    scrap_reasons: list[ScrapReasonMsg] = Field(default_factory=list, max_length=1000)
+    alarm_reasons: dict[str, Code] = Field(default_factory=dict)
+    crew_size: Decimal = Field(Decimal(1), gt=0)
+
+
+class ErpError(_Strict):
+    text: str = Field(max_length=1000)
+    code: str | None = Field(None, max_length=40)
+
+
+class ConfirmationResultBody(_Strict):
+    """The ERP relay's verdict on one confirmation or reversal, by its idempotency key."""
+
+    idem_key: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    status: Literal["posted", "duplicate", "rejected", "retrying"]
+    error: ErpError | None = None
+    erp: dict[str, str] | None = Field(None, description="the ERP's keys for the posting")
+    ts: str | None = None
+
+
+class InboundEnvelope(_Strict):
+    """What central sends: an id (quoted back when the message is rejected) and the body."""
+
+    schema_: str = Field(alias="schema")
+    msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    ts_ms: int | None = None
+    body: dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------ up
+
+
+class OrderFields(_Open):
+    type: str
+    event_time: str
+    order_id: str | None = None
+    operation: str | None = None
+    split: int | None = None
+    actor: str | None = None
+
+
+class OrderEventBody(OrderFields):
+    """An operation's lifecycle and dispatch events (``type`` says which)."""
+
+    type: Literal[
+        "operation_dispatched",
+        "operation_changed",
+        "operation_withdrawn",
+        "operation_state_changed",
+        "picked_out_of_sequence",
+        "operation_split",
+        "target_reached",
+        "over_tolerance",
+        "over_tolerance_acknowledged",
+        "dispatch_conflict",
+    ]
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    action: str | None = None
+    expected: str | None = None
+    sequence: int | None = None
+    remainder_op: str | None = None
+    remainder_qty: Quantity | None = None
+    done_qty: Quantity | None = None
+    good: Quantity | None = None
+    target: Quantity | None = None
+    tolerance_pct: Quantity | None = None
+    conflict: str | None = None
+    status: str | None = None
+    active: bool | None = None
+    changes: dict[str, list[Any]] | None = None
+    material: str | None = None
+    target_qty: Quantity | None = None
+    unit: str | None = None
+    std_setup_s: float | None = None
+    std_cycle_s: float | None = None
+    due: str | None = None
+
+
+class DispatchReceivedBody(OrderFields):
+    type: Literal["dispatch_applied"]
+    version: int
+    operations: list[str]
+
+
+class ScrapBody(OrderFields):
+    type: Literal["scrap_reported", "setup_parts_declared_good"]
+    qty: Quantity
+    kind: Literal["scrap", "rework"] | None = None
+    reason: str | None = None
+    from_good: bool | None = None
+
+
+class QuantityByReason(_Open):
+    code: str
+    qty: Quantity
+
+
+class CounterEventBody(OrderFields):
+    """Counter resets, wraps, restarts, discontinuities and unassigned production."""
+
+    type: Literal[
+        "counter_discontinuity",
+        "counter_reset",
+        "counter_wrapped",
+        "source_restarted",
+        "unassigned_production",
+        "unassigned_assigned",
+    ]
+    source: str | None = None
+    previous: int | None = None
+    value: int | None = None
+    counted: int | None = None
+    max_rate_per_s: float | None = None
+    unassigned_id: str | None = None
+    phase: Literal["opened", "closed"] | None = None
+    start: str | None = None
+    end: str | None = None
+    yield_qty: Quantity | None = None
+    scrap_qty: Quantity | None = None
+    rework_qty: Quantity | None = None
+    scrap_by_reason: list[QuantityByReason] | None = None
+    rework_by_reason: list[QuantityByReason] | None = None
+
+
+class StopBody(OrderFields):
+    type: Literal[
+        "stop_started",
+        "stop_ended",
+        "stop_reason_requested",
+        "stop_reason_set",
+        "stop_reclassified",
+    ]
+    stop_id: str
+    origin: Literal["machine_state", "no_count"] | None = None
+    operations: list[str] | None = None
+    alarm: str | None = None
+    duration_s: float | None = None
+    micro: bool | None = None
+    reason: str | None = None
+    source: str | None = None
+    old_reason: str | None = None
+    new_reason: str | None = None
+
+
+class Activities(_Open):
+    setup_s: float
+    machine_s: float
+    labour_s: float
+
+
+class Iso22400Times(_Open):
+    AUST_s: float = Field(description="actual unit setup time")
+    APT_s: float = Field(description="actual production time")
+    ADT_s: float = Field(description="actual unit down time")
+    waiting_s: float
+
+
+class Totals(_Open):
+    yield_qty: Quantity
+    scrap_qty: Quantity
+    rework_qty: Quantity
+    scrap_by_reason: list[QuantityByReason]
+    rework_by_reason: list[QuantityByReason]
+
+
+class ConfirmationBody(OrderFields):
+    """A partial or final operation confirmation, as the ERP relay posts it."""
+
+    type: Literal["confirmation_created", "confirmation_resent"]
+    conf_id: str
+    idem_key: str
+    confirmation_no: str | None
+    conf_index: int
+    kind: Literal["partial", "final"]
+    final: bool
+    unit: str
+    material: str
+    work_center: str
+    yield_qty: Quantity
+    scrap_qty: Quantity
+    rework_qty: Quantity
+    scrap_by_reason: list[QuantityByReason]
+    rework_by_reason: list[QuantityByReason]
+    variance_reason: str | None
+    posting_date: str
+    shift: str
+    period_start: str
+    period_end: str
+    activities: Activities
+    iso22400: Iso22400Times
+    retry: int
+    totals_to_date: Totals | None = None
+
+
+class ConfirmationCancelBody(OrderFields):
+    """Reverses an earlier confirmation (its ``reverses_idem_key``)."""
+
+    type: Literal["confirmation_reversed"]
+    conf_id: str
+    conf_index: int
+    idem_key: str
+    reverses_idem_key: str
+    yield_qty: Quantity
+    scrap_qty: Quantity
+    rework_qty: Quantity
+    scrap_by_reason: list[QuantityByReason]
+    rework_by_reason: list[QuantityByReason]
+
+
+class RejectedBody(_Open):
+    """An inbound message the gateway refused; nothing was changed."""
+
+    msg_id: str | None = Field(description="the refused message's msg_id, if it had one")
+    topic: str
+    reason: str
+    field: str | None = None
+    value: str | None = None
+    ts_ms: int
+
+
+class ActiveOperation(_Open):
+    op: str
+    status: str
+    material: str
+    target_qty: Quantity
+    good: Quantity
+    scrap: Quantity
+    unit: str
+
+
+class SnapshotBody(_Open):
+    """Retained: the work center now (≈ a Sparkplug birth certificate)."""
+
+    edge_id: str
+    work_center: str
+    boot_seq: int
+    dispatch_version: int
+    machine_state: str | None
+    open_stop: str | None
+    active: list[ActiveOperation]
+    dispatched: list[str]
+    ts_ms: int
+
+
+class HealthBody(_Open):
+    """Retained; the broker replaces it with ``{"online": false}`` (the Last Will) if we vanish."""
+
+    online: bool
+    edge_id: str
+    boot_seq: int | None = None
+    sw_version: str | None = None
+    uptime_s: float | None = None
+    outbox_depth: int | None = None
+    oldest_unacked_age_s: float | None = None
+    last_puback_ms: int | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+    ts_ms: int | None = None
+
+
+class HistorianValue(_Open):
+    """UMH ``_historian`` shape: one tag per topic."""
+
+    timestamp_ms: int
+    value: Quantity | float | str
+
+
+B = TypeVar("B", bound=BaseModel)
+
+
+class Envelope(_Open, Generic[B]):
+    """Every ``_mes_v1`` message the gateway publishes.
+
+    ``msg_id`` names one logical message: a resend carries the same ``msg_id``, ``seq`` and
+    ``idem_key``; only ``ts_sent_ms`` and ``historical`` change. ``seq`` is gap-free per edge.
+    """
+
+    schema_: str = Field(alias="schema")
+    msg_id: str
+    idem_key: str | None
+    edge_id: str
+    boot_seq: int
+    seq: int
+    ts_event_ms: int
+    ts_sent_ms: int
+    historical: bool
+    body: B
+
+
+# ------------------------------------------------------------------------------------ topics
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """One topic of the contract, relative to the work center root (or the enterprise root)."""
+
+    path: str
+    direction: Literal["up", "down"]
+    model: type[BaseModel]
+    qos: int
+    retain: bool
+    summary: str
+    enveloped: bool = True
+    schema: str = ""
+
+
+UP = "up"
+DOWN = "down"
+
+TOPICS: tuple[Topic, ...] = (
+    Topic("_mes_v1/order/dispatch", DOWN, DispatchListBody, 1, False,
+          "The whole dispatch list of the work center, versioned (replace semantics).",
+          schema="mes.dispatch/1"),
+    Topic("_mes_v1/order/cancel", DOWN, OperationRefBody, 1, False,
+          "Cancel one operation.", schema="mes.cancel/1"),
+    Topic("_mes_v1/order/hold", DOWN, OperationRefBody, 1, False,
+          "Hold one operation.", schema="mes.hold/1"),
+    Topic("_mes_v1/order/release", DOWN, OperationRefBody, 1, False,
+          "Release a held operation.", schema="mes.release/1"),
+    Topic("_mes_v1/masterdata", DOWN, MasterDataBody, 1, True,
+          "Stop and scrap reason catalogues, alarm mapping, crew size (retained).",
+          schema="mes.masterdata/1"),
+    Topic("_mes_v1/confirmation/result", DOWN, ConfirmationResultBody, 1, False,
+          "The ERP relay's verdict on a confirmation or reversal.",
+          schema="mes.confirmation-result/1"),
+    Topic("_mes_v1/order/event", UP, OrderEventBody, 1, False,
+          "Operation lifecycle and dispatch events.", schema="mes.order-event/1"),
+    Topic("_mes_v1/order/received", UP, DispatchReceivedBody, 1, False,
+          "A dispatch list was applied.", schema="mes.order-received/1"),
+    Topic("_mes_v1/confirmation", UP, ConfirmationBody, 1, False,
+          "Partial and final operation confirmations for the ERP.",
+          schema="mes.confirmation/1"),
+    Topic("_mes_v1/confirmation/cancel", UP, ConfirmationCancelBody, 1, False,
+          "Reversal of an earlier confirmation.", schema="mes.confirmation-cancel/1"),
+    Topic("_mes_v1/stop", UP, StopBody, 1, False,
+          "Stops: started, ended, reason requested, set, reclassified.", schema="mes.stop/1"),
+    Topic("_mes_v1/scrap", UP, ScrapBody, 1, False,
+          "Scrap and rework reported by the operator.", schema="mes.scrap/1"),
+    Topic("_mes_v1/counter/event", UP, CounterEventBody, 1, False,
+          "Counter resets, wraps, discontinuities and unassigned production.",
+          schema="mes.counter-event/1"),
+    Topic("_mes_v1/rejected", UP, RejectedBody, 1, False,
+          "Inbound messages the gateway refused, with the reason.", enveloped=False),
+    Topic("_mes_v1/snapshot", UP, SnapshotBody, 1, True,
+          "The work center now: active and dispatched operations, state (retained).",
+          enveloped=False),
+    Topic("_mes_v1/health", UP, HealthBody, 1, True,
+          "Online, outbox depth, links; the Last Will sets online false (retained).",
+          enveloped=False),
+    Topic("_historian/counter/good", UP, HistorianValue, 1, False,
+          "Good count of the active operation.", enveloped=False),
+    Topic("_historian/counter/scrap", UP, HistorianValue, 1, False,
+          "Scrap count of the active operation.", enveloped=False),
+    Topic("_historian/state", UP, HistorianValue, 1, False,
+          "Machine state: running, idle, down, setup.", enveloped=False),
+    Topic("_historian/alarm", UP, HistorianValue, 1, False,
+          "Machine alarm code, empty when none.", enveloped=False),
+)  # fmt: skip
+
+BY_PATH: dict[str, Topic] = {t.path: t for t in TOPICS}
+
+
+def topic(path: str) -> Topic:
+    return BY_PATH[path]
