@@ -47,6 +47,15 @@ async def run_gateway(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     engine = engine or await open_engine(cfg)
+    if cfg.mqtt.enabled:
+        from edge.sync.service import build_sync
+
+        sync = build_sync(cfg, engine)
+
+        async def mqtt_sync(_: Engine) -> None:
+            await sync.run()
+
+        components = (*components, mqtt_sync)
     log.info(
         "gateway started",
         edge_id=cfg.gateway.edge_id,

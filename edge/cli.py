@@ -89,6 +89,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_contract(args: argparse.Namespace) -> int:
+    from edge.sync import asyncapi
+
+    return asyncapi.main(["--out", args.out, *(["--check"] if args.check else [])])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge", description="Work-center edge gateway for manufacturing order management."
@@ -115,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--db", help="database file (default: from the config)")
     verify.set_defaults(fn=cmd_verify)
+    contract = sub.add_parser(
+        "contract", help="write the MQTT contract (AsyncAPI and JSON Schemas) from the models"
+    )
+    contract.add_argument("--out", default="contract", help="the contract directory")
+    contract.add_argument(
+        "--check", action="store_true", help="write nothing; fail if the files are out of date"
+    )
+    contract.set_defaults(fn=cmd_contract)
     return parser
 
 

@@ -81,6 +81,7 @@ __all__ = [
     "GatewayConfig",
     "GatewaySection",
     "MasterDataSection",
+    "MqttSection",
     "OperationsSection",
     "ScrapReasonEntry",
     "ShiftEntry",
@@ -190,6 +191,51 @@ class EngineSection(_Section):
     batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
     tick_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+
+_TOPIC_LEVEL: Final = r"^[^/+#\x00-\x20\x7f]{1,64}$"
+_ROOT_PATTERN: Final = r"^[^+#\x00-\x20\x7f]+$"
+
+
+class MqttSection(_Section):
+    """``[mqtt]``: the central broker. Without ``enabled = true`` the gateway runs local-only."""
+
+    enabled: bool = False
+    host: Annotated[str, Field(min_length=1, max_length=255)] = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    # The work center's root topic; default umh/v1/<enterprise>/<site>/<area>/<line>/<work_center>
+    root: Annotated[str, Field(pattern=_ROOT_PATTERN)] | None = None
+    enterprise: Annotated[str, Field(pattern=_TOPIC_LEVEL)] = "enterprise"
+    site: Annotated[str, Field(pattern=_TOPIC_LEVEL)] = "site"
+    area: Annotated[str, Field(pattern=_TOPIC_LEVEL)] = "area"
+    line: Annotated[str, Field(pattern=_TOPIC_LEVEL)] = "line"
+    username: str | None = None
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    tls_ca_file: Annotated[Path, Field(strict=False)] | None = None
+    tls_cert_file: Annotated[Path, Field(strict=False)] | None = None
+    tls_key_file: Annotated[Path, Field(strict=False)] | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    session_expiry_s: Annotated[int, Field(ge=0, le=4_294_967_295)] = 7 * 24 * 3600
+    reconnect_min_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+    health_interval_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    result_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+    historical_after_s: Annotated[float, Field(ge=0)] = 10.0
+    max_inbound_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 256 * 1024
+
+    @field_validator("root")
+    @classmethod
+    def _clean_root(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or value.endswith("/")):
+            raise PydanticCustomError("root", "must not start or end with '/'")
+        return value
+
+    def root_for(self, work_center: str) -> str:
+        if self.root:
+            return self.root
+        return f"umh/v1/{self.enterprise}/{self.site}/{self.area}/{self.line}/{work_center}"
 
 
 class SourceEntry(_Section):
@@ -501,6 +547,7 @@ class GatewayConfig(BaseSettings):
     gateway: GatewaySection
     store: StoreSection = Field(default_factory=StoreSection)
     engine: EngineSection = Field(default_factory=EngineSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
     counting: CountingSection = Field(default_factory=CountingSection)
     operations: OperationsSection = Field(default_factory=OperationsSection)
     stops: StopsSection = Field(default_factory=StopsSection)

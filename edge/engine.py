@@ -81,6 +81,7 @@ class Engine:
         # One thread for every store call: SQLite sees one writer, the loop never blocks on fsync.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="edge-store")
         self._listeners: list[CommitListener] = []
+        self._commit_hooks: list[Callable[[], None]] = []
         self._published: dict[tuple[str, str], object] = {}
 
     # ------------------------------------------------------------------ opening
@@ -137,6 +138,14 @@ class Engine:
     def add_listener(self, listener: CommitListener) -> None:
         """Called on the loop with the events of each commit, after it is durable."""
         self._listeners.append(listener)
+
+    def add_commit_hook(self, hook: Callable[[], None]) -> None:
+        """Called on the loop after every successful commit (new outbox rows may be there)."""
+        self._commit_hooks.append(hook)
+
+    async def run_store(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store's thread, in order with the commits."""
+        return await self._in_store(fn, *args)
 
     @property
     def queue_depth(self) -> int:
@@ -209,6 +218,8 @@ class Engine:
                 return
             self.stats.commits += 1
             self.stats.journaled += len(entries)
+            for hook in self._commit_hooks:
+                hook()
         self.healthy = True
         self.stats.last_batch = sum(len(q.inputs) for q in batch)
         self.stats.inputs += self.stats.last_batch
@@ -244,7 +255,12 @@ class Engine:
                 if outcome.rejection is None and outcome.changed:
                     events = outcome.events
                     entries.append(
-                        JournalEntry(inp, events, outbound.messages_for(events) if events else [])
+                        JournalEntry(
+                            inp,
+                            events,
+                            outbound.messages_for(events) if events else [],
+                            outbound.settled_keys(events) if events else [],
+                        )
                     )
             outcomes.append(results)
         return outcomes, entries

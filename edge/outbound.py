@@ -45,10 +45,10 @@ TOPICS: dict[EventType, str] = {
     E.CONFIRMATION_CREATED: "_mes_v1/confirmation",
     E.CONFIRMATION_RESENT: "_mes_v1/confirmation",
     E.CONFIRMATION_REVERSED: "_mes_v1/confirmation/cancel",
-    E.MACHINE_STATE: "_historian/state",
 }
 # Not published: relay results (they came from central), shift changes, master data and rules
 # applied (central or the installer made them); they stay in the journal and event tables.
+# Machine states go to the historian as time series.
 
 
 def event_body(event: Event) -> dict[str, object]:
@@ -62,9 +62,25 @@ def event_body(event: Event) -> dict[str, object]:
     return body
 
 
+RESULT_SETTLES = frozenset({"posted", "duplicate", "rejected"})
+
+
+def settled_keys(events: Iterable[Event]) -> list[str]:
+    """Idempotency keys the relay answered for good: their outbox rows are finished."""
+    return [
+        str(e.data["idem_key"])
+        for e in events
+        if e.type is E.CONFIRMATION_RESULT and e.data.get("status") in RESULT_SETTLES
+    ]
+
+
 def messages_for(events: Iterable[Event]) -> list[OutboxMessage]:
     out: list[OutboxMessage] = []
     for index, event in enumerate(events):
+        if event.type is E.MACHINE_STATE:
+            out.append(historian_message("state", event.data["state"], event.at.wall_ms))
+            out.append(historian_message("alarm", event.data.get("alarm") or "", event.at.wall_ms))
+            continue
         topic = TOPICS.get(event.type)
         if topic is None:
             continue

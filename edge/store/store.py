@@ -39,6 +39,8 @@ class JournalEntry:
     input: Input
     events: tuple[Event, ...]
     outbox: list[OutboxMessage] = field(default_factory=list)
+    # Idempotency keys whose relay result arrived: their outbox rows are finished.
+    settled: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +213,12 @@ class Store:
                         "at_wall_ms, payload) VALUES (?,?,?,?,?,?,?,?)",
                         outbox,
                     )
+                settled = [(k,) for entry in entries for k in entry.settled]
+                if settled:
+                    conn.executemany(
+                        "UPDATE outbox SET state = 'done' WHERE idem_key = ? AND state != 'done'",
+                        settled,
+                    )
                 for table, key, doc in rows:
                     if doc is None:
                         conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
@@ -232,16 +240,74 @@ class Store:
 
     # ------------------------------------------------------------------ outbox
 
+    # Row states: 'pending' (to send), 'published' (the broker has it; a confirmation or
+    # reversal waits for the relay's result), 'done' (finished).
+
     def outbox_pending(self, limit: int = 100, after_seq: int = 0) -> list[OutboxRow]:
+        """Rows to send, in ``seq`` order, after ``after_seq``."""
         rows = self.conn.execute(
             "SELECT seq, msg_id, topic, kind, idem_key, boot_seq, at_wall_ms, payload, state, "
-            "attempts FROM outbox WHERE state != 'done' AND seq > ? ORDER BY seq LIMIT ?",
+            "attempts FROM outbox WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 
     def outbox_depth(self) -> int:
+        """Messages not finished: not yet acknowledged by the broker, or awaiting the relay."""
         depth: int = self.conn.execute(
             "SELECT COUNT(*) FROM outbox WHERE state != 'done'"
         ).fetchone()[0]
         return depth
+
+    def outbox_oldest_ms(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT MIN(at_wall_ms) FROM outbox WHERE state != 'done'"
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def mark_outbox(
+        self,
+        done: Sequence[int] = (),
+        published: Sequence[int] = (),
+        refused: Sequence[tuple[int, str]] = (),
+    ) -> None:
+        """Record broker acknowledgements (and refusals) for sent rows, in one transaction."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "UPDATE outbox SET state = 'done', attempts = attempts + 1 WHERE seq = ?",
+                    [(s,) for s in done],
+                )
+                # A relay result can arrive before the broker's PUBACK is recorded here:
+                # then the row is done already and stays done.
+                conn.executemany(
+                    "UPDATE outbox SET state = 'published', attempts = attempts + 1 "
+                    "WHERE seq = ? AND state = 'pending'",
+                    [(s,) for s in published],
+                )
+                conn.executemany(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+                    [(why, s) for s, why in refused],
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"recording acknowledgements failed: {exc}") from exc
+
+    def requeue_published(self, older_than_wall_ms: int | None = None) -> int:
+        """Send confirmations again that the relay has not answered (the relay de-duplicates)."""
+        sql = "UPDATE outbox SET state = 'pending' WHERE state = 'published'"
+        args: tuple[int, ...] = ()
+        if older_than_wall_ms is not None:
+            sql += " AND at_wall_ms < ?"
+            args = (older_than_wall_ms,)
+        try:
+            cursor = self.conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"requeueing unanswered confirmations failed: {exc}") from exc
+        return cursor.rowcount

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -402,8 +402,8 @@ class Topic:
     schema: str = ""
 
 
-UP = "up"
-DOWN = "down"
+UP: Final = "up"
+DOWN: Final = "down"
 
 TOPICS: tuple[Topic, ...] = (
     Topic("_mes_v1/order/dispatch", DOWN, DispatchListBody, 1, False,

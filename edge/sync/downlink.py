@@ -1,0 +1,233 @@
+"""The downlink: central's commands become engine inputs; a bad one is refused with a reason.
+
+Every inbound message is checked (size, JSON, the envelope, the body model of its topic), turned
+into a typed input and applied by the engine like any other input. Whatever is wrong with it,
+malformed or refused by the plant's rules, is published on ``<root>/_mes_v1/rejected`` with the
+original ``msg_id`` and the reason, logged, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from edge.domain.events import Rejection
+from edge.domain.inputs import (
+    Action,
+    ConfirmationResult,
+    DispatchList,
+    Input,
+    MasterDataReceived,
+    ResultStatus,
+    Transition,
+)
+from edge.domain.model import OperationKey, OperationSpec
+from edge.domain.rules import MasterData, ScrapReason, StopReason
+from edge.engine import Engine
+from edge.store.codec import dumps
+from edge.sync.contract import (
+    MAX_INBOUND_BYTES,
+    TOPICS,
+    ConfirmationResultBody,
+    DispatchListBody,
+    InboundEnvelope,
+    MasterDataBody,
+    OperationRefBody,
+    RejectedBody,
+)
+from edge.sync.mqtt import Message, MqttLink
+
+M = TypeVar("M", bound=BaseModel)
+REJECTED = "_mes_v1/rejected"
+SEEN_IDS = 1000
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, field: str | None = None, value: object = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.value = value
+
+
+def _operation_spec(m: Any) -> OperationSpec:
+    return OperationSpec(
+        order=m.order_id,
+        operation=m.operation,
+        material=m.material,
+        target_qty=m.quantity,
+        unit=m.unit,
+        sequence=m.sequence,
+        split=m.split,
+        material_text=m.material_text,
+        std_setup_s=m.planned_setup_s,
+        std_cycle_s=m.planned_run_s_per_unit,
+        parts_per_signal=m.parts_per_signal,
+        due=m.latest_end,
+        over_tolerance_pct=m.over_tolerance_pct,
+        under_tolerance_pct=m.under_tolerance_pct,
+        crew_size=m.crew_size,
+        confirmation_no=m.confirmation_no,
+    )
+
+
+def _op_ref(body: OperationRefBody) -> str:
+    return str(OperationKey(body.order_id, body.operation, body.split))
+
+
+class Downlink:
+    def __init__(
+        self,
+        engine: Engine,
+        link: MqttLink,
+        *,
+        root: str,
+        max_bytes: int = MAX_INBOUND_BYTES,
+        logger: Any = None,
+    ) -> None:
+        self.engine = engine
+        self.link = link
+        self.root = root
+        self.max_bytes = max_bytes
+        self.log = logger or structlog.get_logger("edge.downlink")
+        self.accepted = 0
+        self.rejected = 0
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        now = engine.now
+        self._convert: dict[str, tuple[type[BaseModel], Callable[[Any], Input]]] = {
+            "_mes_v1/order/dispatch": (
+                DispatchListBody,
+                lambda b: DispatchList(
+                    b.version, tuple(_operation_spec(m) for m in b.operations), now()
+                ),
+            ),
+            "_mes_v1/order/cancel": (
+                OperationRefBody,
+                lambda b: Transition(Action.CANCEL, _op_ref(b), "central", now()),
+            ),
+            "_mes_v1/order/hold": (
+                OperationRefBody,
+                lambda b: Transition(Action.HOLD, _op_ref(b), "central", now()),
+            ),
+            "_mes_v1/order/release": (
+                OperationRefBody,
+                lambda b: Transition(Action.RELEASE, _op_ref(b), "central", now()),
+            ),
+            "_mes_v1/masterdata": (MasterDataBody, lambda b: _master_data(b, now())),
+            "_mes_v1/confirmation/result": (
+                ConfirmationResultBody,
+                lambda b: ConfirmationResult(
+                    b.idem_key,
+                    ResultStatus(b.status),
+                    now(),
+                    b.error.text if b.error else None,
+                    dumps(b.erp) if b.erp else None,
+                ),
+            ),
+        }
+        missing = {t.path for t in TOPICS if t.direction == "down"} - set(self._convert)
+        assert not missing, f"down topics without a handler: {missing}"
+
+    @property
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(f"{self.root}/{path}", 1) for path in self._convert]
+
+    async def run(self) -> None:
+        while True:
+            message = await self.link.messages.get()
+            await self.handle(message)
+
+    async def handle(self, message: Message) -> None:
+        path = message.topic.removeprefix(self.root + "/")
+        msg_id: str | None = None
+        try:
+            if path not in self._convert:
+                raise Refused(f"no such command topic {message.topic!r}", "topic", message.topic)
+            if len(message.payload) > self.max_bytes:
+                raise Refused(
+                    f"payload of {len(message.payload)} bytes is over the limit of "
+                    f"{self.max_bytes}",
+                    "payload",
+                    len(message.payload),
+                )
+            envelope = self._envelope(message.payload)
+            msg_id = envelope.msg_id
+            if msg_id in self._seen:
+                self.log.debug("duplicate delivery ignored", msg_id=msg_id, topic=path)
+                return
+            model, convert = self._convert[path]
+            body = _validate(model, envelope.body, "body")
+            inp = convert(body)
+        except Refused as refused:
+            self._refuse(message.topic, msg_id, refused.reason, refused.field, refused.value)
+            return
+        outcome = await self.engine.submit(inp)
+        self._remember(msg_id)
+        if outcome.rejection is not None:
+            self._refuse_rejection(message.topic, msg_id, outcome.rejection)
+        else:
+            self.accepted += 1
+
+    def _envelope(self, payload: bytes) -> InboundEnvelope:
+        try:
+            data = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = payload[:80].decode(errors="replace")
+            raise Refused(f"not JSON: {exc}", "payload", text) from None
+        env: InboundEnvelope = _validate(InboundEnvelope, data, "")
+        return env
+
+    def _remember(self, msg_id: str) -> None:
+        self._seen[msg_id] = None
+        while len(self._seen) > SEEN_IDS:
+            self._seen.popitem(last=False)
+
+    def _refuse_rejection(self, topic: str, msg_id: str, rej: Rejection) -> None:
+        self._refuse(topic, msg_id, rej.message, rej.field, rej.value)
+
+    def _refuse(
+        self, topic: str, msg_id: str | None, reason: str, field: str | None, value: object
+    ) -> None:
+        self.rejected += 1
+        body = RejectedBody(
+            msg_id=msg_id,
+            topic=topic,
+            reason=reason,
+            field=field,
+            value=None if value is None else str(value)[:200],
+            ts_ms=time.time_ns() // 1_000_000,
+        )
+        self.log.warning("inbound message rejected", topic=topic, msg_id=msg_id, reason=reason)
+        self.link.publish(
+            f"{self.root}/{REJECTED}", body.model_dump_json(exclude_none=False), qos=1
+        )
+
+
+def _validate(model: type[M], data: object, prefix: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        where = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        value = first.get("input")
+        count = exc.error_count()
+        more = f" (and {count - 1} more problems)" if count > 1 else ""
+        raise Refused(f"{where or 'message'}: {first['msg']}{more}", where or None, value) from None
+
+
+def _master_data(b: MasterDataBody, at: Any) -> MasterDataReceived:
+    md = MasterData(
+        version=b.version,
+        stop_reasons=tuple(StopReason(r.code, r.text, r.category) for r in b.stop_reasons),
+        scrap_reasons=tuple(ScrapReason(r.code, r.text) for r in b.scrap_reasons),
+        alarm_reasons=tuple(sorted(b.alarm_reasons.items())),
+        crew_size=b.crew_size,
+    )
+    return MasterDataReceived(md, at)

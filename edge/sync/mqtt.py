@@ -1,0 +1,303 @@
+"""A small asyncio adapter around paho-mqtt's MQTT 5 client.
+
+Why not aiomqtt for publishing: aiomqtt 2.5 drops the PUBACK reason code, and over MQTT 5 a
+broker's refusal (an ACL denial, a quota) arrives only as that reason code. Here every QoS 1
+publish returns a future that resolves with the reason code, and a code >= 0x80 is a refusal,
+never an acknowledgement.
+
+paho runs its network loop in its own thread and reconnects by itself (exponential backoff,
+with a random start so a plant's gateways do not reconnect in lockstep). With a persistent
+session (clean start off, a session expiry) paho re-sends unacknowledged QoS 1 messages after a
+reconnect, and the broker keeps our subscriptions and queues commands while we are away.
+Every callback hops onto the asyncio loop; nothing of ours runs on paho's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+OnConnect = Callable[[bool], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(slots=True)
+class LinkStats:
+    connects: int = 0
+    disconnects: int = 0
+    published: int = 0
+    refused: int = 0
+    received: int = 0
+    last_puback_ms: int | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    futures: dict[int, asyncio.Future[int]] = field(default_factory=dict)
+    early: dict[int, int] = field(default_factory=dict)
+
+
+class MqttLink:
+    """One MQTT 5 connection: publish with PUBACK reason codes, subscriptions, inbound queue."""
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        client_id: str,
+        keepalive_s: int = 30,
+        session_expiry_s: int = 7 * 24 * 3600,
+        username: str | None = None,
+        password: str | None = None,
+        will: Will | None = None,
+        tls: TlsSettings | None = None,
+        reconnect_min_s: float = 1.0,
+        reconnect_max_s: float = 30.0,
+        max_inflight: int = 200,
+        logger: Any = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.keepalive_s = keepalive_s
+        self.session_expiry_s = session_expiry_s
+        self.log = logger or structlog.get_logger("edge.mqtt")
+        self.stats = LinkStats()
+        self.connected = asyncio.Event()
+        self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=10_000)
+        self._on_connect: list[OnConnect] = []
+        self._subscriptions: list[tuple[str, int]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._pending = _Pending()
+        self._started = False
+
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+        )
+        client.max_inflight_messages_set(max_inflight)
+        client.max_queued_messages_set(0)
+        # A random start spreads the reconnects of many gateways after a broker restart.
+        low = max(1, round(reconnect_min_s * random.uniform(0.5, 1.5)))
+        client.reconnect_delay_set(low, max(low, round(reconnect_max_s)))
+        if username is not None:
+            client.username_pw_set(username, password)
+        if will is not None:
+            client.will_set(will.topic, will.payload, will.qos, will.retain)
+        if tls is not None:
+            context = ssl.create_default_context(cafile=tls.ca_file)
+            if tls.cert_file:
+                context.load_cert_chain(tls.cert_file, tls.key_file)
+            client.tls_set_context(context)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_publish = self._cb_publish
+        client.on_message = self._cb_message
+        client.on_connect_fail = self._cb_connect_fail
+        self._client = client
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def add_on_connect(self, callback: OnConnect) -> None:
+        """Run ``callback(session_present)`` on the loop after every (re)connect."""
+        self._on_connect.append(callback)
+
+    def subscribe(self, topics: list[tuple[str, int]]) -> None:
+        """Topics to (re)subscribe to on every connect."""
+        self._subscriptions.extend(topics)
+        if self.connected.is_set():
+            self._client.subscribe(topics)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.session_expiry_s
+        self._client.connect_async(
+            self.host, self.port, self.keepalive_s, clean_start=False, properties=props
+        )
+        self._client.loop_start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Disconnect cleanly (no Last Will) and stop paho's thread."""
+        if not self._started:
+            return
+        self._started = False
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        await asyncio.get_running_loop().run_in_executor(None, self._client.loop_stop)
+        self.connected.clear()
+        with self._lock:
+            for fut in self._pending.futures.values():
+                if not fut.done():
+                    fut.cancel()
+            self._pending.futures.clear()
+
+    async def __aenter__(self) -> MqttLink:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(
+        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
+    ) -> asyncio.Future[int]:
+        """Publish; the future resolves with the PUBACK reason code (0 at once for QoS 0).
+
+        Called while disconnected, paho keeps the message and sends it after the reconnect.
+        """
+        loop = self._loop or asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        # paho calls on_publish holding its own lock, and that callback takes ours: so ours is
+        # never held while calling into paho, or the two threads could deadlock.
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0:
+            future.set_result(0)
+            return future
+        with self._lock:
+            early = self._pending.early.pop(info.mid, None)
+            if early is not None:
+                future.set_result(early)
+            else:
+                self._pending.futures[info.mid] = future
+        return future
+
+    # ------------------------------------------------------------------ paho's thread
+
+    def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _cb_connect(
+        self, client: paho.Client, _ud: Any, flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            self._to_loop(self._connect_failed, str(reason))
+            return
+        if self._subscriptions:
+            client.subscribe(list(self._subscriptions))
+        self._to_loop(self._connected, bool(getattr(flags, "session_present", False)))
+
+    def _cb_connect_fail(self, _client: paho.Client, _ud: Any) -> None:
+        self._to_loop(self._connect_failed, "connection failed")
+
+    def _cb_disconnect(
+        self, _client: paho.Client, _ud: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        self._to_loop(self._disconnected, str(reason))
+
+    def _cb_publish(
+        self, _client: paho.Client, _ud: Any, mid: int, reason: ReasonCode, _props: Any
+    ) -> None:
+        code = int(reason.value) if isinstance(reason, ReasonCode) else int(reason)
+        with self._lock:
+            future = self._pending.futures.pop(mid, None)
+            if future is None:
+                self._pending.early[mid] = code
+                return
+        self._to_loop(self._resolve, future, code)
+
+    def _cb_message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
+        self._to_loop(self._enqueue, Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    # ------------------------------------------------------------------ on the loop
+
+    def _resolve(self, future: asyncio.Future[int], code: int) -> None:
+        if future.done():
+            return
+        future.set_result(code)
+        if code < 0x80:
+            self.stats.published += 1
+            self.stats.last_puback_ms = time.time_ns() // 1_000_000
+        else:
+            self.stats.refused += 1
+
+    def _enqueue(self, message: Message) -> None:
+        self.stats.received += 1
+        try:
+            self.messages.put_nowait(message)
+        except asyncio.QueueFull:
+            # QoS 1 was acknowledged by paho already; dropping here would lose a command.
+            # The queue is only full if the engine is stuck, and then the watchdog restarts
+            # us and the broker redelivers from the persistent session.
+            self.log.error("inbound queue full; message dropped", topic=message.topic)
+
+    def _connected(self, session_present: bool) -> None:
+        self.stats.connects += 1
+        self.connected.set()
+        self.log.info(
+            "mqtt connected",
+            broker=f"{self.host}:{self.port}",
+            client_id=self.client_id,
+            session_present=session_present,
+        )
+        for callback in self._on_connect:
+            task = asyncio.ensure_future(callback(session_present))
+            task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Future[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("on-connect callback failed", error=repr(task.exception()))
+
+    def _connect_failed(self, reason: str) -> None:
+        if self.stats.last_error != reason:
+            self.log.warning(
+                "mqtt connect failed", broker=f"{self.host}:{self.port}", reason=reason
+            )
+        self.stats.last_error = reason
+
+    def _disconnected(self, reason: str) -> None:
+        if self.connected.is_set():
+            self.stats.disconnects += 1
+            self.log.warning("mqtt disconnected", reason=reason)
+        self.connected.clear()
+        self.stats.last_error = reason
+
+
+def is_success(code: int) -> bool:
+    """PUBACK reason codes below 0x80 succeed (16 "no matching subscribers" included)."""
+    return code < 0x80

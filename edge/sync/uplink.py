@@ -1,0 +1,250 @@
+"""The uplink: the outbox to the broker, in order, QoS 1, until each row is acknowledged.
+
+A row is finished only when the broker acknowledged it with a success reason code; a
+confirmation or reversal additionally waits for the relay's result (the engine settles it when
+the result is committed). A refusal (PUBACK >= 0x80, e.g. 135 "not authorized") is not an
+acknowledgement: the row stays, the reason is logged and stored, and it is tried again later.
+After a restart everything not finished is sent again with the same ``msg_id``, ``seq`` and
+``idem_key``, so consumers de-duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from edge.engine import Engine
+from edge.store.codec import dumps
+from edge.store.store import OutboxRow
+from edge.sync.contract import BY_PATH
+from edge.sync.mqtt import MqttLink, is_success
+
+# Rows that stay until the relay answers (the engine settles them by idempotency key).
+AWAITS_RESULT = frozenset({"confirmation_created", "confirmation_resent", "confirmation_reversed"})
+FETCH = 500
+FLUSH_EVERY = 256
+FLUSH_AFTER_S = 0.05
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    sent: int = 0
+    acked: int = 0
+    refused: int = 0
+    requeued: int = 0
+    last_puback_ms: int | None = None
+
+
+class Uplink:
+    def __init__(
+        self,
+        engine: Engine,
+        link: MqttLink,
+        *,
+        root: str,
+        edge_id: str,
+        window: int = 100,
+        result_timeout_s: float = 600.0,
+        historical_after_s: float = 10.0,
+        retry_refused_s: float = 30.0,
+        logger: Any = None,
+    ) -> None:
+        self.engine = engine
+        self.link = link
+        self.root = root
+        self.edge_id = edge_id
+        self.window = window
+        self.result_timeout_s = result_timeout_s
+        self.historical_after_ms = int(historical_after_s * 1000)
+        self.retry_refused_s = retry_refused_s
+        self.log = logger or structlog.get_logger("edge.uplink")
+        self.stats = UplinkStats()
+        self._wake = asyncio.Event()
+        engine.add_commit_hook(self._wake.set)
+        self._inflight: deque[tuple[OutboxRow, asyncio.Future[int]]] = deque()
+        self._unflushed: set[int] = set()  # sent rows whose outcome is not yet stored
+        self._done: list[int] = []
+        self._published: list[int] = []
+        self._refused: list[tuple[int, str]] = []
+        self._first_unflushed: float | None = None
+        self._cursor = 0
+        self._retry_from: int | None = None
+        self._retry_at = 0.0
+
+    # ------------------------------------------------------------------ the envelope
+
+    def envelope(self, row: OutboxRow, sent_ms: int) -> str:
+        """The wire form of a row: the envelope around the stored body, or the body alone."""
+        topic = BY_PATH.get(row.topic)
+        if topic is not None and not topic.enveloped:
+            return row.payload
+        historical = (
+            row.boot_seq != self.engine.store.boot_seq
+            or sent_ms - row.at_wall_ms > self.historical_after_ms
+        )
+        head = dumps(
+            {
+                "schema": topic.schema if topic else row.topic,
+                "msg_id": row.msg_id,
+                "idem_key": row.idem_key,
+                "edge_id": self.edge_id,
+                "boot_seq": row.boot_seq,
+                "seq": row.seq,
+                "ts_event_ms": row.at_wall_ms,
+                "ts_sent_ms": sent_ms,
+                "historical": historical,
+            }
+        )
+        return f'{head[:-1]},"body":{row.payload}}}'
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        store = self.engine.store
+        requeued = await self.engine.run_store(store.requeue_published)
+        if requeued:
+            self.log.info("resending confirmations the relay had not answered", rows=requeued)
+        next_requeue = time.monotonic() + self.result_timeout_s
+        try:
+            while True:
+                if not self.link.connected.is_set():
+                    await self._flush()
+                    await self.link.connected.wait()
+                now = time.monotonic()
+                if now >= next_requeue:
+                    await self._requeue_unanswered()
+                    next_requeue = now + self.result_timeout_s
+                if self._retry_from is not None and now >= self._retry_at:
+                    await self._flush()
+                    self._cursor = min(self._cursor, self._retry_from - 1)
+                    self._retry_from = None
+                self._wake.clear()
+                rows = await self.engine.run_store(store.outbox_pending, FETCH, self._cursor)
+                rows = [r for r in rows if r.seq not in self._unflushed]
+                if not rows:
+                    await self._collect(block=False)
+                    await self._flush()
+                    await self._idle()
+                    continue
+                for row in rows:
+                    if not self.link.connected.is_set():
+                        break
+                    while len(self._inflight) >= self.window:
+                        await self._collect(block=True)
+                    self._send(row)
+                await self._collect(block=False)
+                if self._should_flush():
+                    await self._flush()
+        finally:
+            await asyncio.shield(self._flush_quietly())
+
+    async def _idle(self) -> None:
+        """Wait for a commit, an acknowledgement, or a second to pass."""
+        waiters = [asyncio.ensure_future(self._wake.wait())]
+        if self._inflight:
+            waiters.append(self._inflight[0][1])  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiters[0].cancel()
+
+    def _send(self, row: OutboxRow) -> None:
+        sent = now_ms()
+        future = self.link.publish(f"{self.root}/{row.topic}", self.envelope(row, sent), qos=1)
+        self._inflight.append((row, future))
+        self._unflushed.add(row.seq)
+        self._cursor = max(self._cursor, row.seq)
+        self.stats.sent += 1
+
+    async def _collect(self, *, block: bool) -> None:
+        """Take the outcomes of finished publishes, oldest first (they finish in order)."""
+        if block and self._inflight:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._inflight[0][1])
+        while self._inflight and self._inflight[0][1].done():
+            row, future = self._inflight.popleft()
+            if future.cancelled():
+                self._unflushed.discard(row.seq)
+                continue
+            code = future.result()
+            if self._first_unflushed is None:
+                self._first_unflushed = time.monotonic()
+            if is_success(code):
+                self.stats.acked += 1
+                self.stats.last_puback_ms = now_ms()
+                (self._published if row.kind in AWAITS_RESULT else self._done).append(row.seq)
+            else:
+                self._refuse(row, code)
+
+    def _refuse(self, row: OutboxRow, code: int) -> None:
+        self.stats.refused += 1
+        reason = f"PUBACK reason code {code} ({_reason_name(code)})"
+        self._refused.append((row.seq, reason))
+        self.log.error(
+            "broker refused a message; it stays in the outbox and is tried again",
+            topic=f"{self.root}/{row.topic}",
+            seq=row.seq,
+            reason=reason,
+        )
+        self._retry_from = row.seq if self._retry_from is None else min(self._retry_from, row.seq)
+        self._retry_at = time.monotonic() + self.retry_refused_s
+
+    def _should_flush(self) -> bool:
+        pending = len(self._done) + len(self._published) + len(self._refused)
+        if pending >= FLUSH_EVERY:
+            return True
+        return self._first_unflushed is not None and (
+            time.monotonic() - self._first_unflushed >= FLUSH_AFTER_S
+        )
+
+    async def _flush(self) -> None:
+        if not (self._done or self._published or self._refused):
+            return
+        done, published, refused = self._done, self._published, self._refused
+        self._done, self._published, self._refused = [], [], []
+        self._first_unflushed = None
+        await self.engine.run_store(self.engine.store.mark_outbox, done, published, refused)
+        for seq in done + published:
+            self._unflushed.discard(seq)
+        for seq, _ in refused:
+            self._unflushed.discard(seq)
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self._collect(block=False)
+            await self._flush()
+        except Exception as exc:  # stopping: what is not stored is simply sent again
+            self.log.warning("could not store the last acknowledgements", error=repr(exc))
+
+    async def _requeue_unanswered(self) -> None:
+        await self._flush()
+        older = now_ms() - int(self.result_timeout_s * 1000)
+        store = self.engine.store
+        count = await self.engine.run_store(store.requeue_published, older)
+        if count:
+            self.stats.requeued += count
+            self._cursor = 0
+            self.log.warning(
+                "the relay has not answered confirmations; sending them again", rows=count
+            )
+
+
+def _reason_name(code: int) -> str:
+    return {
+        0x80: "unspecified error",
+        0x83: "implementation specific error",
+        0x87: "not authorized",
+        0x90: "topic name invalid",
+        0x97: "quota exceeded",
+        0x99: "payload format invalid",
+    }.get(code, "refused")

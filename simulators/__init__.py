@@ -1,0 +1,1 @@
+"""Stand-ins for the world around the gateway: broker, central (dispatch, ERP relay), machines."""

@@ -1,0 +1,175 @@
+"""The gateway against a real mosquitto: dispatch down, events and confirmations up, results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from edge.domain.inputs import Action, Pulses, Transition
+from edge.domain.model import ConfirmationStatus, OperationKey
+from edge.sync.contract import BY_PATH, Envelope, InboundEnvelope
+from simulators.broker import Mosquitto
+from tests.gateway.conftest import (
+    DISPATCH,
+    ROOT,
+    Collector,
+    envelope,
+    gateway,
+    gateway_config,
+)
+
+OP = OperationKey("4711", "0020")
+
+
+def validate(received: Any) -> BaseModel:
+    """Every message on the broker matches the contract model of its topic."""
+    path = received.topic.removeprefix(ROOT + "/")
+    topic = BY_PATH[path]
+    if topic.direction == "down":
+        inbound = InboundEnvelope.model_validate_json(received.payload)
+        return topic.model.model_validate(inbound.body)
+    model = Envelope[topic.model] if topic.enveloped else topic.model  # type: ignore[name-defined]
+    return model.model_validate_json(received.payload)
+
+
+async def dispatch_and_start(collector: Collector, gw: Any) -> None:
+    await collector.wait_for("/_mes_v1/health")  # online and subscribed
+    collector.publish(f"{ROOT}/_mes_v1/order/dispatch", envelope("mes.dispatch/1", DISPATCH, "d-1"))
+    await collector.wait_for("/_mes_v1/order/received")
+    engine = gw.engine
+    out = await engine.submit(
+        Transition(Action.START_PRODUCTION, str(OP), "operator:7", engine.now())
+    )
+    assert out.accepted
+
+
+async def outbox_states(gw: Any) -> dict[str, int]:
+    store = gw.engine.store
+
+    def read() -> dict[str, int]:
+        rows = store.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        return dict(rows)
+
+    result: dict[str, int] = await gw.engine.run_store(read)
+    return result
+
+
+async def test_dispatch_down_events_up_with_envelope(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    async with gateway(gateway_config(tmp_path, broker)) as gw:
+        await dispatch_and_start(collector, gw)
+        assert set(gw.engine.wc.operations) == {OP, OperationKey("4712", "0010")}
+        received = (await collector.wait_for("/_mes_v1/order/received"))[0]
+        env = received.json()
+        assert env["schema"] == "mes.order-received/1"
+        assert env["edge_id"] == "wc-press-07"
+        assert env["body"]["version"] == 1
+        events = await collector.wait_for("/_mes_v1/order/event", 3)
+        seqs = [
+            e.json()["seq"]
+            for e in collector.messages
+            if "_mes_v1" in e.topic and "seq" in e.json()
+        ]
+        assert seqs == sorted(seqs)
+        assert [e.json()["body"]["type"] for e in events][-1] == "operation_state_changed"
+        for message in collector.messages:
+            validate(message)
+
+
+async def test_confirmation_stays_until_the_relay_answers(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    async with gateway(gateway_config(tmp_path, broker)) as gw:
+        await dispatch_and_start(collector, gw)
+        await gw.engine.submit(Pulses("press_good", 10, gw.engine.now()))
+        conf = (await collector.wait_for("/_mes_v1/confirmation"))[0].json()
+        assert conf["body"]["yield_qty"] == 10
+        assert conf["idem_key"] == conf["body"]["idem_key"]
+        await asyncio.sleep(0.3)
+        states = await outbox_states(gw)
+        assert states.get("published") == 1  # acknowledged by the broker, awaiting the relay
+        result = {
+            "idem_key": conf["idem_key"],
+            "status": "posted",
+            "erp": {"confirmation_count": "7"},
+        }
+        collector.publish(
+            f"{ROOT}/_mes_v1/confirmation/result",
+            envelope("mes.confirmation-result/1", result, "r-1"),
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if gw.engine.wc.confirmations[f"{OP}#1"].status is ConfirmationStatus.POSTED:
+                break
+            await asyncio.sleep(0.05)
+        assert gw.engine.wc.confirmations[f"{OP}#1"].status is ConfirmationStatus.POSTED
+        assert "published" not in await outbox_states(gw)
+
+
+async def test_bad_inbound_messages_are_rejected_and_change_nothing(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    cfg = gateway_config(tmp_path, broker)
+    async with gateway(cfg) as gw:
+        await dispatch_and_start(collector, gw)
+        journal = gw.engine.store.journal_count()
+        c = collector.client
+        c.publish(f"{ROOT}/_mes_v1/order/cancel", b"{not json", qos=1).wait_for_publish(5)
+        collector.publish(
+            f"{ROOT}/_mes_v1/order/cancel",
+            envelope("mes.cancel/1", {"order_id": 4711, "operation": "0020"}, "bad-type"),
+        )
+        collector.publish(
+            f"{ROOT}/_mes_v1/order/cancel",
+            envelope("mes.cancel/1", {"order_id": "9999", "operation": "0010"}, "unknown-order"),
+        )
+        collector.publish(
+            f"{ROOT}/_mes_v1/confirmation/result",
+            envelope("mes.confirmation-result/1", {"idem_key": "nope", "status": "posted"}, "r-x"),
+        )
+        huge = envelope("mes.dispatch/1", {"version": 2, "operations": []}, "huge")
+        huge["pad"] = "x" * (cfg.mqtt.max_inbound_bytes + 10)
+        collector.publish(f"{ROOT}/_mes_v1/order/dispatch", huge)
+        collector.publish(
+            f"{ROOT}/_mes_v1/order/dispatch", envelope("mes.dispatch/1", DISPATCH, "stale")
+        )
+        rejected = await collector.wait_for("/_mes_v1/rejected", 6)
+        by_id = {r.json()["msg_id"]: r.json() for r in rejected if r.json()["msg_id"]}
+        without_id = sorted(r.json()["reason"] for r in rejected if not r.json()["msg_id"])
+        assert without_id[0].startswith("not JSON")  # no envelope could be read: no msg_id
+        assert "over the limit" in without_id[1]  # too big to be read at all
+        assert by_id["bad-type"]["field"] == "body.order_id"
+        assert "no such operation" in by_id["unknown-order"]["reason"]
+        assert "no confirmation" in by_id["r-x"]["reason"]
+        assert "not newer" in by_id["stale"]["reason"]
+        for r in rejected:
+            validate(r)
+        assert gw.engine.store.journal_count() == journal
+        assert gw.engine.wc.operations[OP].status.value == "running"
+
+
+async def test_health_and_snapshot_are_retained_and_say_offline_at_stop(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    async with gateway(gateway_config(tmp_path, broker)) as gw:
+        await dispatch_and_start(collector, gw)
+        health = (await collector.wait_for("/_mes_v1/health"))[-1].json()
+        assert health["online"] is True
+        snapshot = (await collector.wait_for("/_mes_v1/snapshot"))[-1]
+        await asyncio.sleep(1.0)
+        snapshot = collector.on("/_mes_v1/snapshot")[-1].json()
+        assert snapshot["active"][0]["op"] == "4711/0020"
+        await gw.close()
+    late = Collector(broker.host, broker.port, [f"{ROOT}/_mes_v1/health"], "late").start()
+    try:
+        retained = await late.wait_for("/_mes_v1/health")
+        assert retained[0].retain
+        assert json.loads(retained[0].payload)["online"] is False
+    finally:
+        late.stop()
