@@ -16,7 +16,7 @@ from edge.logging import configure_logging
 
 DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge: {err}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return EXIT_OK
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -1,87 +1,164 @@
-"""``edge demo``: the gateway on a simulated press, one order from dispatch to final confirmation.
+"""``edge demo``: the whole system on one machine, one order from dispatch to final confirmation.
 
-It uses the real engine, store and core; only the machine and the people are simulated: central
-sends a dispatch list, an operator starts setup and production, the press runs, jams, stops
-without a reason until the operator gives one, scrap is reported, and the operator completes.
-Every committed event is printed as it happens, then what the SQLite file holds.
+The demo starts a private mosquitto broker on a free loopback port, the central simulator (the
+dispatcher and the ERP relay of :mod:`simulators.central`) and the gateway with MQTT sync, all
+real code; only the press and the people are simulated. Central sends master data and a dispatch
+list over MQTT, an operator starts setup and production, the press runs, stops without a reason
+until the operator gives one, jams, scrap is reported, confirmations go up to the ERP relay and
+its verdicts come back. The ERP rejects one confirmation (the order is locked by a user); once it
+is unlocked a supervisor resends it. At the end the demo compares the ERP ledger with what the
+gateway counted, waits for the outbox to empty and checks the journal replay.
+
+Every committed event is printed as it happens. Everything is stopped on the way out, also on
+Ctrl-C or an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TextIO
 
 from edge.app import open_engine, run_gateway
 from edge.config import GatewayConfig, load_config
 from edge.domain.events import Event, EventType
 from edge.domain.inputs import (
     Action,
-    DispatchList,
     Input,
     MachineState,
     ReportScrap,
+    ResendConfirmation,
     SetStopReason,
     Transition,
 )
-from edge.domain.model import OperationKey, OperationSpec
+from edge.domain.model import Confirmation, ConfirmationStatus, OperationKey
 from edge.engine import Engine
 from edge.sources.simulated import SimulatedMachine
 from edge.store.replay import verify
+from edge.store.store import Store
+from simulators import broker as mqtt_broker
+from simulators.central import CentralSimulator
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 OPERATOR = "operator:1001"
+SUPERVISOR = "supervisor:2001"
 ORDER = OperationKey("4711", "0020")
+LOCK_TEXT = "order locked by user"
+WAIT_S = 10.0  # the longest the demo waits for any one thing before it gives up
+SETTLE_S = 10.0  # the longest it waits at the end for the last verdicts and the empty outbox
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+
+MOSQUITTO_MISSING = """\
+edge demo: the MQTT broker mosquitto is not installed; the demo runs its own private one.
+  Install it once with either of:
+    sudo ./scripts/demo                 (as root, the setup script installs what is missing)
+    sudo apt-get install mosquitto
+  then run ./scripts/demo again."""
 
 
-def dispatch_list(engine: Engine) -> DispatchList:
+class DemoFailed(Exception):
+    """Something the story waits for did not happen in time (the message says what)."""
+
+
+# ------------------------------------------------------------------------- what central sends
+
+
+def dispatch_operations() -> list[dict[str, Any]]:
+    """The dispatch list central sends (the MQTT contract's ``OperationMsg`` fields)."""
+
     def op(
-        order: str, operation: str, material: str, text: str, qty: int, seq: int
-    ) -> OperationSpec:
-        return OperationSpec(
-            order,
-            operation,
-            material,
-            Decimal(qty),
-            unit="PC",
-            sequence=seq,
-            material_text=text,
-            std_setup_s=3.0,
-            std_cycle_s=0.25,
-            under_tolerance_pct=Decimal(2),
-            over_tolerance_pct=Decimal(10),
-        )
+        order: str, operation: str, text: str, qty: int, seq: int, conf_no: str
+    ) -> dict[str, Any]:
+        return {
+            "order_id": order,
+            "operation": operation,
+            "material": f"FG-{order}",
+            "material_text": text,
+            "quantity": qty,
+            "unit": "PC",
+            "sequence": seq,
+            "planned_setup_s": 3.0,
+            "planned_run_s_per_unit": 0.25,
+            "under_tolerance_pct": 2,
+            "over_tolerance_pct": 10,
+            "confirmation_no": conf_no,
+        }
 
-    return DispatchList(
-        1,
-        (
-            op("4711", "0020", "FG-4711", "Bracket 30x15", 60, 10),
-            op("4711", "0030", "FG-4711", "Bracket 30x15, deburr", 60, 20),
-            op("4712", "0010", "FG-4712", "Hinge plate", 200, 30),
-        ),
-        engine.now(),
-    )
+    return [
+        op("4711", "0020", "Bracket 30x15", 60, 10, "0000456789"),
+        op("4711", "0030", "Bracket 30x15, deburr", 60, 20, "0000456790"),
+        op("4712", "0010", "Hinge plate", 200, 30, "0000456801"),
+    ]
+
+
+def master_data(cfg: GatewayConfig) -> dict[str, Any]:
+    """Central's reason catalogues: the same as the demo config's, as version 1."""
+    md = cfg.master_data
+    return {
+        "version": 1,
+        "stop_reasons": [
+            {"code": r.code, "text": r.text, "category": r.category} for r in md.stop_reasons
+        ],
+        "scrap_reasons": [{"code": r.code, "text": r.text} for r in md.scrap_reasons],
+        "alarm_reasons": dict(md.alarm_reasons),
+        "crew_size": md.crew_size,
+    }
+
+
+# ------------------------------------------------------------------------------- the narration
 
 
 class Narrator:
     """Prints each committed event as one line a person can follow."""
 
-    def __init__(self, out: object = sys.stdout) -> None:
+    def __init__(self, out: TextIO = sys.stdout) -> None:
         self.t0 = time.monotonic()
         self.out = out
 
+    def line(self, text: str) -> None:
+        print(f"  {time.monotonic() - self.t0:6.1f}s  {text}", file=self.out, flush=True)
+
     def say(self, text: str) -> None:
-        print(f"  {time.monotonic() - self.t0:6.1f}s  {text}", file=self.out, flush=True)  # type: ignore[call-overload]
+        """What happens at the press, in central or in the ERP (not a gateway event)."""
+        self.line(f"> {text}")
 
     def __call__(self, events: Sequence[Event]) -> None:
         for ev in events:
-            line = describe(ev)
-            if line:
-                self.say(line)
+            text = describe(ev)
+            if text:
+                self.line(f"  {text}")
+
+
+def _reasons(by_reason: object) -> str:
+    """[{'code': 'S03', 'qty': 2}] -> ' (S03 2)'."""
+    if not isinstance(by_reason, list) or not by_reason:
+        return ""
+    return " (" + ", ".join(f"{r['code']} {r['qty']}" for r in by_reason) + ")"
+
+
+def _erp_ref(ref: object) -> str:
+    """The ERP's reference for a posting, e.g. 'ERP confirmation 0000456789, counter 00000001'."""
+    if not isinstance(ref, str):
+        return ""
+    try:
+        erp = json.loads(ref)
+    except ValueError:
+        return f" ({ref})"
+    group, count = erp.get("confirmation_group"), erp.get("confirmation_count")
+    return f" as ERP confirmation {group}, counter {count}" if group and count else ""
+
+
+def _conf_no(conf_id: object) -> str:
+    """'4711/0020#2' -> '#2'."""
+    return "#" + str(conf_id).rpartition("#")[2]
 
 
 def describe(ev: Event) -> str | None:
@@ -89,13 +166,19 @@ def describe(ev: Event) -> str | None:
     op = f"{ev.op}  " if ev.op else ""
     who = f"  ({ev.actor})" if ev.actor else ""
     match ev.type:
+        case EventType.MASTER_DATA_APPLIED:
+            return f"master data v{d['version']} from central applied (reason catalogues, alarms)"
         case EventType.DISPATCH_APPLIED:
-            return f"dispatch list v{d['version']} from central: {', '.join(d['operations'])}"  # type: ignore[arg-type]
+            ops = ", ".join(d["operations"])  # type: ignore[arg-type]
+            return f"dispatch list v{d['version']} from central applied: {ops}"
         case EventType.OPERATION_STATE_CHANGED:
             return f"{op}{d['from']} -> {d['to']}{who}"
         case EventType.STOP_STARTED:
             alarm = f", alarm {d['alarm']}" if d.get("alarm") else ""
-            return f"stop {d['stop_id']} started ({d['origin']}{alarm})"
+            origin = {"machine_state": "press state", "no_count": "no parts counted"}.get(
+                str(d["origin"]), str(d["origin"])
+            )
+            return f"stop {d['stop_id']} started ({origin}{alarm})"
         case EventType.STOP_REASON_REQUESTED:
             return f"stop {d['stop_id']}: REASON PENDING - the panel and stack light ask for it"
         case EventType.STOP_REASON_SET:
@@ -106,9 +189,22 @@ def describe(ev: Event) -> str | None:
         case EventType.CONFIRMATION_CREATED:
             return (
                 f"{op}confirmation #{d['conf_index']} {d['kind']}: yield {d['yield_qty']}, "
-                f"scrap {d['scrap_qty']} {d['scrap_by_reason']}, "
-                f"idem_key {str(d['idem_key'])[:12]}..."
+                f"scrap {d['scrap_qty']}{_reasons(d['scrap_by_reason'])}"
+                " -> queued for the ERP relay"
             )
+        case EventType.CONFIRMATION_RESENT:
+            return (
+                f"{op}confirmation #{d['conf_index']} sent again with a new idempotency key "
+                f"{str(d['idem_key'])[:8]}...{who}"
+            )
+        case EventType.CONFIRMATION_RESULT:
+            what = "reversal of confirmation" if d.get("reversal") else "confirmation"
+            verdict = str(d["status"])
+            if verdict == "rejected":
+                detail = f': "{d.get("message")}"'
+            else:
+                detail = _erp_ref(d.get("erp_ref"))
+            return f"{op}ERP verdict on {what} {_conf_no(d['conf_id'])}: {verdict}{detail}"
         case EventType.SCRAP_REPORTED:
             return f"{op}{d['qty']} scrap reported, reason {d['reason']}{who}"
         case EventType.TARGET_REACHED:
@@ -121,115 +217,353 @@ def describe(ev: Event) -> str | None:
             return None
 
 
-async def story(engine: Engine, narrator: Narrator, stop: asyncio.Event) -> None:
-    """What central, the press and the operator do, in order."""
-    press = SimulatedMachine(
-        engine.submit, engine.now, counter_source="press_good", cycle_s=0.25, seed=7
+# ---------------------------------------------------------------------------------- the story
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    """Wait until ``check()`` holds; DemoFailed naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise DemoFailed(f"waited {timeout:.0f} s for {what}; it did not happen")
+        await asyncio.sleep(0.05)
+
+
+def confirmations(engine: Engine) -> list[Confirmation]:
+    return sorted(
+        (c for c in engine.wc.confirmations.values() if c.key == ORDER), key=lambda c: c.counter
     )
-    machine = asyncio.create_task(press.run(), name="simulated-press")
-
-    async def do(inp: Input) -> None:
-        outcome = await engine.submit(inp)
-        if outcome.rejection is not None:
-            narrator.say(f"REJECTED: {outcome.rejection.message}")
-
-    async def good_reaches(qty: int) -> None:
-        while engine.wc.operations[ORDER].counted.good < qty:
-            await asyncio.sleep(0.05)
-
-    try:
-        narrator.say("central sends the dispatch list")
-        await do(dispatch_list(engine))
-        await asyncio.sleep(1)
-        narrator.say("operator starts setup of 4711/0020 on the panel")
-        await do(Transition(Action.START_SETUP, str(ORDER), OPERATOR, engine.now()))
-        await press.set_state(MachineState.SETUP)
-        await asyncio.sleep(2.5)
-        narrator.say("first-off part is good: operator starts production")
-        await do(Transition(Action.START_PRODUCTION, str(ORDER), OPERATOR, engine.now()))
-        await press.set_state(MachineState.RUNNING)
-        await good_reaches(24)
-        narrator.say("the press stops with alarm E-217 (not mapped to a reason)")
-        await press.set_state(MachineState.DOWN, "E-217")
-        await asyncio.sleep(3.5)
-        await press.set_state(MachineState.RUNNING)
-        await asyncio.sleep(0.5)
-        narrator.say("operator taps 'Material missing' for the stop")
-        await do(SetStopReason("M01", OPERATOR, engine.now()))
-        await good_reaches(38)
-        narrator.say("the press jams (alarm E-100), cleared within a second")
-        await press.set_state(MachineState.DOWN, "E-100")
-        await asyncio.sleep(0.8)
-        await press.set_state(MachineState.RUNNING)
-        await good_reaches(45)
-        narrator.say("operator sorts out 2 parts with a burr")
-        await do(ReportScrap(Decimal(2), "S03", OPERATOR, engine.now()))
-        await good_reaches(64)
-        narrator.say("operator completes 4711/0020 a few parts over target, within tolerance")
-        await do(Transition(Action.COMPLETE, str(ORDER), OPERATOR, engine.now()))
-        await press.set_state(MachineState.IDLE)
-    finally:
-        machine.cancel()
-        stop.set()
 
 
-def summary(engine: Engine, cfg: GatewayConfig) -> None:
+def business_waiting(store: Store) -> int:
+    """Outbox rows for central's business topics (``_mes_v1``) that are not finished yet."""
+    n: int = store.conn.execute(
+        "SELECT COUNT(*) FROM outbox WHERE state != 'done' AND topic LIKE '\\_mes\\_v1/%' "
+        "ESCAPE '\\'"
+    ).fetchone()[0]
+    return n
+
+
+class Story:
+    """What central, the ERP, the press and the people do, in order."""
+
+    def __init__(
+        self, cfg: GatewayConfig, central: CentralSimulator, root: str, narrator: Narrator
+    ) -> None:
+        self.cfg = cfg
+        self.central = central
+        self.root = root
+        self.narrator = narrator
+        self.gateway_online = asyncio.Event()
+        self.finished = False
+        self.failure: str | None = None
+        central.link.subscribe(f"{root}/_mes_v1/health", self._on_health)
+
+    def _on_health(self, _topic: str, payload: bytes) -> None:
+        with contextlib.suppress(ValueError, AttributeError):
+            if json.loads(payload).get("online") is True:
+                self.gateway_online.set()
+
+    async def run(self, engine: Engine, stop: asyncio.Event) -> None:
+        try:
+            await self._run(engine)
+            self.finished = True
+        except DemoFailed as exc:
+            self.failure = str(exc)
+        except TimeoutError as exc:  # central could not publish in time
+            self.failure = str(exc) or "a timeout"
+        finally:
+            stop.set()
+
+    async def _run(self, engine: Engine) -> None:
+        say = self.narrator.say
+        central, relay = self.central, self.central.relay
+        press = SimulatedMachine(
+            engine.submit, engine.now, counter_source="press_good", cycle_s=0.25, seed=7
+        )
+        machine = asyncio.create_task(press.run(), name="simulated-press")
+
+        async def do(inp: Input) -> None:
+            outcome = await engine.submit(inp)
+            if outcome.rejection is not None:
+                say(f"the gateway REFUSED this: {outcome.rejection.message}")
+
+        async def good_reaches(qty: int) -> None:
+            await until(
+                f"{qty} good parts on {ORDER}",
+                lambda: (
+                    ORDER in engine.wc.operations
+                    and engine.wc.operations[ORDER].counted.good >= qty
+                ),
+            )
+
+        def verdict(counter: int, status: ConfirmationStatus) -> Callable[[], bool]:
+            def check() -> bool:
+                return any(
+                    c.counter == counter and c.status is status for c in confirmations(engine)
+                )
+
+            return check
+
+        try:
+            await until("the gateway's MQTT connection", self.gateway_online.is_set, timeout=WAIT_S)
+            say("central sees the gateway online (the health message it keeps on the broker)")
+            md = master_data(self.cfg)
+            stop_codes = ", ".join(r["code"] for r in md["stop_reasons"])
+            say(f"central sends master data v1 over MQTT: stop reasons {stop_codes}, ...")
+            await central.dispatcher.send_masterdata(self.root, md)
+            ops = dispatch_operations()
+            say(
+                f"central sends dispatch list v1 over MQTT: {len(ops)} operations, "
+                f"first {ops[0]['order_id']}/{ops[0]['operation']} "
+                f"({ops[0]['quantity']} x {ops[0]['material_text']})"
+            )
+            await central.dispatcher.send_dispatch(self.root, 1, ops)
+            try:
+                await central.dispatcher.wait_for("received", timeout=WAIT_S)
+            except TimeoutError:
+                raise DemoFailed(
+                    f"waited {WAIT_S:.0f} s for the gateway's receipt of the dispatch list"
+                ) from None
+            say("central got the gateway's receipt for dispatch list v1")
+            await asyncio.sleep(0.5)
+            say(f"operator starts setup of {ORDER} on the panel")
+            await do(Transition(Action.START_SETUP, str(ORDER), OPERATOR, engine.now()))
+            await press.set_state(MachineState.SETUP)
+            await asyncio.sleep(2.5)
+            say("first-off part is good: operator starts production (setup parts count as scrap)")
+            await do(Transition(Action.START_PRODUCTION, str(ORDER), OPERATOR, engine.now()))
+            await press.set_state(MachineState.RUNNING)
+            await good_reaches(24)
+            say("the press stops with alarm E-217 (not mapped to a reason)")
+            await press.set_state(MachineState.DOWN, "E-217")
+            await asyncio.sleep(3.5)
+            await press.set_state(MachineState.RUNNING)
+            await asyncio.sleep(0.5)
+            say("operator taps 'Material missing' for the stop")
+            await do(SetStopReason("M01", OPERATOR, engine.now()))
+            await until(
+                "the ERP's verdict on confirmation #1", verdict(1, ConfirmationStatus.POSTED)
+            )
+            say(
+                f"a user locks order {ORDER.order} in the ERP: "
+                "the relay will reject its confirmations"
+            )
+            relay.reject_order(ORDER.order, LOCK_TEXT)
+            await good_reaches(38)
+            say("the press jams (alarm E-100), cleared within a second")
+            await press.set_state(MachineState.DOWN, "E-100")
+            await asyncio.sleep(0.8)
+            await press.set_state(MachineState.RUNNING)
+            await until(
+                "the ERP's verdict on confirmation #2", verdict(2, ConfirmationStatus.REJECTED)
+            )
+            await asyncio.sleep(0.3)
+            say(f"the user unlocks order {ORDER.order} in the ERP: the relay accepts it again")
+            relay.unreject_order(ORDER.order)
+            say("a supervisor sees the rejected confirmation #2 on the panel and resends it")
+            await do(ResendConfirmation(str(ORDER), 2, SUPERVISOR, engine.now()))
+            await until("the ERP's verdict on the resent #2", verdict(2, ConfirmationStatus.POSTED))
+            await good_reaches(45)
+            say("operator sorts out 2 parts with a burr")
+            await do(ReportScrap(Decimal(2), "S03", OPERATOR, engine.now()))
+            await good_reaches(64)
+            say(f"operator completes {ORDER} a few parts over target, within tolerance")
+            await do(Transition(Action.COMPLETE, str(ORDER), OPERATOR, engine.now()))
+            say("the press goes idle; with no order running, the gateway records that as a stop")
+            await press.set_state(MachineState.IDLE)
+            await self._settle(engine)
+        finally:
+            machine.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await machine
+
+    async def _settle(self, engine: Engine) -> None:
+        """Wait (bounded) for every verdict and until no business message is left in the outbox."""
+        await until(
+            "the ERP's verdicts on all confirmations",
+            lambda: (
+                bool(confirmations(engine))
+                and all(c.status is ConfirmationStatus.POSTED for c in confirmations(engine))
+            ),
+            timeout=SETTLE_S,
+        )
+        deadline = time.monotonic() + SETTLE_S
+        while (waiting := await engine.run_store(business_waiting, engine.store)) > 0:
+            if time.monotonic() > deadline:
+                raise DemoFailed(
+                    f"waited {SETTLE_S:.0f} s for the outbox to empty; "
+                    f"{waiting} business messages are still waiting"
+                )
+            await asyncio.sleep(0.1)
+        self.narrator.say(
+            "every confirmation answered, the outbox is empty: the demo stops the gateway"
+        )
+
+
+# -------------------------------------------------------------------------------- the summary
+
+
+def _scrap_text(scrap: Mapping[str, Decimal]) -> str:
+    total = sum(scrap.values(), Decimal(0))
+    parts = ", ".join(f"{code} {qty}" for code, qty in scrap.items())
+    return f"{total} ({parts})" if parts else str(total)
+
+
+def summary(engine: Engine, cfg: GatewayConfig, central: CentralSimulator) -> bool:
+    """Print what the gateway, the ERP ledger and the SQLite file hold; True if all agree."""
+    ok = True
     wc = engine.wc
     op = wc.operations[ORDER]
-    print("\nWhat the gateway holds for 4711/0020:")
+    print(f"\nWhat the gateway holds for {ORDER}:")
     print(
         f"  status {op.status.value}; counted good {op.counted.good}, "
-        f"scrap {dict(op.counted.scrap)}"
+        f"scrap {_scrap_text(op.counted.scrap)}"
     )
     te = wc.time_elements(op)
-    by_reason = {k: v / 1000 for k, v in te.down_by_reason_ms.items()}
+    by_reason = ", ".join(f"{k} {v / 1000:.1f} s" for k, v in te.down_by_reason_ms.items())
     print(
         f"  time elements: setup {te.setup_ms / 1000:.1f} s, production "
-        f"{te.production_ms / 1000:.1f} s, down {te.down_ms / 1000:.1f} s {by_reason}, "
+        f"{te.production_ms / 1000:.1f} s, down {te.down_ms / 1000:.1f} s ({by_reason}), "
         f"waiting {te.waiting_ms / 1000:.1f} s"
     )
-    confs = [c for c in wc.confirmations.values() if c.key == ORDER]
-    print("  confirmations (to the ERP relay):")
+    confs = confirmations(engine)
+    print("  confirmations and the ERP's verdicts:")
     for c in confs:
+        resent = f", after {c.retries} resend" if c.retries == 1 else ""
+        if c.retries > 1:
+            resent = f", after {c.retries} resends"
+        ref = _erp_ref(c.erp_ref)
         print(
             f"    #{c.counter} {'final  ' if c.final else 'partial'} yield {c.tally.good:>3} "
-            f"scrap {c.tally.scrap_total:>2}  posting {c.posting_date}  {c.status.value}"
+            f"scrap {c.tally.scrap_total:>2}  posting date {c.posting_date}  "
+            f"{c.status.value}{ref}{resent}"
         )
+        ok = ok and c.status is ConfirmationStatus.POSTED
     total = sum((c.tally.good for c in confs), Decimal(0))
     print(f"  yields sum to {total} = counted good {op.counted.good}")
+
+    ledger = central.ledger
+    erp = ledger.totals(ORDER.order, ORDER.operation, ORDER.split)
+    counted_scrap = sum(op.counted.scrap.values(), Decimal(0))
+    print(f"\nWhat the ERP posted for {ORDER} (the central simulator's ledger, {ledger.path}):")
+    print(
+        f"  {erp['confirmations']} confirmations, final one included: "
+        f"{'yes' if erp['final'] else 'no'}; yield {erp['yield']}, "
+        f"scrap {_scrap_text(erp['scrap_by_reason'])}"
+    )
+    match = erp["yield"] == op.counted.good and erp["scrap"] == counted_scrap
+    ok = ok and match and bool(erp["final"])
+    print(
+        f"  ERP yield {erp['yield']} / scrap {erp['scrap']} vs. gateway counted good "
+        f"{op.counted.good} / scrap {counted_scrap}: {'they match' if match else 'MISMATCH'}"
+    )
+
     store = engine.store
     print(f"\nThe SQLite file {cfg.store.path}:")
+    waiting = business_waiting(store)
     print(
-        f"  journal: {store.journal_count()} inputs; "
-        f"outbox: {store.outbox_depth()} messages waiting for MQTT"
+        f"  journal: {store.journal_count()} inputs; outbox: {waiting} business messages "
+        f"waiting ({store.outbox_depth()} of any kind, historian values included)"
     )
+    print("  sent to central over MQTT, by topic:")
     for topic, n in store.conn.execute(
-        "SELECT topic, COUNT(*) FROM outbox GROUP BY topic ORDER BY topic"
+        "SELECT topic, COUNT(*) FROM outbox WHERE state = 'done' GROUP BY topic ORDER BY topic"
     ):
         print(f"    {n:4d}  {topic}")
     diffs = verify(store)
     agree = "yes" if not diffs else f"NO ({len(diffs)} rows differ)"
     print(f"  projections equal the journal replay: {agree}")
+    return ok and waiting == 0 and not diffs
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+async def _stop_quietly(what: str, stop: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await asyncio.wait_for(stop(), 10)
+    except Exception as exc:  # stopping: report and go on stopping the rest
+        print(f"edge demo: stopping {what} failed: {exc!r}", file=sys.stderr)
 
 
 async def run_demo(data_dir: Path, keep: bool) -> int:
-    db = data_dir / "edge.db"
+    try:
+        mqtt_broker.find_mosquitto()
+    except FileNotFoundError:
+        print(MOSQUITTO_MISSING, file=sys.stderr)
+        return EXIT_FAILED
     if not keep and data_dir.exists():
         shutil.rmtree(data_dir)
-    cfg = load_config(CONFIG, env={"EDGE_STORE__PATH": str(db)})
-    narrator = Narrator()
-    print(f"edge demo: work center {cfg.gateway.work_center}, database {db}\n")
-    stop = asyncio.Event()
-    engine = await open_engine(cfg)
-    engine.add_listener(narrator)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = data_dir / "edge.db"
+    # The central simulator is scenery here: the narration says what it does.
+    logging.getLogger("simulators.central").setLevel(logging.ERROR)
 
-    async def scripted(e: Engine) -> None:
-        await story(e, narrator, stop)
-
-    await run_gateway(cfg, components=(scripted,), stop=stop, engine=engine)
-    engine.store.open(boot=False)  # read what was committed, as a new start would
+    broker = mqtt_broker.Mosquitto(data_dir / "mosquitto", persistence=False)
+    central: CentralSimulator | None = None
     try:
-        summary(engine, cfg)
+        broker.start()
+        cfg = load_config(
+            CONFIG,
+            env={
+                "EDGE_STORE__PATH": str(db),
+                "EDGE_MQTT__HOST": broker.host,
+                "EDGE_MQTT__PORT": str(broker.port),
+            },
+        )
+        root = cfg.mqtt.root_for(cfg.gateway.work_center)
+        central = CentralSimulator(
+            broker.host,
+            broker.port,
+            roots=[root],
+            ledger_path=data_dir / "central-ledger.db",
+            client_id="central-demo",
+        )
+        narrator = Narrator()
+        story = Story(cfg, central, root, narrator)
+        await central.start()
+        stop = asyncio.Event()
+        engine = await open_engine(cfg)
+        if ORDER in engine.wc.operations:  # --keep after a run: the story needs a new order
+            status = engine.wc.operations[ORDER].status.value
+            await engine.close()
+            print(
+                f"edge demo: {db} already holds the demo's order {ORDER} ({status}), so the "
+                "story cannot run on it again.\n  Run the demo without --keep to start afresh "
+                f"(that removes {data_dir}).",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        print(
+            f"edge demo: work center {cfg.gateway.work_center}, database {db}\n"
+            f"  mosquitto on {broker.host}:{broker.port}; central simulator (dispatcher and "
+            f"ERP relay) and gateway\n  talk over it under {root}\n"
+            "  Lines with '>' say what happens at the press, in central or in the ERP; the "
+            "others\n  are what the gateway records, printed as it commits them. "
+            "Ctrl-C stops everything.\n"
+        )
+        engine.add_listener(narrator)
+
+        async def scripted(e: Engine) -> None:
+            await story.run(e, stop)
+
+        await run_gateway(cfg, components=(scripted,), stop=stop, engine=engine)
+        if story.failure is not None:
+            print(f"\nedge demo FAILED: {story.failure}", file=sys.stderr)
+            return EXIT_FAILED
+        if not story.finished:
+            print("\nedge demo: interrupted; everything is stopped", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        engine.store.open(boot=False)  # read what was committed, as a new start would
+        try:
+            ok = summary(engine, cfg, central)
+        finally:
+            engine.store.close()
+        if not ok:
+            print("\nedge demo FAILED: see the summary above", file=sys.stderr)
+        return 0 if ok else EXIT_FAILED
     finally:
-        engine.store.close()
-    return 0
+        if central is not None:
+            await _stop_quietly("the central simulator", central.stop)
+        broker.stop()

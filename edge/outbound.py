@@ -107,4 +107,5 @@ def historian_message(name: str, value: object, at_wall_ms: int) -> OutboxMessag
         kind="historian",
         payload=dumps({"timestamp_ms": at_wall_ms, "value": value}),
         at_wall_ms=at_wall_ms,
+        enveloped=False,
     )

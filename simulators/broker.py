@@ -79,6 +79,10 @@ class Mosquitto:
             "max_queued_messages 1000000",
             "max_inflight_messages 100",
         ]
+        if os.geteuid() == 0:
+            # Run as root, mosquitto drops to the "mosquitto" user, who cannot write our
+            # (private, temporary) directory: persistence and the log would silently fail.
+            lines.append("user root")
         conf.write_text("\n".join(lines) + "\n" + self.extra_config)
         return conf
 
@@ -88,6 +92,7 @@ class Mosquitto:
             [find_mosquitto(), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the terminal is for us; we stop the broker
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -61,7 +61,14 @@ from edge.domain.model import (
     TimeElements,
     UnassignedProduction,
 )
-from edge.domain.rules import CountKind, CountSource, MasterData, SignalType, WorkCenterRules
+from edge.domain.rules import (
+    CountKind,
+    CountSource,
+    MasterData,
+    ScrapReason,
+    SignalType,
+    WorkCenterRules,
+)
 
 S = OperationStatus
 A = Action
@@ -1252,7 +1259,10 @@ class WorkCenter:
         self._touch("work_center", "")
         self._emit(EventType.MACHINE_STATE, m.at, None, actor, state=m.state.value, alarm=m.alarm)
         stop = self.open_stop
-        if m.state.stopped:
+        # Down is a stop whatever runs (maintenance needs it); idle is a loss only while an
+        # operation is running: a machine waiting with no order, or in setup, is not down.
+        running = any(self.operations[k].status is S.RUNNING for k in self._active)
+        if m.state is MachineState.DOWN or (m.state is MachineState.IDLE and running):
             if stop is None:
                 self._start_stop(m.at, StopOrigin.MACHINE_STATE, actor, m.alarm)
             elif m.alarm:
@@ -1501,7 +1511,7 @@ class WorkCenter:
                     field=f"alarm_reasons.{alarm}",
                     value=reason,
                 )
-        self.header.master_data = md
+        self.header.master_data = _with_own_reasons(md, self.rules)
         self._touch("work_center", "")
         self._emit(EventType.MASTER_DATA_APPLIED, m.at, None, "central", version=md.version)
         return True
@@ -1510,6 +1520,20 @@ class WorkCenter:
         self.header.rules = r.rules
         self._touch("work_center", "")
         self._emit(EventType.RULES_APPLIED, r.at, None, None, edge_id=r.rules.edge_id)
+
+
+def _with_own_reasons(md: MasterData, rules: WorkCenterRules) -> MasterData:
+    """Central's catalogue plus the scrap reasons the gateway books by itself (setup, machine),
+    so every reason a confirmation carries is one the catalogue knows."""
+    own = [
+        ScrapReason(code, text)
+        for code, text in (
+            (rules.setup_scrap_reason, "Setup scrap"),
+            (rules.machine_scrap_reason, "Machine scrap"),
+        )
+        if not md.has_scrap_reason(code)
+    ]
+    return replace(md, scrap_reasons=md.scrap_reasons + tuple(own)) if own else md
 
 
 def _check_date(text: str) -> None:

@@ -48,9 +48,10 @@ class Difference:
 
 def verify(store: Store, replayed_wc: WorkCenter | None = None) -> list[Difference]:
     """Every projection row that differs from the journal replay (empty: they agree)."""
-    wc = replayed_wc if replayed_wc is not None else replay(store)[0]
+    with store.read_snapshot():
+        wc = replayed_wc if replayed_wc is not None else replay(store)[0]
+        stored = store.projection_docs()
     replayed = codec.all_docs(wc) if wc is not None else {}
-    stored = store.projection_docs()
     diffs: list[Difference] = []
     for table in sorted(set(stored) | set(replayed)):
         a, b = stored.get(table, {}), replayed.get(table, {})

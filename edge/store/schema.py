@@ -94,6 +94,12 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE TABLE unassigned (key TEXT PRIMARY KEY, doc TEXT NOT NULL);
     """,
+    # 2: the envelope's own sequence. Time-series rows share the outbox's order but carry no
+    # envelope, so consumers see a gap-free seq over the _mes_v1 messages alone.
+    """
+    ALTER TABLE outbox ADD COLUMN env_seq INTEGER;
+    CREATE UNIQUE INDEX outbox_env_seq ON outbox(env_seq) WHERE env_seq IS NOT NULL;
+    """,
 )
 
 PROJECTION_TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned")

@@ -7,6 +7,7 @@ the batch survives a power cut; nothing is acknowledged before that.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class OutboxMessage:
     at_wall_ms: int
     idem_key: str | None = None
     event_index: int | None = None  # which of the input's events it came from
+    enveloped: bool = True  # gets the next envelope seq (time series do not)
 
 
 @dataclass(slots=True)
@@ -55,6 +57,7 @@ class OutboxRow:
     payload: str
     state: str
     attempts: int
+    env_seq: int | None = None
 
 
 class Store:
@@ -67,6 +70,7 @@ class Store:
         self.boot_seq = 0
         self._next_journal = 1
         self._next_event = 1
+        self._next_env_seq = 1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -113,6 +117,9 @@ class Store:
         return self._conn
 
     def _reset_ids(self) -> None:
+        self._next_env_seq = self.conn.execute(
+            "SELECT COALESCE(MAX(env_seq), 0) + 1 FROM outbox"
+        ).fetchone()[0]
         self._next_journal = self.conn.execute(
             "SELECT COALESCE(MAX(id), 0) + 1 FROM journal"
         ).fetchone()[0]
@@ -121,6 +128,19 @@ class Store:
         ).fetchone()[0]
 
     # ------------------------------------------------------------------ reading state
+
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed state, even while another process writes (WAL)."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield
+            return
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
 
     def projection_docs(self) -> dict[str, dict[str, str]]:
         docs: dict[str, dict[str, str]] = {}
@@ -167,7 +187,7 @@ class Store:
         journal: list[tuple[object, ...]] = []
         events: list[tuple[object, ...]] = []
         outbox: list[tuple[object, ...]] = []
-        jid, eid = self._next_journal, self._next_event
+        jid, eid, env = self._next_journal, self._next_event, self._next_env_seq
         for entry in entries:
             name, body = codec.encode_input(entry.input)
             at = entry.input.at
@@ -188,8 +208,12 @@ class Store:
                 eid += 1
             for msg in entry.outbox:
                 event_id = first_event + msg.event_index if msg.event_index is not None else None
+                env_seq = None
+                if msg.enveloped:
+                    env_seq, env = env, env + 1
                 outbox.append(
                     (
+                        env_seq,
                         msg.msg_id,
                         msg.topic,
                         msg.kind,
@@ -209,8 +233,8 @@ class Store:
                     conn.executemany("INSERT INTO event VALUES (?,?,?,?,?,?,?)", events)
                 if outbox:
                     conn.executemany(
-                        "INSERT INTO outbox(msg_id, topic, kind, idem_key, event_id, boot_seq, "
-                        "at_wall_ms, payload) VALUES (?,?,?,?,?,?,?,?)",
+                        "INSERT INTO outbox(env_seq, msg_id, topic, kind, idem_key, event_id, "
+                        "boot_seq, at_wall_ms, payload) VALUES (?,?,?,?,?,?,?,?,?)",
                         outbox,
                     )
                 settled = [(k,) for entry in entries for k in entry.settled]
@@ -236,7 +260,7 @@ class Store:
         except sqlite3.Error as exc:
             self._reset_ids()
             raise StoreError(f"commit failed, nothing of the batch was stored: {exc}") from exc
-        self._next_journal, self._next_event = jid, eid
+        self._next_journal, self._next_event, self._next_env_seq = jid, eid, env
 
     # ------------------------------------------------------------------ outbox
 
@@ -247,7 +271,8 @@ class Store:
         """Rows to send, in ``seq`` order, after ``after_seq``."""
         rows = self.conn.execute(
             "SELECT seq, msg_id, topic, kind, idem_key, boot_seq, at_wall_ms, payload, state, "
-            "attempts FROM outbox WHERE state = 'pending' AND seq > ? ORDER BY seq LIMIT ?",
+            "attempts, env_seq FROM outbox WHERE state = 'pending' AND seq > ? "
+            "ORDER BY seq LIMIT ?",
             (after_seq, limit),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]

@@ -162,6 +162,7 @@ class MqttLink:
         if not self._started:
             return
         self._started = False
+        self.connected.clear()  # before the disconnect: a planned stop is not an outage
         with contextlib.suppress(Exception):
             self._client.disconnect()
         await asyncio.get_running_loop().run_in_executor(None, self._client.loop_stop)

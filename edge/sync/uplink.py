@@ -99,7 +99,7 @@ class Uplink:
                 "idem_key": row.idem_key,
                 "edge_id": self.edge_id,
                 "boot_seq": row.boot_seq,
-                "seq": row.seq,
+                "seq": row.env_seq,
                 "ts_event_ms": row.at_wall_ms,
                 "ts_sent_ms": sent_ms,
                 "historical": historical,

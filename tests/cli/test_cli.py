@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from simulators.broker import find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,26 +64,65 @@ def test_verify_on_a_missing_database_fails_cleanly(tmp_path: Path) -> None:
 
 
 def test_demo_runs_an_order_to_its_final_confirmation(tmp_path: Path) -> None:
-    """The README's first command: what a new user sees."""
-    result = edge("demo", "--data-dir", str(tmp_path / "demo"), timeout=180)
-    assert result.returncode == 0, result.stderr
+    """The README's first command, what a new user sees: mosquitto, central and the gateway."""
+    try:
+        find_mosquitto()
+    except FileNotFoundError as exc:  # pragma: no cover - the scripts install it as root
+        pytest.skip(str(exc))
+    started = time.monotonic()
+    result = edge("demo", "--data-dir", str(tmp_path / "demo"), timeout=90)
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     for seen in (
-        "dispatch list v1",
+        "central sends master data v1 over MQTT",
+        "master data v1 from central applied",
+        "central sends dispatch list v1 over MQTT",
+        "dispatch list v1 from central applied: 4711/0020",
+        "central got the gateway's receipt for dispatch list v1",
         "dispatched -> setup",
         "setup -> running",
         "REASON PENDING",
         "reason M01",
         "micro-stop",
         "confirmation #1 partial",
-        "final",
+        "ERP verdict on confirmation #1: posted",
+        'ERP verdict on confirmation #2: rejected: "order locked by user"',
+        "confirmation #2 sent again with a new idempotency key",
+        "(supervisor:",
+        "ERP verdict on confirmation #2: posted",
+        "confirmation #4 final",
+        "ERP verdict on confirmation #4: posted",
         "running -> completed",
+        "ERP yield 64 / scrap 4 vs. gateway counted good 64 / scrap 4: they match",
+        "outbox: 0 business messages waiting",
         "projections equal the journal replay: yes",
     ):
         assert seen in out, f"{seen!r} missing from the demo output:\n{out}"
+    # the story in order: rejected, then resent, then posted
+    rejected = out.index("ERP verdict on confirmation #2: rejected")
+    resent = out.index("confirmation #2 sent again")
+    assert rejected < resent < out.index("ERP verdict on confirmation #2: posted")
+    for c in range(1, 5):
+        assert re.search(rf"#{c} (partial|final  ) yield .* posted as ERP confirmation", out), out
     assert "Traceback" not in result.stderr
+    assert took < 60, f"the demo took {took:.0f} s"
     verify = edge("verify", "--db", str(tmp_path / "demo" / "edge.db"))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_demo_without_mosquitto_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edge.demo import run_demo
+    from simulators import broker
+
+    monkeypatch.setattr(broker, "CANDIDATES", (str(tmp_path / "no-mosquitto-here"),))
+    assert asyncio.run(run_demo(tmp_path / "demo", keep=False)) != 0
+    err = capsys.readouterr().err
+    assert "mosquitto is not installed" in err
+    assert "./scripts/demo" in err
+    assert "sudo apt-get install mosquitto" in err
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"]])

@@ -14,6 +14,7 @@ from .builders import (
     at,
     events_of,
     key,
+    make_rules,
     make_wc,
     ok,
     one,
@@ -173,3 +174,14 @@ def test_passing_the_over_delivery_tolerance_warns_and_needs_an_acknowledgement(
     out = ok(wc, Pulses("press1", 10, at(1040)))  # counted, and warned once only
     assert events_of(out, EventType.OVER_TOLERANCE) == []
     assert op.counted.good == 1061
+
+
+def test_master_data_from_central_keeps_the_gateways_own_scrap_reasons() -> None:
+    from edge.domain.inputs import MasterDataReceived
+    from edge.domain.rules import MasterData, ScrapReason
+
+    wc = WorkCenter(make_rules())
+    md = MasterData(version=2, scrap_reasons=(ScrapReason("S01", "flash"),))
+    ok(wc, MasterDataReceived(md, at(0)))
+    codes = {r.code for r in wc.master_data.scrap_reasons}
+    assert codes == {"S01", wc.rules.setup_scrap_reason, wc.rules.machine_scrap_reason}

@@ -210,3 +210,16 @@ def test_a_no_count_stop_ends_when_the_operation_completes() -> None:
     assert wc.open_stop is None
     te = wc.time_elements(wc.operations[key("4711/0020")])
     assert te.total_ms == 90_000
+
+
+def test_idle_is_a_stop_only_while_an_operation_runs() -> None:
+    wc = make_wc(spec())
+    ok(wc, MachineStateChanged("press1", MachineState.IDLE, clock("10:00")))
+    assert wc.open_stop is None  # no order running: waiting for work is not down time
+    act(wc, Action.START_PRODUCTION, 60)
+    ok(wc, MachineStateChanged("press1", MachineState.RUNNING, clock("10:01:10")))
+    ok(wc, MachineStateChanged("press1", MachineState.IDLE, clock("10:01:20")))
+    assert wc.open_stop is not None
+    act(wc, Action.COMPLETE, 90)
+    ok(wc, MachineStateChanged("press1", MachineState.DOWN, clock("10:02:00")))
+    assert wc.open_stop is not None  # down is a stop even without an order: maintenance needs it

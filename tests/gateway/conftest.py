@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import threading
 import time
@@ -12,13 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import BaseModel
 
 from edge.app import open_engine, run_gateway
 from edge.config import GatewayConfig, load_config
 from edge.engine import Engine
+from edge.sync.contract import BY_PATH, Envelope, InboundEnvelope
 from simulators.broker import Mosquitto
 
 ROOT = "umh/v1/acme/plant1/stamping/line4/PRESS07"
@@ -201,3 +205,25 @@ DISPATCH = {
         {"order_id": "4712", "operation": "0010", "material": "FG-4712", "quantity": 50},
     ],
 }
+
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "contract" / "schemas"
+
+
+@functools.cache
+def schema_validator(path: str) -> jsonschema.protocols.Validator:
+    schema = json.loads((SCHEMAS / f"{path.replace('/', '.')}.json").read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)  # type: ignore[no-any-return]
+
+
+def validate(received: Any) -> BaseModel:
+    """Every message on the broker matches its topic's committed JSON Schema and model."""
+    path = received.topic.removeprefix(ROOT + "/")
+    schema_validator(path).validate(json.loads(received.payload))
+    topic = BY_PATH[path]
+    if topic.direction == "down":
+        inbound = InboundEnvelope.model_validate_json(received.payload)
+        return topic.model.model_validate(inbound.body)
+    model = Envelope[topic.model] if topic.enveloped else topic.model  # type: ignore[name-defined]
+    return model.model_validate_json(received.payload)
