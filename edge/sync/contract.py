@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 CONTRACT_VERSION = "1.0.0"
 MAX_INBOUND_BYTES = 256 * 1024
 
-Quantity = int | Decimal | str  # whole numbers as integers, exact decimals as text
+# Whole numbers as integers, exact decimals as text ("12.5"): a float would round.
+DecimalText = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(\.[0-9]+)?$")]
+Quantity = int | Decimal | DecimalText
 Code = Annotated[str, StringConstraints(min_length=1, max_length=40, strip_whitespace=True)]
 Ident = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^[^/+#\s]+$")]
 
@@ -34,10 +36,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Open(BaseModel):
-    """Outbound: we publish exactly these fields; consumers must ignore ones they don't know."""
+def _open_schema(schema: dict[str, Any]) -> None:
+    schema.pop("additionalProperties", None)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+class _Open(BaseModel):
+    """Outbound: we publish exactly these fields (our tests forbid others), while the published
+    JSON Schemas allow more, because consumers must ignore fields a later 1.x adds."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra=_open_schema
+    )
 
 
 # ---------------------------------------------------------------------------------------- down
@@ -342,7 +351,8 @@ class SnapshotBody(_Open):
 
 
 class HealthBody(_Open):
-    """Retained; the broker replaces it with ``{"online": false}`` (the Last Will) if we vanish."""
+    """Retained; if the gateway vanishes, the broker publishes its Last Will in its place:
+    ``{"online": false, "edge_id": ...}``."""
 
     online: bool
     edge_id: str

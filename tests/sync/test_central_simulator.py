@@ -404,7 +404,8 @@ async def test_invalid_messages_are_counted_not_answered(
         wrong_schema = confirmation("4711", "0010", 2)
         wrong_schema["schema"] = "mes.stop/1"
         await edge.publish("_mes_v1/confirmation", wrong_schema)
-        bad_qty = confirmation("4711", "0010", 3, yield_qty="lots")
+        bad_qty = confirmation("4711", "0010", 3)
+        bad_qty["body"]["yield_qty"] = "lots"  # what the models would refuse to build
         await edge.publish("_mes_v1/confirmation", bad_qty)
         good = confirmation("4711", "0010", 4)
         await edge.publish("_mes_v1/confirmation", good)
