@@ -16,7 +16,7 @@ from edge.store.replay import verify
 from edge.store.store import Store
 from simulators.broker import Mosquitto
 from simulators.central import CentralSimulator
-from tests.gateway.conftest import ROOT, gateway_config
+from tests.gateway.conftest import ROOT, Collector, gateway_config
 
 REPO = Path(__file__).resolve().parents[2]
 OP = OperationKey("4711", "0020")
@@ -58,6 +58,22 @@ def read_db(db: Path) -> tuple[dict[str, ConfirmationStatus], int, int, bool]:
         store.close()
 
 
+async def assert_health_retained(broker: Mosquitto, *, online: bool) -> None:
+    late = Collector(broker.host, broker.port, [f"{ROOT}/_mes_v1/health"], "health-check")
+    late.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            found = late.on("/_mes_v1/health")
+            if found and found[-1].json()["online"] is online:
+                assert found[-1].retain
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"retained health online={online} not seen")
+    finally:
+        late.stop()
+
+
 async def test_kill_9_during_backlog_drain_posts_each_confirmation_once(tmp_path: Path) -> None:
     rng = random.Random(4711)
     broker = Mosquitto(tmp_path / "broker")  # not started yet: the gateway works offline
@@ -81,6 +97,8 @@ async def test_kill_9_during_backlog_drain_posts_each_confirmation_once(tmp_path
                 child = start_child(config)
                 await asyncio.sleep(rng.uniform(0.1, 0.6))
                 kill(child)
+            # The broker published the Last Will: central sees the gateway offline.
+            await assert_health_retained(broker, online=False)
             # 3. Once more, to the end: complete the operation and let everything drain.
             child = start_child(config, "--complete")
             try:
