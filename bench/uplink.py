@@ -72,7 +72,7 @@ NAIVE_TOPIC = "umh/v1/acme/plant1/bench/line1/NAIVE01/_mes_v1/stop"
 REASONS = ("M01", "B01")
 WINDOW = 100  # [mqtt] max_inflight: the uplink's window; the naive baseline uses the same
 FILL_BATCH = 1000
-BATCH_WINDOW_MS = 2.0  # [engine] batch_window_ms, the shipped default
+BATCH_WINDOW_MS = 0.0  # [engine] batch_window_ms, the shipped default
 
 CONFIG = """
 [gateway]

@@ -188,7 +188,7 @@ class StoreSection(_Section):
 class EngineSection(_Section):
     """``[engine]``: group commit and the timer tick."""
 
-    batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
+    batch_window_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
     max_batch: Annotated[int, Field(ge=1, le=100_000)] = 1000
     tick_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 

@@ -30,7 +30,7 @@ from edge.domain.model import OperationKey
 from edge.domain.rules import WorkCenterRules
 from edge.errors import StoreError
 from edge.store import codec
-from edge.store.store import JournalEntry, OutboxMessage, Store
+from edge.store.store import JournalEntry, OutboxMessage, OutboxRow, Store
 
 T = TypeVar("T")
 CommitListener = Callable[[Sequence[Event]], None]
@@ -64,7 +64,7 @@ class Engine:
         wc: WorkCenter,
         *,
         clock: GatewayClock,
-        batch_window_ms: float = 2.0,
+        batch_window_ms: float = 0.0,
         max_batch: int = 1000,
         logger: Any = None,
         executor: ThreadPoolExecutor | None = None,
@@ -81,7 +81,7 @@ class Engine:
         # One thread for every store call: SQLite sees one writer, the loop never blocks on fsync.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="edge-store")
         self._listeners: list[CommitListener] = []
-        self._commit_hooks: list[Callable[[], None]] = []
+        self._commit_hooks: list[Callable[[list[OutboxRow]], None]] = []
         self._published: dict[tuple[str, str], object] = {}
 
     # ------------------------------------------------------------------ opening
@@ -139,8 +139,8 @@ class Engine:
         """Called on the loop with the events of each commit, after it is durable."""
         self._listeners.append(listener)
 
-    def add_commit_hook(self, hook: Callable[[], None]) -> None:
-        """Called on the loop after every successful commit (new outbox rows may be there)."""
+    def add_commit_hook(self, hook: Callable[[list[OutboxRow]], None]) -> None:
+        """Called on the loop after every successful commit with the outbox rows it added."""
         self._commit_hooks.append(hook)
 
     async def run_store(self, fn: Callable[..., T], *args: Any) -> T:
@@ -212,14 +212,14 @@ class Engine:
         if entries:
             entries[-1].outbox.extend(self._historian(entries[-1].input.at.wall_ms))
             try:
-                await self._in_store(self.store.commit, entries, rows)
+                added = await self._in_store(self.store.commit, entries, rows)
             except StoreError as exc:
                 await self._commit_failed(batch, exc)
                 return
             self.stats.commits += 1
             self.stats.journaled += len(entries)
             for hook in self._commit_hooks:
-                hook()
+                hook(added)
         self.healthy = True
         self.stats.last_batch = sum(len(q.inputs) for q in batch)
         self.stats.inputs += self.stats.last_batch

@@ -71,6 +71,7 @@ class Store:
         self._next_journal = 1
         self._next_event = 1
         self._next_env_seq = 1
+        self._next_seq = 1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,6 +118,11 @@ class Store:
         return self._conn
 
     def _reset_ids(self) -> None:
+        # AUTOINCREMENT's high-water mark: a seq is never given out twice, even after deletes.
+        self._next_seq = self.conn.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0), "
+            "COALESCE((SELECT MAX(seq) FROM outbox), 0)) + 1"
+        ).fetchone()[0]
         self._next_env_seq = self.conn.execute(
             "SELECT COALESCE(MAX(env_seq), 0) + 1 FROM outbox"
         ).fetchone()[0]
@@ -177,17 +183,20 @@ class Store:
 
     def commit(
         self, entries: Sequence[JournalEntry], rows: Sequence[tuple[str, str, str | None]]
-    ) -> None:
+    ) -> list[OutboxRow]:
         """Write a batch in ONE transaction: journal, events, outbox rows and projection rows.
 
         On any failure the transaction is rolled back and :class:`StoreError` raised: then
         nothing of the batch is stored and the caller must not acknowledge any of it.
+        Returns the outbox rows it added, so the uplink can send them without reading them back.
         """
         conn = self.conn
         journal: list[tuple[object, ...]] = []
         events: list[tuple[object, ...]] = []
         outbox: list[tuple[object, ...]] = []
         jid, eid, env = self._next_journal, self._next_event, self._next_env_seq
+        seq = self._next_seq
+        added: list[OutboxRow] = []
         for entry in entries:
             name, body = codec.encode_input(entry.input)
             at = entry.input.at
@@ -211,8 +220,24 @@ class Store:
                 env_seq = None
                 if msg.enveloped:
                     env_seq, env = env, env + 1
+                added.append(
+                    OutboxRow(
+                        seq,
+                        msg.msg_id,
+                        msg.topic,
+                        msg.kind,
+                        msg.idem_key,
+                        self.boot_seq,
+                        msg.at_wall_ms,
+                        msg.payload,
+                        "pending",
+                        0,
+                        env_seq,
+                    )
+                )
                 outbox.append(
                     (
+                        seq,
                         env_seq,
                         msg.msg_id,
                         msg.topic,
@@ -224,6 +249,7 @@ class Store:
                         msg.payload,
                     )
                 )
+                seq += 1
             jid += 1
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -233,8 +259,8 @@ class Store:
                     conn.executemany("INSERT INTO event VALUES (?,?,?,?,?,?,?)", events)
                 if outbox:
                     conn.executemany(
-                        "INSERT INTO outbox(env_seq, msg_id, topic, kind, idem_key, event_id, "
-                        "boot_seq, at_wall_ms, payload) VALUES (?,?,?,?,?,?,?,?,?)",
+                        "INSERT INTO outbox(seq, env_seq, msg_id, topic, kind, idem_key, "
+                        "event_id, boot_seq, at_wall_ms, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
                         outbox,
                     )
                 settled = [(k,) for entry in entries for k in entry.settled]
@@ -261,6 +287,8 @@ class Store:
             self._reset_ids()
             raise StoreError(f"commit failed, nothing of the batch was stored: {exc}") from exc
         self._next_journal, self._next_event, self._next_env_seq = jid, eid, env
+        self._next_seq = seq
+        return added
 
     # ------------------------------------------------------------------ outbox
 
@@ -302,15 +330,16 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 conn.executemany(
-                    "UPDATE outbox SET state = 'done', attempts = attempts + 1 WHERE seq = ?",
-                    [(s,) for s in done],
+                    "UPDATE outbox SET state = 'done', attempts = attempts + 1 "
+                    "WHERE seq BETWEEN ? AND ?",
+                    _runs(done),
                 )
                 # A relay result can arrive before the broker's PUBACK is recorded here:
                 # then the row is done already and stays done.
                 conn.executemany(
                     "UPDATE outbox SET state = 'published', attempts = attempts + 1 "
-                    "WHERE seq = ? AND state = 'pending'",
-                    [(s,) for s in published],
+                    "WHERE seq BETWEEN ? AND ? AND state = 'pending'",
+                    _runs(published),
                 )
                 conn.executemany(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
@@ -336,3 +365,14 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"requeueing unanswered confirmations failed: {exc}") from exc
         return cursor.rowcount
+
+
+def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Consecutive numbers as (first, last) ranges: one UPDATE per run, not per row."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs

@@ -44,9 +44,7 @@ class _Open(BaseModel):
     """Outbound: we publish exactly these fields (our tests forbid others), while the published
     JSON Schemas allow more, because consumers must ignore fields a later 1.x adds."""
 
-    model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, json_schema_extra=_open_schema
-    )
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=_open_schema)
 
 
 # ---------------------------------------------------------------------------------------- down

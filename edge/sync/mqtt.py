@@ -107,6 +107,8 @@ class MqttLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
         self._pending = _Pending()
+        self._acks: list[tuple[asyncio.Future[int], int]] = []
+        self._acks_scheduled = False
         self._started = False
 
         client = paho.Client(
@@ -240,22 +242,32 @@ class MqttLink:
             if future is None:
                 self._pending.early[mid] = code
                 return
-        self._to_loop(self._resolve, future, code)
+            # Hand acknowledgements over in bunches: one loop wake-up, not one per PUBACK.
+            self._acks.append((future, code))
+            if self._acks_scheduled:
+                return
+            self._acks_scheduled = True
+        self._to_loop(self._resolve_acks)
 
     def _cb_message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
         self._to_loop(self._enqueue, Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
     # ------------------------------------------------------------------ on the loop
 
-    def _resolve(self, future: asyncio.Future[int], code: int) -> None:
-        if future.done():
-            return
-        future.set_result(code)
-        if code < 0x80:
-            self.stats.published += 1
-            self.stats.last_puback_ms = time.time_ns() // 1_000_000
-        else:
-            self.stats.refused += 1
+    def _resolve_acks(self) -> None:
+        with self._lock:
+            acks, self._acks = self._acks, []
+            self._acks_scheduled = False
+        now = time.time_ns() // 1_000_000
+        for future, code in acks:
+            if future.done():
+                continue
+            future.set_result(code)
+            if code < 0x80:
+                self.stats.published += 1
+                self.stats.last_puback_ms = now
+            else:
+                self.stats.refused += 1
 
     def _enqueue(self, message: Message) -> None:
         self.stats.received += 1

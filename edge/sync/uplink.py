@@ -20,14 +20,14 @@ from typing import Any
 import structlog
 
 from edge.engine import Engine
-from edge.store.codec import dumps
 from edge.store.store import OutboxRow
 from edge.sync.contract import BY_PATH
 from edge.sync.mqtt import MqttLink, is_success
 
 # Rows that stay until the relay answers (the engine settles them by idempotency key).
 AWAITS_RESULT = frozenset({"confirmation_created", "confirmation_resent", "confirmation_reversed"})
-FETCH = 500
+FETCH = 1000
+FRESH_MAX = 20_000
 FLUSH_EVERY = 256
 FLUSH_AFTER_S = 0.05
 
@@ -70,7 +70,10 @@ class Uplink:
         self.log = logger or structlog.get_logger("edge.uplink")
         self.stats = UplinkStats()
         self._wake = asyncio.Event()
-        engine.add_commit_hook(self._wake.set)
+        # Rows just committed, handed over by the engine: in steady state nothing is read back.
+        self._fresh: deque[OutboxRow] = deque()
+        engine.add_commit_hook(self._on_commit)
+        self._flush_task: asyncio.Task[None] | None = None
         self._inflight: deque[tuple[OutboxRow, asyncio.Future[int]]] = deque()
         self._unflushed: set[int] = set()  # sent rows whose outcome is not yet stored
         self._done: list[int] = []
@@ -84,7 +87,11 @@ class Uplink:
     # ------------------------------------------------------------------ the envelope
 
     def envelope(self, row: OutboxRow, sent_ms: int) -> str:
-        """The wire form of a row: the envelope around the stored body, or the body alone."""
+        """The wire form of a row: the envelope around the stored body, or the body alone.
+
+        Assembled as text around the stored JSON body: every field is either a number, a
+        boolean, or a string whose characters need no escaping (ids, hex keys, topic names).
+        """
         topic = BY_PATH.get(row.topic)
         if topic is not None and not topic.enveloped:
             return row.payload
@@ -92,22 +99,44 @@ class Uplink:
             row.boot_seq != self.engine.store.boot_seq
             or sent_ms - row.at_wall_ms > self.historical_after_ms
         )
-        head = dumps(
-            {
-                "schema": topic.schema if topic else row.topic,
-                "msg_id": row.msg_id,
-                "idem_key": row.idem_key,
-                "edge_id": self.edge_id,
-                "boot_seq": row.boot_seq,
-                "seq": row.env_seq,
-                "ts_event_ms": row.at_wall_ms,
-                "ts_sent_ms": sent_ms,
-                "historical": historical,
-            }
+        idem = f'"{row.idem_key}"' if row.idem_key is not None else "null"
+        seq = row.env_seq if row.env_seq is not None else "null"
+        return (
+            f'{{"schema":"{topic.schema if topic else row.topic}","msg_id":"{row.msg_id}",'
+            f'"idem_key":{idem},"edge_id":"{self.edge_id}","boot_seq":{row.boot_seq},'
+            f'"seq":{seq},"ts_event_ms":{row.at_wall_ms},"ts_sent_ms":{sent_ms},'
+            f'"historical":{"true" if historical else "false"},"body":{row.payload}}}'
         )
-        return f'{head[:-1]},"body":{row.payload}}}'
 
     # ------------------------------------------------------------------ the loop
+
+    def _on_commit(self, rows: list[OutboxRow]) -> None:
+        if rows:
+            if len(self._fresh) + len(rows) > FRESH_MAX:
+                self._fresh.clear()  # a backlog: read it from the store instead
+            else:
+                self._fresh.extend(rows)
+        self._wake.set()
+
+    def _take_fresh(self) -> list[OutboxRow]:
+        """Committed rows that follow the last one sent without a gap, else nothing."""
+        fresh = self._fresh
+        while fresh and fresh[0].seq <= self._cursor:
+            fresh.popleft()
+        if not fresh or fresh[0].seq != self._cursor + 1:
+            return []
+        rows: list[OutboxRow] = []
+        while fresh and len(rows) < FETCH:
+            rows.append(fresh.popleft())
+        return rows
+
+    async def _next_rows(self) -> list[OutboxRow]:
+        rows = self._take_fresh()
+        if rows:
+            return rows
+        store = self.engine.store
+        rows = await self.engine.run_store(store.outbox_pending, FETCH, self._cursor)
+        return [r for r in rows if r.seq not in self._unflushed]
 
     async def run(self) -> None:
         store = self.engine.store
@@ -118,22 +147,21 @@ class Uplink:
         try:
             while True:
                 if not self.link.connected.is_set():
-                    await self._flush()
+                    await self._flush_now()
                     await self.link.connected.wait()
                 now = time.monotonic()
                 if now >= next_requeue:
                     await self._requeue_unanswered()
                     next_requeue = now + self.result_timeout_s
                 if self._retry_from is not None and now >= self._retry_at:
-                    await self._flush()
+                    await self._flush_now()
                     self._cursor = min(self._cursor, self._retry_from - 1)
                     self._retry_from = None
                 self._wake.clear()
-                rows = await self.engine.run_store(store.outbox_pending, FETCH, self._cursor)
-                rows = [r for r in rows if r.seq not in self._unflushed]
+                rows = await self._next_rows()
                 if not rows:
                     await self._collect(block=False)
-                    await self._flush()
+                    self._flush_soon(force=True)
                     await self._idle()
                     continue
                 for row in rows:
@@ -143,8 +171,7 @@ class Uplink:
                         await self._collect(block=True)
                     self._send(row)
                 await self._collect(block=False)
-                if self._should_flush():
-                    await self._flush()
+                self._flush_soon()
         finally:
             await asyncio.shield(self._flush_quietly())
 
@@ -199,6 +226,19 @@ class Uplink:
         self._retry_from = row.seq if self._retry_from is None else min(self._retry_from, row.seq)
         self._retry_at = time.monotonic() + self.retry_refused_s
 
+    def _flush_soon(self, *, force: bool = False) -> None:
+        """Store acknowledgements in the background: sending goes on meanwhile."""
+        if self._flush_task is not None and not self._flush_task.done():
+            return
+        if force or self._should_flush():
+            self._flush_task = asyncio.create_task(self._flush(), name="uplink-flush")
+
+    async def _flush_now(self) -> None:
+        if self._flush_task is not None:
+            await self._flush_task
+            self._flush_task = None
+        await self._flush()
+
     def _should_flush(self) -> bool:
         pending = len(self._done) + len(self._published) + len(self._refused)
         if pending >= FLUSH_EVERY:
@@ -222,18 +262,19 @@ class Uplink:
     async def _flush_quietly(self) -> None:
         try:
             await self._collect(block=False)
-            await self._flush()
+            await self._flush_now()
         except Exception as exc:  # stopping: what is not stored is simply sent again
             self.log.warning("could not store the last acknowledgements", error=repr(exc))
 
     async def _requeue_unanswered(self) -> None:
-        await self._flush()
+        await self._flush_now()
         older = now_ms() - int(self.result_timeout_s * 1000)
         store = self.engine.store
         count = await self.engine.run_store(store.requeue_published, older)
         if count:
             self.stats.requeued += count
             self._cursor = 0
+            self._fresh.clear()
             self.log.warning(
                 "the relay has not answered confirmations; sending them again", rows=count
             )

@@ -91,7 +91,7 @@ def test_minimal_config_takes_the_defaults(tmp_path: Path) -> None:
     assert cfg.store.path == Path("/var/lib/edge-gateway/edge.db")
     assert cfg.store.synchronous == "full"
     assert (cfg.engine.batch_window_ms, cfg.engine.max_batch, cfg.engine.tick_interval_s) == (
-        2.0,
+        0.0,
         1000,
         1.0,
     )
