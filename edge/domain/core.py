@@ -62,10 +62,12 @@ from edge.domain.model import (
     UnassignedProduction,
 )
 from edge.domain.rules import (
+    ConfirmationPolicy,
     CountKind,
     CountSource,
     MasterData,
     ScrapReason,
+    Shift,
     SignalType,
     WorkCenterRules,
 )
@@ -208,6 +210,16 @@ class WorkCenter:
     @property
     def master_data(self) -> MasterData:
         return self.header.master_data or self.header.rules.master_data
+
+    @property
+    def shifts(self) -> tuple[Shift, ...]:
+        """The shift calendar: central's when it sent one, else the configured one."""
+        return self.master_data.shifts or self.rules.shifts
+
+    @property
+    def policy(self) -> ConfirmationPolicy:
+        """When partial confirmations are made: central's policy, else the configured one."""
+        return self.master_data.policy or self.rules.policy
 
     @property
     def active(self) -> list[Operation]:
@@ -789,7 +801,7 @@ class WorkCenter:
                 target=conf_rules.number(spec.target_qty),
                 tolerance_pct=conf_rules.number(over),
             )
-        every = self.rules.policy.every_good
+        every = self.policy.every_good
         if every and good - op.confirmed.good >= every:
             self._confirm(op, at, f"machine:{src.name}", final=False)
 
@@ -967,7 +979,7 @@ class WorkCenter:
         pending = op.pending
         rules = self.rules
         if posting is None:
-            name, day = conf_rules.shift_of(now, rules.shifts, rules.timezone)
+            name, day = conf_rules.shift_of(now, self.shifts, rules.timezone)
             posting = (day.isoformat(), f"{day.isoformat()}/{name}")
         variance = variance_reason or self._cycle_variance(op.spec, pending)
         crew = op.spec.crew_size if op.spec.crew_size is not None else self.master_data.crew_size
@@ -1341,7 +1353,7 @@ class WorkCenter:
         if stop is not None:
             self._maybe_request_reason(stop, now)
         self._check_shift(now)
-        minutes = self.rules.policy.every_minutes
+        minutes = self.policy.every_minutes
         if minutes:
             for op in self.active:
                 since = op.last_conf_end or op.first_start
@@ -1386,12 +1398,12 @@ class WorkCenter:
 
     def _check_shift(self, now: Instant) -> None:
         rules = self.rules
-        name, day = conf_rules.shift_of(now, rules.shifts, rules.timezone)
+        name, day = conf_rules.shift_of(now, self.shifts, rules.timezone)
         current = f"{day.isoformat()}/{name}"
         previous = self.header.shift_id
         if current == previous:
             return
-        if previous is not None and rules.policy.at_shift_end:
+        if previous is not None and self.policy.at_shift_end:
             posting = (previous.split("/")[0], previous)
             for op in self.active:
                 if op.pending.has_quantity():

@@ -82,6 +82,9 @@ class MasterData:
     scrap_reasons: tuple[ScrapReason, ...] = ()
     alarm_reasons: tuple[tuple[str, str], ...] = ()  # (machine alarm code, stop reason code)
     crew_size: Decimal = Decimal(1)
+    # From central, when it plans them; None: the configured shifts and policy stay in force.
+    shifts: tuple[Shift, ...] | None = None
+    policy: ConfirmationPolicy | None = None
 
     def stop_reason(self, code: str) -> StopReason | None:
         for reason in self.stop_reasons:

@@ -98,14 +98,33 @@ class ScrapReasonMsg(_Strict):
     text: str = Field(max_length=200)
 
 
+class ShiftMsg(_Strict):
+    """A shift by local start and end ("HH:MM"); an end not after the start runs past midnight."""
+
+    name: Code
+    start: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+    end: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+
+
+class ConfirmationPolicyMsg(_Strict):
+    """When the gateway makes partial confirmations (a final one always at completion)."""
+
+    every_good: Decimal | None = Field(None, gt=0)
+    every_minutes: float | None = Field(None, gt=0)
+    at_shift_end: bool = False
+
+
 class MasterDataBody(_Strict):
-    """Reason catalogues, alarm mapping and crew size; replaces the config's defaults."""
+    """Reason catalogues, alarm mapping, crew size, and optionally the shift calendar and the
+    partial-confirmation policy; replaces the config's defaults."""
 
     version: int = Field(ge=1)
     stop_reasons: list[StopReasonMsg] = Field(default_factory=list, max_length=1000)
     scrap_reasons: list[ScrapReasonMsg] = Field(default_factory=list, max_length=1000)
     alarm_reasons: dict[str, Code] = Field(default_factory=dict)
     crew_size: Decimal = Field(Decimal(1), gt=0)
+    shifts: list[ShiftMsg] | None = Field(None, min_length=1, max_length=24)
+    confirmation_policy: ConfirmationPolicyMsg | None = None
 
 
 class ErpError(_Strict):
@@ -424,7 +443,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("_mes_v1/order/release", DOWN, OperationRefBody, 1, False,
           "Release a held operation.", schema="mes.release/1"),
     Topic("_mes_v1/masterdata", DOWN, MasterDataBody, 1, True,
-          "Stop and scrap reason catalogues, alarm mapping, crew size (retained).",
+          "Reason catalogues, alarm mapping, crew size, shift calendar, partial-confirmation "
+          "policy (retained).",
           schema="mes.masterdata/1"),
     Topic("_mes_v1/confirmation/result", DOWN, ConfirmationResultBody, 1, False,
           "The ERP relay's verdict on a confirmation or reversal.",

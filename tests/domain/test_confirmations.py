@@ -370,3 +370,26 @@ def test_confirmations_at_shift_end_post_on_the_ending_shift() -> None:
     assert created[0].data["shift"] == "2024-03-04/night"
     assert created[0].data["yield_qty"] == 7
     assert wc.header.shift_id == "2024-03-05/early"
+
+
+def test_central_master_data_brings_its_own_shifts_and_confirmation_policy() -> None:
+    """Central may plan shifts and the partial policy; they replace the configured ones."""
+    from edge.domain.inputs import Action, MasterDataReceived, Pulses
+    from edge.domain.rules import ConfirmationPolicy, MasterData, Shift
+
+    from .builders import MASTER, act, at, make_wc, ok, pulse_source, spec
+
+    wc = make_wc(spec(), sources=(pulse_source("press1"),))
+    md = MasterData(
+        version=2,
+        stop_reasons=MASTER.stop_reasons,
+        scrap_reasons=MASTER.scrap_reasons,
+        shifts=(Shift("late", 9 * 60, 12 * 60),),
+        policy=ConfirmationPolicy(every_good=Decimal(5)),
+    )
+    ok(wc, MasterDataReceived(md, at(0)))
+    act(wc, Action.START_PRODUCTION, 1)
+    ok(wc, Pulses("press1", 5, at(30)))
+    conf = wc.confirmations["4711/0020#1"]
+    assert conf.tally.good == 5
+    assert conf.shift == "2024-03-04/late"

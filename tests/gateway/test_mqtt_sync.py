@@ -168,3 +168,34 @@ async def test_health_and_snapshot_are_retained_and_say_offline_at_stop(
         assert json.loads(retained[0].payload)["online"] is False
     finally:
         late.stop()
+
+
+async def test_master_data_from_central_sets_reasons_shifts_and_policy(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    async with gateway(gateway_config(tmp_path, broker)) as gw:
+        await dispatch_and_start(collector, gw)
+        body = {
+            "version": 3,
+            "stop_reasons": [{"code": "M01", "text": "Material missing"}],
+            "scrap_reasons": [{"code": "S07", "text": "Crack"}],
+            "alarm_reasons": {"E-217": "M01"},
+            "shifts": [
+                {"name": "night", "start": "22:00", "end": "06:00"},
+                {"name": "day", "start": "06:00", "end": "22:00"},
+            ],
+            "confirmation_policy": {"every_good": 4},
+        }
+        collector.publish(
+            f"{ROOT}/_mes_v1/masterdata", envelope("mes.masterdata/1", body, "md-3"), retain=True
+        )
+        wc = gw.engine.wc
+        deadline = time.monotonic() + 5
+        while wc.master_data.version != 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert wc.policy.every_good == 4
+        assert {s.name: s.length_minutes for s in wc.shifts} == {"night": 480, "day": 960}
+        assert wc.master_data.has_scrap_reason("S07")
+        await gw.engine.submit(Pulses("press_good", 4, gw.engine.now()))
+        conf = (await collector.wait_for("/_mes_v1/confirmation"))[0].json()
+        assert conf["body"]["yield_qty"] == 4
