@@ -14,8 +14,10 @@ from typing import Any
 
 import structlog
 
+from edge import systemd
 from edge.config import GatewayConfig, rules_from_config
 from edge.engine import Engine
+from edge.sources.registry import SourceTask, build_sources
 from edge.store.store import Store
 
 log = structlog.get_logger("edge.app")
@@ -43,14 +45,42 @@ async def run_gateway(
     """Run until ``stop`` is set or SIGTERM/SIGINT arrives; return the (closed) engine."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # systemd (Type=notify): READY=1 once running, WATCHDOG=1 while the engine is alive,
+    # STOPPING=1 on the way out. Without $NOTIFY_SOCKET all of it does nothing.
+    notifier = systemd.Notifier.from_env()
+    watchdog_s = systemd.watchdog_interval()
+
+    stopping_sent = False
+
+    def say_stopping() -> None:
+        nonlocal stopping_sent
+        if not stopping_sent:
+            stopping_sent = True
+            notifier.stopping("stopping: committing what is queued")
+
+    def on_signal() -> None:
+        say_stopping()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     engine = engine or await open_engine(cfg)
+    sources = build_sources(cfg, engine)
+    for source in sources:
+
+        async def run_source(_: Engine, source: SourceTask = source) -> None:
+            await source.run()
+
+        components = (*components, run_source)
+
+    def links() -> dict[str, str]:
+        return {source.link: source.status() for source in sources}
+
     if cfg.mqtt.enabled:
         from edge.sync.service import build_sync
 
-        sync = build_sync(cfg, engine)
+        sync = build_sync(cfg, engine, links=links)
 
         async def mqtt_sync(_: Engine) -> None:
             await sync.run()
@@ -72,10 +102,23 @@ async def run_gateway(
             ]
             stopper = tg.create_task(stop.wait(), name="stop")
             waiting: set[asyncio.Task[Any]] = {engine_task, stopper, *others}
+            await asyncio.sleep(0)  # let every component take its first step
+            notifier.ready(_status(engine))
+            if watchdog_s is not None:
+                liveness = systemd.EngineLiveness(engine, engine_task, stall_s=watchdog_s / 2)
+                others.append(
+                    tg.create_task(
+                        systemd.watchdog_loop(
+                            notifier, liveness, watchdog_s, status=lambda: _status(engine)
+                        ),
+                        name="watchdog",
+                    )
+                )
             while waiting:
                 done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if stopper in done or engine_task in done:
                     break
+            say_stopping()
             # Sources first, so nothing new arrives; the engine then commits what is queued.
             for task in others:
                 task.cancel()
@@ -86,5 +129,15 @@ async def run_gateway(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         await engine.close()
+        notifier.close()
         log.info("gateway stopped", journaled=engine.stats.journaled)
     return engine
+
+
+def _status(engine: Engine) -> str:
+    """The one-line STATUS= that ``systemctl status edge-gateway`` shows."""
+    s = engine.stats
+    return (
+        f"running: {s.journaled} inputs journaled, {engine.queue_depth} queued, "
+        f"boot {engine.store.boot_seq}"
+    )

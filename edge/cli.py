@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge import __version__
+from edge import __version__, ops
 from edge.config import GatewayConfig, config_report, load_config, rules_from_config
 from edge.errors import ConfigError, StoreError
 from edge.logging import configure_logging
@@ -57,6 +57,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for src in rules.sources:
         role = "counts" if src.authoritative else "cross-check only"
         print(f"  counter {src.name}: {src.kind.value}, {src.signal.value}, {src.bits} bit, {role}")
+    if cfg.mqtt.enabled:
+        print(
+            f"  mqtt {cfg.mqtt.host}:{cfg.mqtt.port}, root "
+            f"{cfg.mqtt.root_for(cfg.gateway.work_center)}"
+        )
+    else:
+        print("  mqtt not enabled: local-only")
+    for link in cfg.sources.opcua:
+        nodes = len(link.counters) + sum(
+            1 for n in (link.state_node, link.mode_node, link.alarm_node) if n
+        )
+        print(
+            f"  opcua {link.name}: {link.endpoint}, {link.template}, {nodes} nodes, "
+            f"security {link.security_policy}/{link.security_mode}"
+        )
     md = rules.master_data
     print(
         f"  {len(md.stop_reasons)} stop reasons, {len(md.scrap_reasons)} scrap reasons, "
@@ -86,6 +101,46 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  {d.table} {d.key!r}")
         return EXIT_FAILED
     print(f"{db}: the projections equal the replay of {journal} journal entries")
+    return EXIT_OK
+
+
+def cmd_browse(args: argparse.Namespace) -> int:
+    from edge.sources.opcua_browse import browse
+
+    configure_logging("error", json=False)
+    return asyncio.run(
+        browse(
+            args.endpoint,
+            text_filter=args.filter,
+            max_depth=args.depth,
+            include_server=args.server,
+            timeout_s=args.timeout,
+        )
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from edge.check import run_checks
+
+    cfg = load_config(_config_path(args))
+    configure_logging("error", json=False)
+    return run_checks(cfg)
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from edge.sources.opcua_security import application_uri, ensure_certificate, thumbprint
+
+    cfg = load_config(_config_path(args))
+    if not cfg.sources.opcua:
+        print("no [[sources.opcua]] in the config: no OPC UA certificate needed")
+        return EXIT_OK
+    for link in cfg.sources.opcua:
+        cert, key = ensure_certificate(link.certificate_dir, application_uri(link.name))
+        print(f"opcua {link.name}: certificate {cert} (key {key})")
+        print(f"  application URI {application_uri(link.name)}")
+        print(f"  SHA-1 thumbprint {thumbprint(cert.read_bytes())}")
+        print("  give the certificate to the server's administrator to trust this gateway;")
+        print(f"  trusted server certificates go to {link.certificate_dir / 'trusted'}/")
     return EXIT_OK
 
 
@@ -121,6 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--db", help="database file (default: from the config)")
     verify.set_defaults(fn=cmd_verify)
+    browse = sub.add_parser(
+        "browse", help="print an OPC UA server's address space to find the counter nodes"
+    )
+    browse.add_argument("endpoint", help="e.g. opc.tcp://192.168.0.10:4840")
+    browse.add_argument("--filter", help="show only branches whose name or node id contains it")
+    browse.add_argument("--depth", type=int, default=8, help="how deep to go (default 8)")
+    browse.add_argument("--server", action="store_true", help="include the Server object")
+    browse.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    browse.set_defaults(fn=cmd_browse)
+    with_config(
+        sub.add_parser(
+            "check", help="check every link in the config: database, clock, broker, OPC UA nodes"
+        )
+    ).set_defaults(fn=cmd_check)
+    with_config(
+        sub.add_parser("certs", help="make (once) and show the OPC UA application certificate")
+    ).set_defaults(fn=cmd_certs)
     contract = sub.add_parser(
         "contract", help="write the MQTT contract (AsyncAPI and JSON Schemas) from the models"
     )
@@ -129,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; fail if the files are out of date"
     )
     contract.set_defaults(fn=cmd_contract)
+    ops.register(sub)
     return parser
 
 

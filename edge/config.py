@@ -82,10 +82,13 @@ __all__ = [
     "GatewaySection",
     "MasterDataSection",
     "MqttSection",
+    "OpcUaCounterEntry",
+    "OpcUaSource",
     "OperationsSection",
     "ScrapReasonEntry",
     "ShiftEntry",
     "SourceEntry",
+    "SourcesSection",
     "StopReasonEntry",
     "StopsSection",
     "StoreSection",
@@ -305,6 +308,58 @@ class CountingSection(_Section):
         if problems:
             raise _problems(problems)
         return self
+
+
+NodeRef = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class OpcUaCounterEntry(_Section):
+    """``[[sources.opcua.counters]]``: one counter node feeding one ``[[counting.sources]]``."""
+
+    counter: Name  # the name of an absolute counter in [[counting.sources]]
+    node: NodeRef  # a NodeId ("ns=2;s=Press07.Counters.GoodCount") or a browse path
+
+
+class OpcUaSource(_Section):
+    """``[[sources.opcua]]``: one OPC UA server (one machine controller)."""
+
+    name: Name
+    endpoint: Annotated[str, Field(pattern=r"^opc\.tcp://[^\s/]+(:[0-9]+)?(/.*)?$")]
+    template: Literal["plain", "machinery", "packml", "weihenstephan", "euromap77"] = "plain"
+    security_policy: Literal[
+        "None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"
+    ] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    certificate_dir: Annotated[Path, Field(strict=False)] = Path("/var/lib/edge-gateway/pki")
+    username: str | None = None
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    publishing_interval_ms: Annotated[float, Field(ge=0, le=60_000)] = 100.0
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    watchdog_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    reconnect_min_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    counters: list[OpcUaCounterEntry] = Field(default_factory=list)
+    state_node: NodeRef | None = None  # machine state, translated by the template
+    mode_node: NodeRef | None = None  # operation mode (Machinery, EUROMAP): "setup" wins
+    alarm_node: NodeRef | None = None  # the active alarm / stop code, empty when none
+    # Extra or overriding translations of raw state values: "Execute" = "running", "6" = "running"
+    state_map: dict[str, Literal["running", "idle", "down", "setup"]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _secure_pair(self) -> OpcUaSource:
+        if (self.security_policy == "None") != (self.security_mode == "None"):
+            raise PydanticCustomError(
+                "security",
+                "security_policy and security_mode go together: both None, or a policy with "
+                "Sign or SignAndEncrypt",
+            )
+        return self
+
+
+class SourcesSection(_Section):
+    """``[sources]``: the machine links. Each adapter translates signals into inputs."""
+
+    opcua: list[OpcUaSource] = Field(default_factory=list)
 
 
 class OperationsSection(_Section):
@@ -548,6 +603,7 @@ class GatewayConfig(BaseSettings):
     store: StoreSection = Field(default_factory=StoreSection)
     engine: EngineSection = Field(default_factory=EngineSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
+    sources: SourcesSection = Field(default_factory=SourcesSection)
     counting: CountingSection = Field(default_factory=CountingSection)
     operations: OperationsSection = Field(default_factory=OperationsSection)
     stops: StopsSection = Field(default_factory=StopsSection)
@@ -568,6 +624,28 @@ class GatewayConfig(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # first wins: environment, then keyword arguments, then the TOML file given to load_config
         return _EnvSource(settings_cls), init_settings, _FileSource(settings_cls)
+
+    @model_validator(mode="after")
+    def _links_name_counters(self) -> GatewayConfig:
+        absolute = {s.name for s in self.counting.sources if s.signal == "absolute"}
+        problems: list[_SubProblem] = []
+        names: set[str] = set()
+        for i, src in enumerate(self.sources.opcua):
+            if src.name in names:
+                problems.append((("sources", "opcua", i, "name"), src.name, "duplicate name"))
+            names.add(src.name)
+            for j, entry in enumerate(src.counters):
+                if entry.counter not in absolute:
+                    problems.append(
+                        (
+                            ("sources", "opcua", i, "counters", j, "counter"),
+                            entry.counter,
+                            "not an absolute counter in [[counting.sources]]",
+                        )
+                    )
+        if problems:
+            raise _problems(problems)
+        return self
 
     @field_validator("shifts")
     @classmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -77,6 +78,10 @@ class Engine:
         self.log = logger or structlog.get_logger("edge.engine")
         self.stats = EngineStats()
         self.healthy = True
+        # Liveness for the watchdog (edge.systemd): when the batch in hand was taken (monotonic
+        # seconds; None while waiting for input) and how many batches were finished.
+        self.busy_since: float | None = None
+        self.batches_done = 0
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
         # One thread for every store call: SQLite sees one writer, the loop never blocks on fsync.
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="edge-store")
@@ -204,6 +209,14 @@ class Engine:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _process(self, batch: list[_Queued]) -> None:
+        self.busy_since = time.monotonic()
+        try:
+            await self._process_batch(batch)
+        finally:
+            self.busy_since = None
+            self.batches_done += 1
+
+    async def _process_batch(self, batch: list[_Queued]) -> None:
         outcomes, entries = await self._apply(batch)
         rows = [
             (table, key, codec.entity_doc(self.wc, table, key))

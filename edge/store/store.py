@@ -366,6 +366,80 @@ class Store:
             raise StoreError(f"requeueing unanswered confirmations failed: {exc}") from exc
         return cursor.rowcount
 
+    # ------------------------------------------------------------------ operations tools
+    # For `edge status`, `edge outbox ...` and `edge backup` (edge/ops.py): they open the store
+    # with ``open(boot=False)`` beside a running daemon (WAL: readers never block its commits).
+
+    def stored_boot_seq(self) -> int:
+        """The boot counter as stored (``boot_seq`` is 0 on a store opened without a boot)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='boot_seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Rows per state: 'pending', 'published', 'done'."""
+        rows = self.conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    def outbox_rows(
+        self, states: Sequence[str] = ("pending", "published"), limit: int = 100
+    ) -> list[tuple[OutboxRow, str | None]]:
+        """Rows in the given states, oldest first, each with its last broker refusal (or None)."""
+        marks = ",".join("?" * len(states))
+        rows = self.conn.execute(
+            "SELECT seq, msg_id, topic, kind, idem_key, boot_seq, at_wall_ms, payload, state, "
+            f"attempts, env_seq, last_error FROM outbox WHERE state IN ({marks}) "
+            "ORDER BY seq LIMIT ?",
+            (*states, limit),
+        ).fetchall()
+        return [(OutboxRow(*row[:11]), row[11]) for row in rows]
+
+    def outbox_last_acked_ms(self) -> int | None:
+        """When the newest message the broker acknowledged was made (PUBACK times are not kept)."""
+        row = self.conn.execute(
+            "SELECT MAX(at_wall_ms) FROM outbox WHERE state != 'pending' AND attempts > 0"
+        ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def replay_published(self, seqs: Sequence[int] = ()) -> int:
+        """Set 'published' rows (all, or those in ``seqs``) back to 'pending': sent again."""
+        if not seqs:
+            return self.requeue_published()
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                count = sum(
+                    self.conn.execute(
+                        "UPDATE outbox SET state = 'pending' WHERE state = 'published' AND seq = ?",
+                        (seq,),
+                    ).rowcount
+                    for seq in seqs
+                )
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise StoreError(f"replaying outbox rows failed: {exc}") from exc
+        return count
+
+    def backup_to(self, dest: str | Path) -> None:
+        """A consistent copy of the database in ``dest`` (sqlite3's online backup API).
+
+        One step under one read transaction: in WAL mode that is a snapshot of one committed
+        state, and the daemon's commits go on meanwhile (a copy in several steps would start
+        over after each of them, and might never finish beside a busy engine).
+        """
+        try:
+            target = sqlite3.connect(str(dest))
+            try:
+                self.conn.backup(target)
+                target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            finally:
+                target.close()
+        except sqlite3.Error as exc:
+            raise StoreError(f"backup of {self.path} to {dest} failed: {exc}") from exc
+
 
 def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
     """Consecutive numbers as (first, last) ranges: one UPDATE per run, not per row."""

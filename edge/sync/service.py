@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -52,7 +53,9 @@ def _password(cfg: GatewayConfig) -> str | None:
         ) from None
 
 
-def build_sync(cfg: GatewayConfig, engine: Engine) -> Sync:
+def build_sync(
+    cfg: GatewayConfig, engine: Engine, links: Callable[[], dict[str, str]] | None = None
+) -> Sync:
     m = cfg.mqtt
     edge_id = cfg.gateway.edge_id
     root = m.root_for(cfg.gateway.work_center)
@@ -94,6 +97,7 @@ def build_sync(cfg: GatewayConfig, engine: Engine) -> Sync:
         root=root,
         edge_id=edge_id,
         interval_s=m.health_interval_s,
+        links=links,
         last_puback_ms=lambda: uplink.stats.last_puback_ms,
     )
     log.info("mqtt sync configured", broker=f"{m.host}:{m.port}", root=root)

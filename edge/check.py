@@ -1,0 +1,163 @@
+"""``edge check``: every link in the config, one line per check, non-zero exit if one fails.
+
+Run by maintenance staff after editing the config and before enabling the service: the config
+itself, the database, the clock, the broker with the configured credentials, and every OPC UA
+node (it exists and has a fitting type).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from edge.config import GatewayConfig
+from edge.errors import SourceUnavailable
+
+EARLIEST_PLAUSIBLE = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_database(cfg: GatewayConfig) -> Check:
+    path = cfg.store.path
+    directory = path.parent
+    if not directory.exists():
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return Check("database", False, f"cannot create {directory}: {exc.strerror}")
+    if not os.access(directory, os.W_OK):
+        return Check("database", False, f"{directory} is not writable by this user")
+    try:
+        conn = sqlite3.connect(str(path), timeout=5)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock, then gives it back
+            conn.execute("ROLLBACK")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return Check("database", False, f"{path}: {exc}")
+    return Check("database", True, f"{path} writable (schema version {version})")
+
+
+def check_clock(cfg: GatewayConfig) -> Check:
+    now = datetime.now(UTC)
+    if now < EARLIEST_PLAUSIBLE:
+        return Check("clock", False, f"system time {now:%Y-%m-%d %H:%M} UTC is not plausible")
+    detail = f"system time {now:%Y-%m-%d %H:%M:%S} UTC"
+    path = cfg.store.path
+    if path.exists():
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = conn.execute("SELECT MAX(at_wall_ms) FROM journal").fetchone()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            row = None
+        if row and row[0]:
+            behind = row[0] / 1000 - now.timestamp()
+            if behind > 300:
+                return Check(
+                    "clock",
+                    False,
+                    f"{detail} is {behind:.0f} s before the last journaled event: the clock "
+                    "went back; fix the time (NTP) before starting",
+                )
+    return Check("clock", True, detail)
+
+
+def check_broker(cfg: GatewayConfig, timeout_s: float = 5.0) -> Check:
+    m = cfg.mqtt
+    if not m.enabled:
+        return Check("broker", True, "MQTT not enabled: the gateway runs local-only")
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.sync.service import _password
+
+    result: dict[str, str] = {}
+
+    def on_connect(_c: paho.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+        result["reason"] = str(reason)
+
+    client = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"edge-check-{cfg.gateway.edge_id}",
+        protocol=paho.MQTTv5,
+    )
+    client.on_connect = on_connect
+    if m.username:
+        client.username_pw_set(m.username, _password(cfg))
+    if m.tls_ca_file or m.tls_cert_file:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(m.tls_ca_file) if m.tls_ca_file else None)
+        if m.tls_cert_file:
+            context.load_cert_chain(str(m.tls_cert_file), str(m.tls_key_file or m.tls_cert_file))
+        client.tls_set_context(context)
+    where = f"{m.host}:{m.port}"
+    try:
+        client.connect(m.host, m.port, keepalive=10)
+    except (OSError, ValueError) as exc:
+        return Check("broker", False, f"{where}: {exc}")
+    deadline = time.monotonic() + timeout_s
+    while "reason" not in result and time.monotonic() < deadline:
+        client.loop(timeout=0.1)
+    client.disconnect()
+    reason = result.get("reason")
+    if reason is None:
+        return Check("broker", False, f"{where}: no answer within {timeout_s:.0f} s")
+    if reason != "Success":
+        return Check("broker", False, f"{where} refused the connection: {reason}")
+    return Check("broker", True, f"{where} accepts this gateway's credentials")
+
+
+async def check_opcua(cfg: GatewayConfig) -> list[Check]:
+    from asyncua.client.client import Client
+
+    from edge.sources.opcua import OpcUaLink
+
+    checks: list[Check] = []
+    for src in cfg.sources.opcua:
+        link = OpcUaLink(src, engine=None)  # type: ignore[arg-type]  # resolving needs no engine
+        client = Client(src.endpoint, timeout=src.timeout_s)
+        name = f"opcua {src.name}"
+        try:
+            await link._secure(client)
+            async with client:
+                checks.append(Check(name, True, f"{src.endpoint} connected"))
+                for m in link.mapped:
+                    try:
+                        await link._resolve_one(client, m)
+                        checks.append(Check(f"{name} {m.role}", True, f"{m.ref} found"))
+                    except SourceUnavailable as exc:
+                        checks.append(Check(f"{name} {m.role}", False, str(exc)))
+        except SourceUnavailable as exc:
+            checks.append(Check(name, False, str(exc)))
+        except Exception as exc:
+            checks.append(Check(name, False, f"{src.endpoint}: {type(exc).__name__}: {exc}"))
+    return checks
+
+
+def run_checks(cfg: GatewayConfig, out: Callable[[str], None] = print) -> int:
+    checks = [Check("config", True, "read and valid"), check_database(cfg), check_clock(cfg)]
+    checks.append(check_broker(cfg))
+    checks.extend(asyncio.run(check_opcua(cfg)))
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        out(f"{'ok  ' if c.ok else 'FAIL'}  {c.name:<{width}}  {c.detail}")
+    failed = sum(not c.ok for c in checks)
+    out(f"{len(checks) - failed} of {len(checks)} checks passed")
+    return 0 if failed == 0 else 1

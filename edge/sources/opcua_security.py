@@ -1,0 +1,156 @@
+"""OPC UA security: the gateway's application certificate and the server trust list.
+
+Layout of ``certificate_dir`` (default ``/var/lib/edge-gateway/pki``)::
+
+    own/cert.der  own/key.pem     the gateway's application instance certificate (made once)
+    trusted/*.der                 server certificates the installer trusts
+    rejected/*.der                certificates of servers that were refused, to inspect and move
+
+An unknown server certificate is refused by default: the gateway stores it under ``rejected/``
+and logs which file to move to ``trusted/`` to trust that server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import socket
+from pathlib import Path
+from typing import Any
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.crypto import security_policies
+from asyncua.ua.uaerrors import UaError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from edge.config import OpcUaSource
+from edge.errors import SourceUnavailable
+
+POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+}
+MODES = {
+    "Sign": ua.MessageSecurityMode.Sign,
+    "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt,
+}
+
+
+def application_uri(name: str) -> str:
+    return f"urn:edge-gateway:{socket.gethostname()}:{name}"
+
+
+def ensure_certificate(cert_dir: Path, uri: str) -> tuple[Path, Path]:
+    """The gateway's certificate and key, made on first use (RSA 2048, SHA-256, 10 years)."""
+    own = cert_dir / "own"
+    cert_path, key_path = own / "cert.der", own / "key.pem"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    own.mkdir(parents=True, exist_ok=True)
+    for sub in ("trusted", "rejected"):
+        (cert_dir / sub).mkdir(exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    host = socket.gethostname()
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"edge-gateway@{host}"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edge-gateway"),
+        ]
+    )
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri), x509.DNSName(host)]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    return cert_path, key_path
+
+
+def thumbprint(der: bytes) -> str:
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest()
+
+
+def check_trusted(cert_dir: Path, der: bytes, endpoint: str) -> None:
+    """Refuse a server certificate that is not in ``trusted/``; keep it under ``rejected/``."""
+    trusted = cert_dir / "trusted"
+    for path in trusted.glob("*.der"):
+        if path.read_bytes() == der:
+            return
+    rejected = cert_dir / "rejected"
+    rejected.mkdir(parents=True, exist_ok=True)
+    target = rejected / f"{thumbprint(der)}.der"
+    target.write_bytes(der)
+    raise SourceUnavailable(
+        f"the server certificate of {endpoint} is not trusted; to trust it: mv {target} {trusted}/"
+    )
+
+
+async def apply_security(client: Client, cfg: OpcUaSource, log: Any) -> None:
+    uri = application_uri(cfg.name)
+    cert, key = ensure_certificate(cfg.certificate_dir, uri)
+    client.application_uri = uri
+    policy = POLICIES[cfg.security_policy]
+    mode = MODES[cfg.security_mode]
+    try:
+        endpoints = await client.connect_and_get_server_endpoints()
+    except (OSError, TimeoutError, UaError) as exc:
+        raise SourceUnavailable(f"cannot reach {cfg.endpoint}: {exc}") from None
+    wanted = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
+    if not wanted:
+        offered = sorted(
+            {f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints}
+        )
+        raise SourceUnavailable(
+            f"{cfg.endpoint} offers no {cfg.security_policy}/{cfg.security_mode} endpoint; "
+            f"it offers {', '.join(offered)}"
+        )
+    server_cert = bytes(wanted[0].ServerCertificate)
+    check_trusted(cfg.certificate_dir, server_cert, cfg.endpoint)
+    await client.set_security(
+        policy, str(cert), str(key), server_certificate=server_cert, mode=mode
+    )
+    log.debug("opc ua security set", policy=cfg.security_policy, mode=cfg.security_mode)

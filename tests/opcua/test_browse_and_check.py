@@ -1,0 +1,64 @@
+"""``edge browse`` finds the counter nodes; ``edge check`` tests every link of a config."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from simulators.opcua_machine import MachineSimulator
+from tests.opcua.test_opcua_source import config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def edge(*args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_browse_shows_the_counter_nodes_to_copy(tmp_path: Path) -> None:
+    async with MachineSimulator(cycle_s=0.05, seed=1) as machine:
+        code, out = await edge("browse", machine.endpoint, "--filter", "GoodCount")
+        assert code == 0, out
+        assert "ns=2;s=Press07.Counters.GoodCount" in out
+        assert "UInt32" in out
+        assert "Machines" in out  # the path to it stays visible
+        assert "ScrapCount" not in out
+
+
+async def test_browse_an_unreachable_server_says_so(tmp_path: Path) -> None:
+    machine = MachineSimulator()  # never started: nothing listens on its port
+    code, out = await edge("browse", machine.endpoint, "--timeout", "1")
+    assert code == 1
+    assert "cannot browse" in out
+    assert "Traceback" not in out
+
+
+async def test_check_is_green_for_a_good_config_and_names_a_bad_node(tmp_path: Path) -> None:
+    async with MachineSimulator(cycle_s=0.05, seed=2) as machine:
+        good = tmp_path / "good"
+        good.mkdir()
+        config(good, machine)
+        code, out = await edge("check", "-c", str(good / "edge.toml"))
+        assert code == 0, out
+        assert "FAIL" not in out
+        for line in ("database", "clock", "broker", "opcua press counter", "opcua press state"):
+            assert line in out
+        bad = tmp_path / "bad"
+        bad.mkdir()
+        config(bad, machine, good="ns=2;s=Press07.Counters.Nope")
+        code, out = await edge("check", "-c", str(bad / "edge.toml"))
+        assert code == 1
+        assert "FAIL" in out
+        assert "ns=2;s=Press07.Counters.Nope" in out

@@ -1,0 +1,79 @@
+"""OPC UA security: signed and encrypted sessions, the server trust list, user and password."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import structlog
+
+from edge.config import GatewayConfig, load_config
+from simulators.opcua_machine import MachineSimulator
+from tests.opcua.test_opcua_source import config, gateway, good, until
+
+
+def secure_config(tmp_path: Path, machine: MachineSimulator, extra: str) -> GatewayConfig:
+    config(tmp_path, machine)
+    path = tmp_path / "edge.toml"
+    text = path.read_text().replace(
+        "publishing_interval_ms = 20\n", f"publishing_interval_ms = 20\n{extra}\n"
+    )
+    path.write_text(text)
+    return load_config(path, env={})
+
+
+def security(pki: Path, mode: str) -> str:
+    return (
+        f'security_policy = "Basic256Sha256"\nsecurity_mode = "{mode}"\ncertificate_dir = "{pki}"'
+    )
+
+
+async def test_an_unknown_server_certificate_is_refused_until_trusted(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    async with MachineSimulator(cycle_s=0.02, security="encrypt", seed=1) as machine:
+        cfg = secure_config(tmp_path, machine, security(pki, "SignAndEncrypt"))
+        async with gateway(cfg) as (engine, link):
+            await until(lambda: link.state.last_error is not None, 15, "the refusal")
+            error = link.state.last_error or ""
+            assert "not trusted" in error
+            rejected = list((pki / "rejected").glob("*.der"))
+            assert len(rejected) == 1
+            assert str(rejected[0]) in error  # the log line says which file to move
+            assert link.link_status == "down"
+            # The installer trusts it, as the message says; the next attempt connects.
+            shutil.move(str(rejected[0]), pki / "trusted" / rejected[0].name)
+            await until(lambda: link.link_status == "ok", 15, "the secure connection")
+            await machine.run()
+            await until(lambda: good(engine) >= 5, 10, "counts over the encrypted session")
+        assert (pki / "own" / "cert.der").exists()
+        assert (pki / "own" / "key.pem").stat().st_mode & 0o077 == 0
+
+
+async def test_signed_session_with_a_trusted_server(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    async with MachineSimulator(cycle_s=0.02, security="sign", seed=2) as machine:
+        assert machine.cert_path is not None
+        (pki / "trusted").mkdir(parents=True)
+        shutil.copy(machine.cert_path, pki / "trusted" / "press07.der")
+        cfg = secure_config(tmp_path, machine, security(pki, "Sign"))
+        async with gateway(cfg) as (engine, link):
+            await until(lambda: link.link_status == "ok", 15, "the signed connection")
+            await machine.run()
+            await until(lambda: good(engine) >= 5, 10, "counts")
+
+
+async def test_a_wrong_password_is_refused_and_never_logged(tmp_path: Path) -> None:
+    canary = "Canary-7f3a91-not-for-logs"
+    secret = tmp_path / "opcua.password"
+    secret.write_text(canary + "\n")
+    async with MachineSimulator(cycle_s=0.02, users={"operator": "right"}, seed=3) as machine:
+        extra = f'username = "operator"\npassword_file = "{secret}"'
+        cfg = secure_config(tmp_path, machine, extra)
+        with structlog.testing.capture_logs() as logs:
+            async with gateway(cfg) as (_engine, link):
+                await until(lambda: link.state.last_error is not None, 15, "the refusal")
+                assert link.link_status == "down"
+                secret.write_text("right\n")  # fixed by the installer: the retry gets in
+                await until(lambda: link.link_status == "ok", 15, "the connection")
+        assert canary not in repr(logs)
+        assert any("unavailable" in str(e.get("event")) for e in logs)
