@@ -33,7 +33,6 @@ from edge.domain.events import Event, EventType
 from edge.domain.inputs import (
     Action,
     Input,
-    MachineState,
     ReportScrap,
     ResendConfirmation,
     SetStopReason,
@@ -41,11 +40,11 @@ from edge.domain.inputs import (
 )
 from edge.domain.model import Confirmation, ConfirmationStatus, OperationKey
 from edge.engine import Engine
-from edge.sources.simulated import SimulatedMachine
 from edge.store.replay import verify
 from edge.store.store import Store
 from simulators import broker as mqtt_broker
 from simulators.central import CentralSimulator
+from simulators.opcua_machine import MachineSimulator
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 OPERATOR = "operator:1001"
@@ -248,9 +247,15 @@ class Story:
     """What central, the ERP, the press and the people do, in order."""
 
     def __init__(
-        self, cfg: GatewayConfig, central: CentralSimulator, root: str, narrator: Narrator
+        self,
+        cfg: GatewayConfig,
+        central: CentralSimulator,
+        root: str,
+        narrator: Narrator,
+        press: MachineSimulator,
     ) -> None:
         self.cfg = cfg
+        self.press = press
         self.central = central
         self.root = root
         self.narrator = narrator
@@ -278,10 +283,7 @@ class Story:
     async def _run(self, engine: Engine) -> None:
         say = self.narrator.say
         central, relay = self.central, self.central.relay
-        press = SimulatedMachine(
-            engine.submit, engine.now, counter_source="press_good", cycle_s=0.25, seed=7
-        )
-        machine = asyncio.create_task(press.run(), name="simulated-press")
+        press = self.press
 
         async def do(inp: Input) -> None:
             outcome = await engine.submit(inp)
@@ -306,6 +308,12 @@ class Story:
             return check
 
         try:
+            await until(
+                "the press's state over OPC UA",
+                lambda: engine.wc.header.machine_state is not None,
+                timeout=WAIT_S,
+            )
+            say(f"the gateway reads the press over OPC UA ({press.endpoint})")
             await until("the gateway's MQTT connection", self.gateway_online.is_set, timeout=WAIT_S)
             say("central sees the gateway online (the health message it keeps on the broker)")
             md = master_data(self.cfg)
@@ -329,16 +337,16 @@ class Story:
             await asyncio.sleep(0.5)
             say(f"operator starts setup of {ORDER} on the panel")
             await do(Transition(Action.START_SETUP, str(ORDER), OPERATOR, engine.now()))
-            await press.set_state(MachineState.SETUP)
+            await press.setup()
             await asyncio.sleep(2.5)
             say("first-off part is good: operator starts production (setup parts count as scrap)")
             await do(Transition(Action.START_PRODUCTION, str(ORDER), OPERATOR, engine.now()))
-            await press.set_state(MachineState.RUNNING)
+            await press.run()
             await good_reaches(24)
             say("the press stops with alarm E-217 (not mapped to a reason)")
-            await press.set_state(MachineState.DOWN, "E-217")
+            await press.stop(alarm="E-217")
             await asyncio.sleep(3.5)
-            await press.set_state(MachineState.RUNNING)
+            await press.run()
             await asyncio.sleep(0.5)
             say("operator taps 'Material missing' for the stop")
             await do(SetStopReason("M01", OPERATOR, engine.now()))
@@ -352,9 +360,9 @@ class Story:
             relay.reject_order(ORDER.order, LOCK_TEXT)
             await good_reaches(38)
             say("the press jams (alarm E-100), cleared within a second")
-            await press.set_state(MachineState.DOWN, "E-100")
+            await press.stop(alarm="E-100")
             await asyncio.sleep(0.8)
-            await press.set_state(MachineState.RUNNING)
+            await press.run()
             await until(
                 "the ERP's verdict on confirmation #2", verdict(2, ConfirmationStatus.REJECTED)
             )
@@ -370,13 +378,11 @@ class Story:
             await good_reaches(64)
             say(f"operator completes {ORDER} a few parts over target, within tolerance")
             await do(Transition(Action.COMPLETE, str(ORDER), OPERATOR, engine.now()))
-            say("the press goes idle; with no order running, the gateway records that as a stop")
-            await press.set_state(MachineState.IDLE)
+            say("the press goes idle: waiting for the next order is not down time")
+            await press.idle()
             await self._settle(engine)
         finally:
-            machine.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await machine
+            await press.idle()
 
     async def _settle(self, engine: Engine) -> None:
         """Wait (bounded) for every verdict and until no business message is left in the outbox."""
@@ -487,6 +493,26 @@ async def _stop_quietly(what: str, stop: Callable[[], Awaitable[None]]) -> None:
         print(f"edge demo: stopping {what} failed: {exc!r}", file=sys.stderr)
 
 
+def opcua_block(press: MachineSimulator) -> str:
+    """The press's OPC UA link, as an installer would paste it after `edge browse`."""
+    ids = press.node_ids
+    return f"""
+[[sources.opcua]]
+name = "press"
+endpoint = "{press.endpoint}"
+template = "machinery"
+publishing_interval_ms = 50
+watchdog_s = 2
+state_node = "{ids["state"]}"
+mode_node = "{ids["mode"]}"
+alarm_node = "{ids["alarm"]}"
+
+[[sources.opcua.counters]]
+counter = "press_good"
+node = "{ids["good"]}"
+"""
+
+
 async def run_demo(data_dir: Path, keep: bool) -> int:
     try:
         mqtt_broker.find_mosquitto()
@@ -502,10 +528,14 @@ async def run_demo(data_dir: Path, keep: bool) -> int:
 
     broker = mqtt_broker.Mosquitto(data_dir / "mosquitto", persistence=False)
     central: CentralSimulator | None = None
+    press = MachineSimulator(cycle_s=0.25, jitter=0.1, scrap_rate=0.0, setup_slowdown=4.0, seed=7)
     try:
         broker.start()
+        await press.start_server()
+        config_file = data_dir / "edge.toml"
+        config_file.write_text(CONFIG.read_text() + opcua_block(press))
         cfg = load_config(
-            CONFIG,
+            config_file,
             env={
                 "EDGE_STORE__PATH": str(db),
                 "EDGE_MQTT__HOST": broker.host,
@@ -521,7 +551,7 @@ async def run_demo(data_dir: Path, keep: bool) -> int:
             client_id="central-demo",
         )
         narrator = Narrator()
-        story = Story(cfg, central, root, narrator)
+        story = Story(cfg, central, root, narrator, press)
         await central.start()
         stop = asyncio.Event()
         engine = await open_engine(cfg)
@@ -537,6 +567,7 @@ async def run_demo(data_dir: Path, keep: bool) -> int:
             return EXIT_FAILED
         print(
             f"edge demo: work center {cfg.gateway.work_center}, database {db}\n"
+            f"  the press: an OPC UA server (machine simulator) at {press.endpoint}\n"
             f"  mosquitto on {broker.host}:{broker.port}; central simulator (dispatcher and "
             f"ERP relay) and gateway\n  talk over it under {root}\n"
             "  Lines with '>' say what happens at the press, in central or in the ERP; the "
@@ -566,4 +597,5 @@ async def run_demo(data_dir: Path, keep: bool) -> int:
     finally:
         if central is not None:
             await _stop_quietly("the central simulator", central.stop)
+        await _stop_quietly("the press simulator", press.aclose)
         broker.stop()

@@ -313,7 +313,7 @@ class OpcUaLink:
     async def _flush(self) -> None:
         if not self._pending:
             return
-        batch, self._pending = self._pending, []
+        batch, self._pending = _merge_states(self._pending), []
         outcomes = await self.engine.submit_many(batch)
         for inp, outcome in zip(batch, outcomes, strict=True):
             if outcome.rejection is not None:
@@ -338,6 +338,23 @@ class OpcUaLink:
                     f"watchdog: the server does not answer ({_describe(exc)})"
                 ) from None
         raise SourceUnavailable("the subscription was lost")
+
+
+def _merge_states(batch: list[Input]) -> list[Input]:
+    """State and alarm nodes change together but notify one by one: a state followed in the
+    same batch by the same state with more detail (the alarm) is one change, not two."""
+    out: list[Input] = []
+    for inp in batch:
+        if (
+            isinstance(inp, MachineStateChanged)
+            and out
+            and isinstance(out[-1], MachineStateChanged)
+            and out[-1].state is inp.state
+        ):
+            out[-1] = inp
+        else:
+            out.append(inp)
+    return out
 
 
 def _restart_instant(now: Instant, start: Any) -> Instant:
