@@ -115,6 +115,7 @@ class OpcUaLink:
         self._raw_state: Any = None
         self._raw_mode: Any = None
         self._alarm: str | None = None
+        self.subscription: Any = None
 
     # ------------------------------------------------------------------ status for health
 
@@ -159,6 +160,7 @@ class OpcUaLink:
             period = self.cfg.publishing_interval_ms
             sub = await client.create_subscription(period, handler)
             await sub.subscribe_data_change([m.node for m in self.mapped if m.node is not None])
+            self.subscription = sub
             if self.state.status != "ok":
                 self.log.info("opc ua source connected", nodes=len(self.mapped))
             self.state.status = "ok"
@@ -324,8 +326,13 @@ class OpcUaLink:
                 )
 
     async def _watch(self, client: Client) -> None:
-        """Until the session dies: read the server's clock every watchdog period."""
+        """Until the session dies: every watchdog period read the server's clock (a dead
+        session) and the counters (a silently stalled subscription: the value moved, but no
+        notification came for two periods in a row)."""
         clock = client.get_node(ObjectIds.Server_ServerStatus_CurrentTime)
+        counters = [m for m in self._counters() if m.node is not None]
+        counter_nodes = [m.node for m in counters if m.node is not None]
+        behind = 0
         while not self._lost.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), self.cfg.watchdog_s)
@@ -333,10 +340,22 @@ class OpcUaLink:
                 break
             try:
                 await asyncio.wait_for(clock.read_value(), self.cfg.timeout_s)
+                values = await asyncio.wait_for(
+                    client.read_values(counter_nodes), self.cfg.timeout_s
+                )
             except (TimeoutError, UaError, OSError, ConnectionError) as exc:
                 raise SourceUnavailable(
                     f"watchdog: the server does not answer ({_describe(exc)})"
                 ) from None
+            moved = any(
+                self.state.values.get(m.ref) != v for m, v in zip(counters, values, strict=True)
+            )
+            behind = behind + 1 if moved else 0
+            if behind >= 2:
+                raise SourceUnavailable(
+                    "watchdog: counters moved on the server but the subscription reported "
+                    "nothing; subscribing again"
+                )
         raise SourceUnavailable("the subscription was lost")
 
 

@@ -197,3 +197,20 @@ async def test_missing_node_and_wrong_type_are_named_and_retried(tmp_path: Path)
                 seen = link.state.errors
                 await until(lambda s=seen: link.state.errors > s, 5, "a retry")
                 assert engine.healthy
+
+
+async def test_a_silently_stalled_subscription_is_noticed_and_renewed(tmp_path: Path) -> None:
+    async with (
+        MachineSimulator(cycle_s=0.02, seed=6) as machine,
+        gateway(config(tmp_path, machine)) as (engine, link),
+    ):
+        await until(lambda: link.link_status == "ok", 10, "the connection")
+        base = machine.values["good"]
+        connects = link.state.connects
+        # The server forgets our subscription without a word: no more notifications.
+        await link.subscription.delete()
+        await machine.run()
+        await until(lambda: link.state.connects > connects, 10, "the watchdog to resubscribe")
+        await until(lambda: good(engine) >= 10, 10, "counts again")
+        await machine.idle()
+        await until(lambda: good(engine) == machine.values["good"] - base, 10, "exact counts")
