@@ -334,6 +334,8 @@ class OpcUaSource(_Section):
     username: str | None = None
     password_file: Annotated[Path, Field(strict=False)] | None = None
     publishing_interval_ms: Annotated[float, Field(ge=0, le=60_000)] = 100.0
+    # How often the server samples the nodes; 0: as fast as it can (every change). Default: 0.
+    sampling_interval_ms: Annotated[float, Field(ge=0, le=60_000)] = 0.0
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
     watchdog_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     reconnect_min_s: Annotated[float, Field(gt=0, le=600)] = 1.0

@@ -29,7 +29,7 @@ from edge.domain.events import Event, Outcome, Rejection, RejectionCode
 from edge.domain.inputs import Input, RulesApplied, Tick
 from edge.domain.model import OperationKey
 from edge.domain.rules import WorkCenterRules
-from edge.errors import StoreError
+from edge.errors import EngineStopped, StoreError
 from edge.store import codec
 from edge.store.store import JournalEntry, OutboxMessage, OutboxRow, Store
 
@@ -78,6 +78,7 @@ class Engine:
         self.log = logger or structlog.get_logger("edge.engine")
         self.stats = EngineStats()
         self.healthy = True
+        self.stopped = False
         # Liveness for the watchdog (edge.systemd): when the batch in hand was taken (monotonic
         # seconds; None while waiting for input) and how many batches were finished.
         self.busy_since: float | None = None
@@ -107,6 +108,7 @@ class Engine:
         return engine
 
     async def close(self) -> None:
+        self.stopped = True
         await asyncio.get_running_loop().run_in_executor(self._executor, self.store.close)
         self._executor.shutdown(wait=True)
 
@@ -123,6 +125,8 @@ class Engine:
         several registers, a burst of pulses) hands them over together: one wake-up instead
         of one per value, and they always land in the same transaction.
         """
+        if self.stopped:
+            raise EngineStopped("the engine has stopped; the input was not applied")
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Queued(inputs, future))
         return await future
@@ -168,6 +172,8 @@ class Engine:
                 batch = await self._next_batch()
                 await self._process(batch)
         finally:
+            # From here on a submission is refused at once: nobody would ever answer it.
+            self.stopped = True
             if ticker is not None:
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -231,9 +237,11 @@ class Engine:
                 return
             self.stats.commits += 1
             self.stats.journaled += len(entries)
+            # Healthy again only once something was written (a tick that commits nothing
+            # says nothing about the disk).
+            self.healthy = True
             for hook in self._commit_hooks:
                 hook(added)
-        self.healthy = True
         self.stats.last_batch = sum(len(q.inputs) for q in batch)
         self.stats.inputs += self.stats.last_batch
         committed: list[Event] = []

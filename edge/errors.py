@@ -61,7 +61,7 @@ _SECRET_WORDS: Final = frozenset(
 )
 
 _repr = reprlib.Repr()
-_repr.maxstring = 60
+_repr.maxstring = 240  # whole file paths; still bounded for a pasted blob
 _repr.maxother = 60
 
 
@@ -133,3 +133,7 @@ class SourceUnavailable(GatewayError):
     the source as down and the adapter reconnects. No count is lost: counters are absolute and the
     delta is taken when the source comes back.
     """
+
+
+class EngineStopped(GatewayError):
+    """A submission after the engine's writer stopped (shutdown): nothing was applied."""

@@ -39,7 +39,7 @@ from edge.domain.inputs import (
     SourceRestarted,
 )
 from edge.engine import Engine
-from edge.errors import SourceUnavailable
+from edge.errors import EngineStopped, SourceUnavailable, StoreError
 from edge.sources.opcua_templates import StateTranslator
 
 INTEGER_TYPES = frozenset(
@@ -55,6 +55,7 @@ INTEGER_TYPES = frozenset(
     }
 )
 NODE_ID_PREFIXES = ("ns=", "i=", "s=", "g=", "b=")
+STATE_QUEUE = 16
 
 
 @dataclass(slots=True)
@@ -159,7 +160,17 @@ class OpcUaLink:
             handler = _Handler(self)
             period = self.cfg.publishing_interval_ms
             sub = await client.create_subscription(period, handler)
-            await sub.subscribe_data_change([m.node for m in self.mapped if m.node is not None])
+            sampling = ua.Double(self.cfg.sampling_interval_ms)
+            counters = [m.node for m in self.mapped if m.node is not None and m.role == "counter"]
+            states = [m.node for m in self.mapped if m.node is not None and m.role != "counter"]
+            # An absolute counter needs only its newest value (the core counts the delta);
+            # a state must not lose a short blip between two publishes: keep a queue.
+            if counters:
+                await sub.subscribe_data_change(counters, queuesize=1, sampling_interval=sampling)
+            if states:
+                await sub.subscribe_data_change(
+                    states, queuesize=STATE_QUEUE, sampling_interval=sampling
+                )
             self.subscription = sub
             if self.state.status != "ok":
                 self.log.info("opc ua source connected", nodes=len(self.mapped))
@@ -172,7 +183,10 @@ class OpcUaLink:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
-                await self._flush()
+                # What arrived last still counts; when stopping, the engine may be gone, and
+                # the next start reads the counters again anyway.
+                with contextlib.suppress(EngineStopped, StoreError):
+                    await self._flush()
 
     async def _secure(self, client: Client) -> None:
         if self.cfg.username:

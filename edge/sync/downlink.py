@@ -30,6 +30,7 @@ from edge.domain.inputs import (
 from edge.domain.model import OperationKey, OperationSpec
 from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, Shift, StopReason
 from edge.engine import Engine
+from edge.errors import EngineStopped
 from edge.store.codec import dumps
 from edge.sync.contract import (
     MAX_INBOUND_BYTES,
@@ -141,7 +142,11 @@ class Downlink:
     async def run(self) -> None:
         while True:
             message = await self.link.messages.get()
-            await self.handle(message)
+            try:
+                await self.handle(message)
+            except EngineStopped:
+                return  # shutting down: not acknowledged, so the broker delivers it again
+            self.link.ack(message)
 
     async def handle(self, message: Message) -> None:
         path = message.topic.removeprefix(self.root + "/")

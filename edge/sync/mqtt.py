@@ -39,6 +39,8 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    mid: int = 0
+    qos: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,9 @@ class MqttLink:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=paho.MQTTv5,
+            # An inbound QoS 1 message is acknowledged only after the engine committed it
+            # (:meth:`ack`): if we die before, the broker delivers it again.
+            manual_ack=True,
         )
         client.max_inflight_messages_set(max_inflight)
         client.max_queued_messages_set(0)
@@ -207,6 +212,11 @@ class MqttLink:
                 self._pending.futures[info.mid] = future
         return future
 
+    def ack(self, message: Message) -> None:
+        """Acknowledge an inbound message once its effect is durable (or it was refused)."""
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
     # ------------------------------------------------------------------ paho's thread
 
     def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
@@ -250,7 +260,8 @@ class MqttLink:
         self._to_loop(self._resolve_acks)
 
     def _cb_message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
-        self._to_loop(self._enqueue, Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        message = Message(msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos)
+        self._to_loop(self._enqueue, message)
 
     # ------------------------------------------------------------------ on the loop
 

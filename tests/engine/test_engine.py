@@ -184,3 +184,13 @@ async def test_events_reach_listeners_after_commit(tmp_path: Path) -> None:
         await start(engine)
     assert EventType.OPERATION_STATE_CHANGED in seen
     assert os.path.exists(tmp_path / "edge.db")
+
+
+async def test_a_submission_after_the_engine_stopped_fails_at_once(tmp_path: Path) -> None:
+    from edge.domain.inputs import Tick
+    from edge.errors import EngineStopped
+
+    async with running(tmp_path / "edge.db") as engine:
+        pass
+    with pytest.raises(EngineStopped):
+        await asyncio.wait_for(engine.submit(Tick(engine.now())), 2)

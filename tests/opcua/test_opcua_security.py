@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 import structlog
 
 from edge.config import GatewayConfig, load_config
@@ -22,10 +24,8 @@ def secure_config(tmp_path: Path, machine: MachineSimulator, extra: str) -> Gate
     return load_config(path, env={})
 
 
-def security(pki: Path, mode: str) -> str:
-    return (
-        f'security_policy = "Basic256Sha256"\nsecurity_mode = "{mode}"\ncertificate_dir = "{pki}"'
-    )
+def security(pki: Path, mode: str, policy: str = "Basic256Sha256") -> str:
+    return f'security_policy = "{policy}"\nsecurity_mode = "{mode}"\ncertificate_dir = "{pki}"'
 
 
 async def test_an_unknown_server_certificate_is_refused_until_trusted(tmp_path: Path) -> None:
@@ -49,13 +49,23 @@ async def test_an_unknown_server_certificate_is_refused_until_trusted(tmp_path: 
         assert (pki / "own" / "key.pem").stat().st_mode & 0o077 == 0
 
 
-async def test_signed_session_with_a_trusted_server(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("policy", "mode", "served"),
+    [
+        ("Basic256Sha256", "Sign", "sign"),
+        ("Aes128_Sha256_RsaOaep", "SignAndEncrypt", "encrypt"),
+        ("Aes256_Sha256_RsaPss", "Sign", "sign"),
+    ],
+)
+async def test_secure_session_with_a_trusted_server(
+    tmp_path: Path, policy: str, mode: str, served: Any
+) -> None:
     pki = tmp_path / "pki"
-    async with MachineSimulator(cycle_s=0.02, security="sign", seed=2) as machine:
+    async with MachineSimulator(cycle_s=0.02, security=served, seed=2) as machine:
         assert machine.cert_path is not None
         (pki / "trusted").mkdir(parents=True)
         shutil.copy(machine.cert_path, pki / "trusted" / "press07.der")
-        cfg = secure_config(tmp_path, machine, security(pki, "Sign"))
+        cfg = secure_config(tmp_path, machine, security(pki, mode, policy))
         async with gateway(cfg) as (engine, link):
             await until(lambda: link.link_status == "ok", 15, "the signed connection")
             await machine.run()

@@ -105,5 +105,6 @@ def test_kill_9_loses_and_doubles_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_kill_9_a_thousand_times(tmp_path: Path) -> None:
     crash_cycles(tmp_path, cycles=1000, seed=1)

@@ -1,0 +1,137 @@
+"""The systemd unit: what it promises, that systemd accepts it, and its hardening score."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ops.conftest import REPO
+
+pytestmark = pytest.mark.timeout(60)
+
+UNIT = REPO / "systemd" / "edge-gateway.service"
+SYSUSERS = REPO / "systemd" / "edge-gateway.sysusers"
+MAX_EXPOSURE = 2.0
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is not installed (Debian package 'systemd'); not installed by "
+    "scripts/_setup.sh because it is not a small package",
+)
+
+
+def _unit() -> dict[str, list[str]]:
+    """Every key of the unit with all its values (systemd keys repeat, configparser's do not)."""
+    values: dict[str, list[str]] = {}
+    section = ""
+    for raw in UNIT.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]")
+            continue
+        key, _, value = line.partition("=")
+        values.setdefault(f"{section}.{key}", []).append(value)
+    return values
+
+
+def test_the_unit_says_what_the_service_needs() -> None:
+    u = _unit()
+    one = {k: v[-1] for k, v in u.items()}
+    assert one["Service.Type"] == "notify"
+    assert one["Service.WatchdogSec"] == "30"
+    assert one["Service.Restart"] == "on-failure"  # includes a watchdog timeout
+    assert one["Service.User"] == "edge-gateway"
+    assert one["Service.StateDirectory"] == "edge-gateway"
+    assert one["Service.ConfigurationDirectory"] == "edge-gateway"
+    assert one["Service.ExecStart"] == "/usr/bin/edge run -c /etc/edge-gateway/edge.toml"
+    assert one["Service.RestartPreventExitStatus"] == "2"  # a bad config: no restart loop
+    assert one["Service.UMask"] == "0077"
+    assert one["Service.CapabilityBoundingSet"] == ""
+    assert one["Service.RestrictAddressFamilies"] == "AF_UNIX AF_INET AF_INET6"
+    assert "@system-service" in u["Service.SystemCallFilter"]
+    assert one["Service.DevicePolicy"] == "closed"
+    allowed = {v.split()[0] for v in u["Service.DeviceAllow"]}
+    assert {"char-gpiochip", "char-ttyUSB", "char-ttyAMA"} <= allowed
+    assert set(one["Service.SupplementaryGroups"].split()) == {"dialout", "gpio"}
+    for key in (
+        "NoNewPrivileges",
+        "ProtectHome",
+        "PrivateTmp",
+        "MemoryDenyWriteExecute",
+        "LockPersonality",
+        "RestrictRealtime",
+        "RestrictNamespaces",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+    ):
+        assert one[f"Service.{key}"] == "yes", key
+    assert one["Service.ProtectSystem"] == "strict"
+    # configparser reads it too (no stray syntax); strict=False because keys repeat.
+    configparser.ConfigParser(strict=False, interpolation=None).read_string(UNIT.read_text())
+
+
+@needs_analyze
+def test_hardening_exposure_is_at_most_2() -> None:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=UNIT.parent,
+    )
+    if "--offline" in result.stderr and "unrecognized" in result.stderr:
+        pytest.skip("this systemd-analyze has no --offline (systemd < 250)")
+    found = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert found, result.stdout[-2000:] + result.stderr
+    score = float(found.group(1))
+    print(f"systemd-analyze security exposure: {score}")
+    assert score <= MAX_EXPOSURE, result.stdout
+
+
+@needs_analyze
+def test_systemd_accepts_every_setting(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` (with ExecStart pointed at this checkout's ``edge``)."""
+    edge = Path(sys.executable).with_name("edge")
+    if not edge.exists():
+        pytest.skip(f"{edge} is not installed (pip install -e .)")
+    unit = tmp_path / "edge-gateway.service"
+    unit.write_text(UNIT.read_text().replace("/usr/bin/edge", str(edge)))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Unknown key" not in result.stderr, result.stderr
+    assert "Invalid" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="no systemd-sysusers")
+def test_sysusers_makes_the_service_user_with_its_device_groups(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (tmp_path / "etc" / "group").write_text("root:x:0:\ndialout:x:20:\n")
+    result = subprocess.run(
+        ["systemd-sysusers", f"--root={tmp_path}", str(SYSUSERS)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    passwd = (tmp_path / "etc" / "passwd").read_text()
+    group = (tmp_path / "etc" / "group").read_text()
+    assert re.search(
+        r"^edge-gateway:x:\d+:\d+:.*:/var/lib/edge-gateway:/usr/sbin/nologin$", passwd, re.M
+    )
+    assert re.search(r"^dialout:x:20:edge-gateway$", group, re.M)
+    assert re.search(r"^gpio:x:\d+:edge-gateway$", group, re.M)
