@@ -89,7 +89,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{db}: no such database", file=sys.stderr)
         return EXIT_FAILED
     store = Store(db)
-    store.open(boot=False)
+    store.open(boot=False, migrate_schema=False)
     try:
         diffs = verify(store)
         journal = store.journal_count()

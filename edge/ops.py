@@ -111,7 +111,7 @@ def _open(db: Path) -> Iterator[Store]:
     if not db.exists():
         raise StoreError(f"{db}: no such database")
     store = Store(db)
-    store.open(boot=False)
+    store.open(boot=False, migrate_schema=False)
     try:
         yield store
     finally:

@@ -125,3 +125,14 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
             raise
     return len(MIGRATIONS)
+
+
+def check_version(conn: sqlite3.Connection) -> None:
+    """For tools that must not migrate: the file's schema must be the one this code knows."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != len(MIGRATIONS):
+        newer = "newer" if version > len(MIGRATIONS) else "older"
+        raise RuntimeError(
+            f"database schema version {version} is {newer} than this tool's "
+            f"({len(MIGRATIONS)}); use the same gateway version as the daemon"
+        )

@@ -19,7 +19,7 @@ from edge.domain.events import Event
 from edge.domain.inputs import Input
 from edge.errors import StoreError
 from edge.store import codec
-from edge.store.schema import PROJECTION_TABLES, migrate
+from edge.store.schema import PROJECTION_TABLES, check_version, migrate
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +75,12 @@ class Store:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def open(self, *, boot: bool = True) -> None:
-        """Open (creating if needed) and migrate; with ``boot``, count this start as a new boot."""
+    def open(self, *, boot: bool = True, migrate_schema: bool = True) -> None:
+        """Open (creating if needed) and migrate; with ``boot``, count this start as a new boot.
+
+        Tools that only look (``edge status``, ``verify``, ``backup``) pass
+        ``migrate_schema=False``: a different version of the tool must never change the schema
+        of a database the daemon is using; a mismatch is an error instead."""
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +90,10 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
-            migrate(conn)
+            if migrate_schema:
+                migrate(conn)
+            else:
+                check_version(conn)
             self._conn = conn
             if boot:
                 self._count_boot()

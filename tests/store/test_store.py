@@ -102,3 +102,13 @@ async def test_order_events_are_logged_with_order_and_operation(tmp_path: Path) 
     assert rejected
     assert rejected[0]["op"] == "4711/0020"
     assert "running; cannot resume" in rejected[0]["event"]
+
+
+def test_a_looking_tool_never_migrates_a_database(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 1")  # an older schema, as an older daemon left it
+    with pytest.raises(StoreError, match="older than this tool"):
+        Store(db).open(boot=False, migrate_schema=False)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
