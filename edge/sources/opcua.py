@@ -135,6 +135,11 @@ class OpcUaLink:
                 raise
             except Exception as exc:
                 self._down(exc)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # asyncua's disconnect can swallow our cancellation while it tears down;
+                # a stopping gateway must still stop.
+                raise asyncio.CancelledError
             wait = delay * random.uniform(0.8, 1.2)
             await asyncio.sleep(wait)
             delay = min(self.cfg.reconnect_max_s, delay * 2)

@@ -100,7 +100,7 @@ async def gateway(cfg: GatewayConfig) -> AsyncIterator[tuple[Engine, OpcUaLink]]
         runner.cancel()
         for task in (source, runner):
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                await asyncio.wait_for(task, 15)
         await engine.close()
 
 
