@@ -358,10 +358,49 @@ class OpcUaSource(_Section):
         return self
 
 
+# -- digital I/O: Modbus ------------------------------------------------------------------------
+
+
+class ModbusSource(_Section):
+    """``[[sources.modbus]]``: one Modbus TCP or RTU I/O module (counters, state bits, coils)."""
+
+    name: Name
+
+
+# -- digital I/O: GPIO -------------------------------------------------------------------------
+
+
+class GpioSection(_Section):
+    """``[gpio]``: the pin factory every GPIO user (counters, buttons, stack light) shares."""
+
+
+class GpioSource(_Section):
+    """``[[sources.gpio]]``: pulse counting on the gateway's own GPIO input pins."""
+
+    name: Name
+
+
 class SourcesSection(_Section):
     """``[sources]``: the machine links. Each adapter translates signals into inputs."""
 
     opcua: list[OpcUaSource] = Field(default_factory=list)
+    modbus: list[ModbusSource] = Field(default_factory=list)
+    gpio: list[GpioSource] = Field(default_factory=list)
+
+
+# -- the operator side ---------------------------------------------------------------------------
+
+
+class OperatorSection(_Section):
+    """``[operator]``: physical buttons and the stack light beside the machine."""
+
+
+class AndonSection(_Section):
+    """``[andon]``: calls for help (rules.md §8)."""
+
+
+class PanelSection(_Section):
+    """``[panel]``: the operator touch panel and the local API the daemon serves."""
 
 
 class OperationsSection(_Section):
@@ -614,6 +653,10 @@ class GatewayConfig(BaseSettings):
         default_factory=_default_shifts
     )
     master_data: MasterDataSection = Field(default_factory=MasterDataSection)
+    gpio: GpioSection = Field(default_factory=GpioSection)
+    operator: OperatorSection = Field(default_factory=OperatorSection)
+    andon: AndonSection = Field(default_factory=AndonSection)
+    panel: PanelSection = Field(default_factory=PanelSection)
 
     @classmethod
     def settings_customise_sources(
