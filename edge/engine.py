@@ -29,7 +29,7 @@ from edge.domain.events import Event, Outcome, Rejection, RejectionCode
 from edge.domain.inputs import Input, RulesApplied, Tick
 from edge.domain.model import OperationKey
 from edge.domain.rules import WorkCenterRules
-from edge.errors import EngineStopped, StoreError
+from edge.errors import DuplicateCommand, EngineStopped, StoreError
 from edge.store import codec
 from edge.store.store import JournalEntry, OutboxMessage, OutboxRow, Store
 
@@ -43,6 +43,7 @@ class _Queued:
 
     inputs: list[Input]
     future: asyncio.Future[list[Outcome]] | None
+    command_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -89,6 +90,8 @@ class Engine:
         self._listeners: list[CommitListener] = []
         self._commit_hooks: list[Callable[[list[OutboxRow]], None]] = []
         self._published: dict[tuple[str, str], object] = {}
+        # Ids of operator commands already journaled (see submit); loaded by open().
+        self._commands: set[str] = set()
 
     # ------------------------------------------------------------------ opening
 
@@ -103,6 +106,7 @@ class Engine:
         engine = cls(
             store, wc or WorkCenter(rules), clock=GatewayClock(last), executor=executor, **kwargs
         )
+        engine._commands = await loop.run_in_executor(executor, store.command_ids)
         if wc is None or wc.rules != rules:
             await engine.apply_now(RulesApplied(rules, engine.clock.now()))
         return engine
@@ -114,9 +118,20 @@ class Engine:
 
     # ------------------------------------------------------------------ submitting
 
-    async def submit(self, inp: Input) -> Outcome:
-        """Apply ``inp``; returns once its effects are durable (or it was rejected)."""
-        return (await self.submit_many([inp]))[0]
+    async def submit(self, inp: Input, *, command_id: str | None = None) -> Outcome:
+        """Apply ``inp``; returns once its effects are durable (or it was rejected).
+
+        ``command_id`` is an operator command's client-generated id. A command whose id was
+        journaled before (a double tap, a resend after a lost answer, a stale page after a
+        restart) raises :class:`DuplicateCommand` instead of acting a second time.
+        """
+        if command_id is None:
+            return (await self.submit_many([inp]))[0]
+        if self.stopped:
+            raise EngineStopped("the engine has stopped; the input was not applied")
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Queued([inp], future, command_id))
+        return (await future)[0]
 
     async def submit_many(self, inputs: list[Input]) -> list[Outcome]:
         """Apply a source's batch in order; returns once all of it is durable.
@@ -222,7 +237,24 @@ class Engine:
             self.busy_since = None
             self.batches_done += 1
 
+    def _drop_duplicates(self, batch: list[_Queued]) -> list[_Queued]:
+        """Answer commands already carried out (or twice in this batch) without applying them."""
+        fresh: list[_Queued] = []
+        in_batch: set[str] = set()
+        for queued in batch:
+            cid = queued.command_id
+            if cid is not None and (cid in self._commands or cid in in_batch):
+                if queued.future is not None and not queued.future.done():
+                    queued.future.set_exception(DuplicateCommand(cid))
+                self.log.info("command already carried out; not applied again", command_id=cid)
+                continue
+            if cid is not None:
+                in_batch.add(cid)
+            fresh.append(queued)
+        return fresh
+
     async def _process_batch(self, batch: list[_Queued]) -> None:
+        batch = self._drop_duplicates(batch)
         outcomes, entries = await self._apply(batch)
         rows = [
             (table, key, codec.entity_doc(self.wc, table, key))
@@ -237,6 +269,7 @@ class Engine:
                 return
             self.stats.commits += 1
             self.stats.journaled += len(entries)
+            self._commands.update(e.command_id for e in entries if e.command_id is not None)
             # Healthy again only once something was written (a tick that commits nothing
             # says nothing about the disk).
             self.healthy = True
@@ -281,6 +314,7 @@ class Engine:
                             events,
                             outbound.messages_for(events) if events else [],
                             outbound.settled_keys(events) if events else [],
+                            queued.command_id,
                         )
                     )
             outcomes.append(results)

@@ -137,3 +137,11 @@ class SourceUnavailable(GatewayError):
 
 class EngineStopped(GatewayError):
     """A submission after the engine's writer stopped (shutdown): nothing was applied."""
+
+
+class DuplicateCommand(GatewayError):
+    """An operator command whose id was already committed: it acted once and will not again."""
+
+    def __init__(self, command_id: str) -> None:
+        super().__init__(f"command {command_id!r} was already carried out")
+        self.command_id = command_id

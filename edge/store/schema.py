@@ -100,6 +100,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE outbox ADD COLUMN env_seq INTEGER;
     CREATE UNIQUE INDEX outbox_env_seq ON outbox(env_seq) WHERE env_seq IS NOT NULL;
     """,
+    # 3: the client-generated id of an operator command (panel, API), so that a double tap or a
+    # resend after a lost answer is recognised, also after a restart.
+    """
+    ALTER TABLE journal ADD COLUMN command_id TEXT;
+    CREATE UNIQUE INDEX journal_command ON journal(command_id) WHERE command_id IS NOT NULL;
+    """,
 )
 
 PROJECTION_TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned")

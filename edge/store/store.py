@@ -43,6 +43,7 @@ class JournalEntry:
     outbox: list[OutboxMessage] = field(default_factory=list)
     # Idempotency keys whose relay result arrived: their outbox rows are finished.
     settled: list[str] = field(default_factory=list)
+    command_id: str | None = None  # an operator command's client-generated id
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,11 @@ class Store:
         for journal_id, name, body in cursor:
             yield journal_id, codec.decode_input(name, body)
 
+    def command_ids(self) -> set[str]:
+        """The ids of every operator command journaled so far (a few per hour at a machine)."""
+        rows = self.conn.execute("SELECT command_id FROM journal WHERE command_id IS NOT NULL")
+        return {row[0] for row in rows}
+
     def journal_count(self) -> int:
         count: int = self.conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0]
         return count
@@ -207,7 +213,9 @@ class Store:
         for entry in entries:
             name, body = codec.encode_input(entry.input)
             at = entry.input.at
-            journal.append((jid, self.boot_seq, at.wall_ms, at.mono_ms, name, body))
+            journal.append(
+                (jid, self.boot_seq, at.wall_ms, at.mono_ms, name, body, entry.command_id)
+            )
             first_event = eid
             for ev in entry.events:
                 events.append(
@@ -261,7 +269,11 @@ class Store:
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany("INSERT INTO journal VALUES (?,?,?,?,?,?)", journal)
+                conn.executemany(
+                    "INSERT INTO journal(id, boot_seq, at_wall_ms, at_mono_ms, input_type, body, "
+                    "command_id) VALUES (?,?,?,?,?,?,?)",
+                    journal,
+                )
                 if events:
                     conn.executemany("INSERT INTO event VALUES (?,?,?,?,?,?,?)", events)
                 if outbox:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import Action, CounterReading, DispatchList, Pulses, ReportScrap, Transition
 from edge.engine import Engine
-from edge.errors import StoreError
+from edge.errors import DuplicateCommand, StoreError
 from edge.store.replay import verify
 from edge.store.store import Store
 from tests.engine.helpers import rules, spec
@@ -194,3 +195,48 @@ async def test_a_submission_after_the_engine_stopped_fails_at_once(tmp_path: Pat
         pass
     with pytest.raises(EngineStopped):
         await asyncio.wait_for(engine.submit(Tick(engine.now())), 2)
+
+
+async def test_a_command_id_acts_once_also_after_a_restart(tmp_path: Path) -> None:
+    """A double tap, a resend after a lost answer, a stale page after a restart: one scrap."""
+    db = tmp_path / "edge.db"
+    scrap = "operator:7"
+    async with running(db) as engine:
+        await start(engine)
+        await engine.submit(Pulses("pulses", 10, engine.now()))
+        first = await engine.submit(
+            ReportScrap(Decimal(2), "S03", scrap, engine.now()), command_id="c-1"
+        )
+        assert first.accepted
+        with pytest.raises(DuplicateCommand):
+            await engine.submit(
+                ReportScrap(Decimal(2), "S03", scrap, engine.now()), command_id="c-1"
+            )
+        # Two taps arriving together: the second is answered as a duplicate, not applied.
+        both = await asyncio.gather(
+            engine.submit(ReportScrap(Decimal(1), "S03", scrap, engine.now()), command_id="c-2"),
+            engine.submit(ReportScrap(Decimal(1), "S03", scrap, engine.now()), command_id="c-2"),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, DuplicateCommand) for r in both) == 1
+    async with running(db) as engine:
+        with pytest.raises(DuplicateCommand):
+            await engine.submit(
+                ReportScrap(Decimal(2), "S03", scrap, engine.now()), command_id="c-1"
+            )
+        (op,) = engine.wc.active
+        assert op.counted.scrap == {"S03": 3}
+        # A rejected command is not journaled: the same id may come again once it is legal.
+        rejected = await engine.submit(
+            ReportScrap(Decimal(-1), "S03", scrap, engine.now()), command_id="c-3"
+        )
+        assert rejected.rejection is not None
+    with sqlite3.connect(db) as conn:
+        ids = [r[0] for r in conn.execute("SELECT command_id FROM journal WHERE command_id != ''")]
+    assert ids == ["c-1", "c-2"]
+    store = Store(db)
+    store.open()
+    try:
+        assert verify(store) == []
+    finally:
+        store.close()
