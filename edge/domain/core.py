@@ -23,10 +23,14 @@ from edge.domain.counting import ReadingKind, classify_reading
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
 from edge.domain.inputs import (
     ACTOR_KINDS,
+    AcknowledgeHelp,
     AcknowledgeOverDelivery,
     Action,
     AssignUnassigned,
+    CallForHelp,
+    CloseHelp,
     ConfirmationResult,
+    CorrectCount,
     CounterReading,
     DeclareSetupGood,
     DispatchList,
@@ -51,6 +55,7 @@ from edge.domain.model import (
     Confirmation,
     ConfirmationStatus,
     CounterTrack,
+    HelpCall,
     Operation,
     OperationKey,
     OperationSpec,
@@ -117,20 +122,61 @@ def _reject(code: RejectionCode, message: str, **kw: Any) -> _Reject:
     return _Reject(Rejection(code, message, **kw))
 
 
+MAX_QUANTITY = Decimal(1_000_000_000)  # beyond any order; guards against a slipped finger
+
+
 def _quantity(value: object, field_name: str) -> Decimal:
     """A positive, finite quantity, or a rejection naming the field and the value."""
     try:
         qty = value if isinstance(value, Decimal) else Decimal(str(value))
     except (InvalidOperation, ValueError):
         qty = None
-    if qty is None or not qty.is_finite() or qty <= 0 or isinstance(value, bool):
+    if (
+        qty is None
+        or not qty.is_finite()
+        or qty <= 0
+        or qty > MAX_QUANTITY
+        or isinstance(value, bool)
+    ):
         raise _reject(
             RejectionCode.INVALID_VALUE,
-            f"{field_name} = {value!r}: must be a positive number",
+            f"{field_name} = {value!r}: must be a positive number up to {MAX_QUANTITY}",
             field=field_name,
             value=value,
         )
     return qty
+
+
+MAX_DELTA = Decimal(1_000_000)
+
+
+def _delta(value: object, field_name: str) -> Decimal:
+    """A finite correction of at most a million either way."""
+    try:
+        qty = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        qty = None
+    if qty is None or not qty.is_finite() or abs(qty) > MAX_DELTA or isinstance(value, bool):
+        raise _reject(
+            RejectionCode.INVALID_VALUE,
+            f"{field_name} = {value!r}: must be a number between -{MAX_DELTA} and {MAX_DELTA}",
+            field=field_name,
+            value=value,
+        )
+    return qty
+
+
+def _text(value: str | None, field_name: str) -> str:
+    """A short non-blank text (a reason in words, a note)."""
+    text = (value or "").strip()
+    if not text or len(text) > MAX_TEXT:
+        raise _reject(
+            RejectionCode.INVALID_VALUE,
+            f"{field_name} = {value!r}: must be 1 to {MAX_TEXT} characters",
+            field=field_name,
+            value=value,
+        )
+    return text
 
 
 def check_actor(actor: str) -> None:
@@ -162,6 +208,8 @@ class WorkCenterHeader:
     open_unassigned: str | None = None
     next_stop_no: int = 1
     next_unassigned_no: int = 1
+    next_help_no: int = 1
+    help_calls: dict[str, HelpCall] = field(default_factory=dict)  # the open ones
     shift_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -196,6 +244,10 @@ class WorkCenter:
             ReverseConfirmation: self._on_reverse,
             ResendConfirmation: self._on_resend,
             ConfirmationResult: self._on_result,
+            CorrectCount: self._on_correct_count,
+            CallForHelp: self._on_call_for_help,
+            AcknowledgeHelp: self._on_acknowledge_help,
+            CloseHelp: self._on_close_help,
             DispatchList: self._on_dispatch,
             MasterDataReceived: self._on_master_data,
             RulesApplied: self._on_rules,
@@ -229,6 +281,11 @@ class WorkCenter:
     def open_stop(self) -> Stop | None:
         sid = self.header.open_stop
         return self.stops[sid] if sid else None
+
+    @property
+    def help_calls(self) -> dict[str, HelpCall]:
+        """The open calls for help, by id."""
+        return self.header.help_calls
 
     def confirmation_by_idem(self, idem_key: str) -> tuple[Confirmation, bool] | None:
         found = self._idem.get(idem_key)
@@ -961,6 +1018,160 @@ class WorkCenter:
         self._touch("operation", op.key)
         self._emit(EventType.OVER_TOLERANCE_ACKNOWLEDGED, a.at, op, a.actor)
 
+    def _on_correct_count(self, c: CorrectCount) -> None:
+        """A supervisor's count edit; what was confirmed is corrected by reversal, not here."""
+        self._require_supervisor(c.actor, "correct counts")
+        good = _delta(c.good_delta, "good_delta")
+        scrap = _delta(c.scrap_delta, "scrap_delta")
+        if not good and not scrap:
+            raise _reject(
+                RejectionCode.INVALID_VALUE,
+                "good_delta and scrap_delta are both 0: nothing to correct",
+                field="good_delta",
+                value=c.good_delta,
+            )
+        reason = _text(c.reason, "reason")
+        code = c.scrap_reason or self.rules.machine_scrap_reason
+        if scrap:
+            self._scrap_reason(code, "scrap_reason")
+        op = self._open_op(c.op)
+        if op.counted.good + good < op.confirmed.good:
+            raise _reject(
+                RejectionCode.EXCEEDS_PENDING,
+                f"good_delta = {good}: would take good below the {op.confirmed.good} "
+                f"{op.spec.unit} already confirmed; reverse the confirmation first",
+                field="good_delta",
+                value=c.good_delta,
+            )
+        booked = op.counted.scrap.get(code, ZERO)
+        if booked + scrap < op.confirmed.scrap.get(code, ZERO):
+            raise _reject(
+                RejectionCode.EXCEEDS_PENDING,
+                f"scrap_delta = {scrap}: would take scrap {code} below what is already "
+                "confirmed; reverse the confirmation first",
+                field="scrap_delta",
+                value=c.scrap_delta,
+            )
+        op.counted.good += good
+        if booked + scrap:
+            op.counted.scrap[code] = booked + scrap
+        else:
+            op.counted.scrap.pop(code, None)
+        self._touch("operation", op.key)
+        self._emit(
+            EventType.COUNT_CORRECTED,
+            c.at,
+            op,
+            c.actor,
+            good_delta=conf_rules.number(good),
+            scrap_delta=conf_rules.number(scrap),
+            scrap_reason=code if scrap else None,
+            reason=reason,
+        )
+
+    # ------------------------------------------------------------------ calls for help (§8)
+
+    def _on_call_for_help(self, c: CallForHelp) -> None:
+        if c.category not in self.rules.help_categories:
+            raise _reject(
+                RejectionCode.UNKNOWN_REASON,
+                f"category = {c.category!r}: not one of {', '.join(self.rules.help_categories)}",
+                field="category",
+                value=c.category,
+            )
+        note = _text(c.note, "note") if c.note else None
+        for call in self.help_calls.values():
+            if call.category == c.category and call.acknowledged_by is None:
+                raise _reject(
+                    RejectionCode.INVALID_VALUE,
+                    f"a {c.category} call ({call.call_id}) is already waiting for an answer",
+                    field="category",
+                    value=c.category,
+                )
+        h = self.header
+        call = HelpCall(f"H{h.next_help_no:06d}", c.category, c.at, c.actor, note)
+        h.next_help_no += 1
+        h.help_calls[call.call_id] = call
+        self._touch("work_center", "")
+        active = self.active
+        self._emit(
+            EventType.HELP_CALLED,
+            c.at,
+            active[0] if len(active) == 1 else None,
+            c.actor,
+            call_id=call.call_id,
+            category=call.category,
+            note=note,
+            machine_state=h.machine_state.value if h.machine_state else None,
+        )
+
+    def _help_call(self, call_id: str) -> HelpCall:
+        call = self.help_calls.get(call_id)
+        if call is None:
+            raise _reject(
+                RejectionCode.UNKNOWN_HELP_CALL,
+                f"call_id = {call_id!r}: no open call for help with this id",
+                field="call_id",
+                value=call_id,
+            )
+        return call
+
+    def _on_acknowledge_help(self, a: AcknowledgeHelp) -> None:
+        call = self._help_call(a.call_id)
+        if call.acknowledged_by is not None:
+            raise _reject(
+                RejectionCode.INVALID_VALUE,
+                f"call {call.call_id} was already acknowledged by {call.acknowledged_by}",
+                field="call_id",
+                value=a.call_id,
+            )
+        call.acknowledged_at, call.acknowledged_by = a.at, a.actor
+        self._touch("work_center", "")
+        self._emit(
+            EventType.HELP_ACKNOWLEDGED,
+            a.at,
+            None,
+            a.actor,
+            call_id=call.call_id,
+            category=call.category,
+            waited_ms=a.at.since(call.raised_at),
+        )
+
+    def _on_close_help(self, c: CloseHelp) -> None:
+        call = self._help_call(c.call_id)
+        del self.header.help_calls[call.call_id]
+        self._touch("work_center", "")
+        self._emit(
+            EventType.HELP_CLOSED,
+            c.at,
+            None,
+            c.actor,
+            call_id=call.call_id,
+            category=call.category,
+            duration_ms=c.at.since(call.raised_at),
+            acknowledged_by=call.acknowledged_by,
+        )
+
+    def _escalate_help_calls(self, now: Instant) -> None:
+        """A call nobody acknowledged within the configured time escalates, once."""
+        after_ms = self.rules.help_escalate_after_s * 1000
+        if not after_ms:
+            return
+        for call in self.help_calls.values():
+            waited = now.since(call.raised_at)
+            if call.acknowledged_by is None and not call.escalated and waited >= after_ms:
+                call.escalated = True
+                self._touch("work_center", "")
+                self._emit(
+                    EventType.HELP_ESCALATED,
+                    now,
+                    None,
+                    "machine:andon",
+                    call_id=call.call_id,
+                    category=call.category,
+                    waited_ms=waited,
+                )
+
     # ------------------------------------------------------------------ confirmations
 
     def _confirm(
@@ -1353,6 +1564,7 @@ class WorkCenter:
         if stop is not None:
             self._maybe_request_reason(stop, now)
         self._check_shift(now)
+        self._escalate_help_calls(now)
         minutes = self.policy.every_minutes
         if minutes:
             for op in self.active:

@@ -43,6 +43,11 @@ class EventType(StrEnum):
     CONFIRMATION_RESENT = "confirmation_resent"
     CONFIRMATION_RESULT = "confirmation_result"
     CONFIRMATION_REVERSED = "confirmation_reversed"
+    COUNT_CORRECTED = "count_corrected"
+    HELP_CALLED = "help_called"
+    HELP_ACKNOWLEDGED = "help_acknowledged"
+    HELP_ESCALATED = "help_escalated"
+    HELP_CLOSED = "help_closed"
     SHIFT_CHANGED = "shift_changed"
     MASTER_DATA_APPLIED = "master_data_applied"
     RULES_APPLIED = "rules_applied"
@@ -75,6 +80,7 @@ class RejectionCode(StrEnum):
     UNKNOWN_CONFIRMATION = "unknown_confirmation"
     CONFIRMATION_STATE = "confirmation_state"
     UNKNOWN_UNASSIGNED = "unknown_unassigned"
+    UNKNOWN_HELP_CALL = "unknown_help_call"
     INTERNAL_ERROR = "internal_error"
 
 

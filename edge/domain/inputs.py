@@ -196,6 +196,47 @@ class ConfirmationResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CorrectCount:
+    """A supervisor corrects the unconfirmed counts of an operation, saying why."""
+
+    op: str
+    good_delta: Decimal
+    scrap_delta: Decimal
+    reason: str  # why, in the supervisor's words
+    actor: str
+    at: Instant
+    scrap_reason: str = ""  # the scrap reason code a scrap correction books to; "": machine
+
+
+@dataclass(frozen=True, slots=True)
+class CallForHelp:
+    """An operator or a button calls for help (rules.md §8); the machine may keep running."""
+
+    category: str
+    actor: str
+    at: Instant
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgeHelp:
+    """Somebody has seen the call and is coming."""
+
+    call_id: str
+    actor: str
+    at: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class CloseHelp:
+    """The call is dealt with (or was a mistake)."""
+
+    call_id: str
+    actor: str
+    at: Instant
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchList:
     """The whole dispatch list for this work center (replace semantics), with its version."""
 
@@ -235,6 +276,10 @@ Input = (
     | ReverseConfirmation
     | ResendConfirmation
     | ConfirmationResult
+    | CorrectCount
+    | CallForHelp
+    | AcknowledgeHelp
+    | CloseHelp
     | DispatchList
     | MasterDataReceived
     | RulesApplied
@@ -258,6 +303,10 @@ INPUT_TYPES: dict[str, type[Input]] = {
         ReverseConfirmation,
         ResendConfirmation,
         ConfirmationResult,
+        CorrectCount,
+        CallForHelp,
+        AcknowledgeHelp,
+        CloseHelp,
         DispatchList,
         MasterDataReceived,
         RulesApplied,

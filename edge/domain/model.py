@@ -231,6 +231,20 @@ class Stop:
         return (self.end or now).since(self.start)
 
 
+@dataclass(slots=True)
+class HelpCall:
+    """An open call for help (rules.md §8). Closed calls live on in the events only."""
+
+    call_id: str
+    category: str
+    raised_at: Instant
+    raised_by: str
+    note: str | None = None
+    acknowledged_at: Instant | None = None
+    acknowledged_by: str | None = None
+    escalated: bool = False
+
+
 class ConfirmationStatus(StrEnum):
     AWAITING_RESULT = "awaiting_result"
     POSTED = "posted"

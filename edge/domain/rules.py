@@ -102,6 +102,9 @@ class MasterData:
         return None
 
 
+HELP_CATEGORIES = ("material", "maintenance", "quality", "supervisor")
+
+
 @dataclass(frozen=True, slots=True)
 class WorkCenterRules:
     """Everything configurable about how this work center counts, stops and confirms."""
@@ -130,6 +133,9 @@ class WorkCenterRules:
     variance_threshold: float = 0.25  # relative deviation of the actual from the standard cycle
     variance_reason: str = "CYCLE"
     master_data: MasterData = field(default_factory=MasterData)
+    # rules.md §8: what help can be called for, and when an unanswered call escalates (0: never)
+    help_categories: tuple[str, ...] = HELP_CATEGORIES
+    help_escalate_after_s: float = 300.0
 
     def source(self, name: str) -> CountSource | None:
         for src in self.sources:
