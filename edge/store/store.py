@@ -331,6 +331,13 @@ class Store:
         ).fetchone()[0]
         return depth
 
+    def outbox_open_counts(self) -> dict[str, int]:
+        """Unfinished rows per state ('pending', 'published'); uses the partial index only."""
+        rows = self.conn.execute(
+            "SELECT state, COUNT(*) FROM outbox WHERE state != 'done' GROUP BY state"
+        ).fetchall()
+        return {str(state): int(n) for state, n in rows}
+
     def outbox_oldest_ms(self) -> int | None:
         row = self.conn.execute(
             "SELECT MIN(at_wall_ms) FROM outbox WHERE state != 'done'"

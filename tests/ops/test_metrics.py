@@ -1,0 +1,66 @@
+"""``/metrics``: the Prometheus exposition reads the real engine and store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from pathlib import Path
+
+from edge.domain.inputs import Action, CallForHelp, DispatchList, Pulses, Transition
+from edge.engine import Engine
+from edge.metrics import MetricsSources, render
+from edge.store.store import Store
+from tests.engine.helpers import rules, spec
+
+SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$')
+
+
+def parse(text: str) -> dict[str, float]:
+    """Every line is a comment or a valid sample; every family has HELP and TYPE first."""
+    samples: dict[str, float] = {}
+    declared: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            declared.add(line.split()[2])
+            continue
+        if line.startswith("# TYPE "):
+            assert line.split()[3] in {"gauge", "counter"}, line
+            continue
+        assert SAMPLE.match(line), f"not a Prometheus sample: {line!r}"
+        name_labels, value = line.rsplit(" ", 1)
+        assert name_labels.split("{")[0] in declared, f"no HELP for {line!r}"
+        samples[name_labels] = float(value)
+    return samples
+
+
+async def test_metrics_show_the_writer_the_outbox_the_links_and_the_floor(tmp_path: Path) -> None:
+    engine = await Engine.open(Store(tmp_path / "edge.db"), rules())
+    task = asyncio.create_task(engine.run(tick_interval_s=None))
+    try:
+        now = engine.now
+        await engine.submit(DispatchList(1, (spec(std_cycle_s=1.0),), now()))
+        await engine.submit(Transition(Action.START_PRODUCTION, "4711/0020", "operator:7", now()))
+        await engine.submit(Pulses("pulses", 5, now()))
+        await engine.submit(CallForHelp("material", "button:call", now()))
+        sources = MetricsSources(
+            links=lambda: {"opcua:press": "ok", "modbus:io1": "down"},
+            uplink=lambda: (10, 9, 1, 0, True),
+        )
+        m = parse(await render(engine, sources))
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.close()
+    assert m["edge_up"] == 1
+    assert m["edge_store_healthy"] == 1
+    assert m["edge_inputs_journaled_total"] >= 4
+    assert m['edge_link_up{link="opcua:press"}'] == 1
+    assert m['edge_link_up{link="modbus:io1"}'] == 0
+    # Nothing was sent (no broker here): every business message is still pending.
+    assert m['edge_outbox_messages{state="pending"}'] >= 4
+    assert m["edge_outbox_oldest_age_seconds"] >= 0
+    assert m["edge_mqtt_refused_total"] == 1
+    assert m["edge_active_operations"] == 1
+    assert m["edge_help_calls_open"] == 1
