@@ -45,6 +45,11 @@ TOPICS: dict[EventType, str] = {
     E.CONFIRMATION_CREATED: "_mes_v1/confirmation",
     E.CONFIRMATION_RESENT: "_mes_v1/confirmation",
     E.CONFIRMATION_REVERSED: "_mes_v1/confirmation/cancel",
+    E.COUNT_CORRECTED: ORDER_EVENT,
+    E.HELP_CALLED: "_mes_v1/andon",
+    E.HELP_ACKNOWLEDGED: "_mes_v1/andon",
+    E.HELP_ESCALATED: "_mes_v1/andon",
+    E.HELP_CLOSED: "_mes_v1/andon",
 }
 # Not published: relay results (they came from central), shift changes, master data and rules
 # applied (central or the installer made them); they stay in the journal and event tables.

@@ -177,6 +177,7 @@ class OrderEventBody(OrderFields):
         "over_tolerance",
         "over_tolerance_acknowledged",
         "dispatch_conflict",
+        "count_corrected",
     ]
     from_: str | None = Field(None, alias="from")
     to: str | None = None
@@ -199,6 +200,10 @@ class OrderEventBody(OrderFields):
     std_setup_s: float | None = None
     std_cycle_s: float | None = None
     due: str | None = None
+    good_delta: Quantity | None = None
+    scrap_delta: Quantity | None = None
+    scrap_reason: str | None = None
+    reason: str | None = None
 
 
 class DispatchReceivedBody(OrderFields):
@@ -213,6 +218,19 @@ class ScrapBody(OrderFields):
     kind: Literal["scrap", "rework"] | None = None
     reason: str | None = None
     from_good: bool | None = None
+
+
+class AndonBody(OrderFields):
+    """A call for help (rules.md §8): raised, acknowledged, escalated, closed."""
+
+    type: Literal["help_called", "help_acknowledged", "help_escalated", "help_closed"]
+    call_id: str
+    category: str
+    note: str | None = None
+    machine_state: str | None = None
+    waited_ms: int | None = None
+    duration_ms: int | None = None
+    acknowledged_by: str | None = None
 
 
 class QuantityByReason(_Open):
@@ -462,6 +480,9 @@ TOPICS: tuple[Topic, ...] = (
           "Stops: started, ended, reason requested, set, reclassified.", schema="mes.stop/1"),
     Topic("_mes_v1/scrap", UP, ScrapBody, 1, False,
           "Scrap and rework reported by the operator.", schema="mes.scrap/1"),
+    Topic("_mes_v1/andon", UP, AndonBody, 1, False,
+          "Calls for help: raised, acknowledged, escalated when unanswered, closed.",
+          schema="mes.andon/1"),
     Topic("_mes_v1/counter/event", UP, CounterEventBody, 1, False,
           "Counter resets, wraps, discontinuities and unassigned production.",
           schema="mes.counter-event/1"),
