@@ -397,6 +397,8 @@ class HealthBody(_Open):
     outbox_depth: int | None = None
     oldest_unacked_age_s: float | None = None
     last_puback_ms: int | None = None
+    # False while the ERP relay says it is offline: confirmations are then withheld (queued).
+    relay_online: bool | None = None
     links: dict[str, str] = Field(default_factory=dict)
     ts_ms: int | None = None
 

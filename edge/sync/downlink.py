@@ -90,11 +90,16 @@ class Downlink:
         *,
         root: str,
         max_bytes: int = MAX_INBOUND_BYTES,
+        relay_state_topic: str | None = None,
+        on_relay_state: Callable[[bool], None] | None = None,
         logger: Any = None,
     ) -> None:
         self.engine = engine
         self.link = link
         self.root = root
+        # The ERP relay's retained {"online": bool} (outside the work center's root).
+        self.relay_state_topic = relay_state_topic
+        self._on_relay_state = on_relay_state
         self.max_bytes = max_bytes
         self.log = logger or structlog.get_logger("edge.downlink")
         self.accepted = 0
@@ -137,7 +142,10 @@ class Downlink:
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
-        return [(f"{self.root}/{path}", 1) for path in self._convert]
+        topics = [(f"{self.root}/{path}", 1) for path in self._convert]
+        if self.relay_state_topic:
+            topics.append((self.relay_state_topic, 1))
+        return topics
 
     async def run(self) -> None:
         while True:
@@ -149,6 +157,9 @@ class Downlink:
             self.link.ack(message)
 
     async def handle(self, message: Message) -> None:
+        if message.topic == self.relay_state_topic:
+            self._relay_state(message.payload)
+            return
         path = message.topic.removeprefix(self.root + "/")
         msg_id: str | None = None
         try:
@@ -178,6 +189,24 @@ class Downlink:
             self._refuse_rejection(message.topic, msg_id, outcome.rejection)
         else:
             self.accepted += 1
+
+    def _relay_state(self, payload: bytes) -> None:
+        """Relay presence; anything but an explicit ``"online": false`` counts as online.
+
+        A missing or garbled state must not hold confirmations back for ever: withholding is
+        for the case where the relay said (or its Last Will said) that it is gone.
+        """
+        try:
+            online = json.loads(payload).get("online") is not False if payload else True
+        except (ValueError, AttributeError):
+            self.log.warning(
+                "relay state is not a JSON object; taken as online",
+                topic=self.relay_state_topic,
+                payload=payload[:200],
+            )
+            online = True
+        if self._on_relay_state is not None:
+            self._on_relay_state(online)
 
     def _envelope(self, payload: bytes) -> InboundEnvelope:
         try:

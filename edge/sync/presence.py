@@ -47,6 +47,7 @@ class Presence:
         interval_s: float = 30.0,
         links: Callable[[], dict[str, str]] | None = None,
         last_puback_ms: Callable[[], int | None] | None = None,
+        relay_online: Callable[[], bool] | None = None,
         logger: Any = None,
     ) -> None:
         self.engine = engine
@@ -56,6 +57,7 @@ class Presence:
         self.interval_s = interval_s
         self._links = links or (dict)
         self._last_puback = last_puback_ms or (lambda: None)
+        self._relay_online = relay_online
         self.log = logger or structlog.get_logger("edge.presence")
         self._started = time.monotonic()
         self._changed = asyncio.Event()
@@ -99,6 +101,7 @@ class Presence:
             outbox_depth=depth,
             oldest_unacked_age_s=None if oldest is None else round((now - oldest) / 1000, 1),
             last_puback_ms=self._last_puback(),
+            relay_online=self._relay_online() if self._relay_online else None,
             links={"mqtt": "ok" if self.link.connected.is_set() else "down", **self._links()},
             ts_ms=now,
         )

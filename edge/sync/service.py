@@ -53,6 +53,14 @@ def _password(cfg: GatewayConfig) -> str | None:
         ) from None
 
 
+def relay_state_topic(root: str) -> str | None:
+    """``umh/v1/<enterprise>/_mes_v1/relay/state`` for a UNS root; None for another root."""
+    parts = root.split("/")
+    if len(parts) >= 3 and parts[0] == "umh" and parts[1] == "v1":
+        return f"umh/v1/{parts[2]}/_mes_v1/relay/state"
+    return None
+
+
 def build_sync(
     cfg: GatewayConfig, engine: Engine, links: Callable[[], dict[str, str]] | None = None
 ) -> Sync:
@@ -89,7 +97,14 @@ def build_sync(
         result_timeout_s=m.result_timeout_s,
         historical_after_s=m.historical_after_s,
     )
-    downlink = Downlink(engine, link, root=root, max_bytes=m.max_inbound_bytes)
+    downlink = Downlink(
+        engine,
+        link,
+        root=root,
+        max_bytes=m.max_inbound_bytes,
+        relay_state_topic=relay_state_topic(root),
+        on_relay_state=uplink.set_relay_online,
+    )
     link.subscribe(downlink.subscriptions)
     presence = Presence(
         engine,
@@ -99,6 +114,7 @@ def build_sync(
         interval_s=m.health_interval_s,
         links=links,
         last_puback_ms=lambda: uplink.stats.last_puback_ms,
+        relay_online=lambda: uplink.relay_online,
     )
     log.info("mqtt sync configured", broker=f"{m.host}:{m.port}", root=root)
     return Sync(link, uplink, downlink, presence)

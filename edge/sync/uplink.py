@@ -6,6 +6,10 @@ the result is committed). A refusal (PUBACK >= 0x80, e.g. 135 "not authorized") 
 acknowledgement: the row stays, the reason is logged and stored, and it is tried again later.
 After a restart everything not finished is sent again with the same ``msg_id``, ``seq`` and
 ``idem_key``, so consumers de-duplicate.
+
+While the ERP relay says it is offline (its retained ``relay/state``), confirmations and
+reversals are withheld and stay queued, like a Sparkplug edge waiting for its primary host;
+everything else goes on. When the relay is back, the withheld rows go out in ``seq`` order.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class UplinkStats:
     acked: int = 0
     refused: int = 0
     requeued: int = 0
+    withheld: int = 0
     last_puback_ms: int | None = None
 
 
@@ -83,6 +88,24 @@ class Uplink:
         self._cursor = 0
         self._retry_from: int | None = None
         self._retry_at = 0.0
+        self.relay_online = True
+        self._withheld_from: int | None = None
+
+    def set_relay_online(self, online: bool) -> None:
+        """The relay's presence changed: withhold confirmations, or send the withheld ones."""
+        if online == self.relay_online:
+            return
+        self.relay_online = online
+        if not online:
+            self.log.warning("the ERP relay is offline; confirmations are withheld and queued")
+            return
+        self.log.info("the ERP relay is back; sending the withheld confirmations")
+        if self._withheld_from is not None:
+            first = self._withheld_from
+            self._retry_from = first if self._retry_from is None else min(self._retry_from, first)
+            self._retry_at = 0.0
+            self._withheld_from = None
+        self._wake.set()
 
     # ------------------------------------------------------------------ the envelope
 
@@ -167,6 +190,9 @@ class Uplink:
                 for row in rows:
                     if not self.link.connected.is_set():
                         break
+                    if not self.relay_online and row.kind in AWAITS_RESULT:
+                        self._withhold(row)
+                        continue
                     while len(self._inflight) >= self.window:
                         await self._collect(block=True)
                     self._send(row)
@@ -184,6 +210,13 @@ class Uplink:
             await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiters[0].cancel()
+
+    def _withhold(self, row: OutboxRow) -> None:
+        """Pass over a confirmation for now; the cursor goes back to it when the relay returns."""
+        if self._withheld_from is None:
+            self._withheld_from = row.seq
+        self._cursor = max(self._cursor, row.seq)
+        self.stats.withheld += 1
 
     def _send(self, row: OutboxRow) -> None:
         sent = now_ms()

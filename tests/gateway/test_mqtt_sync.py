@@ -199,3 +199,37 @@ async def test_master_data_from_central_sets_reasons_shifts_and_policy(
         await gw.engine.submit(Pulses("press_good", 4, gw.engine.now()))
         conf = (await collector.wait_for("/_mes_v1/confirmation"))[0].json()
         assert conf["body"]["yield_qty"] == 4
+
+
+async def test_confirmations_wait_while_the_relay_is_offline_and_other_messages_flow(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    """domain.md §10.5 rule 4: the relay's retained state holds confirmations back, in order."""
+    relay_state = "umh/v1/acme/_mes_v1/relay/state"
+    collector.publish(relay_state, {"online": False, "ts_ms": 1}, retain=True)
+    async with gateway(gateway_config(tmp_path, broker)) as gw:
+        await dispatch_and_start(collector, gw)
+        await gw.engine.submit(Pulses("press_good", 10, gw.engine.now()))  # policy: every 10
+        await gw.engine.submit(Pulses("press_good", 10, gw.engine.now()))
+        await gw.engine.submit(Transition(Action.INTERRUPT, str(OP), "operator:7", gw.engine.now()))
+        # The interruption after the confirmations is published; the confirmations are not.
+        deadline = time.monotonic() + 5
+        while not [
+            m
+            for m in collector.on("/_mes_v1/order/event")
+            if m.json()["body"].get("to") == "interrupted"
+        ]:
+            assert time.monotonic() < deadline, "the interruption was not published"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)
+        assert collector.on("/_mes_v1/confirmation") == []
+        assert (await outbox_states(gw)).get("pending", 0) >= 2
+        await asyncio.sleep(1.2)  # a health message (every second here) says why
+        assert collector.on("/_mes_v1/health")[-1].json()["relay_online"] is False
+        # The relay comes back: both go out, in their order.
+        collector.publish(relay_state, {"online": True, "ts_ms": 2}, retain=True)
+        confs = await collector.wait_for("/_mes_v1/confirmation", count=2)
+        bodies = [c.json()["body"] for c in confs]
+        assert [b["conf_index"] for b in bodies] == [1, 2]
+        assert [c.json()["seq"] for c in confs] == sorted(c.json()["seq"] for c in confs)
+    collector.publish(relay_state, {}, retain=True)
