@@ -8,8 +8,10 @@ After a restart everything not finished is sent again with the same ``msg_id``, 
 ``idem_key``, so consumers de-duplicate.
 
 While the ERP relay says it is offline (its retained ``relay/state``), confirmations and
-reversals are withheld and stay queued, like a Sparkplug edge waiting for its primary host;
-everything else goes on. When the relay is back, the withheld rows go out in ``seq`` order.
+reversals are withheld and stay queued, like a Sparkplug edge waiting for its primary host.
+Business messages behind a withheld confirmation wait with it, so that consumers still see one
+gap-free ``seq`` order; time series (no ``seq``) go on. When the relay is back, the withheld
+rows go out in order.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class Uplink:
         self._retry_at = 0.0
         self.relay_online = True
         self._withheld_from: int | None = None
+        self._rewind = False  # go back to _retry_from before sending anything further
 
     def set_relay_online(self, online: bool) -> None:
         """The relay's presence changed: withhold confirmations, or send the withheld ones."""
@@ -105,6 +108,7 @@ class Uplink:
             self._retry_from = first if self._retry_from is None else min(self._retry_from, first)
             self._retry_at = 0.0
             self._withheld_from = None
+            self._rewind = True
         self._wake.set()
 
     # ------------------------------------------------------------------ the envelope
@@ -180,6 +184,7 @@ class Uplink:
                     await self._flush_now()
                     self._cursor = min(self._cursor, self._retry_from - 1)
                     self._retry_from = None
+                    self._rewind = False
                 self._wake.clear()
                 rows = await self._next_rows()
                 if not rows:
@@ -188,13 +193,18 @@ class Uplink:
                     await self._idle()
                     continue
                 for row in rows:
-                    if not self.link.connected.is_set():
+                    if not self.link.connected.is_set() or self._rewind:
                         break
-                    if not self.relay_online and row.kind in AWAITS_RESULT:
+                    if not self.relay_online and (
+                        row.kind in AWAITS_RESULT
+                        or (self._withheld_from is not None and row.env_seq is not None)
+                    ):
                         self._withhold(row)
                         continue
                     while len(self._inflight) >= self.window:
                         await self._collect(block=True)
+                    if self._rewind:  # the relay came back meanwhile: withheld rows go first
+                        break
                     self._send(row)
                 await self._collect(block=False)
                 self._flush_soon()
