@@ -324,6 +324,15 @@ class Store:
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
 
+    def outbox_from_env_seq(self, from_seq: int, limit: int) -> list[OutboxRow]:
+        """Enveloped rows from ``from_seq`` on, whatever their state (a replay for central)."""
+        rows = self.conn.execute(
+            "SELECT seq, msg_id, topic, kind, idem_key, boot_seq, at_wall_ms, payload, state, "
+            "attempts, env_seq FROM outbox WHERE env_seq >= ? ORDER BY env_seq LIMIT ?",
+            (from_seq, limit),
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
     def outbox_depth(self) -> int:
         """Messages not finished: not yet acknowledged by the broker, or awaiting the relay."""
         depth: int = self.conn.execute(

@@ -87,6 +87,13 @@ class OperationRefBody(_Strict):
     reason: str | None = Field(None, max_length=200)
 
 
+class ResyncBody(_Strict):
+    """Central lost track: republish the snapshot and health, and optionally replay the
+    business messages from ``from_seq`` on (consumers de-duplicate by ``msg_id``)."""
+
+    from_seq: int | None = Field(None, ge=1)
+
+
 class StopReasonMsg(_Strict):
     code: Code
     text: str = Field(max_length=200)
@@ -469,6 +476,10 @@ TOPICS: tuple[Topic, ...] = (
     Topic("_mes_v1/confirmation/result", DOWN, ConfirmationResultBody, 1, False,
           "The ERP relay's verdict on a confirmation or reversal.",
           schema="mes.confirmation-result/1"),
+    Topic("_mes_v1/cmd/resync", DOWN, ResyncBody, 1, False,
+          "Republish snapshot and health; with from_seq, replay the business messages from "
+          "that seq on (historical: true).",
+          schema="mes.resync/1"),
     Topic("_mes_v1/order/event", UP, OrderEventBody, 1, False,
           "Operation lifecycle and dispatch events.", schema="mes.order-event/1"),
     Topic("_mes_v1/order/received", UP, DispatchReceivedBody, 1, False,

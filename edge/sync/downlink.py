@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -41,6 +41,7 @@ from edge.sync.contract import (
     MasterDataBody,
     OperationRefBody,
     RejectedBody,
+    ResyncBody,
 )
 from edge.sync.mqtt import Message, MqttLink
 
@@ -92,6 +93,7 @@ class Downlink:
         max_bytes: int = MAX_INBOUND_BYTES,
         relay_state_topic: str | None = None,
         on_relay_state: Callable[[bool], None] | None = None,
+        on_resync: Callable[[int | None], Awaitable[None]] | None = None,
         logger: Any = None,
     ) -> None:
         self.engine = engine
@@ -137,12 +139,17 @@ class Downlink:
                 ),
             ),
         }
+        # Commands to the gateway itself, not inputs for the core: nothing is journaled.
+        self._commands: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[None]]]] = {}
+        if on_resync is not None:
+            self._commands["_mes_v1/cmd/resync"] = (ResyncBody, lambda b: on_resync(b.from_seq))
         missing = {t.path for t in TOPICS if t.direction == "down"} - set(self._convert)
+        missing.discard("_mes_v1/cmd/resync")
         assert not missing, f"down topics without a handler: {missing}"
 
     @property
     def subscriptions(self) -> list[tuple[str, int]]:
-        topics = [(f"{self.root}/{path}", 1) for path in self._convert]
+        topics = [(f"{self.root}/{path}", 1) for path in (*self._convert, *self._commands)]
         if self.relay_state_topic:
             topics.append((self.relay_state_topic, 1))
         return topics
@@ -163,7 +170,7 @@ class Downlink:
         path = message.topic.removeprefix(self.root + "/")
         msg_id: str | None = None
         try:
-            if path not in self._convert:
+            if path not in self._convert and path not in self._commands:
                 raise Refused(f"no such command topic {message.topic!r}", "topic", message.topic)
             if len(message.payload) > self.max_bytes:
                 raise Refused(
@@ -177,11 +184,21 @@ class Downlink:
             if msg_id in self._seen:
                 self.log.debug("duplicate delivery ignored", msg_id=msg_id, topic=path)
                 return
-            model, convert = self._convert[path]
-            body = _validate(model, envelope.body, "body")
-            inp = convert(body)
+            if path in self._commands:
+                command_model, run = self._commands[path]
+                command = _validate(command_model, envelope.body, "body")
+            else:
+                model, convert = self._convert[path]
+                body = _validate(model, envelope.body, "body")
+                inp = convert(body)
         except Refused as refused:
             self._refuse(message.topic, msg_id, refused.reason, refused.field, refused.value)
+            return
+        if path in self._commands:
+            self._remember(msg_id)
+            self.accepted += 1
+            self.log.info("command from central", topic=path, msg_id=msg_id)
+            await run(command)
             return
         outcome = await self.engine.submit(inp)
         self._remember(msg_id)

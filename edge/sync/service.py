@@ -97,6 +97,15 @@ def build_sync(
         result_timeout_s=m.result_timeout_s,
         historical_after_s=m.historical_after_s,
     )
+    presence: Presence | None = None
+
+    async def resync(from_seq: int | None) -> None:
+        if presence is not None:
+            presence.publish_snapshot()
+            await presence.publish_health()
+        if from_seq is not None:
+            await uplink.replay(from_seq)
+
     downlink = Downlink(
         engine,
         link,
@@ -104,6 +113,7 @@ def build_sync(
         max_bytes=m.max_inbound_bytes,
         relay_state_topic=relay_state_topic(root),
         on_relay_state=uplink.set_relay_online,
+        on_resync=resync,
     )
     link.subscribe(downlink.subscriptions)
     presence = Presence(

@@ -36,6 +36,7 @@ FETCH = 1000
 FRESH_MAX = 20_000
 FLUSH_EVERY = 256
 FLUSH_AFTER_S = 0.05
+REPLAY_MAX = 10_000
 
 
 def now_ms() -> int:
@@ -113,7 +114,7 @@ class Uplink:
 
     # ------------------------------------------------------------------ the envelope
 
-    def envelope(self, row: OutboxRow, sent_ms: int) -> str:
+    def envelope(self, row: OutboxRow, sent_ms: int, *, replay: bool = False) -> str:
         """The wire form of a row: the envelope around the stored body, or the body alone.
 
         Assembled as text around the stored JSON body: every field is either a number, a
@@ -123,7 +124,8 @@ class Uplink:
         if topic is not None and not topic.enveloped:
             return row.payload
         historical = (
-            row.boot_seq != self.engine.store.boot_seq
+            replay
+            or row.boot_seq != self.engine.store.boot_seq
             or sent_ms - row.at_wall_ms > self.historical_after_ms
         )
         idem = f'"{row.idem_key}"' if row.idem_key is not None else "null"
@@ -203,7 +205,7 @@ class Uplink:
                         continue
                     while len(self._inflight) >= self.window:
                         await self._collect(block=True)
-                    if self._rewind:  # the relay came back meanwhile: withheld rows go first
+                    if self._rewind_due():  # the relay came back meanwhile: withheld rows first
                         break
                     self._send(row)
                 await self._collect(block=False)
@@ -220,6 +222,43 @@ class Uplink:
             await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiters[0].cancel()
+
+    async def replay(self, from_seq: int) -> int:
+        """Send the business messages from ``from_seq`` on again, as they were (same msg_id and
+        seq, historical), for a consumer that lost them; the outbox itself is not touched.
+
+        At most REPLAY_MAX per request: a consumer that needs more asks again from where it got.
+        """
+        store = self.engine.store
+        rows = await self.engine.run_store(store.outbox_from_env_seq, from_seq, REPLAY_MAX)
+        window: deque[asyncio.Future[int]] = deque()
+        sent = 0
+        for row in rows:
+            if not self.link.connected.is_set():
+                break
+            while len(window) >= self.window:
+                with contextlib.suppress(Exception):
+                    await window.popleft()
+            topic = f"{self.root}/{row.topic}"
+            window.append(
+                self.link.publish(topic, self.envelope(row, now_ms(), replay=True), qos=1)
+            )
+            sent += 1
+        for future in window:
+            with contextlib.suppress(Exception):
+                await future
+        last = rows[sent - 1].env_seq if sent else None
+        self.log.info(
+            "replayed business messages for central",
+            from_seq=from_seq,
+            messages=sent,
+            last_seq=last,
+            truncated=len(rows) == REPLAY_MAX,
+        )
+        return sent
+
+    def _rewind_due(self) -> bool:
+        return self._rewind
 
     def _withhold(self, row: OutboxRow) -> None:
         """Pass over a confirmation for now; the cursor goes back to it when the relay returns."""

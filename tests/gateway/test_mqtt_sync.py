@@ -250,3 +250,42 @@ async def test_confirmations_wait_while_the_relay_is_offline_in_seq_order(
         assert seqs == sorted(seqs)
     finally:
         collector.publish(relay_state, {"online": True}, retain=True)
+
+
+async def test_resync_republishes_the_snapshot_and_replays_from_a_seq(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    async with gateway(gateway_config(tmp_path, broker)) as gw:
+        await dispatch_and_start(collector, gw)
+        await gw.engine.submit(Pulses("press_good", 10, gw.engine.now()))
+        await collector.wait_for("/_mes_v1/confirmation")
+        await asyncio.sleep(0.5)
+        first = {m.json()["seq"]: m.json() for m in collector.messages if _enveloped(m)}
+        snapshots = len(collector.on("/_mes_v1/snapshot"))
+        collector.publish(
+            f"{ROOT}/_mes_v1/cmd/resync", envelope("mes.resync/1", {"from_seq": 2}, "rs-1")
+        )
+        await collector.wait_for("/_mes_v1/snapshot", count=snapshots + 1)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            replayed = [m.json() for m in collector.messages if _enveloped(m)][len(first) :]
+            if len(replayed) >= len(first) - 1:
+                break
+            await asyncio.sleep(0.05)
+        assert [r["seq"] for r in replayed] == sorted(s for s in first if s >= 2)
+        for again in replayed:
+            original = first[again["seq"]]
+            assert again["msg_id"] == original["msg_id"]
+            assert again["body"] == original["body"]
+            assert again["historical"] is True
+        # Nothing in the gateway changed: the confirmation still awaits the relay, once.
+        assert (await outbox_states(gw)).get("published") == 1
+        collector.publish(
+            f"{ROOT}/_mes_v1/cmd/resync", envelope("mes.resync/1", {"from_seq": 0}, "rs-2")
+        )
+        rejected = (await collector.wait_for("/_mes_v1/rejected"))[0].json()
+        assert rejected["field"] == "body.from_seq"
+
+
+def _enveloped(m: Any) -> bool:
+    return "/_mes_v1/" in m.topic and not m.retain and "seq" in m.json()
