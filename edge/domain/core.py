@@ -1183,9 +1183,29 @@ class WorkCenter:
         final: bool,
         variance_reason: str | None = None,
         posting: tuple[str, str] | None = None,
-    ) -> Confirmation:
+    ) -> Confirmation | None:
         """Confirm everything pending of ``op`` (rules.md §6). The sum rule holds by construction:
-        the confirmation is exactly ``counted - confirmed`` and is added to ``confirmed``."""
+        the confirmation is exactly ``counted - confirmed`` and is added to ``confirmed``.
+
+        While an earlier confirmation of ``op`` stands rejected by the ERP, nothing is confirmed
+        (domain.md §10.5 rule 2): partial quantities stay pending and go with the next one, a
+        final confirmation is withheld until the rejected one is resent or reversed.
+        """
+        blocking = self.blocking_confirmation(op)
+        if blocking is not None:
+            if final and not op.final_withheld:
+                op.final_withheld = True
+                op.final_withheld_variance = variance_reason
+                self._touch("operation", op.key)
+                self._emit(
+                    EventType.FINAL_CONFIRMATION_WITHHELD,
+                    now,
+                    op,
+                    actor,
+                    blocked_by=blocking.conf_id,
+                    erp_message=blocking.erp_message,
+                )
+            return None
         self._accrue(op, now)
         pending = op.pending
         rules = self.rules
@@ -1226,6 +1246,26 @@ class WorkCenter:
         )
         return conf
 
+    def blocking_confirmation(self, op: Operation) -> Confirmation | None:
+        """The confirmation of ``op`` the ERP rejected and nobody resent or reversed yet."""
+        for counter in range(1, op.conf_count + 1):
+            conf = self.confirmations.get(f"{op.key}#{counter}")
+            if (
+                conf is not None
+                and conf.status is ConfirmationStatus.REJECTED
+                and not conf.reversed
+            ):
+                return conf
+        return None
+
+    def _release_withheld(self, op: Operation, now: Instant, actor: str) -> None:
+        """The rejection is dealt with: the final confirmation that waited for it is made now."""
+        if op.final_withheld and self.blocking_confirmation(op) is None:
+            op.final_withheld = False
+            variance, op.final_withheld_variance = op.final_withheld_variance, None
+            self._touch("operation", op.key)
+            self._confirm(op, now, actor, final=True, variance_reason=variance)
+
     def _cycle_variance(self, spec: OperationSpec, pending: Tally) -> str | None:
         made = pending.good + pending.scrap_total + pending.rework_total
         if spec.std_cycle_s <= 0 or made <= 0 or pending.production_ms <= 0:
@@ -1248,6 +1288,16 @@ class WorkCenter:
                 f"operation {op.key} is cancelled; only a supervisor may confirm it",
                 field="actor",
                 value=r.actor,
+            )
+        blocking = self.blocking_confirmation(op)
+        if blocking is not None:
+            raise _reject(
+                RejectionCode.CONFIRMATION_BLOCKED,
+                f"confirmation {blocking.conf_id} was rejected by the ERP "
+                f"({blocking.erp_message or 'no message'}); a supervisor resends it corrected "
+                "or reverses it first",
+                field="op",
+                value=r.op,
             )
         pending = op.pending
         if not pending.has_quantity() and not (op.status.active and pending.production_ms):
@@ -1310,6 +1360,7 @@ class WorkCenter:
             reverses_idem_key=conf.idem_key,
             **conf_rules.tally_payload(conf.tally),
         )
+        self._release_withheld(op, r.at, r.actor)
 
     def _on_resend(self, r: ResendConfirmation) -> None:
         self._require_supervisor(r.actor, "resend a confirmation")
@@ -1350,6 +1401,7 @@ class WorkCenter:
             r.actor,
             **conf_rules.confirmation_payload(conf, op.spec),
         )
+        self._release_withheld(op, r.at, r.actor)
 
     def _on_result(self, r: ConfirmationResult) -> None:
         found = self.confirmation_by_idem(r.idem_key)

@@ -177,6 +177,10 @@ class Operation:
     target_reached: bool = False
     over_tolerance: bool = False
     over_tolerance_acknowledged: bool = False
+    # The final confirmation waits while an earlier one of this operation is rejected by the
+    # ERP (domain.md §10.5 rule 2); it is made when that one is resent or reversed.
+    final_withheld: bool = False
+    final_withheld_variance: str | None = None
 
     @property
     def key(self) -> OperationKey:

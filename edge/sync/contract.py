@@ -185,6 +185,7 @@ class OrderEventBody(OrderFields):
         "over_tolerance_acknowledged",
         "dispatch_conflict",
         "count_corrected",
+        "final_confirmation_withheld",
     ]
     from_: str | None = Field(None, alias="from")
     to: str | None = None
@@ -211,6 +212,8 @@ class OrderEventBody(OrderFields):
     scrap_delta: Quantity | None = None
     scrap_reason: str | None = None
     reason: str | None = None
+    blocked_by: str | None = None
+    erp_message: str | None = None
 
 
 class DispatchReceivedBody(OrderFields):

@@ -393,3 +393,63 @@ def test_central_master_data_brings_its_own_shifts_and_confirmation_policy() -> 
     conf = wc.confirmations["4711/0020#1"]
     assert conf.tally.good == 5
     assert conf.shift == "2024-03-04/late"
+
+
+# -- domain.md §10.5 rule 2: a rejected confirmation blocks later ones of the same operation -----
+
+
+def rejected_first() -> WorkCenter:
+    """250 confirmed by policy, then rejected by the ERP ("period closed")."""
+    wc = example_wc()
+    count_up(wc, 250, 0)
+    (c1,) = confs(wc)
+    ok(wc, ConfirmationResult(c1.idem_key, ResultStatus.REJECTED, at(3000), "period closed"))
+    return wc
+
+
+def test_policy_confirmations_wait_while_one_is_rejected_and_nothing_is_lost() -> None:
+    wc = rejected_first()
+    count_up(wc, 600, 3000)  # two more "every 250" points pass
+    assert len(confs(wc)) == 1
+    assert wc.operations[key(OP)].pending.good == 350
+    ok(wc, ResendConfirmation(OP, 1, SUPERVISOR, at(9000), posting_date="2024-03-05"))
+    count_up(wc, 610, 9000)  # the next policy point takes everything pending
+    c1, c2 = confs(wc)
+    assert c2.tally.good == 360
+    assert c1.tally.good + c2.tally.good == wc.operations[key(OP)].counted.good
+
+
+def test_an_operator_request_is_refused_with_the_erp_message() -> None:
+    wc = rejected_first()
+    count_up(wc, 300, 3000)
+    rej = rejected(wc, RequestConfirmation(OPERATOR, at(4000)))
+    assert rej.code is RejectionCode.CONFIRMATION_BLOCKED
+    assert "period closed" in rej.message
+    assert "4711/0020#1" in rej.message
+
+
+def test_completing_withholds_the_final_confirmation_until_the_rejected_one_is_resent() -> None:
+    wc = rejected_first()
+    count_up(wc, 400, 3000)
+    out = act(wc, Action.COMPLETE, 5000)
+    withheld = one(out, EventType.FINAL_CONFIRMATION_WITHHELD)
+    assert withheld.data == {"blocked_by": "4711/0020#1", "erp_message": "period closed"}
+    op = wc.operations[key(OP)]
+    assert op.status.finished
+    assert op.final_withheld
+    assert len(confs(wc)) == 1
+    out = ok(wc, ResendConfirmation(OP, 1, SUPERVISOR, at(6000), posting_date="2024-03-05"))
+    final = one(out, EventType.CONFIRMATION_CREATED)
+    assert final.data["kind"] == "final"
+    assert final.data["yield_qty"] == 150
+    assert not op.final_withheld
+
+
+def test_reversing_the_rejected_one_also_releases_the_final_confirmation() -> None:
+    wc = rejected_first()
+    count_up(wc, 400, 3000)
+    act(wc, Action.COMPLETE, 5000)
+    out = ok(wc, ReverseConfirmation(OP, 1, SUPERVISOR, at(6000)))
+    final = one(out, EventType.CONFIRMATION_CREATED)
+    assert final.data["yield_qty"] == 400  # the reversed 250 are pending again
+    assert final.data["kind"] == "final"
