@@ -350,7 +350,9 @@ def check_invariants(floor: Floor, out: Outcome) -> None:
         summed.add(op.pending)
         assert quantities(summed) == quantities(op.counted), f"sum rule broken for {key}"
         assert quantities(confirmed) == quantities(op.confirmed)
-        if (
+        if op.final_withheld:  # rule 2: only while an earlier confirmation stands rejected
+            assert wc.blocking_confirmation(op) is not None, f"{key} withheld for nothing"
+        elif (
             op.status is OperationStatus.COMPLETED
             and str(key) not in floor.touched_after_completion
         ):
