@@ -73,6 +73,10 @@ async def run_gateway(
             await source.run()
 
         components = (*components, run_source)
+    if cfg.operator.buttons or cfg.operator.stacklight is not None:
+        from edge.operator import operator_components
+
+        components = (*components, *operator_components(cfg, sources))
 
     def links() -> dict[str, str]:
         return {source.link: source.status() for source in sources}
@@ -86,6 +90,15 @@ async def run_gateway(
             await sync.run()
 
         components = (*components, mqtt_sync)
+    if cfg.panel.enabled:
+        from edge.panel.server import build_panel
+
+        panel = build_panel(cfg, engine)
+
+        async def operator_panel(_: Engine) -> None:
+            await panel.run()
+
+        components = (*components, operator_panel)
     log.info(
         "gateway started",
         edge_id=cfg.gateway.edge_id,

@@ -150,6 +150,33 @@ def cmd_contract(args: argparse.Namespace) -> int:
     return asyncapi.main(["--out", args.out, *(["--check"] if args.check else [])])
 
 
+def cmd_panel_pin(args: argparse.Namespace) -> int:
+    import getpass
+
+    from edge.panel.auth import PinFormatError, check_pin_format, hash_pin
+
+    if args.stdin or not sys.stdin.isatty():
+        pin = sys.stdin.readline().strip()
+    else:
+        pin = getpass.getpass("supervisor PIN (4-12 digits): ")
+        if getpass.getpass("the same PIN again: ") != pin:
+            print("edge panel-pin: the two PINs differ; nothing written", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        check_pin_format(pin)
+    except PinFormatError as exc:
+        print(f"edge panel-pin: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    line = hash_pin(pin)
+    if args.id:
+        print(f"{args.id} {line}")
+        print("# a line for the file named by [panel] supervisor_pin_file", file=sys.stderr)
+    else:
+        print(f'supervisor_pin_hash = "{line}"')
+        print("# put this line into the [panel] section of the config", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge", description="Work-center edge gateway for manufacturing order management."
@@ -201,6 +228,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; fail if the files are out of date"
     )
     contract.set_defaults(fn=cmd_contract)
+    pin = sub.add_parser(
+        "panel-pin", help="hash a supervisor PIN for the panel (prints the line for the config)"
+    )
+    pin.add_argument(
+        "--id", help="a supervisor id: print '<id> <hash>' for [panel] supervisor_pin_file"
+    )
+    pin.add_argument(
+        "--stdin", action="store_true", help="read the PIN from the first line of stdin"
+    )
+    pin.set_defaults(fn=cmd_panel_pin)
     ops.register(sub)
     return parser
 

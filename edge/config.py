@@ -62,6 +62,7 @@ from pydantic_settings import (
 )
 
 from edge.domain.rules import (
+    HELP_CATEGORIES,
     ConfirmationPolicy,
     CountKind,
     CountSource,
@@ -361,23 +362,181 @@ class OpcUaSource(_Section):
 # -- digital I/O: Modbus ------------------------------------------------------------------------
 
 
+RegisterAddress = Annotated[int, Field(ge=0, le=65535)]
+_RTU_ONLY: Final[tuple[str, ...]] = ("device", "baudrate", "parity", "stopbits", "bytesize")
+_TCP_ONLY: Final[tuple[str, ...]] = ("host", "port")
+
+
+class ModbusCounterEntry(_Section):
+    """``[[sources.modbus.counters]]``: one counter register (or register pair) feeding one
+    absolute ``[[counting.sources]]`` counter; its ``bits`` there (16, 32, 64) say how many
+    registers it spans (1, 2, 4)."""
+
+    counter: Name
+    table: Literal["holding", "input"] = "holding"
+    address: RegisterAddress  # 0-based protocol address (manuals' "40001" is holding 0)
+
+
+class ModbusStateEntry(_Section):
+    """``[sources.modbus.state]``: machine state from bits; precedence down > setup > running,
+    and none of them set means idle."""
+
+    table: Literal["discrete_inputs", "coils"] = "discrete_inputs"
+    running: RegisterAddress | None = None
+    down: RegisterAddress | None = None
+    setup: RegisterAddress | None = None
+    # Bits wired active-low (a normally-closed fault contact reads 0 when the machine is down,
+    # so a broken wire shows as a fault).
+    inverted: list[Literal["running", "down", "setup"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _distinct_bits(self) -> ModbusStateEntry:
+        problems: list[_SubProblem] = []
+        bits = {role: getattr(self, role) for role in ("running", "down", "setup")}
+        given = {role: addr for role, addr in bits.items() if addr is not None}
+        if not given:
+            problems.append(
+                (("running",), MISSING, "give the address of at least one of running, down, setup")
+            )
+        seen: dict[int, str] = {}
+        for role, addr in given.items():
+            if addr in seen:
+                problems.append(
+                    ((role,), addr, f"the same bit as {seen[addr]}; each role needs its own bit")
+                )
+            seen.setdefault(addr, role)
+        for i, role in enumerate(self.inverted):
+            if bits[role] is None:
+                problems.append((("inverted", i), role, f"{role} has no bit address here"))
+        if problems:
+            raise _problems(problems)
+        return self
+
+
 class ModbusSource(_Section):
     """``[[sources.modbus]]``: one Modbus TCP or RTU I/O module (counters, state bits, coils)."""
 
     name: Name
+    transport: Literal["tcp", "rtu"] = "tcp"
+    # tcp
+    host: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    # rtu; the Modbus serial line spec makes even parity the default (8E1)
+    device: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    baudrate: Annotated[int, Field(ge=300, le=1_000_000)] = 19200
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    # 1-247 on a serial line (0 is broadcast, never answered); TCP modules take 0-255
+    unit_id: Annotated[int, Field(ge=0, le=255)] = 1
+    poll_interval_ms: Annotated[float, Field(ge=10, le=60_000)] = 100.0
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    reconnect_min_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # Of a counter spanning several registers: "big" = high word first, "little" = low first
+    word_order: Literal["big", "little"] = "big"
+    counters: list[ModbusCounterEntry] = Field(default_factory=list)
+    state: ModbusStateEntry | None = None
+
+    @field_validator("parity", mode="before")
+    @classmethod
+    def _upper_parity(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _fits_transport(self) -> ModbusSource:
+        problems: list[_SubProblem] = []
+        given = self.model_fields_set
+        if self.transport == "tcp":
+            if self.host is None:
+                problems.append((("host",), MISSING, "required with transport = 'tcp'"))
+            wrong = [k for k in _RTU_ONLY if k in given]
+        else:
+            if self.device is None:
+                problems.append(
+                    (("device",), MISSING, "required with transport = 'rtu' (e.g. /dev/ttyUSB0)")
+                )
+            if not 1 <= self.unit_id <= 247:
+                problems.append((("unit_id",), self.unit_id, "on a serial line a unit id is 1-247"))
+            wrong = [k for k in _TCP_ONLY if k in given]
+        # A serial setting on a TCP link (or the reverse) is a misunderstanding, not a no-op.
+        for key in wrong:
+            problems.append(
+                ((key,), getattr(self, key), f"not used with transport = {self.transport!r}")
+            )
+        if self.reconnect_min_s > self.reconnect_max_s:
+            problems.append(
+                (("reconnect_min_s",), self.reconnect_min_s, "larger than reconnect_max_s")
+            )
+        if problems:
+            raise _problems(problems)
+        return self
 
 
 # -- digital I/O: GPIO -------------------------------------------------------------------------
 
+# The GPIO lines of the Raspberry Pi's 40-pin header, by BCM number (GPIO0 .. GPIO27).
+GPIO_PINS: Final = range(28)
+_GPIO_PIN_TEXT: Final = "should be a BCM GPIO number 0-27 (GPIO0-GPIO27 of the 40-pin header)"
+
+
+def _gpio_pin(value: int) -> int:
+    if value not in GPIO_PINS:
+        raise PydanticCustomError("gpio_pin", _GPIO_PIN_TEXT)
+    return value
+
+
+class GpioInput(_Section):
+    """One GPIO input: the pin, its pull resistor, the level that means "active", debounce."""
+
+    pin: int
+    # "up": idles high, a contact to ground activates it (the usual dry contact or NPN sensor);
+    # "down": idles low (PNP sensor through a divider); "off": something else drives the line.
+    pull: Literal["up", "down", "off"] = "up"
+    # None: the opposite of the pull (up -> "low", down -> "high"); required with pull = "off".
+    active: Literal["low", "high"] | None = None
+    # An edge counts only after the line was quiet this long, so contact bounce counts once.
+    bounce_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+
+    @field_validator("pin")
+    @classmethod
+    def _valid_pin(cls, value: int) -> int:
+        return _gpio_pin(value)
+
+    @model_validator(mode="after")
+    def _level_known(self) -> GpioInput:
+        if self.pull == "off" and self.active is None:
+            raise _problems([(("active",), MISSING, 'required with pull = "off": "low" or "high"')])
+        return self
+
+    @property
+    def active_high(self) -> bool:
+        if self.active is not None:
+            return self.active == "high"
+        return self.pull == "down"
+
 
 class GpioSection(_Section):
     """``[gpio]``: the pin factory every GPIO user (counters, buttons, stack light) shares."""
+
+    # "lgpio" (Raspberry Pi OS bookworm, Pi 5), "rpigpio" (RPi.GPIO), "native" (gpiozero's
+    # own /dev/gpiomem driver), "mock" (no hardware: simulated pins for demos and tests).
+    pin_factory: Literal["lgpio", "rpigpio", "native", "mock"] = "lgpio"
+
+
+class GpioCounterEntry(GpioInput):
+    """``[[sources.gpio.counters]]``: one input pin whose pulses feed one pulse counter."""
+
+    counter: Name  # the name of a signal = "pulse" counter in [[counting.sources]]
 
 
 class GpioSource(_Section):
     """``[[sources.gpio]]``: pulse counting on the gateway's own GPIO input pins."""
 
     name: Name
+    # Pulses are handed to the engine this often (one input per counter with new pulses).
+    batch_ms: Annotated[float, Field(ge=10, le=5000)] = 100.0
+    counters: Annotated[list[GpioCounterEntry], Field(min_length=1)]
 
 
 class SourcesSection(_Section):
@@ -390,17 +549,181 @@ class SourcesSection(_Section):
 
 # -- the operator side ---------------------------------------------------------------------------
 
+ButtonAction = Literal[
+    "start_setup",
+    "start_production",
+    "interrupt",
+    "resume",
+    "complete",
+    "stop_reason_next",
+    "stop_reason_confirm",
+    "scrap_one",
+    "call_help",
+]
+# Completing ends the order in the ERP: a button brushed in passing must never do it.
+COMPLETE_MIN_LONG_PRESS_S: Final = 1.0
+
+
+class ButtonEntry(GpioInput):
+    """``[[operator.buttons]]``: one push button on a GPIO pin and the action it triggers."""
+
+    name: Name  # the actor in events: "button:<name>"
+    action: ButtonAction
+    # 0: acts on press; > 0: acts once held this long (released earlier: nothing happens).
+    long_press_s: Annotated[float, Field(ge=0, le=10)] = 0.0
+    bounce_ms: Annotated[float, Field(ge=0, le=1000)] = 20.0
+    category: Code | None = None  # call_help: what help (one of [andon].categories)
+    reason: Code | None = None  # scrap_one: the scrap reason code booked
+
+    @model_validator(mode="after")
+    def _fits_action(self) -> ButtonEntry:
+        problems: list[_SubProblem] = []
+        if self.action == "complete" and self.long_press_s < COMPLETE_MIN_LONG_PRESS_S:
+            problems.append(
+                (
+                    ("long_press_s",),
+                    self.long_press_s,
+                    f"a complete button needs a long press (long_press_s >= "
+                    f"{COMPLETE_MIN_LONG_PRESS_S:g}), so that brushing it never completes an order",
+                )
+            )
+        for key, action in (("category", "call_help"), ("reason", "scrap_one")):
+            given = getattr(self, key)
+            if self.action == action and given is None:
+                problems.append(((key,), MISSING, f"required for action = {action!r}"))
+            elif self.action != action and given is not None:
+                problems.append(((key,), given, f"only for action = {action!r}"))
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+STACKLIGHT_LAMPS: Final = ("green", "yellow", "red", "blue", "buzzer")
+
+
+class StackLightEntry(_Section):
+    """``[operator.stacklight]``: the andon lamp: its lamps on GPIO pins or Modbus coils."""
+
+    output: Literal["gpio", "modbus"] = "gpio"
+    modbus_source: Name | None = None  # output = "modbus": the [[sources.modbus]] module
+    # Each lamp: a GPIO pin (BCM) or a coil address; a lamp left out is not wired.
+    green: Annotated[int, Field(ge=0, le=65535)] | None = None
+    yellow: Annotated[int, Field(ge=0, le=65535)] | None = None
+    red: Annotated[int, Field(ge=0, le=65535)] | None = None
+    blue: Annotated[int, Field(ge=0, le=65535)] | None = None
+    buzzer: Annotated[int, Field(ge=0, le=65535)] | None = None
+    active: Literal["high", "low"] = "high"  # gpio: "low" for relay boards that switch on low
+    blink_s: Annotated[float, Field(ge=0.1, le=5)] = 0.5  # on and off time of a blinking lamp
+    buzzer_s: Annotated[float, Field(ge=0, le=600)] = 3.0  # per new stop or call; 0: silent
+    lamp_test_s: Annotated[float, Field(ge=0, le=10)] = 1.0  # every lamp on at start; 0: none
+
+    @property
+    def lamps(self) -> dict[str, int]:
+        """The wired lamps: name -> pin or coil address."""
+        wired = {name: getattr(self, name) for name in STACKLIGHT_LAMPS}
+        return {name: where for name, where in wired.items() if where is not None}
+
+    @model_validator(mode="after")
+    def _wired(self) -> StackLightEntry:
+        problems: list[_SubProblem] = []
+        lamps = self.lamps
+        if not lamps:
+            problems.append(
+                (
+                    ("green",),
+                    MISSING,
+                    "no lamp is wired: give at least one of green, yellow, red, blue, buzzer",
+                )
+            )
+        seen: dict[int, str] = {}
+        for name, where in lamps.items():
+            if self.output == "gpio" and where not in GPIO_PINS:
+                problems.append(((name,), where, _GPIO_PIN_TEXT))
+            elif where in seen:
+                problems.append(((name,), where, f"the {seen[where]} lamp is wired there too"))
+            seen.setdefault(where, name)
+        if self.output == "modbus" and self.modbus_source is None:
+            problems.append((("modbus_source",), MISSING, 'required with output = "modbus"'))
+        if self.output == "gpio" and self.modbus_source is not None:
+            problems.append((("modbus_source",), self.modbus_source, 'only with output = "modbus"'))
+        if problems:
+            raise _problems(problems)
+        return self
+
 
 class OperatorSection(_Section):
     """``[operator]``: physical buttons and the stack light beside the machine."""
+
+    buttons: list[ButtonEntry] = Field(default_factory=list)
+    stacklight: StackLightEntry | None = None
+
+    @model_validator(mode="after")
+    def _distinct_buttons(self) -> OperatorSection:
+        problems: list[_SubProblem] = []
+        first: dict[str, int] = {}
+        for i, button in enumerate(self.buttons):
+            if button.name in first:
+                problems.append(
+                    (
+                        ("buttons", i, "name"),
+                        button.name,
+                        f"duplicate button name (also buttons.{first[button.name]})",
+                    )
+                )
+            first.setdefault(button.name, i)
+        if problems:
+            raise _problems(problems)
+        return self
 
 
 class AndonSection(_Section):
     """``[andon]``: calls for help (rules.md §8)."""
 
+    categories: Annotated[list[Code], Field(min_length=1, max_length=20)] = Field(
+        default_factory=lambda: list(HELP_CATEGORIES)
+    )
+    # An unacknowledged call escalates (a second event to central) after this long; 0: never.
+    escalate_after_s: Annotated[float, Field(ge=0, le=86_400)] = 300.0
+
 
 class PanelSection(_Section):
-    """``[panel]``: the operator touch panel and the local API the daemon serves."""
+    """``[panel]``: the operator touch panel and the local API the daemon serves.
+
+    The supervisor PIN is stored only as a hash (``edge panel-pin`` makes one): either one shared
+    PIN (``supervisor_pin_hash``, acting as ``supervisor:<supervisor_id>``) or a file of
+    ``<id> <hash>`` lines, one per supervisor, so every action names the person.
+    """
+
+    enabled: bool = False
+    # Loopback by default: the kiosk browser runs on the same device. "0.0.0.0" for the plant LAN.
+    host: Annotated[str, Field(min_length=1, max_length=255)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080  # 0: any free port (tests)
+    language: Literal["en", "de"] = "en"
+    operator_id: Name = "panel"  # panel taps act as operator:<operator_id>
+    supervisor_id: Name = "panel"
+    # "scrypt$..." from `edge panel-pin`; kept out of repr() so it never lands in a log line
+    supervisor_pin_hash: Annotated[str | None, Field(repr=False)] = None
+    supervisor_pin_file: Annotated[Path, Field(strict=False)] | None = None
+    pin_max_failures: Annotated[int, Field(ge=1, le=20)] = 3  # wrong PINs before a lockout
+    pin_lockout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # doubles with each lockout
+    pin_lockout_max_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
+    supervisor_session_s: Annotated[float, Field(gt=0, le=3600)] = 120.0  # idle time to log out
+    variance_reasons: Annotated[list[Code], Field(min_length=1, max_length=20)] = Field(
+        default_factory=lambda: ["MATERIAL", "QUALITY", "MACHINE", "PLANNING", "OTHER"]
+    )
+    bind_retry_s: Annotated[float, Field(gt=0, le=600)] = 5.0  # address busy: try again after
+
+    @field_validator("supervisor_pin_hash")
+    @classmethod
+    def _pin_hash(cls, value: str | None) -> str | None:
+        from edge.panel.auth import PinFormatError, PinHash
+
+        if value is not None:
+            try:
+                PinHash.parse(value)
+            except PinFormatError as exc:
+                raise PydanticCustomError("pin_hash", str(exc)) from None
+        return value
 
 
 class OperationsSection(_Section):
@@ -688,6 +1011,160 @@ class GatewayConfig(BaseSettings):
                             "not an absolute counter in [[counting.sources]]",
                         )
                     )
+        if problems:
+            raise _problems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _modbus_links(self) -> GatewayConfig:
+        """Modbus counters name absolute counters, each fed once, in registers that exist."""
+        bits = {s.name: s.bits for s in self.counting.sources if s.signal == "absolute"}
+        fed = {
+            e.counter: "an [[sources.opcua]] link" for s in self.sources.opcua for e in s.counters
+        }
+        problems: list[_SubProblem] = []
+        names: set[str] = set()
+        devices: dict[str, str] = {}
+        for i, src in enumerate(self.sources.modbus):
+            where: tuple[str | int, ...] = ("sources", "modbus", i)
+            if src.name in names:
+                problems.append(((*where, "name"), src.name, "duplicate name"))
+            names.add(src.name)
+            if src.transport == "rtu" and src.device is not None:
+                if src.device in devices:
+                    problems.append(
+                        (
+                            (*where, "device"),
+                            src.device,
+                            f"already opened by modbus source {devices[src.device]!r}; "
+                            "one source per serial port",
+                        )
+                    )
+                devices.setdefault(src.device, src.name)
+            used: dict[tuple[str, int], str] = {}  # (table, register) -> counter
+            for j, entry in enumerate(src.counters):
+                at = (*where, "counters", j)
+                if entry.counter not in bits:
+                    problems.append(
+                        (
+                            (*at, "counter"),
+                            entry.counter,
+                            "not an absolute counter in [[counting.sources]]",
+                        )
+                    )
+                    continue
+                if entry.counter in fed:
+                    problems.append(
+                        (
+                            (*at, "counter"),
+                            entry.counter,
+                            f"already read by {fed[entry.counter]}; both would count",
+                        )
+                    )
+                fed.setdefault(entry.counter, f"modbus source {src.name!r}")
+                words = bits[entry.counter] // 16
+                if entry.address + words > 65536:
+                    problems.append(
+                        (
+                            (*at, "address"),
+                            entry.address,
+                            f"a {bits[entry.counter]}-bit counter spans {words} registers; "
+                            "the last register address is 65535",
+                        )
+                    )
+                    continue
+                for reg in range(entry.address, entry.address + words):
+                    other = used.get((entry.table, reg))
+                    if other is not None:
+                        problems.append(
+                            (
+                                (*at, "address"),
+                                entry.address,
+                                f"{entry.table} register {reg} is also read for counter {other!r}",
+                            )
+                        )
+                        break
+                    used[(entry.table, reg)] = entry.counter
+        if problems:
+            raise _problems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _gpio_links(self) -> GatewayConfig:
+        """GPIO counters feed pulse counters, once each; no pin serves two purposes; buttons
+        call for help in a known category; a Modbus stack light names a Modbus module."""
+        kinds = {s.name: s.signal for s in self.counting.sources}
+        problems: list[_SubProblem] = []
+        pins: dict[int, str] = {}
+
+        def claim(pin: int, path: tuple[str | int, ...], what: str) -> None:
+            if pin in pins:
+                problems.append((path, pin, f"GPIO pin {pin} is already used by {pins[pin]}"))
+            pins.setdefault(pin, what)
+
+        names: set[str] = set()
+        fed: dict[str, str] = {}
+        for i, src in enumerate(self.sources.gpio):
+            if src.name in names:
+                problems.append((("sources", "gpio", i, "name"), src.name, "duplicate name"))
+            names.add(src.name)
+            for j, entry in enumerate(src.counters):
+                at: tuple[str | int, ...] = ("sources", "gpio", i, "counters", j)
+                kind = kinds.get(entry.counter)
+                if kind is None:
+                    problems.append(
+                        (
+                            (*at, "counter"),
+                            entry.counter,
+                            'not a counter in [[counting.sources]] (one with signal = "pulse")',
+                        )
+                    )
+                elif kind != "pulse":
+                    problems.append(
+                        (
+                            (*at, "counter"),
+                            entry.counter,
+                            f"a GPIO pin counts pulses, but counter {entry.counter!r} has "
+                            f'signal = {kind!r}; set signal = "pulse" there',
+                        )
+                    )
+                elif entry.counter in fed:
+                    problems.append(
+                        (
+                            (*at, "counter"),
+                            entry.counter,
+                            f"already fed by {fed[entry.counter]}: it would count twice",
+                        )
+                    )
+                fed.setdefault(entry.counter, f"GPIO pin {entry.pin}")
+                claim(entry.pin, (*at, "pin"), f"counter {entry.counter!r} of [[sources.gpio]]")
+        categories = self.andon.categories
+        for i, button in enumerate(self.operator.buttons):
+            at = ("operator", "buttons", i)
+            claim(button.pin, (*at, "pin"), f"button {button.name!r}")
+            if button.category is not None and button.category not in categories:
+                problems.append(
+                    (
+                        (*at, "category"),
+                        button.category,
+                        f"not one of [andon].categories ({', '.join(categories)})",
+                    )
+                )
+        light = self.operator.stacklight
+        if light is not None and light.output == "gpio":
+            for lamp, pin in light.lamps.items():
+                claim(pin, ("operator", "stacklight", lamp), f"the stack light's {lamp} lamp")
+        if light is not None and light.modbus_source is not None:
+            modbus = [m.name for m in self.sources.modbus]
+            if light.modbus_source not in modbus:
+                problems.append(
+                    (
+                        ("operator", "stacklight", "modbus_source"),
+                        light.modbus_source,
+                        "not a [[sources.modbus]] name"
+                        + (f" (known: {', '.join(modbus)})" if modbus else " (none is configured)"),
+                    )
+                )
         if problems:
             raise _problems(problems)
         return self
@@ -1010,4 +1487,6 @@ def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
         variance_threshold=conf.variance_threshold,
         variance_reason=conf.variance_reason,
         master_data=master,
+        help_categories=tuple(cfg.andon.categories),
+        help_escalate_after_s=cfg.andon.escalate_after_s,
     )

@@ -420,11 +420,15 @@ def acl_block(edge_id: str, root: str) -> str:
     only its own command topics (so it cannot fake a dispatch, not even for itself).
     """
     from edge.sync.contract import BY_PATH
+    from edge.sync.service import relay_state_topic
 
     lines = [f"# gateway {edge_id}: certificate CN = {edge_id}", f"user {edge_id}"]
     for path, topic in sorted(BY_PATH.items(), key=lambda kv: (kv[1].direction, kv[0])):
         access = "read" if topic.direction == "down" else "write"
         lines.append(f"topic {access} {root}/{path}")
+    relay = relay_state_topic(root)
+    if relay is not None:  # whether the relay is there: confirmations wait while it is not
+        lines.append(f"topic read {relay}")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@
 # (and add a presence check to _edge_pkg_present when the package name is not what dpkg reports).
 EDGE_APT_PACKAGES=(
     mosquitto # MQTT broker binary; tests spawn their own instance on free loopback ports
+    chromium  # the operator panel's browser tests drive it with Playwright (no browser download)
 )
 
 EDGE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
@@ -30,6 +31,9 @@ _edge_pkg_present() {
     case "$1" in
         mosquitto)
             command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]]
+            ;;
+        chromium)
+            [[ -x /usr/bin/chromium ]]
             ;;
         *)
             dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

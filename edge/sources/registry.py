@@ -19,6 +19,9 @@ class SourceTask:
     link: str  # as health shows it: "opcua:press"
     run: Callable[[], Coroutine[Any, Any, None]]
     status: Callable[[], str]
+    # The adapter object itself, for a component that acts through it (the stack light writes
+    # coils through a ModbusLink). ``link`` above was already the health name, hence this name.
+    adapter: object | None = None
 
 
 def _status_of(link: Any) -> Callable[[], str]:
@@ -36,4 +39,19 @@ def build_sources(cfg: GatewayConfig, engine: Engine) -> list[SourceTask]:
         for src in cfg.sources.opcua:
             link = OpcUaLink(src, engine)
             tasks.append(SourceTask(f"opcua:{src.name}", link.run, _status_of(link)))
+    if cfg.sources.gpio:
+        from edge.sources.gpio import GpioLink
+
+        for gp in cfg.sources.gpio:
+            gpio = GpioLink(gp, engine, pin_factory=cfg.gpio.pin_factory)
+            tasks.append(SourceTask(f"gpio:{gp.name}", gpio.run, _status_of(gpio), adapter=gpio))
+    if cfg.sources.modbus:
+        from edge.sources.modbus import ModbusLink, counter_bits
+
+        bits = counter_bits(cfg)
+        for mb in cfg.sources.modbus:
+            modbus = ModbusLink(mb, engine, bits=bits)
+            tasks.append(
+                SourceTask(f"modbus:{mb.name}", modbus.run, _status_of(modbus), adapter=modbus)
+            )
     return tasks

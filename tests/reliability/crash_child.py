@@ -40,7 +40,8 @@ async def main(db: Path) -> None:
             *(engine.submit(CounterReading("good", v, engine.now())) for v in values)
         )
         value += CHUNK
-        print("ACK", value, flush=True)
+        sys.stdout.write(f"ACK {value}\n")  # one write: a kill cuts at most this line
+        sys.stdout.flush()
         if task.done():
             task.result()
 

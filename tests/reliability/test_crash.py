@@ -45,8 +45,9 @@ def run_and_kill(db: Path, rng: random.Random) -> int:
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
     acked = int(ready.split()[1])
-    for line in child.stdout.read().splitlines():
-        if line.startswith("ACK"):
+    # Only whole lines: the kill may cut the last one short ("ACK 12" of "ACK 123", or "ACK").
+    for line in child.stdout.read().split("\n")[:-1]:
+        if line.startswith("ACK "):
             acked = int(line.split()[1])
     return acked
 

@@ -1,0 +1,304 @@
+"""The local API's requests and answers; FastAPI's OpenAPI document is generated from these.
+
+Quantities travel as JSON numbers (an integral quantity as an integer), as the panel shows them;
+the core keeps them as exact decimals. Every command carries a ``command_id`` the client makes
+once per tap, so a double tap or a resend after a lost answer acts only once.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from edge.domain.model import ConfirmationStatus, OperationStatus
+
+OP_PATTERN = r"^[^/\s]{1,64}/[^/\s]{1,64}(/\d{1,4})?$"
+CODE_PATTERN = r"^[A-Za-z0-9_.:/-]{1,40}$"
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+def _number(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+# Out: a JSON number. In: an exact decimal (a JSON number or a numeric string).
+Qty = Annotated[Decimal, PlainSerializer(_number, return_type=int | float, when_used="json")]
+OpRef = Annotated[
+    str,
+    Field(
+        pattern=OP_PATTERN,
+        description="the operation as ORDER/OPERATION or ORDER/OPERATION/SPLIT",
+        examples=["4711/0020"],
+    ),
+]
+CommandId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_-]{8,64}$",
+        description="made by the client once per tap (a UUID); the same id never acts twice",
+        examples=["6f1c2b0e-8d4a-4b6e-9a57-0c3f4e2a9b11"],
+    ),
+]
+# A tap on the number pad: positive, at most 6 whole digits and 3 decimals.
+TapQty = Annotated[Decimal, Field(gt=0, lt=1_000_000, decimal_places=3)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# ------------------------------------------------------------------------- commands (in)
+
+
+class Command(_In):
+    command_id: CommandId
+    operator: Annotated[str, Field(pattern=NAME_PATTERN)] | None = Field(
+        None, description="who tapped (operator:<id>); default: the panel's configured operator"
+    )
+
+
+class OpCommand(Command):
+    op: OpRef
+
+
+class CompleteCommand(OpCommand):
+    variance_reason: Annotated[str, Field(pattern=CODE_PATTERN)] | None = Field(
+        None, description="needed when completing below the under-delivery tolerance"
+    )
+
+
+class SplitCommand(OpCommand):
+    quantity: TapQty | None = Field(
+        None, description="the remaining quantity handed back; default: target minus good"
+    )
+
+
+class ScrapCommand(OpCommand):
+    qty: TapQty
+    reason: Annotated[str, Field(pattern=CODE_PATTERN)]
+    rework: bool = False
+
+
+class StopReasonCommand(Command):
+    reason: Annotated[str, Field(pattern=CODE_PATTERN)]
+    stop_id: Annotated[str, Field(max_length=40)] = Field(
+        "", description="empty: the open stop, else the latest stop still waiting for a reason"
+    )
+
+
+class HelpCommand(Command):
+    category: Annotated[str, Field(pattern=CODE_PATTERN)]
+
+
+class HelpCallCommand(Command):
+    call_id: Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class PinLogin(_In):
+    pin: Annotated[str, Field(min_length=1, max_length=32)]
+
+
+class ReclassifyCommand(Command):
+    stop_id: Annotated[str, Field(min_length=1, max_length=40)]
+    reason: Annotated[str, Field(pattern=CODE_PATTERN)]
+
+
+class ConfirmationCommand(OpCommand):
+    counter: Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class ResendCommand(ConfirmationCommand):
+    posting_date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    variance_reason: Annotated[str, Field(pattern=CODE_PATTERN)] | None = None
+
+
+class CorrectCountCommand(OpCommand):
+    good_delta: Annotated[Decimal, Field(gt=-1_000_000, lt=1_000_000, decimal_places=3)] = Decimal(
+        0
+    )
+    scrap_delta: Annotated[Decimal, Field(gt=-1_000_000, lt=1_000_000, decimal_places=3)] = Decimal(
+        0
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=200)]
+    scrap_reason: Annotated[str, Field(pattern=CODE_PATTERN)] | None = None
+
+
+# ------------------------------------------------------------------------- answers (out)
+
+
+class ErrorBody(_Out):
+    """Why nothing was done. ``code`` is the core's rejection code or the API's own."""
+
+    ok: Literal[False] = False
+    code: str
+    message: str
+    field: str | None = None
+    value: str | int | float | bool | None = None
+    state: str | None = None
+    action: str | None = None
+    retry_after_s: float | None = None
+
+
+class Reason(_Out):
+    code: str
+    text: str
+    group: str
+
+
+class TimeElementsOut(_Out):
+    """ISO 22400 time elements of one operation, in seconds, up to now."""
+
+    setup_s: float
+    production_s: float
+    down_s: float
+    down_planned_s: float
+    down_unplanned_s: float
+    waiting_s: float
+    down_by_reason_s: dict[str, float]
+
+
+class QtyByReason(_Out):
+    code: str
+    text: str
+    qty: Qty
+
+
+class OperationOut(_Out):
+    op: str
+    order: str
+    operation: str
+    split: int
+    material: str
+    material_text: str
+    status: OperationStatus
+    sequence: int
+    target_qty: Qty
+    unit: str
+    good: Qty
+    scrap: Qty
+    rework: Qty
+    confirmed_good: Qty
+    pending_good: Qty
+    pending_scrap: Qty
+    remaining: Qty = Field(description="target minus good, never below 0")
+    due: str | None
+    target_reached: bool
+    over_tolerance: bool
+    over_tolerance_acknowledged: bool
+    under_tolerance_pct: Qty | None
+    first_start: str | None
+    ended: str | None
+
+
+class ActiveOperation(OperationOut):
+    time_elements: TimeElementsOut
+    scrap_by_reason: list[QtyByReason]
+
+
+class StopOut(_Out):
+    stop_id: str
+    start: str
+    end: str | None
+    duration_s: float
+    origin: str
+    open: bool
+    reason: str | None
+    reason_text: str | None
+    reason_source: str | None
+    alarm: str | None
+    micro: bool
+    reason_pending: bool = Field(description="no reason yet and long enough to need one")
+    operations: list[str]
+
+
+class ConfirmationOut(_Out):
+    conf_id: str
+    op: str
+    counter: int
+    final: bool
+    yield_qty: Qty
+    scrap_qty: Qty
+    rework_qty: Qty
+    unit: str
+    status: ConfirmationStatus
+    erp_message: str | None
+    erp_ref: str | None
+    retries: int
+    reversed: bool
+    reversal_status: ConfirmationStatus | None
+    posting_date: str
+    period_end: str
+    actor: str
+
+
+class HelpCallOut(_Out):
+    call_id: str
+    category: str
+    raised_at: str
+    raised_by: str
+    waiting_s: float
+    note: str | None
+    acknowledged_by: str | None
+    escalated: bool
+
+
+Lamp = Literal["green", "yellow", "red", "red_blink", "blue", "off"]
+
+
+class PanelState(_Out):
+    """Everything the panel shows, in one snapshot; also what the event stream sends."""
+
+    work_center: str
+    edge_id: str
+    boot: int = Field(description="changes when the daemon restarted: a stale page notices")
+    revision: int = Field(description="grows with every commit seen in this boot")
+    assets: str = Field(description="version of the panel's files; a change reloads the page")
+    now: str
+    language: str
+    operator: str
+    machine_state: str | None
+    machine_alarm: str | None
+    lamp: Lamp
+    state_key: str = Field(description="i18n key of the big state label")
+    family_tool: bool
+    active: list[ActiveOperation]
+    dispatch: list[OperationOut] = Field(description="operations not finished, in sequence")
+    finished: list[OperationOut] = Field(description="the most recently finished operations")
+    stop: StopOut | None = Field(description="the open stop")
+    pending_stops: list[StopOut] = Field(description="stops still waiting for a reason")
+    stops: list[StopOut] = Field(description="the most recent stops, newest first")
+    confirmations: list[ConfirmationOut] = Field(description="newest first")
+    stop_reasons: list[Reason]
+    scrap_reasons: list[Reason]
+    variance_reasons: list[str]
+    help_categories: list[str]
+    help_calls: list[HelpCallOut]
+    supervisor_configured: bool
+
+
+class CommandResult(_Out):
+    ok: Literal[True] = True
+    command_id: str
+    duplicate: bool = Field(description="true: this command was already carried out before")
+    events: list[str]
+    state: PanelState
+
+
+class LoginOut(_Out):
+    ok: Literal[True] = True
+    supervisor: str
+    token: str
+    session_s: float
+
+
+class Health(_Out):
+    ok: bool
+    boot: int
+    revision: int
+    engine_healthy: bool

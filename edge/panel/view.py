@@ -1,0 +1,253 @@
+"""What the panel shows, read from the core's state: a snapshot, never a change.
+
+The lamp follows the stack light: red blinking while a stop waits for its reason, red while the
+machine is down, blue while a call for help is open (the machine may run), yellow in setup,
+interrupted or with nothing running, green while running.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.domain.clock import Instant
+from edge.domain.core import WorkCenter
+from edge.domain.inputs import MachineState
+from edge.domain.model import ZERO, Confirmation, Operation, OperationStatus, Stop
+from edge.panel.models import (
+    ActiveOperation,
+    ConfirmationOut,
+    HelpCallOut,
+    Lamp,
+    OperationOut,
+    PanelState,
+    QtyByReason,
+    Reason,
+    StopOut,
+    TimeElementsOut,
+)
+
+RECENT_STOPS = 20
+RECENT_CONFIRMATIONS = 40
+RECENT_FINISHED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ViewMeta:
+    """What the snapshot needs besides the core's state."""
+
+    boot: int
+    revision: int
+    assets: str
+    language: str
+    operator: str
+    variance_reasons: tuple[str, ...]
+    supervisor_configured: bool
+
+
+def _s(ms: int) -> float:
+    return round(ms / 1000, 1)
+
+
+def _iso(at: Instant | None) -> str | None:
+    return at.iso() if at is not None else None
+
+
+def operation_out(op: Operation) -> OperationOut:
+    return OperationOut(**_operation_fields(op))
+
+
+def _operation_fields(op: Operation) -> dict[str, object]:
+    spec, counted, confirmed = op.spec, op.counted, op.confirmed
+    return {
+        "op": str(op.key),
+        "order": spec.order,
+        "operation": spec.operation,
+        "split": spec.split,
+        "material": spec.material,
+        "material_text": spec.material_text,
+        "status": op.status,
+        "sequence": spec.sequence,
+        "target_qty": spec.target_qty,
+        "unit": spec.unit,
+        "good": counted.good,
+        "scrap": counted.scrap_total,
+        "rework": counted.rework_total,
+        "confirmed_good": confirmed.good,
+        "pending_good": counted.good - confirmed.good,
+        "pending_scrap": counted.scrap_total - confirmed.scrap_total,
+        "remaining": max(ZERO, spec.target_qty - counted.good),
+        "due": spec.due,
+        "target_reached": op.target_reached,
+        "over_tolerance": op.over_tolerance,
+        "over_tolerance_acknowledged": op.over_tolerance_acknowledged,
+        "under_tolerance_pct": spec.under_tolerance_pct,
+        "first_start": _iso(op.first_start),
+        "ended": _iso(op.ended),
+    }
+
+
+def active_out(wc: WorkCenter, op: Operation, now: Instant) -> ActiveOperation:
+    te = wc.time_elements(op, now)
+    texts = {r.code: r.text for r in wc.master_data.scrap_reasons}
+    return ActiveOperation(
+        **_operation_fields(op),
+        time_elements=TimeElementsOut(
+            setup_s=_s(te.setup_ms),
+            production_s=_s(te.production_ms),
+            down_s=_s(te.down_ms),
+            down_planned_s=_s(te.down_planned_ms),
+            down_unplanned_s=_s(te.down_unplanned_ms),
+            waiting_s=_s(te.waiting_ms),
+            down_by_reason_s={code: _s(ms) for code, ms in te.down_by_reason_ms.items()},
+        ),
+        scrap_by_reason=[
+            QtyByReason(code=code, text=texts.get(code, code), qty=qty)
+            for code, qty in sorted(op.counted.scrap.items())
+        ],
+    )
+
+
+def reason_pending(stop: Stop) -> bool:
+    return stop.reason is None and not stop.micro and stop.reason_requested
+
+
+def stop_out(wc: WorkCenter, stop: Stop, now: Instant) -> StopOut:
+    reason = wc.master_data.stop_reason(stop.reason) if stop.reason else None
+    return StopOut(
+        stop_id=stop.stop_id,
+        start=stop.start.iso(),
+        end=_iso(stop.end),
+        duration_s=_s(stop.duration_ms(now)),
+        origin=stop.origin.value,
+        open=stop.open,
+        reason=stop.reason,
+        reason_text=reason.text if reason else None,
+        reason_source=stop.reason_source,
+        alarm=stop.alarm,
+        micro=stop.micro,
+        reason_pending=reason_pending(stop),
+        operations=list(stop.operations),
+    )
+
+
+def confirmation_out(wc: WorkCenter, conf: Confirmation) -> ConfirmationOut:
+    op = wc.operations.get(conf.key)
+    return ConfirmationOut(
+        conf_id=conf.conf_id,
+        op=str(conf.key),
+        counter=conf.counter,
+        final=conf.final,
+        yield_qty=conf.tally.good,
+        scrap_qty=conf.tally.scrap_total,
+        rework_qty=conf.tally.rework_total,
+        unit=op.spec.unit if op is not None else "",
+        status=conf.status,
+        erp_message=conf.erp_message,
+        erp_ref=conf.erp_ref,
+        retries=conf.retries,
+        reversed=conf.reversed,
+        reversal_status=conf.reversal_status,
+        posting_date=conf.posting_date,
+        period_end=conf.period_end.iso(),
+        actor=conf.actor,
+    )
+
+
+def stop_reasons(wc: WorkCenter) -> list[Reason]:
+    """Grouped as the master data groups them (a ``group`` where it has one, else the
+    category), unplanned first: the losses an operator reports most."""
+    out = [
+        Reason(code=r.code, text=r.text, group=str(getattr(r, "group", None) or r.category))
+        for r in wc.master_data.stop_reasons
+    ]
+    return sorted(out, key=lambda r: (r.group == "planned", r.group))
+
+
+def scrap_reasons(wc: WorkCenter) -> list[Reason]:
+    # The reasons the gateway books by itself go last: operators rarely pick them.
+    own = {wc.rules.setup_scrap_reason, wc.rules.machine_scrap_reason}
+    out = [
+        Reason(code=r.code, text=r.text, group="gateway" if r.code in own else "scrap")
+        for r in wc.master_data.scrap_reasons
+    ]
+    return sorted(out, key=lambda r: r.group == "gateway")
+
+
+def lamp(wc: WorkCenter) -> tuple[Lamp, str]:
+    stop = wc.open_stop
+    active = wc.active
+    if stop is not None and reason_pending(stop):
+        return "red_blink", "state.reason_pending"
+    if stop is not None or wc.header.machine_state is MachineState.DOWN:
+        return "red", "state.down"
+    if wc.help_calls:
+        return "blue", "state.help"
+    statuses = {op.status for op in active}
+    if OperationStatus.RUNNING in statuses:
+        if wc.header.machine_state is MachineState.IDLE:
+            return "yellow", "state.idle"
+        return "green", "state.running"
+    if OperationStatus.SETUP in statuses:
+        return "yellow", "state.setup"
+    if OperationStatus.INTERRUPTED in statuses:
+        return "yellow", "state.interrupted"
+    return "yellow", "state.no_order"
+
+
+def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
+    ops = list(wc.operations.values())
+    waiting = sorted(
+        (op for op in ops if not op.status.finished),
+        key=lambda op: (op.spec.sequence, op.key),
+    )
+    finished = sorted(
+        (op for op in ops if op.status.finished and op.ended is not None),
+        key=lambda op: op.ended.mono_ms if op.ended else 0,
+        reverse=True,
+    )[:RECENT_FINISHED]
+    stops = list(wc.stops.values())
+    pending = [s for s in stops if reason_pending(s)]
+    recent = stops[-RECENT_STOPS:][::-1]
+    confirmations = list(wc.confirmations.values())[-RECENT_CONFIRMATIONS:][::-1]
+    colour, key = lamp(wc)
+    header = wc.header
+    return PanelState(
+        work_center=wc.rules.work_center,
+        edge_id=wc.rules.edge_id,
+        boot=meta.boot,
+        revision=meta.revision,
+        assets=meta.assets,
+        now=now.iso(),
+        language=meta.language,
+        operator=meta.operator,
+        machine_state=header.machine_state.value if header.machine_state else None,
+        machine_alarm=header.machine_alarm,
+        lamp=colour,
+        state_key=key,
+        family_tool=wc.rules.family_tool,
+        active=[active_out(wc, op, now) for op in wc.active],
+        dispatch=[operation_out(op) for op in waiting],
+        finished=[operation_out(op) for op in finished],
+        stop=stop_out(wc, wc.open_stop, now) if wc.open_stop else None,
+        pending_stops=[stop_out(wc, s, now) for s in pending],
+        stops=[stop_out(wc, s, now) for s in recent],
+        confirmations=[confirmation_out(wc, c) for c in confirmations],
+        stop_reasons=stop_reasons(wc),
+        scrap_reasons=scrap_reasons(wc),
+        variance_reasons=list(meta.variance_reasons),
+        help_categories=list(wc.rules.help_categories),
+        help_calls=[
+            HelpCallOut(
+                call_id=call.call_id,
+                category=call.category,
+                raised_at=call.raised_at.iso(),
+                raised_by=call.raised_by,
+                waiting_s=_s(now.since(call.raised_at)),
+                note=call.note,
+                acknowledged_by=call.acknowledged_by,
+                escalated=call.escalated,
+            )
+            for call in wc.help_calls.values()
+        ],
+        supervisor_configured=meta.supervisor_configured,
+    )
