@@ -17,6 +17,7 @@ import structlog
 from edge import systemd
 from edge.config import GatewayConfig, rules_from_config
 from edge.engine import Engine
+from edge.metrics import MetricsSources
 from edge.sources.registry import SourceTask, build_sources
 from edge.store.store import Store
 
@@ -81,10 +82,12 @@ async def run_gateway(
     def links() -> dict[str, str]:
         return {source.link: source.status() for source in sources}
 
+    metrics = MetricsSources(links=links)
     if cfg.mqtt.enabled:
         from edge.sync.service import build_sync
 
         sync = build_sync(cfg, engine, links=links)
+        metrics.uplink = sync.stats
 
         async def mqtt_sync(_: Engine) -> None:
             await sync.run()
@@ -93,7 +96,7 @@ async def run_gateway(
     if cfg.panel.enabled:
         from edge.panel.server import build_panel
 
-        panel = build_panel(cfg, engine)
+        panel = build_panel(cfg, engine, metrics)
 
         async def operator_panel(_: Engine) -> None:
             await panel.run()

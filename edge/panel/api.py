@@ -25,7 +25,13 @@ from typing import Annotated, Any, Final
 import structlog
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    StreamingResponse,
+)
 from fastapi.staticfiles import StaticFiles
 
 from edge.config import GatewayConfig
@@ -48,6 +54,8 @@ from edge.domain.inputs import (
 from edge.domain.model import OperationKey
 from edge.engine import Engine
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
+from edge.metrics import MetricsSources
+from edge.metrics import render as render_metrics
 from edge.panel import models as m
 from edge.panel.auth import SupervisorAuth
 from edge.panel.view import (
@@ -317,9 +325,15 @@ def _supervisor(
 Supervisor = Annotated[str, Depends(_supervisor)]
 
 
-def create_app(engine: Engine, cfg: GatewayConfig, auth: SupervisorAuth | None = None) -> FastAPI:
+def create_app(
+    engine: Engine,
+    cfg: GatewayConfig,
+    auth: SupervisorAuth | None = None,
+    metrics: MetricsSources | None = None,
+) -> FastAPI:
     """The panel's app over ``engine``; ``auth`` holds the supervisor PINs (none: no PIN)."""
     auth = auth or SupervisorAuth({})
+    metrics = metrics or MetricsSources()
     hub = PanelHub(engine, cfg, auth)
     app = FastAPI(
         title="Edge gateway operator panel API",
@@ -445,6 +459,18 @@ def create_app(engine: Engine, cfg: GatewayConfig, auth: SupervisorAuth | None =
             boot=engine.store.boot_seq,
             revision=hub.revision,
             engine_healthy=engine.healthy,
+        )
+
+    @app.get(
+        "/metrics",
+        tags=["read"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text exposition: writer, outbox, links, MQTT, the floor."""
+        return PlainTextResponse(
+            await render_metrics(engine, metrics), media_type="text/plain; version=0.0.4"
         )
 
     @app.get(

@@ -20,6 +20,7 @@ import uvicorn
 from edge.config import GatewayConfig
 from edge.engine import Engine
 from edge.errors import ConfigError
+from edge.metrics import MetricsSources
 from edge.panel.api import PanelHub, create_app
 from edge.panel.auth import PinFormatError, SupervisorAuth, load_pins
 
@@ -66,9 +67,11 @@ def build_auth(cfg: GatewayConfig) -> SupervisorAuth:
 class PanelServer:
     """The app and its server; ``run`` serves until cancelled."""
 
-    def __init__(self, engine: Engine, cfg: GatewayConfig) -> None:
+    def __init__(
+        self, engine: Engine, cfg: GatewayConfig, metrics: MetricsSources | None = None
+    ) -> None:
         self.cfg = cfg
-        self.app = create_app(engine, cfg, build_auth(cfg))
+        self.app = create_app(engine, cfg, build_auth(cfg), metrics)
         self.hub: PanelHub = self.app.state.hub
         self.started = asyncio.Event()
         self.port: int | None = None
@@ -141,9 +144,11 @@ class PanelServer:
         serving.result()  # uvicorn stopped by itself: say why (an exception), else it returned
 
 
-def build_panel(cfg: GatewayConfig, engine: Engine) -> PanelServer:
+def build_panel(
+    cfg: GatewayConfig, engine: Engine, metrics: MetricsSources | None = None
+) -> PanelServer:
     """Build before starting, so a bad PIN setting stops the start-up with a config error."""
-    return PanelServer(engine, cfg)
+    return PanelServer(engine, cfg, metrics)
 
 
 async def run_panel(engine: Engine, cfg: GatewayConfig) -> None:

@@ -16,6 +16,7 @@ import httpx
 from edge.domain.inputs import MachineState, Pulses
 from edge.domain.model import ConfirmationStatus, OperationKey
 from edge.panel.api import STATIC
+from simulators.broker import Mosquitto
 from tests.panel.conftest import (
     PIN,
     SUPERVISOR,
@@ -464,3 +465,24 @@ async def test_malformed_pins_count_as_wrong(tmp_path: Path) -> None:
         for pin, status in (("12", 403), ("abcd", 403), ("1234567890123", 429)):
             r = await client.post("/api/supervisor/login", json={"pin": pin})
             assert r.status_code == status, pin
+
+
+async def test_metrics_are_served_beside_the_panel(tmp_path: Path, broker: Mosquitto) -> None:
+    """/metrics on the panel's port, with the MQTT uplink and the links of the running daemon."""
+    async with (
+        running_panel(panel_config(tmp_path, broker=broker)) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await panel.dispatch(spec("4711", "0020", 30, 10))
+        deadline = time.monotonic() + 5
+        while True:
+            r = await client.get("/metrics")
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/plain")
+            text = r.text
+            if "edge_mqtt_connected 1" in text and "edge_mqtt_acked_total 0" not in text:
+                break
+            assert time.monotonic() < deadline, text
+            await asyncio.sleep(0.1)
+    assert "edge_up 1" in text
+    assert "# TYPE edge_outbox_oldest_age_seconds gauge" in text
