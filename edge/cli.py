@@ -41,7 +41,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import run_demo
 
     configure_logging("warning", json=False)
-    return asyncio.run(run_demo(Path(args.data_dir), keep=args.keep))
+    return asyncio.run(
+        run_demo(Path(args.data_dir), keep=args.keep, stay=args.stay, panel_port=args.panel_port)
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -194,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the gateway on a simulated press and tell the story")
     demo.add_argument("--data-dir", default="demo-data", help="where the demo database goes")
     demo.add_argument("--keep", action="store_true", help="keep the previous demo database")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="after the story keep running: work the next orders on the panel (Ctrl-C stops)",
+    )
+    demo.add_argument(
+        "--panel-port", type=int, default=None, help="the panel's port (default: the config's)"
+    )
     demo.set_defaults(fn=cmd_demo)
     with_config(
         sub.add_parser("check-config", help="read and validate the config, print a summary")

@@ -38,7 +38,7 @@ from edge.domain.inputs import (
     SetStopReason,
     Transition,
 )
-from edge.domain.model import Confirmation, ConfirmationStatus, OperationKey
+from edge.domain.model import Confirmation, ConfirmationStatus, OperationKey, OperationStatus
 from edge.engine import Engine
 from edge.store.replay import verify
 from edge.store.store import Store
@@ -52,6 +52,8 @@ SUPERVISOR = "supervisor:2001"
 ORDER = OperationKey("4711", "0020")
 LOCK_TEXT = "order locked by user"
 WAIT_S = 10.0  # the longest the demo waits for any one thing before it gives up
+FREE_PLAY_JAM_EVERY = Decimal(45)  # --stay: good parts between two jams of the press
+FREE_PLAY_JAM_S = 5.0
 SETTLE_S = 10.0  # the longest it waits at the end for the last verdicts and the empty outbox
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 
@@ -269,7 +271,7 @@ class Story:
             if json.loads(payload).get("online") is True:
                 self.gateway_online.set()
 
-    async def run(self, engine: Engine, stop: asyncio.Event) -> None:
+    async def run(self, engine: Engine, stop: asyncio.Event, *, stay: bool = False) -> None:
         try:
             await self._run(engine)
             self.finished = True
@@ -277,8 +279,49 @@ class Story:
             self.failure = str(exc)
         except TimeoutError as exc:  # central could not publish in time
             self.failure = str(exc) or "a timeout"
-        finally:
+        if stay and self.finished:
+            try:
+                await self._free_play(engine)
+            finally:
+                stop.set()
+        else:
             stop.set()
+
+    async def _free_play(self, engine: Engine) -> None:
+        """After the story: the panel is the user's. The press follows what the operator does
+        on it (setup, production, interruption), and jams now and then, so that a stop asks
+        for its reason."""
+        panel = self.cfg.panel
+        self.narrator.say(
+            f"the story is over; the gateway keeps running. Open http://{panel.host}:{panel.port}/ "
+            "and work the next order with taps: the press follows, jams every 45 parts or so, "
+            "and the ERP answers every confirmation. Ctrl-C stops everything."
+        )
+        press = self.press
+        doing: str | None = None
+        made_since_jam = Decimal(0)
+        last_good: dict[str, Decimal] = {}
+        while True:
+            await asyncio.sleep(0.2)
+            statuses = {op.status for op in engine.wc.active}
+            want = (
+                "setup" if OperationStatus.SETUP in statuses
+                else "run" if OperationStatus.RUNNING in statuses
+                else "idle"
+            )  # fmt: skip
+            for op in engine.wc.active:
+                key = str(op.key)
+                made_since_jam += op.counted.good - last_good.get(key, op.counted.good)
+                last_good[key] = op.counted.good
+            if want == "run" and made_since_jam >= FREE_PLAY_JAM_EVERY:
+                made_since_jam = Decimal(0)
+                self.narrator.say("the press jams (alarm E-217): the panel asks for the reason")
+                await press.stop(alarm="E-217")
+                await asyncio.sleep(FREE_PLAY_JAM_S)
+                doing = None  # back to what the operator wants
+            if want != doing:
+                doing = want
+                await {"setup": press.setup, "run": press.run, "idle": press.idle}[want]()
 
     async def _run(self, engine: Engine) -> None:
         say = self.narrator.say
@@ -513,7 +556,9 @@ node = "{ids["good"]}"
 """
 
 
-async def run_demo(data_dir: Path, keep: bool) -> int:
+async def run_demo(
+    data_dir: Path, keep: bool, stay: bool = False, panel_port: int | None = None
+) -> int:
     try:
         mqtt_broker.find_mosquitto()
     except FileNotFoundError:
@@ -540,6 +585,7 @@ async def run_demo(data_dir: Path, keep: bool) -> int:
                 "EDGE_STORE__PATH": str(db),
                 "EDGE_MQTT__HOST": broker.host,
                 "EDGE_MQTT__PORT": str(broker.port),
+                **({"EDGE_PANEL__PORT": str(panel_port)} if panel_port else {}),
             },
         )
         root = cfg.mqtt.root_for(cfg.gateway.work_center)
@@ -577,7 +623,7 @@ async def run_demo(data_dir: Path, keep: bool) -> int:
         engine.add_listener(narrator)
 
         async def scripted(e: Engine) -> None:
-            await story.run(e, stop)
+            await story.run(e, stop, stay=stay)
 
         await run_gateway(cfg, components=(scripted,), stop=stop, engine=engine)
         if story.failure is not None:
