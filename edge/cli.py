@@ -74,6 +74,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"  opcua {link.name}: {link.endpoint}, {link.template}, {nodes} nodes, "
             f"security {link.security_policy}/{link.security_mode}"
         )
+    for mb in cfg.sources.modbus:
+        where = f"{mb.host}:{mb.port}" if mb.transport == "tcp" else str(mb.device)
+        bits = "state bits" if mb.state is not None else "no state bits"
+        print(
+            f"  modbus {mb.name}: {mb.transport} {where}, unit {mb.unit_id}, "
+            f"{len(mb.counters)} counters, {bits}, every {mb.poll_interval_ms:g} ms"
+        )
+    for gp in cfg.sources.gpio:
+        pins = ", ".join(f"{c.counter} on pin {c.pin}" for c in gp.counters)
+        print(f"  gpio {gp.name} ({cfg.gpio.pin_factory}): {pins}")
+    if cfg.operator.buttons:
+        actions = ", ".join(f"{b.name}={b.action}" for b in cfg.operator.buttons)
+        print(f"  buttons: {actions}")
+    light = cfg.operator.stacklight
+    if light is not None:
+        where = f"coils of {light.modbus_source}" if light.output == "modbus" else "gpio"
+        print(f"  stack light on {where}: {', '.join(light.lamps)}")
+    if cfg.panel.enabled:
+        print(f"  panel http://{cfg.panel.host}:{cfg.panel.port}/ (and /metrics)")
     md = rules.master_data
     print(
         f"  {len(md.stop_reasons)} stop reasons, {len(md.scrap_reasons)} scrap reasons, "

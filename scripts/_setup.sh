@@ -16,8 +16,12 @@
 # (and add a presence check to _edge_pkg_present when the package name is not what dpkg reports).
 EDGE_APT_PACKAGES=(
     mosquitto # MQTT broker binary; tests spawn their own instance on free loopback ports
-    chromium  # the operator panel's browser tests drive it with Playwright (no browser download)
 )
+# Only for the tests (scripts/test sets EDGE_SETUP_FOR=test): the demo needs no browser.
+if [[ "${EDGE_SETUP_FOR:-}" == test ]]; then
+    # the operator panel's browser tests drive it with Playwright (no browser download)
+    EDGE_APT_PACKAGES+=(chromium)
+fi
 
 EDGE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
 export EDGE_ROOT

@@ -382,3 +382,45 @@ def test_decoding_and_state_precedence() -> None:
     assert machine_state({"running": True, "setup": True}) is MachineState.SETUP
     assert machine_state({"running": True}) is MachineState.RUNNING
     assert machine_state({"running": False, "down": False}) is MachineState.IDLE
+
+
+async def test_edge_check_reads_each_block_and_names_what_fails(tmp_path: Path) -> None:
+    """``edge check`` connects to the module and reads what the source would read."""
+    from edge.check import check_modbus
+    from edge.config import load_config
+
+    async with ModbusIoSimulator(counters16=1, counters32=0) as sim:
+        toml = tmp_path / "edge.toml"
+        toml.write_text(
+            f"""
+[gateway]
+edge_id = "wc-check"
+work_center = "WC1"
+
+[[counting.sources]]
+name = "good"
+kind = "good"
+bits = 16
+
+[[sources.modbus]]
+name = "io1"
+host = "127.0.0.1"
+port = {sim.port}
+timeout_s = 0.5
+
+[[sources.modbus.counters]]
+counter = "good"
+table = "input"
+address = 0
+
+[sources.modbus.state]
+running = 9000
+"""
+        )
+        checks = await check_modbus(load_config(toml, env={}))
+    by_name = {c.name: c for c in checks}
+    assert by_name["modbus io1"].ok
+    assert by_name["modbus io1 input 0-0"].ok
+    bad = by_name["modbus io1 discrete_inputs 9000-9000"]
+    assert not bad.ok
+    assert "0x02" in bad.detail  # illegal data address: the register range does not exist
