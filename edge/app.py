@@ -82,12 +82,14 @@ async def run_gateway(
     def links() -> dict[str, str]:
         return {source.link: source.status() for source in sources}
 
-    metrics = MetricsSources(links=links)
+    metrics = MetricsSources(
+        links=links, adapters=lambda: {s.link: s.adapter for s in sources if s.adapter}
+    )
     if cfg.mqtt.enabled:
         from edge.sync.service import build_sync
 
         sync = build_sync(cfg, engine, links=links)
-        metrics.uplink = sync.stats
+        metrics.sync = sync
 
         async def mqtt_sync(_: Engine) -> None:
             await sync.run()

@@ -1,19 +1,23 @@
 """Prometheus text exposition of the gateway's health, served by the local API at ``/metrics``.
 
 Only numbers a plant's monitoring acts on: is the writer alive and keeping up, is the outbox
-draining, are the machine links up, how old is the oldest message central has not got. The
-names follow Prometheus conventions (``_total`` for counters, base units in the name).
+draining, are the machine links up (and how often they reconnect or fail), how long the broker
+takes to acknowledge, how old is the oldest message central has not got. The names follow
+Prometheus conventions (``_total`` for counters, base units in the name).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from edge.engine import Engine
+from edge.histogram import Histogram
 
-LINK_STATES = ("ok", "connecting", "down", "starting")
+if TYPE_CHECKING:
+    from edge.sync.service import Sync
 
 
 @dataclass(slots=True)
@@ -21,12 +25,14 @@ class MetricsSources:
     """What the metrics read besides the engine; the daemon fills it in as it wires things up."""
 
     links: Callable[[], dict[str, str]] = dict
-    # Returns (sent, acked, refused, requeued, connected) of the MQTT uplink, when there is one.
-    uplink: Callable[[], tuple[int, int, int, int, bool]] | None = None
+    # The source adapters by link name; those with a ``state.connects`` / ``state.errors``
+    # (OPC UA, Modbus) give reconnect and error counts.
+    adapters: Callable[[], Mapping[str, object]] = dict
+    sync: Sync | None = None
     started_at: float = field(default_factory=time.time)
 
 
-def _line(name: str, value: float | int, labels: dict[str, str] | None = None) -> str:
+def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
     if labels:
         inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
         return f"{name}{{{inner}}} {value}"
@@ -37,8 +43,12 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _family(name: str, kind: str, help_text: str, lines: Iterable[str]) -> list[str]:
+def _family(name: str, kind: str, help_text: str, lines: list[str]) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *lines]
+
+
+def _one(name: str, kind: str, help_text: str, value: float) -> list[str]:
+    return _family(name, kind, help_text, [_line(name, value)])
 
 
 async def render(engine: Engine, sources: MetricsSources) -> str:
@@ -46,90 +56,62 @@ async def render(engine: Engine, sources: MetricsSources) -> str:
     store = engine.store
     open_counts = await engine.run_store(store.outbox_open_counts)
     oldest_ms = await engine.run_store(store.outbox_oldest_ms)
-    now = time.time()
     s = engine.stats
     out: list[str] = []
-    out += _family(
-        "edge_up",
-        "gauge",
-        "1 while the engine's writer runs.",
-        [_line("edge_up", 0 if engine.stopped else 1)],
-    )
-    out += _family(
+    out += _one("edge_up", "gauge", "1 while the engine's writer runs.", 0 if engine.stopped else 1)
+    out += _one(
         "edge_store_healthy",
         "gauge",
         "0 after a failed commit until the next success.",
-        [_line("edge_store_healthy", 1 if engine.healthy else 0)],
+        1 if engine.healthy else 0,
     )
-    out += _family(
+    out += _one(
         "edge_start_time_seconds",
         "gauge",
         "When the daemon started (Unix time).",
-        [_line("edge_start_time_seconds", round(sources.started_at, 3))],
+        round(sources.started_at, 3),
     )
-    counters = (
+    for name, value, help_text in (
         ("edge_inputs_total", s.inputs, "Inputs applied to the core (accepted or rejected)."),
         ("edge_inputs_journaled_total", s.journaled, "Inputs journaled (they changed the state)."),
         ("edge_inputs_rejected_total", s.rejected, "Inputs the core refused."),
         ("edge_commits_total", s.commits, "SQLite transactions committed."),
         ("edge_commit_failures_total", s.commit_failures, "Commits that failed (disk full, I/O)."),
         ("edge_internal_errors_total", s.internal_errors, "Inputs that hit a bug in the core."),
-    )
-    for name, value, help_text in counters:
-        out += _family(name, "counter", help_text, [_line(name, value)])
-    out += _family(
-        "edge_queue_depth",
-        "gauge",
-        "Inputs waiting for the writer.",
-        [_line("edge_queue_depth", engine.queue_depth)],
-    )
+    ):
+        out += _one(name, "counter", help_text, value)
+    out += _one("edge_queue_depth", "gauge", "Inputs waiting for the writer.", engine.queue_depth)
     out += _family(
         "edge_outbox_messages",
         "gauge",
         "Outbox messages not finished, by state.",
         [
-            _line("edge_outbox_messages", open_counts.get(st, 0), {"state": st})
-            for st in ("pending", "published")
+            _line("edge_outbox_messages", open_counts.get(state, 0), {"state": state})
+            for state in ("pending", "published")
         ],
     )
-    age = 0.0 if oldest_ms is None else max(0.0, now - oldest_ms / 1000)
-    out += _family(
+    age = 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
+    out += _one(
         "edge_outbox_oldest_age_seconds",
         "gauge",
         "Age of the oldest unfinished outbox message (0 when empty).",
-        [_line("edge_outbox_oldest_age_seconds", round(age, 3))],
+        round(age, 3),
     )
-    links = sources.links()
     out += _family(
         "edge_link_up",
         "gauge",
         "1 when a machine link reports ok.",
         [
             _line("edge_link_up", 1 if status == "ok" else 0, {"link": link})
-            for link, status in sorted(links.items())
+            for link, status in sorted(sources.links().items())
         ],
     )
-    if sources.uplink is not None:
-        sent, acked, refused, requeued, connected = sources.uplink()
-        out += _family(
-            "edge_mqtt_connected",
-            "gauge",
-            "1 while connected to the broker.",
-            [_line("edge_mqtt_connected", 1 if connected else 0)],
-        )
-        for name, value, help_text in (
-            ("edge_mqtt_sent_total", sent, "Messages published (QoS 1)."),
-            ("edge_mqtt_acked_total", acked, "Publishes the broker acknowledged."),
-            ("edge_mqtt_refused_total", refused, "Publishes the broker refused (PUBACK >= 0x80)."),
-            ("edge_mqtt_requeued_total", requeued, "Confirmations sent again, relay silent."),
-        ):
-            out += _family(name, "counter", help_text, [_line(name, value)])
+    out += _source_counters(sources.adapters())
+    if sources.sync is not None:
+        out += _mqtt(sources.sync)
     wc = engine.wc
-    out += _family(
-        "edge_active_operations",
-        "gauge",
-        "Operations active at the work center.",
-        [_line("edge_active_operations", len(wc.active))],
+    out += _one(
+        "edge_active_operations", "gauge", "Operations active at the work center.", len(wc.active)
     )
     stop = wc.open_stop
     out += _family(
@@ -144,10 +126,67 @@ async def render(engine: Engine, sources: MetricsSources) -> str:
             )
         ],
     )
-    out += _family(
-        "edge_help_calls_open",
-        "gauge",
-        "Calls for help not yet closed.",
-        [_line("edge_help_calls_open", len(wc.help_calls))],
+    out += _one(
+        "edge_help_calls_open", "gauge", "Calls for help not yet closed.", len(wc.help_calls)
     )
     return "\n".join(out) + "\n"
+
+
+def _source_counters(adapters: Mapping[str, object]) -> list[str]:
+    connects: list[str] = []
+    errors: list[str] = []
+    for link, adapter in sorted(adapters.items()):
+        state = getattr(adapter, "state", None)
+        n = getattr(state, "connects", None)
+        if isinstance(n, int):
+            connects.append(_line("edge_source_connects_total", n, {"link": link}))
+        n = getattr(state, "errors", None)
+        if isinstance(n, int):
+            errors.append(_line("edge_source_errors_total", n, {"link": link}))
+    return [
+        *_family(
+            "edge_source_connects_total",
+            "counter",
+            "Connections a machine link made (more than 1: it reconnected).",
+            connects,
+        ),
+        *_family(
+            "edge_source_errors_total",
+            "counter",
+            "Failed reads or lost sessions of a machine link.",
+            errors,
+        ),
+    ]
+
+
+def _mqtt(sync: Sync) -> list[str]:
+    up, link = sync.uplink.stats, sync.link.stats
+    out = _one(
+        "edge_mqtt_connected",
+        "gauge",
+        "1 while connected to the broker.",
+        1 if sync.link.connected.is_set() else 0,
+    )
+    out += _one(
+        "edge_mqtt_relay_online",
+        "gauge",
+        "0 while the ERP relay says it is offline (confirmations wait).",
+        1 if sync.uplink.relay_online else 0,
+    )
+    for name, value, help_text in (
+        ("edge_mqtt_connects_total", link.connects, "Connections to the broker made."),
+        ("edge_mqtt_sent_total", up.sent, "Messages published (QoS 1)."),
+        ("edge_mqtt_acked_total", up.acked, "Publishes the broker acknowledged."),
+        ("edge_mqtt_refused_total", up.refused, "Publishes the broker refused (PUBACK >= 0x80)."),
+        ("edge_mqtt_requeued_total", up.requeued, "Confirmations sent again, relay silent."),
+        ("edge_mqtt_withheld_total", up.withheld, "Messages held back while the relay was away."),
+    ):
+        out += _one(name, "counter", help_text, value)
+    out += _histogram("edge_mqtt_publish_seconds", "Publish to PUBACK, seconds.", up.latency)
+    return out
+
+
+def _histogram(name: str, help_text: str, h: Histogram) -> list[str]:
+    lines = [_line(f"{name}_bucket", n, {"le": le}) for le, n in h.cumulative()]
+    lines += [_line(f"{name}_sum", round(h.sum, 6)), _line(f"{name}_count", h.total)]
+    return _family(name, "histogram", help_text, lines)

@@ -38,7 +38,7 @@ def build_sources(cfg: GatewayConfig, engine: Engine) -> list[SourceTask]:
 
         for src in cfg.sources.opcua:
             link = OpcUaLink(src, engine)
-            tasks.append(SourceTask(f"opcua:{src.name}", link.run, _status_of(link)))
+            tasks.append(SourceTask(f"opcua:{src.name}", link.run, _status_of(link), adapter=link))
     if cfg.sources.gpio:
         from edge.sources.gpio import GpioLink
 

@@ -36,11 +36,6 @@ class Sync:
         finally:
             await asyncio.shield(self._close())
 
-    def stats(self) -> tuple[int, int, int, int, bool]:
-        """(sent, acked, refused, requeued, connected), for the metrics."""
-        s = self.uplink.stats
-        return s.sent, s.acked, s.refused, s.requeued, self.link.connected.is_set()
-
     async def _close(self) -> None:
         await self.presence.goodbye()
         await self.link.stop()

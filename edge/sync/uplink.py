@@ -20,12 +20,14 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from edge.engine import Engine
+from edge.histogram import Histogram
 from edge.store.store import OutboxRow
 from edge.sync.contract import BY_PATH
 from edge.sync.mqtt import MqttLink, is_success
@@ -51,6 +53,8 @@ class UplinkStats:
     requeued: int = 0
     withheld: int = 0
     last_puback_ms: int | None = None
+    # publish -> PUBACK, seconds, for /metrics
+    latency: Histogram = field(default_factory=Histogram)
 
 
 class Uplink:
@@ -267,9 +271,20 @@ class Uplink:
         self._cursor = max(self._cursor, row.seq)
         self.stats.withheld += 1
 
+    def _timer(self) -> Callable[[asyncio.Future[int]], None]:
+        started = time.monotonic()
+        observe = self.stats.latency.observe
+
+        def acknowledged(future: asyncio.Future[int]) -> None:
+            if not future.cancelled():
+                observe(time.monotonic() - started)
+
+        return acknowledged
+
     def _send(self, row: OutboxRow) -> None:
         sent = now_ms()
         future = self.link.publish(f"{self.root}/{row.topic}", self.envelope(row, sent), qos=1)
+        future.add_done_callback(self._timer())
         self._inflight.append((row, future))
         self._unflushed.add(row.seq)
         self._cursor = max(self._cursor, row.seq)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.domain.inputs import Action, CallForHelp, DispatchList, Pulses, Transition
@@ -16,6 +17,19 @@ from tests.engine.helpers import rules, spec
 SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$')
 
 
+@dataclass
+class LinkState:
+    connects: int = 3
+    errors: int = 7
+
+
+@dataclass
+class Adapter:
+    """What the metrics read of a source adapter (OpcUaLink, ModbusLink have the same)."""
+
+    state: LinkState = field(default_factory=LinkState)
+
+
 def parse(text: str) -> dict[str, float]:
     """Every line is a comment or a valid sample; every family has HELP and TYPE first."""
     samples: dict[str, float] = {}
@@ -25,11 +39,12 @@ def parse(text: str) -> dict[str, float]:
             declared.add(line.split()[2])
             continue
         if line.startswith("# TYPE "):
-            assert line.split()[3] in {"gauge", "counter"}, line
+            assert line.split()[3] in {"gauge", "counter", "histogram"}, line
             continue
         assert SAMPLE.match(line), f"not a Prometheus sample: {line!r}"
         name_labels, value = line.rsplit(" ", 1)
-        assert name_labels.split("{")[0] in declared, f"no HELP for {line!r}"
+        family = re.sub(r"_(bucket|sum|count)$", "", name_labels.split("{")[0])
+        assert name_labels.split("{")[0] in declared or family in declared, f"no HELP: {line!r}"
         samples[name_labels] = float(value)
     return samples
 
@@ -45,7 +60,7 @@ async def test_metrics_show_the_writer_the_outbox_the_links_and_the_floor(tmp_pa
         await engine.submit(CallForHelp("material", "button:call", now()))
         sources = MetricsSources(
             links=lambda: {"opcua:press": "ok", "modbus:io1": "down"},
-            uplink=lambda: (10, 9, 1, 0, True),
+            adapters=lambda: {"modbus:io1": Adapter()},
         )
         m = parse(await render(engine, sources))
     finally:
@@ -61,6 +76,7 @@ async def test_metrics_show_the_writer_the_outbox_the_links_and_the_floor(tmp_pa
     # Nothing was sent (no broker here): every business message is still pending.
     assert m['edge_outbox_messages{state="pending"}'] >= 4
     assert m["edge_outbox_oldest_age_seconds"] >= 0
-    assert m["edge_mqtt_refused_total"] == 1
+    assert m['edge_source_connects_total{link="modbus:io1"}'] == 3
+    assert m['edge_source_errors_total{link="modbus:io1"}'] == 7
     assert m["edge_active_operations"] == 1
     assert m["edge_help_calls_open"] == 1

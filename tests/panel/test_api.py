@@ -486,3 +486,9 @@ async def test_metrics_are_served_beside_the_panel(tmp_path: Path, broker: Mosqu
             await asyncio.sleep(0.1)
     assert "edge_up 1" in text
     assert "# TYPE edge_outbox_oldest_age_seconds gauge" in text
+    assert "edge_mqtt_relay_online 1" in text
+    # Every acknowledged publish is in the latency histogram, up to its +Inf bucket.
+    acked = int(re.search(r"^edge_mqtt_acked_total (\d+)$", text, re.M)[1])  # type: ignore[index]
+    inf = re.search(r'^edge_mqtt_publish_seconds_bucket\{le="\+Inf"\} (\d+)$', text, re.M)
+    assert inf is not None
+    assert int(inf[1]) >= acked > 0
