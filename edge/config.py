@@ -251,6 +251,8 @@ class SourceEntry(_Section):
     bits: Literal[16, 32, 64] = 32
     authoritative: bool = True
     max_rate_per_s: Annotated[float, Field(gt=0)] | None = None
+    # A cross-check warns when it and the authoritative source drift further apart than this.
+    drift_tolerance: Annotated[int, Field(ge=0, le=1_000_000)] = 10
 
 
 class CountingSection(_Section):
@@ -1465,6 +1467,7 @@ def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
                 bits=s.bits,
                 authoritative=s.authoritative,
                 max_rate_per_s=s.max_rate_per_s,
+                drift_tolerance=s.drift_tolerance,
             )
             for s in counting.sources
         ),

@@ -25,7 +25,7 @@ import structlog
 from edge import outbound
 from edge.clock import GatewayClock
 from edge.domain.core import WorkCenter
-from edge.domain.events import Event, Outcome, Rejection, RejectionCode
+from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
 from edge.domain.inputs import Input, RulesApplied, Tick
 from edge.domain.model import OperationKey
 from edge.domain.rules import WorkCenterRules
@@ -387,7 +387,10 @@ class Engine:
                 key = OperationKey.parse(ev.op)
                 fields.update(order_id=key.order, operation=key.operation, split=key.split)
             fields.update({k: v for k, v in ev.data.items() if k in _LOGGED_FIELDS})
-            self.log.info(**fields)
+            if ev.type in _WARNING_EVENTS:
+                self.log.warning(**fields)
+            else:
+                self.log.info(**fields)
 
     def _log_rejection(self, inp: Input, rej: Rejection) -> None:
         fields: dict[str, object] = {
@@ -426,5 +429,21 @@ _LOGGED_FIELDS = frozenset(
         "unassigned_id",
         "phase",
         "remainder_op",
+        "reference",
+        "checked",
+        "counted",
+        "tolerance",
+        "call_id",
+        "category",
+        "blocked_by",
+    }
+)
+# What maintenance should notice in the log: counts that do not add up, help not coming.
+_WARNING_EVENTS = frozenset(
+    {
+        EventType.COUNTER_DISCONTINUITY,
+        EventType.COUNTER_DRIFT,
+        EventType.HELP_ESCALATED,
+        EventType.FINAL_CONFIRMATION_WITHHELD,
     }
 )

@@ -34,6 +34,7 @@ TOPICS: dict[EventType, str] = {
     E.COUNTER_DISCONTINUITY: "_mes_v1/counter/event",
     E.COUNTER_RESET: "_mes_v1/counter/event",
     E.COUNTER_WRAPPED: "_mes_v1/counter/event",
+    E.COUNTER_DRIFT: "_mes_v1/counter/event",
     E.SOURCE_RESTARTED: "_mes_v1/counter/event",
     E.UNASSIGNED_PRODUCTION: "_mes_v1/counter/event",
     E.UNASSIGNED_ASSIGNED: "_mes_v1/counter/event",

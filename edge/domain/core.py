@@ -765,6 +765,8 @@ class WorkCenter:
                 value=r.value,
                 counted=result.signals,
             )
+        if result.signals:
+            self._cross_check(src, track, result.signals, r.at)
         if result.signals and src.authoritative:
             self._count(src, result.signals, r.at)
 
@@ -777,10 +779,60 @@ class WorkCenter:
                 field="n",
                 value=p.n,
             )
-        if not p.n or not src.authoritative:
+        if not p.n:
             return False
+        if src.kind in self._cross_checked_kinds():
+            track = self.counters.get(p.source)
+            if track is None:
+                track = self.counters[p.source] = CounterTrack(p.source)
+            self._touch("counter", p.source)
+            self._cross_check(src, track, p.n, p.at)
+        if not src.authoritative:
+            return True
         self._count(src, p.n, p.at)
         return True
+
+    def _cross_checked_kinds(self) -> set[CountKind]:
+        return {s.kind for s in self.rules.sources if not s.authoritative}
+
+    def _cross_check(
+        self, src: CountSource, track: CounterTrack, signals: int, at: Instant
+    ) -> None:
+        """One authoritative source per count; another of the same kind only checks it, and a
+        warning goes out when the two drift apart by more than its tolerance.
+
+        Compared when the cross-check reports: two sources are read at different moments, so
+        the tolerance must cover what the machine makes between two of their readings.
+        """
+        if src.kind not in self._cross_checked_kinds():
+            return
+        track.signals += signals
+        if src.authoritative:
+            return
+        reference = next(
+            (s for s in self.rules.sources if s.authoritative and s.kind is src.kind), None
+        )
+        theirs = self.counters.get(reference.name) if reference is not None else None
+        if reference is None or theirs is None:
+            return
+        if track.check_base is None:
+            track.check_base = (track.signals - signals, theirs.signals)
+            return
+        checked = track.signals - track.check_base[0]
+        counted = theirs.signals - track.check_base[1]
+        if abs(checked - counted) > src.drift_tolerance:
+            track.check_base = (track.signals, theirs.signals)
+            self._emit(
+                EventType.COUNTER_DRIFT,
+                at,
+                self._active[0] if self._active else None,
+                f"machine:{src.name}",
+                source=src.name,
+                reference=reference.name,
+                checked=checked,
+                counted=counted,
+                tolerance=src.drift_tolerance,
+            )
 
     def _on_source_restarted(self, r: SourceRestarted) -> None:
         src = self.rules.source(r.source)
@@ -1446,6 +1498,10 @@ class WorkCenter:
             message=r.message,
             erp_ref=r.erp_ref,
         )
+        # A late "posted" or "duplicate" for a confirmation rejected before also resolves it.
+        op = self.operations.get(conf.key)
+        if op is not None:
+            self._release_withheld(op, r.at, "central")
 
     # ------------------------------------------------------------------ stops
 

@@ -30,6 +30,7 @@ class EventType(StrEnum):
     COUNTER_DISCONTINUITY = "counter_discontinuity"
     COUNTER_RESET = "counter_reset"
     COUNTER_WRAPPED = "counter_wrapped"
+    COUNTER_DRIFT = "counter_drift"  # a cross-check and the authoritative source disagree
     SOURCE_RESTARTED = "source_restarted"
     UNASSIGNED_PRODUCTION = "unassigned_production"  # a record opened or closed
     UNASSIGNED_ASSIGNED = "unassigned_assigned"

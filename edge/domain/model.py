@@ -295,6 +295,11 @@ class CounterTrack:
     restarted_at: Instant | None = None
     # The plausible rate last derived from an active operation, for readings between orders.
     last_rate: float | None = None
+    # Signals counted since the gateway first saw this source; kept only where a cross-check
+    # compares two sources of one count kind.
+    signals: int = 0
+    # A cross-check's own and its reference's ``signals`` when they last agreed.
+    check_base: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)

@@ -36,6 +36,9 @@ class CountSource:
     bits: int = 32  # 16, 32 or 64 (64: never wraps in practice)
     authoritative: bool = True
     max_rate_per_s: float | None = None  # overrides the rate derived from the standard cycle time
+    # A cross-check (not authoritative) warns when it and the authoritative source of its kind
+    # have counted more than this many signals apart since they last agreed.
+    drift_tolerance: int = 10
 
 
 @dataclass(frozen=True, slots=True)

@@ -255,6 +255,7 @@ class CounterEventBody(OrderFields):
         "counter_discontinuity",
         "counter_reset",
         "counter_wrapped",
+        "counter_drift",
         "source_restarted",
         "unassigned_production",
         "unassigned_assigned",
@@ -266,6 +267,11 @@ class CounterEventBody(OrderFields):
     max_rate_per_s: float | None = None
     unassigned_id: str | None = None
     phase: Literal["opened", "closed"] | None = None
+    # counter_drift: the cross-check, its reference (the authoritative source), what each
+    # counted since they last agreed, and the tolerance that was exceeded
+    reference: str | None = None
+    checked: int | None = None
+    tolerance: int | None = None
     start: str | None = None
     end: str | None = None
     yield_qty: Quantity | None = None

@@ -453,3 +453,16 @@ def test_reversing_the_rejected_one_also_releases_the_final_confirmation() -> No
     final = one(out, EventType.CONFIRMATION_CREATED)
     assert final.data["yield_qty"] == 400  # the reversed 250 are pending again
     assert final.data["kind"] == "final"
+
+
+def test_a_late_posted_for_the_rejected_one_also_releases_the_final_confirmation() -> None:
+    """The relay retried on its side and the ERP took it after all: nothing is blocked any more."""
+    wc = rejected_first()
+    count_up(wc, 400, 3000)
+    act(wc, Action.COMPLETE, 5000)
+    (c1,) = confs(wc)
+    out = ok(wc, ConfirmationResult(c1.idem_key, ResultStatus.DUPLICATE, at(6000)))
+    final = one(out, EventType.CONFIRMATION_CREATED)
+    assert final.data["kind"] == "final"
+    assert final.data["yield_qty"] == 150
+    assert not wc.operations[key(OP)].final_withheld

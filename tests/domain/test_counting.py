@@ -19,9 +19,10 @@ from edge.domain.inputs import (
     SourceRestarted,
 )
 from edge.domain.model import OperationStatus
-from edge.domain.rules import CountKind, CountSource
+from edge.domain.rules import CountKind, CountSource, SignalType
 
 from .builders import (
+    GOOD,
     OPERATOR,
     SUPERVISOR,
     act,
@@ -326,3 +327,43 @@ def test_a_jump_between_orders_is_judged_by_the_last_operation_rate() -> None:
     assert not wc.unassigned
     out = ok(wc, CounterReading("press1", 9004, at(22)))
     assert wc.unassigned["U000001"].tally.good == 4
+
+
+# -- one authoritative source per count; another of the same kind is a cross-check ----------------
+
+
+def cross_checked(tolerance: int = 15) -> WorkCenter:
+    barrier = CountSource(
+        "barrier", CountKind.GOOD, signal=SignalType.PULSE, authoritative=False,
+        drift_tolerance=tolerance,
+    )  # fmt: skip
+    wc = make_wc(spec(std_cycle_s=0.1), sources=(GOOD, barrier))
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, CounterReading("press1", 1000, at(1)))  # the baseline of the machine's counter
+    ok(wc, Pulses("barrier", 1, at(2)))  # both seen: the comparison starts with this pulse
+    return wc
+
+
+def test_a_cross_check_counts_nothing_and_stays_quiet_while_it_agrees() -> None:
+    wc = cross_checked()
+    for i in range(1, 11):
+        out1 = ok(wc, CounterReading("press1", 1000 + 10 * i, at(1 + 10 * i)))
+        out2 = ok(wc, Pulses("barrier", 10 + (1 if i % 2 else -1), at(2 + 10 * i)))
+        assert not events_of(out1, EventType.COUNTER_DRIFT)
+        assert not events_of(out2, EventType.COUNTER_DRIFT)
+    assert wc.operations[key("4711/0020")].counted.good == 100  # the barrier counted nothing
+
+
+def test_a_cross_check_drifting_apart_warns_once_per_drift() -> None:
+    wc = cross_checked(tolerance=5)
+    ok(wc, CounterReading("press1", 1050, at(60)))
+    out = ok(wc, Pulses("barrier", 40, at(61)))  # 9 parts short: a dirty light barrier?
+    drift = one(out, EventType.COUNTER_DRIFT)
+    assert drift.data == {
+        "source": "barrier", "reference": "press1", "checked": 41, "counted": 50, "tolerance": 5,
+    }  # fmt: skip
+    assert drift.op == "4711/0020"
+    # The comparison starts again from here: the same gap does not warn twice.
+    ok(wc, CounterReading("press1", 1060, at(70)))
+    assert not events_of(ok(wc, Pulses("barrier", 10, at(71))), EventType.COUNTER_DRIFT)
+    assert wc.operations[key("4711/0020")].counted.good == 60

@@ -11,9 +11,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import Action, CounterReading, DispatchList, Pulses, ReportScrap, Transition
+from edge.domain.rules import CountKind, CountSource, SignalType
 from edge.engine import Engine
 from edge.errors import DuplicateCommand, StoreError
 from edge.store.replay import verify
@@ -240,3 +242,26 @@ async def test_a_command_id_acts_once_also_after_a_restart(tmp_path: Path) -> No
         assert verify(store) == []
     finally:
         store.close()
+
+
+async def test_a_drifting_cross_check_is_a_warning_in_the_log(tmp_path: Path) -> None:
+    """One authoritative source per count: the other only checks it, and says when it drifts."""
+    sources = (
+        CountSource("pulses", CountKind.GOOD, SignalType.PULSE),
+        CountSource(
+            "barrier", CountKind.GOOD, SignalType.PULSE, authoritative=False, drift_tolerance=3
+        ),
+    )
+    with capture_logs() as logs:
+        async with running(tmp_path / "edge.db", sources=sources) as engine:
+            await start(engine)
+            await engine.submit(Pulses("pulses", 1, engine.now()))
+            await engine.submit(Pulses("barrier", 1, engine.now()))  # both seen: compare
+            await engine.submit(Pulses("pulses", 20, engine.now()))
+            await engine.submit(Pulses("barrier", 10, engine.now()))
+            (op,) = engine.wc.active
+            assert op.counted.good == 21  # the barrier counted nothing
+    (warning,) = [e for e in logs if e.get("event") == "counter_drift"]
+    assert warning["log_level"] == "warning"
+    assert (warning["source"], warning["reference"]) == ("barrier", "pulses")
+    assert (warning["checked"], warning["counted"]) == (11, 20)
