@@ -7,6 +7,8 @@
 #     -v /etc/edge-gateway:/etc/edge-gateway:ro -v edge-data:/var/lib/edge-gateway \
 #     edge-gateway
 #
+# The operator panel and /metrics ([panel] enabled = true) listen inside the container: set
+# EDGE_PANEL__HOST=0.0.0.0 and publish the port, e.g. -p 127.0.0.1:8080:8080.
 # For GPIO or serial inputs add e.g. --device /dev/gpiochip0 --device /dev/ttyUSB0
 # --group-add "$(getent group dialout | cut -d: -f3)". The process gets SIGTERM on `docker stop`
 # and commits what is queued before it exits (give it --stop-timeout 30).
@@ -44,6 +46,8 @@ ENV PATH=/opt/edge-gateway/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/edge-gateway
 VOLUME ["/var/lib/edge-gateway"]
+# the operator panel, its local API and /metrics, when [panel] is enabled
+EXPOSE 8080
 STOPSIGNAL SIGTERM
 # Healthy while the config is valid and the database opens and reads (edge status exits 1/2).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
