@@ -191,6 +191,9 @@ class OperationOut(_Out):
     target_reached: bool
     over_tolerance: bool
     over_tolerance_acknowledged: bool
+    final_withheld: bool = Field(
+        description="its final confirmation waits until a rejected one is resent or reversed"
+    )
     under_tolerance_pct: Qty | None
     first_start: str | None
     ended: str | None

@@ -80,6 +80,7 @@ def _operation_fields(op: Operation) -> dict[str, object]:
         "target_reached": op.target_reached,
         "over_tolerance": op.over_tolerance,
         "over_tolerance_acknowledged": op.over_tolerance_acknowledged,
+        "final_withheld": op.final_withheld,
         "under_tolerance_pct": spec.under_tolerance_pct,
         "first_start": _iso(op.first_start),
         "ended": _iso(op.ended),

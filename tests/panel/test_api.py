@@ -312,6 +312,16 @@ async def test_resend_of_a_rejected_confirmation(tmp_path: Path) -> None:
         )
         listed = (await client.get("/api/confirmations")).json()[0]
         assert (listed["status"], listed["erp_message"]) == ("rejected", "order locked by user")
+        # While it stands rejected: a partial confirmation is refused with the ERP's text, and
+        # completing withholds the final one (the panel says so on the ERP tab).
+        await panel.pulses(5)
+        r = await post(client, "/api/commands/confirm", op=OP)
+        assert r.status_code == 409
+        assert "order locked by user" in r.json()["message"]
+        r = await post(client, "/api/commands/complete", op=OP, variance_reason="CYCLE")
+        assert r.status_code == 200, r.text
+        (done,) = [o for o in r.json()["state"]["finished"] if o["op"] == OP]
+        assert done["final_withheld"] is True
         headers = await login(client)
         r = await client.post(
             "/api/supervisor/resend",
@@ -321,6 +331,9 @@ async def test_resend_of_a_rejected_confirmation(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert conf.status is ConfirmationStatus.AWAITING_RESULT
         assert conf.retries == 1
+        assert "confirmation_created" in r.json()["events"]  # the final one, released
+        (done,) = [o for o in r.json()["state"]["finished"] if o["op"] == OP]
+        assert done["final_withheld"] is False
 
 
 async def test_help_calls(tmp_path: Path) -> None:

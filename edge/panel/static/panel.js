@@ -528,6 +528,11 @@
   }
 
   function renderConfirmations(el) {
+    for (const op of [...S.active, ...S.dispatch, ...S.finished].filter((o) => o.final_withheld)) {
+      el.append(h('div', { class: 'row bad', 'data-withheld': op.op },
+        h('div', { class: 'main' }, h('div', { class: 'l1' }, t('confs.withheld', { op: op.op })),
+          h('div', { class: 'l2' }, t('confs.withheld_why')))));
+    }
     if (!S.confirmations.length) el.append(h('div', { class: 'empty' }, t('confs.none')));
     for (const c of S.confirmations) {
       const rejected = c.status === 'rejected' && !c.reversed;
