@@ -16,7 +16,13 @@ import time
 
 import machine
 from machine import Pin
-from registers import RESET_OTHER, RESET_POWER_ON, RESET_SOFT, RESET_WATCHDOG
+from registers import (
+    RESET_OTHER,
+    RESET_POWER_ON,
+    RESET_SOFT,
+    RESET_WATCHDOG,
+    bump_boot_count,
+)
 
 _PARITY = {"N": None, "E": 0, "O": 1}
 
@@ -83,20 +89,8 @@ class Hardware:
         if soft is not None:
             causes[soft] = RESET_SOFT
         cause = causes.get(machine.reset_cause(), RESET_OTHER)
-        path = self.cfg["boot_count_file"]
-        count = 0
-        try:
-            with open(path) as f:
-                count = int(f.read().strip() or "0")
-        except (OSError, ValueError):
-            pass
-        count = (count + 1) & 0xFFFF
-        try:
-            with open(path, "w") as f:
-                f.write(f"{count}\n")
-        except OSError:
-            return count, cause, False
-        return count, cause, True
+        count, stored = bump_boot_count(self.cfg["boot_count_file"])
+        return count, cause, stored
 
     def attach(self, board):
         import micropython

@@ -23,7 +23,7 @@ import select
 import sys
 import time
 
-from registers import RESET_POWER_ON
+from registers import RESET_POWER_ON, bump_boot_count
 
 try:
     import termios
@@ -111,19 +111,8 @@ class Hardware:
         path = self.cfg["boot_count_file"]
         if path is None:
             return 1, RESET_POWER_ON, False
-        count = 0
-        try:
-            with open(path) as f:
-                count = int(f.read().strip() or "0")
-        except (OSError, ValueError):
-            pass
-        count = (count + 1) & 0xFFFF
-        try:
-            with open(path, "w") as f:
-                f.write(f"{count}\n")
-        except OSError:
-            return count, RESET_POWER_ON, False
-        return count, RESET_POWER_ON, True
+        count, stored = bump_boot_count(path)
+        return count, RESET_POWER_ON, stored
 
     def attach(self, board):
         self.board = board

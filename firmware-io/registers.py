@@ -175,3 +175,24 @@ class Board:
             self.outputs[address + i] = bool(value)
         if self.on_outputs is not None:
             self.on_outputs(address, values)
+
+
+def bump_boot_count(path):
+    """Count this start in a small file (one flash write per boot, nothing per pulse).
+
+    Returns (count, stored): the 16-bit count including this start, and whether it could be
+    written (a full or read-only filesystem still lets the board count).
+    """
+    count = 0
+    try:
+        with open(path) as f:
+            count = int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        pass
+    count = (count + 1) & 0xFFFF
+    try:
+        with open(path, "w") as f:
+            f.write(str(count) + "\n")
+    except OSError:
+        return count, False
+    return count, True
