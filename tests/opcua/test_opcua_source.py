@@ -148,10 +148,15 @@ async def test_server_restart_resets_counters_and_counts_stay_exact(tmp_path: Pa
         await until(lambda: machine.values["good"] >= 15, 10, "production after the restart")
         await machine.idle()
         await until(lambda: good(engine) == before + machine.values["good"], 10, "exact counts")
-        row = engine.store.conn.execute(
-            "SELECT COUNT(*) FROM journal WHERE input_type = 'SourceRestarted'"
-        ).fetchone()
-        assert row[0] >= 1
+
+        def restarts_journaled() -> bool:
+            # The core's state moves before its commit is on disk: wait for the commit too.
+            row = engine.store.conn.execute(
+                "SELECT COUNT(*) FROM journal WHERE input_type = 'SourceRestarted'"
+            ).fetchone()
+            return bool(row[0] >= 1)
+
+        await until(restarts_journaled, 5, "the restart in the journal")
 
 
 async def test_a_16_bit_counter_wraps_without_losing_parts(tmp_path: Path) -> None:
