@@ -147,8 +147,8 @@ async def test_pulses_in_exact_counts_out_across_noise_and_a_restart(tmp_path: P
             good += 12
             scrap += 2
             await exactly(engine, good, scrap, "counts after the restart")
-            assert events(engine, "counter_reset") == 2  # one per counter, nothing doubled
-            assert events(engine, "counter_discontinuity") == 0
+            assert await events(engine, "counter_reset") == 2  # one per counter, nothing doubled
+            assert await events(engine, "counter_discontinuity") == 0
             await until(lambda: link.link_status == "ok", 5, "the link to be ok again")
             # the state input starts inactive after the restart
             await until(lambda: engine.wc.header.machine_state is MachineState.IDLE, 5, "idle")
@@ -192,5 +192,5 @@ async def test_a_32_bit_wrap_forced_through_the_test_register(tmp_path: Path) ->
             assert final == 45  # 2**32 - 5 + 50, modulo 2**32
             await exactly(engine, 65, 0, "across the wrap")
             assert link.state.values["pico_good"] == final
-            assert events(engine, "counter_wrapped") == 1
-            assert events(engine, "counter_discontinuity") == 0
+            assert await events(engine, "counter_wrapped") == 1
+            assert await events(engine, "counter_discontinuity") == 0

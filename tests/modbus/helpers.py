@@ -142,9 +142,15 @@ def good(engine: Engine) -> int:
     return int(engine.wc.operations[KEY].counted.good)
 
 
-def events(engine: Engine, kind: str) -> int:
-    row = engine.store.conn.execute("SELECT COUNT(*) FROM event WHERE type = ?", (kind,)).fetchone()
-    return int(row[0])
+async def events(engine: Engine, kind: str) -> int:
+    """Events of ``kind`` on disk. Read on the store's thread, after the commit in flight: the
+    core's state (what the tests wait for) moves before its commit is done."""
+
+    def count() -> int:
+        query = "SELECT COUNT(*) FROM event WHERE type = ?"
+        return int(engine.store.conn.execute(query, (kind,)).fetchone()[0])
+
+    return await engine.run_store(count)
 
 
 def core_value(engine: Engine) -> int | None:

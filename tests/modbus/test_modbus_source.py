@@ -61,7 +61,7 @@ async def test_counts_stay_exact_across_a_16_bit_wrap(tmp_path: Path) -> None:
             sim.add(0, 10)  # 65533 -> 7: across the wrap
             await counted(engine, 13)
             assert sim.counter(0) == 7
-            assert events(engine, "counter_wrapped") == 1
+            assert await events(engine, "counter_wrapped") == 1
 
 
 async def test_a_power_cycled_module_restarts_at_0_and_nothing_is_doubled(tmp_path: Path) -> None:
@@ -84,8 +84,8 @@ async def test_a_power_cycled_module_restarts_at_0_and_nothing_is_doubled(tmp_pa
         await sim.power_cycle()
         sim.add(0, 3)
         await counted(engine, 78, "counts after a reset between polls")
-        assert events(engine, "counter_reset") == 2
-        assert events(engine, "counter_discontinuity") == 0
+        assert await events(engine, "counter_reset") == 2
+        assert await events(engine, "counter_discontinuity") == 0
 
 
 @pytest.mark.parametrize("word_order", ["big", "little"])
