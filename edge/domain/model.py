@@ -231,6 +231,11 @@ class Stop:
     def open(self) -> bool:
         return self.end is None
 
+    @property
+    def reason_pending(self) -> bool:
+        """Asked for a reason (long enough to need one: never a micro-stop) and none given."""
+        return self.reason is None and not self.micro and self.reason_requested
+
     def duration_ms(self, now: Instant) -> int:
         return (self.end or now).since(self.start)
 

@@ -103,11 +103,11 @@ def lights_for(wc: WorkCenter) -> Lights:
 def _reason_pending(wc: WorkCenter) -> bool:
     stop = wc.open_stop
     if stop is not None:
-        return stop.reason is None and stop.reason_requested
+        return stop.reason_pending
     # The latest stop that was not a micro-stop (those never ask); older ones are history.
     for past in reversed(wc.stops.values()):
         if not past.micro:
-            return past.reason is None and past.reason_requested
+            return past.reason_pending
     return False
 
 

@@ -108,10 +108,6 @@ def active_out(wc: WorkCenter, op: Operation, now: Instant) -> ActiveOperation:
     )
 
 
-def reason_pending(stop: Stop) -> bool:
-    return stop.reason is None and not stop.micro and stop.reason_requested
-
-
 def stop_out(wc: WorkCenter, stop: Stop, now: Instant) -> StopOut:
     reason = wc.master_data.stop_reason(stop.reason) if stop.reason else None
     return StopOut(
@@ -126,7 +122,7 @@ def stop_out(wc: WorkCenter, stop: Stop, now: Instant) -> StopOut:
         reason_source=stop.reason_source,
         alarm=stop.alarm,
         micro=stop.micro,
-        reason_pending=reason_pending(stop),
+        reason_pending=stop.reason_pending,
         operations=list(stop.operations),
     )
 
@@ -177,7 +173,7 @@ def scrap_reasons(wc: WorkCenter) -> list[Reason]:
 def lamp(wc: WorkCenter) -> tuple[Lamp, str]:
     stop = wc.open_stop
     active = wc.active
-    if stop is not None and reason_pending(stop):
+    if stop is not None and stop.reason_pending:
         return "red_blink", "state.reason_pending"
     if stop is not None or wc.header.machine_state is MachineState.DOWN:
         return "red", "state.down"
@@ -207,7 +203,7 @@ def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
         reverse=True,
     )[:RECENT_FINISHED]
     stops = list(wc.stops.values())
-    pending = [s for s in stops if reason_pending(s)]
+    pending = [s for s in stops if s.reason_pending]
     recent = stops[-RECENT_STOPS:][::-1]
     confirmations = list(wc.confirmations.values())[-RECENT_CONFIRMATIONS:][::-1]
     colour, key = lamp(wc)
