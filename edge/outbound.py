@@ -48,6 +48,7 @@ TOPICS: dict[EventType, str] = {
     E.CONFIRMATION_REVERSED: "_mes_v1/confirmation/cancel",
     E.COUNT_CORRECTED: ORDER_EVENT,
     E.FINAL_CONFIRMATION_WITHHELD: ORDER_EVENT,
+    E.VERDICT_CONFLICT: ORDER_EVENT,
     E.HELP_CALLED: "_mes_v1/andon",
     E.HELP_ACKNOWLEDGED: "_mes_v1/andon",
     E.HELP_ESCALATED: "_mes_v1/andon",

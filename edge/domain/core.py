@@ -50,6 +50,25 @@ from edge.domain.inputs import (
     Tick,
     Transition,
 )
+from edge.domain.limits import (
+    MAX_CATALOGUE,
+    MAX_CREW,
+    MAX_CYCLE_S,
+    MAX_DELTA,
+    MAX_EVERY_MINUTES,
+    MAX_INT,
+    MAX_PARTS_PER_SIGNAL,
+    MAX_QUANTITY,
+    MAX_SEQUENCE,
+    MAX_SETUP_S,
+    MAX_SPLIT,
+    MAX_TEXT,
+    MAX_TOLERANCE_PCT,
+    MIN_EVERY_MINUTES,
+    MIN_PARTS_PER_SIGNAL,
+    QUANTITY_PLACES,
+    out_of_range,
+)
 from edge.domain.model import (
     ZERO,
     Confirmation,
@@ -107,9 +126,6 @@ TRANSITIONS: dict[tuple[OperationStatus, Action], OperationStatus | None] = {
     (S.HELD, A.SPLIT): S.COMPLETED,
 }
 
-MAX_TEXT = 200
-
-
 class _Reject(Exception):
     """Raised by validation helpers; ``apply`` turns it into a :class:`Rejection`."""
 
@@ -122,32 +138,21 @@ def _reject(code: RejectionCode, message: str, **kw: Any) -> _Reject:
     return _Reject(Rejection(code, message, **kw))
 
 
-MAX_QUANTITY = Decimal(1_000_000_000)  # beyond any order; guards against a slipped finger
-
-
 def _quantity(value: object, field_name: str) -> Decimal:
     """A positive, finite quantity, or a rejection naming the field and the value."""
     try:
         qty = value if isinstance(value, Decimal) else Decimal(str(value))
     except (InvalidOperation, ValueError):
         qty = None
-    if (
-        qty is None
-        or not qty.is_finite()
-        or qty <= 0
-        or qty > MAX_QUANTITY
-        or isinstance(value, bool)
-    ):
+    if qty is None or isinstance(value, bool) or out_of_range(qty, ZERO, MAX_QUANTITY) or qty <= 0:
         raise _reject(
             RejectionCode.INVALID_VALUE,
-            f"{field_name} = {value!r}: must be a positive number up to {MAX_QUANTITY}",
+            f"{field_name} = {value!r}: must be a positive number up to {MAX_QUANTITY} "
+            f"with at most {QUANTITY_PLACES} decimal places",
             field=field_name,
             value=value,
         )
     return qty
-
-
-MAX_DELTA = Decimal(1_000_000)
 
 
 def _delta(value: object, field_name: str) -> Decimal:
@@ -156,7 +161,7 @@ def _delta(value: object, field_name: str) -> Decimal:
         qty = value if isinstance(value, Decimal) else Decimal(str(value))
     except (InvalidOperation, ValueError):
         qty = None
-    if qty is None or not qty.is_finite() or abs(qty) > MAX_DELTA or isinstance(value, bool):
+    if qty is None or isinstance(value, bool) or out_of_range(qty, -MAX_DELTA, MAX_DELTA):
         raise _reject(
             RejectionCode.INVALID_VALUE,
             f"{field_name} = {value!r}: must be a number between -{MAX_DELTA} and {MAX_DELTA}",
@@ -1455,7 +1460,7 @@ class WorkCenter:
         )
         self._release_withheld(op, r.at, r.actor)
 
-    def _on_result(self, r: ConfirmationResult) -> None:
+    def _on_result(self, r: ConfirmationResult) -> bool:
         found = self.confirmation_by_idem(r.idem_key)
         if found is None:
             raise _reject(
@@ -1472,12 +1477,32 @@ class WorkCenter:
                 field="idem_key",
                 value=r.idem_key,
             )
-        status = {
-            ResultStatus.POSTED: ConfirmationStatus.POSTED,
-            ResultStatus.DUPLICATE: ConfirmationStatus.POSTED,
-            ResultStatus.REJECTED: ConfirmationStatus.REJECTED,
-            ResultStatus.RETRYING: ConfirmationStatus.AWAITING_RESULT,
-        }[r.status]
+        current = conf.reversal_status if is_reversal else conf.status
+        status = next_verdict(current, r.status)
+        if status is None:
+            if current is ConfirmationStatus.POSTED and r.status in _POSTED_AGAIN:
+                return False  # the same good news again (a relay's resend): nothing to do
+            # A verdict only moves forward: once the ERP posted it, a later "rejected" or
+            # "retrying" cannot be true of that posting, and applying it would invite a resend
+            # that posts the same quantities twice. Kept, counted and shown to the supervisor.
+            conf.verdict_conflicts += 1
+            conf.last_conflict = f"{r.status.value} after {current.value if current else '-'}" + (
+                f": {r.message}" if r.message else ""
+            )
+            self._touch("confirmation", conf.conf_id)
+            self._emit(
+                EventType.VERDICT_CONFLICT,
+                r.at,
+                conf.key,
+                "central",
+                conf_id=conf.conf_id,
+                idem_key=r.idem_key,
+                reversal=is_reversal,
+                status=current.value if current else None,
+                verdict=r.status.value,
+                erp_message=r.message,
+            )
+            return True
         if is_reversal:
             conf.reversal_status = status
         else:
@@ -1502,6 +1527,7 @@ class WorkCenter:
         op = self.operations.get(conf.key)
         if op is not None:
             self._release_withheld(op, r.at, "central")
+        return True
 
     # ------------------------------------------------------------------ stops
 
@@ -1737,6 +1763,13 @@ class WorkCenter:
     def _on_dispatch(self, d: DispatchList) -> None:
         """rules.md §7: the whole list with a version; replace semantics."""
         h = self.header
+        if not 1 <= d.version <= MAX_INT:
+            raise _reject(
+                RejectionCode.INVALID_VALUE,
+                f"version = {d.version}: must be between 1 and {MAX_INT}",
+                field="version",
+                value=d.version,
+            )
         if d.version <= h.dispatch_version:
             raise _reject(
                 RejectionCode.STALE_DISPATCH,
@@ -1777,6 +1810,9 @@ class WorkCenter:
                     status=op.status.value,
                 )
             elif op.spec != spec:
+                spec = self._changeable(op, spec, d)
+                if op.spec == spec:
+                    continue
                 changes = _spec_changes(op.spec, spec)
                 op.spec = spec
                 self._touch("operation", spec.key)
@@ -1822,6 +1858,37 @@ class WorkCenter:
             operations=[str(s.key) for s in d.operations],
         )
 
+    def _changeable(self, op: Operation, spec: OperationSpec, d: DispatchList) -> OperationSpec:
+        """rules.md §7: what a new dispatch list may change of an operation that has started.
+
+        Once an operation has started (set up, run, or counted anything), the parts it counted
+        belong to its material, in its unit, converted with its parts per signal: a new value
+        for any of them would mislabel or rescale what is already counted, and a new parts per
+        signal would make the next readings look like a jump. The list is applied with the old
+        values kept for those fields, and a ``dispatch_conflict`` (``change_refused``) says so;
+        complete or split the operation and dispatch a new one to change them. Everything else
+        (target, tolerances, standards, due date, texts, sequence) applies from then on.
+        """
+        if op.first_start is None and not op.counted.has_quantity():
+            return spec
+        refused = {
+            name: [_plain(getattr(op.spec, name)), _plain(getattr(spec, name))]
+            for name in FIXED_ONCE_STARTED
+            if getattr(op.spec, name) != getattr(spec, name)
+        }
+        if not refused:
+            return spec
+        self._emit(
+            EventType.DISPATCH_CONFLICT,
+            d.at,
+            op,
+            d.actor,
+            conflict="change_refused",
+            status=op.status.value,
+            changes=refused,
+        )
+        return replace(spec, **{name: getattr(op.spec, name) for name in refused})
+
     def _on_master_data(self, m: MasterDataReceived) -> bool:
         current = self.header.master_data
         md = m.master_data
@@ -1834,6 +1901,40 @@ class WorkCenter:
                 field="version",
                 value=md.version,
             )
+        if not 1 <= md.version <= MAX_INT:
+            raise _reject(
+                RejectionCode.INVALID_VALUE,
+                f"version = {md.version}: must be between 1 and {MAX_INT}",
+                field="version",
+                value=md.version,
+            )
+        if not md.stop_reasons:
+            # Without stop reasons no stop could ever be given a reason: every stop would ask
+            # for ever and no confirmation could explain its down time.
+            raise _reject(
+                RejectionCode.INVALID_VALUE,
+                "stop_reasons = []: the stop-reason catalogue must not be empty",
+                field="stop_reasons",
+                value="[]",
+            )
+        for name in ("stop_reasons", "scrap_reasons", "alarm_reasons"):
+            size = len(getattr(md, name))
+            if size > MAX_CATALOGUE:
+                raise _reject(
+                    RejectionCode.INVALID_VALUE,
+                    f"{name}: {size} entries, more than {MAX_CATALOGUE}",
+                    field=name,
+                    value=size,
+                )
+        if out_of_range(md.crew_size, ZERO, MAX_CREW) or md.crew_size <= 0:
+            raise _reject(
+                RejectionCode.INVALID_VALUE,
+                f"crew_size = {md.crew_size}: must be more than 0 and at most {MAX_CREW}",
+                field="crew_size",
+                value=str(md.crew_size),
+            )
+        if md.policy is not None:
+            _check_policy(md.policy)
         codes = {r.code for r in md.stop_reasons}
         for alarm, reason in md.alarm_reasons:
             if reason not in codes:
@@ -1868,6 +1969,53 @@ def _with_own_reasons(md: MasterData, rules: WorkCenterRules) -> MasterData:
     return replace(md, scrap_reasons=md.scrap_reasons + tuple(own)) if own else md
 
 
+_POSTED_AGAIN = frozenset({ResultStatus.POSTED, ResultStatus.DUPLICATE})
+
+
+def next_verdict(
+    current: ConfirmationStatus | None, verdict: ResultStatus
+) -> ConfirmationStatus | None:
+    """rules.md §6: the ERP relay's verdict as a state machine that only moves forward.
+
+    awaiting_result: posted or duplicate -> posted; rejected -> rejected; retrying stays.
+    rejected: posted or duplicate -> posted (the relay got it through after all; the ERP has
+    the document); a repeated rejected stays rejected; retrying is a contradiction.
+    posted is final: anything after it is a contradiction (None), never applied.
+    """
+    posted = verdict in _POSTED_AGAIN
+    if current is ConfirmationStatus.AWAITING_RESULT or current is None:
+        if posted:
+            return ConfirmationStatus.POSTED
+        if verdict is ResultStatus.REJECTED:
+            return ConfirmationStatus.REJECTED
+        return ConfirmationStatus.AWAITING_RESULT
+    if current is ConfirmationStatus.REJECTED:
+        if posted:
+            return ConfirmationStatus.POSTED
+        return ConfirmationStatus.REJECTED if verdict is ResultStatus.REJECTED else None
+    return None
+
+
+def _check_policy(policy: ConfirmationPolicy) -> None:
+    every = policy.every_good
+    if every is not None and (out_of_range(every, Decimal(1), MAX_QUANTITY)):
+        raise _reject(
+            RejectionCode.INVALID_VALUE,
+            f"confirmation_policy.every_good = {every}: must be from 1 to {MAX_QUANTITY}",
+            field="confirmation_policy.every_good",
+            value=str(every),
+        )
+    minutes = policy.every_minutes
+    if minutes is not None and not MIN_EVERY_MINUTES <= minutes <= MAX_EVERY_MINUTES:
+        raise _reject(
+            RejectionCode.INVALID_VALUE,
+            f"confirmation_policy.every_minutes = {minutes}: must be from "
+            f"{MIN_EVERY_MINUTES:g} to {MAX_EVERY_MINUTES:g}",
+            field="confirmation_policy.every_minutes",
+            value=minutes,
+        )
+
+
 def _check_date(text: str) -> None:
     parts = text.split("-")
     ok = len(parts) == 3 and all(p.isdigit() for p in parts) and len(parts[0]) == 4
@@ -1900,18 +2048,40 @@ def _check_spec(spec: OperationSpec, i: int, work_center: str) -> None:
         )
     if spec.work_center and spec.work_center != work_center:
         raise bad("work_center", spec.work_center, f"this gateway is work center {work_center!r}")
-    for name in ("target_qty", "parts_per_signal"):
+    if out_of_range(spec.target_qty, ZERO, MAX_QUANTITY) or spec.target_qty <= 0:
+        raise bad(
+            "target_qty",
+            spec.target_qty,
+            f"must be a positive number up to {MAX_QUANTITY} "
+            f"with at most {QUANTITY_PLACES} decimal places",
+        )
+    if out_of_range(spec.parts_per_signal, MIN_PARTS_PER_SIGNAL, MAX_PARTS_PER_SIGNAL):
+        raise bad(
+            "parts_per_signal",
+            spec.parts_per_signal,
+            f"must be between {MIN_PARTS_PER_SIGNAL} and {MAX_PARTS_PER_SIGNAL} "
+            f"with at most {QUANTITY_PLACES} decimal places",
+        )
+    for name, high in (("std_setup_s", MAX_SETUP_S), ("std_cycle_s", MAX_CYCLE_S)):
         value = getattr(spec, name)
-        if not isinstance(value, Decimal) or not value.is_finite() or value <= 0:
-            raise bad(name, value, "must be a positive number")
-    for name in ("std_setup_s", "std_cycle_s"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
+            raise bad(name, value, f"must be a number of seconds from 0 to {high:g}")
+    for name, limit in (
+        ("over_tolerance_pct", MAX_TOLERANCE_PCT),
+        ("under_tolerance_pct", MAX_TOLERANCE_PCT),
+        ("crew_size", MAX_CREW),
+    ):
         value = getattr(spec, name)
-        if not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
-            raise bad(name, value, "must be a number ≥ 0")
-    for name in ("over_tolerance_pct", "under_tolerance_pct", "crew_size"):
+        if value is not None and out_of_range(value, ZERO, limit):
+            raise bad(name, value, f"must be a number from 0 to {limit}")
+    if not -MAX_SEQUENCE <= spec.sequence <= MAX_SEQUENCE:
+        raise bad("sequence", spec.sequence, f"must be between -{MAX_SEQUENCE} and {MAX_SEQUENCE}")
+    if not 0 <= spec.split <= MAX_SPLIT:
+        raise bad("split", spec.split, f"must be between 0 and {MAX_SPLIT}")
+    for name in ("material", "unit", "material_text", "confirmation_no", "due"):
         value = getattr(spec, name)
-        if value is not None and (not value.is_finite() or value < 0):
-            raise bad(name, value, "must be a number ≥ 0")
+        if value is not None and len(value) > MAX_TEXT:
+            raise bad(name, value[:40] + "...", f"must be at most {MAX_TEXT} characters")
 
 
 def _spec_data(spec: OperationSpec) -> dict[str, object]:
@@ -1926,13 +2096,18 @@ def _spec_data(spec: OperationSpec) -> dict[str, object]:
     }
 
 
+# What a dispatch list may no longer change once an operation started (see _changeable).
+FIXED_ONCE_STARTED = ("material", "unit", "parts_per_signal")
+
+
+def _plain(value: object) -> object:
+    return conf_rules.number(value) if isinstance(value, Decimal) else value
+
+
 def _spec_changes(old: OperationSpec, new: OperationSpec) -> dict[str, list[object]]:
     changes: dict[str, list[object]] = {}
     for name in old.__dataclass_fields__:
         a, b = getattr(old, name), getattr(new, name)
         if a != b:
-            changes[name] = [
-                conf_rules.number(a) if isinstance(a, Decimal) else a,
-                conf_rules.number(b) if isinstance(b, Decimal) else b,
-            ]
+            changes[name] = [_plain(a), _plain(b)]
     return changes

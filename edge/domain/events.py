@@ -44,6 +44,8 @@ class EventType(StrEnum):
     CONFIRMATION_RESENT = "confirmation_resent"
     CONFIRMATION_RESULT = "confirmation_result"
     CONFIRMATION_REVERSED = "confirmation_reversed"
+    # A late verdict contradicting a final one; kept, not applied (rules.md §6)
+    VERDICT_CONFLICT = "confirmation_verdict_conflict"
     FINAL_CONFIRMATION_WITHHELD = "final_confirmation_withheld"
     COUNT_CORRECTED = "count_corrected"
     HELP_CALLED = "help_called"

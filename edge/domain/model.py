@@ -283,6 +283,10 @@ class Confirmation:
     reversed: bool = False
     reversal_idem_key: str | None = None
     reversal_status: ConfirmationStatus | None = None
+    # Late verdicts that contradicted a final one (rejected after posted, ...): never applied,
+    # counted here and shown to the supervisor.
+    verdict_conflicts: int = 0
+    last_conflict: str | None = None
 
     @property
     def conf_id(self) -> str:

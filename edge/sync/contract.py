@@ -19,9 +19,69 @@ from decimal import Decimal
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import from_json
+
+from edge.domain import limits as L
 
 CONTRACT_VERSION = "1.0.0"
 MAX_INBOUND_BYTES = 256 * 1024
+# Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
+MAX_JSON_DEPTH = 32
+
+
+class BadJson(ValueError):
+    """An inbound payload that is not a JSON document the gateway will read (the text says why)."""
+
+
+def parse_json(payload: bytes, *, max_bytes: int = MAX_INBOUND_BYTES) -> Any:
+    """Parse an inbound payload with bounds on its size, its nesting and its numbers.
+
+    The standard library's parser recurses once per level, so a deeply nested document of a few
+    hundred kilobytes raises RecursionError (or worse) in the middle of the daemon; it also
+    reads ``NaN`` and ``Infinity``. pydantic's parser is iterative in effect (it stops at a
+    recursion limit with a ValueError) and refuses those literals; a number too large for a
+    float becomes infinity, which the models refuse. Nesting is checked here as well, with a
+    bound of our own, in one pass over the bytes that skips strings.
+    """
+    if len(payload) > max_bytes:
+        raise BadJson(f"payload of {len(payload)} bytes is over the limit of {max_bytes}")
+    depth = _max_depth(payload)
+    if depth > MAX_JSON_DEPTH:
+        raise BadJson(f"nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
+    try:
+        return from_json(payload, allow_inf_nan=False)
+    except ValueError as exc:
+        raise BadJson(f"not JSON: {exc}") from None
+
+
+_OPEN = frozenset(b"[{")
+_CLOSE = frozenset(b"]}")
+
+
+def _max_depth(payload: bytes) -> int:
+    """The deepest nesting of arrays and objects, ignoring brackets inside strings."""
+    deepest = depth = 0
+    in_string = escaped = False
+    # Only bytes that matter are looked at one by one; runs of anything else are skipped.
+    for byte in payload.translate(None, _IRRELEVANT):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in _OPEN:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in _CLOSE:
+            depth -= 1
+    return deepest
+
+
+_IRRELEVANT = bytes(b for b in range(256) if b not in b'[]{}"\\')
 
 # Whole numbers as integers, exact decimals as text ("12.5"): a float would round.
 DecimalText = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(\.[0-9]+)?$")]
@@ -31,9 +91,28 @@ Ident = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"
 
 
 class _Strict(BaseModel):
-    """Inbound: unknown fields are an error, so a typo in central's message is caught."""
+    """Inbound: unknown fields are an error, so a typo in central's message is caught.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Every number has bounds (``edge/domain/limits.py``), floats are finite, and so the published
+    JSON Schemas tell central what the gateway accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Inbound numbers, bounded (see edge/domain/limits.py for why each bound is where it is).
+Version = Annotated[int, Field(ge=1, le=L.MAX_INT)]
+Seq = Annotated[int, Field(ge=1, le=L.MAX_INT)]
+Split = Annotated[int, Field(ge=0, le=L.MAX_SPLIT)]
+PositiveQty = Annotated[
+    Decimal,
+    Field(gt=0, le=L.MAX_QUANTITY, max_digits=16, decimal_places=L.QUANTITY_PLACES),
+]
+Percent = Annotated[
+    Decimal, Field(ge=0, le=L.MAX_TOLERANCE_PCT, max_digits=12, decimal_places=L.QUANTITY_PLACES)
+]
+Crew = Annotated[
+    Decimal, Field(gt=0, le=L.MAX_CREW, max_digits=12, decimal_places=L.QUANTITY_PLACES)
+]
 
 
 def _open_schema(schema: dict[str, Any]) -> None:
@@ -55,26 +134,37 @@ class OperationMsg(_Strict):
 
     order_id: Ident
     operation: Ident
-    split: int = Field(0, ge=0)
+    split: Split = 0
     material: Code
-    material_text: str = Field("", max_length=200)
-    quantity: Decimal = Field(gt=0, description="target quantity in `unit`")
+    material_text: str = Field("", max_length=L.MAX_TEXT)
+    quantity: PositiveQty = Field(description="target quantity in `unit`")
     unit: Code = "PC"
-    sequence: int = 0
-    planned_setup_s: float = Field(0.0, ge=0)
-    planned_run_s_per_unit: float = Field(0.0, ge=0, description="standard cycle time per unit")
-    parts_per_signal: Decimal = Field(Decimal(1), gt=0)
-    latest_end: str | None = Field(None, description="due date-time from the ERP, ISO 8601")
-    over_tolerance_pct: Decimal | None = Field(None, ge=0)
-    under_tolerance_pct: Decimal | None = Field(None, ge=0)
-    crew_size: Decimal | None = Field(None, gt=0)
+    sequence: int = Field(0, ge=-L.MAX_SEQUENCE, le=L.MAX_SEQUENCE)
+    planned_setup_s: float = Field(0.0, ge=0, le=L.MAX_SETUP_S)
+    planned_run_s_per_unit: float = Field(
+        0.0, ge=0, le=L.MAX_CYCLE_S, description="standard cycle time per unit"
+    )
+    parts_per_signal: Decimal = Field(
+        Decimal(1),
+        ge=L.MIN_PARTS_PER_SIGNAL,
+        le=L.MAX_PARTS_PER_SIGNAL,
+        max_digits=16,
+        decimal_places=L.QUANTITY_PLACES,
+        description="parts per machine signal; fixed once the operation has started",
+    )
+    latest_end: str | None = Field(
+        None, max_length=40, description="due date-time from the ERP, ISO 8601"
+    )
+    over_tolerance_pct: Percent | None = None
+    under_tolerance_pct: Percent | None = None
+    crew_size: Crew | None = None
     confirmation_no: str | None = Field(None, max_length=40)
 
 
 class DispatchListBody(_Strict):
     """The whole dispatch list of the work center; replaces the one held if newer."""
 
-    version: int = Field(ge=1)
+    version: Version
     operations: list[OperationMsg] = Field(max_length=2000)
 
 
@@ -83,26 +173,26 @@ class OperationRefBody(_Strict):
 
     order_id: Ident
     operation: Ident
-    split: int = Field(0, ge=0)
-    reason: str | None = Field(None, max_length=200)
+    split: Split = 0
+    reason: str | None = Field(None, max_length=L.MAX_TEXT)
 
 
 class ResyncBody(_Strict):
     """Central lost track: republish the snapshot and health, and optionally replay the
     business messages from ``from_seq`` on (consumers de-duplicate by ``msg_id``)."""
 
-    from_seq: int | None = Field(None, ge=1)
+    from_seq: Seq | None = None
 
 
 class StopReasonMsg(_Strict):
     code: Code
-    text: str = Field(max_length=200)
+    text: str = Field(max_length=L.MAX_TEXT)
     category: Literal["planned", "unplanned"] = "unplanned"
 
 
 class ScrapReasonMsg(_Strict):
     code: Code
-    text: str = Field(max_length=200)
+    text: str = Field(max_length=L.MAX_TEXT)
 
 
 class ShiftMsg(_Strict):
@@ -116,8 +206,10 @@ class ShiftMsg(_Strict):
 class ConfirmationPolicyMsg(_Strict):
     """When the gateway makes partial confirmations (a final one always at completion)."""
 
-    every_good: Decimal | None = Field(None, gt=0)
-    every_minutes: float | None = Field(None, gt=0)
+    every_good: Decimal | None = Field(
+        None, ge=1, le=L.MAX_QUANTITY, max_digits=16, decimal_places=L.QUANTITY_PLACES
+    )
+    every_minutes: float | None = Field(None, ge=L.MIN_EVERY_MINUTES, le=L.MAX_EVERY_MINUTES)
     at_shift_end: bool = False
 
 
@@ -125,11 +217,12 @@ class MasterDataBody(_Strict):
     """Reason catalogues, alarm mapping, crew size, and optionally the shift calendar and the
     partial-confirmation policy; replaces the config's defaults."""
 
-    version: int = Field(ge=1)
-    stop_reasons: list[StopReasonMsg] = Field(default_factory=list, max_length=1000)
-    scrap_reasons: list[ScrapReasonMsg] = Field(default_factory=list, max_length=1000)
-    alarm_reasons: dict[str, Code] = Field(default_factory=dict)
-    crew_size: Decimal = Field(Decimal(1), gt=0)
+    version: Version
+    # At least one: without stop reasons no stop could ever be given its reason.
+    stop_reasons: list[StopReasonMsg] = Field(min_length=1, max_length=L.MAX_CATALOGUE)
+    scrap_reasons: list[ScrapReasonMsg] = Field(default_factory=list, max_length=L.MAX_CATALOGUE)
+    alarm_reasons: dict[Code, Code] = Field(default_factory=dict, max_length=L.MAX_CATALOGUE)
+    crew_size: Crew = Decimal(1)
     shifts: list[ShiftMsg] | None = Field(None, min_length=1, max_length=24)
     confirmation_policy: ConfirmationPolicyMsg | None = None
 
@@ -139,22 +232,28 @@ class ErpError(_Strict):
     code: str | None = Field(None, max_length=40)
 
 
+ErpKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ErpValue = Annotated[str, StringConstraints(max_length=L.MAX_TEXT)]
+
+
 class ConfirmationResultBody(_Strict):
     """The ERP relay's verdict on one confirmation or reversal, by its idempotency key."""
 
     idem_key: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     status: Literal["posted", "duplicate", "rejected", "retrying"]
     error: ErpError | None = None
-    erp: dict[str, str] | None = Field(None, description="the ERP's keys for the posting")
-    ts: str | None = None
+    erp: dict[ErpKey, ErpValue] | None = Field(
+        None, max_length=20, description="the ERP's keys for the posting"
+    )
+    ts: str | None = Field(None, max_length=40)
 
 
 class InboundEnvelope(_Strict):
     """What central sends: an id (quoted back when the message is rejected) and the body."""
 
-    schema_: str = Field(alias="schema")
+    schema_: str = Field(alias="schema", max_length=64)
     msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    ts_ms: int | None = None
+    ts_ms: int | None = Field(None, ge=0, le=L.MAX_INT)
     body: dict[str, Any]
 
 
@@ -186,6 +285,7 @@ class OrderEventBody(OrderFields):
         "dispatch_conflict",
         "count_corrected",
         "final_confirmation_withheld",
+        "confirmation_verdict_conflict",
     ]
     from_: str | None = Field(None, alias="from")
     to: str | None = None
@@ -214,6 +314,12 @@ class OrderEventBody(OrderFields):
     reason: str | None = None
     blocked_by: str | None = None
     erp_message: str | None = None
+    # confirmation_verdict_conflict: the confirmation, its key, whether it is the reversal,
+    # the verdict held (status) and the contradicting one that was not applied
+    conf_id: str | None = None
+    idem_key: str | None = None
+    reversal: bool | None = None
+    verdict: str | None = None
 
 
 class DispatchReceivedBody(OrderFields):

@@ -8,7 +8,7 @@ original ``msg_id`` and the reason, logged, and changes nothing.
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -30,11 +30,12 @@ from edge.domain.inputs import (
 from edge.domain.model import OperationKey, OperationSpec
 from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, Shift, StopReason
 from edge.engine import Engine
-from edge.errors import EngineStopped
+from edge.errors import DuplicateCommand, EngineStopped
 from edge.store.codec import dumps
 from edge.sync.contract import (
     MAX_INBOUND_BYTES,
     TOPICS,
+    BadJson,
     ConfirmationResultBody,
     DispatchListBody,
     InboundEnvelope,
@@ -42,6 +43,7 @@ from edge.sync.contract import (
     OperationRefBody,
     RejectedBody,
     ResyncBody,
+    parse_json,
 )
 from edge.sync.mqtt import Message, MqttLink
 
@@ -106,7 +108,11 @@ class Downlink:
         self.log = logger or structlog.get_logger("edge.downlink")
         self.accepted = 0
         self.rejected = 0
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.errors = 0  # messages whose handling failed unexpectedly (refused all the same)
+        self._msg_id: str | None = None  # of the message in hand, once it could be read
+        # msg_id -> the topic it came on, for the most recent ones: a redelivery is ignored,
+        # the same id on another topic refused. Older ones are recognised by the engine.
+        self._seen: OrderedDict[str, str] = OrderedDict()
         now = engine.now
         self._convert: dict[str, tuple[type[BaseModel], Callable[[Any], Input]]] = {
             "_mes_v1/order/dispatch": (
@@ -157,22 +163,52 @@ class Downlink:
     async def run(self) -> None:
         while True:
             message = await self.link.messages.get()
-            try:
-                await self.handle(message)
-            except EngineStopped:
+            if not await self.guarded(message):
                 return  # shutting down: not acknowledged, so the broker delivers it again
             self.link.ack(message)
+
+    async def guarded(self, message: Message) -> bool:
+        """Handle one message so that nothing it holds can stop the daemon.
+
+        Whatever goes wrong (a bug, a value no check foresaw), the message is refused on
+        ``_mes_v1/rejected`` with the reason and then acknowledged, so the broker does not
+        deliver it again and again. Returns False only when the engine has stopped."""
+        self._msg_id = None
+        try:
+            await self.handle(message)
+        except EngineStopped:
+            return False
+        except Exception as exc:
+            self.errors += 1
+            self.log.error(
+                "inbound message could not be handled; it is refused and nothing changed",
+                topic=message.topic,
+                msg_id=self._msg_id,
+                error=repr(exc)[:300],
+                exc_info=exc,
+            )
+            try:
+                self._refuse(
+                    message.topic,
+                    self._msg_id,
+                    f"the gateway could not handle this message: {type(exc).__name__}",
+                    None,
+                    None,
+                )
+            except Exception as publish_exc:
+                self.log.error("could not publish the refusal", error=repr(publish_exc)[:300])
+        return True
 
     async def handle(self, message: Message) -> None:
         if message.topic == self.relay_state_topic:
             self._relay_state(message.payload)
             return
         path = message.topic.removeprefix(self.root + "/")
-        msg_id: str | None = None
         try:
             if path not in self._convert and path not in self._commands:
                 raise Refused(f"no such command topic {message.topic!r}", "topic", message.topic)
             if len(message.payload) > self.max_bytes:
+                self._msg_id = _peek_msg_id(message.payload)
                 raise Refused(
                     f"payload of {len(message.payload)} bytes is over the limit of "
                     f"{self.max_bytes}",
@@ -180,10 +216,18 @@ class Downlink:
                     len(message.payload),
                 )
             envelope = self._envelope(message.payload)
-            msg_id = envelope.msg_id
-            if msg_id in self._seen:
-                self.log.debug("duplicate delivery ignored", msg_id=msg_id, topic=path)
+            msg_id = self._msg_id = envelope.msg_id
+            seen_on = self._seen.get(msg_id)
+            if seen_on == path:
+                self.log.info("duplicate delivery ignored", msg_id=msg_id, topic=path)
                 return
+            if seen_on is not None:
+                raise Refused(
+                    f"msg_id {msg_id!r} was already used by a message on {seen_on!r}; "
+                    "every message needs its own msg_id",
+                    "msg_id",
+                    msg_id,
+                )
             if path in self._commands:
                 command_model, run = self._commands[path]
                 command = _validate(command_model, envelope.body, "body")
@@ -192,16 +236,23 @@ class Downlink:
                 body = _validate(model, envelope.body, "body")
                 inp = convert(body)
         except Refused as refused:
-            self._refuse(message.topic, msg_id, refused.reason, refused.field, refused.value)
+            self._refuse(message.topic, self._msg_id, refused.reason, refused.field, refused.value)
             return
         if path in self._commands:
-            self._remember(msg_id)
+            self._remember(msg_id, path)
             self.accepted += 1
             self.log.info("command from central", topic=path, msg_id=msg_id)
             await run(command)
             return
-        outcome = await self.engine.submit(inp)
-        self._remember(msg_id)
+        try:
+            # The msg_id goes into the journal with the input: a message applied once is never
+            # applied again, also when the broker or central sends it again after a restart.
+            outcome = await self.engine.submit(inp, command_id=inbound_command_id(msg_id))
+        except DuplicateCommand:
+            self._remember(msg_id, path)
+            self.log.info("message applied before; not applied again", msg_id=msg_id, topic=path)
+            return
+        self._remember(msg_id, path)
         if outcome.rejection is not None:
             self._refuse_rejection(message.topic, msg_id, outcome.rejection)
         else:
@@ -213,29 +264,43 @@ class Downlink:
         A missing or garbled state must not hold confirmations back for ever: withholding is
         for the case where the relay said (or its Last Will said) that it is gone.
         """
-        try:
-            online = json.loads(payload).get("online") is not False if payload else True
-        except (ValueError, AttributeError):
-            self.log.warning(
-                "relay state is not a JSON object; taken as online",
-                topic=self.relay_state_topic,
-                payload=payload[:200],
-            )
-            online = True
+        online = True
+        if payload:
+            try:
+                data = parse_json(payload, max_bytes=self.max_bytes)
+            except BadJson as exc:
+                data = None
+                self.log.warning(
+                    "relay state is not readable JSON; taken as online",
+                    topic=self.relay_state_topic,
+                    reason=str(exc),
+                    payload=payload[:200],
+                )
+            if isinstance(data, dict):
+                online = data.get("online") is not False
+            elif data is not None:
+                self.log.warning(
+                    "relay state is not a JSON object; taken as online",
+                    topic=self.relay_state_topic,
+                    payload=payload[:200],
+                )
         if self._on_relay_state is not None:
             self._on_relay_state(online)
 
     def _envelope(self, payload: bytes) -> InboundEnvelope:
         try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = parse_json(payload, max_bytes=self.max_bytes)
+        except BadJson as exc:
+            self._msg_id = _peek_msg_id(payload)
             text = payload[:80].decode(errors="replace")
-            raise Refused(f"not JSON: {exc}", "payload", text) from None
+            raise Refused(str(exc), "payload", text) from None
+        if isinstance(data, dict) and isinstance(data.get("msg_id"), str):
+            self._msg_id = data["msg_id"][:64]
         env: InboundEnvelope = _validate(InboundEnvelope, data, "")
         return env
 
-    def _remember(self, msg_id: str) -> None:
-        self._seen[msg_id] = None
+    def _remember(self, msg_id: str, path: str) -> None:
+        self._seen[msg_id] = path
         while len(self._seen) > SEEN_IDS:
             self._seen.popitem(last=False)
 
@@ -258,6 +323,21 @@ class Downlink:
         self.link.publish(
             f"{self.root}/{REJECTED}", body.model_dump_json(exclude_none=False), qos=1
         )
+
+
+def inbound_command_id(msg_id: str) -> str:
+    """The journal's id for an input that came from central as message ``msg_id``."""
+    return f"mqtt:{msg_id}"
+
+
+_MSG_ID = re.compile(rb'"msg_id"\s*:\s*"([^"\\]{1,64})"')
+
+
+def _peek_msg_id(payload: bytes) -> str | None:
+    """The msg_id of a payload that cannot be parsed, if it is plainly readable near its start,
+    so that central can tell which message was refused."""
+    found = _MSG_ID.search(payload[:4096])
+    return found.group(1).decode(errors="replace") if found else None
 
 
 def _validate(model: type[M], data: object, prefix: str) -> M:

@@ -178,6 +178,28 @@ CASES = [
         DispatchList(2, (spec(parts_per_signal=Decimal(0)),), at(200)),
     ),
     bad("operations[0].std_cycle_s", -1.0, DispatchList(2, (spec(std_cycle_s=-1.0),), at(200))),
+    # Contract-valid once, each one made every count of the operation an internal error, a
+    # discontinuity, or froze the loop (issue: extreme values).
+    *(
+        bad(f"operations[0].{name}", value, DispatchList(2, (spec(**{kw: value}),), at(200)))
+        for name, kw, value in (
+            ("parts_per_signal", "parts_per_signal", Decimal("1E-400")),
+            ("parts_per_signal", "parts_per_signal", Decimal("1E+999999")),
+            ("parts_per_signal", "parts_per_signal", Decimal("0.00001")),
+            ("parts_per_signal", "parts_per_signal", Decimal("Infinity")),
+            ("target_qty", "target", Decimal("1E+5000")),
+            ("target_qty", "target", Decimal("1000000001")),
+            ("target_qty", "target", Decimal("0.0000001")),
+            ("std_cycle_s", "std_cycle_s", 1e300),
+            ("std_cycle_s", "std_cycle_s", float("inf")),
+            ("std_cycle_s", "std_cycle_s", float("nan")),
+            ("std_setup_s", "std_setup_s", 1e12),
+            ("over_tolerance_pct", "over_tolerance_pct", Decimal("1E+999999")),
+            ("crew_size", "crew_size", Decimal("-1")),
+            ("sequence", "sequence", 10**30),
+            ("split", "split", 10**6),
+        )
+    ),
     bad(
         "operations[0].work_center",
         "WC-OTHER",

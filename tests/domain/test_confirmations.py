@@ -244,6 +244,64 @@ def test_relay_results(status: ResultStatus, expected: ConfirmationStatus) -> No
     assert c1.status is expected
 
 
+@pytest.mark.parametrize("late", [ResultStatus.REJECTED, ResultStatus.RETRYING])
+@pytest.mark.parametrize("first", [ResultStatus.POSTED, ResultStatus.DUPLICATE])
+def test_a_late_verdict_never_undoes_a_posting(first: ResultStatus, late: ResultStatus) -> None:
+    # posted is final: a late "rejected" would invite a resend that posts the same quantities
+    # a second time; a late "retrying" would leave it awaiting a result that never comes.
+    wc = example_wc()
+    count_up(wc, 250, 0)
+    (c1,) = confs(wc)
+    ok(wc, ConfirmationResult(c1.idem_key, first, at(5000), None, "ERP-1"))
+    out = ok(wc, ConfirmationResult(c1.idem_key, late, at(5100), "mapping says no"))
+    conflict = one(out, EventType.VERDICT_CONFLICT)
+    assert conflict.data["status"] == "posted"
+    assert conflict.data["verdict"] == late.value
+    assert events_of(out, EventType.CONFIRMATION_RESULT) == []  # nothing settles or changes
+    assert c1.status is ConfirmationStatus.POSTED
+    assert (c1.erp_ref, c1.erp_message) == ("ERP-1", None)
+    assert c1.verdict_conflicts == 1
+    assert c1.last_conflict == f"{late.value} after posted: mapping says no"
+    rej = rejected(wc, ResendConfirmation(OP, 1, SUPERVISOR, at(5200)))
+    assert rej.code is RejectionCode.CONFIRMATION_STATE
+
+
+def test_the_same_posting_again_changes_nothing() -> None:
+    wc = example_wc()
+    count_up(wc, 250, 0)
+    (c1,) = confs(wc)
+    ok(wc, ConfirmationResult(c1.idem_key, ResultStatus.POSTED, at(5000), None, "ERP-1"))
+    out = ok(wc, ConfirmationResult(c1.idem_key, ResultStatus.DUPLICATE, at(5100)))
+    assert out.events == ()
+    assert not out.changed
+    assert (c1.status, c1.verdict_conflicts) == (ConfirmationStatus.POSTED, 0)
+
+
+def test_retrying_after_rejected_is_a_conflict_and_a_later_posting_still_counts() -> None:
+    wc = example_wc()
+    count_up(wc, 250, 0)
+    (c1,) = confs(wc)
+    ok(wc, ConfirmationResult(c1.idem_key, ResultStatus.REJECTED, at(5000), "locked"))
+    out = ok(wc, ConfirmationResult(c1.idem_key, ResultStatus.RETRYING, at(5100)))
+    one(out, EventType.VERDICT_CONFLICT)
+    assert c1.status is ConfirmationStatus.REJECTED
+    out = ok(wc, ConfirmationResult(c1.idem_key, ResultStatus.POSTED, at(5200), None, "ERP-9"))
+    one(out, EventType.CONFIRMATION_RESULT)
+    assert c1.status is ConfirmationStatus.POSTED
+
+
+def test_a_reversal_verdict_only_moves_forward_too() -> None:
+    wc = example_wc()
+    count_up(wc, 250, 0)
+    ok(wc, ReverseConfirmation(OP, 1, SUPERVISOR, at(5000)))
+    (c1,) = confs(wc)
+    assert c1.reversal_idem_key is not None
+    ok(wc, ConfirmationResult(c1.reversal_idem_key, ResultStatus.POSTED, at(5100)))
+    out = ok(wc, ConfirmationResult(c1.reversal_idem_key, ResultStatus.REJECTED, at(5200), "x"))
+    assert one(out, EventType.VERDICT_CONFLICT).data["reversal"] is True
+    assert c1.reversal_status is ConfirmationStatus.POSTED
+
+
 def test_a_rejected_confirmation_keeps_the_erp_message_and_is_resent_with_a_retry_key() -> None:
     wc = example_wc()
     count_up(wc, 250, 0)

@@ -104,12 +104,13 @@ def test_a_change_does_not_rewrite_confirmed_quantities() -> None:
 
     ok(wc, RequestConfirmation(OPERATOR, at(600)))
     (c1,) = wc.confirmations.values()
-    ok(wc, DispatchList(2, (spec(target=50, parts_per_signal=Decimal(2)),), at(700)))
+    ok(wc, DispatchList(2, (spec(target=50),), at(700)))
     assert c1.tally.good == 40
     op = wc.operations[key(OP)]
     assert op.counted.good == 40
+    assert op.spec.target_qty == 50
     ok(wc, Pulses("press1", 1, at(800)))
-    assert op.counted.good == 42  # the new parts per signal from then on
+    assert op.counted.good == 41
 
 
 def test_an_unchanged_operation_in_a_new_list_emits_no_change() -> None:
@@ -178,10 +179,73 @@ def test_passing_the_over_delivery_tolerance_warns_and_needs_an_acknowledgement(
 
 def test_master_data_from_central_keeps_the_gateways_own_scrap_reasons() -> None:
     from edge.domain.inputs import MasterDataReceived
-    from edge.domain.rules import MasterData, ScrapReason
+    from edge.domain.rules import MasterData, ScrapReason, StopReason
 
     wc = WorkCenter(make_rules())
-    md = MasterData(version=2, scrap_reasons=(ScrapReason("S01", "flash"),))
+    md = MasterData(
+        version=2,
+        stop_reasons=(StopReason("M01", "mechanical failure"),),
+        scrap_reasons=(ScrapReason("S01", "flash"),),
+    )
     ok(wc, MasterDataReceived(md, at(0)))
     codes = {r.code for r in wc.master_data.scrap_reasons}
     assert codes == {"S01", wc.rules.setup_scrap_reason, wc.rules.machine_scrap_reason}
+
+
+def test_material_unit_and_parts_per_signal_stay_once_an_operation_started() -> None:
+    # A running operation's counted parts belong to its material, in its unit, converted with
+    # its parts per signal: central may change its target and standards, not those.
+    wc = wc_pulses(spec(), spec("4712", "0010"))
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, Pulses("press1", 10, at(100)))
+    changed = spec(
+        target=1200, material="MAT-2", unit="KG", parts_per_signal=Decimal(4), std_cycle_s=8.0
+    )
+    waiting = spec("4712", "0010", material="MAT-9")
+    out = ok(wc, DispatchList(2, (changed, waiting), at(200)))
+    conflict = one(out, EventType.DISPATCH_CONFLICT)
+    assert (conflict.op, conflict.data["conflict"]) == (OP, "change_refused")
+    assert conflict.data["changes"] == {
+        "material": ["MAT-1", "MAT-2"],
+        "unit": ["PC", "KG"],
+        "parts_per_signal": [1, 4],
+    }
+    op = wc.operations[key(OP)]
+    assert (op.spec.material, op.spec.unit, op.spec.parts_per_signal) == ("MAT-1", "PC", 1)
+    assert (op.spec.target_qty, op.spec.std_cycle_s) == (1200, 8.0)  # these apply
+    changes = [e.data["changes"] for e in events_of(out, EventType.OPERATION_CHANGED)]
+    assert {"target_qty": [1000, 1200], "std_cycle_s": [10.0, 8.0]} in changes
+    # The waiting operation has not started: everything may change.
+    assert wc.operations[key("4712/0010")].spec.material == "MAT-9"
+    ok(wc, Pulses("press1", 10, at(300)))
+    assert op.counted.good == 20  # no jump, no discontinuity: the same conversion
+    assert events_of(ok(wc, Pulses("press1", 1, at(310))), EventType.COUNTER_DISCONTINUITY) == []
+
+
+def test_a_dispatch_version_beyond_the_bound_is_refused() -> None:
+    from edge.domain.limits import MAX_INT
+
+    wc = wc_pulses(spec())
+    rej = rejected(wc, DispatchList(10**30, (spec(),), at(10)))
+    assert (rej.code, rej.field) == (RejectionCode.INVALID_VALUE, "version")
+    ok(wc, DispatchList(MAX_INT, (spec(),), at(20)))
+    rej = rejected(wc, DispatchList(MAX_INT + 1, (spec(),), at(30)))
+    assert rej.field == "version"
+
+
+def test_master_data_with_an_empty_stop_catalogue_is_refused() -> None:
+    from edge.domain.inputs import MasterDataReceived
+    from edge.domain.rules import ConfirmationPolicy, MasterData, StopReason
+
+    wc = WorkCenter(make_rules())
+    rej = rejected(wc, MasterDataReceived(MasterData(version=2), at(0)))
+    assert (rej.code, rej.field) == (RejectionCode.INVALID_VALUE, "stop_reasons")
+    reasons = (StopReason("M01", "mechanical failure"),)
+    flood = ConfirmationPolicy(every_minutes=1e-9)
+    rej = rejected(wc, MasterDataReceived(MasterData(2, reasons, policy=flood), at(0)))
+    assert rej.field == "confirmation_policy.every_minutes"
+    tiny = ConfirmationPolicy(every_good=Decimal("1E-400"))
+    rej = rejected(wc, MasterDataReceived(MasterData(2, reasons, policy=tiny), at(0)))
+    assert rej.field == "confirmation_policy.every_good"
+    crew = MasterData(2, reasons, crew_size=Decimal("1E+5000"))
+    assert rejected(wc, MasterDataReceived(crew, at(0))).field == "crew_size"

@@ -427,7 +427,12 @@ async def test_dispatcher_messages_follow_the_contract(
         ids = {
             "_mes_v1/order/dispatch": await d.send_dispatch(ROOT, 1, list(DEMO_OPERATIONS)),
             "_mes_v1/masterdata": await d.send_masterdata(
-                ROOT, {"version": 1, "scrap_reasons": [{"code": "S01", "text": "Burr"}]}
+                ROOT,
+                {
+                    "version": 1,
+                    "stop_reasons": [{"code": "M01", "text": "Material missing"}],
+                    "scrap_reasons": [{"code": "S01", "text": "Burr"}],
+                },
             ),
             "_mes_v1/order/cancel": await d.send_cancel(ROOT, "1000124", "0010"),
             "_mes_v1/order/hold": await d.send_hold(ROOT, "1000123", "0010", reason="quality"),
