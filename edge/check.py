@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from edge.config import GatewayConfig
 from edge.errors import SourceUnavailable
@@ -84,18 +85,29 @@ def check_broker(cfg: GatewayConfig, timeout_s: float = 5.0) -> Check:
         return Check("broker", True, "MQTT not enabled: the gateway runs local-only")
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
     from edge.sync.service import _password
 
     result: dict[str, str] = {}
+    # With a client certificate the broker (use_username_as_clientid) gives this connection the
+    # gateway's own client id, the CN, whatever we ask for: it then resumes the gateway's
+    # session instead of starting a clean one (which would drop the queued commands), never
+    # acknowledges what the session delivers (the broker sends it to the gateway again), and
+    # removes the session afterwards only if it made it. A running gateway is thrown off once
+    # and reconnects by itself.
+    own_session = m.tls_cert_file is not None
 
-    def on_connect(_c: paho.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+    def on_connect(_c: paho.Client, _u: object, flags: Any, reason: object, _p: object) -> None:
         result["reason"] = str(reason)
+        result["session"] = str(bool(getattr(flags, "session_present", False)))
 
     client = paho.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=f"edge-check-{cfg.gateway.edge_id}",
         protocol=paho.MQTTv5,
+        manual_ack=own_session,
     )
     client.on_connect = on_connect
     if m.username:
@@ -108,20 +120,71 @@ def check_broker(cfg: GatewayConfig, timeout_s: float = 5.0) -> Check:
             context.load_cert_chain(str(m.tls_cert_file), str(m.tls_key_file or m.tls_cert_file))
         client.tls_set_context(context)
     where = f"{m.host}:{m.port}"
+    props = None
+    if own_session:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = m.session_expiry_s
     try:
-        client.connect(m.host, m.port, keepalive=10)
+        client.connect(m.host, m.port, keepalive=10, clean_start=not own_session, properties=props)
     except (OSError, ValueError) as exc:
         return Check("broker", False, f"{where}: {exc}")
     deadline = time.monotonic() + timeout_s
     while "reason" not in result and time.monotonic() < deadline:
         client.loop(timeout=0.1)
-    client.disconnect()
+    if own_session and result.get("session") == "False":
+        end = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        end.SessionExpiryInterval = 0
+        client.disconnect(properties=end)
+    else:
+        client.disconnect()
+    client.loop(timeout=0.1)  # sends the DISCONNECT
     reason = result.get("reason")
     if reason is None:
         return Check("broker", False, f"{where}: no answer within {timeout_s:.0f} s")
     if reason != "Success":
         return Check("broker", False, f"{where} refused the connection: {reason}")
     return Check("broker", True, f"{where} accepts this gateway's credentials")
+
+
+def check_identity(cfg: GatewayConfig) -> Check | None:
+    """With a client certificate the broker knows the gateway by the certificate's CN alone.
+
+    mosquitto takes the CN as the user name (use_identity_as_username), which the ACL is keyed
+    by (`edge mqtt-acl` prints it as the edge id), and as the client id
+    (use_username_as_clientid): a configured client_id must be that CN.
+    """
+    m = cfg.mqtt
+    if not m.enabled or m.tls_cert_file is None:
+        return None
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    path = m.tls_cert_file
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return Check("mqtt identity", False, f"cannot read the certificate {path}: {exc}")
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(names[0].value) if names else ""
+    edge_id = cfg.gateway.edge_id
+    if not cn:
+        return Check("mqtt identity", False, f"{path} has no CN; issue it with CN = {edge_id!r}")
+    if m.client_id is not None and m.client_id != cn:
+        return Check(
+            "mqtt identity",
+            False,
+            f"[mqtt] client_id {m.client_id!r} differs from the certificate's CN {cn!r}: the "
+            f"broker uses the CN as the client id; set client_id = {cn!r} or leave it out",
+        )
+    if cn != edge_id:
+        return Check(
+            "mqtt identity",
+            False,
+            f"the certificate's CN {cn!r} is not the edge id {edge_id!r}: the broker's ACL "
+            f"(edge mqtt-acl) knows this gateway as {edge_id!r}; issue a certificate with "
+            f"CN = {edge_id!r}",
+        )
+    return Check("mqtt identity", True, f"certificate CN {cn!r} = edge id = broker client id")
 
 
 async def check_opcua(cfg: GatewayConfig) -> list[Check]:
@@ -181,6 +244,8 @@ async def check_modbus(cfg: GatewayConfig) -> list[Check]:
 
 def run_checks(cfg: GatewayConfig, out: Callable[[str], None] = print) -> int:
     checks = [Check("config", True, "read and valid"), check_database(cfg), check_clock(cfg)]
+    if (identity := check_identity(cfg)) is not None:
+        checks.append(identity)
     checks.append(check_broker(cfg))
     checks.extend(asyncio.run(check_opcua(cfg)))
     checks.extend(asyncio.run(check_modbus(cfg)))

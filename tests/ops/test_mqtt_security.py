@@ -29,10 +29,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.app import open_engine, run_gateway
+from edge.check import check_broker, check_identity
 from edge.ops import acl_block
 from edge.sync.mqtt import MqttLink, TlsSettings, is_success
 from simulators.broker import Mosquitto, free_port
-from tests.ops.conftest import REPO, ROOT, load, write_config
+from tests.ops.conftest import REPO, ROOT, edge, load, write_config
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -358,3 +359,247 @@ async def test_a_gateway_may_not_publish_under_another_root_nor_commands(
         assert link.stats.refused == 2
     finally:
         await link.stop()
+
+
+# ---------------------------------------------------------------------------- client ids
+
+
+DISPATCH = f"{ROOT}/_mes_v1/order/dispatch"
+
+
+class Intruder:
+    """A client with some plant certificate that asks for another gateway's client id."""
+
+    def __init__(
+        self, broker: TlsMosquitto, pki: Pki, stem: str, client_id: str, *, clean_start: bool
+    ) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.suback: list[int] = []
+        self.puback: list[int] = []
+        self._connack = threading.Event()
+        self._subscribed = threading.Event()
+        self._published = threading.Event()
+        self.session_present: bool | None = None
+        self.reason = ""
+        c = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+        )
+        ctx = ssl.create_default_context(cafile=str(pki.path("plant-ca.crt")))
+        ctx.load_cert_chain(str(pki.path(f"{stem}.crt")), str(pki.path(f"{stem}.key")))
+        c.tls_set_context(ctx)
+        c.on_connect = self._on_connect
+        c.on_subscribe = self._on_subscribe
+        c.on_publish = self._on_publish
+        c.on_message = lambda _c, _u, msg: self.messages.append((msg.topic, bytes(msg.payload)))
+        # No session expiry: the session it is given ends with it, so session_present on its
+        # CONNACK can only be the session of the client id it asked for, if it got that.
+        c.connect(broker.host, broker.port, clean_start=clean_start)
+        c.loop_start()
+        self.client = c
+        assert self._connack.wait(10), broker.log_tail()
+
+    def _on_connect(self, _c: Any, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
+        self.session_present = bool(flags.session_present)
+        self.reason = str(reason)
+        self._connack.set()
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, codes: list[Any], _p: Any) -> None:
+        self.suback.extend(int(code.value) for code in codes)
+        self._subscribed.set()
+
+    def _on_publish(self, _c: Any, _u: Any, _mid: int, reason: Any, _p: Any) -> None:
+        self.puback.append(int(reason.value))
+        self._published.set()
+
+    def subscribe(self, topic: str) -> int:
+        self._subscribed.clear()
+        self.client.subscribe(topic, qos=1)
+        assert self._subscribed.wait(5)
+        return self.suback[-1]
+
+    def publish(self, topic: str) -> int:
+        self._published.clear()
+        self.client.publish(topic, b"{}", qos=1)
+        assert self._published.wait(5)
+        return self.puback[-1]
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _dispatch(msg_id: str) -> dict[str, Any]:
+    return {"schema": "mes.dispatch/1", "msg_id": msg_id, "ts_ms": int(time.time() * 1000)}
+
+
+async def _gateway(broker: TlsMosquitto, pki: Pki, seen: list[bool]) -> MqttLink:
+    """Gateway A as the gateway connects: its certificate, client id = CN, persistent session."""
+
+    async def on_connect(session_present: bool) -> None:
+        seen.append(session_present)
+
+    link = MqttLink(
+        host=broker.host,
+        port=broker.port,
+        client_id="wc-press-07",
+        tls=_tls(pki, "wc-press-07"),
+        reconnect_min_s=0.2,
+        reconnect_max_s=1,
+    )
+    link.subscribe([(DISPATCH, 1)])
+    link.add_on_connect(on_connect)
+    link.start()
+    await asyncio.wait_for(link.connected.wait(), 10)
+    return link
+
+
+async def _next(link: MqttLink, timeout: float = 5) -> tuple[str, str]:
+    message = await asyncio.wait_for(link.messages.get(), timeout)
+    link.ack(message)
+    return message.topic, json.loads(message.payload)["msg_id"]
+
+
+async def _wait_log(broker: TlsMosquitto, text: str, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in broker.log_tail(500):
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{broker.log_tail()}"
+        await asyncio.sleep(0.05)
+
+
+async def test_another_certificate_cannot_take_over_a_gateways_client_id(
+    broker: TlsMosquitto, pki: Pki
+) -> None:
+    central = Central(broker, pki)
+    seen: list[bool] = []
+    a = await _gateway(broker, pki, seen)
+    intruder: Intruder | None = None
+    try:
+        await _wait_log(broker, "Sending SUBACK to wc-press-07")
+
+        # While A is online: wc-press-08's certificate asks for A's client id.
+        intruder = Intruder(broker, pki, "wc-press-08", "wc-press-07", clean_start=False)
+        assert intruder.reason == "Success"  # it gets in, but as itself
+        assert intruder.session_present is False  # not A's session
+        await _wait_log(broker, "as wc-press-08 (p5, c0")
+        await asyncio.sleep(1.5)  # A's reconnect, had it been thrown out, comes within ~1 s
+        assert a.connected.is_set()
+        assert (a.stats.connects, a.stats.disconnects) == (1, 0), broker.log_tail()
+        assert "already connected, closing old connection" not in broker.log_tail(500)
+        # mosquitto's ACL file grants the SUBSCRIBE but checks read access on delivery.
+        intruder.subscribe(DISPATCH)
+        intruder.subscribe("umh/v1/acme/#")
+        assert intruder.publish(f"{ROOT}/_mes_v1/order/received") == NOT_AUTHORIZED
+        central.publish(DISPATCH, _dispatch("d-1"))
+        assert await _next(a) == (DISPATCH, "d-1")
+        await asyncio.sleep(0.3)
+        assert intruder.messages == []
+        intruder.stop()
+
+        # While A is away: a dispatch queues in its session; the intruder tries again.
+        await a.stop()
+        central.publish(DISPATCH, _dispatch("d-2"))
+        intruder = Intruder(broker, pki, "wc-press-08", "wc-press-07", clean_start=False)
+        assert intruder.session_present is False
+        await asyncio.sleep(0.5)
+        assert intruder.messages == []
+        intruder.stop()
+        intruder = Intruder(broker, pki, "wc-press-08", "wc-press-07", clean_start=True)
+        intruder.stop()
+        intruder = None
+
+        # A comes back: its session is still there and the queued dispatch arrives.
+        a = await _gateway(broker, pki, seen)
+        assert seen == [False, True]
+        assert await _next(a) == (DISPATCH, "d-2")
+    finally:
+        if intruder is not None:
+            intruder.stop()
+        await a.stop()
+        central.stop()
+
+
+def _check_config(tmp_path: Path, broker: TlsMosquitto, pki: Pki, extra: str = "") -> Path:
+    tls = (
+        f'tls_ca_file = "{pki.path("plant-ca.crt")}"\n'
+        f'tls_cert_file = "{pki.path("wc-press-07.crt")}"\n'
+        f'tls_key_file = "{pki.path("wc-press-07.key")}"\n'
+    )
+    return write_config(tmp_path, mqtt=True, port=broker.port, mqtt_extra=tls + extra)
+
+
+async def test_edge_check_with_the_gateways_certificate_leaves_its_session_alone(
+    tmp_path: Path, broker: TlsMosquitto, pki: Pki
+) -> None:
+    """The broker gives `edge check` the gateway's own client id (the CN): it must neither
+    start a clean session (that would drop the queued dispatches) nor take them."""
+    cfg = load(_check_config(tmp_path, broker, pki))
+    # Before the gateway ever connected: the session the check opened goes with it.
+    result = await asyncio.to_thread(check_broker, cfg)
+    assert result.ok, result
+    central = Central(broker, pki)
+    seen: list[bool] = []
+    a = await _gateway(broker, pki, seen)
+    try:
+        await _wait_log(broker, "Sending SUBACK to wc-press-07")
+        await a.stop()
+        central.publish(DISPATCH, _dispatch("d-3"))
+        result = await asyncio.to_thread(check_broker, cfg)
+        assert result.ok, result
+        a = await _gateway(broker, pki, seen)
+        assert seen == [False, True]
+        assert await _next(a) == (DISPATCH, "d-3")
+        # The check was sent d-3 first and never acknowledged it: the broker sent it again.
+        await _wait_log(broker, "Sending PUBLISH to wc-press-07 (d1, q1")
+        await _wait_log(broker, "Received PUBACK from wc-press-07")  # A's, before the next
+        # And beside the running gateway: it is thrown off once, comes back to its session.
+        result = await asyncio.to_thread(check_broker, cfg)
+        assert result.ok, result
+        deadline = time.monotonic() + 10
+        while a.stats.connects < 2 or not a.connected.is_set():
+            assert time.monotonic() < deadline, broker.log_tail()
+            await asyncio.sleep(0.05)
+        assert a.stats.disconnects == 1
+        assert seen == [False, True, True]
+        central.publish(DISPATCH, _dispatch("d-4"))
+        assert await _next(a) == (DISPATCH, "d-4")
+    finally:
+        await a.stop()
+        central.stop()
+
+
+def test_edge_check_says_when_the_client_id_or_the_edge_id_is_not_the_cn(
+    tmp_path: Path, broker: TlsMosquitto, pki: Pki
+) -> None:
+    ok = check_identity(load(_check_config(tmp_path, broker, pki)))
+    assert ok is not None
+    assert ok.ok, ok
+    same = check_identity(load(_check_config(tmp_path, broker, pki, 'client_id = "wc-press-07"')))
+    assert same is not None
+    assert same.ok, same
+
+    other_cn = (
+        _check_config(tmp_path, broker, pki)
+        .read_text()
+        .replace("wc-press-07.crt", "wc-press-08.crt")
+        .replace("wc-press-07.key", "wc-press-08.key")
+    )
+    (tmp_path / "edge.toml").write_text(other_cn)
+    wrong = check_identity(load(tmp_path / "edge.toml"))
+    assert wrong is not None
+    assert not wrong.ok, wrong
+    assert "CN 'wc-press-08' is not the edge id 'wc-press-07'" in wrong.detail
+
+    # The real command, against the real broker: the mismatch is one FAIL line, exit 1.
+    path = _check_config(tmp_path, broker, pki, 'client_id = "edge-wc-press-07"')
+    run = edge("check", "-c", str(path))
+    assert run.returncode == 1, run.stdout + run.stderr
+    line = next(x for x in run.stdout.splitlines() if "mqtt identity" in x)
+    assert line.startswith("FAIL"), run.stdout
+    assert "client_id 'edge-wc-press-07' differs from the certificate's CN 'wc-press-07'" in line, (
+        line
+    )
+    assert "set client_id = 'wc-press-07' or leave it out" in line
+    broker_line = next(x for x in run.stdout.splitlines() if x.split()[1:2] == ["broker"])
+    assert broker_line.startswith("ok"), run.stdout
