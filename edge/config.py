@@ -707,6 +707,8 @@ class PanelSection(_Section):
     supervisor_pin_hash: Annotated[str | None, Field(repr=False)] = None
     supervisor_pin_file: Annotated[Path, Field(strict=False)] | None = None
     pin_max_failures: Annotated[int, Field(ge=1, le=20)] = 3  # wrong PINs before a lockout
+    # wrong PINs from all clients together before every client is locked (see edge/panel/auth)
+    pin_max_failures_global: Annotated[int, Field(ge=1, le=1000)] = 10
     pin_lockout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # doubles with each lockout
     pin_lockout_max_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
     supervisor_session_s: Annotated[float, Field(gt=0, le=3600)] = 120.0  # idle time to log out
@@ -714,6 +716,8 @@ class PanelSection(_Section):
         default_factory=lambda: ["MATERIAL", "QUALITY", "MACHINE", "PLANNING", "OTHER"]
     )
     bind_retry_s: Annotated[float, Field(gt=0, le=600)] = 5.0  # address busy: try again after
+    # a larger request body is refused (413) before it is read; commands are well below 1 KiB
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 64 * 1024
 
     @field_validator("supervisor_pin_hash")
     @classmethod

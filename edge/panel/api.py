@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +34,7 @@ from fastapi.responses import (
     StreamingResponse,
 )
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.config import GatewayConfig
 from edge.domain.events import Outcome
@@ -58,6 +60,7 @@ from edge.metrics import MetricsSources
 from edge.metrics import render as render_metrics
 from edge.panel import models as m
 from edge.panel.auth import SupervisorAuth
+from edge.panel.guard import RequestGuard
 from edge.panel.view import (
     ViewMeta,
     active_out,
@@ -80,6 +83,8 @@ TOKEN_HEADER: Final = "X-Supervisor-Token"
 
 _ERRORS = {
     409: {"model": m.ErrorBody, "description": "the core refused the command; nothing changed"},
+    413: {"model": m.ErrorBody, "description": "the body is over [panel] max_body_bytes"},
+    415: {"model": m.ErrorBody, "description": "the body is not JSON"},
     422: {"model": m.ErrorBody, "description": "a field is not valid; nothing changed"},
     503: {"model": m.ErrorBody, "description": "the gateway cannot take commands right now"},
 }
@@ -109,12 +114,30 @@ def assets_version() -> str:
     return digest.hexdigest()[:12]
 
 
+_SHOWN_MAX: Final = 64  # characters of a refused value quoted back in an error
+_BIG: Final = 10**18
+
+
+def _text(value: str, limit: int | None = None) -> str:
+    """Safe to send as UTF-8 JSON (an unpaired surrogate as its escape); cut at ``limit``."""
+    if limit is not None and len(value) > limit:
+        value = value[:limit] + "..."
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _scalar(value: object) -> str | int | float | bool | None:
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        # A huge integer would make a huge (past 4300 digits: an impossible) message.
+        return value if abs(value) < _BIG else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)  # JSON has no inf or nan
     if isinstance(value, Decimal):
+        if not value.is_finite() or abs(value) >= _BIG:
+            return str(value)  # int(Decimal("1e999999999")) would not end
         return int(value) if value == value.to_integral_value() else float(value)
-    return str(value)
+    return _text(value if isinstance(value, str) else str(value))
 
 
 class PanelHub:
@@ -275,11 +298,13 @@ def _validation_body(exc: RequestValidationError) -> m.ErrorBody:
         return m.ErrorBody(code="invalid_value", message="the request is not valid")
     first = errors[0]
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    field = ".".join(loc) or None
+    field = _text(".".join(loc), _SHOWN_MAX) or None
     kind = first.get("type", "")
     ctx = first.get("ctx") or {}
     value = first.get("input")
     if kind == "missing":
+        if field is None:
+            return m.ErrorBody(code="invalid_value", message="the request needs a JSON body")
         return m.ErrorBody(code="invalid_value", message=f"{field}: missing", field=field)
     if kind == "json_invalid":
         return m.ErrorBody(code="invalid_value", message="the request is not valid JSON")
@@ -293,14 +318,40 @@ def _validation_body(exc: RequestValidationError) -> m.ErrorBody:
         "extra_forbidden": "unknown field",
         "finite_number": "must be a finite number",
     }
-    text = texts.get(kind, str(first.get("msg", "not valid"))).format(**ctx)
-    shown = value if isinstance(value, str | int | float | bool) or value is None else str(value)
+    try:
+        text = texts.get(kind, str(first.get("msg", "not valid"))).format(**ctx)
+    except (KeyError, IndexError, ValueError):
+        text = str(first.get("msg", "not valid"))
+    shown = _scalar(value)
+    if isinstance(shown, str):
+        shown = _text(shown, _SHOWN_MAX)
     return m.ErrorBody(
         code="invalid_value",
-        message=f"{field} = {shown!r}: {text}" if field else text,
+        message=_text(f"{field} = {shown!r}: {text}" if field else text),
         field=field,
-        value=_scalar(shown),
+        value=shown,
     )
+
+
+_HTTP_CODES: Final = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _http_body(exc: StarletteHTTPException, request: Request) -> m.ErrorBody:
+    """Starlette's own refusals (no such path, wrong method) in the API's error body."""
+    path = _text(request.url.path, _SHOWN_MAX)
+    if exc.status_code == 404:
+        message = f"no such path: {path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {path}"
+    else:
+        message = _text(str(exc.detail))
+    return m.ErrorBody(code=_HTTP_CODES.get(exc.status_code, "http_error"), message=message)
 
 
 def _supervisor(
@@ -349,10 +400,20 @@ def create_app(
         redoc_url=None,
     )
     app.state.hub = hub
+    # Outermost: oversized and hostile bodies are refused before anything buffers or parses them.
+    app.add_middleware(RequestGuard, max_body_bytes=cfg.panel.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body.model_dump(mode="json"), exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            _http_body(exc, request).model_dump(mode="json"),
+            exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -590,9 +651,11 @@ def create_app(
             503: {"model": m.ErrorBody, "description": "no supervisor PIN is configured"},
         },
     )
-    async def login(body: m.PinLogin) -> m.LoginOut:
+    async def login(body: m.PinLogin, request: Request) -> m.LoginOut:
         """Check the supervisor PIN; a session token for the supervisor actions."""
-        result = await auth.login(body.pin)
+        # Wrong PINs count per client address (and all together against a global ceiling).
+        client = request.client.host if request.client else ""
+        result = await auth.login(body.pin, client)
         if not result.configured:
             raise ApiError(
                 503,

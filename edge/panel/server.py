@@ -22,7 +22,7 @@ from edge.engine import Engine
 from edge.errors import ConfigError
 from edge.metrics import MetricsSources
 from edge.panel.api import PanelHub, create_app
-from edge.panel.auth import PinFormatError, SupervisorAuth, load_pins
+from edge.panel.auth import PinFormatError, SupervisorAuth, load_pins, lockout_path
 
 log = structlog.get_logger("edge.panel")
 
@@ -58,6 +58,9 @@ def build_auth(cfg: GatewayConfig) -> SupervisorAuth:
     return SupervisorAuth(
         pins,
         max_failures=panel.pin_max_failures,
+        global_max_failures=panel.pin_max_failures_global,
+        # Beside the database: the one directory the service may write (StateDirectory=).
+        state_path=lockout_path(cfg.store.path),
         lockout_s=panel.pin_lockout_s,
         lockout_max_s=panel.pin_lockout_max_s,
         session_s=panel.supervisor_session_s,

@@ -42,6 +42,13 @@ def _unit() -> dict[str, list[str]]:
     return values
 
 
+def _bytes(value: str) -> int:
+    """A systemd size (``384M``, ``1G``, ``268435456``) in bytes; a percentage is refused."""
+    found = re.fullmatch(r"(\d+)([KMGT]?)", value.strip())
+    assert found, f"not an absolute size: {value!r}"
+    return int(found.group(1)) * 1024 ** " KMGT".index(found.group(2) or " ")
+
+
 def test_the_unit_says_what_the_service_needs() -> None:
     u = _unit()
     one = {k: v[-1] for k, v in u.items()}
@@ -78,6 +85,12 @@ def test_the_unit_says_what_the_service_needs() -> None:
     ):
         assert one[f"Service.{key}"] == "yes", key
     assert one["Service.ProtectSystem"] == "strict"
+    # Resource ceilings for a Raspberry Pi: a leak or a flood must not take the whole machine.
+    memory_max = _bytes(one["Service.MemoryMax"])
+    memory_high = _bytes(one["Service.MemoryHigh"])
+    assert 128 * 2**20 <= memory_high < memory_max <= 512 * 2**20, (memory_high, memory_max)
+    tasks = int(one["Service.TasksMax"])
+    assert 32 <= tasks <= 256, tasks
     # configparser reads it too (no stray syntax); strict=False because keys repeat.
     configparser.ConfigParser(strict=False, interpolation=None).read_string(UNIT.read_text())
 

@@ -505,3 +505,35 @@ async def test_metrics_are_served_beside_the_panel(tmp_path: Path, broker: Mosqu
     inf = re.search(r'^edge_mqtt_publish_seconds_bucket\{le="\+Inf"\} (\d+)$', text, re.M)
     assert inf is not None
     assert int(inf[1]) >= acked > 0
+
+
+async def test_pin_lockout_is_per_client_and_survives_a_restart(tmp_path: Path) -> None:
+    """Wrong PINs from one address lock only that address, and a restart gives no fresh tries."""
+    cfg = panel_config(tmp_path, lockout_s=30.0)
+
+    def clients(url: str) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        # Another loopback address as the source: another client to the daemon.
+        other = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        return httpx.AsyncClient(base_url=url, transport=other), httpx.AsyncClient(base_url=url)
+
+    async with running_panel(cfg) as panel:
+        attacker, panel_screen = clients(panel.url)
+        async with attacker, panel_screen:
+            for _ in range(3):
+                r = await attacker.post("/api/supervisor/login", json={"pin": "0000"})
+            assert (r.status_code, r.json()["code"]) == (429, "pin_locked")
+            r = await attacker.post("/api/supervisor/login", json={"pin": PIN})
+            assert r.status_code == 429
+            await login(panel_screen)  # the supervisor at the screen is not locked out
+            r = await panel_screen.post("/api/supervisor/login", json={"pin": "0000"})
+            assert r.json()["message"] == "wrong PIN; 2 more tries before a lockout"
+    state = tmp_path / "edge.pin-lockout.json"
+    assert "127.0.0.2" in json.loads(state.read_text())["clients"]
+
+    async with running_panel(cfg) as panel:  # the daemon restarted
+        attacker, panel_screen = clients(panel.url)
+        async with attacker, panel_screen:
+            r = await attacker.post("/api/supervisor/login", json={"pin": PIN})
+            assert (r.status_code, r.json()["code"]) == (429, "pin_locked")
+            assert 20 <= int(r.headers["Retry-After"]) <= 30
+            await login(panel_screen)

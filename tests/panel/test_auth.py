@@ -157,3 +157,168 @@ def test_panel_pin_command() -> None:
     assert out.returncode == 1
     assert "4 to 12 digits" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------------- lockout per client
+
+
+class Wall(Clock):
+    """The wall clock for the lockout file: starts elsewhere, moves with the monotonic one."""
+
+    def __init__(self, mono: Clock) -> None:
+        super().__init__()
+        self.mono = mono
+        self.offset = 1_800_000_000.0 - mono.t
+
+    def __call__(self) -> float:
+        return self.mono.t + self.offset
+
+
+def _auth(
+    clock: Clock, state: Path | None = None, *, wall: Wall | None = None, **kw: float
+) -> SupervisorAuth:
+    return SupervisorAuth(
+        {"2001": PinHash.parse(hash_pin("4711", **FAST))},
+        max_failures=int(kw.pop("max_failures", 3)),
+        global_max_failures=int(kw.pop("global_max_failures", 10)),
+        lockout_s=kw.pop("lockout_s", 30),
+        lockout_max_s=kw.pop("lockout_max_s", 900),
+        session_s=60,
+        state_path=state,
+        clock=clock,
+        wall_clock=wall or Wall(clock),
+    )
+
+
+async def test_one_clients_wrong_pins_do_not_lock_out_another() -> None:
+    clock = Clock()
+    auth = _auth(clock)
+    for _ in range(3):
+        await auth.login("0000", "10.0.0.66")
+    assert (await auth.login("4711", "10.0.0.66")).locked_for_s == 30
+    ok = await auth.login("4711", "10.0.0.7")  # the supervisor at the panel
+    assert ok.supervisor == "2001"
+    # and the second client's own count starts at the full number of tries
+    assert (await auth.login("0000", "10.0.0.7")).attempts_left == 2
+    assert (await auth.login("0000", "10.0.0.66")).locked_for_s == 30  # still locked
+
+
+async def test_a_global_ceiling_stops_guessing_from_rotating_addresses() -> None:
+    clock = Clock()
+    auth = _auth(clock, global_max_failures=10, lockout_max_s=100)
+    for i in range(9):
+        result = await auth.login("0000", f"10.0.1.{i}")  # one guess per address
+        assert result.locked_for_s == 0
+        assert result.attempts_left == min(2, 10 - (i + 1))
+    assert (await auth.login("0000", "10.0.1.9")).locked_for_s == 30  # the 10th: all locked
+    assert (await auth.login("4711", "10.0.9.9")).locked_for_s == 30  # a fresh address too
+    clock.t += 30
+    for i in range(9):
+        await auth.login("0000", f"10.0.2.{i}")
+    assert (await auth.login("0000", "10.0.2.9")).locked_for_s == 60  # doubles like a client's
+    clock.t += 60
+    ok = await auth.login("4711", "10.0.9.9")
+    assert ok.supervisor == "2001"  # a correct PIN ends the global series
+    assert (await auth.login("0000", "10.0.3.1")).attempts_left == 2
+
+
+async def test_remembered_clients_are_bounded() -> None:
+    from edge.panel.auth import MAX_CLIENTS
+
+    clock = Clock()
+    auth = _auth(clock, global_max_failures=1000)
+    for i in range(MAX_CLIENTS + 50):
+        await auth.login("0000", f"fd00::{i:x}")
+        if i % 100 == 99:
+            await auth.login("4711", "10.9.9.9")  # keeps the global series below its ceiling
+    assert len(auth._state.clients) == MAX_CLIENTS
+    assert "fd00::0" not in auth._state.clients  # the oldest went first
+
+
+# ---------------------------------------------------------------------------- across restarts
+
+
+async def test_the_lockout_survives_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "edge.pin-lockout.json"
+    clock = Clock()
+    wall = Wall(clock)
+    auth = _auth(clock, state, wall=wall)
+    for _ in range(3):
+        await auth.login("0000", "10.0.0.66")
+    await auth.login("0000", "10.0.0.7")
+    await auth.login("0000", "10.0.0.7")  # two wrong in a row: one try left
+    assert state.exists()
+    assert not list(tmp_path.glob("*.tmp"))
+    assert oct(state.stat().st_mode & 0o777) == "0o600"
+
+    clock.t += 10  # the daemon restarts: memory gone, a new monotonic origin
+    restarted = Clock()
+    restarted.t = 5.0
+    wall.mono, wall.offset = restarted, wall() - restarted.t
+    again = _auth(restarted, state, wall=wall)
+    assert (await again.login("4711", "10.0.0.66")).locked_for_s == pytest.approx(20)
+    assert (await again.login("0000", "10.0.0.7")).locked_for_s == 30  # no fresh tries
+    assert (await again.login("4711", "10.0.0.8")).supervisor == "2001"
+    restarted.t += 30
+    assert (await again.login("4711", "10.0.0.66")).supervisor == "2001"
+
+
+async def test_a_clock_set_back_cannot_lengthen_a_lockout_beyond_the_longest(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "edge.pin-lockout.json"
+    clock = Clock()
+    wall = Wall(clock)
+    auth = _auth(clock, state, wall=wall, lockout_max_s=100)
+    for _ in range(3):
+        await auth.login("0000", "10.0.0.66")
+    wall.offset -= 10 * 86_400  # ten days back
+    again = _auth(clock, state, wall=wall, lockout_max_s=100)
+    assert again.locked_for("10.0.0.66") == 100
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"{not json",
+        b"\xff\xfe",
+        b'{"version": 1, "global": {"failures": -1, "lockouts": 0, "locked_until": 0}, '
+        b'"clients": {}}',
+        b'{"version": 2, "global": {}, "clients": {}}',
+        b"[]",
+        b'{"version": 1, "global": {"failures": 0, "lockouts": 0, "locked_until": "soon"}, '
+        b'"clients": {}}',
+    ],
+    ids=["empty", "truncated", "binary", "negative", "version", "list", "text-time"],
+)
+async def test_a_damaged_lockout_file_starts_locked_and_does_not_stop_the_daemon(
+    tmp_path: Path, content: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / "edge.pin-lockout.json"
+    state.write_bytes(content)
+    clock = Clock()
+    auth = _auth(clock, state)
+    assert "supervisor PIN lockout state is damaged" in capsys.readouterr().out
+    assert (await auth.login("4711", "10.0.0.7")).locked_for_s == 30  # fail safe
+    clock.t += 30
+    assert (await auth.login("4711", "10.0.0.7")).supervisor == "2001"
+    # the file was replaced by a good one
+    assert _auth(Clock(), state).locked_for("10.0.0.7") == 0
+
+
+async def test_an_unwritable_lockout_file_is_logged_and_the_lockout_still_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = Clock()
+    auth = _auth(clock, tmp_path / "missing-dir" / "edge.pin-lockout.json")
+    for _ in range(2):
+        await auth.login("0000", "10.0.0.66")
+    assert (await auth.login("0000", "10.0.0.66")).locked_for_s == 30
+    assert "lockout state not saved" in capsys.readouterr().out
+
+
+def test_a_session_token_with_non_ascii_characters_is_no_session() -> None:
+    auth = _auth(Clock())
+    assert auth.session("\xff\xfe") is None
+    assert auth.session("\ud800") is None
