@@ -1,7 +1,10 @@
 """Wiring: config in, store and engine opened, tasks supervised, a clean stop on SIGTERM.
 
-All long-running tasks run in one ``asyncio.TaskGroup``: if one fails, the others are cancelled
-and the process exits non-zero, so systemd restarts it, rather than limping on half alive.
+All long-running tasks run in one ``asyncio.TaskGroup``, each under a supervisor: a task that
+fails is logged with its name and error, the others are stopped in order (the engine commits
+what is queued), and :func:`run_gateway` raises :class:`ComponentFailed`, so the process exits
+non-zero and systemd restarts it, rather than limping on half alive. A task that ends by itself
+is logged too.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import structlog
 from edge import systemd
 from edge.config import GatewayConfig, rules_from_config
 from edge.engine import Engine
+from edge.errors import ComponentFailed
 from edge.metrics import MetricsSources
 from edge.sources.registry import SourceTask, build_sources
 from edge.store.store import Store
@@ -26,8 +30,8 @@ log = structlog.get_logger("edge.app")
 Component = Callable[[Engine], Coroutine[Any, Any, None]]
 
 
-async def open_engine(cfg: GatewayConfig) -> Engine:
-    store = Store(cfg.store.path, synchronous=cfg.store.synchronous)
+async def open_engine(cfg: GatewayConfig, *, new_database: bool = False) -> Engine:
+    store = Store(cfg.store.path, synchronous=cfg.store.synchronous, new_database=new_database)
     return await Engine.open(
         store,
         rules_from_config(cfg),
@@ -42,9 +46,35 @@ async def run_gateway(
     components: tuple[Component, ...] = (),
     stop: asyncio.Event | None = None,
     engine: Engine | None = None,
+    new_database: bool = False,
 ) -> Engine:
-    """Run until ``stop`` is set or SIGTERM/SIGINT arrives; return the (closed) engine."""
+    """Run until ``stop`` is set or SIGTERM/SIGINT arrives; return the (closed) engine.
+
+    Raises :class:`ComponentFailed` (after the clean stop) when a component failed."""
     stop = stop or asyncio.Event()
+    failures: list[str] = []
+
+    def supervised(name: str, work: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+        async def supervisor() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures.append(f"{name}: {exc!r}")
+                log.error(
+                    "a component failed; the gateway stops so that it is started again",
+                    component=name,
+                    error=repr(exc),
+                    exc_info=exc,
+                )
+                stop.set()
+                return
+            if not stop.is_set():
+                log.warning("a component ended by itself", component=name)
+
+        return supervisor()
+
     loop = asyncio.get_running_loop()
     # systemd (Type=notify): READY=1 once running, WATCHDOG=1 while the engine is alive,
     # STOPPING=1 on the way out. Without $NOTIFY_SOCKET all of it does nothing.
@@ -66,7 +96,7 @@ async def run_gateway(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
-    engine = engine or await open_engine(cfg)
+    engine = engine or await open_engine(cfg, new_database=new_database)
     sources = build_sources(cfg, engine)
     for source in sources:
 
@@ -113,11 +143,13 @@ async def run_gateway(
     )
     try:
         async with asyncio.TaskGroup() as tg:
-            engine_task = tg.create_task(engine.run(cfg.engine.tick_interval_s), name="engine")
-            others: list[asyncio.Task[None]] = [
-                tg.create_task(component(engine), name=getattr(component, "__name__", "component"))
-                for component in components
-            ]
+            engine_task = tg.create_task(
+                supervised("engine", engine.run(cfg.engine.tick_interval_s)), name="engine"
+            )
+            others: list[asyncio.Task[None]] = []
+            for component in components:
+                name = getattr(component, "__name__", "component")
+                others.append(tg.create_task(supervised(name, component(engine)), name=name))
             stopper = tg.create_task(stop.wait(), name="stop")
             waiting: set[asyncio.Task[Any]] = {engine_task, stopper, *others}
             await asyncio.sleep(0)  # let every component take its first step
@@ -126,8 +158,11 @@ async def run_gateway(
                 liveness = systemd.EngineLiveness(engine, engine_task, stall_s=watchdog_s / 2)
                 others.append(
                     tg.create_task(
-                        systemd.watchdog_loop(
-                            notifier, liveness, watchdog_s, status=lambda: _status(engine)
+                        supervised(
+                            "watchdog",
+                            systemd.watchdog_loop(
+                                notifier, liveness, watchdog_s, status=lambda: _status(engine)
+                            ),
                         ),
                         name="watchdog",
                     )
@@ -149,6 +184,11 @@ async def run_gateway(
         await engine.close()
         notifier.close()
         log.info("gateway stopped", journaled=engine.stats.journaled)
+    if failures:
+        raise ComponentFailed(
+            f"the gateway stopped because a component failed ({'; '.join(failures)}); "
+            "systemd starts it again (see the log for the details)"
+        )
     return engine
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -11,12 +12,15 @@ from pathlib import Path
 
 from edge import __version__, ops
 from edge.config import GatewayConfig, config_report, load_config, rules_from_config
-from edge.errors import ConfigError, StoreError
+from edge.errors import ComponentFailed, ConfigError, StoreError, StoreRefused
 from edge.logging import configure_logging
 
 DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The database needs a person (lost, damaged, unusable): systemd does not restart on it.
+EXIT_REFUSED = 3
+EXIT_BROKEN_PIPE = 141  # what a shell shows for a command killed by SIGPIPE (128 + 13)
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -33,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_gateway
 
     cfg = _load(args)
-    asyncio.run(run_gateway(cfg))
+    asyncio.run(run_gateway(cfg, new_database=args.new_database))
     return EXIT_OK
 
 
@@ -211,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
-    with_config(sub.add_parser("run", help="run the gateway")).set_defaults(fn=cmd_run)
+    run = with_config(sub.add_parser("run", help="run the gateway"))
+    run.add_argument(
+        "--new-database",
+        action="store_true",
+        help="start an empty database where a previous one is missing, empty or was moved "
+        "aside as damaged (history, numbers and idempotency keys start over); an existing "
+        "database is never replaced",
+    )
+    run.set_defaults(fn=cmd_run)
     demo = sub.add_parser("demo", help="run the gateway on a simulated press and tell the story")
     demo.add_argument("--data-dir", default="demo-data", help="where the demo database goes")
     demo.add_argument("--keep", action="store_true", help="keep the previous demo database")
@@ -272,17 +284,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         code: int = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
     except ConfigError as err:
         print(config_report(err), file=sys.stderr)
         return EXIT_CONFIG
-    except StoreError as err:
+    except StoreRefused as err:
+        print(f"edge: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (StoreError, ComponentFailed) as err:
         print(f"edge: {err}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`edge ... | head`): nothing more to say, and nothing to
+        # flush at exit either (that would fail the same way).
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code
 
 

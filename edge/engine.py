@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import structlog
 
 from edge import outbound
-from edge.clock import GatewayClock
+from edge.clock import GatewayClock, TimeSource
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
 from edge.domain.inputs import Input, RulesApplied, Tick
@@ -96,16 +96,29 @@ class Engine:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    async def open(cls, store: Store, rules: WorkCenterRules, **kwargs: Any) -> Engine:
+    async def open(
+        cls,
+        store: Store,
+        rules: WorkCenterRules,
+        *,
+        time_source: TimeSource | None = None,
+        **kwargs: Any,
+    ) -> Engine:
         """Open the store, restore the state, and journal the rules if they changed."""
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="edge-store")
         await loop.run_in_executor(executor, store.open)
         wc = await loop.run_in_executor(executor, store.load)
         last = await loop.run_in_executor(executor, store.last_instant)
-        engine = cls(
-            store, wc or WorkCenter(rules), clock=GatewayClock(last), executor=executor, **kwargs
+        # The clock goes on from the last journaled instant (edge.clock judges by how much)
+        # and its anchor is kept beside the database for the next start.
+        previous = store.previous_identity
+        clock = GatewayClock(
+            last, anchor=previous.clock if previous else None, source=time_source
         )
+        clock.report()
+        await loop.run_in_executor(executor, store.record_clock, clock.anchor)
+        engine = cls(store, wc or WorkCenter(rules), clock=clock, executor=executor, **kwargs)
         engine._commands = await loop.run_in_executor(executor, store.command_ids)
         if wc is None or wc.rules != rules:
             await engine.apply_now(RulesApplied(rules, engine.clock.now()))
@@ -182,6 +195,7 @@ class Engine:
         ticker = None
         if tick_interval_s:
             ticker = asyncio.create_task(self._tick(tick_interval_s), name="engine-ticker")
+            ticker.add_done_callback(self._ticker_done)
         try:
             while True:
                 batch = await self._next_batch()
@@ -202,6 +216,13 @@ class Engine:
             batch.append(self._queue.get_nowait())
         if batch:
             await asyncio.shield(self._process(batch))
+
+    def _ticker_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(
+                "the engine's ticker failed; time-based rules stop until a restart",
+                error=repr(task.exception()),
+            )
 
     async def _tick(self, interval: float) -> None:
         while True:

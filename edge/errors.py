@@ -16,11 +16,13 @@ from typing import Any, Final, NamedTuple
 
 __all__ = [
     "MISSING",
+    "ComponentFailed",
     "ConfigError",
     "ConfigProblem",
     "GatewayError",
     "SourceUnavailable",
     "StoreError",
+    "StoreRefused",
 ]
 
 
@@ -124,6 +126,17 @@ class StoreError(GatewayError):
     Raised only by edge.store, which translates sqlite3 errors at its boundary, so the engine can
     stop accepting inputs safely: nothing is acknowledged that was not durably written.
     """
+
+
+class StoreRefused(StoreError):
+    """The daemon will not run on this database until a person decides (lost, damaged, or
+    unusable): a restart cannot help, so the process exits with its own code, which systemd
+    does not restart."""
+
+
+class ComponentFailed(GatewayError):
+    """A long-running part of the daemon (a source, the sync, the panel) ended with an error:
+    the daemon stopped cleanly so that its supervisor starts it again."""
 
 
 class SourceUnavailable(GatewayError):

@@ -66,6 +66,13 @@ async def render(engine: Engine, sources: MetricsSources) -> str:
         1 if engine.healthy else 0,
     )
     out += _one(
+        "edge_wall_clock_trusted",
+        "gauge",
+        "0 while the wall clock is before a plausible time (no RTC, no NTP yet): event times "
+        "are untrusted.",
+        1 if engine.clock.trusted else 0,
+    )
+    out += _one(
         "edge_start_time_seconds",
         "gauge",
         "When the daemon started (Unix time).",

@@ -8,18 +8,36 @@ the batch survives a power cut; nothing is acknowledged before that.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import structlog
 
 from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event
 from edge.domain.inputs import Input
-from edge.errors import StoreError
-from edge.store import codec
+from edge.errors import StoreError, StoreRefused
+from edge.store import codec, integrity
+from edge.store.identity import (
+    ClockAnchor,
+    Identity,
+    identity_path,
+    now_iso,
+    read_identity,
+    write_identity,
+)
 from edge.store.schema import PROJECTION_TABLES, check_version, migrate
+
+log = structlog.get_logger("edge.store")
+
+# PRAGMA quick_check at start reads every page once: about a second per 100 MB on an SD card.
+QUICK_CHECK_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +79,35 @@ class OutboxRow:
     env_seq: int | None = None
 
 
+class _Corrupt(Exception):
+    """The database files are damaged (found at start); the text says how."""
+
+
 class Store:
-    def __init__(self, path: str | Path, *, synchronous: str = "full") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "full",
+        new_database: bool = False,
+        check_timeout_s: float = QUICK_CHECK_TIMEOUT_S,
+    ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous.upper()
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous = {synchronous!r}: must be full or normal")
+        # Start an empty database where the identity file says one existed (edge run
+        # --new-database); a database that is there is never replaced.
+        self.new_database = new_database
+        self.check_timeout_s = check_timeout_s
         self._conn: sqlite3.Connection | None = None
         self.boot_seq = 0
+        self.db_id = ""
+        # The identity file as the previous run left it (None on a first start).
+        self.previous_identity: Identity | None = None
+        self.clock_anchor: ClockAnchor | None = None
+        self._keeps_identity = False
+        self._started_new = False  # a new database where the identity file names another
         self._next_journal = 1
         self._next_event = 1
         self._next_env_seq = 1
@@ -81,7 +120,25 @@ class Store:
 
         Tools that only look (``edge status``, ``verify``, ``backup``) pass
         ``migrate_schema=False``: a different version of the tool must never change the schema
-        of a database the daemon is using; a mismatch is an error instead."""
+        of a database the daemon is using; a mismatch is an error instead.
+
+        With ``boot`` (the daemon) the files are checked first (see :mod:`edge.store.integrity`)
+        and the identity file beside the database is read and rewritten: a lost database or a
+        damaged one raises :class:`StoreRefused` with what happened and how to recover.
+        """
+        daemon = boot and str(self.path) != ":memory:"
+        for _attempt in range(2):
+            try:
+                self._open_once(boot=boot, migrate_schema=migrate_schema, daemon=daemon)
+                return
+            except _Corrupt as damage:
+                self._refuse_damaged(str(damage))  # returns only with new_database
+        raise StoreError(f"cannot open the database {self.path}")  # pragma: no cover
+
+    def _open_once(self, *, boot: bool, migrate_schema: bool, daemon: bool) -> None:
+        if daemon:
+            self._preflight()
+        conn: sqlite3.Connection | None = None
         try:
             if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +148,8 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
+            if daemon:
+                self._quick_check(conn)
             if migrate_schema:
                 migrate(conn)
             else:
@@ -98,24 +157,275 @@ class Store:
             self._conn = conn
             if boot:
                 self._count_boot()
+            self._reset_ids()
+            if daemon:
+                self._check_against_identity()
+                self._keeps_identity = True
+                self.write_identity()
         except (sqlite3.Error, OSError, RuntimeError) as exc:
-            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
-        self._reset_ids()
+            self._abandon(conn)
+            if daemon and integrity.is_corruption(exc):
+                raise _Corrupt(f"SQLite reports: {exc}") from exc
+            raise StoreError(
+                f"cannot open the database {self.path}: {integrity.explain(exc, self.path)}"
+            ) from exc
+        except BaseException:
+            self._abandon(conn)
+            raise
+
+    def _abandon(self, conn: sqlite3.Connection | None) -> None:
+        self._conn = None
+        self._keeps_identity = False
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _preflight(self) -> None:
+        """Before SQLite touches the files: is it a database, is it the one we ran on?"""
+        path = self.path
+        if path.is_dir():
+            raise StoreRefused(
+                f"{path} is a directory, not a database file: [store] path must name a file "
+                f"(for example {path / 'edge.db'}); nothing was started"
+            )
+        try:
+            self.previous_identity = read_identity(path)
+        except ValueError as exc:
+            log.warning("the identity file is unreadable; it is written anew", error=str(exc))
+            self.previous_identity = None
+        try:
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            size = -1
+        except OSError as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        if size <= 0:
+            if self.previous_identity is None and size < 0:
+                return  # the first start ever: a new database
+            if not self.new_database:
+                raise StoreRefused(self._lost_message(size))
+            self._started_new = True
+            log.warning(
+                "starting a new, empty database as asked (--new-database)",
+                db=str(path),
+                previous_db_id=self.previous_identity.db_id if self.previous_identity else None,
+                previous_boot_seq=(
+                    self.previous_identity.boot_seq if self.previous_identity else None
+                ),
+            )
+            return
+        if self.new_database:
+            log.warning(
+                "--new-database given, but the database exists: it is used, nothing is replaced",
+                db=str(path),
+            )
+        try:
+            problem = integrity.check_header(path)
+            wal = integrity.check_wal(path)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the database {path}: {integrity.explain(exc, path)}"
+            ) from exc
+        if problem is not None:
+            raise _Corrupt(problem)
+        if wal is None:
+            return
+        if wal.damage is not None:
+            raise _Corrupt(
+                f"its write-ahead log {integrity.wal_path(path).name} is damaged: {wal.damage}"
+            )
+        if wal.warning is not None:
+            kept = integrity.wal_path(path).with_name(
+                f"{path.name}-wal.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+            )
+            shutil.copy2(integrity.wal_path(path), kept)
+            log.warning(
+                f"the write-ahead log is damaged at its end: {wal.warning}; a copy is kept",
+                db=str(path),
+                copy=str(kept),
+            )
+        elif not wal.empty:
+            log.info(
+                "recovering committed transactions from the write-ahead log",
+                db=str(path),
+                frames=wal.frames_valid,
+                uncommitted_frames=wal.tail_uncommitted,
+            )
+
+    def _lost_message(self, size: int) -> str:
+        path = self.path
+        what = "is missing" if size < 0 else "is empty (0 bytes)"
+        prev = self.previous_identity
+        if prev is not None:
+            before = (
+                f"but a gateway ran here before: {identity_path(path)} records database "
+                f"{prev.db_id} at boot {prev.boot_seq}, journal entry {prev.journal_id}, "
+                f"outbox seq {prev.outbox_seq} (written {prev.written_at})"
+            )
+        else:
+            before = "and an empty file is not what a first start leaves"
+        return (
+            f"the database {path} {what}, {before}. A new database would start the history, "
+            "the boot and message numbers and the idempotency keys over, and the ERP could take "
+            "new confirmations for ones already posted; nothing was started. To recover: "
+            f"restore the newest copy made by `edge backup` to {path} (owned by the service "
+            "user) and start again; if the data is gone for good (or this is a new "
+            "installation), start once with `edge run --new-database`."
+        )
+
+    def _refuse_damaged(self, problem: str) -> None:
+        """Move the damaged files aside; refuse, unless a new database was asked for."""
+        path = self.path
+        moved = integrity.move_aside(path)
+        if self.previous_identity is None:
+            # So that the next start does not take the missing file for a first start.
+            with contextlib.suppress(OSError):
+                write_identity(
+                    path,
+                    Identity("unknown", 0, 0, 0, now_iso(), extra={"moved_aside": str(moved[0])}),
+                )
+        log.error(
+            "the database is damaged; its files were moved aside",
+            db=str(path),
+            problem=problem,
+            moved_to=[str(m) for m in moved],
+        )
+        first = moved[0] if moved else path
+        if self.new_database:
+            log.warning("starting a new, empty database as asked (--new-database)", db=str(path))
+            self._started_new = True
+            return
+        raise StoreRefused(
+            f"the database {path} is damaged: {problem}. The gateway does not run on a damaged "
+            "database and never replaces one by itself: its files were moved aside to "
+            f"{', '.join(str(m) for m in moved)}; nothing was started. To recover: restore "
+            f"the newest copy made by `edge backup` to {path} and start again; or rescue what "
+            f"can be read with `sqlite3 {first} .recover | sqlite3 {path}` and check it with "
+            "`edge verify`; or start an empty database with `edge run --new-database` (the "
+            "history, the numbers and the idempotency keys start over: tell central IT)."
+        )
+
+    def _quick_check(self, conn: sqlite3.Connection) -> None:
+        """``PRAGMA quick_check``, given up (with a warning) after ``check_timeout_s``."""
+        started = time.monotonic()
+        deadline = started + self.check_timeout_s
+        timed_out = False
+
+        def progress() -> int:
+            nonlocal timed_out
+            if time.monotonic() > deadline:
+                timed_out = True
+                return 1
+            return 0
+
+        conn.set_progress_handler(progress, 10_000)
+        try:
+            rows = conn.execute("PRAGMA quick_check(20)").fetchall()
+        except sqlite3.OperationalError:
+            if not timed_out:
+                raise
+            log.warning(
+                "the database check did not finish in time; starting without it",
+                db=str(self.path),
+                check="quick_check",
+                took_ms=round((time.monotonic() - started) * 1000),
+            )
+            return
+        finally:
+            conn.set_progress_handler(None, 0)
+        took_ms = round((time.monotonic() - started) * 1000, 1)
+        result = [str(r[0]) for r in rows]
+        if result != ["ok"]:
+            raise _Corrupt(f"PRAGMA quick_check reports: {'; '.join(result[:5])}")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        log.info(
+            "database checked",
+            db=str(self.path),
+            check="quick_check",
+            took_ms=took_ms,
+            pages=pages,
+        )
 
     def _count_boot(self) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         row = conn.execute("SELECT value FROM meta WHERE key='boot_seq'").fetchone()
-        self.boot_seq = (int(row[0]) if row else 0) + 1
+        stored = int(row[0]) if row else 0
+        previous = self.previous_identity.boot_seq if self.previous_identity else 0
+        # Boot numbers never repeat on this gateway, not even on a restored or new database.
+        self.boot_seq = max(stored, previous) + 1
         conn.execute(
             "INSERT INTO meta(key, value) VALUES('boot_seq', ?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (str(self.boot_seq),),
         )
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES('db_id', ?) ON CONFLICT(key) DO NOTHING",
+            (uuid.uuid4().hex,),
+        )
         conn.execute("COMMIT")
+        self.db_id = conn.execute("SELECT value FROM meta WHERE key='db_id'").fetchone()[0]
+
+    def _check_against_identity(self) -> None:
+        """Say so when the database is not the one the identity file names, or is behind it."""
+        prev = self.previous_identity
+        if prev is None or prev.db_id == "unknown" or self._started_new:
+            return
+        journal = self._next_journal - 1
+        if prev.db_id != self.db_id:
+            log.warning(
+                "this is not the database the gateway last ran on",
+                db=str(self.path),
+                db_id=self.db_id,
+                previous_db_id=prev.db_id,
+                previous_journal_id=prev.journal_id,
+            )
+        elif journal < prev.journal_id or self._next_seq - 1 < prev.outbox_seq:
+            log.warning(
+                "the database is behind the one the gateway last ran on (a restored copy?): "
+                "what came after the copy is lost, and confirmations after it may be made "
+                "again; compare with the ERP",
+                db=str(self.path),
+                journal_id=journal,
+                previous_journal_id=prev.journal_id,
+                outbox_seq=self._next_seq - 1,
+                previous_outbox_seq=prev.outbox_seq,
+            )
+
+    def write_identity(self) -> None:
+        """Record this database in its identity file (done at open, close and clock start)."""
+        if not self._keeps_identity:
+            return
+        write_identity(
+            self.path,
+            Identity(
+                self.db_id,
+                self.boot_seq,
+                self._next_journal - 1,
+                self._next_seq - 1,
+                now_iso(),
+                self.clock_anchor,
+            ),
+        )
+
+    def record_clock(self, anchor: ClockAnchor) -> None:
+        """Keep where this run's monotonic clock stands, for the next start (edge.clock)."""
+        self.clock_anchor = anchor
+        try:
+            self.write_identity()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot write {identity_path(self.path)}: {integrity.explain(exc, self.path)}"
+            ) from exc
 
     def close(self) -> None:
         if self._conn is not None:
+            if self._keeps_identity:
+                try:
+                    self.write_identity()
+                except OSError as exc:
+                    log.warning("cannot update the identity file", error=str(exc))
+                self._keeps_identity = False
             self._conn.close()
             self._conn = None
 

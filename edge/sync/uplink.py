@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from edge.engine import Engine
+from edge.errors import StoreError
 from edge.histogram import Histogram
 from edge.store.store import OutboxRow
 from edge.sync.contract import BY_PATH
@@ -53,6 +54,7 @@ class UplinkStats:
     requeued: int = 0
     withheld: int = 0
     last_puback_ms: int | None = None
+    flush_failures: int = 0  # acknowledgements that could not be stored (disk full)
     # publish -> PUBACK, seconds, for /metrics
     latency: Histogram = field(default_factory=Histogram)
 
@@ -92,6 +94,7 @@ class Uplink:
         self._published: list[int] = []
         self._refused: list[tuple[int, str]] = []
         self._first_unflushed: float | None = None
+        self._flush_failing = False
         self._cursor = 0
         self._retry_from: int | None = None
         self._retry_at = 0.0
@@ -325,10 +328,23 @@ class Uplink:
 
     def _flush_soon(self, *, force: bool = False) -> None:
         """Store acknowledgements in the background: sending goes on meanwhile."""
-        if self._flush_task is not None and not self._flush_task.done():
-            return
+        if self._flush_task is not None:
+            if not self._flush_task.done():
+                return
+            # A flush that died of a bug ends the uplink (its supervisor logs and restarts
+            # the gateway); a failing store is handled inside _flush and never gets here.
+            self._flush_task.result()
+            self._flush_task = None
         if force or self._should_flush():
             self._flush_task = asyncio.create_task(self._flush(), name="uplink-flush")
+            self._flush_task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error(
+                "storing acknowledgements failed unexpectedly; the uplink stops",
+                error=repr(task.exception()),
+            )
 
     async def _flush_now(self) -> None:
         if self._flush_task is not None:
@@ -350,7 +366,27 @@ class Uplink:
         done, published, refused = self._done, self._published, self._refused
         self._done, self._published, self._refused = [], [], []
         self._first_unflushed = None
-        await self.engine.run_store(self.engine.store.mark_outbox, done, published, refused)
+        try:
+            await self.engine.run_store(self.engine.store.mark_outbox, done, published, refused)
+        except StoreError as exc:
+            # A full disk: keep the acknowledgements and store them at a later flush. The rows
+            # stay 'pending' in the database meanwhile; after a restart they are sent again.
+            self._done = done + self._done
+            self._published = published + self._published
+            self._refused = refused + self._refused
+            self._first_unflushed = time.monotonic()
+            self.stats.flush_failures += 1
+            if not self._flush_failing:
+                self._flush_failing = True
+                self.log.error(
+                    "storing acknowledgements failed; they are kept and stored again later",
+                    error=str(exc),
+                    acknowledgements=len(done) + len(published) + len(refused),
+                )
+            return
+        if self._flush_failing:
+            self._flush_failing = False
+            self.log.info("acknowledgements stored again", failures=self.stats.flush_failures)
         for seq in done + published:
             self._unflushed.discard(seq)
         for seq, _ in refused:

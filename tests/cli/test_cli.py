@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -128,3 +129,43 @@ def test_demo_without_mosquitto_says_how_to_install_it(
 @pytest.mark.parametrize("args", [["--version"], ["--help"]])
 def test_help_and_version(args: list[str]) -> None:
     assert edge(*args).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check-config", "-c", str(ROOT / "config" / "example.toml")],
+        ["mqtt-acl", "-c", str(ROOT / "config" / "example.toml")],
+        ["contract", "--check"],
+        ["--help"],
+        ["status", "--json", "--db", "{db}"],
+    ],
+    ids=["check-config", "mqtt-acl", "contract", "help", "status"],
+)
+def test_a_reader_that_goes_away_is_no_traceback(args: list[str], tmp_path: Path) -> None:
+    """`edge check-config | head -1`: the pipe is closed before the command writes."""
+    db = tmp_path / "edge.db"
+    if "{db}" in args:
+        from edge.store.store import Store
+
+        store = Store(db)
+        store.open()
+        store.close()
+        args = [a.replace("{db}", str(db)) for a in args]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "edge", *args],
+            cwd=ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "BrokenPipeError" not in result.stderr, result.stderr
+    # as a command killed by SIGPIPE (argparse's --help exits before its output is flushed)
+    assert result.returncode == (0 if args == ["--help"] else 141)
