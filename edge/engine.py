@@ -277,17 +277,25 @@ class Engine:
     async def _process_batch(self, batch: list[_Queued]) -> None:
         batch = self._drop_duplicates(batch)
         outcomes, entries = await self._apply(batch)
-        rows = [
-            (table, key, codec.entity_doc(self.wc, table, key))
-            for table, key in sorted(self.wc.take_dirty())
-        ]
-        if entries:
-            entries[-1].outbox.extend(self._historian(entries[-1].input.at.wall_ms))
-            try:
+        try:
+            rows = [
+                (table, key, codec.entity_doc(self.wc, table, key))
+                for table, key in sorted(self.wc.take_dirty())
+            ]
+            if entries:
+                entries[-1].outbox.extend(self._historian(entries[-1].input.at.wall_ms))
                 added = await self._in_store(self.store.commit, entries, rows)
-            except StoreError as exc:
-                await self._commit_failed(batch, exc)
-                return
+        except StoreError as exc:
+            await self._commit_failed(batch, exc)
+            return
+        except Exception as exc:
+            # A bug past the per-input net: the batch is not acknowledged and the state is
+            # reloaded, as for a failed commit; the writer goes on with the next batch.
+            self.stats.internal_errors += 1
+            self.log.error("internal error preparing the commit", error=repr(exc), exc_info=exc)
+            await self._commit_failed(batch, StoreError(f"internal error: {exc!r}"))
+            return
+        if entries:
             self.stats.commits += 1
             self.stats.journaled += len(entries)
             self._commands.update(e.command_id for e in entries if e.command_id is not None)
@@ -322,22 +330,28 @@ class Engine:
         for queued in batch:
             results: list[Outcome] = []
             for inp in queued.inputs:
+                # The net covers everything one input leads to: the core's decision, and the
+                # encoding of the input for the journal and of its events as messages. A value
+                # that cannot be encoded rejects that input only; nothing of it is kept.
                 try:
                     outcome = self.wc.apply(inp)
-                except Exception as exc:
-                    outcome = await self._internal_error(inp, exc, entries)
-                results.append(outcome)
-                if outcome.rejection is None and outcome.changed:
-                    events = outcome.events
-                    entries.append(
-                        JournalEntry(
+                    entry = None
+                    if outcome.rejection is None and outcome.changed:
+                        events = outcome.events
+                        codec.encode_input(inp)
+                        entry = JournalEntry(
                             inp,
                             events,
                             outbound.messages_for(events) if events else [],
                             outbound.settled_keys(events) if events else [],
                             queued.command_id,
                         )
-                    )
+                except Exception as exc:
+                    outcome = await self._internal_error(inp, exc, entries)
+                    entry = None
+                results.append(outcome)
+                if entry is not None:
+                    entries.append(entry)
             outcomes.append(results)
         return outcomes, entries
 
@@ -457,6 +471,8 @@ _LOGGED_FIELDS = frozenset(
         "call_id",
         "category",
         "blocked_by",
+        "verdict",
+        "idem_key",
     }
 )
 # What maintenance should notice in the log: counts that do not add up, help not coming.
@@ -466,5 +482,6 @@ _WARNING_EVENTS = frozenset(
         EventType.COUNTER_DRIFT,
         EventType.HELP_ESCALATED,
         EventType.FINAL_CONFIRMATION_WITHHELD,
+        EventType.VERDICT_CONFLICT,
     }
 )

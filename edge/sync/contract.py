@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from pydantic_core import from_json
 
 from edge.domain import limits as L
@@ -27,6 +27,7 @@ CONTRACT_VERSION = "1.0.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
+MAX_MSG_ID = 64
 
 
 class BadJson(ValueError):
@@ -54,34 +55,27 @@ def parse_json(payload: bytes, *, max_bytes: int = MAX_INBOUND_BYTES) -> Any:
         raise BadJson(f"not JSON: {exc}") from None
 
 
-_OPEN = frozenset(b"[{")
-_CLOSE = frozenset(b"]}")
-
-
 def _max_depth(payload: bytes) -> int:
-    """The deepest nesting of arrays and objects, ignoring brackets inside strings."""
+    """The deepest nesting of arrays and objects, ignoring brackets inside strings.
+
+    Escapes first: an escaped backslash and an escaped quote are dropped (in that order, so
+    ``\\\\"`` still ends its string), then what stands between two quotes is a string and is
+    left out. What remains outside strings is counted in one pass."""
+    text = payload.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(text.split(b'"')[0::2]).translate(None, _NOT_BRACKETS)
     deepest = depth = 0
-    in_string = escaped = False
-    # Only bytes that matter are looked at one by one; runs of anything else are skipped.
-    for byte in payload.translate(None, _IRRELEVANT):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in _OPEN:
+    for byte in outside:
+        if byte in _OPEN:
             depth += 1
-            deepest = max(deepest, depth)
-        elif byte in _CLOSE:
+            if depth > deepest:
+                deepest = depth
+        else:
             depth -= 1
     return deepest
 
 
-_IRRELEVANT = bytes(b for b in range(256) if b not in b'[]{}"\\')
+_OPEN = frozenset(b"[{")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 # Whole numbers as integers, exact decimals as text ("12.5"): a float would round.
 DecimalText = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+(\.[0-9]+)?$")]
@@ -103,15 +97,41 @@ class _Strict(BaseModel):
 Version = Annotated[int, Field(ge=1, le=L.MAX_INT)]
 Seq = Annotated[int, Field(ge=1, le=L.MAX_INT)]
 Split = Annotated[int, Field(ge=0, le=L.MAX_SPLIT)]
+def _limits(low: Decimal, high: Decimal, *, above: bool = False) -> Any:
+    """Bounds for an exact decimal in ``[low, high]`` (``(low, high]`` with ``above``), with at
+    most 6 places."""
+    digits = len(str(int(high))) + L.QUANTITY_PLACES
+    if above:
+        return Field(gt=low, le=high, max_digits=digits, decimal_places=L.QUANTITY_PLACES)
+    return Field(ge=low, le=high, max_digits=digits, decimal_places=L.QUANTITY_PLACES)
+
+
+def _schema(low: Decimal, high: Decimal, *, above: bool = False) -> WithJsonSchema:
+    """The same bounds in the JSON Schema: a number, or a decimal text of the allowed size."""
+    bound = {"exclusiveMinimum" if above else "minimum": float(low), "maximum": float(high)}
+    pattern = rf"^[0-9]{{1,{len(str(int(high)))}}}(\.[0-9]{{1,{L.QUANTITY_PLACES}}})?$"
+    return WithJsonSchema(
+        {"anyOf": [{"type": "number", **bound}, {"type": "string", "pattern": pattern}]}
+    )
+
+
+_ZERO = Decimal(0)
 PositiveQty = Annotated[
+    Decimal, _limits(_ZERO, L.MAX_QUANTITY, above=True), _schema(_ZERO, L.MAX_QUANTITY, above=True)
+]
+PartsPerSignal = Annotated[
     Decimal,
-    Field(gt=0, le=L.MAX_QUANTITY, max_digits=16, decimal_places=L.QUANTITY_PLACES),
+    _limits(L.MIN_PARTS_PER_SIGNAL, L.MAX_PARTS_PER_SIGNAL),
+    _schema(L.MIN_PARTS_PER_SIGNAL, L.MAX_PARTS_PER_SIGNAL),
 ]
 Percent = Annotated[
-    Decimal, Field(ge=0, le=L.MAX_TOLERANCE_PCT, max_digits=12, decimal_places=L.QUANTITY_PLACES)
+    Decimal, _limits(_ZERO, L.MAX_TOLERANCE_PCT), _schema(_ZERO, L.MAX_TOLERANCE_PCT)
 ]
 Crew = Annotated[
-    Decimal, Field(gt=0, le=L.MAX_CREW, max_digits=12, decimal_places=L.QUANTITY_PLACES)
+    Decimal, _limits(_ZERO, L.MAX_CREW, above=True), _schema(_ZERO, L.MAX_CREW, above=True)
+]
+EveryGood = Annotated[
+    Decimal, _limits(Decimal(1), L.MAX_QUANTITY), _schema(Decimal(1), L.MAX_QUANTITY)
 ]
 
 
@@ -144,13 +164,8 @@ class OperationMsg(_Strict):
     planned_run_s_per_unit: float = Field(
         0.0, ge=0, le=L.MAX_CYCLE_S, description="standard cycle time per unit"
     )
-    parts_per_signal: Decimal = Field(
-        Decimal(1),
-        ge=L.MIN_PARTS_PER_SIGNAL,
-        le=L.MAX_PARTS_PER_SIGNAL,
-        max_digits=16,
-        decimal_places=L.QUANTITY_PLACES,
-        description="parts per machine signal; fixed once the operation has started",
+    parts_per_signal: PartsPerSignal = Field(
+        Decimal(1), description="parts per machine signal; fixed once the operation has started"
     )
     latest_end: str | None = Field(
         None, max_length=40, description="due date-time from the ERP, ISO 8601"
@@ -206,9 +221,7 @@ class ShiftMsg(_Strict):
 class ConfirmationPolicyMsg(_Strict):
     """When the gateway makes partial confirmations (a final one always at completion)."""
 
-    every_good: Decimal | None = Field(
-        None, ge=1, le=L.MAX_QUANTITY, max_digits=16, decimal_places=L.QUANTITY_PLACES
-    )
+    every_good: EveryGood | None = None
     every_minutes: float | None = Field(None, ge=L.MIN_EVERY_MINUTES, le=L.MAX_EVERY_MINUTES)
     at_shift_end: bool = False
 
@@ -252,7 +265,7 @@ class InboundEnvelope(_Strict):
     """What central sends: an id (quoted back when the message is rejected) and the body."""
 
     schema_: str = Field(alias="schema", max_length=64)
-    msg_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    msg_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MSG_ID)]
     ts_ms: int | None = Field(None, ge=0, le=L.MAX_INT)
     body: dict[str, Any]
 

@@ -34,6 +34,7 @@ from edge.errors import DuplicateCommand, EngineStopped
 from edge.store.codec import dumps
 from edge.sync.contract import (
     MAX_INBOUND_BYTES,
+    MAX_MSG_ID,
     TOPICS,
     BadJson,
     ConfirmationResultBody,
@@ -149,6 +150,7 @@ class Downlink:
         self._commands: dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[None]]]] = {}
         if on_resync is not None:
             self._commands["_mes_v1/cmd/resync"] = (ResyncBody, lambda b: on_resync(b.from_seq))
+        self._schemas = {t.path: t.schema for t in TOPICS if t.direction == "down"}
         missing = {t.path for t in TOPICS if t.direction == "down"} - set(self._convert)
         missing.discard("_mes_v1/cmd/resync")
         assert not missing, f"down topics without a handler: {missing}"
@@ -217,6 +219,14 @@ class Downlink:
                 )
             envelope = self._envelope(message.payload)
             msg_id = self._msg_id = envelope.msg_id
+            expected = self._schemas.get(path)
+            if expected and envelope.schema_ != expected:
+                raise Refused(
+                    f"schema {envelope.schema_!r} is not this topic's ({expected!r}); "
+                    "was the message sent to the wrong topic?",
+                    "schema",
+                    envelope.schema_,
+                )
             seen_on = self._seen.get(msg_id)
             if seen_on == path:
                 self.log.info("duplicate delivery ignored", msg_id=msg_id, topic=path)
@@ -294,8 +304,11 @@ class Downlink:
             self._msg_id = _peek_msg_id(payload)
             text = payload[:80].decode(errors="replace")
             raise Refused(str(exc), "payload", text) from None
-        if isinstance(data, dict) and isinstance(data.get("msg_id"), str):
-            self._msg_id = data["msg_id"][:64]
+        if isinstance(data, dict):
+            msg_id = data.get("msg_id")
+            # Quoted back only as it was: a cut id could be another message's.
+            if isinstance(msg_id, str) and 0 < len(msg_id) <= MAX_MSG_ID:
+                self._msg_id = msg_id
         env: InboundEnvelope = _validate(InboundEnvelope, data, "")
         return env
 
@@ -312,11 +325,11 @@ class Downlink:
     ) -> None:
         self.rejected += 1
         body = RejectedBody(
-            msg_id=msg_id,
-            topic=topic,
-            reason=reason,
-            field=field,
-            value=None if value is None else str(value)[:200],
+            msg_id=_printable(msg_id),
+            topic=_printable(topic) or "",
+            reason=_printable(reason[:1000]) or "",
+            field=_printable(field),
+            value=_printable(None if value is None else str(value)[:200]),
             ts_ms=time.time_ns() // 1_000_000,
         )
         self.log.warning("inbound message rejected", topic=topic, msg_id=msg_id, reason=reason)
@@ -325,12 +338,20 @@ class Downlink:
         )
 
 
+def _printable(text: str | None) -> str | None:
+    """Text quoted back from a message as valid UTF-8 (a lone surrogate, which JSON's \\u escapes
+    can carry, cannot be encoded and must not stop the refusal)."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def inbound_command_id(msg_id: str) -> str:
     """The journal's id for an input that came from central as message ``msg_id``."""
     return f"mqtt:{msg_id}"
 
 
-_MSG_ID = re.compile(rb'"msg_id"\s*:\s*"([^"\\]{1,64})"')
+_MSG_ID = re.compile(rb'"msg_id"\s*:\s*"([^"\\]{1,%d})"' % MAX_MSG_ID)
 
 
 def _peek_msg_id(payload: bytes) -> str | None:
