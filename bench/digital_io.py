@@ -81,7 +81,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +93,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from edge.app import open_engine
 from edge.config import GatewayConfig, GpioSource, load_config
 from edge.domain.inputs import Action, DispatchList, Input, Pulses, Transition
+from edge.domain.limits import MAX_QUANTITY
 from edge.domain.model import OperationKey, OperationSpec
 from edge.engine import Engine
 from edge.logging import configure_logging
@@ -103,7 +103,7 @@ from edge.sources.modbus import ModbusLink, counter_bits
 ROOT = Path(__file__).resolve().parents[1]
 
 # No standard cycle time: the tick opens no "no count" stops and sets no plausibility limit.
-OP = OperationSpec("4711", "0010", "FG-BENCH", Decimal(10**12), std_cycle_s=0.0)
+OP = OperationSpec("4711", "0010", "FG-BENCH", MAX_QUANTITY, std_cycle_s=0.0)
 KEY = OperationKey("4711", "0010")
 PIN = 17
 PULSE_COUNTER = "pulses"

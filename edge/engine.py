@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +109,8 @@ class Engine:
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="edge-store")
         await loop.run_in_executor(executor, store.open)
+        # The database's generation, not the config, says which idempotency keys are its own.
+        rules = dataclasses.replace(rules, key_epoch=store.key_epoch)
         wc = await loop.run_in_executor(executor, store.load)
         last = await loop.run_in_executor(executor, store.last_instant)
         # The clock goes on from the last journaled instant (edge.clock judges by how much)

@@ -1283,7 +1283,7 @@ class WorkCenter:
             shift=posting[1],
             variance_reason=variance,
             labour_ms=int(pending.production_ms * crew),
-            idem_key=conf_rules.confirmation_idem_key(rules.edge_id, op.key, counter),
+            idem_key=conf_rules.confirmation_idem_key(rules.key_scope, op.key, counter),
             actor=actor,
         )
         op.confirmed.add(pending)
@@ -1399,7 +1399,7 @@ class WorkCenter:
             )
         conf.reversed = True
         conf.reversal_idem_key = conf_rules.reversal_idem_key(
-            self.rules.edge_id, op.key, conf.counter
+            self.rules.key_scope, op.key, conf.counter
         )
         conf.reversal_status = ConfirmationStatus.AWAITING_RESULT
         op.confirmed.add(conf.tally, -1)
@@ -1441,7 +1441,7 @@ class WorkCenter:
             )
         conf.retries += 1
         conf.idem_key = conf_rules.confirmation_idem_key(
-            self.rules.edge_id, op.key, conf.counter, conf.retries
+            self.rules.key_scope, op.key, conf.counter, conf.retries
         )
         conf.status = ConfirmationStatus.AWAITING_RESULT
         conf.erp_message = None

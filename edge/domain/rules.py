@@ -139,6 +139,17 @@ class WorkCenterRules:
     # rules.md §8: what help can be called for, and when an unanswered call escalates (0: never)
     help_categories: tuple[str, ...] = HELP_CATEGORIES
     help_escalate_after_s: float = 300.0
+    # Which database generation this is: 0 for the first; one more each time the gateway was
+    # told to start on a new, empty database where one existed before (``--new-database``).
+    # It keeps the idempotency keys of the new database apart from those already posted.
+    key_epoch: int = 0
+
+    @property
+    def key_scope(self) -> str:
+        """What idempotency keys are made from besides the operation: the edge id, and the
+        database generation once there was more than one (the first one's keys stay as
+        they always were)."""
+        return self.edge_id if self.key_epoch == 0 else f"{self.edge_id}~{self.key_epoch}"
 
     def source(self, name: str) -> CountSource | None:
         for src in self.sources:

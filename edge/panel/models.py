@@ -238,6 +238,10 @@ class ConfirmationOut(_Out):
     posting_date: str
     period_end: str
     actor: str
+    # Late verdicts that contradicted the one held (rejected after posted ...): not applied,
+    # shown so a supervisor can look into the relay's mapping.
+    verdict_conflicts: int = 0
+    last_conflict: str | None = None
 
 
 class HelpCallOut(_Out):

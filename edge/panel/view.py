@@ -147,6 +147,8 @@ def confirmation_out(wc: WorkCenter, conf: Confirmation) -> ConfirmationOut:
         posting_date=conf.posting_date,
         period_end=conf.period_end.iso(),
         actor=conf.actor,
+        verdict_conflicts=conf.verdict_conflicts,
+        last_conflict=conf.last_conflict,
     )
 
 

@@ -56,6 +56,9 @@ INTEGER_TYPES = frozenset(
 )
 NODE_ID_PREFIXES = ("ns=", "i=", "s=", "g=", "b=")
 STATE_QUEUE = 16
+# While the store refuses (a full disk): how often to try again, and how many values may wait.
+STORE_RETRY_S = 0.5
+MAX_WAITING = 100_000
 
 
 @dataclass(slots=True)
@@ -112,6 +115,7 @@ class OpcUaLink:
         self._by_node: dict[str, Mapped] = {}
         self._pending: list[Input] = []
         self._wake = asyncio.Event()
+        self._store_failing = False
         self._lost = asyncio.Event()
         self._raw_state: Any = None
         self._raw_mode: Any = None
@@ -329,13 +333,42 @@ class OpcUaLink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self._flush()
+            try:
+                await self._flush()
+            except StoreError as exc:
+                # Not durable, so not counted: the values wait, in order, for the next try.
+                # The counters are absolute, so what changes meanwhile is not lost either.
+                if not self._store_failing:
+                    self.log.warning(
+                        "values from opc ua not stored; kept and handed over again",
+                        error=str(exc),
+                        waiting=len(self._pending),
+                    )
+                self._store_failing = True
+                await asyncio.sleep(STORE_RETRY_S)
+                self._wake.set()
+                continue
+            if self._store_failing:
+                self.log.info("values from opc ua stored again")
+                self._store_failing = False
 
     async def _flush(self) -> None:
         if not self._pending:
             return
         batch, self._pending = _merge_states(self._pending), []
-        outcomes = await self.engine.submit_many(batch)
+        try:
+            outcomes = await self.engine.submit_many(batch)
+        except StoreError:
+            kept = batch + self._pending
+            if len(kept) > MAX_WAITING:
+                # A long outage at a fast machine: the oldest readings go (the newer ones of
+                # an absolute counter still carry the parts, unless it wrapped meanwhile).
+                self.log.error(
+                    "opc ua values waiting for the store dropped", dropped=len(kept) - MAX_WAITING
+                )
+                kept = kept[-MAX_WAITING:]
+            self._pending = kept
+            raise
         for inp, outcome in zip(batch, outcomes, strict=True):
             if outcome.rejection is not None:
                 self.log.warning(

@@ -46,8 +46,13 @@ def shm_path(db: Path) -> Path:
 # ---------------------------------------------------------------------------- the main file
 
 
-def check_header(db: Path) -> str | None:
-    """What is wrong with the main file's header (None if nothing); ``db`` is not empty."""
+def check_header(db: Path, wal: WalReport | None = None) -> str | None:
+    """What is wrong with the main file's header (None if nothing); ``db`` is not empty.
+
+    With committed frames in the write-ahead log the file may be shorter than its header says:
+    a checkpoint killed after writing page 1 but before the pages that extend the file leaves it
+    so, and SQLite completes it from the log. Only without such a log is it truncation (what
+    the log holds is then checked by ``quick_check``)."""
     size = db.stat().st_size
     with db.open("rb") as f:
         head = f.read(100)
@@ -59,7 +64,8 @@ def check_header(db: Path) -> str | None:
         return f"its header gives an impossible page size ({page_size})"
     change_counter, pages = struct.unpack(">II", head[24:32])
     valid_for = struct.unpack(">I", head[92:96])[0]
-    if valid_for == change_counter and pages and size < pages * page_size:
+    wal_covers = wal is not None and wal.damage is None and wal.frames_valid > 0
+    if valid_for == change_counter and pages and size < pages * page_size and not wal_covers:
         return (
             f"it is truncated: its header says {pages} pages of {page_size} bytes "
             f"({pages * page_size} bytes), the file has {size} bytes"

@@ -103,6 +103,7 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self.boot_seq = 0
         self.db_id = ""
+        self.key_epoch = 0  # the database generation (WorkCenterRules.key_epoch)
         # The identity file as the previous run left it (None on a first start).
         self.previous_identity: Identity | None = None
         self.clock_anchor: ClockAnchor | None = None
@@ -157,6 +158,8 @@ class Store:
             self._conn = conn
             if boot:
                 self._count_boot()
+            else:
+                self._read_key_epoch()
             self._reset_ids()
             if daemon:
                 self._check_against_identity()
@@ -220,8 +223,8 @@ class Store:
                 db=str(path),
             )
         try:
-            problem = integrity.check_header(path)
             wal = integrity.check_wal(path)
+            problem = integrity.check_header(path, wal)
         except OSError as exc:
             raise StoreError(
                 f"cannot open the database {path}: {integrity.explain(exc, path)}"
@@ -363,8 +366,22 @@ class Store:
             "INSERT INTO meta(key, value) VALUES('db_id', ?) ON CONFLICT(key) DO NOTHING",
             (uuid.uuid4().hex,),
         )
+        # A new database where one existed before is the next generation of idempotency keys:
+        # its confirmation #1 of a re-dispatched operation must not be taken for the old #1.
+        epoch = 0
+        if self._started_new and self.previous_identity is not None:
+            epoch = _int(self.previous_identity.extra.get("key_epoch"), 0) + 1
+        conn.execute(
+            "INSERT INTO meta(key, value) VALUES('key_epoch', ?) ON CONFLICT(key) DO NOTHING",
+            (str(epoch),),
+        )
         conn.execute("COMMIT")
         self.db_id = conn.execute("SELECT value FROM meta WHERE key='db_id'").fetchone()[0]
+        self._read_key_epoch()
+
+    def _read_key_epoch(self) -> None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='key_epoch'").fetchone()
+        self.key_epoch = _int(row[0] if row else None, 0)
 
     def _check_against_identity(self) -> None:
         """Say so when the database is not the one the identity file names, or is behind it."""
@@ -405,6 +422,7 @@ class Store:
                 self._next_seq - 1,
                 now_iso(),
                 self.clock_anchor,
+                {"key_epoch": str(self.key_epoch)},
             ),
         )
 
@@ -795,3 +813,10 @@ def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:
         else:
             runs.append((seq, seq))
     return runs
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default

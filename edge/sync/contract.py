@@ -534,6 +534,9 @@ class HealthBody(_Open):
     last_puback_ms: int | None = None
     # False while the ERP relay says it is offline: confirmations are then withheld (queued).
     relay_online: bool | None = None
+    # False while the gateway's wall clock is before a plausible time (a Pi without a real-time
+    # clock before NTP): event times are then not to be trusted; durations still are.
+    clock_trusted: bool | None = None
     links: dict[str, str] = Field(default_factory=dict)
     ts_ms: int | None = None
 

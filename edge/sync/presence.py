@@ -102,6 +102,7 @@ class Presence:
             oldest_unacked_age_s=None if oldest is None else round((now - oldest) / 1000, 1),
             last_puback_ms=self._last_puback(),
             relay_online=self._relay_online() if self._relay_online else None,
+            clock_trusted=self.engine.clock.trusted,
             links={"mqtt": "ok" if self.link.connected.is_set() else "down", **self._links()},
             ts_ms=now,
         )

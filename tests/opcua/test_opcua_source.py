@@ -219,3 +219,32 @@ async def test_a_silently_stalled_subscription_is_noticed_and_renewed(tmp_path: 
         await until(lambda: good(engine) >= 10, 10, "counts again")
         await machine.idle()
         await until(lambda: good(engine) == machine.values["good"] - base, 10, "exact counts")
+
+
+async def test_counts_that_hit_a_full_disk_are_handed_over_again(tmp_path: Path) -> None:
+    """A full disk refuses the commits: the source keeps its values and hands them over again
+    once there is room; no part is lost and the source never goes dark."""
+    from tests.small_disk import fill, small_disk
+
+    with small_disk(tmp_path / "disk", size="4M") as disk:
+        async with (
+            MachineSimulator(cycle_s=0.02, seed=7) as machine,
+            gateway(config(disk, machine)) as (engine, link),
+        ):
+            await until(lambda: link.link_status == "ok", 10, "the connection")
+            base = machine.values["good"]
+            await machine.run()
+            await until(lambda: good(engine) >= 5, 10, "counts")
+            filler = fill(disk)
+            failures = engine.stats.commit_failures
+            await until(lambda: engine.stats.commit_failures > failures, 10, "a failed commit")
+            await asyncio.sleep(1.0)  # the machine goes on counting meanwhile
+            filler.unlink()
+            await machine.stop()
+            await until(
+                lambda: good(engine) == machine.values["good"] - base, 15, "every part counted"
+            )
+            await asyncio.sleep(0.5)
+            assert good(engine) == machine.values["good"] - base  # nothing doubled either
+            await machine.run()
+            await until(lambda: good(engine) > machine.values["good"] - base - 3, 10, "more")

@@ -537,3 +537,32 @@ async def test_pin_lockout_is_per_client_and_survives_a_restart(tmp_path: Path) 
             assert (r.status_code, r.json()["code"]) == (429, "pin_locked")
             assert 20 <= int(r.headers["Retry-After"]) <= 30
             await login(panel_screen)
+
+
+async def test_a_contradicting_late_verdict_is_shown_not_applied(tmp_path: Path) -> None:
+    from edge.domain.inputs import ConfirmationResult, ResultStatus
+
+    async with (
+        running_panel(panel_config(tmp_path)) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await started(panel, client)
+        await panel.pulses(10)
+        conf = panel.engine.wc.confirmations[f"{OP}#1"]
+        engine = panel.engine
+        await engine.submit(ConfirmationResult(conf.idem_key, ResultStatus.POSTED, engine.now()))
+        await engine.submit(
+            ConfirmationResult(conf.idem_key, ResultStatus.REJECTED, engine.now(), "no mapping")
+        )
+        listed = (await client.get("/api/confirmations")).json()[0]
+        assert listed["status"] == "posted"
+        assert listed["verdict_conflicts"] == 1
+        assert listed["last_conflict"] == "rejected after posted: no mapping"
+        # Nothing to resend: the posting stands.
+        headers = await login(client)
+        r = await client.post(
+            "/api/supervisor/resend",
+            json={"command_id": cid(), "op": OP, "counter": 1},
+            headers=headers,
+        )
+        assert r.status_code == 409

@@ -542,6 +542,10 @@
         h('div', { class: 'l1' }, `#${c.counter} ${c.op} · ${c.final ? t('confs.final') : t('confs.partial')} `, verdict(c)),
         h('div', { class: 'l2' }, l2.join(' · ')));
       if (c.erp_message) main.append(h('div', { class: 'l3' }, c.erp_message));
+      if (c.verdict_conflicts) {
+        main.append(h('div', { class: 'l3 conflict', 'data-conflict': c.conf_id },
+          t('confs.conflict', { n: c.verdict_conflicts, last: c.last_conflict || '' })));
+      }
       const row = h('div', { class: 'row' + (rejected ? ' bad' : ''), 'data-conf': c.conf_id }, main);
       if (rejected) row.append(button(t('btn.retry'), 'warn', () => withSupervisor(() => resendSheet(c)), { 'data-cmd': 'resend' }));
       if (!c.reversed && (supervisor || rejected)) {
