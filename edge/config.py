@@ -72,6 +72,7 @@ from edge.domain.rules import (
     SignalType,
     StopReason,
     WorkCenterRules,
+    minute_of_day,
 )
 from edge.errors import MISSING, ConfigError, ConfigProblem
 
@@ -110,8 +111,6 @@ _PATTERN_TEXTS: Final = {
     _CODE_PATTERN: "should be 1-40 characters of A-Z a-z 0-9 _ . : / -",
     _WORK_CENTER_PATTERN: "should be 1-64 characters, without spaces, '/', '+' or '#'",
 }
-_HHMM: Final = re.compile(r"^(\d{2}):(\d{2})$")
-_MINUTES_PER_DAY: Final = 24 * 60
 
 Name = Annotated[str, Field(pattern=_NAME_PATTERN)]
 Code = Annotated[str, Field(pattern=_CODE_PATTERN)]
@@ -764,15 +763,12 @@ class ConfirmationsSection(_Section):
 
 
 def _minute_of_day(value: str, *, allow_24: bool) -> int:
-    match = _HHMM.match(value)
-    hours, minutes = (int(match[1]), int(match[2])) if match else (-1, -1)
-    if allow_24 and (hours, minutes) == (24, 0):
-        return _MINUTES_PER_DAY
-    if not (0 <= hours <= 23 and 0 <= minutes <= 59):
+    try:
+        return minute_of_day(value, allow_24=allow_24)
+    except ValueError:
         raise PydanticCustomError(
             "time_of_day", 'should be a local time of day "HH:MM" (00:00 to 23:59)'
-        )
-    return hours * 60 + minutes
+        ) from None
 
 
 def _time_to_text(value: object) -> object:
@@ -815,12 +811,10 @@ class ShiftEntry(_Section):
     @property
     def length_minutes(self) -> int:
         """end - start; 0 (end == start) is a whole day, negative runs past midnight."""
-        end = _minute_of_day(self.end, allow_24=True)
-        length = (end - self.start_minute) % _MINUTES_PER_DAY
-        return length or _MINUTES_PER_DAY
+        return self.to_domain().length_minutes
 
     def to_domain(self) -> Shift:
-        return Shift(self.name, self.start_minute, self.length_minutes)
+        return Shift.parse(self.name, self.start, self.end)
 
 
 class StopReasonEntry(_Section):

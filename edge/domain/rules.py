@@ -7,6 +7,7 @@ the same order as the live run did.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -41,6 +42,22 @@ class CountSource:
     drift_tolerance: int = 10
 
 
+MINUTES_PER_DAY = 24 * 60
+_HHMM = re.compile(r"^(\d{2}):(\d{2})$")
+
+
+def minute_of_day(hhmm: str, *, allow_24: bool = False) -> int:
+    """Minutes after local midnight of a local time of day "HH:MM" (00:00 to 23:59; "24:00", the
+    midnight that ends the day, only with ``allow_24``). Anything else raises ValueError."""
+    match = _HHMM.match(hhmm)
+    hours, minutes = (int(match[1]), int(match[2])) if match else (-1, -1)
+    if allow_24 and (hours, minutes) == (24, 0):
+        return MINUTES_PER_DAY
+    if not (0 <= hours <= 23 and 0 <= minutes <= 59):
+        raise ValueError(f'{hhmm!r}: not a local time of day "HH:MM" (00:00 to 23:59)')
+    return hours * 60 + minutes
+
+
 @dataclass(frozen=True, slots=True)
 class Shift:
     """A shift by its local start time; the posting date is the date the shift starts on."""
@@ -48,6 +65,15 @@ class Shift:
     name: str
     start_minute: int  # minutes after local midnight
     length_minutes: int
+
+    @classmethod
+    def parse(cls, name: str, start: str, end: str) -> Shift:
+        """A shift from its local start and end "HH:MM" (the config's ``[[shifts]]``, central's
+        shift calendar). An end not after the start runs past midnight; an end equal to the
+        start is a whole day; "24:00" ends at midnight. Raises ValueError for a bad time."""
+        begin = minute_of_day(start)
+        finish = minute_of_day(end, allow_24=True)
+        return cls(name, begin, (finish - begin) % MINUTES_PER_DAY or MINUTES_PER_DAY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ import structlog
 
 from edge.config import ButtonEntry
 from edge.domain.core import WorkCenter
+from edge.domain.dispatch import dispatch_order
 from edge.domain.inputs import (
     Action,
     CallForHelp,
@@ -67,7 +68,7 @@ def next_released(wc: WorkCenter) -> str | None:
     waiting = [op for op in wc.operations.values() if op.status is OperationStatus.DISPATCHED]
     if not waiting:
         return None
-    return str(min(waiting, key=lambda op: (op.spec.sequence, op.key)).key)
+    return str(min(waiting, key=dispatch_order).key)
 
 
 class ButtonPanel:

@@ -1,6 +1,7 @@
 """The stack light (andon lamp): the work center's state, readable from across the hall.
 
-What it shows is a pure function of the work center (:func:`lights_for`):
+What it shows is a pure function of the work center (:func:`edge.domain.andon.andon_state`, which
+the panel's colour renders too; :func:`lights_for` here):
 
 - **red**: the machine is down: a stop is open (or the machine state says down). **Red
   blinking**: a stop waits for its reason (rules.md §4: past the micro-stop threshold, none
@@ -30,18 +31,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
 import structlog
 from gpiozero import DigitalOutputDevice, GPIOZeroError
 
 from edge.config import StackLightEntry
+from edge.domain.andon import Lamp, Lights
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event
-from edge.domain.inputs import MachineState
-from edge.domain.model import OperationStatus
 from edge.engine import Engine
 from edge.errors import SourceUnavailable
 from edge.sources.gpio import open_with_retry, shared_factory
@@ -62,53 +60,9 @@ CoilWriter = Callable[[int, list[bool]], Awaitable[None]]
 RETRY_WRITE_S = 1.0
 
 
-class Lamp(StrEnum):
-    OFF = "off"
-    ON = "on"
-    BLINK = "blink"
-
-
-@dataclass(frozen=True, slots=True)
-class Lights:
-    green: Lamp = Lamp.OFF
-    yellow: Lamp = Lamp.OFF
-    red: Lamp = Lamp.OFF
-    blue: Lamp = Lamp.OFF
-
-    @property
-    def blinking(self) -> bool:
-        return Lamp.BLINK in (self.green, self.yellow, self.red, self.blue)
-
-
 def lights_for(wc: WorkCenter) -> Lights:
     """The lamps for the work center's state (see the module's docstring)."""
-    down = wc.open_stop is not None or wc.header.machine_state is MachineState.DOWN
-    running = any(op.status is OperationStatus.RUNNING for op in wc.active)
-    red = Lamp.BLINK if _reason_pending(wc) else Lamp.ON if down else Lamp.OFF
-    calls = list(wc.help_calls.values())
-    if not calls:
-        blue = Lamp.OFF
-    elif any(call.acknowledged_by is None for call in calls):
-        blue = Lamp.BLINK
-    else:
-        blue = Lamp.ON
-    return Lights(
-        green=Lamp.ON if running and not down else Lamp.OFF,
-        yellow=Lamp.ON if not running and not down else Lamp.OFF,
-        red=red,
-        blue=blue,
-    )
-
-
-def _reason_pending(wc: WorkCenter) -> bool:
-    stop = wc.open_stop
-    if stop is not None:
-        return stop.reason_pending
-    # The latest stop that was not a micro-stop (those never ask); older ones are history.
-    for past in reversed(wc.stops.values()):
-        if not past.micro:
-            return past.reason_pending
-    return False
+    return wc.andon.lights
 
 
 def alarm_keys(wc: WorkCenter) -> frozenset[str]:

@@ -1,8 +1,9 @@
 """What the panel shows, read from the core's state: a snapshot, never a change.
 
-The lamp follows the stack light: red blinking while a stop waits for its reason, red while the
-machine is down, blue while a call for help is open (the machine may run), yellow in setup,
-interrupted or with nothing running, green while running.
+The lamp is the stack light's most urgent lamp (:func:`edge.domain.andon.andon_state`, which the
+stack light renders too): red blinking while a stop waits for its reason, red while the machine
+is down, blue while a call for help is open (the machine may run), green while running, yellow
+in setup, interrupted or with nothing running.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 
 from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
-from edge.domain.inputs import MachineState
-from edge.domain.model import ZERO, Confirmation, Operation, OperationStatus, Stop
+from edge.domain.dispatch import dispatch_order
+from edge.domain.model import ZERO, Confirmation, Operation, Stop
 from edge.panel.models import (
     ActiveOperation,
     ConfirmationOut,
@@ -173,31 +174,16 @@ def scrap_reasons(wc: WorkCenter) -> list[Reason]:
 
 
 def lamp(wc: WorkCenter) -> tuple[Lamp, str]:
-    stop = wc.open_stop
-    active = wc.active
-    if stop is not None and stop.reason_pending:
-        return "red_blink", "state.reason_pending"
-    if stop is not None or wc.header.machine_state is MachineState.DOWN:
-        return "red", "state.down"
-    if wc.help_calls:
-        return "blue", "state.help"
-    statuses = {op.status for op in active}
-    if OperationStatus.RUNNING in statuses:
-        if wc.header.machine_state is MachineState.IDLE:
-            return "yellow", "state.idle"
-        return "green", "state.running"
-    if OperationStatus.SETUP in statuses:
-        return "yellow", "state.setup"
-    if OperationStatus.INTERRUPTED in statuses:
-        return "yellow", "state.interrupted"
-    return "yellow", "state.no_order"
+    """The panel's colour and the i18n key of its state label."""
+    andon = wc.andon
+    return andon.colour, f"state.{andon.state}"
 
 
 def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
     ops = list(wc.operations.values())
     waiting = sorted(
         (op for op in ops if not op.status.finished),
-        key=lambda op: (op.spec.sequence, op.key),
+        key=dispatch_order,
     )
     finished = sorted(
         (op for op in ops if op.status.finished and op.ended is not None),

@@ -374,17 +374,6 @@ def _validate(model: type[M], data: object, prefix: str) -> M:
         raise Refused(f"{where or 'message'}: {first['msg']}{more}", where or None, value) from None
 
 
-def _minute(hhmm: str) -> int:
-    hours, minutes = hhmm.split(":")
-    return int(hours) * 60 + int(minutes)
-
-
-def _shift(name: str, start: str, end: str) -> Shift:
-    begin, finish = _minute(start), _minute(end)
-    length = finish - begin if finish > begin else finish + 24 * 60 - begin
-    return Shift(name, begin, length)
-
-
 def _master_data(b: MasterDataBody, at: Any) -> MasterDataReceived:
     policy = b.confirmation_policy
     md = MasterData(
@@ -393,7 +382,7 @@ def _master_data(b: MasterDataBody, at: Any) -> MasterDataReceived:
         scrap_reasons=tuple(ScrapReason(r.code, r.text) for r in b.scrap_reasons),
         alarm_reasons=tuple(sorted(b.alarm_reasons.items())),
         crew_size=b.crew_size,
-        shifts=tuple(_shift(s.name, s.start, s.end) for s in b.shifts) if b.shifts else None,
+        shifts=tuple(Shift.parse(s.name, s.start, s.end) for s in b.shifts) if b.shifts else None,
         policy=ConfirmationPolicy(policy.every_good, policy.every_minutes, policy.at_shift_end)
         if policy
         else None,
