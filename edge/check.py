@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.config import GatewayConfig
+from edge.config import GatewayConfig, mqtt_password
 from edge.errors import SourceUnavailable
 
 EARLIEST_PLAUSIBLE = datetime(2025, 1, 1, tzinfo=UTC)
@@ -88,8 +88,6 @@ def check_broker(cfg: GatewayConfig, timeout_s: float = 5.0) -> Check:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from edge.sync.service import _password
-
     result: dict[str, str] = {}
     # With a client certificate the broker (use_username_as_clientid) gives this connection the
     # gateway's own client id, the CN, whatever we ask for: it then resumes the gateway's
@@ -111,7 +109,7 @@ def check_broker(cfg: GatewayConfig, timeout_s: float = 5.0) -> Check:
     )
     client.on_connect = on_connect
     if m.username:
-        client.username_pw_set(m.username, _password(cfg))
+        client.username_pw_set(m.username, mqtt_password(cfg))
     if m.tls_ca_file or m.tls_cert_file:
         import ssl
 

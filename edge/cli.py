@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 
 from edge import __version__, ops
-from edge.config import GatewayConfig, config_report, load_config, rules_from_config
+from edge.config import (
+    DEFAULT_CONFIG_PATH,
+    GatewayConfig,
+    config_path,
+    config_report,
+    load_config,
+    rules_from_config,
+)
 from edge.errors import ComponentFailed, ConfigError, StoreError, StoreRefused
 from edge.logging import configure_logging
-
-DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 # The database needs a person (lost, damaged, unusable): systemd does not restart on it.
@@ -23,12 +29,8 @@ EXIT_REFUSED = 3
 EXIT_BROKEN_PIPE = 141  # what a shell shows for a command killed by SIGPIPE (128 + 13)
 
 
-def _config_path(args: argparse.Namespace) -> Path:
-    return Path(args.config or os.environ.get("EDGE_CONFIG") or DEFAULT_CONFIG)
-
-
 def _load(args: argparse.Namespace) -> GatewayConfig:
-    cfg = load_config(_config_path(args))
+    cfg = load_config(config_path(args.config))
     configure_logging(cfg.gateway.log_level, cfg.gateway.log_json)
     return cfg
 
@@ -41,9 +43,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo
+DEMO_MODULE = "simulators.demo"
+DEMO_MISSING = """\
+edge demo: the demo runs on the simulators (the Python package `simulators`: the central
+  simulator, the OPC UA press, the private broker), and they are not installed here
+  (no module named {missing}). The gateway and its other commands do not need them.
+  Install the whole package (its wheel carries them: pip install . in a checkout), or run
+  ./scripts/demo in a checkout."""
 
+DemoRunner = Callable[..., Coroutine[object, object, int]]
+
+
+def _demo_runner() -> DemoRunner | None:
+    """The demo's ``run_demo``, looked up by name: the demo and the simulators it drives are
+    scenery around the gateway, and nothing in ``edge`` imports them. None (and a message that
+    says what is missing) when they are not installed."""
+    try:
+        module = importlib.import_module(DEMO_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("simulators", DEMO_MODULE):
+            raise  # the demo is there but something it needs is not: show that as it is
+        print(DEMO_MISSING.format(missing=exc.name), file=sys.stderr)
+        return None
+    runner: DemoRunner = module.run_demo
+    return runner
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo = _demo_runner()
+    if run_demo is None:
+        return EXIT_FAILED
     configure_logging("warning", json=False)
     return asyncio.run(
         run_demo(Path(args.data_dir), keep=args.keep, stay=args.stay, panel_port=args.panel_port)
@@ -51,7 +80,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    path = _config_path(args)
+    path = config_path(args.config)
     cfg = load_config(path)
     rules = rules_from_config(cfg)
     print(f"{path}: OK")
@@ -147,7 +176,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from edge.check import run_checks
 
-    cfg = load_config(_config_path(args))
+    cfg = load_config(config_path(args.config))
     configure_logging("error", json=False)
     return run_checks(cfg)
 
@@ -155,7 +184,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_certs(args: argparse.Namespace) -> int:
     from edge.sources.opcua_security import application_uri, ensure_certificate, thumbprint
 
-    cfg = load_config(_config_path(args))
+    cfg = load_config(config_path(args.config))
     if not cfg.sources.opcua:
         print("no [[sources.opcua]] in the config: no OPC UA certificate needed")
         return EXIT_OK
@@ -178,7 +207,7 @@ def cmd_contract(args: argparse.Namespace) -> int:
 def cmd_panel_pin(args: argparse.Namespace) -> int:
     import getpass
 
-    from edge.panel.auth import PinFormatError, check_pin_format, hash_pin
+    from edge.pin import PinFormatError, check_pin_format, hash_pin
 
     if args.stdin or not sys.stdin.isatty():
         pin = sys.stdin.readline().strip()
@@ -211,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
-            "-c", "--config", help=f"config file (default: $EDGE_CONFIG or {DEFAULT_CONFIG})"
+            "-c", "--config", help=f"config file (default: $EDGE_CONFIG or {DEFAULT_CONFIG_PATH})"
         )
         return p
 

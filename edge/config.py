@@ -75,6 +75,7 @@ from edge.domain.rules import (
     minute_of_day,
 )
 from edge.errors import MISSING, ConfigError, ConfigProblem
+from edge.pin import PinFormatError, PinHash
 
 __all__ = [
     "ConfirmationsSection",
@@ -706,7 +707,7 @@ class PanelSection(_Section):
     supervisor_pin_hash: Annotated[str | None, Field(repr=False)] = None
     supervisor_pin_file: Annotated[Path, Field(strict=False)] | None = None
     pin_max_failures: Annotated[int, Field(ge=1, le=20)] = 3  # wrong PINs before a lockout
-    # wrong PINs from all clients together before every client is locked (see edge/panel/auth)
+    # wrong PINs from all clients together before every client is locked (see edge/panel/auth.py)
     pin_max_failures_global: Annotated[int, Field(ge=1, le=1000)] = 10
     pin_lockout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0  # doubles with each lockout
     pin_lockout_max_s: Annotated[float, Field(gt=0, le=86_400)] = 900.0
@@ -721,8 +722,6 @@ class PanelSection(_Section):
     @field_validator("supervisor_pin_hash")
     @classmethod
     def _pin_hash(cls, value: str | None) -> str | None:
-        from edge.panel.auth import PinFormatError, PinHash
-
         if value is not None:
             try:
                 PinHash.parse(value)
@@ -1203,6 +1202,30 @@ class GatewayConfig(BaseSettings):
 
 _SECRETISH: Final = re.compile(r"(?i)pass|secret|token|pin|private|key")
 _AT_LINE: Final = re.compile(r"at line (\d+), column (\d+)")
+
+
+DEFAULT_CONFIG_PATH: Final = Path("/etc/edge-gateway/edge.toml")
+
+
+def config_path(given: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """The config file a command reads: ``-c FILE`` when given, else ``$EDGE_CONFIG``, else
+    :data:`DEFAULT_CONFIG_PATH`."""
+    environ = os.environ if env is None else env
+    return Path(given or environ.get("EDGE_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def mqtt_password(cfg: GatewayConfig) -> str | None:
+    """The broker password, read from ``[mqtt] password_file`` (None without one); a file that
+    cannot be read is a config error naming the key and the path, never the contents."""
+    path = cfg.mqtt.password_file
+    if path is None:
+        return None
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            [("mqtt.password_file", str(path), f"cannot be read: {exc.strerror}")]
+        ) from None
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> GatewayConfig:

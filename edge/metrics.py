@@ -11,13 +11,33 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from edge.engine import Engine
 from edge.histogram import Histogram
 
-if TYPE_CHECKING:
-    from edge.sync.service import Sync
+if TYPE_CHECKING:  # for the annotation only: the sync component imports MqttFigures from here
+    from edge.engine import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class MqttFigures:
+    """What ``/metrics`` shows of the MQTT sync, as the sync component reports it."""
+
+    connected: bool
+    relay_online: bool
+    connects: int  # connections to the broker made
+    sent: int
+    acked: int
+    refused: int
+    requeued: int
+    withheld: int
+    publish_latency: Histogram  # publish -> PUBACK, seconds
+
+
+class MqttReporter(Protocol):
+    """Whatever reports the MQTT figures (the sync component); metrics never imports it."""
+
+    def mqtt_figures(self) -> MqttFigures: ...
 
 
 @dataclass(slots=True)
@@ -28,7 +48,7 @@ class MetricsSources:
     # The source adapters by link name; those with a ``state.connects`` / ``state.errors``
     # (OPC UA, Modbus) give reconnect and error counts.
     adapters: Callable[[], Mapping[str, object]] = dict
-    sync: Sync | None = None
+    sync: MqttReporter | None = None  # None: MQTT not enabled
     started_at: float = field(default_factory=time.time)
 
 
@@ -115,7 +135,7 @@ async def render(engine: Engine, sources: MetricsSources) -> str:
     )
     out += _source_counters(sources.adapters())
     if sources.sync is not None:
-        out += _mqtt(sources.sync)
+        out += _mqtt(sources.sync.mqtt_figures())
     wc = engine.wc
     out += _one(
         "edge_active_operations", "gauge", "Operations active at the work center.", len(wc.active)
@@ -166,30 +186,26 @@ def _source_counters(adapters: Mapping[str, object]) -> list[str]:
     ]
 
 
-def _mqtt(sync: Sync) -> list[str]:
-    up, link = sync.uplink.stats, sync.link.stats
+def _mqtt(m: MqttFigures) -> list[str]:
     out = _one(
-        "edge_mqtt_connected",
-        "gauge",
-        "1 while connected to the broker.",
-        1 if sync.link.connected.is_set() else 0,
+        "edge_mqtt_connected", "gauge", "1 while connected to the broker.", 1 if m.connected else 0
     )
     out += _one(
         "edge_mqtt_relay_online",
         "gauge",
         "0 while the ERP relay says it is offline (confirmations wait).",
-        1 if sync.uplink.relay_online else 0,
+        1 if m.relay_online else 0,
     )
     for name, value, help_text in (
-        ("edge_mqtt_connects_total", link.connects, "Connections to the broker made."),
-        ("edge_mqtt_sent_total", up.sent, "Messages published (QoS 1)."),
-        ("edge_mqtt_acked_total", up.acked, "Publishes the broker acknowledged."),
-        ("edge_mqtt_refused_total", up.refused, "Publishes the broker refused (PUBACK >= 0x80)."),
-        ("edge_mqtt_requeued_total", up.requeued, "Confirmations sent again, relay silent."),
-        ("edge_mqtt_withheld_total", up.withheld, "Messages held back while the relay was away."),
+        ("edge_mqtt_connects_total", m.connects, "Connections to the broker made."),
+        ("edge_mqtt_sent_total", m.sent, "Messages published (QoS 1)."),
+        ("edge_mqtt_acked_total", m.acked, "Publishes the broker acknowledged."),
+        ("edge_mqtt_refused_total", m.refused, "Publishes the broker refused (PUBACK >= 0x80)."),
+        ("edge_mqtt_requeued_total", m.requeued, "Confirmations sent again, relay silent."),
+        ("edge_mqtt_withheld_total", m.withheld, "Messages held back while the relay was away."),
     ):
         out += _one(name, "counter", help_text, value)
-    out += _histogram("edge_mqtt_publish_seconds", "Publish to PUBACK, seconds.", up.latency)
+    out += _histogram("edge_mqtt_publish_seconds", "Publish to PUBACK, seconds.", m.publish_latency)
     return out
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from edge.config import GatewayConfig
+from edge.config import GatewayConfig, config_path, load_config
 from edge.errors import StoreError
 from edge.store.store import Store
 
@@ -91,12 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _config(args: argparse.Namespace) -> GatewayConfig | None:
     """The config when one is given or found; None when only ``--db`` was given."""
-    from edge.cli import _config_path
-    from edge.config import load_config
-
     if args.db and not args.config and not os.environ.get("EDGE_CONFIG"):
         return None
-    return load_config(_config_path(args))
+    return load_config(config_path(args.config))
 
 
 def _db_path(args: argparse.Namespace, cfg: GatewayConfig | None) -> Path:
@@ -433,9 +430,6 @@ def acl_block(edge_id: str, root: str) -> str:
 
 
 def cmd_mqtt_acl(args: argparse.Namespace) -> int:
-    from edge.cli import _config_path
-    from edge.config import load_config
-
-    cfg = load_config(_config_path(args))
+    cfg = load_config(config_path(args.config))
     print(acl_block(cfg.gateway.edge_id, cfg.mqtt.root_for(cfg.gateway.work_center)), end="")
     return EXIT_OK

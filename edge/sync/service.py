@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from edge.config import GatewayConfig
+from edge.config import GatewayConfig, mqtt_password
 from edge.engine import Engine
-from edge.errors import ConfigError
+from edge.metrics import MqttFigures
 from edge.sync.downlink import Downlink
 from edge.sync.mqtt import MqttLink, TlsSettings
 from edge.sync.presence import Presence, last_will
@@ -40,17 +40,20 @@ class Sync:
         await self.presence.goodbye()
         await self.link.stop()
 
-
-def _password(cfg: GatewayConfig) -> str | None:
-    path = cfg.mqtt.password_file
-    if path is None:
-        return None
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            [("mqtt.password_file", str(path), f"cannot be read: {exc.strerror}")]
-        ) from None
+    def mqtt_figures(self) -> MqttFigures:
+        """The connection's and the uplink's figures, for ``/metrics``."""
+        up = self.uplink.stats
+        return MqttFigures(
+            connected=self.link.connected.is_set(),
+            relay_online=self.uplink.relay_online,
+            connects=self.link.stats.connects,
+            sent=up.sent,
+            acked=up.acked,
+            refused=up.refused,
+            requeued=up.requeued,
+            withheld=up.withheld,
+            publish_latency=up.latency,
+        )
 
 
 def relay_state_topic(root: str) -> str | None:
@@ -81,7 +84,7 @@ def build_sync(
         keepalive_s=m.keepalive_s,
         session_expiry_s=m.session_expiry_s,
         username=m.username,
-        password=_password(cfg),
+        password=mqtt_password(cfg),
         will=last_will(root, edge_id),
         tls=tls,
         reconnect_min_s=m.reconnect_min_s,

@@ -115,8 +115,8 @@ def test_demo_runs_an_order_to_its_final_confirmation(tmp_path: Path) -> None:
 def test_demo_without_mosquitto_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from edge.demo import run_demo
     from simulators import broker
+    from simulators.demo import run_demo
 
     monkeypatch.setattr(broker, "CANDIDATES", (str(tmp_path / "no-mosquitto-here"),))
     assert asyncio.run(run_demo(tmp_path / "demo", keep=False)) != 0
@@ -124,6 +124,23 @@ def test_demo_without_mosquitto_says_how_to_install_it(
     assert "mosquitto is not installed" in err
     assert "./scripts/demo" in err
     assert "sudo apt-get install mosquitto" in err
+
+
+def test_demo_without_the_simulators_says_what_is_missing(tmp_path: Path) -> None:
+    """The gateway never imports the simulators; without them ``edge demo`` says so plainly."""
+    hide = "import sys; sys.modules['simulators'] = None; from edge.cli import main; "
+    result = subprocess.run(
+        [sys.executable, "-c", hide + "sys.exit(main(sys.argv[1:]))", "demo", "--data-dir",
+         str(tmp_path / "demo")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    assert "the demo runs on the simulators" in result.stderr
+    assert "not installed here" in result.stderr
+    assert "no module named simulators" in result.stderr
+    assert "./scripts/demo" in result.stderr
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"]])

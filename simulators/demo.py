@@ -11,6 +11,9 @@ gateway counted, waits for the outbox to empty and checks the journal replay.
 
 Every committed event is printed as it happens. Everything is stopped on the way out, also on
 Ctrl-C or an error.
+
+This is scenery around the gateway, so it lives with the simulators: it imports ``edge`` and the
+simulators, and ``edge`` never imports it (``edge demo`` looks it up by name when it runs).
 """
 
 from __future__ import annotations
