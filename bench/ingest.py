@@ -37,6 +37,7 @@ from edge.domain.inputs import (
 from edge.engine import Engine
 from edge.logging import configure_logging
 from edge.store.store import Store
+from edge.sync import messages
 from tests.engine.helpers import rules, spec
 
 PRODUCERS = 64
@@ -50,6 +51,7 @@ async def one_run(events: int, *, grouped: bool) -> float:
             rules(),
             max_batch=1000 if grouped else 1,
             batch_window_ms=0.0,
+            outbound=messages,
         )
         task = asyncio.create_task(engine.run(tick_interval_s=None))
         op = spec(target=10**9)

@@ -24,6 +24,7 @@ from edge.errors import ComponentFailed
 from edge.metrics import MetricsSources
 from edge.sources.registry import SourceTask, build_sources
 from edge.store.store import Store
+from edge.sync import messages
 
 log = structlog.get_logger("edge.app")
 
@@ -37,6 +38,7 @@ async def open_engine(cfg: GatewayConfig, *, new_database: bool = False) -> Engi
         rules_from_config(cfg),
         batch_window_ms=cfg.engine.batch_window_ms,
         max_batch=cfg.engine.max_batch,
+        outbound=messages,
     )
 
 
@@ -139,7 +141,7 @@ async def run_gateway(
         edge_id=cfg.gateway.edge_id,
         work_center=cfg.gateway.work_center,
         db=str(cfg.store.path),
-        boot_seq=engine.store.boot_seq,
+        boot_seq=engine.boot_seq,
     )
     try:
         async with asyncio.TaskGroup() as tg:
@@ -197,5 +199,5 @@ def _status(engine: Engine) -> str:
     s = engine.stats
     return (
         f"running: {s.journaled} inputs journaled, {engine.queue_depth} queued, "
-        f"boot {engine.store.boot_seq}"
+        f"boot {engine.boot_seq}"
     )

@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 
 import structlog
 
-from edge import outbound
 from edge.clock import GatewayClock, TimeSource
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
@@ -31,11 +30,11 @@ from edge.domain.inputs import Input, RulesApplied, Tick
 from edge.domain.model import OperationKey
 from edge.domain.rules import WorkCenterRules
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
+from edge.ports import CommitHook, CommitListener, EngineStats, Outbound
 from edge.store import codec
-from edge.store.store import JournalEntry, OutboxMessage, OutboxRow, Store
+from edge.store.store import JournalEntry, OutboxRow, Store
 
 T = TypeVar("T")
-CommitListener = Callable[[Sequence[Event]], None]
 
 
 @dataclass(slots=True)
@@ -47,17 +46,6 @@ class _Queued:
     command_id: str | None = None
 
 
-@dataclass(slots=True)
-class EngineStats:
-    inputs: int = 0
-    journaled: int = 0
-    rejected: int = 0
-    commits: int = 0
-    commit_failures: int = 0
-    internal_errors: int = 0
-    last_batch: int = 0
-
-
 class Engine:
     """Owns the :class:`WorkCenter` and the :class:`Store`; nobody else writes either."""
 
@@ -67,6 +55,7 @@ class Engine:
         wc: WorkCenter,
         *,
         clock: GatewayClock,
+        outbound: Outbound,
         batch_window_ms: float = 0.0,
         max_batch: int = 1000,
         logger: Any = None,
@@ -75,6 +64,8 @@ class Engine:
         self.store = store
         self.wc = wc
         self.clock = clock
+        # Which events become which messages (edge.sync.messages): the engine knows no topics.
+        self._outbound = outbound
         self.batch_window = batch_window_ms / 1000
         self.max_batch = max_batch
         self.log = logger or structlog.get_logger("edge.engine")
@@ -102,10 +93,13 @@ class Engine:
         store: Store,
         rules: WorkCenterRules,
         *,
+        outbound: Outbound,
         time_source: TimeSource | None = None,
         **kwargs: Any,
     ) -> Engine:
-        """Open the store, restore the state, and journal the rules if they changed."""
+        """Open the store, restore the state, and journal the rules if they changed.
+
+        ``outbound`` says which events become which messages (``edge.sync.messages``)."""
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(1, thread_name_prefix="edge-store")
         await loop.run_in_executor(executor, store.open)
@@ -121,7 +115,14 @@ class Engine:
         )
         clock.report()
         await loop.run_in_executor(executor, store.record_clock, clock.anchor)
-        engine = cls(store, wc or WorkCenter(rules), clock=clock, executor=executor, **kwargs)
+        engine = cls(
+            store,
+            wc or WorkCenter(rules),
+            clock=clock,
+            outbound=outbound,
+            executor=executor,
+            **kwargs,
+        )
         engine._commands = await loop.run_in_executor(executor, store.command_ids)
         if wc is None or wc.rules != rules:
             await engine.apply_now(RulesApplied(rules, engine.clock.now()))
@@ -179,7 +180,7 @@ class Engine:
         """Called on the loop with the events of each commit, after it is durable."""
         self._listeners.append(listener)
 
-    def add_commit_hook(self, hook: Callable[[list[OutboxRow]], None]) -> None:
+    def add_commit_hook(self, hook: CommitHook) -> None:
         """Called on the loop after every successful commit with the outbox rows it added."""
         self._commit_hooks.append(hook)
 
@@ -190,6 +191,51 @@ class Engine:
     @property
     def queue_depth(self) -> int:
         return self._queue.qsize()
+
+    # ------------------------------------------------------------------ the faces (edge.ports)
+
+    @property
+    def work_center(self) -> WorkCenter:
+        """StateView: the work center as of the last commit."""
+        return self.wc
+
+    @property
+    def running(self) -> bool:
+        return not self.stopped
+
+    @property
+    def clock_trusted(self) -> bool:
+        return bool(self.clock.trusted)
+
+    @property
+    def boot_seq(self) -> int:
+        return self.store.boot_seq
+
+    async def outbox_pending(self, limit: int, after_seq: int) -> list[OutboxRow]:
+        return await self._in_store(self.store.outbox_pending, limit, after_seq)
+
+    async def outbox_from_seq(self, from_seq: int, limit: int) -> list[OutboxRow]:
+        return await self._in_store(self.store.outbox_from_env_seq, from_seq, limit)
+
+    async def outbox_mark(
+        self,
+        done: Sequence[int],
+        published: Sequence[int],
+        refused: Sequence[tuple[int, str]],
+    ) -> None:
+        await self._in_store(self.store.mark_outbox, done, published, refused)
+
+    async def outbox_requeue(self, older_than_wall_ms: int | None = None) -> int:
+        return await self._in_store(self.store.requeue_published, older_than_wall_ms)
+
+    async def outbox_depth(self) -> int:
+        return await self._in_store(self.store.outbox_depth)
+
+    async def outbox_oldest_ms(self) -> int | None:
+        return await self._in_store(self.store.outbox_oldest_ms)
+
+    async def outbox_open_counts(self) -> dict[str, int]:
+        return await self._in_store(self.store.outbox_open_counts)
 
     # ------------------------------------------------------------------ the writer
 
@@ -286,7 +332,11 @@ class Engine:
                 for table, key in sorted(self.wc.take_dirty())
             ]
             if entries:
-                entries[-1].outbox.extend(self._historian(entries[-1].input.at.wall_ms))
+                entries[-1].outbox.extend(
+                    self._outbound.counter_messages(
+                        self.wc.active, self._published, entries[-1].input.at.wall_ms
+                    )
+                )
                 added = await self._in_store(self.store.commit, entries, rows)
         except StoreError as exc:
             await self._commit_failed(batch, exc)
@@ -345,8 +395,8 @@ class Engine:
                         entry = JournalEntry(
                             inp,
                             events,
-                            outbound.messages_for(events) if events else [],
-                            outbound.settled_keys(events) if events else [],
+                            self._outbound.messages_for(events) if events else [],
+                            self._outbound.settled_keys(events) if events else [],
                             queued.command_id,
                         )
                 except Exception as exc:
@@ -401,20 +451,6 @@ class Engine:
             if queued.future is not None and not queued.future.done():
                 queued.future.set_exception(exc)
         await asyncio.sleep(0.5)  # a full disk does not free itself in a microsecond
-
-    def _historian(self, at_wall_ms: int) -> list[OutboxMessage]:
-        """Counter values of the active operations, once per commit rather than per count."""
-        msgs: list[OutboxMessage] = []
-        for op in self.wc.active:
-            for name, value in (
-                ("counter/good", op.counted.good),
-                ("counter/scrap", op.counted.scrap_total),
-            ):
-                key = (str(op.key), name)
-                if self._published.get(key) != value:
-                    self._published[key] = value
-                    msgs.append(outbound.historian_message(name, value, at_wall_ms))
-        return msgs
 
     # ------------------------------------------------------------------ logging
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from edge.histogram import Histogram
 
 if TYPE_CHECKING:  # for the annotation only: the sync component imports MqttFigures from here
-    from edge.engine import Engine
+    from edge.ports import MetricsFace
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +71,13 @@ def _one(name: str, kind: str, help_text: str, value: float) -> list[str]:
     return _family(name, kind, help_text, [_line(name, value)])
 
 
-async def render(engine: Engine, sources: MetricsSources) -> str:
+async def render(engine: MetricsFace, sources: MetricsSources) -> str:
     """The whole exposition; the outbox figures are read on the store's thread."""
-    store = engine.store
-    open_counts = await engine.run_store(store.outbox_open_counts)
-    oldest_ms = await engine.run_store(store.outbox_oldest_ms)
+    open_counts = await engine.outbox_open_counts()
+    oldest_ms = await engine.outbox_oldest_ms()
     s = engine.stats
     out: list[str] = []
-    out += _one("edge_up", "gauge", "1 while the engine's writer runs.", 0 if engine.stopped else 1)
+    out += _one("edge_up", "gauge", "1 while the engine's writer runs.", 1 if engine.running else 0)
     out += _one(
         "edge_store_healthy",
         "gauge",
@@ -90,7 +89,7 @@ async def render(engine: Engine, sources: MetricsSources) -> str:
         "gauge",
         "0 while the wall clock is before a plausible time (no RTC, no NTP yet): event times "
         "are untrusted.",
-        1 if engine.clock.trusted else 0,
+        1 if engine.clock_trusted else 0,
     )
     out += _one(
         "edge_start_time_seconds",
@@ -136,7 +135,7 @@ async def render(engine: Engine, sources: MetricsSources) -> str:
     out += _source_counters(sources.adapters())
     if sources.sync is not None:
         out += _mqtt(sources.sync.mqtt_figures())
-    wc = engine.wc
+    wc = engine.work_center
     out += _one(
         "edge_active_operations", "gauge", "Operations active at the work center.", len(wc.active)
     )

@@ -12,13 +12,13 @@ from typing import Any
 import structlog
 
 from edge.config import GatewayConfig
-from edge.engine import Engine
 from edge.operator.buttons import ButtonPanel
 from edge.operator.stacklight import CoilWriter, GpioLamps, LampDriver, ModbusCoils, StackLight
+from edge.ports import FloorFace
 
 __all__ = ["find_coil_writer", "operator_components"]
 
-Component = Callable[[Engine], Coroutine[Any, Any, None]]
+Component = Callable[[FloorFace], Coroutine[Any, Any, None]]
 
 log = structlog.get_logger("edge.operator")
 
@@ -34,7 +34,7 @@ def operator_components(cfg: GatewayConfig, sources: Sequence[Any] = ()) -> list
     if cfg.operator.buttons:
         buttons = cfg.operator.buttons
 
-        async def operator_buttons(engine: Engine) -> None:
+        async def operator_buttons(engine: FloorFace) -> None:
             await ButtonPanel(buttons, engine, pin_factory=factory).run()
 
         components.append(operator_buttons)
@@ -47,7 +47,7 @@ def operator_components(cfg: GatewayConfig, sources: Sequence[Any] = ()) -> list
         else:
             driver = GpioLamps(light, pin_factory=factory)
 
-        async def stack_light(engine: Engine) -> None:
+        async def stack_light(engine: FloorFace) -> None:
             await StackLight(light, engine, driver).run()
 
         components.append(stack_light)

@@ -48,8 +48,8 @@ from edge.domain.inputs import (
     Transition,
 )
 from edge.domain.model import OperationStatus
-from edge.engine import Engine
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.ports import FloorFace
 from edge.sources.gpio import InputLine, open_with_retry, shared_factory
 
 __all__ = ["ButtonPanel", "next_released"]
@@ -77,7 +77,7 @@ class ButtonPanel:
     def __init__(
         self,
         buttons: Sequence[ButtonEntry],
-        engine: Engine,
+        engine: FloorFace,
         *,
         pin_factory: str = "lgpio",
         factory: Any = None,
@@ -210,7 +210,7 @@ class ButtonPanel:
 
     def _input_for(self, button: ButtonEntry, actor: str) -> Input | None:
         engine = self.engine
-        wc = engine.wc
+        wc = engine.work_center
         action = button.action
         if action in _TRANSITIONS:
             op = ""
@@ -244,7 +244,7 @@ class ButtonPanel:
         return CallForHelp(button.category, actor, engine.now())
 
     def _next_reason(self, button: ButtonEntry) -> None:
-        reasons = self.engine.wc.master_data.stop_reasons
+        reasons = self.engine.work_center.master_data.stop_reasons
         if not reasons:
             self.log.warning(
                 "button press refused: the master data has no stop reasons",

@@ -40,8 +40,8 @@ from edge.config import StackLightEntry
 from edge.domain.andon import Lamp, Lights
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event
-from edge.engine import Engine
 from edge.errors import SourceUnavailable
+from edge.ports import StateView
 from edge.sources.gpio import open_with_retry, shared_factory
 
 __all__ = [
@@ -175,7 +175,7 @@ class StackLight:
     """Drives one stack light from the engine's state."""
 
     def __init__(
-        self, cfg: StackLightEntry, engine: Engine, driver: LampDriver, *, logger: Any = None
+        self, cfg: StackLightEntry, engine: StateView, driver: LampDriver, *, logger: Any = None
     ) -> None:
         self.cfg = cfg
         self.engine = engine
@@ -199,7 +199,7 @@ class StackLight:
         await open_with_retry(self.driver.open, self._down)
         self.status = "ok"
         self.last_error = None
-        self._seen = alarm_keys(self.engine.wc)
+        self._seen = alarm_keys(self.engine.work_center)
         if not self._listening:  # the engine has no way to remove a listener
             self.engine.add_listener(self._on_commit)
             self._listening = True
@@ -223,7 +223,7 @@ class StackLight:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            lights = lights_for(self.engine.wc)
+            lights = lights_for(self.engine.work_center)
             if lights != self.lights:
                 self.log.info(
                     "stack light",
@@ -280,7 +280,7 @@ class StackLight:
         # The engine's loop, right after a commit: note what is new, let the task redraw.
         if not self._following:
             return
-        keys = alarm_keys(self.engine.wc)
+        keys = alarm_keys(self.engine.work_center)
         if keys - self._seen and self.cfg.buzzer_s and "buzzer" in self.cfg.lamps:
             self._buzz_until = max(self._buzz_until, time.monotonic() + self.cfg.buzzer_s)
         self._seen = keys

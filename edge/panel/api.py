@@ -27,7 +27,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge.config import GatewayConfig
-from edge.engine import Engine
 from edge.metrics import MetricsSources
 from edge.panel import models as m
 from edge.panel.auth import SupervisorAuth
@@ -37,6 +36,7 @@ from edge.panel.guard import RequestGuard
 from edge.panel.hub import HEARTBEAT_S, I18N, MIN_PUSH_INTERVAL_S, STATIC, PanelHub
 from edge.panel.routes import commands, pages, reads, supervisor
 from edge.panel.routes.pages import LANGUAGES
+from edge.ports import PanelFace
 
 __all__ = [
     "HEARTBEAT_S",
@@ -115,7 +115,7 @@ def _http_body(exc: StarletteHTTPException, request: Request) -> m.ErrorBody:
 
 
 def create_app(
-    engine: Engine,
+    engine: PanelFace,
     cfg: GatewayConfig,
     auth: SupervisorAuth | None = None,
     metrics: MetricsSources | None = None,

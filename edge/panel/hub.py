@@ -21,7 +21,6 @@ from edge.domain.clock import Instant
 from edge.domain.events import Outcome
 from edge.domain.inputs import Input
 from edge.domain.model import OperationKey
-from edge.engine import Engine
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
 from edge.metrics import MetricsSources
 from edge.metrics import render as render_metrics
@@ -36,6 +35,7 @@ from edge.panel.view import (
     snapshot,
     stop_out,
 )
+from edge.ports import PanelFace
 from edge.store.store import OutboxRow
 
 log = structlog.get_logger("edge.panel")
@@ -60,7 +60,7 @@ def assets_version() -> str:
 class PanelHub:
     """Counts commits and wakes the event streams; builds snapshots for everyone."""
 
-    def __init__(self, engine: Engine, cfg: GatewayConfig, auth: SupervisorAuth) -> None:
+    def __init__(self, engine: PanelFace, cfg: GatewayConfig, auth: SupervisorAuth) -> None:
         self.engine = engine
         self.cfg = cfg
         self.auth = auth
@@ -99,12 +99,13 @@ class PanelHub:
         return now
 
     # ------------------------------------------------------------------ reads
-    # engine.wc each time, never a kept reference: the engine replaces it after an internal error.
+    # engine.work_center each time, never a kept reference: the engine replaces it after an
+    # internal error.
 
     def snapshot(self) -> m.PanelState:
         panel = self.cfg.panel
         meta = ViewMeta(
-            boot=self.engine.store.boot_seq,
+            boot=self.engine.boot_seq,
             revision=self.revision,
             assets=self.assets,
             language=panel.language,
@@ -112,38 +113,38 @@ class PanelHub:
             variance_reasons=tuple(panel.variance_reasons),
             supervisor_configured=self.auth.configured,
         )
-        return snapshot(self.engine.wc, self.engine.now(), meta)
+        return snapshot(self.engine.work_center, self.engine.now(), meta)
 
     def active(self) -> list[m.ActiveOperation]:
-        wc = self.engine.wc
+        wc = self.engine.work_center
         now = self.engine.now()
         return [active_out(wc, op, now) for op in wc.active]
 
     def operation(self, key: OperationKey) -> m.OperationOut | None:
         """One operation (with its time elements while active), None if there is no such."""
-        op = self.engine.wc.operations.get(key)
+        op = self.engine.work_center.operations.get(key)
         if op is None:
             return None
         if op.status.active:
-            return active_out(self.engine.wc, op, self.engine.now())
+            return active_out(self.engine.work_center, op, self.engine.now())
         return operation_out(op)
 
     def stop(self, stop_id: str) -> m.StopOut | None:
-        found = self.engine.wc.stops.get(stop_id)
+        found = self.engine.work_center.stops.get(stop_id)
         if found is None:
             return None
-        return stop_out(self.engine.wc, found, self.engine.now())
+        return stop_out(self.engine.work_center, found, self.engine.now())
 
     def confirmations(self) -> list[m.ConfirmationOut]:
         """Newest first."""
-        wc = self.engine.wc
+        wc = self.engine.work_center
         return [confirmation_out(wc, c) for c in reversed(wc.confirmations.values())]
 
     def health(self) -> m.Health:
         engine = self.engine
         return m.Health(
-            ok=not engine.stopped,
-            boot=engine.store.boot_seq,
+            ok=engine.running,
+            boot=engine.boot_seq,
             revision=self.revision,
             engine_healthy=engine.healthy,
         )

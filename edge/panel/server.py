@@ -18,11 +18,11 @@ import structlog
 import uvicorn
 
 from edge.config import GatewayConfig
-from edge.engine import Engine
 from edge.errors import ConfigError
 from edge.metrics import MetricsSources
 from edge.panel.api import PanelHub, create_app
 from edge.panel.auth import PinFormatError, SupervisorAuth, load_pins, lockout_path
+from edge.ports import PanelFace
 
 log = structlog.get_logger("edge.panel")
 
@@ -71,7 +71,7 @@ class PanelServer:
     """The app and its server; ``run`` serves until cancelled."""
 
     def __init__(
-        self, engine: Engine, cfg: GatewayConfig, metrics: MetricsSources | None = None
+        self, engine: PanelFace, cfg: GatewayConfig, metrics: MetricsSources | None = None
     ) -> None:
         self.cfg = cfg
         self.app = create_app(engine, cfg, build_auth(cfg), metrics)
@@ -148,12 +148,12 @@ class PanelServer:
 
 
 def build_panel(
-    cfg: GatewayConfig, engine: Engine, metrics: MetricsSources | None = None
+    cfg: GatewayConfig, engine: PanelFace, metrics: MetricsSources | None = None
 ) -> PanelServer:
     """Build before starting, so a bad PIN setting stops the start-up with a config error."""
     return PanelServer(engine, cfg, metrics)
 
 
-async def run_panel(engine: Engine, cfg: GatewayConfig) -> None:
+async def run_panel(engine: PanelFace, cfg: GatewayConfig) -> None:
     """The gateway component: serve the panel until cancelled."""
     await build_panel(cfg, engine).run()

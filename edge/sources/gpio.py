@@ -36,8 +36,8 @@ from gpiozero import GPIOZeroError, InputDevice
 
 from edge.config import GpioInput, GpioSource
 from edge.domain.inputs import Input, Pulses
-from edge.engine import Engine
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.ports import InputSink
 
 __all__ = ["EdgeFilter", "GpioLink", "InputLine", "open_with_retry", "shared_factory"]
 
@@ -195,7 +195,7 @@ class GpioLink:
     def __init__(
         self,
         cfg: GpioSource,
-        engine: Engine,
+        engine: InputSink,
         *,
         pin_factory: str = "lgpio",
         factory: Any = None,

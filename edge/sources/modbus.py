@@ -40,8 +40,8 @@ from pymodbus.pdu import ModbusPDU
 
 from edge.config import GatewayConfig, ModbusSource
 from edge.domain.inputs import CounterReading, Input, MachineState, MachineStateChanged
-from edge.engine import Engine
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.ports import InputSink
 
 Table = Literal["holding", "input", "discrete_inputs", "coils"]
 
@@ -173,7 +173,7 @@ class ModbusLink:
     def __init__(
         self,
         cfg: ModbusSource,
-        engine: Engine,
+        engine: InputSink,
         *,
         bits: Mapping[str, int],
         logger: Any = None,

@@ -38,8 +38,8 @@ from edge.domain.inputs import (
     MachineStateChanged,
     SourceRestarted,
 )
-from edge.engine import Engine
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.ports import InputSink
 from edge.sources.opcua_templates import StateTranslator
 
 INTEGER_TYPES = frozenset(
@@ -94,7 +94,7 @@ class _Handler:
 
 
 class OpcUaLink:
-    def __init__(self, cfg: OpcUaSource, engine: Engine, *, logger: Any = None) -> None:
+    def __init__(self, cfg: OpcUaSource, engine: InputSink, *, logger: Any = None) -> None:
         self.cfg = cfg
         self.engine = engine
         self.log = (logger or structlog.get_logger("edge.opcua")).bind(

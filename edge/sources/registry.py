@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.config import GatewayConfig
-from edge.engine import Engine
+from edge.ports import InputSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ def _status_of(link: Any) -> Callable[[], str]:
     return status
 
 
-def build_sources(cfg: GatewayConfig, engine: Engine) -> list[SourceTask]:
+def build_sources(cfg: GatewayConfig, engine: InputSink) -> list[SourceTask]:
     tasks: list[SourceTask] = []
     if cfg.sources.opcua:
         from edge.sources.opcua import OpcUaLink

@@ -14,6 +14,7 @@ Versioning: the ``_mes_v1`` segment is the major version. Within it, fields are 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
@@ -568,6 +569,26 @@ class Envelope(_Open, Generic[B]):
     ts_sent_ms: int
     historical: bool
     body: B
+
+
+# The envelope's fields before its body, in the model's order: the one definition the uplink
+# writes from (it splices the stored body in as text, so a body is never parsed again).
+ENVELOPE_HEAD: Final = tuple(
+    field.alias or name for name, field in Envelope.model_fields.items() if name != "body"
+)
+
+
+def envelope_json(body_json: str, **head: object) -> str:
+    """The wire form of an enveloped message: ``head`` (exactly :data:`ENVELOPE_HEAD`) around
+    ``body_json``, a JSON object already encoded."""
+    if head.keys() != _HEAD_KEYS:
+        missing, extra = _HEAD_KEYS - head.keys(), head.keys() - _HEAD_KEYS
+        raise ValueError(f"envelope fields: missing {sorted(missing)}, unknown {sorted(extra)}")
+    text = json.dumps({key: head[key] for key in ENVELOPE_HEAD}, separators=(",", ":"))
+    return f'{text[:-1]},"body":{body_json}}}'
+
+
+_HEAD_KEYS: Final = frozenset(ENVELOPE_HEAD)
 
 
 # ------------------------------------------------------------------------------------ topics

@@ -29,8 +29,8 @@ from edge.domain.inputs import (
 )
 from edge.domain.model import OperationKey, OperationSpec
 from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, Shift, StopReason
-from edge.engine import Engine
 from edge.errors import DuplicateCommand, EngineStopped
+from edge.ports import InputSink
 from edge.store.codec import dumps
 from edge.sync.contract import (
     MAX_INBOUND_BYTES,
@@ -89,7 +89,7 @@ def _op_ref(body: OperationRefBody) -> str:
 class Downlink:
     def __init__(
         self,
-        engine: Engine,
+        engine: InputSink,
         link: MqttLink,
         *,
         root: str,

@@ -17,7 +17,7 @@ import structlog
 from edge import __version__
 from edge.domain.events import Event
 from edge.domain.model import OperationStatus
-from edge.engine import Engine
+from edge.ports import PresenceFace
 from edge.store.codec import dumps
 from edge.sync.contract import ActiveOperation, HealthBody, SnapshotBody
 from edge.sync.mqtt import MqttLink, Will
@@ -39,7 +39,7 @@ def last_will(root: str, edge_id: str) -> Will:
 class Presence:
     def __init__(
         self,
-        engine: Engine,
+        engine: PresenceFace,
         link: MqttLink,
         *,
         root: str,
@@ -88,21 +88,20 @@ class Presence:
                     await self.publish_health()
 
     async def health(self, online: bool = True) -> HealthBody:
-        store = self.engine.store
-        depth = await self.engine.run_store(store.outbox_depth)
-        oldest = await self.engine.run_store(store.outbox_oldest_ms)
+        depth = await self.engine.outbox_depth()
+        oldest = await self.engine.outbox_oldest_ms()
         now = _ms()
         return HealthBody(
             online=online,
             edge_id=self.edge_id,
-            boot_seq=store.boot_seq,
+            boot_seq=self.engine.boot_seq,
             sw_version=__version__,
             uptime_s=round(time.monotonic() - self._started, 1),
             outbox_depth=depth,
             oldest_unacked_age_s=None if oldest is None else round((now - oldest) / 1000, 1),
             last_puback_ms=self._last_puback(),
             relay_online=self._relay_online() if self._relay_online else None,
-            clock_trusted=self.engine.clock.trusted,
+            clock_trusted=self.engine.clock_trusted,
             links={"mqtt": "ok" if self.link.connected.is_set() else "down", **self._links()},
             ts_ms=now,
         )
@@ -112,12 +111,12 @@ class Presence:
         return self.link.publish(f"{self.root}/{HEALTH}", dumps(body.model_dump()), retain=True)
 
     def snapshot(self) -> SnapshotBody:
-        wc = self.engine.wc
+        wc = self.engine.work_center
         h = wc.header
         return SnapshotBody(
             edge_id=self.edge_id,
             work_center=wc.rules.work_center,
-            boot_seq=self.engine.store.boot_seq,
+            boot_seq=self.engine.boot_seq,
             dispatch_version=h.dispatch_version,
             machine_state=h.machine_state.value if h.machine_state else None,
             open_stop=h.open_stop,

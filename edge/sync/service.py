@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import structlog
 
 from edge.config import GatewayConfig, mqtt_password
-from edge.engine import Engine
 from edge.metrics import MqttFigures
+from edge.ports import SyncFace
 from edge.sync.downlink import Downlink
 from edge.sync.mqtt import MqttLink, TlsSettings
 from edge.sync.presence import Presence, last_will
@@ -65,7 +65,7 @@ def relay_state_topic(root: str) -> str | None:
 
 
 def build_sync(
-    cfg: GatewayConfig, engine: Engine, links: Callable[[], dict[str, str]] | None = None
+    cfg: GatewayConfig, engine: SyncFace, links: Callable[[], dict[str, str]] | None = None
 ) -> Sync:
     m = cfg.mqtt
     edge_id = cfg.gateway.edge_id

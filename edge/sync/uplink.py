@@ -26,11 +26,11 @@ from typing import Any
 
 import structlog
 
-from edge.engine import Engine
 from edge.errors import StoreError
 from edge.histogram import Histogram
+from edge.ports import OutboxPort
 from edge.store.store import OutboxRow
-from edge.sync.contract import BY_PATH
+from edge.sync.contract import BY_PATH, envelope_json
 from edge.sync.mqtt import MqttLink, is_success
 
 # Rows that stay until the relay answers (the engine settles them by idempotency key).
@@ -62,7 +62,7 @@ class UplinkStats:
 class Uplink:
     def __init__(
         self,
-        engine: Engine,
+        engine: OutboxPort,
         link: MqttLink,
         *,
         root: str,
@@ -124,24 +124,28 @@ class Uplink:
     def envelope(self, row: OutboxRow, sent_ms: int, *, replay: bool = False) -> str:
         """The wire form of a row: the envelope around the stored body, or the body alone.
 
-        Assembled as text around the stored JSON body: every field is either a number, a
-        boolean, or a string whose characters need no escaping (ids, hex keys, topic names).
+        The stored JSON body goes in as text (``contract.envelope_json``, from the model's
+        fields), so a resend carries it byte for byte.
         """
         topic = BY_PATH.get(row.topic)
         if topic is not None and not topic.enveloped:
             return row.payload
         historical = (
             replay
-            or row.boot_seq != self.engine.store.boot_seq
+            or row.boot_seq != self.engine.boot_seq
             or sent_ms - row.at_wall_ms > self.historical_after_ms
         )
-        idem = f'"{row.idem_key}"' if row.idem_key is not None else "null"
-        seq = row.env_seq if row.env_seq is not None else "null"
-        return (
-            f'{{"schema":"{topic.schema if topic else row.topic}","msg_id":"{row.msg_id}",'
-            f'"idem_key":{idem},"edge_id":"{self.edge_id}","boot_seq":{row.boot_seq},'
-            f'"seq":{seq},"ts_event_ms":{row.at_wall_ms},"ts_sent_ms":{sent_ms},'
-            f'"historical":{"true" if historical else "false"},"body":{row.payload}}}'
+        return envelope_json(
+            row.payload,
+            schema=topic.schema if topic else row.topic,
+            msg_id=row.msg_id,
+            idem_key=row.idem_key,
+            edge_id=self.edge_id,
+            boot_seq=row.boot_seq,
+            seq=row.env_seq,
+            ts_event_ms=row.at_wall_ms,
+            ts_sent_ms=sent_ms,
+            historical=historical,
         )
 
     # ------------------------------------------------------------------ the loop
@@ -170,13 +174,11 @@ class Uplink:
         rows = self._take_fresh()
         if rows:
             return rows
-        store = self.engine.store
-        rows = await self.engine.run_store(store.outbox_pending, FETCH, self._cursor)
+        rows = await self.engine.outbox_pending(FETCH, self._cursor)
         return [r for r in rows if r.seq not in self._unflushed]
 
     async def run(self) -> None:
-        store = self.engine.store
-        requeued = await self.engine.run_store(store.requeue_published)
+        requeued = await self.engine.outbox_requeue()
         if requeued:
             self.log.info("resending confirmations the relay had not answered", rows=requeued)
         next_requeue = time.monotonic() + self.result_timeout_s
@@ -236,8 +238,7 @@ class Uplink:
 
         At most REPLAY_MAX per request: a consumer that needs more asks again from where it got.
         """
-        store = self.engine.store
-        rows = await self.engine.run_store(store.outbox_from_env_seq, from_seq, REPLAY_MAX)
+        rows = await self.engine.outbox_from_seq(from_seq, REPLAY_MAX)
         window: deque[asyncio.Future[int]] = deque()
         sent = 0
         for row in rows:
@@ -367,7 +368,7 @@ class Uplink:
         self._done, self._published, self._refused = [], [], []
         self._first_unflushed = None
         try:
-            await self.engine.run_store(self.engine.store.mark_outbox, done, published, refused)
+            await self.engine.outbox_mark(done, published, refused)
         except StoreError as exc:
             # A full disk: keep the acknowledgements and store them at a later flush. The rows
             # stay 'pending' in the database meanwhile; after a restart they are sent again.
@@ -402,8 +403,7 @@ class Uplink:
     async def _requeue_unanswered(self) -> None:
         await self._flush_now()
         older = now_ms() - int(self.result_timeout_s * 1000)
-        store = self.engine.store
-        count = await self.engine.run_store(store.requeue_published, older)
+        count = await self.engine.outbox_requeue(older)
         if count:
             self.stats.requeued += count
             self._cursor = 0

@@ -42,8 +42,8 @@ from edge.domain.rules import (
     Shift,
     StopReason,
 )
-from edge.outbound import event_body, messages_for
 from edge.store import codec
+from edge.sync.messages import event_body, messages_for
 
 from .builders import OPERATOR, SUPERVISOR, act, at, make_wc, ok, pulse_source, snapshot, spec
 

@@ -19,6 +19,7 @@ from edge.domain.inputs import Action, DispatchList, Pulses, Transition
 from edge.engine import Engine
 from edge.metrics import MetricsSources, render
 from edge.store.store import Store
+from edge.sync import messages
 from tests.engine.helpers import rules, spec
 
 OP = "4711/0020"
@@ -52,7 +53,7 @@ class Machine:
 
 
 async def _open(db: Path, machine: Machine) -> Engine:
-    return await Engine.open(Store(db), rules(), time_source=machine.source())
+    return await Engine.open(Store(db), rules(), time_source=machine.source(), outbound=messages)
 
 
 async def _first_run_in_1970(db: Path, machine: Machine, run_ms: int = 60_000) -> None:

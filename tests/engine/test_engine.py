@@ -20,12 +20,13 @@ from edge.engine import Engine
 from edge.errors import DuplicateCommand, StoreError
 from edge.store.replay import verify
 from edge.store.store import Store
+from edge.sync import messages
 from tests.engine.helpers import rules, spec
 
 
 @contextlib.asynccontextmanager
 async def running(path: Path, **kw: object) -> AsyncIterator[Engine]:
-    engine = await Engine.open(Store(path), rules(**kw))
+    engine = await Engine.open(Store(path), rules(**kw), outbound=messages)
     task = asyncio.create_task(engine.run(tick_interval_s=None))
     try:
         yield engine

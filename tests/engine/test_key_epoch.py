@@ -14,12 +14,13 @@ from edge.domain.inputs import Action, DispatchList, Pulses, Transition
 from edge.domain.model import OperationKey
 from edge.engine import Engine
 from edge.store.store import Store
+from edge.sync import messages
 from tests.engine.helpers import rules, spec
 
 
 async def first_key(db: Path, *, new_database: bool = False) -> tuple[str, int]:
     store = Store(db, new_database=new_database)
-    engine = await Engine.open(store, rules())
+    engine = await Engine.open(store, rules(), outbound=messages)
     try:
         now = engine.now
         await engine.apply_now(DispatchList(1, (spec(),), now()))
@@ -52,7 +53,7 @@ async def test_each_new_database_after_a_lost_one_has_keys_of_its_own(tmp_path: 
     assert len({key0, key1, key2}) == 3
     # A restart on the same database keeps its generation.
     store = Store(db)
-    engine = await Engine.open(store, rules())
+    engine = await Engine.open(store, rules(), outbound=messages)
     try:
         assert engine.wc.rules.key_epoch == 2
         (conf,) = engine.wc.confirmations.values()

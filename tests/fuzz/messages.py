@@ -786,8 +786,8 @@ def reuse_drafts(draw: st.DrawFn, path: str) -> Draft:
     return d
 
 
-def drafts() -> st.SearchStrategy[Draft]:
-    """Any draft: valid, extreme, mutated, raw, reused ids, relay state."""
+def drafts(only: str | None = None) -> st.SearchStrategy[Draft]:
+    """Any draft: valid, extreme, mutated, raw, reused ids, relay state (``only``: of one topic)."""
     makers: dict[str, Callable[[str], st.SearchStrategy[Draft]]] = {
         "valid": valid_drafts,
         "mutated": mutated_drafts,
@@ -800,6 +800,8 @@ def drafts() -> st.SearchStrategy[Draft]:
         times = 1 if path == RESYNC else 3  # a replay holds the downlink: fewer of them
         choices += [(maker, path) for maker, w in weights.items() for _ in range(w * times)]
     choices += [("relay", RELAY)] * 2
+    if only is not None:
+        choices = [c for c in choices if c[1] == only]
 
     def make(choice: tuple[str, str]) -> st.SearchStrategy[Draft]:
         maker, path = choice
@@ -1018,7 +1020,7 @@ def _one_id(m: FuzzMessage) -> str | None:
     return ids[0] if len(ids) == 1 and None not in m.msg_ids else None
 
 
-def _collect(n: int, seed_: int) -> list[Draft]:
+def _collect(n: int, seed_: int, only: str | None = None) -> list[Draft]:
     found: list[Draft] = []
 
     @settings(
@@ -1030,7 +1032,7 @@ def _collect(n: int, seed_: int) -> list[Draft]:
         report_multiple_bugs=False,
     )
     @seed(seed_)
-    @given(drafts())
+    @given(drafts(only))
     def collect(d: Draft) -> None:
         found.append(d)
 
@@ -1050,7 +1052,22 @@ def generate(n: int, seed_: int) -> list[FuzzMessage]:
         found += more
         if len(found) >= n or not more:
             break
-    return _finish(found[:n], seed_)
+    found = found[:n]
+    # Every topic at least a few times, whatever hypothesis's draws favoured: the missing ones
+    # take evenly spaced places.
+    wanted = [*DOWN, RELAY]
+    for k, path in enumerate(wanted):
+        have = sum(d.topic == path for d in found)
+        if have >= MIN_PER_TOPIC or n < MIN_PER_TOPIC * len(wanted) * 2:
+            continue
+        extra = _collect(MIN_PER_TOPIC - have, seed_ * 1000 + 100 + k, only=path)
+        step = max(1, n // (len(extra) + 1))
+        for j, d in enumerate(extra):
+            found[(k + (j + 1) * step) % n] = d
+    return _finish(found, seed_)
+
+
+MIN_PER_TOPIC: Final = 5
 
 
 def generate_isolated(n: int, seed_: int, timeout_s: float = 600) -> list[FuzzMessage]:

@@ -12,6 +12,7 @@ from edge.domain.inputs import Action, CallForHelp, DispatchList, Pulses, Transi
 from edge.engine import Engine
 from edge.metrics import MetricsSources, render
 from edge.store.store import Store
+from edge.sync import messages
 from tests.engine.helpers import rules, spec
 
 SAMPLE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? -?[0-9.e+]+$')
@@ -50,7 +51,7 @@ def parse(text: str) -> dict[str, float]:
 
 
 async def test_metrics_show_the_writer_the_outbox_the_links_and_the_floor(tmp_path: Path) -> None:
-    engine = await Engine.open(Store(tmp_path / "edge.db"), rules())
+    engine = await Engine.open(Store(tmp_path / "edge.db"), rules(), outbound=messages)
     task = asyncio.create_task(engine.run(tick_interval_s=None))
     try:
         now = engine.now

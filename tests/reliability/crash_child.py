@@ -15,6 +15,7 @@ from edge.domain.model import OperationStatus
 from edge.engine import Engine
 from edge.logging import configure_logging
 from edge.store.store import Store
+from edge.sync import messages
 from tests.engine.helpers import rules, spec
 
 OP = spec(target=10**9)
@@ -23,7 +24,9 @@ CHUNK = 64
 
 async def main(db: Path) -> None:
     configure_logging("warning", json=True)
-    engine = await Engine.open(Store(db), rules(policy=rules().policy), batch_window_ms=0.5)
+    engine = await Engine.open(
+        Store(db), rules(policy=rules().policy), batch_window_ms=0.5, outbound=messages
+    )
     task = asyncio.create_task(engine.run(tick_interval_s=None))
     if OP.key not in engine.wc.operations:
         await engine.submit(DispatchList(1, (OP,), engine.now()))

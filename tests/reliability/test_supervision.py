@@ -19,6 +19,7 @@ from edge.engine import Engine
 from edge.errors import ComponentFailed
 from edge.store.replay import verify
 from edge.store.store import Store
+from edge.sync import messages
 from edge.sync.mqtt import MqttLink
 from edge.sync.uplink import Uplink
 from simulators.broker import Mosquitto, find_mosquitto
@@ -103,7 +104,7 @@ async def test_acknowledgements_that_hit_a_full_disk_are_stored_later(tmp_path: 
     except FileNotFoundError as exc:  # pragma: no cover - the test scripts install it
         pytest.skip(str(exc))
     with small_disk(tmp_path / "disk", size="2M") as disk, Mosquitto(tmp_path / "mq") as broker:
-        engine = await Engine.open(Store(disk / "edge.db"), rules())
+        engine = await Engine.open(Store(disk / "edge.db"), rules(), outbound=messages)
         await engine.apply_now(DispatchList(1, (spec(),), engine.now()))
         await engine.apply_now(
             Transition(Action.START_PRODUCTION, "4711/0020", "operator:1", engine.now())

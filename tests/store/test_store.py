@@ -15,6 +15,7 @@ from edge.engine import Engine
 from edge.errors import StoreError
 from edge.store.schema import MIGRATIONS
 from edge.store.store import JournalEntry, Store
+from edge.sync import messages
 from tests.engine.helpers import rules, spec
 
 
@@ -73,7 +74,7 @@ def test_batch_is_one_transaction(tmp_path: Path) -> None:
 
 async def test_projections_are_readable_with_plain_sql(tmp_path: Path) -> None:
     db = tmp_path / "edge.db"
-    engine = await Engine.open(Store(db), rules())
+    engine = await Engine.open(Store(db), rules(), outbound=messages)
     await engine.apply_now(DispatchList(1, (spec(),), engine.now()))
     await engine.apply_now(
         Transition(Action.START_PRODUCTION, "4711/0020", "operator:1", engine.now())
@@ -86,7 +87,7 @@ async def test_projections_are_readable_with_plain_sql(tmp_path: Path) -> None:
 
 
 async def test_order_events_are_logged_with_order_and_operation(tmp_path: Path) -> None:
-    engine = await Engine.open(Store(tmp_path / "edge.db"), rules())
+    engine = await Engine.open(Store(tmp_path / "edge.db"), rules(), outbound=messages)
     with structlog.testing.capture_logs() as logs:
         await engine.apply_now(DispatchList(1, (spec(),), engine.now()))
         await engine.apply_now(

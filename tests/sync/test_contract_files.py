@@ -164,3 +164,42 @@ def test_up_schemas_let_consumers_ignore_fields_a_later_version_adds() -> None:
     """Versioning rule: within _mes_v1 fields are only added, so consumers' schemas allow more."""
     later = {"timestamp_ms": 1, "value": 2, "unit": "PC"}
     jsonschema.validate(later, schema_for("_historian/counter/good"))
+
+
+def test_the_envelope_is_written_from_the_model() -> None:
+    """The uplink's fast envelope (text around the stored body) is the model's, field by field."""
+    from edge.sync.contract import ENVELOPE_HEAD, Envelope, envelope_json
+
+    fields = [f.alias or name for name, f in Envelope.model_fields.items()]
+    assert [*ENVELOPE_HEAD, "body"] == fields
+    body = '{"type":"x","event_time":"2024-03-04T10:00:00Z","odd":"quote \\" and é"}'
+    text = envelope_json(
+        body,
+        schema="mes.order-event/1",
+        msg_id="m-1",
+        idem_key=None,
+        edge_id="wc-1",
+        boot_seq=3,
+        seq=7,
+        ts_event_ms=1,
+        ts_sent_ms=2,
+        historical=False,
+    )
+    env = Envelope[dict[str, object]].model_validate_json(text)  # type: ignore[type-var]
+    assert env.model_dump(by_alias=True)["body"] == json.loads(body)
+    assert json.loads(text)["seq"] == 7
+    with pytest.raises(ValueError, match="missing"):
+        envelope_json(body, schema="x")
+
+
+def test_every_published_event_type_is_in_its_topics_model_and_no_other() -> None:
+    """The event -> topic map (edge/sync/messages.py) and the models' ``type`` lists agree."""
+    import typing
+
+    from edge.sync import messages
+
+    for path in {*messages.TOPICS.values()}:
+        model = topic(path).model
+        allowed = set(typing.get_args(model.model_fields["type"].annotation))
+        sent = {e.value for e, p in messages.TOPICS.items() if p == path}
+        assert sent == allowed, f"{path}: sent {sorted(sent ^ allowed)} differ from the model"

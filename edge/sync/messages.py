@@ -1,4 +1,7 @@
-"""Which committed events become messages for central, and on which topic.
+"""Which committed events become messages for central, and on which topic (beside the
+contract's models in ``edge/sync/contract.py``).
+
+The engine is handed this module as its :class:`edge.ports.Outbound` and knows no topics.
 
 The topic is relative to the work center's root (``umh/v1/<enterprise>/.../<workcenter>``);
 the uplink publisher adds the root and the envelope (``msg_id``, ``seq``, ``boot_seq``, ...).
@@ -11,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 
 from edge.domain.events import Event, EventType
-from edge.domain.model import OperationKey
+from edge.domain.model import Operation, OperationKey
 from edge.store.codec import dumps
 from edge.store.store import OutboxMessage
 
@@ -105,6 +108,24 @@ def messages_for(events: Iterable[Event]) -> list[OutboxMessage]:
             )
         )
     return out
+
+
+def counter_messages(
+    active: Iterable[Operation], published: dict[tuple[str, str], object], at_wall_ms: int
+) -> list[OutboxMessage]:
+    """Historian values of the active operations' counters that changed since ``published``
+    (which it updates): once per commit rather than once per count."""
+    msgs: list[OutboxMessage] = []
+    for op in active:
+        for name, value in (
+            ("counter/good", op.counted.good),
+            ("counter/scrap", op.counted.scrap_total),
+        ):
+            key = (str(op.key), name)
+            if published.get(key) != value:
+                published[key] = value
+                msgs.append(historian_message(name, value, at_wall_ms))
+    return msgs
 
 
 def historian_message(name: str, value: object, at_wall_ms: int) -> OutboxMessage:
