@@ -39,10 +39,8 @@ typing the PIN for each, and a forgotten panel does not stay unlocked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
-import os
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +52,7 @@ import structlog
 
 # The PIN's format and hash live in edge.pin, below the config (which checks a configured hash);
 # the names the panel's callers know are re-exported here.
+from edge.files import write_atomically
 from edge.pin import PinFormatError as PinFormatError
 from edge.pin import PinHash as PinHash
 from edge.pin import check_pin_format
@@ -306,23 +305,9 @@ class SupervisorAuth:
         path = self.state_path
         if path is None:
             return
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomically(path, data, tmp_name=path.name + ".tmp")
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             log.error(
                 "supervisor PIN lockout state not saved; kept in memory only",
                 path=str(path),

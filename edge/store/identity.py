@@ -14,10 +14,11 @@ since history, boot and message numbers and idempotency keys would all start ove
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from edge.files import write_atomically
 
 FORMAT = 1
 
@@ -83,22 +84,9 @@ def read_identity(db: Path) -> Identity | None:
 
 def write_identity(db: Path, identity: Identity) -> None:
     """Atomically replace the identity file: it is the old one or the new one, never half."""
-    path = identity_path(db)
-    tmp = path.with_name(f".{path.name}.tmp")
     body = {"format": FORMAT, **asdict(identity)}
     data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(identity_path(db), data)
 
 
 def now_iso() -> str:

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.files import sync_dir
+
 SQLITE_MAGIC = b"SQLite format 3\x00"
 WAL_MAGIC = (0x377F0682, 0x377F0683)
 WAL_VERSION = 3007000
@@ -202,11 +204,7 @@ def move_aside(db: Path) -> list[Path]:
             dest = base.with_name(base.name + suffix)
             os.replace(src, dest)
             moved.append(dest)
-    dir_fd = os.open(db.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    sync_dir(db.parent)
     return moved
 
 
