@@ -21,8 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import structlog
-
 from edge.clock import GatewayClock, TimeSource
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
@@ -30,6 +28,7 @@ from edge.domain.inputs import Input, RulesApplied, Tick
 from edge.domain.model import OperationKey
 from edge.domain.rules import WorkCenterRules
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
+from edge.logging import Logger, get_logger
 from edge.ports import CommitHook, CommitListener, EngineStats, Outbound
 from edge.store import codec
 from edge.store.store import JournalEntry, OutboxRow, Store
@@ -58,7 +57,7 @@ class Engine:
         outbound: Outbound,
         batch_window_ms: float = 0.0,
         max_batch: int = 1000,
-        logger: Any = None,
+        logger: Logger | None = None,
         executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.store = store
@@ -68,7 +67,7 @@ class Engine:
         self._outbound = outbound
         self.batch_window = batch_window_ms / 1000
         self.max_batch = max_batch
-        self.log = logger or structlog.get_logger("edge.engine")
+        self.log: Logger = logger or get_logger("edge.engine")
         self.stats = EngineStats()
         self.healthy = True
         self.stopped = False
@@ -456,15 +455,15 @@ class Engine:
 
     def _log_events(self, events: Sequence[Event]) -> None:
         for ev in events:
-            fields: dict[str, object] = {"event": ev.type.value, "actor": ev.actor}
+            fields: dict[str, object] = {"actor": ev.actor}
             if ev.op:
                 key = OperationKey.parse(ev.op)
                 fields.update(order_id=key.order, operation=key.operation, split=key.split)
             fields.update({k: v for k, v in ev.data.items() if k in _LOGGED_FIELDS})
             if ev.type in _WARNING_EVENTS:
-                self.log.warning(**fields)
+                self.log.warning(ev.type.value, **fields)
             else:
-                self.log.info(**fields)
+                self.log.info(ev.type.value, **fields)
 
     def _log_rejection(self, inp: Input, rej: Rejection) -> None:
         fields: dict[str, object] = {

@@ -19,6 +19,8 @@ __all__ = [
     "ComponentFailed",
     "ConfigError",
     "ConfigProblem",
+    "DuplicateCommand",
+    "EngineStopped",
     "GatewayError",
     "SourceUnavailable",
     "StoreError",

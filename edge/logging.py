@@ -21,7 +21,10 @@ from typing import Any, Final, TextIO
 import structlog
 from structlog.typing import Processor
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["Logger", "configure_logging", "get_logger"]
+
+# The logger every component holds (and may be handed, e.g. bound to its source's name).
+Logger = structlog.stdlib.BoundLogger
 
 _LEVELS: Final[dict[str, int]] = {
     "debug": logging.DEBUG,

@@ -34,8 +34,6 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
 from edge.config import ButtonEntry
 from edge.domain.core import WorkCenter
 from edge.domain.dispatch import dispatch_order
@@ -49,6 +47,7 @@ from edge.domain.inputs import (
 )
 from edge.domain.model import OperationStatus
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.logging import Logger, get_logger
 from edge.ports import FloorFace
 from edge.sources.gpio import InputLine, open_with_retry, shared_factory
 
@@ -81,13 +80,13 @@ class ButtonPanel:
         *,
         pin_factory: str = "lgpio",
         factory: Any = None,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.buttons = list(buttons)
         self.engine = engine
         self.factory_name = pin_factory
         self.factory = factory  # None: the process's shared factory of that kind, at start
-        self.log = logger or structlog.get_logger("edge.buttons")
+        self.log: Logger = logger or get_logger("edge.buttons")
         self.status = "starting"
         self.last_error: str | None = None
         # The stop reason code stop_reason_next last showed; stop_reason_confirm gives it.

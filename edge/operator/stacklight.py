@@ -33,7 +33,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-import structlog
 from gpiozero import DigitalOutputDevice, GPIOZeroError
 
 from edge.config import StackLightEntry
@@ -41,6 +40,7 @@ from edge.domain.andon import Lamp, Lights
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event
 from edge.errors import SourceUnavailable
+from edge.logging import Logger, get_logger
 from edge.ports import StateView
 from edge.sources.gpio import open_with_retry, shared_factory
 
@@ -175,12 +175,17 @@ class StackLight:
     """Drives one stack light from the engine's state."""
 
     def __init__(
-        self, cfg: StackLightEntry, engine: StateView, driver: LampDriver, *, logger: Any = None
+        self,
+        cfg: StackLightEntry,
+        engine: StateView,
+        driver: LampDriver,
+        *,
+        logger: Logger | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.driver = driver
-        self.log = logger or structlog.get_logger("edge.stacklight")
+        self.log: Logger = logger or get_logger("edge.stacklight")
         self.status = "starting"
         self.last_error: str | None = None
         self.lights = Lights()

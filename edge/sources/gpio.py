@@ -37,6 +37,7 @@ from gpiozero import GPIOZeroError, InputDevice
 from edge.config import GpioInput, GpioSource
 from edge.domain.inputs import Input, Pulses
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.logging import Logger
 from edge.ports import InputSink
 
 __all__ = ["EdgeFilter", "GpioLink", "InputLine", "open_with_retry", "shared_factory"]
@@ -199,7 +200,7 @@ class GpioLink:
         *,
         pin_factory: str = "lgpio",
         factory: Any = None,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine

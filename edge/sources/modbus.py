@@ -30,7 +30,7 @@ import termios
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -41,6 +41,7 @@ from pymodbus.pdu import ModbusPDU
 from edge.config import GatewayConfig, ModbusSource
 from edge.domain.inputs import CounterReading, Input, MachineState, MachineStateChanged
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.logging import Logger
 from edge.ports import InputSink
 
 Table = Literal["holding", "input", "discrete_inputs", "coils"]
@@ -176,7 +177,7 @@ class ModbusLink:
         engine: InputSink,
         *,
         bits: Mapping[str, int],
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.cfg = cfg
         self.engine = engine

@@ -39,6 +39,7 @@ from edge.domain.inputs import (
     SourceRestarted,
 )
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
+from edge.logging import Logger
 from edge.ports import InputSink
 from edge.sources.opcua_templates import StateTranslator
 
@@ -94,7 +95,9 @@ class _Handler:
 
 
 class OpcUaLink:
-    def __init__(self, cfg: OpcUaSource, engine: InputSink, *, logger: Any = None) -> None:
+    def __init__(
+        self, cfg: OpcUaSource, engine: InputSink, *, logger: Logger | None = None
+    ) -> None:
         self.cfg = cfg
         self.engine = engine
         self.log = (logger or structlog.get_logger("edge.opcua")).bind(

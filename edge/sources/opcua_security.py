@@ -16,7 +16,6 @@ import datetime as dt
 import hashlib
 import socket
 from pathlib import Path
-from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
@@ -29,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edge.config import OpcUaSource
 from edge.errors import SourceUnavailable
+from edge.logging import Logger
 
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -129,7 +129,7 @@ def check_trusted(cert_dir: Path, der: bytes, endpoint: str) -> None:
     )
 
 
-async def apply_security(client: Client, cfg: OpcUaSource, log: Any) -> None:
+async def apply_security(client: Client, cfg: OpcUaSource, log: Logger) -> None:
     uri = application_uri(cfg.name)
     cert, key = ensure_certificate(cfg.certificate_dir, uri)
     client.application_uri = uri

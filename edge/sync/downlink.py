@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import structlog
 from pydantic import BaseModel, ValidationError
 
 from edge.domain.events import Rejection
@@ -30,6 +29,7 @@ from edge.domain.inputs import (
 from edge.domain.model import OperationKey, OperationSpec
 from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, Shift, StopReason
 from edge.errors import DuplicateCommand, EngineStopped
+from edge.logging import Logger, get_logger
 from edge.ports import InputSink
 from edge.store.codec import dumps
 from edge.sync.contract import (
@@ -97,7 +97,7 @@ class Downlink:
         relay_state_topic: str | None = None,
         on_relay_state: Callable[[bool], None] | None = None,
         on_resync: Callable[[int | None], Awaitable[None]] | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.engine = engine
         self.link = link
@@ -106,7 +106,7 @@ class Downlink:
         self.relay_state_topic = relay_state_topic
         self._on_relay_state = on_relay_state
         self.max_bytes = max_bytes
-        self.log = logger or structlog.get_logger("edge.downlink")
+        self.log: Logger = logger or get_logger("edge.downlink")
         self.accepted = 0
         self.rejected = 0
         self.errors = 0  # messages whose handling failed unexpectedly (refused all the same)

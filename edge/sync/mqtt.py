@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as paho
-import structlog
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.logging import Logger, get_logger
 
 OnConnect = Callable[[bool], Awaitable[None]]
 
@@ -93,14 +94,14 @@ class MqttLink:
         reconnect_min_s: float = 1.0,
         reconnect_max_s: float = 30.0,
         max_inflight: int = 200,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.client_id = client_id
         self.keepalive_s = keepalive_s
         self.session_expiry_s = session_expiry_s
-        self.log = logger or structlog.get_logger("edge.mqtt")
+        self.log: Logger = logger or get_logger("edge.mqtt")
         self.stats = LinkStats()
         self.connected = asyncio.Event()
         self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=10_000)

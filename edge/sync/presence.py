@@ -10,13 +10,11 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import structlog
 
 from edge import __version__
 from edge.domain.events import Event
 from edge.domain.model import OperationStatus
+from edge.logging import Logger, get_logger
 from edge.ports import PresenceFace
 from edge.store.codec import dumps
 from edge.sync.contract import ActiveOperation, HealthBody, SnapshotBody
@@ -48,7 +46,7 @@ class Presence:
         links: Callable[[], dict[str, str]] | None = None,
         last_puback_ms: Callable[[], int | None] | None = None,
         relay_online: Callable[[], bool] | None = None,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.engine = engine
         self.link = link
@@ -58,7 +56,7 @@ class Presence:
         self._links = links or (dict)
         self._last_puback = last_puback_ms or (lambda: None)
         self._relay_online = relay_online
-        self.log = logger or structlog.get_logger("edge.presence")
+        self.log: Logger = logger or get_logger("edge.presence")
         self._started = time.monotonic()
         self._changed = asyncio.Event()
         engine.add_listener(self._on_events)

@@ -22,12 +22,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import structlog
 
 from edge.errors import StoreError
 from edge.histogram import Histogram
+from edge.logging import Logger, get_logger
 from edge.ports import OutboxPort
 from edge.store.store import OutboxRow
 from edge.sync.contract import BY_PATH, envelope_json
@@ -71,7 +69,7 @@ class Uplink:
         result_timeout_s: float = 600.0,
         historical_after_s: float = 10.0,
         retry_refused_s: float = 30.0,
-        logger: Any = None,
+        logger: Logger | None = None,
     ) -> None:
         self.engine = engine
         self.link = link
@@ -81,7 +79,7 @@ class Uplink:
         self.result_timeout_s = result_timeout_s
         self.historical_after_ms = int(historical_after_s * 1000)
         self.retry_refused_s = retry_refused_s
-        self.log = logger or structlog.get_logger("edge.uplink")
+        self.log: Logger = logger or get_logger("edge.uplink")
         self.stats = UplinkStats()
         self._wake = asyncio.Event()
         # Rows just committed, handed over by the engine: in steady state nothing is read back.
