@@ -28,7 +28,7 @@ from edge.domain.inputs import (
 )
 from edge.domain.model import OperationKey, OperationSpec
 from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, Shift, StopReason
-from edge.errors import DuplicateCommand, EngineStopped
+from edge.errors import DuplicateCommand, EngineStopped, GatewayError
 from edge.logging import Logger, get_logger
 from edge.ports import InputSink
 from edge.store.codec import dumps
@@ -189,11 +189,14 @@ class Downlink:
                 error=repr(exc)[:300],
                 exc_info=exc,
             )
+            # An expected condition (a full disk) says what it is, so central can send it again
+            # once it is fixed; anything else is a bug and names only its type.
+            why = str(exc)[:300] if isinstance(exc, GatewayError) else type(exc).__name__
             try:
                 self._refuse(
                     message.topic,
                     self._msg_id,
-                    f"the gateway could not handle this message: {type(exc).__name__}",
+                    f"the gateway could not handle this message: {why}",
                     None,
                     None,
                 )

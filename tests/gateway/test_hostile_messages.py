@@ -298,3 +298,29 @@ async def test_a_failing_command_is_refused_and_the_downlink_goes_on(
         writer.cancel()
         await asyncio.gather(runner, writer, return_exceptions=True)
         await engine.close()
+
+
+async def test_a_message_that_meets_a_full_disk_is_refused_saying_so(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    """Not stored, so not applied: central is told why and may send it again; the downlink and
+    the daemon go on, and take the same message once there is room."""
+    from tests.small_disk import fill, small_disk
+
+    with small_disk(tmp_path / "disk", size="4M") as disk:
+        async with gateway(gateway_config(disk, broker)) as gw:
+            await dispatch_and_start(collector, gw)
+            filler = fill(disk)
+            body = {"order_id": "4711", "operation": "0020"}
+            collector.publish(f"{ROOT}/_mes_v1/order/hold", envelope("mes.hold/1", body, "h-f"))
+            got = await rejections(collector, 1)
+            assert "full" in got["h-f"]["reason"], got
+            assert gw.engine.wc.operations[OP].status.value == "running"
+            filler.unlink()
+            # The same message again: it was not applied, so its msg_id is not taken.
+            collector.publish(f"{ROOT}/_mes_v1/order/hold", envelope("mes.hold/1", body, "h-f"))
+            deadline = time.monotonic() + 10
+            while gw.engine.wc.operations[OP].status.value != "held":
+                assert not gw.task.done(), "the gateway stopped"
+                assert time.monotonic() < deadline, "the hold was not applied"
+                await asyncio.sleep(0.05)
