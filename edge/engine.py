@@ -390,13 +390,13 @@ class Engine:
                     entry = None
                     if outcome.rejection is None and outcome.changed:
                         events = outcome.events
-                        codec.encode_input(inp)
                         entry = JournalEntry(
                             inp,
                             events,
                             self._outbound.messages_for(events) if events else [],
                             self._outbound.settled_keys(events) if events else [],
                             queued.command_id,
+                            codec.encode_input(inp),
                         )
                 except Exception as exc:
                     outcome = await self._internal_error(inp, exc, entries)

@@ -92,16 +92,22 @@ def note_sequence(s: WorkCenterState, op: Operation, t: Transition) -> None:
         )
 
 
+def check_version(version: int) -> None:
+    """A dispatch list's or master data's version: 1 up to the bound (limits.MAX_INT), so that
+    one absurd version cannot leave no newer one for ever."""
+    if not 1 <= version <= MAX_INT:
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            f"version = {version}: must be between 1 and {MAX_INT}",
+            field="version",
+            value=version,
+        )
+
+
 def on_dispatch(s: WorkCenterState, d: DispatchList) -> None:
     """rules.md §7: the whole list with a version; replace semantics."""
     h = s.header
-    if not 1 <= d.version <= MAX_INT:
-        raise reject(
-            RejectionCode.INVALID_VALUE,
-            f"version = {d.version}: must be between 1 and {MAX_INT}",
-            field="version",
-            value=d.version,
-        )
+    check_version(d.version)
     if d.version <= h.dispatch_version:
         raise reject(
             RejectionCode.STALE_DISPATCH,
@@ -234,13 +240,7 @@ def on_master_data(s: WorkCenterState, m: MasterDataReceived) -> bool:
             field="version",
             value=md.version,
         )
-    if not 1 <= md.version <= MAX_INT:
-        raise reject(
-            RejectionCode.INVALID_VALUE,
-            f"version = {md.version}: must be between 1 and {MAX_INT}",
-            field="version",
-            value=md.version,
-        )
+    check_version(md.version)
     if not md.stop_reasons:
         # Without stop reasons no stop could ever be given a reason: every stop would ask
         # for ever and no confirmation could explain its down time.

@@ -62,6 +62,8 @@ class JournalEntry:
     # Idempotency keys whose relay result arrived: their outbox rows are finished.
     settled: list[str] = field(default_factory=list)
     command_id: str | None = None  # an operator command's client-generated id
+    # (type name, JSON body) for the journal, when the engine encoded it already
+    encoded: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +165,8 @@ class Store:
             self._reset_ids()
             if daemon:
                 self._check_against_identity()
+                # Rewritten by record_clock, which the engine calls right after opening.
                 self._keeps_identity = True
-                self.write_identity()
         except (sqlite3.Error, OSError, RuntimeError) as exc:
             self._abandon(conn)
             if daemon and integrity.is_corruption(exc):
@@ -539,7 +541,7 @@ class Store:
         seq = self._next_seq
         added: list[OutboxRow] = []
         for entry in entries:
-            name, body = codec.encode_input(entry.input)
+            name, body = entry.encoded or codec.encode_input(entry.input)
             at = entry.input.at
             journal.append(
                 (jid, self.boot_seq, at.wall_ms, at.mono_ms, name, body, entry.command_id)
