@@ -22,6 +22,7 @@ from edge.domain.dispatch import note_sequence, spec_data
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
     Action,
+    MachineState,
     Transition,
 )
 from edge.domain.model import (
@@ -84,15 +85,12 @@ def set_status(
         op.ended = now
     if old.active and not new.active:
         s.active_keys.remove(op.key)
-        stop = s.open_stop
-        running = any(s.operations[k].status is OperationStatus.RUNNING for k in s.active_keys)
-        if stop is not None and stop.origin is StopOrigin.NO_COUNT and not running:
-            # "No count while running" ends when nothing runs any more.
-            end_stop(s, stop, now, actor)
     elif new.active and not old.active:
         s.active_keys.append(op.key)
         s.active_keys.sort()
         counting.close_unassigned(s, now)
+    if old is OperationStatus.RUNNING and new is not OperationStatus.RUNNING:
+        end_losses_of_running(s, now, actor)
     s.touch("operation", op.key)
     s.emit(
         EventType.OPERATION_STATE_CHANGED,
@@ -101,6 +99,19 @@ def set_status(
         actor,
         **{"from": old.value, "to": new.value, "action": action},
     )
+
+
+def end_losses_of_running(s: WorkCenterState, now: Instant, actor: str) -> None:
+    """rules.md §4: "no count while running" and "idle while running" are losses of a running
+    operation; both end when nothing runs any more (completed, cancelled, held, split or
+    interrupted). A stop because the machine is down stays: down is a stop whatever runs."""
+    stop = s.open_stop
+    if stop is None or any(
+        s.operations[k].status is OperationStatus.RUNNING for k in s.active_keys
+    ):
+        return
+    if stop.origin is StopOrigin.NO_COUNT or s.header.machine_state is not MachineState.DOWN:
+        end_stop(s, stop, now, actor)
 
 
 def on_transition(s: WorkCenterState, t: Transition) -> None:

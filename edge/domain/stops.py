@@ -6,7 +6,8 @@
   count.
 - A no-count stop ends at the next count (:func:`edge.domain.counting.count`) or when the state
   says running; a state stop ends when the state says running (:func:`on_machine_state`). Both
-  end when nothing runs any more (:func:`edge.domain.lifecycle.set_status`).
+  end when nothing runs any more (:func:`edge.domain.lifecycle.end_losses_of_running`), unless
+  the machine is down.
 - A stop shorter than the micro-stop threshold is a micro-stop and never asks for a reason; a
   longer one without a reason asks for it (:func:`maybe_request_reason`). A machine alarm mapped
   in the master data gives the reason (``source: alarm``); changing a reason after the fact is a

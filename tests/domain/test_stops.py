@@ -20,6 +20,7 @@ from .builders import (
     SUPERVISOR,
     act,
     clock,
+    events_of,
     key,
     make_wc,
     ok,
@@ -221,5 +222,59 @@ def test_idle_is_a_stop_only_while_an_operation_runs() -> None:
     ok(wc, MachineStateChanged("press1", MachineState.IDLE, clock("10:01:20")))
     assert wc.open_stop is not None
     act(wc, Action.COMPLETE, 90)
+    assert wc.open_stop is None  # the idle stop ended with the operation
     ok(wc, MachineStateChanged("press1", MachineState.DOWN, clock("10:02:00")))
     assert wc.open_stop is not None  # down is a stop even without an order: maintenance needs it
+    assert wc.open_stop.start == clock("10:02:00")
+
+
+@pytest.mark.parametrize(
+    "action", [Action.COMPLETE, Action.CANCEL, Action.HOLD, Action.SPLIT, Action.INTERRUPT]
+)
+def test_an_idle_stop_ends_when_nothing_runs_any_more(action: Action) -> None:
+    """rules.md §4: idle is a loss only while an operation runs; README: a state stop that
+    began from idle ends when nothing runs any more, like a no-count stop."""
+    wc = make_wc(spec())
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, MachineStateChanged("press1", MachineState.RUNNING, clock("10:00:10")))
+    ok(wc, MachineStateChanged("press1", MachineState.IDLE, clock("10:01:00")))
+    stop = wc.open_stop
+    assert stop is not None
+    out = act(wc, action, 300, actor=SUPERVISOR)
+    ended = one(out, EventType.STOP_ENDED)
+    assert ended.data["stop_id"] == stop.stop_id
+    assert ended.data["duration_s"] == 240  # 10:01:00 to 10:05:00, not open for ever
+    assert wc.open_stop is None
+    assert stop.end == clock("10:05:00")
+    # The stop ends before the operation's state change is told, in one outcome.
+    types = [e.type for e in out.events]
+    assert types.index(EventType.STOP_ENDED) < types.index(EventType.OPERATION_STATE_CHANGED)
+    # Later idle time with nothing running is no stop; the machine waits for work.
+    ok(wc, MachineStateChanged("press1", MachineState.RUNNING, clock("10:06:00")))
+    ok(wc, MachineStateChanged("press1", MachineState.IDLE, clock("10:07:00")))
+    assert wc.open_stop is None
+
+
+def test_a_down_stop_stays_open_when_the_operation_completes() -> None:
+    wc = make_wc(spec())
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, MachineStateChanged("press1", MachineState.DOWN, clock("10:01:00"), "E42"))
+    stop = wc.open_stop
+    assert stop is not None
+    out = act(wc, Action.COMPLETE, 300)
+    assert events_of(out, EventType.STOP_ENDED) == []
+    assert wc.open_stop is stop  # a broken machine is down whether or not an order runs
+    ok(wc, MachineStateChanged("press1", MachineState.RUNNING, clock("10:10:00")))
+    assert stop.end == clock("10:10:00")
+
+
+def test_an_idle_stop_stays_while_another_operation_still_runs() -> None:
+    wc = make_wc(spec(), spec(operation="0030"), family_tool=True)
+    act(wc, Action.START_PRODUCTION, 0)
+    act(wc, Action.START_PRODUCTION, 1, op="4711/0030")
+    ok(wc, MachineStateChanged("press1", MachineState.IDLE, clock("10:01:00")))
+    assert wc.open_stop is not None
+    act(wc, Action.COMPLETE, 300)
+    assert wc.open_stop is not None  # 4711/0030 still runs: the machine idling is its loss
+    out = act(wc, Action.COMPLETE, 360, op="4711/0030")
+    assert one(out, EventType.STOP_ENDED).data["duration_s"] == 300
