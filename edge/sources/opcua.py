@@ -2,8 +2,17 @@
 
 One task owns one server connection. It resolves the configured nodes (NodeIds or browse
 paths), checks that each exists and has a fitting type, reads the current values as a new
-baseline, subscribes to changes, and hands what arrives to the engine in batches. A watchdog
-reads the server's clock; a silent or dead session is closed and opened again with backoff.
+baseline, subscribes to changes, and hands what arrives to the engine in batches; a dead
+session is closed and opened again with backoff.
+
+The watchdog reads the server's clock and the counters every ``watchdog_s``. No answer: the
+session is dead. The subscription asks for a keep-alive at least twice per watchdog period, and
+every publish response (data or keep-alive) is noted; while the server answers reads, a
+subscription is stalled when it sent nothing at all for longer than the keep-alive window the
+server granted (plus a margin), or when a read showed a counter value newer than the newest one
+delivered for it and no notification at all came for that counter by the time one was due. A
+read that differs from the last notification is no sign by itself: a busy counter moves between
+every read and the next publish.
 
 After a reconnect the counters are simply read again: the core's reset / wrap / gap rules decide
 what counts, so a server restart that reset its counters to 0 loses nothing and doubles
@@ -25,7 +34,8 @@ import structlog
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.common.subscription import DataChangeNotif
+from asyncua.common.subscription import DataChangeNotif, Subscription
+from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
@@ -60,6 +70,13 @@ STATE_QUEUE = 16
 # While the store refuses (a full disk): how often to try again, and how many values may wait.
 STORE_RETRY_S = 0.5
 MAX_WAITING = 100_000
+# The subscription is asked for a keep-alive this many times per watchdog period, so a silent
+# one is told from a quiet machine within a period or two.
+KEEPALIVES_PER_WATCHDOG = 2
+# Slack on top of what the server promised (keep-alive window, publishing interval), for the
+# latency of the network, of the server's loop and of ours.
+SILENCE_MARGIN_S = 0.25
+DUE_MARGIN_S = 1.0
 
 
 @dataclass(slots=True)
@@ -68,6 +85,14 @@ class Mapped:
     ref: str
     counter: str | None = None
     node: Node | None = None
+    # The newest value the server delivered for this node (baseline or notification): the
+    # server's timestamp of it, and how many notifications came this session.
+    stamp: datetime | None = None
+    delivered: int = 0
+    # The watchdog's suspicion: since when (monotonic s) a read showed a newer value than the
+    # subscription delivered, and how many notifications had come by then.
+    suspect_since: float | None = None
+    suspect_delivered: int = 0
 
 
 @dataclass(slots=True)
@@ -88,10 +113,23 @@ class _Handler:
         self.source = source
 
     def datachange_notification(self, node: Node, value: Any, data: DataChangeNotif) -> None:
-        self.source.on_change(node, value)
+        self.source.on_change(node, value, data)
 
     def status_change_notification(self, status: Any) -> None:
         self.source.on_status(status)
+
+
+class _Subscription(Subscription):
+    """asyncua's subscription that tells the link of every publish response, a keep-alive
+    (no data) included: the watchdog's sign that the subscription is alive."""
+
+    def __init__(self, link: OpcUaLink, client: Client, params: Any, handler: _Handler) -> None:
+        super().__init__(client.uaclient.session, params, handler)
+        self.link = link
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        self.link.on_publish()
+        await super().publish_callback(publish_result)
 
 
 class OpcUaLink:
@@ -124,6 +162,13 @@ class OpcUaLink:
         self._raw_mode: Any = None
         self._alarm: str | None = None
         self.subscription: Any = None
+        # node ref -> client handle of its monitored item (for diagnostics and tests)
+        self.monitored: dict[str, int] = {}
+        # What the server granted: publishing interval and keep-alive window (None: the server
+        # sends no keep-alives, e.g. a publishing interval of 0), in seconds.
+        self.publish_s = 0.0
+        self.keepalive_s: float | None = None
+        self._last_publish = 0.0  # monotonic s of the last publish response
 
     # ------------------------------------------------------------------ status for health
 
@@ -169,21 +214,7 @@ class OpcUaLink:
             self.state.connects += 1
             await self._resolve(client)
             await self._baseline(client)
-            handler = _Handler(self)
-            period = self.cfg.publishing_interval_ms
-            sub = await client.create_subscription(period, handler)
-            sampling = ua.Double(self.cfg.sampling_interval_ms)
-            counters = [m.node for m in self.mapped if m.node is not None and m.role == "counter"]
-            states = [m.node for m in self.mapped if m.node is not None and m.role != "counter"]
-            # An absolute counter needs only its newest value (the core counts the delta);
-            # a state must not lose a short blip between two publishes: keep a queue.
-            if counters:
-                await sub.subscribe_data_change(counters, queuesize=1, sampling_interval=sampling)
-            if states:
-                await sub.subscribe_data_change(
-                    states, queuesize=STATE_QUEUE, sampling_interval=sampling
-                )
-            self.subscription = sub
+            self.subscription = await self._subscribe(client)
             if self.state.status != "ok":
                 self.log.info("opc ua source connected", nodes=len(self.mapped))
             self.state.status = "ok"
@@ -199,6 +230,67 @@ class OpcUaLink:
                 # the next start reads the counters again anyway.
                 with contextlib.suppress(EngineStopped, StoreError):
                     await self._flush()
+
+    async def _subscribe(self, client: Client) -> _Subscription:
+        """One subscription for every node, with a keep-alive the watchdog can rely on: the
+        server must answer at least every ``watchdog_s / KEEPALIVES_PER_WATCHDOG``, data or not.
+        (asyncua's default asks for one keep-alive per 3/4 of the session timeout: an hour.)"""
+        period = self.cfg.publishing_interval_ms
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = period
+        params.RequestedMaxKeepAliveCount = self._keepalive_count(period)
+        # OPC UA: the lifetime is at least three keep-alives.
+        params.RequestedLifetimeCount = max(10_000, 3 * params.RequestedMaxKeepAliveCount)
+        params.MaxNotificationsPerPublish = 10_000
+        params.PublishingEnabled = True
+        params.Priority = 0
+        sub = _Subscription(self, client, params, _Handler(self))
+        granted = await sub.init()
+        interval = float(granted.RevisedPublishingInterval)
+        count = int(granted.RevisedMaxKeepAliveCount)
+        if 0 < interval != period and count != self._keepalive_count(interval):
+            # The server chose another interval: ask again for keep-alives in time with it.
+            change = ua.ModifySubscriptionParameters()
+            change.SubscriptionId = sub.subscription_id
+            change.RequestedPublishingInterval = interval
+            change.RequestedMaxKeepAliveCount = self._keepalive_count(interval)
+            change.RequestedLifetimeCount = max(
+                int(granted.RevisedLifetimeCount), 3 * change.RequestedMaxKeepAliveCount
+            )
+            change.MaxNotificationsPerPublish = params.MaxNotificationsPerPublish
+            change.Priority = 0
+            modified = await sub.update(change)
+            interval = float(modified.RevisedPublishingInterval)
+            count = int(modified.RevisedMaxKeepAliveCount)
+        self.publish_s = interval / 1000
+        self.keepalive_s = interval * count / 1000 if interval > 0 and count > 0 else None
+        self._last_publish = time.monotonic()
+        sampling = ua.Double(self.cfg.sampling_interval_ms)
+        counters = [m for m in self.mapped if m.node is not None and m.role == "counter"]
+        states = [m for m in self.mapped if m.node is not None and m.role != "counter"]
+        # An absolute counter needs only its newest value (the core counts the delta);
+        # a state must not lose a short blip between two publishes: keep a queue.
+        self.monitored.clear()
+        for group, queue in ((counters, 1), (states, STATE_QUEUE)):
+            if not group:
+                continue
+            nodes = [m.node for m in group if m.node is not None]
+            handles = await sub.subscribe_data_change(
+                nodes, queuesize=queue, sampling_interval=sampling
+            )
+            for m, handle in zip(group, handles, strict=True):
+                m.delivered = 0
+                m.suspect_since = None
+                if isinstance(handle, int):
+                    self.monitored[m.ref] = handle
+        return sub
+
+    def _keepalive_count(self, interval_ms: float) -> int:
+        """Publishing intervals per keep-alive: KEEPALIVES_PER_WATCHDOG per watchdog period."""
+        target_ms = self.cfg.watchdog_s * 1000 / KEEPALIVES_PER_WATCHDOG
+        # An interval of 0 is revised by the server; guess a small usual one.
+        step_ms = interval_ms if interval_ms > 0 else 50.0
+        return max(1, int(target_ms // step_ms))
 
     async def _secure(self, client: Client) -> None:
         if self.cfg.username:
@@ -270,9 +362,9 @@ class OpcUaLink:
             inputs += [SourceRestarted(m.counter, restarted) for m in self._counters() if m.counter]
         self.state.server_start = start
         nodes = [m.node for m in self.mapped if m.node is not None]
-        values = await client.read_values(nodes)
-        for m, value in zip(self.mapped, values, strict=True):
-            inputs += self._inputs_for(m, value, now)
+        for m, dv in zip(self.mapped, await _read(client, nodes), strict=True):
+            m.stamp = _stamp(dv)
+            inputs += self._inputs_for(m, _value(dv), now)
         if inputs:
             await self.engine.submit_many(inputs)
 
@@ -281,10 +373,17 @@ class OpcUaLink:
 
     # ------------------------------------------------------------------ changes
 
-    def on_change(self, node: Node, value: Any) -> None:
+    def on_publish(self) -> None:
+        """A publish response arrived (data or a keep-alive): the subscription lives."""
+        self._last_publish = time.monotonic()
+
+    def on_change(self, node: Node, value: Any, data: DataChangeNotif | None = None) -> None:
         m = self._by_node.get(node.nodeid.to_string())
         if m is None:
             return
+        m.delivered += 1
+        if data is not None:
+            m.stamp = _stamp(data.monitored_item.Value)
         self._pending.extend(self._inputs_for(m, value, self.engine.now()))
         self.state.last_change_ms = time.time_ns() // 1_000_000
         self._wake.set()
@@ -381,13 +480,21 @@ class OpcUaLink:
                 )
 
     async def _watch(self, client: Client) -> None:
-        """Until the session dies: every watchdog period read the server's clock (a dead
-        session) and the counters (a silently stalled subscription: the value moved, but no
-        notification came for two periods in a row)."""
+        """Until the session dies: every watchdog period read the server's clock and the
+        counters. The server does not answer: a dead session. It answers, and
+
+        - the subscription sent nothing at all, not even a keep-alive, for longer than the
+          keep-alive window it granted (plus a margin): a silently dead subscription;
+        - or a counter read showed a value newer than the newest one delivered for it (by
+          more than a publishing interval, when the server stamps its values), and no
+          notification at all came for that counter by the time one was due: a dead
+          monitored item.
+
+        A busy counter moves between the read and the next publish, so a read that differs
+        from the last notification proves nothing by itself; only nothing arriving does."""
         clock = client.get_node(ObjectIds.Server_ServerStatus_CurrentTime)
         counters = [m for m in self._counters() if m.node is not None]
         counter_nodes = [m.node for m in counters if m.node is not None]
-        behind = 0
         while not self._lost.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), self.cfg.watchdog_s)
@@ -395,23 +502,58 @@ class OpcUaLink:
                 break
             try:
                 await asyncio.wait_for(clock.read_value(), self.cfg.timeout_s)
-                values = await asyncio.wait_for(
-                    client.read_values(counter_nodes), self.cfg.timeout_s
-                )
+                values = await asyncio.wait_for(_read(client, counter_nodes), self.cfg.timeout_s)
             except (TimeoutError, UaError, OSError, ConnectionError) as exc:
                 raise SourceUnavailable(
                     f"watchdog: the server does not answer ({_describe(exc)})"
                 ) from None
-            moved = any(
-                self.state.values.get(m.ref) != v for m, v in zip(counters, values, strict=True)
-            )
-            behind = behind + 1 if moved else 0
-            if behind >= 2:
-                raise SourceUnavailable(
-                    "watchdog: counters moved on the server but the subscription reported "
-                    "nothing; subscribing again"
-                )
+            # A publish response that came before these answers is taken in first.
+            await asyncio.sleep(0)
+            self._check_silence()
+            for m, dv in zip(counters, values, strict=True):
+                self._check_delivery(m, dv)
         raise SourceUnavailable("the subscription was lost")
+
+    def _check_silence(self) -> None:
+        if self.keepalive_s is None:
+            return  # no keep-alives promised: only the counters tell
+        silent = time.monotonic() - self._last_publish
+        limit = self.keepalive_s + max(self.keepalive_s / 2, self.publish_s) + SILENCE_MARGIN_S
+        if silent > limit:
+            raise SourceUnavailable(
+                f"watchdog: the subscription sent nothing for {silent:.1f} s, not even a "
+                f"keep-alive (promised every {self.keepalive_s:.2f} s), while the server "
+                "answers; subscribing again"
+            )
+
+    def _check_delivery(self, m: Mapped, dv: ua.DataValue) -> None:
+        now = time.monotonic()
+        if m.suspect_since is not None:
+            if m.delivered != m.suspect_delivered:
+                m.suspect_since = None  # something came: the subscription delivers
+            elif now - m.suspect_since > self._due_s():
+                raise SourceUnavailable(
+                    f"watchdog: counter node {m.ref!r} moved on the server (read {_value(dv)!r}) "
+                    f"but nothing was delivered for it in {now - m.suspect_since:.1f} s; "
+                    "subscribing again"
+                )
+        if m.suspect_since is None and self._newer_than_delivered(m, dv):
+            m.suspect_since = now
+            m.suspect_delivered = m.delivered
+
+    def _due_s(self) -> float:
+        """How long a healthy subscription may take to deliver a change a read has shown."""
+        sampling_s = self.cfg.sampling_interval_ms / 1000
+        return 2 * self.publish_s + sampling_s + DUE_MARGIN_S
+
+    def _newer_than_delivered(self, m: Mapped, dv: ua.DataValue) -> bool:
+        if _value(dv) == self.state.values.get(m.ref):
+            return False
+        stamp = _stamp(dv)
+        if stamp is None or m.stamp is None:
+            return True  # no timestamps to compare: a different value is newer
+        window_s = self.publish_s + self.cfg.sampling_interval_ms / 1000
+        return (stamp - m.stamp).total_seconds() > window_s
 
 
 def _merge_states(batch: list[Input]) -> list[Input]:
@@ -441,6 +583,37 @@ def _restart_instant(now: Instant, start: Any) -> Instant:
     if 0 <= ago_ms <= 24 * 3600 * 1000:
         return now.after_ms(-ago_ms)
     return now
+
+
+async def _read(client: Client, nodes: list[Node]) -> list[ua.DataValue]:
+    """The nodes' values as DataValues, with the server's and the source's timestamps."""
+    if not nodes:
+        return []
+    params = ua.ReadParameters()
+    params.TimestampsToReturn = ua.TimestampsToReturn.Both
+    for node in nodes:
+        rv = ua.ReadValueId()
+        rv.NodeId = node.nodeid
+        rv.AttributeId = AttributeIds.Value
+        params.NodesToRead.append(rv)
+    results: list[ua.DataValue] = await client.uaclient.read(params)
+    return results
+
+
+def _value(dv: ua.DataValue | None) -> Any:
+    if dv is None or dv.Value is None:
+        return None
+    return dv.Value.Value
+
+
+def _stamp(dv: ua.DataValue | None) -> datetime | None:
+    """When the value changed, by the server's clock: its SourceTimestamp, else ServerTimestamp."""
+    if dv is None:
+        return None
+    stamp = dv.SourceTimestamp or dv.ServerTimestamp
+    if not isinstance(stamp, datetime):
+        return None
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
 
 
 def _describe(exc: BaseException) -> str:
