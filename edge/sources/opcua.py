@@ -2,8 +2,10 @@
 
 One task owns one server connection. It resolves the configured nodes (NodeIds or browse
 paths), checks that each exists and has a fitting type, reads the current values as a new
-baseline, subscribes to changes, and hands what arrives to the engine in batches; a dead
-session is closed and opened again with backoff.
+baseline, subscribes to changes, and hands what arrives to the engine in batches. A dead
+session is closed and opened again with backoff: from ``reconnect_min_s``, doubling up to
+``reconnect_max_s`` while it keeps failing, and from ``reconnect_min_s`` again once a session
+ran healthy for ``max(reconnect_max_s, 3 watchdog periods)``.
 
 The watchdog reads the server's clock and the counters every ``watchdog_s``. No answer: the
 session is dead. The subscription asks for a keep-alive at least twice per watchdog period, and
@@ -169,6 +171,7 @@ class OpcUaLink:
         self.publish_s = 0.0
         self.keepalive_s: float | None = None
         self._last_publish = 0.0  # monotonic s of the last publish response
+        self._healthy_since: float | None = None  # monotonic s the session became "ok"
 
     # ------------------------------------------------------------------ status for health
 
@@ -181,6 +184,7 @@ class OpcUaLink:
     async def run(self) -> None:
         delay = self.cfg.reconnect_min_s
         while True:
+            self._healthy_since = None
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -192,11 +196,24 @@ class OpcUaLink:
                 # asyncua's disconnect can swallow our cancellation while it tears down;
                 # a stopping gateway must still stop.
                 raise asyncio.CancelledError
+            if self._healthy_for() >= self.healthy_reset_s:
+                # The session ran well for a while: this is a new outage, not the same one
+                # going on; the backoff starts over.
+                delay = self.cfg.reconnect_min_s
             wait = delay * random.uniform(0.8, 1.2)
             await asyncio.sleep(wait)
             delay = min(self.cfg.reconnect_max_s, delay * 2)
-            if self.state.status == "ok":
-                delay = self.cfg.reconnect_min_s
+
+    def _healthy_for(self) -> float:
+        """How long the session that just ended had been "ok" (0: it never was)."""
+        since = self._healthy_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    @property
+    def healthy_reset_s(self) -> float:
+        """How long a session must have run healthy for the next reconnect to wait only
+        ``reconnect_min_s`` again (a server that drops every session at once is not hammered)."""
+        return max(self.cfg.reconnect_max_s, 3 * self.cfg.watchdog_s)
 
     def _down(self, exc: BaseException) -> None:
         reason = _describe(exc)
@@ -219,6 +236,7 @@ class OpcUaLink:
                 self.log.info("opc ua source connected", nodes=len(self.mapped))
             self.state.status = "ok"
             self.state.last_error = None
+            self._healthy_since = time.monotonic()
             pump = asyncio.create_task(self._pump(), name=f"opcua-pump-{self.cfg.name}")
             try:
                 await self._watch(client)

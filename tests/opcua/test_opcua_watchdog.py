@@ -4,12 +4,16 @@ is only a busy machine."""
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from pathlib import Path
 from typing import Any
 
 from structlog.testing import capture_logs
 
+from edge.config import GatewayConfig, load_config
 from simulators.opcua_machine import MachineSimulator
+from tests.opcua.tcp_proxy import TcpProxy
 from tests.opcua.test_opcua_source import config, gateway, good, until
 
 
@@ -80,3 +84,46 @@ async def test_a_dead_monitored_item_in_a_live_subscription_is_noticed(tmp_path:
             await until(lambda: good(engine) >= 10, 10, "counts again")
             await machine.idle()
             await until(lambda: good(engine) == machine.values["good"] - base, 10, "exact counts")
+
+
+def tuned(tmp_path: Path, machine: MachineSimulator, **keys: object) -> GatewayConfig:
+    """The tests' config with some keys of the OPC UA source set (added or replaced)."""
+    config(tmp_path, machine)
+    path = tmp_path / "edge.toml"
+    lines = path.read_text().splitlines()
+    for key, value in keys.items():
+        lines = [ln for ln in lines if not ln.startswith(f"{key} =")]
+        at = lines.index('template = "machinery"')
+        lines.insert(at + 1, f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return load_config(path, env={})
+
+
+async def test_the_reconnect_backoff_starts_over_after_a_healthy_session(
+    tmp_path: Path,
+) -> None:
+    """Each line cut after a healthy while is reconnected after the shortest delay, not after
+    twice the previous one (up to reconnect_max_s) as if it were one long outage."""
+    async with (
+        MachineSimulator(cycle_s=0.02, seed=24) as machine,
+        TcpProxy(machine.host, machine.port) as line,
+    ):
+        cfg = tuned(
+            tmp_path, machine, endpoint=line.endpoint, reconnect_min_s=0.1, reconnect_max_s=1.0
+        )
+        async with gateway(cfg) as (engine, link):
+            await until(lambda: link.link_status == "ok", 10, "the connection")
+            await machine.run()
+            took: list[float] = []
+            for _ in range(6):
+                await asyncio.sleep(1.6)  # healthy for longer than max(reconnect_max_s, 3 x 0.5 s)
+                connects = link.state.connects
+                line.cut()
+                await until(lambda: link.link_status == "down", 5, "the cut to be noticed")
+                down = time.monotonic()
+                await until(lambda c=connects: link.state.connects > c, 10, "the reconnect")
+                took.append(time.monotonic() - down)
+            # 0.1 s +-20 % and the connect; the old doubling waited 0.8-1 s from the fifth on
+            assert max(took) < 0.5, took
+            await machine.idle()
+            assert engine.healthy
