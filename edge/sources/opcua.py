@@ -382,7 +382,15 @@ class OpcUaLink:
         nodes = [m.node for m in self.mapped if m.node is not None]
         for m, dv in zip(self.mapped, await _read(client, nodes), strict=True):
             m.stamp = _stamp(dv)
-            inputs += self._inputs_for(m, _value(dv), now)
+            reading = self._take(m, _value(dv), now)
+            if reading is not None:
+                inputs.append(reading)
+        # State, mode and alarm are all taken in first: a stop seen at connect is one change
+        # with its alarm, not a stop without one and the alarm after it.
+        if any(m.role != "counter" for m in self.mapped):
+            change = self._state_change(now)
+            if change is not None:
+                inputs.append(change)
         if inputs:
             await self.engine.submit_many(inputs)
 
@@ -411,6 +419,15 @@ class OpcUaLink:
         self._lost.set()
 
     def _inputs_for(self, m: Mapped, value: Any, now: Instant) -> list[Input]:
+        """A notification's inputs: a counter's reading, or the machine state it changes."""
+        reading = self._take(m, value, now)
+        if m.role == "counter":
+            return [reading] if reading is not None else []
+        change = self._state_change(now)
+        return [change] if change is not None else []
+
+    def _take(self, m: Mapped, value: Any, at: Instant) -> Input | None:
+        """Take a node's new value in; a counter's is a reading of its own."""
         self.state.values[m.ref] = value
         if m.role == "counter":
             if isinstance(value, bool) or not isinstance(value, int):
@@ -419,19 +436,23 @@ class OpcUaLink:
                     node=m.ref,
                     value=repr(value)[:80],
                 )
-                return []
+                return None
             assert m.counter is not None
-            return [CounterReading(m.counter, value, now)]
+            return CounterReading(m.counter, value, at)
         if m.role == "alarm":
             self._alarm = str(value) if value not in (None, "", 0) else None
         elif m.role == "state":
             self._raw_state = value
         elif m.role == "mode":
             self._raw_mode = value
+        return None
+
+    def _state_change(self, at: Instant) -> MachineStateChanged | None:
+        """The machine state from the state, mode and alarm values taken in so far."""
         state = self._machine_state()
         if state is None:
-            return []
-        return [MachineStateChanged(self.cfg.name, state, now, self._alarm)]
+            return None
+        return MachineStateChanged(self.cfg.name, state, at, self._alarm)
 
     def _machine_state(self) -> MachineState | None:
         if self._raw_mode is not None:
