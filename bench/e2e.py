@@ -90,6 +90,7 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # this tree's simulators (the broker), whatever is installed
 NODERED_TEMPLATE = BENCH / "nodered"
 NODERED_DIR = BENCH / ".nodered"  # git-ignored: npm installs Node-RED here
 
