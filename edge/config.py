@@ -343,6 +343,9 @@ class OpcUaSource(_Section):
     watchdog_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     reconnect_min_s: Annotated[float, Field(gt=0, le=600)] = 1.0
     reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # How far the server's clock may disagree with ours before its timestamps are corrected
+    # by the measured difference (logged once), seconds.
+    max_clock_skew_s: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
     counters: list[OpcUaCounterEntry] = Field(default_factory=list)
     state_node: NodeRef | None = None  # machine state, translated by the template
     mode_node: NodeRef | None = None  # operation mode (Machinery, EUROMAP): "setup" wins

@@ -19,7 +19,28 @@ every read and the next publish.
 After a reconnect the counters are simply read again: the core's reset / wrap / gap rules decide
 what counts, so a server restart that reset its counters to 0 loses nothing and doubles
 nothing. When ``ServerStatus.StartTime`` changed, the source says so first (a restart input),
-so the first reading after it counts from 0 at the restart.
+so the first reading after it counts from 0 at the restart. The state, mode and alarm values
+read at connect are taken in together and make one machine state change, with its alarm.
+
+Time rules. A value is dated when it changed at the machine, not when the gateway saw it: by
+its DataValue's SourceTimestamp (the ServerTimestamp when there is none; our own now when there
+is neither), in the baseline read as in every notification. The instant is the engine's now
+moved back by the value's age, on the wall and the monotonic clock alike (durations stay
+consistent within a session), and bounded:
+
+- never after now (a timestamp in the future is taken as now);
+- never before the previous value of the same node, and a machine state never before the
+  previous machine state (made from state, mode and alarm, it is as new as the newest of them);
+- never before the session's floor: the last sign of life of the previous session (its last
+  publish response or baseline), since we knew the values up to then; at the first connect, not
+  more than ``FIRST_LOOKBACK_S`` before it.
+
+So a stop that began while the gateway was restarting or cut off is dated when it began. The
+offset between the server's clock and ours is measured from ``ServerStatus.CurrentTime`` (the
+midpoint of the read, the largest of the last few samples) at connect and in every watchdog
+round. Within ``max_clock_skew_s`` the server's timestamps are taken as they are; beyond it the
+disagreement is logged once and every timestamp is corrected by the measured offset (until the
+offset falls below half the limit again).
 """
 
 from __future__ import annotations
@@ -28,7 +49,8 @@ import asyncio
 import contextlib
 import random
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,6 +101,15 @@ KEEPALIVES_PER_WATCHDOG = 2
 # latency of the network, of the server's loop and of ours.
 SILENCE_MARGIN_S = 0.25
 DUE_MARGIN_S = 1.0
+# At the first connect no value is dated earlier than this before it (nothing says when we last
+# knew the machine); after that, not before the last sign of life of the previous session.
+FIRST_LOOKBACK_S = 120.0
+# The clock offset is the largest of the last few samples: a server that refreshes its clock
+# node only now and then reads behind, never ahead.
+OFFSET_SAMPLES = 5
+# State and alarm changes this close together (by the server's clock) in one batch are one
+# change of the machine state.
+MERGE_WINDOW_MS = 1000
 
 
 @dataclass(slots=True)
@@ -88,8 +119,10 @@ class Mapped:
     counter: str | None = None
     node: Node | None = None
     # The newest value the server delivered for this node (baseline or notification): the
-    # server's timestamp of it, and how many notifications came this session.
+    # server's timestamp of it, the instant it was given (a later one is never earlier), and
+    # how many notifications came this session.
     stamp: datetime | None = None
+    at: Instant | None = None
     delivered: int = 0
     # The watchdog's suspicion: since when (monotonic s) a read showed a newer value than the
     # subscription delivered, and how many notifications had come by then.
@@ -105,6 +138,7 @@ class LinkState:
     last_error: str | None = None
     last_change_ms: int | None = None
     server_start: datetime | None = None
+    clock_offset_s: float = 0.0  # the correction applied to the server's timestamps
     values: dict[str, Any] = field(default_factory=dict)
 
 
@@ -172,6 +206,16 @@ class OpcUaLink:
         self.keepalive_s: float | None = None
         self._last_publish = 0.0  # monotonic s of the last publish response
         self._healthy_since: float | None = None  # monotonic s the session became "ok"
+        # Time rules: no value of this session is dated before _floor; _contact (monotonic s)
+        # is the last moment the server told us its values (baseline, publish response), and
+        # becomes _last_contact, the next session's floor, when the session ends.
+        self._floor: Instant | None = None
+        self._contact: float | None = None
+        self._last_contact: Instant | None = None
+        self._state_at: Instant | None = None  # the newest machine state's instant
+        self._offsets: deque[float] = deque(maxlen=OFFSET_SAMPLES)  # server - ours, ms
+        self._offset_ms = 0  # the correction in use: server timestamps minus this
+        self._skew_logged = False
 
     # ------------------------------------------------------------------ status for health
 
@@ -191,6 +235,7 @@ class OpcUaLink:
                 raise
             except Exception as exc:
                 self._down(exc)
+            self._session_ended()
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 # asyncua's disconnect can swallow our cancellation while it tears down;
@@ -203,6 +248,14 @@ class OpcUaLink:
             wait = delay * random.uniform(0.8, 1.2)
             await asyncio.sleep(wait)
             delay = min(self.cfg.reconnect_max_s, delay * 2)
+
+    def _session_ended(self) -> None:
+        """Remember the last moment the ended session told us the server's values."""
+        if self._contact is None:
+            return
+        ago_s = max(0.0, time.monotonic() - self._contact)
+        self._last_contact = self.engine.now().after_ms(-int(ago_s * 1000))
+        self._contact = None
 
     def _healthy_for(self) -> float:
         """How long the session that just ended had been "ok" (0: it never was)."""
@@ -230,6 +283,8 @@ class OpcUaLink:
         async with client:
             self.state.connects += 1
             await self._resolve(client)
+            clock = client.get_node(ObjectIds.Server_ServerStatus_CurrentTime)
+            await self._sample_clock(clock)  # the baseline's times need the offset
             await self._baseline(client)
             self.subscription = await self._subscribe(client)
             if self.state.status != "ok":
@@ -365,13 +420,18 @@ class OpcUaLink:
             raise SourceUnavailable(f"node {ref!r}: {exc}") from None
 
     async def _baseline(self, client: Client) -> None:
-        """After (re)connecting: restart detection, then the current values as a baseline."""
+        """After (re)connecting: restart detection, then the current values as a baseline,
+        each dated by the server's timestamp (see the module's time rules)."""
         start = await client.get_node(ObjectIds.Server_ServerStatus_StartTime).read_value()
+        nodes = [m.node for m in self.mapped if m.node is not None]
+        values = await _read(client, nodes)
         now = self.engine.now()
+        self._contact = time.monotonic()
+        self._floor = self._last_contact or now.after_ms(-int(FIRST_LOOKBACK_S * 1000))
         inputs: list[Input] = []
         previous = self.state.server_start
         if previous is not None and start != previous:
-            restarted = _restart_instant(now, start)
+            restarted = self._dated(_aware(start), self._floor, now)
             self.log.warning(
                 "opc ua server restarted; its counters count from 0 again",
                 previous_start=str(previous),
@@ -379,18 +439,23 @@ class OpcUaLink:
             )
             inputs += [SourceRestarted(m.counter, restarted) for m in self._counters() if m.counter]
         self.state.server_start = start
-        nodes = [m.node for m in self.mapped if m.node is not None]
-        for m, dv in zip(self.mapped, await _read(client, nodes), strict=True):
-            m.stamp = _stamp(dv)
-            reading = self._take(m, _value(dv), now)
+        readings: list[Input] = []
+        state_at: Instant | None = None
+        for m, dv in zip(self.mapped, values, strict=True):
+            at = self._node_instant(m, dv, now)
+            reading = self._take(m, _value(dv), at)
             if reading is not None:
-                inputs.append(reading)
+                readings.append(reading)
+            if m.role != "counter":
+                state_at = _later(state_at, at)
         # State, mode and alarm are all taken in first: a stop seen at connect is one change
-        # with its alarm, not a stop without one and the alarm after it.
-        if any(m.role != "counter" for m in self.mapped):
-            change = self._state_change(now)
+        # with its alarm, not a stop without one and the alarm after it. It is as new as the
+        # newest of them.
+        if state_at is not None:
+            change = self._state_change(state_at)
             if change is not None:
-                inputs.append(change)
+                readings.append(change)
+        inputs += sorted(readings, key=lambda inp: _instant_of(inp).mono_ms)
         if inputs:
             await self.engine.submit_many(inputs)
 
@@ -401,16 +466,16 @@ class OpcUaLink:
 
     def on_publish(self) -> None:
         """A publish response arrived (data or a keep-alive): the subscription lives."""
-        self._last_publish = time.monotonic()
+        self._last_publish = self._contact = time.monotonic()
 
     def on_change(self, node: Node, value: Any, data: DataChangeNotif | None = None) -> None:
         m = self._by_node.get(node.nodeid.to_string())
         if m is None:
             return
         m.delivered += 1
-        if data is not None:
-            m.stamp = _stamp(data.monitored_item.Value)
-        self._pending.extend(self._inputs_for(m, value, self.engine.now()))
+        dv = data.monitored_item.Value if data is not None else None
+        at = self._node_instant(m, dv, self.engine.now())
+        self._pending.extend(self._inputs_for(m, value, at))
         self.state.last_change_ms = time.time_ns() // 1_000_000
         self._wake.set()
 
@@ -418,13 +483,66 @@ class OpcUaLink:
         self.log.warning("opc ua subscription status changed", status=str(status))
         self._lost.set()
 
-    def _inputs_for(self, m: Mapped, value: Any, now: Instant) -> list[Input]:
+    def _inputs_for(self, m: Mapped, value: Any, at: Instant) -> list[Input]:
         """A notification's inputs: a counter's reading, or the machine state it changes."""
-        reading = self._take(m, value, now)
+        reading = self._take(m, value, at)
         if m.role == "counter":
             return [reading] if reading is not None else []
-        change = self._state_change(now)
+        change = self._state_change(at)
         return [change] if change is not None else []
+
+    # ------------------------------------------------------------------ time
+
+    def _node_instant(self, m: Mapped, dv: ua.DataValue | None, now: Instant) -> Instant:
+        """A node's new value as an instant: when the server says it changed, never before
+        the node's previous value nor this session's floor, never after now."""
+        m.stamp = _stamp(dv)
+        floor = m.at if self._floor is None else _later(m.at, self._floor)
+        m.at = self._dated(m.stamp, floor, now)
+        return m.at
+
+    def _dated(self, stamp: datetime | None, floor: Instant | None, now: Instant) -> Instant:
+        """``now`` moved back by the age of ``stamp`` (corrected by the clock offset), on both
+        clocks, so durations stay consistent; bounded by ``floor`` and ``now``."""
+        at = now
+        if stamp is not None:
+            machine_ms = stamp.timestamp() * 1000 - self._offset_ms
+            age_ms = int(now.wall_ms - machine_ms)
+            if age_ms > 0:
+                at = now.after_ms(-age_ms)
+        if floor is not None and at.mono_ms < floor.mono_ms:
+            at = floor
+        return at
+
+    async def _sample_clock(self, clock: Node) -> None:
+        """Read the server's clock: it answers (or raises), and one more sample of the offset
+        between its clock and ours."""
+        before = self.engine.now()
+        value = await asyncio.wait_for(clock.read_value(), self.cfg.timeout_s)
+        after = self.engine.now()
+        server = _aware(value)
+        if server is None:
+            return
+        self._offsets.append(server.timestamp() * 1000 - (before.wall_ms + after.wall_ms) / 2)
+        offset = max(self._offsets)
+        limit_ms = self.cfg.max_clock_skew_s * 1000
+        # Once correcting, only a clearly smaller difference ends it (no flapping at the limit).
+        if abs(offset) > (limit_ms / 2 if self._offset_ms else limit_ms):
+            if not self._skew_logged:
+                self.log.warning(
+                    "the opc ua server's clock disagrees with ours; its timestamps are "
+                    "corrected by the difference",
+                    offset_s=round(offset / 1000, 3),
+                    max_clock_skew_s=self.cfg.max_clock_skew_s,
+                )
+                self._skew_logged = True
+            self._offset_ms = int(offset)
+        elif self._offset_ms:
+            self.log.info(
+                "the opc ua server's clock agrees with ours again", offset_s=round(offset / 1000, 3)
+            )
+            self._offset_ms = 0
+        self.state.clock_offset_s = self._offset_ms / 1000
 
     def _take(self, m: Mapped, value: Any, at: Instant) -> Input | None:
         """Take a node's new value in; a counter's is a reading of its own."""
@@ -448,10 +566,12 @@ class OpcUaLink:
         return None
 
     def _state_change(self, at: Instant) -> MachineStateChanged | None:
-        """The machine state from the state, mode and alarm values taken in so far."""
+        """The machine state from the state, mode and alarm values taken in so far; never
+        dated before the previous one."""
         state = self._machine_state()
         if state is None:
             return None
+        self._state_at = at = _later(self._state_at, at)
         return MachineStateChanged(self.cfg.name, state, at, self._alarm)
 
     def _machine_state(self) -> MachineState | None:
@@ -540,7 +660,7 @@ class OpcUaLink:
             if self._lost.is_set():
                 break
             try:
-                await asyncio.wait_for(clock.read_value(), self.cfg.timeout_s)
+                await self._sample_clock(clock)
                 values = await asyncio.wait_for(_read(client, counter_nodes), self.cfg.timeout_s)
             except (TimeoutError, UaError, OSError, ConnectionError) as exc:
                 raise SourceUnavailable(
@@ -597,31 +717,30 @@ class OpcUaLink:
 
 def _merge_states(batch: list[Input]) -> list[Input]:
     """State and alarm nodes change together but notify one by one: a state followed in the
-    same batch by the same state with more detail (the alarm) is one change, not two."""
+    same batch, within MERGE_WINDOW_MS, by the same state with more detail (the alarm) is one
+    change, not two; it happened when the first of them did."""
     out: list[Input] = []
     for inp in batch:
+        last = out[-1] if out else None
         if (
             isinstance(inp, MachineStateChanged)
-            and out
-            and isinstance(out[-1], MachineStateChanged)
-            and out[-1].state is inp.state
+            and isinstance(last, MachineStateChanged)
+            and last.state is inp.state
+            and inp.at.mono_ms - last.at.mono_ms <= MERGE_WINDOW_MS
         ):
-            out[-1] = inp
+            out[-1] = replace(inp, at=last.at)
         else:
             out.append(inp)
     return out
 
 
-def _restart_instant(now: Instant, start: Any) -> Instant:
-    """The restart as an instant: the server's start time, if it is in the recent past."""
-    if not isinstance(start, datetime):
-        return now
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    ago_ms = int((now.wall_ms / 1000 - start.timestamp()) * 1000)
-    if 0 <= ago_ms <= 24 * 3600 * 1000:
-        return now.after_ms(-ago_ms)
-    return now
+def _later(a: Instant | None, b: Instant) -> Instant:
+    return b if a is None or b.mono_ms > a.mono_ms else a
+
+
+def _instant_of(inp: Input) -> Instant:
+    at: Instant = inp.at
+    return at
 
 
 async def _read(client: Client, nodes: list[Node]) -> list[ua.DataValue]:
@@ -649,10 +768,14 @@ def _stamp(dv: ua.DataValue | None) -> datetime | None:
     """When the value changed, by the server's clock: its SourceTimestamp, else ServerTimestamp."""
     if dv is None:
         return None
-    stamp = dv.SourceTimestamp or dv.ServerTimestamp
-    if not isinstance(stamp, datetime):
+    return _aware(dv.SourceTimestamp or dv.ServerTimestamp)
+
+
+def _aware(value: Any) -> datetime | None:
+    """An OPC UA DateTime (UTC; asyncua may hand it over without a zone)."""
+    if not isinstance(value, datetime):
         return None
-    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _describe(exc: BaseException) -> str:
