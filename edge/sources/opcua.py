@@ -99,8 +99,8 @@ MAX_WAITING = 100_000
 KEEPALIVES_PER_WATCHDOG = 2
 # Slack on top of what the server promised (keep-alive window, publishing interval), for the
 # latency of the network, of the server's loop and of ours.
-SILENCE_MARGIN_S = 0.25
-DUE_MARGIN_S = 1.0
+SILENCE_MARGIN_S = 0.5
+DUE_MARGIN_S = 2.0
 # At the first connect no value is dated earlier than this before it (nothing says when we last
 # knew the machine); after that, not before the last sign of life of the previous session.
 FIRST_LOOKBACK_S = 120.0
@@ -198,7 +198,7 @@ class OpcUaLink:
         self._raw_mode: Any = None
         self._alarm: str | None = None
         self.subscription: Any = None
-        # node ref -> client handle of its monitored item (for diagnostics and tests)
+        # node ref -> the server's id of its monitored item (for diagnostics and tests)
         self.monitored: dict[str, int] = {}
         # What the server granted: publishing interval and keep-alive window (None: the server
         # sends no keep-alives, e.g. a publishing interval of 0), in seconds.
