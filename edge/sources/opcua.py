@@ -11,10 +11,12 @@ The watchdog reads the server's clock and the counters every ``watchdog_s``. No 
 session is dead. The subscription asks for a keep-alive at least twice per watchdog period, and
 every publish response (data or keep-alive) is noted; while the server answers reads, a
 subscription is stalled when it sent nothing at all for longer than the keep-alive window the
-server granted (plus a margin), or when a read showed a counter value newer than the newest one
-delivered for it and no notification at all came for that counter by the time one was due. A
-read that differs from the last notification is no sign by itself: a busy counter moves between
-every read and the next publish.
+server granted (plus a margin; a server that grants a publishing interval of 0 promises no
+keep-alives, and this rule is off), or when a read showed a counter value newer than the newest
+one delivered for it and no notification at all came for that counter by the time one was due
+(two publishing intervals and the sampling interval, plus a margin). A read that differs from
+the last notification is no sign by itself: a busy counter moves between every read and the
+next publish.
 
 After a reconnect the counters are simply read again: the core's reset / wrap / gap rules decide
 what counts, so a server restart that reset its counters to 0 loses nothing and doubles
