@@ -7,8 +7,15 @@ never an acknowledgement.
 
 paho runs its network loop in its own thread and reconnects by itself (exponential backoff,
 with a random start so a plant's gateways do not reconnect in lockstep). With a persistent
-session (clean start off, a session expiry) paho re-sends unacknowledged QoS 1 messages after a
-reconnect, and the broker keeps our subscriptions and queues commands while we are away.
+session (clean start off, a session expiry) the broker keeps our subscriptions and queues
+commands while we are away, and paho re-sends unacknowledged QoS 1 messages after a reconnect.
+
+That resend is not ordered with anything published after the reconnect (paho sends its copies
+only once ``on_connect`` has returned, from its own thread), so a publisher that promises an
+order publishes with ``resend=False`` and sends again itself: when the connection is lost, such
+a message's future fails with :class:`LinkLost` (it may or may not have reached the broker);
+paho's copy is taken out of its queue before it could be sent again; and until the loop has
+seen the new connection, a ``resend=False`` publish fails at once instead of going to paho.
 Every callback hops onto the asyncio loop; nothing of ours runs on paho's thread.
 """
 
@@ -20,7 +27,7 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +40,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge.logging import Logger, get_logger
 
 OnConnect = Callable[[bool], Awaitable[None]]
+
+
+class LinkLost(ConnectionError):
+    """A ``resend=False`` publish had no PUBACK when its connection ended: whether the broker
+    got it is unknown, and nobody sends it again but its publisher."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,7 @@ class LinkStats:
     published: int = 0
     refused: int = 0
     received: int = 0
+    lost: int = 0  # resend=False publishes failed with LinkLost
     last_puback_ms: int | None = None
     last_error: str | None = None
 
@@ -109,7 +122,15 @@ class MqttLink:
         self._subscriptions: list[tuple[str, int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        # Held across paho's publish and our bookkeeping of it, and while a new connection
+        # takes the ``resend=False`` messages out of paho's queue: each such message is then
+        # either fully registered or not handed to paho yet. Never taken under ``_lock``.
+        self._gate = threading.Lock()
         self._pending = _Pending()
+        self._owned: set[int] = set()  # mids of resend=False messages awaiting a PUBACK
+        self._abandoned: set[int] = set()  # failed at a disconnect, still in paho's queue
+        self._up = False  # resend=False publishes may go to paho (the loop saw the connect)
+        self._generation = 0  # counts paho's connects and disconnects
         self._acks: list[tuple[asyncio.Future[int], int]] = []
         self._acks_scheduled = False
         self._started = False
@@ -180,6 +201,9 @@ class MqttLink:
                 if not fut.done():
                     fut.cancel()
             self._pending.futures.clear()
+            self._owned.clear()
+            self._abandoned.clear()
+            self._up = False
 
     async def __aenter__(self) -> MqttLink:
         self.start()
@@ -191,26 +215,44 @@ class MqttLink:
     # ------------------------------------------------------------------ publishing
 
     def publish(
-        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        resend: bool = True,
     ) -> asyncio.Future[int]:
         """Publish; the future resolves with the PUBACK reason code (0 at once for QoS 0).
 
-        Called while disconnected, paho keeps the message and sends it after the reconnect.
+        With ``resend`` (the default), called while disconnected, paho keeps the message and
+        sends it after the reconnect, as it does with one the connection lost unacknowledged.
+        With ``resend=False`` (QoS 1) neither happens: the future fails with
+        :class:`LinkLost` if the connection ends before the PUBACK, or at once if the loop has
+        not seen a connection since the last one ended; the caller sends it again.
         """
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
-        # paho calls on_publish holding its own lock, and that callback takes ours: so ours is
-        # never held while calling into paho, or the two threads could deadlock.
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if qos == 0:
+            self._client.publish(topic, payload, qos=qos, retain=retain)
             future.set_result(0)
             return future
-        with self._lock:
-            early = self._pending.early.pop(info.mid, None)
-            if early is not None:
-                future.set_result(early)
-            else:
-                self._pending.futures[info.mid] = future
+        with self._gate:
+            if not resend and not self._up:
+                future.set_exception(LinkLost("not connected"))
+                self.stats.lost += 1
+                return future
+            # paho calls on_publish holding its own lock, and that callback takes ours: so
+            # ours is never held while calling into paho, or the two threads could deadlock.
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            with self._lock:
+                early = self._pending.early.pop(info.mid, None)
+                if early is not None:
+                    future.set_result(early)
+                else:
+                    self._pending.futures[info.mid] = future
+                    if not resend:
+                        self._owned.add(info.mid)
         return future
 
     def ack(self, message: Message) -> None:
@@ -234,7 +276,19 @@ class MqttLink:
             return
         if self._subscriptions:
             client.subscribe(list(self._subscriptions))
-        self._to_loop(self._connected, bool(getattr(flags, "session_present", False)))
+        # paho re-sends what is left in its queue as soon as this returns: the resend=False
+        # messages leave it first (their publisher sends them again, in its own order).
+        with self._gate:
+            with self._lock:
+                self._up = False
+                self._generation += 1
+                generation = self._generation
+                lost = self._take_owned()
+                forget, self._abandoned = self._abandoned, set()
+            _forget(client, forget)
+        self._to_loop(
+            self._connected, bool(getattr(flags, "session_present", False)), lost, generation
+        )
 
     def _cb_connect_fail(self, _client: paho.Client, _ud: Any) -> None:
         self._to_loop(self._connect_failed, "connection failed")
@@ -242,13 +296,27 @@ class MqttLink:
     def _cb_disconnect(
         self, _client: paho.Client, _ud: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
-        self._to_loop(self._disconnected, str(reason))
+        # Not the gate here: paho may call this holding the lock its publish takes.
+        with self._lock:
+            self._up = False
+            self._generation += 1
+            lost = self._take_owned()
+        self._to_loop(self._disconnected, str(reason), lost)
+
+    def _take_owned(self) -> list[asyncio.Future[int]]:
+        """The futures of the unacknowledged resend=False messages; held: ``_lock``."""
+        futures = self._pending.futures
+        lost = [futures.pop(mid) for mid in self._owned if mid in futures]
+        self._abandoned |= self._owned
+        self._owned = set()
+        return lost
 
     def _cb_publish(
         self, _client: paho.Client, _ud: Any, mid: int, reason: ReasonCode, _props: Any
     ) -> None:
         code = int(reason.value) if isinstance(reason, ReasonCode) else int(reason)
         with self._lock:
+            self._owned.discard(mid)
             future = self._pending.futures.pop(mid, None)
             if future is None:
                 self._pending.early[mid] = code
@@ -291,7 +359,23 @@ class MqttLink:
             # us and the broker redelivers from the persistent session.
             self.log.error("inbound queue full; message dropped", topic=message.topic)
 
-    def _connected(self, session_present: bool) -> None:
+    def _fail(self, lost: list[asyncio.Future[int]]) -> None:
+        for future in lost:
+            if future.done():
+                continue
+            if not self._started:  # stopping: nobody is left to send it again
+                future.cancel()
+                continue
+            future.set_exception(LinkLost("the connection ended before the PUBACK"))
+            self.stats.lost += 1
+
+    def _connected(
+        self, session_present: bool, lost: list[asyncio.Future[int]], generation: int
+    ) -> None:
+        self._fail(lost)
+        with self._lock:
+            if generation == self._generation:  # not already lost again
+                self._up = True
         self.stats.connects += 1
         self.connected.set()
         self.log.info(
@@ -315,7 +399,8 @@ class MqttLink:
             )
         self.stats.last_error = reason
 
-    def _disconnected(self, reason: str) -> None:
+    def _disconnected(self, reason: str, lost: list[asyncio.Future[int]]) -> None:
+        self._fail(lost)
         if self.connected.is_set():
             self.stats.disconnects += 1
             self.log.warning("mqtt disconnected", reason=reason)
@@ -326,3 +411,16 @@ class MqttLink:
 def is_success(code: int) -> bool:
     """PUBACK reason codes below 0x80 succeed (16 "no matching subscribers" included)."""
     return code < 0x80
+
+
+def _forget(client: paho.Client, mids: Collection[int]) -> None:
+    """Take these messages out of paho's queue of unacknowledged ones: it never sends them again.
+
+    paho has no call for some of them (``drop_out_messages``, from 2.2 on, takes them all); this
+    does what that does, under the same lock, for the ones given.
+    """
+    if not mids:
+        return
+    with client._out_message_mutex:
+        for mid in mids:
+            client._out_messages.pop(mid, None)

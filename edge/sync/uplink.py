@@ -2,16 +2,28 @@
 
 A row is finished only when the broker acknowledged it with a success reason code; a
 confirmation or reversal additionally waits for the relay's result (the engine settles it when
-the result is committed). A refusal (PUBACK >= 0x80, e.g. 135 "not authorized") is not an
-acknowledgement: the row stays, the reason is logged and stored, and it is tried again later.
-After a restart everything not finished is sent again with the same ``msg_id``, ``seq`` and
-``idem_key``, so consumers de-duplicate.
+the result is committed). After a restart everything not finished is sent again with the same
+``msg_id``, ``seq`` and ``idem_key``, so consumers de-duplicate.
 
-While the ERP relay says it is offline (its retained ``relay/state``), confirmations and
-reversals are withheld and stay queued, like a Sparkplug edge waiting for its primary host.
-Business messages behind a withheld confirmation wait with it, so that consumers still see one
-gap-free ``seq`` order; time series (no ``seq``) go on. When the relay is back, the withheld
-rows go out in order.
+What a subscriber sees: the first delivery of every ``seq`` comes in ascending order. A copy of
+a seq that already arrived may come again later (a resend); a seq the broker lost after
+acknowledging it (a broker restarted without its persistence) is never sent again, so a
+consumer that finds it missing asks for a replay (``cmd/resync``). How the order is kept:
+
+- **A reconnect.** The uplink, not paho's session, sends again what was not acknowledged: the
+  link fails every unacknowledged message of ours when the connection ends and takes paho's
+  copies out of its queue (``MqttLink.publish(resend=False)``). After a reconnect nothing newer
+  goes out before every older unacknowledged row was sent again, in ``seq`` order, from the
+  outbox (``historical: true``). Whether the broker kept our session makes no difference.
+- **A refusal** (PUBACK >= 0x80, e.g. 135 "not authorized") is not an acknowledgement: the row
+  stays, the reason is logged and stored, and it is tried again after ``retry_refused_s``. A
+  refused business message holds the newer ones (time series go on) until the broker takes it.
+  What was already in flight behind it when the refusal came back (at most ``window``
+  messages) cannot be called back and arrives before it.
+- **The relay away.** While the ERP relay says it is offline (its retained ``relay/state``),
+  confirmations and reversals are withheld and stay queued, like a Sparkplug edge waiting for
+  its primary host. Business messages behind a withheld confirmation wait with it; time series
+  (no ``seq``) go on. When the relay is back, the withheld rows go out in order.
 """
 
 from __future__ import annotations
@@ -94,11 +106,15 @@ class Uplink:
         self._first_unflushed: float | None = None
         self._flush_failing = False
         self._cursor = 0
-        self._retry_from: int | None = None
+        self._retry_from: int | None = None  # the oldest refused row, tried again at _retry_at
         self._retry_at = 0.0
         self.relay_online = True
+        # The first row passed over (a withheld confirmation, or what waits behind one or
+        # behind a refused business message); sent from here once nothing holds it any more.
         self._withheld_from: int | None = None
-        self._rewind = False  # go back to _retry_from before sending anything further
+        self._refused_at: int | None = None  # a refused business row: no newer seq goes out
+        self._resend_from: int | None = None  # go back here before sending anything further
+        self._resending: set[int] = set()  # rows a lost connection left unacknowledged
 
     def set_relay_online(self, online: bool) -> None:
         """The relay's presence changed: withhold confirmations, or send the withheld ones."""
@@ -109,13 +125,24 @@ class Uplink:
             self.log.warning("the ERP relay is offline; confirmations are withheld and queued")
             return
         self.log.info("the ERP relay is back; sending the withheld confirmations")
-        if self._withheld_from is not None:
-            first = self._withheld_from
-            self._retry_from = first if self._retry_from is None else min(self._retry_from, first)
-            self._retry_at = 0.0
-            self._withheld_from = None
-            self._rewind = True
+        self._release()
         self._wake.set()
+
+    def _release(self) -> None:
+        """Send the rows passed over from the first of them on, once nothing holds them.
+
+        A refused business row holds only what is newer than itself: a confirmation that was
+        withheld before it (or the refused row itself, withheld) goes out when the relay is back.
+        """
+        first = self._withheld_from
+        if not self.relay_online or first is None:
+            return
+        if self._refused_at is None or first <= self._refused_at:
+            self._rewind_to(first)
+            self._withheld_from = None
+
+    def _rewind_to(self, seq: int) -> None:
+        self._resend_from = seq if self._resend_from is None else min(self._resend_from, seq)
 
     # ------------------------------------------------------------------ the envelope
 
@@ -183,17 +210,23 @@ class Uplink:
         try:
             while True:
                 if not self.link.connected.is_set():
+                    await self._collect(block=False)
                     await self._flush_now()
                     await self.link.connected.wait()
+                # What a lost connection left unacknowledged failed before the loop saw the
+                # new one: taking it now puts the cursor back before anything newer is sent.
+                await self._collect(block=False)
                 now = time.monotonic()
                 if now >= next_requeue:
                     await self._requeue_unanswered()
                     next_requeue = now + self.result_timeout_s
                 if self._retry_from is not None and now >= self._retry_at:
-                    await self._flush_now()
-                    self._cursor = min(self._cursor, self._retry_from - 1)
+                    self._rewind_to(self._retry_from)
                     self._retry_from = None
-                    self._rewind = False
+                if self._resend_from is not None:
+                    await self._flush_now()  # (it may go lower meanwhile: read it after)
+                    first, self._resend_from = self._resend_from, None
+                    self._cursor = min(self._cursor, first - 1)
                 self._wake.clear()
                 rows = await self._next_rows()
                 if not rows:
@@ -202,23 +235,37 @@ class Uplink:
                     await self._idle()
                     continue
                 for row in rows:
-                    if not self.link.connected.is_set() or self._rewind:
+                    if self._stop_sending():
                         break
-                    if not self.relay_online and (
-                        row.kind in AWAITS_RESULT
-                        or (self._withheld_from is not None and row.env_seq is not None)
-                    ):
+                    if not self._waits(row):
+                        while len(self._inflight) >= self.window:
+                            await self._collect(block=True)
+                        # Meanwhile the connection may have ended, a refusal may hold this
+                        # row, or the relay may be back (withheld rows first).
+                        if self._stop_sending():
+                            break
+                    if self._waits(row):
                         self._withhold(row)
                         continue
-                    while len(self._inflight) >= self.window:
-                        await self._collect(block=True)
-                    if self._rewind_due():  # the relay came back meanwhile: withheld rows first
-                        break
                     self._send(row)
                 await self._collect(block=False)
                 self._flush_soon()
         finally:
             await asyncio.shield(self._flush_quietly())
+
+    def _stop_sending(self) -> bool:
+        """Nothing further before the loop went back to its top: no connection, or a rewind."""
+        return not self.link.connected.is_set() or self._resend_from is not None
+
+    def _waits(self, row: OutboxRow) -> bool:
+        """Is this row passed over for now? Time series (no seq) never are."""
+        if row.env_seq is None:
+            return False
+        if self._withheld_from is not None and row.seq >= self._withheld_from:
+            return True  # behind one passed over: seq stays in order
+        if self._refused_at is not None and row.seq > self._refused_at:
+            return True  # behind a refused business message, until the broker takes it
+        return not self.relay_online and row.kind in AWAITS_RESULT
 
     async def _idle(self) -> None:
         """Wait for a commit, an acknowledgement, or a second to pass."""
@@ -234,13 +281,16 @@ class Uplink:
         """Send the business messages from ``from_seq`` on again, as they were (same msg_id and
         seq, historical), for a consumer that lost them; the outbox itself is not touched.
 
-        At most REPLAY_MAX per request: a consumer that needs more asks again from where it got.
+        Only what the uplink has sent already: it stops at the first row the uplink has not
+        sent yet, or passes over for now (withheld for the relay, behind a refused one), which
+        the uplink sends itself, in order. At most REPLAY_MAX per request: a consumer that
+        needs more asks again from where it got.
         """
         rows = await self.engine.outbox_from_seq(from_seq, REPLAY_MAX)
         window: deque[asyncio.Future[int]] = deque()
         sent = 0
         for row in rows:
-            if not self.link.connected.is_set():
+            if not self.link.connected.is_set() or not self._sent_before(row):
                 break
             while len(window) >= self.window:
                 with contextlib.suppress(Exception):
@@ -263,29 +313,42 @@ class Uplink:
         )
         return sent
 
-    def _rewind_due(self) -> bool:
-        return self._rewind
+    def _sent_before(self, row: OutboxRow) -> bool:
+        """Did the uplink send this row already (and is it not about to send it again)?"""
+        last = self._cursor
+        for first_not in (self._withheld_from, self._resend_from):
+            if first_not is not None:
+                last = min(last, first_not - 1)
+        return row.seq <= last
 
     def _withhold(self, row: OutboxRow) -> None:
-        """Pass over a confirmation for now; the cursor goes back to it when the relay returns."""
-        if self._withheld_from is None:
+        """Pass over a row for now; the cursor goes back to it when nothing holds it any more."""
+        if self._withheld_from is None or row.seq < self._withheld_from:
             self._withheld_from = row.seq
         self._cursor = max(self._cursor, row.seq)
-        self.stats.withheld += 1
+        if not self.relay_online:
+            self.stats.withheld += 1
 
     def _timer(self) -> Callable[[asyncio.Future[int]], None]:
         started = time.monotonic()
         observe = self.stats.latency.observe
 
         def acknowledged(future: asyncio.Future[int]) -> None:
-            if not future.cancelled():
+            if not future.cancelled() and future.exception() is None:  # not a lost connection
                 observe(time.monotonic() - started)
 
         return acknowledged
 
     def _send(self, row: OutboxRow) -> None:
         sent = now_ms()
-        future = self.link.publish(f"{self.root}/{row.topic}", self.envelope(row, sent), qos=1)
+        again = False
+        if self._resending:
+            again = row.seq in self._resending
+            self._resending.discard(row.seq)
+        # Not paho's resend after a reconnect: this uplink sends again itself, in seq order.
+        future = self.link.publish(
+            f"{self.root}/{row.topic}", self.envelope(row, sent, replay=again), resend=False
+        )
         future.add_done_callback(self._timer())
         self._inflight.append((row, future))
         self._unflushed.add(row.seq)
@@ -293,14 +356,23 @@ class Uplink:
         self.stats.sent += 1
 
     async def _collect(self, *, block: bool) -> None:
-        """Take the outcomes of finished publishes, oldest first (they finish in order)."""
+        """Take the outcomes of finished publishes, oldest first (they finish in order).
+
+        The connection ending fails every unacknowledged one at once (``LinkLost``): from the
+        oldest of them on, the rows go out again before anything newer.
+        """
         if block and self._inflight:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._inflight[0][1])
+            await asyncio.wait([self._inflight[0][1]])
+        lost: list[int] = []
         while self._inflight and self._inflight[0][1].done():
             row, future = self._inflight.popleft()
             if future.cancelled():
                 self._unflushed.discard(row.seq)
+                continue
+            if future.exception() is not None:
+                self._unflushed.discard(row.seq)
+                self._resending.add(row.seq)
+                lost.append(row.seq)
                 continue
             code = future.result()
             if self._first_unflushed is None:
@@ -309,8 +381,20 @@ class Uplink:
                 self.stats.acked += 1
                 self.stats.last_puback_ms = now_ms()
                 (self._published if row.kind in AWAITS_RESULT else self._done).append(row.seq)
+                if row.seq == self._refused_at:  # taken at last: what waited behind it follows
+                    self._refused_at = None
+                    self._release()
             else:
                 self._refuse(row, code)
+        if lost:
+            first = min(lost)  # (a rewind may have sent an older row after newer ones)
+            self._rewind_to(first)
+            self.log.info(
+                "the connection ended before the broker acknowledged messages; "
+                "they are sent again first, in seq order",
+                messages=len(lost),
+                from_row=first,
+            )
 
     def _refuse(self, row: OutboxRow, code: int) -> None:
         self.stats.refused += 1
@@ -324,6 +408,14 @@ class Uplink:
         )
         self._retry_from = row.seq if self._retry_from is None else min(self._retry_from, row.seq)
         self._retry_at = time.monotonic() + self.retry_refused_s
+        if row.env_seq is not None and (self._refused_at is None or row.seq < self._refused_at):
+            if self._refused_at is None:
+                self.log.warning(
+                    "newer business messages wait behind the refused one, so that seq stays "
+                    "in order; time series go on",
+                    seq=row.env_seq,
+                )
+            self._refused_at = row.seq
 
     def _flush_soon(self, *, force: bool = False) -> None:
         """Store acknowledgements in the background: sending goes on meanwhile."""
