@@ -48,7 +48,10 @@ AWAITS_RESULT = frozenset({"confirmation_created", "confirmation_resent", "confi
 FETCH = 1000
 FRESH_MAX = 20_000
 FLUSH_EVERY = 256
-FLUSH_AFTER_S = 0.05
+# Acknowledgements are stored in one transaction per this many, or this long after the first:
+# a crash before that only sends those messages again (consumers de-duplicate by msg_id), and
+# a machine counting 100 times a second is not held to a second fsync per commit.
+FLUSH_AFTER_S = 0.25
 REPLAY_MAX = 10_000
 
 
@@ -96,6 +99,8 @@ class Uplink:
         self._wake = asyncio.Event()
         # Rows just committed, handed over by the engine: in steady state nothing is read back.
         self._fresh: deque[OutboxRow] = deque()
+        # True while every pending row after the cursor is in _fresh (read nothing back then).
+        self._fresh_complete = False
         engine.add_commit_hook(self._on_commit)
         self._flush_task: asyncio.Task[None] | None = None
         self._inflight: deque[tuple[OutboxRow, asyncio.Future[int]]] = deque()
@@ -179,6 +184,7 @@ class Uplink:
         if rows:
             if len(self._fresh) + len(rows) > FRESH_MAX:
                 self._fresh.clear()  # a backlog: read it from the store instead
+                self._fresh_complete = False
             else:
                 self._fresh.extend(rows)
         self._wake.set()
@@ -199,8 +205,19 @@ class Uplink:
         rows = self._take_fresh()
         if rows:
             return rows
+        if self._fresh_complete and not self._fresh:
+            return []  # caught up: the next rows arrive with their commit
         rows = await self.engine.outbox_pending(FETCH, self._cursor)
+        # All that is pending after the cursor was read; what commits from now on is handed
+        # over by the commit hook (a commit during the read is in both: _take_fresh skips it).
+        self._fresh_complete = len(rows) < FETCH
         return [r for r in rows if r.seq not in self._unflushed]
+
+    def _move_cursor_back(self, seq: int) -> None:
+        """Send from after ``seq`` again: those rows come from the store, not from _fresh."""
+        if seq < self._cursor:
+            self._cursor = seq
+            self._fresh_complete = False
 
     async def run(self) -> None:
         requeued = await self.engine.outbox_requeue()
@@ -226,12 +243,12 @@ class Uplink:
                 if self._resend_from is not None:
                     await self._flush_now()  # (it may go lower meanwhile: read it after)
                     first, self._resend_from = self._resend_from, None
-                    self._cursor = min(self._cursor, first - 1)
+                    self._move_cursor_back(first - 1)
                 self._wake.clear()
                 rows = await self._next_rows()
                 if not rows:
                     await self._collect(block=False)
-                    self._flush_soon(force=True)
+                    self._flush_soon()
                     await self._idle()
                     continue
                 for row in rows:
@@ -268,12 +285,17 @@ class Uplink:
         return not self.relay_online and row.kind in AWAITS_RESULT
 
     async def _idle(self) -> None:
-        """Wait for a commit, an acknowledgement, or a second to pass."""
+        """Wait for a commit, an acknowledgement, the acknowledgements' flush being due, or a
+        second to pass."""
+        timeout = 1.0
+        if self._first_unflushed is not None:
+            due = self._first_unflushed + FLUSH_AFTER_S - time.monotonic()
+            timeout = min(timeout, max(0.0, due))
         waiters = [asyncio.ensure_future(self._wake.wait())]
         if self._inflight:
             waiters.append(self._inflight[0][1])  # type: ignore[arg-type]
         try:
-            await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiters[0].cancel()
 
@@ -496,7 +518,7 @@ class Uplink:
         count = await self.engine.outbox_requeue(older)
         if count:
             self.stats.requeued += count
-            self._cursor = 0
+            self._move_cursor_back(0)
             self._fresh.clear()
             self.log.warning(
                 "the relay has not answered confirmations; sending them again", rows=count

@@ -86,9 +86,12 @@ async def test_confirmation_stays_until_the_relay_answers(
         conf = (await collector.wait_for("/_mes_v1/confirmation"))[0].json()
         assert conf["body"]["yield_qty"] == 10
         assert conf["idem_key"] == conf["body"]["idem_key"]
-        await asyncio.sleep(0.3)
-        states = await outbox_states(gw)
-        assert states.get("published") == 1  # acknowledged by the broker, awaiting the relay
+        # Acknowledged by the broker, awaiting the relay (acknowledgements are stored within
+        # the uplink's flush delay).
+        deadline = time.monotonic() + 5
+        while (await outbox_states(gw)).get("published") != 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert (await outbox_states(gw)).get("published") == 1
         result = {
             "idem_key": conf["idem_key"],
             "status": "posted",
