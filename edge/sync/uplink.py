@@ -285,19 +285,26 @@ class Uplink:
         return not self.relay_online and row.kind in AWAITS_RESULT
 
     async def _idle(self) -> None:
-        """Wait for a commit, an acknowledgement, the acknowledgements' flush being due, or a
-        second to pass."""
+        """Wait for a commit, the oldest publish's outcome, the acknowledgements' flush being
+        due, or a second to pass (a timer and a callback: no task per wait)."""
         timeout = 1.0
         if self._first_unflushed is not None:
             due = self._first_unflushed + FLUSH_AFTER_S - time.monotonic()
             timeout = min(timeout, max(0.0, due))
-        waiters = [asyncio.ensure_future(self._wake.wait())]
-        if self._inflight:
-            waiters.append(self._inflight[0][1])  # type: ignore[arg-type]
+        wake = self._wake
+        timer = asyncio.get_running_loop().call_later(timeout, wake.set)
+        oldest = self._inflight[0][1] if self._inflight else None
+        if oldest is not None:
+            oldest.add_done_callback(self._wake_up)
         try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await wake.wait()
         finally:
-            waiters[0].cancel()
+            timer.cancel()
+            if oldest is not None:
+                oldest.remove_done_callback(self._wake_up)
+
+    def _wake_up(self, _: object) -> None:
+        self._wake.set()
 
     async def replay(self, from_seq: int) -> int:
         """Send the business messages from ``from_seq`` on again, as they were (same msg_id and
