@@ -23,6 +23,7 @@ from edge.engine import Engine
 from edge.errors import ComponentFailed
 from edge.metrics import MetricsSources
 from edge.sources.registry import SourceTask, build_sources
+from edge.store.retention import RetentionPolicy
 from edge.store.store import Store
 from edge.sync import messages
 
@@ -117,6 +118,13 @@ async def run_gateway(
     metrics = MetricsSources(
         links=links, adapters=lambda: {s.link: s.adapter for s in sources if s.adapter}
     )
+    if cfg.retention.enabled:
+        policy = retention_policy(cfg)
+
+        async def retention(_: Engine) -> None:
+            await engine.maintain(policy)
+
+        components = (*components, retention)
     if cfg.mqtt.enabled:
         from edge.sync.service import build_sync
 
@@ -192,6 +200,20 @@ async def run_gateway(
             "systemd starts it again (see the log for the details)"
         )
     return engine
+
+
+def retention_policy(cfg: GatewayConfig) -> RetentionPolicy:
+    r = cfg.retention
+    return RetentionPolicy(
+        enabled=r.enabled,
+        checkpoint_interval_s=r.checkpoint_interval_s,
+        checkpoint_journal_rows=r.checkpoint_journal_rows,
+        journal_days=r.journal_days,
+        outbox_days=r.outbox_days,
+        command_id_days=r.command_id_days,
+        batch_rows=r.batch_rows,
+        vacuum_pages=r.vacuum_pages,
+    )
 
 
 def _status(engine: Engine) -> str:

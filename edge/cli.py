@@ -135,7 +135,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from edge.store.replay import verify
+    from edge.store.replay import verify_all
     from edge.store.store import Store
 
     db = Path(args.db) if args.db else _load(args).store.path
@@ -145,15 +145,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     store = Store(db)
     store.open(boot=False, migrate_schema=False)
     try:
-        diffs = verify(store)
+        checks = verify_all(store)
         journal = store.journal_count()
     finally:
         store.close()
-    if diffs:
-        print(f"{db}: {len(diffs)} projection rows differ from the journal replay:")
-        for d in diffs[:20]:
+    failed = [c for c in checks if c.differences]
+    for check in failed:
+        print(f"{db}: {len(check.differences)} rows differ: {check.what}:")
+        for d in check.differences[:20]:
             print(f"  {d.table} {d.key!r}")
+    if failed:
         return EXIT_FAILED
+    for check in checks:
+        print(f"{db}: ok: {check.what}")
     print(f"{db}: the projections equal the replay of {journal} journal entries")
     return EXIT_OK
 

@@ -197,6 +197,19 @@ class EngineSection(_Section):
     tick_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
 
 
+class RetentionSection(_Section):
+    """``[retention]``: checkpoints of the projections, and how long old rows are kept."""
+
+    enabled: bool = True
+    checkpoint_interval_s: Annotated[float, Field(ge=60, le=7 * 86_400)] = 3600.0
+    checkpoint_journal_rows: Annotated[int, Field(ge=0, le=10_000_000)] = 100_000
+    journal_days: Annotated[float, Field(ge=1, le=3650)] = 90.0
+    outbox_days: Annotated[float, Field(ge=1, le=3650)] = 30.0
+    command_id_days: Annotated[float, Field(ge=1, le=3650)] = 7.0
+    batch_rows: Annotated[int, Field(ge=100, le=50_000)] = 2000
+    vacuum_pages: Annotated[int, Field(ge=16, le=65_536)] = 1024
+
+
 _TOPIC_LEVEL: Final = r"^[^/+#\x00-\x20\x7f]{1,64}$"
 _ROOT_PATTERN: Final = r"^[^+#\x00-\x20\x7f]+$"
 
@@ -968,6 +981,7 @@ class GatewayConfig(BaseSettings):
     gateway: GatewaySection
     store: StoreSection = Field(default_factory=StoreSection)
     engine: EngineSection = Field(default_factory=EngineSection)
+    retention: RetentionSection = Field(default_factory=RetentionSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
     sources: SourcesSection = Field(default_factory=SourcesSection)
     counting: CountingSection = Field(default_factory=CountingSection)

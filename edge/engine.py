@@ -30,7 +30,8 @@ from edge.domain.rules import WorkCenterRules
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
 from edge.logging import Logger, get_logger
 from edge.ports import CommitHook, CommitListener, EngineStats, Outbound
-from edge.store import codec
+from edge.store import codec, retention
+from edge.store.retention import Checkpoint, Pruned, RetentionPolicy, RetentionStats
 from edge.store.store import JournalEntry, OutboxRow, Store
 
 T = TypeVar("T")
@@ -81,8 +82,11 @@ class Engine:
         self._listeners: list[CommitListener] = []
         self._commit_hooks: list[Callable[[list[OutboxRow]], None]] = []
         self._published: dict[tuple[str, str], object] = {}
-        # Ids of operator commands already journaled (see submit); loaded by open().
+        # Ids of operator commands already journaled (see submit); loaded by open(). Only ids
+        # still in the journal: retention drops those of the entries it deletes (maintain).
         self._commands: set[str] = set()
+        self.retention = RetentionStats()
+        self._told_no_vacuum = False
 
     # ------------------------------------------------------------------ opening
 
@@ -450,6 +454,136 @@ class Engine:
             if queued.future is not None and not queued.future.done():
                 queued.future.set_exception(exc)
         await asyncio.sleep(0.5)  # a full disk does not free itself in a microsecond
+
+    # ------------------------------------------------------------------ checkpoints, retention
+
+    @property
+    def command_id_count(self) -> int:
+        """How many command ids are remembered (to refuse a duplicate)."""
+        return len(self._commands)
+
+    def checkpoint_age_s(self) -> float | None:
+        """Seconds since the newest checkpoint (the gateway's clock), None before the first."""
+        last = self.retention.last_checkpoint
+        if last is None:
+            return None
+        return max(0.0, (self.clock.now().mono_ms - last.at_mono_ms) / 1000)
+
+    async def maintain(self, policy: RetentionPolicy, *, poll_s: float | None = None) -> None:
+        """Checkpoints and retention, until cancelled (a component of edge.app)."""
+        poll = poll_s if poll_s is not None else min(60.0, policy.checkpoint_interval_s)
+        while True:
+            await self.maintenance_step(policy)
+            await asyncio.sleep(poll)
+
+    async def maintenance_step(self, policy: RetentionPolicy, *, force: bool = False) -> Pruned:
+        """A checkpoint when one is due (or ``force``), then retention after each checkpoint."""
+        pruned = Pruned()
+        if self.stopped:
+            return pruned
+        last = self.retention.last_checkpoint
+        if last is None and self.retention.runs == 0:
+            last = await self._in_store(retention.newest_checkpoint, self.store)
+            self.retention.last_checkpoint = last
+        due = force or last is None
+        if not due and last is not None:
+            now = self.clock.now()
+            due = now.mono_ms - last.at_mono_ms >= policy.checkpoint_interval_s * 1000
+            if not due and policy.checkpoint_journal_rows > 0:
+                since = await self._in_store(
+                    retention.journal_rows_since, self.store, last.journal_id
+                )
+                due = since >= policy.checkpoint_journal_rows
+        first_run = self.retention.runs == 0
+        if due:
+            await self.checkpoint()
+        if due or first_run:
+            pruned = await self.prune(policy)
+        return pruned
+
+    async def checkpoint(self) -> Checkpoint | None:
+        """Write a checkpoint now, on the store's thread between two commits."""
+        cp = await self._in_store(retention.write_checkpoint, self.store, self.clock.now())
+        if cp is not None and cp != self.retention.last_checkpoint:
+            self.retention.checkpoints_written += 1
+            self.log.info("checkpoint written", checkpoint=cp.id, journal_id=cp.journal_id)
+        if cp is not None:
+            self.retention.last_checkpoint = cp
+        return cp
+
+    async def prune(self, policy: RetentionPolicy) -> Pruned:
+        """Delete what the retention allows, in transactions of at most ``batch_rows`` rows
+        each, letting the commits in between; then give the freed pages back.
+
+        A command id goes from memory with its journal entry, and the journal is kept for at
+        least ``command_id_days`` (RetentionPolicy.journal_keep_ms): a duplicate of a command
+        younger than that is always refused."""
+        pruned = Pruned()
+        store, limit = self.store, policy.batch_rows
+        now = self.clock.now()
+        # Outbox ages are wall times: not while the wall clock is implausible (edge.clock).
+        if self.clock.trusted:
+            cutoff = now.wall_ms - policy.outbox_keep_ms
+            while n := await self._in_store(retention.prune_outbox_batch, store, cutoff, limit):
+                pruned.add("outbox", n)
+                await asyncio.sleep(0)
+        point = await self._in_store(retention.prune_point, store, now, policy.journal_keep_ms)
+        if point is not None:
+            cursor = 0
+            while True:
+                cursor, n = await self._in_store(
+                    retention.prune_events_batch, store, point.journal_id, cursor, limit
+                )
+                if not cursor:
+                    break
+                pruned.add("events", n)
+                await asyncio.sleep(0)
+            while True:
+                cursor, n, ids = await self._in_store(
+                    retention.prune_journal_batch, store, point.journal_id, cursor, limit
+                )
+                if not cursor:
+                    break
+                pruned.add("journal", n)
+                pruned.command_ids |= ids
+                self._commands -= ids
+                await asyncio.sleep(0)
+            pruned.checkpoints = await self._in_store(retention.prune_checkpoints, store, point)
+        if pruned.journal or pruned.events or pruned.outbox:
+            pruned.vacuumed_pages = await self._give_back(policy)
+        self.retention.count(pruned)
+        if pruned.journal or pruned.events or pruned.outbox or pruned.checkpoints:
+            self.log.info(
+                "retention: old rows deleted",
+                journal=pruned.journal,
+                events=pruned.events,
+                outbox=pruned.outbox,
+                checkpoints=pruned.checkpoints,
+                pages_returned=pruned.vacuumed_pages,
+                command_ids=len(self._commands),
+            )
+        return pruned
+
+    async def _give_back(self, policy: RetentionPolicy) -> int:
+        """PRAGMA incremental_vacuum in steps, when the database was made for it."""
+        mode = await self._in_store(retention.auto_vacuum, self.store)
+        if mode != 2:
+            if not self._told_no_vacuum:
+                self._told_no_vacuum = True
+                self.log.info(
+                    "this database was made without auto_vacuum: the space of deleted rows is "
+                    "used again for new ones, but the file does not shrink",
+                    db=str(self.store.path),
+                )
+            return 0
+        before = free = await self._in_store(retention.free_pages, self.store)
+        while free > 0:
+            left = await self._in_store(retention.vacuum_step, self.store, policy.vacuum_pages)
+            if left >= free:
+                break
+            free = left
+            await asyncio.sleep(0)
+        return before - free
 
     # ------------------------------------------------------------------ logging
 

@@ -11,17 +11,19 @@ from dataclasses import dataclass
 from edge.domain.core import WorkCenter
 from edge.domain.inputs import RulesApplied
 from edge.errors import StoreError
-from edge.store import codec
+from edge.store import codec, retention
+from edge.store.retention import Checkpoint
 from edge.store.store import Store
 
 
 def replay(
-    store: Store, wc: WorkCenter | None = None, after_id: int = 0
+    store: Store, wc: WorkCenter | None = None, after_id: int = 0, upto_id: int | None = None
 ) -> tuple[WorkCenter | None, int]:
     """Apply the journal's inputs in order through the core: from the start, or continuing a
-    replayed ``wc`` after journal entry ``after_id``. Returns the state and the last entry id."""
+    replayed ``wc`` after journal entry ``after_id`` (up to ``upto_id``). Returns the state
+    and the last entry id."""
     last_id = after_id
-    for journal_id, inp in store.iter_journal(after_id):
+    for journal_id, inp in store.iter_journal(after_id, upto_id):
         if wc is None:
             if not isinstance(inp, RulesApplied):
                 raise StoreError(f"journal entry {journal_id} comes before the rules were applied")
@@ -46,11 +48,10 @@ class Difference:
     replayed: str | None
 
 
-def verify(store: Store, replayed_wc: WorkCenter | None = None) -> list[Difference]:
-    """Every projection row that differs from the journal replay (empty: they agree)."""
-    with store.read_snapshot():
-        wc = replayed_wc if replayed_wc is not None else replay(store)[0]
-        stored = store.projection_docs()
+def compare(
+    stored: dict[str, dict[str, str]], wc: WorkCenter | None
+) -> list[Difference]:
+    """Every row of ``stored`` (projection docs) that differs from what ``wc`` implies."""
     replayed = codec.all_docs(wc) if wc is not None else {}
     diffs: list[Difference] = []
     for table in sorted(set(stored) | set(replayed)):
@@ -59,3 +60,88 @@ def verify(store: Store, replayed_wc: WorkCenter | None = None) -> list[Differen
             if a.get(key) != b.get(key):
                 diffs.append(Difference(table, key, a.get(key), b.get(key)))
     return diffs
+
+
+def verify(store: Store, replayed_wc: WorkCenter | None = None) -> list[Difference]:
+    """Every projection row that differs from the journal replay (empty: they agree).
+
+    The replay starts at the journal's start, or where retention cut the journal, at the
+    oldest checkpoint the journal after which is complete."""
+    with store.read_snapshot():
+        wc: WorkCenter | None = replayed_wc
+        if wc is None:
+            start = _replay_start(store)
+            wc = _restore(store, start) if start is not None else None
+            wc = replay(store, wc, start.journal_id if start is not None else 0)[0]
+        stored = store.projection_docs()
+    return compare(stored, wc)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One comparison ``edge verify`` made, and what differed."""
+
+    what: str
+    differences: list[Difference]
+
+
+def verify_all(store: Store) -> list[Check]:
+    """Every check the journal and the checkpoints allow, in one read snapshot:
+
+    - from the journal's start (while it is complete) or from the oldest checkpoint the
+      journal after which is complete, replayed on: each later checkpoint equals the replay
+      up to its journal entry, and the projections equal the whole replay;
+    - the newest checkpoint plus the journal after it replay to the projections (what a
+      start from that checkpoint would give).
+    """
+    checks: list[Check] = []
+    with store.read_snapshot():
+        stored = store.projection_docs()
+        points = retention.checkpoints(store)
+        start = _replay_start(store)
+        wc = _restore(store, start) if start is not None else None
+        at = start.journal_id if start is not None else 0
+        origin = "the journal" if start is None else f"checkpoint {start.id} (entry {at})"
+        for cp in points:
+            if cp.journal_id < at or (start is not None and cp.id == start.id):
+                continue
+            wc, at = replay(store, wc, at, cp.journal_id)
+            checks.append(
+                Check(
+                    f"checkpoint {cp.id} (entry {cp.journal_id}) = replay from {origin}",
+                    compare(retention.checkpoint_docs(store, cp.id), wc),
+                )
+            )
+        wc, at = replay(store, wc, at)
+        checks.append(Check(f"projections = replay from {origin}", compare(stored, wc)))
+        newest = points[-1] if points else None
+        if newest is not None and (start is None or newest.id != start.id):
+            wc = replay(store, _restore(store, newest), newest.journal_id)[0]
+            checks.append(
+                Check(
+                    f"projections = checkpoint {newest.id} (entry {newest.journal_id}) "
+                    "+ the journal after it",
+                    compare(stored, wc),
+                )
+            )
+    return checks
+
+
+def _replay_start(store: Store) -> Checkpoint | None:
+    """None while the journal is complete from entry 1; else the oldest checkpoint the
+    journal after which is complete (StoreError if there is none)."""
+    if retention.journal_complete_after(store, 0):
+        return None
+    for cp in retention.checkpoints(store):
+        if retention.journal_complete_after(store, cp.journal_id):
+            return cp
+    raise StoreError(
+        "the journal is incomplete and no checkpoint covers the entries that are missing"
+    )
+
+
+def _restore(store: Store, cp: Checkpoint) -> WorkCenter | None:
+    try:
+        return codec.restore(retention.checkpoint_docs(store, cp.id))
+    except ValueError as exc:
+        raise StoreError(f"checkpoint {cp.id} cannot be restored: {exc}") from exc

@@ -106,7 +106,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE journal ADD COLUMN command_id TEXT;
     CREATE UNIQUE INDEX journal_command ON journal(command_id) WHERE command_id IS NOT NULL;
     """,
+    # 4: checkpoints (edge.store.retention): the projections as they stood after journal entry
+    # journal_id, so that the journal before the oldest one kept can be deleted. docs is the
+    # JSON {table: {key: doc}} of the projection tables, zlib-compressed; format says how docs
+    # is encoded (CHECKPOINT_FORMAT). The two indexes make the foreign-key checks of a delete
+    # (an event's journal row, an outbox row's event) lookups instead of table scans.
+    """
+    CREATE TABLE checkpoint (
+        id INTEGER PRIMARY KEY,
+        journal_id INTEGER NOT NULL,
+        at_wall_ms INTEGER NOT NULL,
+        at_mono_ms INTEGER NOT NULL,
+        format INTEGER NOT NULL,
+        docs BLOB NOT NULL
+    );
+    CREATE INDEX checkpoint_journal ON checkpoint(journal_id);
+    CREATE INDEX event_journal ON event(journal_id);
+    CREATE INDEX outbox_event ON outbox(event_id) WHERE event_id IS NOT NULL;
+    """,
 )
+
+# How a checkpoint's docs are encoded: 1 = zlib(JSON of {table: {key: doc}}), each doc as
+# codec writes it into the projection tables.
+CHECKPOINT_FORMAT = 1
 
 PROJECTION_TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned")
 

@@ -148,6 +148,12 @@ class Store:
             conn = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False, timeout=10
             )
+            if migrate_schema:
+                # A new database gives the pages retention frees back to the file system
+                # (PRAGMA incremental_vacuum). SQLite takes this only before the first table
+                # and before journal_mode=WAL writes the header; on an existing database it
+                # changes nothing (that would take a VACUUM, see edge.store.retention).
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -461,14 +467,26 @@ class Store:
             "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0), "
             "COALESCE((SELECT MAX(seq) FROM outbox), 0)) + 1"
         ).fetchone()[0]
+        # Retention (edge.store.retention) records the highest number it deleted in meta:
+        # numbers go on after it even when every row that had one is gone.
+        floors = {
+            key: _int(value, 0)
+            for key, value in self.conn.execute(
+                "SELECT key, value FROM meta WHERE key IN "
+                "('pruned_env_seq', 'pruned_journal_id', 'pruned_event_id')"
+            )
+        }
         self._next_env_seq = self.conn.execute(
-            "SELECT COALESCE(MAX(env_seq), 0) + 1 FROM outbox"
+            "SELECT MAX(COALESCE(MAX(env_seq), 0), ?) + 1 FROM outbox",
+            (floors.get("pruned_env_seq", 0),),
         ).fetchone()[0]
         self._next_journal = self.conn.execute(
-            "SELECT COALESCE(MAX(id), 0) + 1 FROM journal"
+            "SELECT MAX(COALESCE(MAX(id), 0), ?) + 1 FROM journal",
+            (floors.get("pruned_journal_id", 0),),
         ).fetchone()[0]
         self._next_event = self.conn.execute(
-            "SELECT COALESCE(MAX(id), 0) + 1 FROM event"
+            "SELECT MAX(COALESCE(MAX(id), 0), ?) + 1 FROM event",
+            (floors.get("pruned_event_id", 0),),
         ).fetchone()[0]
 
     # ------------------------------------------------------------------ reading state
@@ -506,15 +524,20 @@ class Store:
         ).fetchone()
         return Instant(row[0], row[1]) if row else None
 
-    def iter_journal(self, after_id: int = 0) -> Iterator[tuple[int, Input]]:
+    def iter_journal(
+        self, after_id: int = 0, upto_id: int | None = None
+    ) -> Iterator[tuple[int, Input]]:
+        """The journal's inputs after ``after_id`` (up to ``upto_id``), in order."""
         cursor = self.conn.execute(
-            "SELECT id, input_type, body FROM journal WHERE id > ? ORDER BY id", (after_id,)
+            "SELECT id, input_type, body FROM journal WHERE id > ? AND id <= ? ORDER BY id",
+            (after_id, upto_id if upto_id is not None else 2**63 - 1),
         )
         for journal_id, name, body in cursor:
             yield journal_id, codec.decode_input(name, body)
 
     def command_ids(self) -> set[str]:
-        """The ids of every operator command journaled so far (a few per hour at a machine)."""
+        """The ids of the operator commands (and downlink msg_ids) the journal holds: every one
+        journaled within the retention (edge.store.retention keeps at least command_id_days)."""
         rows = self.conn.execute("SELECT command_id FROM journal WHERE command_id IS NOT NULL")
         return {row[0] for row in rows}
 

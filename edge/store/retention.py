@@ -1,0 +1,352 @@
+"""Checkpoints and retention: what lets the database live for years on an SD card.
+
+A checkpoint is the projections as they stood after one journal entry, written in one
+transaction with nothing committed in between (so it is exactly the state that entry left).
+With a checkpoint, the journal and the events before it are no longer needed to rebuild the
+state, and can go once they are older than the retention says.
+
+Every function here runs on the store's thread (the engine's writer, ``Engine.run_store``), in
+order with the commits; each deleting call is one short transaction of at most ``limit`` rows, so
+the writer is never held long. What is deleted and what never is:
+
+- the journal and the events up to the newest checkpoint older than
+  ``max(journal_days, command_id_days)``, never the newest journal entry (it carries the last
+  instant the clock goes on from, and the journal's numbering);
+- an event an outbox row still points at is kept, and with it its journal entry (the foreign
+  keys), until the outbox row is gone;
+- finished outbox rows (``state = 'done'``) older than ``outbox_days``; a row that is 'pending'
+  or 'published' is never deleted, whatever its age or the disk's state;
+- checkpoints before the one the journal was cut at; of the older ones one per day is kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from edge.domain.clock import Instant
+from edge.errors import StoreError
+from edge.store.schema import CHECKPOINT_FORMAT
+from edge.store.store import Store
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """``[retention]`` as the engine's maintenance needs it (edge.config builds it)."""
+
+    enabled: bool = True
+    checkpoint_interval_s: float = 3600.0
+    checkpoint_journal_rows: int = 100_000  # 0: by time only
+    journal_days: float = 90.0
+    outbox_days: float = 30.0
+    command_id_days: float = 7.0
+    batch_rows: int = 2000
+    vacuum_pages: int = 1024
+
+    @property
+    def journal_keep_ms(self) -> int:
+        # Command ids live in the journal: the journal is kept at least as long as a duplicate
+        # command may still arrive, so that it is still refused.
+        return round(max(self.journal_days, self.command_id_days) * DAY_MS)
+
+    @property
+    def outbox_keep_ms(self) -> int:
+        return round(self.outbox_days * DAY_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    id: int
+    journal_id: int  # the last journal entry it covers
+    at_wall_ms: int
+    at_mono_ms: int  # the gateway's monotonic clock (goes on across restarts)
+
+
+@dataclass(slots=True)
+class Pruned:
+    """What one retention run deleted."""
+
+    journal: int = 0
+    events: int = 0
+    outbox: int = 0
+    checkpoints: int = 0
+    largest_batch: int = 0  # rows in the largest single transaction
+    command_ids: set[str] = field(default_factory=set)  # of the journal entries that went
+    vacuumed_pages: int = 0
+
+    def add(self, table: str, rows: int) -> None:
+        setattr(self, table, getattr(self, table) + rows)
+        self.largest_batch = max(self.largest_batch, rows)
+
+
+@contextlib.contextmanager
+def _transaction(store: Store, what: str) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (an SQLite one as StoreError)."""
+    conn = store.conn
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        raise StoreError(f"{what} failed, nothing of it was stored: {exc}") from exc
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def encode_docs(docs: dict[str, dict[str, str]]) -> bytes:
+    return zlib.compress(json.dumps(docs, separators=(",", ":")).encode(), 6)
+
+
+def decode_docs(blob: bytes, fmt: int) -> dict[str, dict[str, str]]:
+    if fmt != CHECKPOINT_FORMAT:
+        raise StoreError(f"checkpoint format {fmt} is not one this gateway reads")
+    docs: dict[str, dict[str, str]] = json.loads(zlib.decompress(blob))
+    return docs
+
+
+def write_checkpoint(store: Store, at: Instant) -> Checkpoint | None:
+    """The projections as they stand now, with the journal entry they reflect (None: empty).
+
+    One transaction: the commit that wrote the newest journal entry wrote these projections
+    too, and no commit can come in between (the store's thread runs one call at a time)."""
+    with _transaction(store, "writing a checkpoint") as conn:
+        journal_id: int | None = conn.execute("SELECT MAX(id) FROM journal").fetchone()[0]
+        if journal_id is None:
+            return None
+        last = newest_checkpoint(store)
+        if last is not None and last.journal_id == journal_id:
+            return last  # nothing happened since
+        blob = encode_docs(store.projection_docs())
+        cursor = conn.execute(
+            "INSERT INTO checkpoint(journal_id, at_wall_ms, at_mono_ms, format, docs) "
+            "VALUES (?,?,?,?,?)",
+            (journal_id, at.wall_ms, at.mono_ms, CHECKPOINT_FORMAT, blob),
+        )
+        cid = cursor.lastrowid
+    assert cid is not None
+    return Checkpoint(cid, journal_id, at.wall_ms, at.mono_ms)
+
+
+def checkpoints(store: Store) -> list[Checkpoint]:
+    """Every checkpoint, oldest first (without their docs)."""
+    rows = store.conn.execute(
+        "SELECT id, journal_id, at_wall_ms, at_mono_ms FROM checkpoint ORDER BY journal_id, id"
+    ).fetchall()
+    return [Checkpoint(*row) for row in rows]
+
+
+def newest_checkpoint(store: Store) -> Checkpoint | None:
+    row = store.conn.execute(
+        "SELECT id, journal_id, at_wall_ms, at_mono_ms FROM checkpoint "
+        "ORDER BY journal_id DESC, id DESC LIMIT 1"
+    ).fetchone()
+    return Checkpoint(*row) if row else None
+
+
+def checkpoint_docs(store: Store, checkpoint_id: int) -> dict[str, dict[str, str]]:
+    row = store.conn.execute(
+        "SELECT format, docs FROM checkpoint WHERE id = ?", (checkpoint_id,)
+    ).fetchone()
+    if row is None:
+        raise StoreError(f"no checkpoint {checkpoint_id}")
+    try:
+        return decode_docs(row[1], row[0])
+    except (zlib.error, ValueError) as exc:
+        raise StoreError(f"checkpoint {checkpoint_id} cannot be read: {exc}") from exc
+
+
+def journal_rows_since(store: Store, journal_id: int) -> int:
+    """Journal entries after ``journal_id`` (entries are numbered without gaps)."""
+    row = store.conn.execute("SELECT MAX(id) FROM journal").fetchone()
+    return max(0, (row[0] or 0) - journal_id)
+
+
+def journal_complete_after(store: Store, journal_id: int) -> bool:
+    """Is every journal entry after ``journal_id`` still there?"""
+    last, count = store.conn.execute(
+        "SELECT MAX(id), COUNT(*) FROM journal WHERE id > ?", (journal_id,)
+    ).fetchone()
+    return bool(count == (last or journal_id) - journal_id)
+
+
+# ---------------------------------------------------------------------- retention
+
+
+def prune_point(store: Store, now: Instant, keep_ms: int) -> Checkpoint | None:
+    """The newest checkpoint at least ``keep_ms`` old (by the gateway's monotonic clock, so a
+    wall clock that jumps forward never deletes a day early): the journal up to it may go."""
+    row = store.conn.execute(
+        "SELECT id, journal_id, at_wall_ms, at_mono_ms FROM checkpoint WHERE at_mono_ms <= ? "
+        "ORDER BY journal_id DESC, id DESC LIMIT 1",
+        (now.mono_ms - keep_ms,),
+    ).fetchone()
+    return Checkpoint(*row) if row else None
+
+
+def _set_floor(conn: sqlite3.Connection, key: str, value: int | None) -> None:
+    """The highest number deleted, so that no number is given out again (Store._reset_ids)."""
+    if value is None:
+        return
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE "
+        "SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+        (key, str(value)),
+    )
+
+
+def prune_outbox_batch(store: Store, before_wall_ms: int, limit: int) -> int:
+    """Delete up to ``limit`` finished outbox rows made before ``before_wall_ms``.
+
+    Only ``state = 'done'``: a pending or published row is never deleted."""
+    with _transaction(store, "pruning the outbox") as conn:
+        row = conn.execute(
+            "SELECT MAX(env_seq), COUNT(*) FROM (SELECT env_seq FROM outbox "
+            "WHERE state = 'done' AND at_wall_ms < ? ORDER BY seq LIMIT ?)",
+            (before_wall_ms, limit),
+        ).fetchone()
+        if not row[1]:
+            return 0
+        _set_floor(conn, "pruned_env_seq", row[0])
+        deleted = conn.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
+            "WHERE state = 'done' AND at_wall_ms < ? ORDER BY seq LIMIT ?)",
+            (before_wall_ms, limit),
+        ).rowcount
+    return deleted
+
+
+def prune_events_batch(
+    store: Store, upto_journal_id: int, after_id: int, limit: int
+) -> tuple[int, int]:
+    """Delete the events of journal entries up to ``upto_journal_id`` in an id window of
+    ``limit`` after ``after_id``, except those an outbox row points at.
+
+    Returns (the window's end or 0 when no such events are left, rows deleted)."""
+    conn = store.conn
+    row = conn.execute(
+        "SELECT MIN(id) FROM event WHERE id > ? AND journal_id <= ?", (after_id, upto_journal_id)
+    ).fetchone()
+    if row[0] is None:
+        return 0, 0
+    start = row[0] - 1
+    end = start + limit
+    window = "id > ? AND id <= ? AND journal_id <= ?"
+    with _transaction(store, "pruning events") as conn:
+        highest = conn.execute(
+            f"SELECT MAX(id) FROM event WHERE {window}", (start, end, upto_journal_id)
+        ).fetchone()[0]
+        _set_floor(conn, "pruned_event_id", highest)
+        deleted = conn.execute(
+            f"DELETE FROM event WHERE {window} "
+            "AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.event_id = event.id)",
+            (start, end, upto_journal_id),
+        ).rowcount
+    return end, deleted
+
+
+def prune_journal_batch(
+    store: Store, upto_journal_id: int, after_id: int, limit: int
+) -> tuple[int, int, set[str]]:
+    """Delete the journal entries in the id window (``after_id``, ``after_id + limit``] up to
+    ``upto_journal_id`` that no event belongs to any more, never the newest entry.
+
+    Returns (the window's end or 0 when nothing is left, rows deleted, their command ids)."""
+    conn = store.conn
+    newest = conn.execute("SELECT MAX(id) FROM journal").fetchone()[0] or 0
+    upto = min(upto_journal_id, newest - 1)
+    row = conn.execute(
+        "SELECT MIN(id) FROM journal WHERE id > ? AND id <= ?", (after_id, upto)
+    ).fetchone()
+    if row[0] is None:
+        return 0, 0, set()
+    start = row[0] - 1
+    end = min(start + limit, upto)
+    where = (
+        "id > ? AND id <= ? AND NOT EXISTS (SELECT 1 FROM event WHERE event.journal_id = "
+        "journal.id)"
+    )
+    with _transaction(store, "pruning the journal") as conn:
+        ids = {
+            r[0]
+            for r in conn.execute(
+                f"SELECT command_id FROM journal WHERE {where} AND command_id IS NOT NULL",
+                (start, end),
+            )
+        }
+        _set_floor(conn, "pruned_journal_id", end)
+        deleted = conn.execute(f"DELETE FROM journal WHERE {where}", (start, end)).rowcount
+    return end, deleted, ids
+
+
+def prune_checkpoints(store: Store, kept: Checkpoint) -> int:
+    """Delete the checkpoints before ``kept`` (the journal was cut there) and, of those after
+    it older than a day, all but the newest of each day. The newest one always stays."""
+    with _transaction(store, "pruning checkpoints") as conn:
+        deleted = conn.execute(
+            "DELETE FROM checkpoint WHERE journal_id < ? OR (journal_id = ? AND id < ?)",
+            (kept.journal_id, kept.journal_id, kept.id),
+        ).rowcount
+        newest = newest_checkpoint(store)
+        if newest is not None:
+            deleted += conn.execute(
+                "DELETE FROM checkpoint WHERE id != ? AND id != ? AND at_mono_ms < ? "
+                "AND id NOT IN (SELECT MAX(id) FROM checkpoint GROUP BY at_mono_ms / ?)",
+                (kept.id, newest.id, newest.at_mono_ms - DAY_MS, DAY_MS),
+            ).rowcount
+    return deleted
+
+
+def auto_vacuum(store: Store) -> int:
+    """0 none, 1 full, 2 incremental (PRAGMA auto_vacuum)."""
+    mode: int = store.conn.execute("PRAGMA auto_vacuum").fetchone()[0]
+    return mode
+
+
+def vacuum_step(store: Store, pages: int) -> int:
+    """Give up to ``pages`` free pages back to the file system; returns the pages still free."""
+    conn = store.conn
+    try:
+        conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+        free: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise StoreError(f"returning free pages failed: {exc}") from exc
+    return free
+
+
+def free_pages(store: Store) -> int:
+    free: int = store.conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return free
+
+
+@dataclass(slots=True)
+class RetentionStats:
+    """What the maintenance did since the start (totals), and the newest checkpoint."""
+
+    checkpoints_written: int = 0
+    journal_pruned: int = 0
+    events_pruned: int = 0
+    outbox_pruned: int = 0
+    checkpoints_pruned: int = 0
+    pages_returned: int = 0
+    runs: int = 0
+    last_checkpoint: Checkpoint | None = None
+
+    def count(self, pruned: Pruned) -> None:
+        self.runs += 1
+        self.journal_pruned += pruned.journal
+        self.events_pruned += pruned.events
+        self.outbox_pruned += pruned.outbox
+        self.checkpoints_pruned += pruned.checkpoints
+        self.pages_returned += pruned.vacuumed_pages
