@@ -87,6 +87,7 @@ class Engine:
         self._commands: set[str] = set()
         self.retention = RetentionStats()
         self._told_no_vacuum = False
+        self._pruned_at_mono = -1  # when maintenance_step last ran the retention
 
     # ------------------------------------------------------------------ opening
 
@@ -494,11 +495,14 @@ class Engine:
                     retention.journal_rows_since, self.store, last.journal_id
                 )
                 due = since >= policy.checkpoint_journal_rows
-        first_run = self.retention.runs == 0
         if due:
             await self.checkpoint()
-        if due or first_run:
+        # Retention after a start and then once per checkpoint interval (not at every poll of
+        # an idle gateway, whose checkpoint stays the same).
+        since = self.clock.now().mono_ms - self._pruned_at_mono
+        if self._pruned_at_mono < 0 or since >= policy.checkpoint_interval_s * 1000 or force:
             pruned = await self.prune(policy)
+            self._pruned_at_mono = self.clock.now().mono_ms
         return pruned
 
     async def checkpoint(self) -> Checkpoint | None:

@@ -211,19 +211,17 @@ def prune_outbox_batch(store: Store, before_wall_ms: int, limit: int) -> int:
 
     Only ``state = 'done'``: a pending or published row is never deleted."""
     with _transaction(store, "pruning the outbox") as conn:
-        row = conn.execute(
-            "SELECT MAX(env_seq), COUNT(*) FROM (SELECT env_seq FROM outbox "
-            "WHERE state = 'done' AND at_wall_ms < ? ORDER BY seq LIMIT ?)",
+        # The partial index outbox_done: only finished rows, oldest first, no table scan.
+        rows = conn.execute(
+            "SELECT seq, env_seq FROM outbox WHERE state = 'done' AND at_wall_ms < ? LIMIT ?",
             (before_wall_ms, limit),
-        ).fetchone()
-        if not row[1]:
+        ).fetchall()
+        if not rows:
             return 0
-        _set_floor(conn, "pruned_env_seq", row[0])
-        deleted = conn.execute(
-            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox "
-            "WHERE state = 'done' AND at_wall_ms < ? ORDER BY seq LIMIT ?)",
-            (before_wall_ms, limit),
-        ).rowcount
+        _set_floor(conn, "pruned_env_seq", max((r[1] or 0 for r in rows), default=None))
+        seqs = [(r[0],) for r in rows]
+        conn.executemany("DELETE FROM outbox WHERE seq = ? AND state = 'done'", seqs)
+        deleted = len(seqs)
     return deleted
 
 
@@ -235,13 +233,17 @@ def prune_events_batch(
 
     Returns (the window's end or 0 when no such events are left, rows deleted)."""
     conn = store.conn
+    # The last event of those entries (event_journal), then windows by id: every step is an
+    # index lookup, none scans the events that stay.
     row = conn.execute(
-        "SELECT MIN(id) FROM event WHERE id > ? AND journal_id <= ?", (after_id, upto_journal_id)
+        "SELECT id FROM event WHERE journal_id <= ? ORDER BY journal_id DESC, id DESC LIMIT 1",
+        (upto_journal_id,),
     ).fetchone()
-    if row[0] is None:
+    first = conn.execute("SELECT MIN(id) FROM event WHERE id > ?", (after_id,)).fetchone()[0]
+    if row is None or first is None or first > row[0]:
         return 0, 0
-    start = row[0] - 1
-    end = start + limit
+    start = first - 1
+    end = min(start + limit, row[0])
     window = "id > ? AND id <= ? AND journal_id <= ?"
     with _transaction(store, "pruning events") as conn:
         highest = conn.execute(

@@ -109,8 +109,9 @@ MIGRATIONS: tuple[str, ...] = (
     # 4: checkpoints (edge.store.retention): the projections as they stood after journal entry
     # journal_id, so that the journal before the oldest one kept can be deleted. docs is the
     # JSON {table: {key: doc}} of the projection tables, zlib-compressed; format says how docs
-    # is encoded (CHECKPOINT_FORMAT). The two indexes make the foreign-key checks of a delete
-    # (an event's journal row, an outbox row's event) lookups instead of table scans.
+    # is encoded (CHECKPOINT_FORMAT). The indexes make what retention deletes lookups instead
+    # of table scans: the foreign-key checks (an event's journal row, an outbox row's event)
+    # and the finished outbox rows by age.
     """
     CREATE TABLE checkpoint (
         id INTEGER PRIMARY KEY,
@@ -123,6 +124,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX checkpoint_journal ON checkpoint(journal_id);
     CREATE INDEX event_journal ON event(journal_id);
     CREATE INDEX outbox_event ON outbox(event_id) WHERE event_id IS NOT NULL;
+    CREATE INDEX outbox_done ON outbox(at_wall_ms) WHERE state = 'done';
     """,
 )
 

@@ -165,3 +165,43 @@ def test_edge_verify_checks_the_checkpoints_too(tmp_path: Path, capsys: object) 
         assert verify(store) == []  # the projections themselves still equal the journal
     finally:
         store.close()
+
+
+def test_checkpoints_are_thinned_to_one_a_day_and_cut_where_the_journal_was(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path / "edge.db")
+    try:
+        made = []
+        for i in range(12):  # every 8 hours for 4 days
+            at = Instant(NOW_MS + i * 8 * 3_600_000, 1 + i * 8 * 3_600_000)
+            store.commit([JournalEntry(RulesApplied(rules(), at), ())], [])
+            cp = retention.write_checkpoint(store, at)
+            assert cp is not None
+            made.append(cp)
+        # The journal was cut at the 4th: those before it go; older than a day, one a day.
+        deleted = retention.prune_checkpoints(store, made[3])
+        left = retention.checkpoints(store)
+        assert made[3] in left
+        assert made[-1] in left
+        assert all(cp.journal_id >= made[3].journal_id for cp in left)
+        days = {cp.at_mono_ms // DAY_MS for cp in left if cp not in (made[3], made[-1])}
+        old = [cp for cp in left if cp.at_mono_ms < made[-1].at_mono_ms - DAY_MS]
+        assert len(old) <= len(days) + 1
+        assert deleted == len(made) - len(left)
+        assert len(left) < len(made) - 3
+    finally:
+        store.close()
+
+
+def test_the_config_section_reaches_the_policy() -> None:
+    from edge.app import retention_policy
+    from edge.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "example.toml")
+    policy = retention_policy(cfg)
+    assert policy == retention.RetentionPolicy()  # the example shows the defaults
+    assert policy.journal_keep_ms == 90 * DAY_MS
+    assert retention.RetentionPolicy(journal_days=1, command_id_days=7).journal_keep_ms == (
+        7 * DAY_MS
+    )
