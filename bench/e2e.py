@@ -16,6 +16,8 @@ naive, Node-RED; then the next rate; then the next run):
   point of its slot ``[t0 + i/rate, t0 + (i+1)/rate)``: asyncua publishes on fixed deadlines, and
   evenly spaced writes would phase-lock with them. Each peer at a rate in a run gets the same
   write schedule (one seed per run and rate). ``monotonic_ns()`` is taken just before each write.
+  Its garbage collector is off while it writes: a PLC does not pause, and a full collection of
+  the server's heap (~140 ms here) would stall the notifications of whichever peer is running.
 - **the broker**: a private mosquitto (``simulators.broker.Mosquitto``, free loopback port).
 - **the subscriber**: a paho MQTT 5 client in a thread of this process; it only notes
   ``monotonic_ns()`` and the payload of every message. CLOCK_MONOTONIC is one clock for every
@@ -816,6 +818,7 @@ class Phase:
     server_late_10ms: int = 0  # writes more than 10 ms after their deadline
     server_late_at: list[Any] = field(default_factory=list)  # (index, ms late), the first 200
     server_cpu_pct: float = float("nan")  # the OPC UA server process over the window (context)
+    server_gc_max_ms: float = float("nan")  # its longest garbage collection in the window
     reconnects: int | None = None  # ours only: OPC UA connects - 1
     extras: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -887,6 +890,7 @@ def run_phase(
         phase.server_late_max_ms = float(w["late_max_ms"])
         phase.server_late_10ms = int(w["late_10ms"])
         phase.server_late_at = w["late_at"]
+        phase.server_gc_max_ms = float(w["gc_max_ms"])
         connects = phase.extras.get("connects")
         if isinstance(connects, int):
             phase.reconnects = max(0, connects - 1)
@@ -1168,6 +1172,7 @@ def report(
 def server_main() -> None:
     """``--child server``: bench/opcua.py's BenchServer, writes placed at random in their slot."""
     import asyncio
+    import gc
     import importlib.util
     import logging
 
@@ -1177,6 +1182,17 @@ def server_main() -> None:
     opcua = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = opcua
     spec.loader.exec_module(opcua)
+
+    gc_pauses: list[tuple[int, float]] = []  # (generation, ms) of each collection (a check)
+    gc_started = [0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter_ns()
+        else:
+            gc_pauses.append((info["generation"], (time.perf_counter_ns() - gc_started[0]) / 1e6))
+
+    gc.callbacks.append(on_gc)
 
     class E2EServer(opcua.BenchServer):  # type: ignore[misc, name-defined]
         def hello(self) -> dict[str, Any]:
@@ -1189,11 +1205,26 @@ def server_main() -> None:
             return {"value": self.values[0]}
 
         async def cmd_writes(self, rate: float, seconds: float, seed: int) -> dict[str, Any]:
-            """``rate * seconds`` writes of +1, write i at a random point of slot i."""
+            """``rate * seconds`` writes of +1, write i at a random point of slot i.
+
+            The server stands in for a PLC, which does not stop: its collector is off while it
+            writes. (A full collection of its heap took ~140 ms here, a stall every peer would
+            see as its own latency.) What it frees by reference counting is freed as usual.
+            """
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            try:
+                return await self._writes(rate, seconds, seed)
+            finally:
+                gc.enable()
+
+        async def _writes(self, rate: float, seconds: float, seed: int) -> dict[str, Any]:
             n = max(1, round(rate * seconds))
             period_ns = 1e9 / rate
             rng = random.Random(seed)
             first = self.values[0] + 1
+            gc_pauses.clear()
             t_ns: list[int] = []
             late_ms: list[float] = []
             t0 = time.monotonic_ns() + 20_000_000
@@ -1217,6 +1248,8 @@ def server_main() -> None:
                 "late_max_ms": pct(late_ms, 1.0),
                 "late_10ms": sum(1 for x in late_ms if x > 10),
                 "late_at": late_at,
+                "gc_max_ms": max((ms for _, ms in gc_pauses), default=0.0),
+                "gc_over_10ms": [(g, round(ms, 1)) for g, ms in gc_pauses if ms > 10][:50],
             }
 
     async def main() -> None:
