@@ -474,7 +474,13 @@ class Engine:
         """Checkpoints and retention, until cancelled (a component of edge.app)."""
         poll = poll_s if poll_s is not None else min(60.0, policy.checkpoint_interval_s)
         while True:
-            await self.maintenance_step(policy)
+            try:
+                await self.maintenance_step(policy)
+            except StoreError as exc:
+                # Never a reason to stop the gateway: nothing is lost, the next poll tries again
+                # (a full disk: deleting needs a little room in the write-ahead log too).
+                self.retention.failures += 1
+                self.log.warning("checkpoint or retention failed; tried again", error=str(exc))
             await asyncio.sleep(poll)
 
     async def maintenance_step(self, policy: RetentionPolicy, *, force: bool = False) -> Pruned:

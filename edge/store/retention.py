@@ -343,6 +343,7 @@ class RetentionStats:
     checkpoints_pruned: int = 0
     pages_returned: int = 0
     runs: int = 0
+    failures: int = 0  # maintenance steps that failed (a StoreError; tried again)
     last_checkpoint: Checkpoint | None = None
 
     def count(self, pruned: Pruned) -> None:

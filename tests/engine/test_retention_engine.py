@@ -379,3 +379,32 @@ async def test_an_old_database_is_told_once_that_its_file_does_not_shrink(
                 assert (await engine.prune(policy)).outbox > 0
         told = [e for e in logs if "does not shrink" in e["event"]]
         assert len(told) == 1
+
+
+async def test_a_failing_checkpoint_is_tried_again_and_stops_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "edge.db"
+    clocks = Clocks()
+    async with running(db, clocks) as engine:
+        blocker = sqlite3.connect(db)
+        blocker.execute(
+            "CREATE TRIGGER no_room BEFORE INSERT ON checkpoint "
+            "BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END"
+        )
+        blocker.commit()
+        task = asyncio.create_task(engine.maintain(RetentionPolicy(), poll_s=0.01))
+        try:
+            while engine.retention.failures < 2:
+                await asyncio.sleep(0.01)
+            assert engine.retention.checkpoints_written == 0
+            await a_shift(engine, clocks, 1000, first=True)  # the writer goes on meanwhile
+            blocker.execute("DROP TRIGGER no_room")
+            blocker.commit()
+            while engine.retention.checkpoints_written == 0:
+                await asyncio.sleep(0.01)
+            assert not task.done()
+        finally:
+            blocker.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert await engine.run_store(verify, engine.store) == []
