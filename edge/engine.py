@@ -558,7 +558,7 @@ class Engine:
                 pruned.command_ids |= ids
                 self._commands -= ids
                 await asyncio.sleep(0)
-            pruned.checkpoints = await self._in_store(retention.prune_checkpoints, store, point)
+        pruned.checkpoints = await self._in_store(retention.prune_checkpoints, store, point)
         if pruned.journal or pruned.events or pruned.outbox:
             pruned.vacuumed_pages = await self._give_back(policy)
         self.retention.count(pruned)

@@ -292,20 +292,23 @@ def prune_journal_batch(
     return end, deleted, ids
 
 
-def prune_checkpoints(store: Store, kept: Checkpoint) -> int:
-    """Delete the checkpoints before ``kept`` (the journal was cut there) and, of those after
-    it older than a day, all but the newest of each day. The newest one always stays."""
+def prune_checkpoints(store: Store, kept: Checkpoint | None) -> int:
+    """Delete the checkpoints before ``kept`` (where the journal was cut, if it was) and, of
+    the others older than a day, all but the newest of each day: hourly checkpoints over
+    90 days are some 90, not 2000. ``kept`` and the newest one always stay."""
     with _transaction(store, "pruning checkpoints") as conn:
-        deleted = conn.execute(
-            "DELETE FROM checkpoint WHERE journal_id < ? OR (journal_id = ? AND id < ?)",
-            (kept.journal_id, kept.journal_id, kept.id),
-        ).rowcount
+        deleted = 0
+        if kept is not None:
+            deleted += conn.execute(
+                "DELETE FROM checkpoint WHERE journal_id < ? OR (journal_id = ? AND id < ?)",
+                (kept.journal_id, kept.journal_id, kept.id),
+            ).rowcount
         newest = newest_checkpoint(store)
         if newest is not None:
             deleted += conn.execute(
                 "DELETE FROM checkpoint WHERE id != ? AND id != ? AND at_mono_ms < ? "
                 "AND id NOT IN (SELECT MAX(id) FROM checkpoint GROUP BY at_mono_ms / ?)",
-                (kept.id, newest.id, newest.at_mono_ms - DAY_MS, DAY_MS),
+                (kept.id if kept else -1, newest.id, newest.at_mono_ms - DAY_MS, DAY_MS),
             ).rowcount
     return deleted
 

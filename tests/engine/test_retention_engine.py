@@ -408,3 +408,22 @@ async def test_a_failing_checkpoint_is_tried_again_and_stops_nothing(tmp_path: P
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         assert await engine.run_store(verify, engine.store) == []
+
+
+async def test_hourly_checkpoints_are_thinned_before_any_journal_is_old_enough(
+    tmp_path: Path,
+) -> None:
+    clocks = Clocks()
+    policy = RetentionPolicy(checkpoint_interval_s=3600, checkpoint_journal_rows=0)
+    async with running(tmp_path / "edge.db", clocks) as engine:
+        await a_shift(engine, clocks, 1000, first=True)
+        for _ in range(5 * 24):  # five days, a checkpoint an hour
+            clocks.advance(3_600_000)
+            await engine.submit(Pulses("pulses", 1, engine.now()))
+            await engine.maintenance_step(policy)
+        assert engine.retention.checkpoints_written == 5 * 24
+        left = await engine.run_store(retention.checkpoints, engine.store)
+        assert len(left) <= 24 + 6  # the last day hourly, one a day before it
+        assert engine.retention.journal_pruned == 0
+        checks = await engine.run_store(verify_all, engine.store)
+        assert [c.what for c in checks if c.differences] == []
