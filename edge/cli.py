@@ -273,7 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("check-config", help="read and validate the config, print a summary")
     ).set_defaults(fn=cmd_check_config)
     verify = with_config(
-        sub.add_parser("verify", help="check that the projections equal the journal replay")
+        sub.add_parser(
+            "verify", help="check that the projections and checkpoints equal the journal replay"
+        )
     )
     verify.add_argument("--db", help="database file (default: from the config)")
     verify.set_defaults(fn=cmd_verify)

@@ -48,9 +48,7 @@ class Difference:
     replayed: str | None
 
 
-def compare(
-    stored: dict[str, dict[str, str]], wc: WorkCenter | None
-) -> list[Difference]:
+def compare(stored: dict[str, dict[str, str]], wc: WorkCenter | None) -> list[Difference]:
     """Every row of ``stored`` (projection docs) that differs from what ``wc`` implies."""
     replayed = codec.all_docs(wc) if wc is not None else {}
     diffs: list[Difference] = []
@@ -130,10 +128,11 @@ def verify_all(store: Store) -> list[Check]:
 def _replay_start(store: Store) -> Checkpoint | None:
     """None while the journal is complete from entry 1; else the oldest checkpoint the
     journal after which is complete (StoreError if there is none)."""
-    if retention.journal_complete_after(store, 0):
+    whole_from = retention.journal_whole_from(store)
+    if whole_from <= 1:
         return None
     for cp in retention.checkpoints(store):
-        if retention.journal_complete_after(store, cp.journal_id):
+        if cp.journal_id >= whole_from - 1:
             return cp
     raise StoreError(
         "the journal is incomplete and no checkpoint covers the entries that are missing"

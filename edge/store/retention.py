@@ -187,6 +187,19 @@ def journal_rows_since(store: Store, journal_id: int) -> int:
     return max(0, (row[0] or 0) - journal_id)
 
 
+def journal_whole_from(store: Store) -> int:
+    """The first entry of the journal's last run without gaps: every entry from there to the
+    newest is there (1: the whole journal is). One pass over the journal's ids."""
+    row = store.conn.execute(
+        "SELECT MAX(id) FROM journal AS j WHERE id > 1 AND NOT EXISTS "
+        "(SELECT 1 FROM journal WHERE id = j.id - 1)"
+    ).fetchone()
+    first = store.conn.execute("SELECT MIN(id) FROM journal").fetchone()[0]
+    if row[0] is not None:
+        return int(row[0])
+    return int(first) if first is not None else 1
+
+
 def journal_complete_after(store: Store, journal_id: int) -> bool:
     """Is every journal entry after ``journal_id`` still there?"""
     last, count = store.conn.execute(
