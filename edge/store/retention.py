@@ -1,7 +1,8 @@
 """Checkpoints and retention: what lets the database live for years on an SD card.
 
-A checkpoint is the projections as they stood after one journal entry, written in one
-transaction with nothing committed in between (so it is exactly the state that entry left).
+A checkpoint is the projections as they stood after one journal entry, read in one snapshot
+(each commit writes its journal entries and the projections in one transaction, so it is
+exactly the state that entry left).
 With a checkpoint, the journal and the events before it are no longer needed to rebuild the
 state, and can go once they are older than the retention says.
 
@@ -16,7 +17,8 @@ the writer is never held long. What is deleted and what never is:
   keys), until the outbox row is gone;
 - finished outbox rows (``state = 'done'``) older than ``outbox_days``; a row that is 'pending'
   or 'published' is never deleted, whatever its age or the disk's state;
-- checkpoints before the one the journal was cut at; of the older ones one per day is kept.
+- checkpoints before the one the journal was cut at; of those older than a day, the newest of
+  each day is kept (the newest checkpoint always is).
 """
 
 from __future__ import annotations
@@ -198,14 +200,6 @@ def journal_whole_from(store: Store) -> int:
     if row[0] is not None:
         return int(row[0])
     return int(first) if first is not None else 1
-
-
-def journal_complete_after(store: Store, journal_id: int) -> bool:
-    """Is every journal entry after ``journal_id`` still there?"""
-    last, count = store.conn.execute(
-        "SELECT MAX(id), COUNT(*) FROM journal WHERE id > ?", (journal_id,)
-    ).fetchone()
-    return bool(count == (last or journal_id) - journal_id)
 
 
 # ---------------------------------------------------------------------- retention
