@@ -427,3 +427,40 @@ async def test_hourly_checkpoints_are_thinned_before_any_journal_is_old_enough(
         assert engine.retention.journal_pruned == 0
         checks = await engine.run_store(verify_all, engine.store)
         assert [c.what for c in checks if c.differences] == []
+
+
+_GATEWAY = """
+[gateway]
+edge_id = "wc-1"
+work_center = "WC1"
+
+[store]
+path = "{db}"
+
+[retention]
+{retention}
+"""
+
+
+@pytest.mark.parametrize(("enabled", "checkpoints"), [(True, 1), (False, 0)])
+async def test_the_gateway_runs_the_maintenance_when_enabled(
+    tmp_path: Path, enabled: bool, checkpoints: int
+) -> None:
+    from edge.app import run_gateway
+    from edge.config import load_config
+
+    db = tmp_path / "edge.db"
+    cfg_file = tmp_path / "edge.toml"
+    cfg_file.write_text(_GATEWAY.format(db=db, retention=f"enabled = {str(enabled).lower()}"))
+    stop = asyncio.Event()
+
+    async def stopper(engine: Engine) -> None:
+        deadline = time.monotonic() + 5
+        while engine.retention.checkpoints_written < checkpoints and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        stop.set()
+
+    await asyncio.wait_for(run_gateway(load_config(cfg_file), components=(stopper,), stop=stop), 30)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM checkpoint").fetchone()[0] == checkpoints
