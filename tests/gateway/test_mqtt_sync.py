@@ -65,7 +65,9 @@ async def test_dispatch_down_events_up_with_envelope(
         assert env["schema"] == "mes.order-received/1"
         assert env["edge_id"] == "wc-press-07"
         assert env["body"]["version"] == 1
-        events = await collector.wait_for("/_mes_v1/order/event", 3)
+        # Two dispatched, then the start: picked out of sequence and the state change, which
+        # may still be on its way when the third arrives.
+        events = await collector.wait_for("/_mes_v1/order/event", 4)
         seqs = [
             e.json()["seq"]
             for e in collector.messages
