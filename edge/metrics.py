@@ -71,6 +71,46 @@ def _one(name: str, kind: str, help_text: str, value: float) -> list[str]:
     return _family(name, kind, help_text, [_line(name, value)])
 
 
+def _retention(engine: MetricsFace) -> list[str]:
+    """Checkpoints and retention ([retention]): what was written, pruned and given back."""
+    r = engine.retention
+    out: list[str] = []
+    out += _family(
+        "edge_retention_pruned_rows_total",
+        "counter",
+        "Rows deleted by retention since the start, by table (never an unfinished outbox row).",
+        [
+            _line("edge_retention_pruned_rows_total", n, {"table": table})
+            for table, n in (
+                ("journal", r.journal_pruned),
+                ("event", r.events_pruned),
+                ("outbox", r.outbox_pruned),
+                ("checkpoint", r.checkpoints_pruned),
+            )
+        ],
+    )
+    for name, value, help_text in (
+        ("edge_checkpoints_written_total", r.checkpoints_written, "Checkpoints written."),
+        ("edge_retention_pages_returned_total", r.pages_returned, "Pages given back (vacuum)."),
+        ("edge_retention_failures_total", r.failures, "Maintenance steps that failed (retried)."),
+    ):
+        out += _one(name, "counter", help_text, value)
+    age = engine.checkpoint_age_s()
+    out += _one(
+        "edge_checkpoint_age_seconds",
+        "gauge",
+        "Seconds since the newest checkpoint (-1 before the first).",
+        -1 if age is None else round(age, 3),
+    )
+    out += _one(
+        "edge_command_ids_remembered",
+        "gauge",
+        "Command and message ids remembered to refuse a duplicate (bounded by retention).",
+        engine.command_id_count,
+    )
+    return out
+
+
 async def render(engine: MetricsFace, sources: MetricsSources) -> str:
     """The whole exposition; the outbox figures are read on the store's thread."""
     open_counts = await engine.outbox_open_counts()
@@ -123,6 +163,7 @@ async def render(engine: MetricsFace, sources: MetricsSources) -> str:
         "Age of the oldest unfinished outbox message (0 when empty).",
         round(age, 3),
     )
+    out += _retention(engine)
     out += _family(
         "edge_link_up",
         "gauge",

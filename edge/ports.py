@@ -25,6 +25,7 @@ from edge.domain.core import WorkCenter
 from edge.domain.events import Event, Outcome
 from edge.domain.inputs import Input
 from edge.domain.model import Operation
+from edge.store.retention import RetentionStats
 from edge.store.store import OutboxMessage, OutboxRow
 
 CommitListener = Callable[[Sequence[Event]], None]
@@ -110,6 +111,14 @@ class MetricsFace(StateView, EngineHealth, Protocol):
     async def outbox_open_counts(self) -> dict[str, int]: ...
 
     async def outbox_oldest_ms(self) -> int | None: ...
+
+    @property
+    def retention(self) -> RetentionStats: ...
+
+    @property
+    def command_id_count(self) -> int: ...
+
+    def checkpoint_age_s(self) -> float | None: ...
 
 
 class PanelFace(FloorFace, MetricsFace, Protocol):

@@ -63,6 +63,8 @@ async def test_metrics_show_the_writer_the_outbox_the_links_and_the_floor(tmp_pa
             links=lambda: {"opcua:press": "ok", "modbus:io1": "down"},
             adapters=lambda: {"modbus:io1": Adapter()},
         )
+        before = parse(await render(engine, sources))
+        await engine.checkpoint()
         m = parse(await render(engine, sources))
     finally:
         task.cancel()
@@ -81,3 +83,10 @@ async def test_metrics_show_the_writer_the_outbox_the_links_and_the_floor(tmp_pa
     assert m['edge_source_errors_total{link="modbus:io1"}'] == 7
     assert m["edge_active_operations"] == 1
     assert m["edge_help_calls_open"] == 1
+    # Checkpoints and retention: none before, one after; every table's pruned rows shown.
+    assert before["edge_checkpoint_age_seconds"] == -1
+    assert m["edge_checkpoints_written_total"] == 1
+    assert 0 <= m["edge_checkpoint_age_seconds"] < 60
+    for table in ("journal", "event", "outbox", "checkpoint"):
+        assert m[f'edge_retention_pruned_rows_total{{table="{table}"}}'] == 0
+    assert m["edge_command_ids_remembered"] == engine.command_id_count
