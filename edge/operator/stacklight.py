@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from gpiozero import DigitalOutputDevice, GPIOZeroError
 
+from edge.aio import wait_set
 from edge.config import StackLightEntry
 from edge.domain.andon import Lamp, Lights
 from edge.domain.core import WorkCenter
@@ -249,8 +250,7 @@ class StackLight:
             if not ok:
                 waits.append(RETRY_WRITE_S)
             timeout = max(0.0, min(waits)) if waits else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_set(self._wake, timeout)
 
     async def _write(self, levels: dict[str, bool]) -> bool:
         """Set the wired outputs that differ from what they were last set to; False if one

@@ -7,7 +7,6 @@ dependency, :mod:`edge.panel.deps`), so what the panel needs of the engine is al
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Final
 import structlog
 from fastapi import Request
 
+from edge.aio import wait_set
 from edge.config import GatewayConfig
 from edge.domain.clock import Instant
 from edge.domain.events import Outcome
@@ -86,8 +86,7 @@ class PanelHub:
     async def wait_change(self, revision: int, timeout: float) -> None:
         if self.revision != revision or self.closing:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        await wait_set(self._changed, timeout)
 
     @property
     def operator(self) -> str:

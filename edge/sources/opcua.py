@@ -65,6 +65,7 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
+from edge.aio import wait_set, within
 from edge.config import OpcUaSource
 from edge.domain.clock import Instant
 from edge.domain.inputs import (
@@ -520,7 +521,7 @@ class OpcUaLink:
         """Read the server's clock: it answers (or raises), and one more sample of the offset
         between its clock and ours."""
         before = self.engine.now()
-        value = await asyncio.wait_for(clock.read_value(), self.cfg.timeout_s)
+        value = await within(clock.read_value(), self.cfg.timeout_s)
         after = self.engine.now()
         server = _aware(value)
         if server is None:
@@ -657,13 +658,12 @@ class OpcUaLink:
         counters = [m for m in self._counters() if m.node is not None]
         counter_nodes = [m.node for m in counters if m.node is not None]
         while not self._lost.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), self.cfg.watchdog_s)
+            await wait_set(self._lost, self.cfg.watchdog_s)
             if self._lost.is_set():
                 break
             try:
                 await self._sample_clock(clock)
-                values = await asyncio.wait_for(_read(client, counter_nodes), self.cfg.timeout_s)
+                values = await within(_read(client, counter_nodes), self.cfg.timeout_s)
             except (TimeoutError, UaError, OSError, ConnectionError) as exc:
                 raise SourceUnavailable(
                     f"watchdog: the server does not answer ({_describe(exc)})"

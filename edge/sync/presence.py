@@ -7,11 +7,11 @@ outbox is behind, and what runs at the work center now, without waiting for the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Sequence
 
 from edge import __version__
+from edge.aio import wait_set, within
 from edge.domain.events import Event
 from edge.domain.model import OperationStatus
 from edge.logging import Logger, get_logger
@@ -73,8 +73,7 @@ class Presence:
         next_health = time.monotonic() + self.interval_s
         while True:
             timeout = max(0.0, next_health - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            await wait_set(self._changed, timeout)
             if self._changed.is_set():
                 await asyncio.sleep(SNAPSHOT_DEBOUNCE_S)  # a burst of events: one snapshot
                 self._changed.clear()
@@ -146,6 +145,6 @@ class Presence:
             return
         try:
             future = await self.publish_health(online=False)
-            await asyncio.wait_for(future, timeout)
+            await within(future, timeout)
         except (TimeoutError, asyncio.CancelledError, Exception) as exc:
             self.log.warning("could not publish the offline health", error=repr(exc))
