@@ -66,6 +66,7 @@ them in ``finally`` (SIGTERM, then SIGKILL), whatever happened; every wait is bo
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import json
@@ -469,7 +470,7 @@ class Context:
     nodered_red: Path | None = None
 
 
-class Peer:
+class Peer(abc.ABC):
     """One way from the OPC UA server to the subscriber, started fresh for each phase."""
 
     name = ""
@@ -494,8 +495,9 @@ class Peer:
     def value(self, payload: bytes) -> int:
         return int(json.loads(payload)["value"])
 
+    @abc.abstractmethod
     def start(self, base: int, mark: int) -> None:
-        raise NotImplementedError
+        """Start the peer's process for a phase whose counter starts at ``base``."""
 
     def alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:

@@ -23,11 +23,9 @@ the writer is never held long. What is deleted and what never is:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from edge.domain.clock import Instant
@@ -87,23 +85,6 @@ class Pruned:
         self.largest_batch = max(self.largest_batch, rows)
 
 
-@contextlib.contextmanager
-def _transaction(store: Store, what: str) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (an SQLite one as StoreError)."""
-    conn = store.conn
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-    except sqlite3.Error as exc:
-        raise StoreError(f"{what} failed, nothing of it was stored: {exc}") from exc
-
-
 # ---------------------------------------------------------------------- checkpoints
 
 
@@ -134,7 +115,7 @@ def checkpoint_snapshot(store: Store) -> tuple[int, dict[str, dict[str, str]]] |
 
 
 def insert_checkpoint(store: Store, journal_id: int, blob: bytes, at: Instant) -> Checkpoint:
-    with _transaction(store, "writing a checkpoint") as conn:
+    with store.transaction("writing a checkpoint failed, nothing of it was stored") as conn:
         cursor = conn.execute(
             "INSERT INTO checkpoint(journal_id, at_wall_ms, at_mono_ms, format, docs) "
             "VALUES (?,?,?,?,?)",
@@ -231,7 +212,7 @@ def prune_outbox_batch(store: Store, before_wall_ms: int, limit: int) -> int:
     """Delete up to ``limit`` finished outbox rows made before ``before_wall_ms``.
 
     Only ``state = 'done'``: a pending or published row is never deleted."""
-    with _transaction(store, "pruning the outbox") as conn:
+    with store.transaction("pruning the outbox failed, nothing of it was stored") as conn:
         # The partial index outbox_done: only finished rows, oldest first, no table scan.
         rows = conn.execute(
             "SELECT seq, env_seq FROM outbox WHERE state = 'done' AND at_wall_ms < ? LIMIT ?",
@@ -266,7 +247,7 @@ def prune_events_batch(
     start = first - 1
     end = min(start + limit, row[0])
     window = "id > ? AND id <= ? AND journal_id <= ?"
-    with _transaction(store, "pruning events") as conn:
+    with store.transaction("pruning events failed, nothing of it was stored") as conn:
         highest = conn.execute(
             f"SELECT MAX(id) FROM event WHERE {window}", (start, end, upto_journal_id)
         ).fetchone()[0]
@@ -300,7 +281,7 @@ def prune_journal_batch(
         "id > ? AND id <= ? AND NOT EXISTS (SELECT 1 FROM event WHERE event.journal_id = "
         "journal.id)"
     )
-    with _transaction(store, "pruning the journal") as conn:
+    with store.transaction("pruning the journal failed, nothing of it was stored") as conn:
         ids = {
             r[0]
             for r in conn.execute(
@@ -317,7 +298,7 @@ def prune_checkpoints(store: Store, kept: Checkpoint | None) -> int:
     """Delete the checkpoints before ``kept`` (where the journal was cut, if it was) and, of
     the others older than a day, all but the newest of each day: hourly checkpoints over
     90 days are some 90, not 2000. ``kept`` and the newest one always stay."""
-    with _transaction(store, "pruning checkpoints") as conn:
+    with store.transaction("pruning checkpoints failed, nothing of it was stored") as conn:
         deleted = 0
         if kept is not None:
             deleted += conn.execute(

@@ -713,33 +713,23 @@ class Store:
         refused: Sequence[tuple[int, str]] = (),
     ) -> None:
         """Record broker acknowledgements (and refusals) for sent rows, in one transaction."""
-        conn = self.conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "UPDATE outbox SET state = 'done', attempts = attempts + 1 "
-                    "WHERE seq BETWEEN ? AND ?",
-                    _runs(done),
-                )
-                # A relay result can arrive before the broker's PUBACK is recorded here:
-                # then the row is done already and stays done.
-                conn.executemany(
-                    "UPDATE outbox SET state = 'published', attempts = attempts + 1 "
-                    "WHERE seq BETWEEN ? AND ? AND state = 'pending'",
-                    _runs(published),
-                )
-                conn.executemany(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
-                    [(why, s) for s, why in refused],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise StoreError(f"recording acknowledgements failed: {exc}") from exc
+        with self.transaction("recording acknowledgements failed") as conn:
+            conn.executemany(
+                "UPDATE outbox SET state = 'done', attempts = attempts + 1 "
+                "WHERE seq BETWEEN ? AND ?",
+                _runs(done),
+            )
+            # A relay result can arrive before the broker's PUBACK is recorded here:
+            # then the row is done already and stays done.
+            conn.executemany(
+                "UPDATE outbox SET state = 'published', attempts = attempts + 1 "
+                "WHERE seq BETWEEN ? AND ? AND state = 'pending'",
+                _runs(published),
+            )
+            conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
+                [(why, s) for s, why in refused],
+            )
 
     def requeue_published(self, older_than_wall_ms: int | None = None) -> int:
         """Send confirmations again that the relay has not answered (the relay de-duplicates)."""
@@ -792,24 +782,31 @@ class Store:
         """Set 'published' rows (all, or those in ``seqs``) back to 'pending': sent again."""
         if not seqs:
             return self.requeue_published()
+        with self.transaction("replaying outbox rows failed") as conn:
+            return sum(
+                conn.execute(
+                    "UPDATE outbox SET state = 'pending' WHERE state = 'published' AND seq = ?",
+                    (seq,),
+                ).rowcount
+                for seq in seqs
+            )
+
+    @contextlib.contextmanager
+    def transaction(self, failed: str) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any error; an SQLite error is raised as
+        ``StoreError("<failed>: <the error>")``."""
+        conn = self.conn
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                count = sum(
-                    self.conn.execute(
-                        "UPDATE outbox SET state = 'pending' WHERE state = 'published' AND seq = ?",
-                        (seq,),
-                    ).rowcount
-                    for seq in seqs
-                )
-                self.conn.execute("COMMIT")
+                yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                if self.conn.in_transaction:
-                    self.conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise StoreError(f"replaying outbox rows failed: {exc}") from exc
-        return count
+            raise StoreError(f"{failed}: {exc}") from exc
 
     def backup_to(self, dest: str | Path) -> None:
         """A consistent copy of the database in ``dest`` (sqlite3's online backup API).

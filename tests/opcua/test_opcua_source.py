@@ -86,11 +86,15 @@ async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateway(cfg: GatewayConfig) -> AsyncIterator[tuple[Engine, OpcUaLink]]:
+async def gateway(
+    cfg: GatewayConfig, op: OperationSpec = OP
+) -> AsyncIterator[tuple[Engine, OpcUaLink]]:
+    """An engine with ``op`` dispatched and running, and the config's first OPC UA link."""
     engine = await open_engine(cfg)
     runner = asyncio.create_task(engine.run(cfg.engine.tick_interval_s))
-    await engine.submit(DispatchList(1, (OP,), engine.now()))
-    await engine.submit(Transition(Action.START_PRODUCTION, str(KEY), "operator:1", engine.now()))
+    await engine.submit(DispatchList(1, (op,), engine.now()))
+    key = str(OperationKey(op.order, op.operation))
+    await engine.submit(Transition(Action.START_PRODUCTION, key, "operator:1", engine.now()))
     link = OpcUaLink(cfg.sources.opcua[0], engine)
     source = asyncio.create_task(link.run())
     try:

@@ -14,9 +14,8 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from edge.app import open_engine
 from edge.config import GatewayConfig, load_config
-from edge.domain.inputs import Action, DispatchList, MachineState, Transition
+from edge.domain.inputs import MachineState
 from edge.domain.model import OperationKey, OperationSpec
 from edge.engine import Engine
 from edge.sources.opcua import OpcUaLink
@@ -24,6 +23,7 @@ from simulators.opcua_machine import MachineSimulator
 from tests.opcua.stamped_server import StampedServer
 from tests.opcua.tcp_proxy import TcpProxy
 from tests.opcua.test_opcua_source import CONFIG, until
+from tests.opcua.test_opcua_source import gateway as source_gateway
 
 # No standard cycle time: no stop opens for want of counts, only the machine state opens one.
 OP = OperationSpec("4711", "0020", "FG-4711", Decimal(10**6), std_cycle_s=0)
@@ -55,21 +55,9 @@ def config(tmp_path: Path, endpoint: str, ids: dict[str, str], **keys: object) -
 
 @contextlib.asynccontextmanager
 async def gateway(cfg: GatewayConfig) -> AsyncIterator[tuple[Engine, OpcUaLink]]:
-    engine = await open_engine(cfg)
-    runner = asyncio.create_task(engine.run(cfg.engine.tick_interval_s))
-    await engine.submit(DispatchList(1, (OP,), engine.now()))
-    await engine.submit(Transition(Action.START_PRODUCTION, str(KEY), "operator:1", engine.now()))
-    link = OpcUaLink(cfg.sources.opcua[0], engine)
-    source = asyncio.create_task(link.run())
-    try:
-        yield engine, link
-    finally:
-        source.cancel()
-        runner.cancel()
-        for task in (source, runner):
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 15)
-        await engine.close()
+    """The source tests' gateway, with this file's operation (no standard cycle time)."""
+    async with source_gateway(cfg, OP) as running:
+        yield running
 
 
 def state_events(engine: Engine) -> list[tuple[int, dict[str, Any]]]:
