@@ -18,7 +18,7 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -37,8 +37,8 @@ class Tx(Protocol):
 class Db(Protocol):
     dialect: Literal["sqlite", "postgres"]
 
-    def transaction(self) -> Any:
-        """``async with db.transaction() as tx:`` (a :class:`Tx`)."""
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """``async with db.transaction() as tx:`` committed at the end, rolled back on error."""
         ...
 
     async def close(self) -> None: ...
