@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -142,6 +142,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(
         extra="forbid", strict=True, allow_inf_nan=False, frozen=True, str_strip_whitespace=True
     )
+
+
+Section = _Section
+"""The base of a configuration section (public for the relay's configuration)."""
+M = TypeVar("M", bound=BaseModel)
 
 
 class GatewaySection(_Section):
@@ -1272,6 +1277,17 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
     if unknown:
         raise ConfigError(unknown, source=source)
     return cfg
+
+
+def load_model(model: type[M], path: str | Path) -> M:
+    """Read a TOML file into ``model``, a strict model of :class:`Section` parts, with the same
+    rules and reports as the gateway's file (for configurations without environment
+    overrides: the ERP relay's)."""
+    data = _read_toml(Path(path))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_translate(exc, data, {}), source=str(path)) from None
 
 
 def _deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

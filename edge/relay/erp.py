@@ -151,9 +151,10 @@ class ErpAdapter(abc.ABC):
     system: ClassVar[str]
     """``sap``, ``d365``, ``file``: the ``system`` key of every ``erp`` answer."""
 
-    can_lookup: ClassVar[bool] = False
-    """Whether :meth:`lookup` can tell if a posting is in the ERP (by a field the ERP stores and
-    can be filtered on). Without it, a posting in doubt is left for a person."""
+    can_lookup: bool = False
+    """Whether :meth:`lookup` can tell if a posting is in the ERP (by a field the ERP stores
+    and can be filtered on); a class default an instance may turn off. Without it, a posting
+    in doubt is left for a person."""
 
     @abc.abstractmethod
     async def post(self, posting: Posting) -> Outcome:

@@ -1,0 +1,107 @@
+"""The relay's configuration: one TOML file (``config/relay.example.toml`` lists every key).
+
+Read with the gateway's rules (``edge.config``): unknown keys are errors, types are strict,
+every number is bounded, and every problem is reported at once with its field and value.
+Secrets live in files named by the configuration (``password_file``, ``client_secret_file``),
+never in it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Final
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from edge.config import Section, load_model
+from edge.relay import sap
+
+TopicLevel = Annotated[str, StringConstraints(pattern=r"^[^/+#\x00-\x20\x7f]{1,64}$")]
+RootFilter = Annotated[str, StringConstraints(pattern=r"^[^#\x00-\x20\x7f]{1,500}$")]
+DEFAULT_PATH: Final = "/etc/edge-gateway/relay.toml"
+
+
+class RelaySection(Section):
+    """``[relay]``: whom the relay serves and how it shares the work."""
+
+    instance: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] | None = None
+    enterprise: TopicLevel
+    # Work center roots to serve (MQTT filters); default every UNS work center of the enterprise.
+    roots: list[RootFilter] | None = Field(None, min_length=1, max_length=100)
+    share_group: TopicLevel = "erp-relay"
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 8
+    lease_s: Annotated[float, Field(ge=10, le=3600)] = 120.0
+    retry_min_s: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
+    retry_max_s: Annotated[float, Field(ge=1, le=86_400)] = 300.0
+    gap_wait_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    poll_s: Annotated[float, Field(ge=0.05, le=60)] = 0.5
+    max_inbound_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    log_level: Annotated[str, StringConstraints(pattern=r"^(debug|info|warning|error)$")] = "info"
+    log_json: bool | None = None
+
+    @field_validator("roots")
+    @classmethod
+    def _roots(cls, value: list[str] | None) -> list[str] | None:
+        for root in value or []:
+            if root.startswith(("/", "$")) or root.endswith("/"):
+                raise ValueError(f"{root!r}: a root must not start or end with '/' or use '$'")
+        return value
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> RelaySection:
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError("retry_max_s must not be below retry_min_s")
+        return self
+
+    def name(self) -> str:
+        return self.instance or f"{socket.gethostname()}-{os.getpid()}"
+
+    def filters(self) -> list[str]:
+        return self.roots or [f"umh/v1/{self.enterprise}/+/+/+/+"]
+
+
+class RelayMqtt(Section):
+    """``[mqtt]``: the central broker (MQTT 5, shared subscriptions)."""
+
+    host: Annotated[str, StringConstraints(min_length=1, max_length=255)] = "localhost"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    username: Annotated[str, StringConstraints(max_length=200)] | None = None
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    tls_ca_file: Annotated[Path, Field(strict=False)] | None = None
+    tls_cert_file: Annotated[Path, Field(strict=False)] | None = None
+    tls_key_file: Annotated[Path, Field(strict=False)] | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    # 0: a relay that dies leaves no session holding messages for it; the gateways resend
+    # what was not answered, and the shared subscription hands it to a relay that is there.
+    session_expiry_s: Annotated[int, Field(ge=0, le=86_400)] = 0
+    reconnect_min_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    reconnect_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 100
+
+
+class LedgerSection(Section):
+    """``[ledger]``: ``sqlite:///var/lib/edge-relay/ledger.db`` (one relay) or
+    ``postgresql://user@host:5432/relay`` (several relays sharing the work)."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^(sqlite:///|postgres(ql)?://)\S+$")] = (
+        "sqlite:////var/lib/edge-relay/ledger.db"
+    )
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+
+
+ErpSettings = sap.Settings
+
+
+class RelayConfig(Section):
+    relay: RelaySection
+    mqtt: RelayMqtt = RelayMqtt()
+    ledger: LedgerSection = LedgerSection()
+    erp: ErpSettings
+
+
+def load_relay_config(path: str | Path) -> RelayConfig:
+    return load_model(RelayConfig, path)

@@ -1,0 +1,487 @@
+"""SAP S/4HANA: confirmations through the OData V2 service ``API_PROD_ORDER_CONFIRMATION_2_SRV``.
+
+A confirmation becomes one ``POST /ProdnOrdConf2`` (entity ``ProdnOrdConf2``): yield, scrap and
+rework in the confirmation unit, the variance reason, the activities (setup, machine, labour) in
+the slots ``OpConfirmedWorkQuantity1..3``, the posting date, the execution start and end in the
+plant's local time, final confirmation (``IsFinalConfirmation``/``FinalConfirmationType``), a
+confirmation text, and ``ExternalSystemConfirmation``: a GUID made from the ``idem_key``. SAP
+answers 201 with ``ConfirmationGroup``/``ConfirmationCount``, the keys the relay keeps and
+sends back to the gateway. A reversal is ``POST /CancelProdnOrdConf`` with the keys of the
+confirmation it cancels.
+
+The handshake: a CSRF token fetched with ``x-csrf-token: Fetch`` on the service root, sent with
+the session's cookies on every POST; a 403 ``x-csrf-token: Required`` fetches a new one and
+replays once. Authentication: HTTP Basic, or an OAuth 2 client-credentials bearer token
+(S/4HANA Cloud, an API management front end).
+
+What is transient and what is final:
+
+- not sent (connection refused, DNS, connect timeout), 408, 423, 429, 5xx, and a 400 whose SAP
+  message code is one of ``transient_codes`` (an order locked by a user: ``CO/469`` by default,
+  with ``MC/601`` and ``M3/897``, the lock messages): retried with backoff;
+- sent but no answer (read timeout, connection dropped): :class:`Unknown`; the relay asks SAP
+  before posting again, by ``$filter=ExternalSystemConfirmation eq guid'...'``;
+- any other 400 (already finally confirmed, unknown variance reason, over tolerance, period
+  closed): :class:`Rejected` with SAP's own message text and code, shown to the operator.
+
+Not confirmed against a real system (see the reference on SAP's APIs): whether
+``ExternalSystemConfirmation`` is filterable on every release (``lookup = false`` turns the
+question off; postings in doubt then wait for a person), the message numbers of the lock and
+business errors, and that business errors come as HTTP 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Final, Literal
+from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from edge.relay.erp import (
+    ErpAdapter,
+    LookupOutcome,
+    NotFound,
+    Outcome,
+    Posted,
+    Posting,
+    Rejected,
+    Transient,
+    Unknown,
+    external_id,
+)
+from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
+
+SERVICE: Final = "API_PROD_ORDER_CONFIRMATION_2_SRV"
+_RETRY_STATUSES: Final = frozenset({408, 423, 425, 429, 500, 502, 503, 504})
+# SAP's Decimal(13,3): at most 10 digits before the point and 3 after.
+_MAX_PLACES: Final = 3
+_MAX_QTY: Final = Decimal("9999999999.999")
+_UNIT_SECONDS: Final = {"S": 1.0, "MIN": 60.0, "H": 3600.0}
+
+
+class Settings(BaseModel):
+    """``[erp]`` with ``system = "sap"``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    system: Literal["sap"]
+    service_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=500)]
+    sap_client: Annotated[str, StringConstraints(pattern=r"^\d{3}$")] | None = None
+    auth: Literal["basic", "oauth"] = "basic"
+    user: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    password_file: Annotated[Path, Field(strict=False)] | None = None
+    token_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$")] | None = None
+    client_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    client_secret_file: Annotated[Path, Field(strict=False)] | None = None
+    scope: Annotated[str, StringConstraints(max_length=500)] | None = None
+    ca_file: Annotated[Path, Field(strict=False)] | None = None
+    timeout_s: Annotated[float, Field(ge=1, le=300)] = 30.0
+    lookup: bool = True
+    transient_codes: list[Annotated[str, StringConstraints(max_length=40)]] = Field(
+        default_factory=lambda: ["CO/469", "MC/601", "M3/897"], max_length=100
+    )
+    timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
+    plant: Annotated[str, StringConstraints(max_length=4)] | None = None
+    sequence: Annotated[str, StringConstraints(max_length=6)] = "0"
+    activity_unit: Literal["S", "MIN", "H"] = "MIN"
+    setup_slot: Annotated[int, Field(ge=0, le=6)] = 1
+    machine_slot: Annotated[int, Field(ge=0, le=6)] = 2
+    labour_slot: Annotated[int, Field(ge=0, le=6)] = 3
+    text: Annotated[str, StringConstraints(max_length=200)] = "{label} {edge_id}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
+        return value
+
+    @field_validator("service_url")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+
+def _read_secret(field: str, path: Path | None) -> str:
+    if path is None:
+        raise ValueError(f"erp.{field}: required for this kind of authentication")
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"erp.{field} = {str(path)!r}: cannot be read: {exc.strerror}") from None
+
+
+def build(settings: Settings) -> SapAdapter:
+    """The adapter, with its secrets read; a ValueError names a missing or unreadable one."""
+    if settings.auth == "basic":
+        if settings.user is None:
+            raise ValueError("erp.user: required with auth = 'basic'")
+        secret = _read_secret("password_file", settings.password_file)
+        return SapAdapter(settings, password=secret)
+    if settings.token_url is None or settings.client_id is None:
+        raise ValueError("erp.token_url and erp.client_id: required with auth = 'oauth'")
+    secret = _read_secret("client_secret_file", settings.client_secret_file)
+    return SapAdapter(
+        settings,
+        oauth=ClientCredentials(settings.token_url, settings.client_id, secret, settings.scope),
+    )
+
+
+def odata_date(day: dt.date) -> str:
+    """``/Date(ms)/`` of the day's UTC midnight (OData V2 ``Edm.DateTime`` for a date)."""
+    midnight = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return f"/Date({int(midnight.timestamp() * 1000)})/"
+
+
+def odata_time(t: dt.time) -> str:
+    return f"PT{t.hour:02d}H{t.minute:02d}M{t.second:02d}S"
+
+
+def sap_decimal(name: str, value: Decimal) -> str:
+    """A quantity as SAP's Decimal(13,3) text; more places or digits are refused, never
+    rounded (a rounded quantity is a wrong quantity in the ERP)."""
+    if value < 0 or value > _MAX_QTY:
+        raise _Unpostable(f"{name} = {value}: outside SAP's Decimal(13,3)")
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > _MAX_PLACES:
+        raise _Unpostable(f"{name} = {value}: more than SAP's {_MAX_PLACES} decimal places")
+    return f"{value:.3f}"
+
+
+class _Unpostable(Exception):
+    """The posting cannot be expressed in SAP's fields (too long, too many places)."""
+
+
+def _fit(name: str, value: str, length: int) -> str:
+    if len(value) > length:
+        raise _Unpostable(f"{name} = {value!r}: longer than SAP's {length} characters")
+    return value
+
+
+def sap_error(response: httpx.Response) -> tuple[str, str | None]:
+    """SAP's message text and code from an OData V2 error body (or the status when none)."""
+    try:
+        data: Any = response.json()
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        message = error.get("message")
+        if isinstance(message, list):  # some releases send a list of {lang, value}
+            english = [m for m in message if isinstance(m, dict) and m.get("lang") == "en"]
+            message = (english or message or [None])[0]
+        text = message.get("value") if isinstance(message, dict) else message
+        if isinstance(text, str) and text:
+            return text[:1000], code
+    body = response.text.strip().replace("\n", " ")[:200]
+    return f"HTTP {response.status_code}{': ' + body if body else ''}", None
+
+
+class SapAdapter(ErpAdapter):
+    system: ClassVar[str] = "sap"
+    can_lookup = True
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        password: str | None = None,
+        oauth: ClientCredentials | None = None,
+    ) -> None:
+        self.settings = settings
+        self._password = password
+        self._oauth = oauth
+        self._zone = ZoneInfo(settings.timezone)
+        self._client: httpx.AsyncClient | None = None
+        self._tokens: TokenSource | None = None
+        self._csrf: str | None = None
+        self._csrf_lock = asyncio.Lock()
+        self._transient = frozenset(settings.transient_codes)
+        self.can_lookup = settings.lookup
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        s = self.settings
+        auth = httpx.BasicAuth(s.user or "", self._password or "") if s.auth == "basic" else None
+        verify: Any = str(s.ca_file) if s.ca_file else True
+        self._client = httpx.AsyncClient(
+            auth=auth,
+            timeout=httpx.Timeout(s.timeout_s, connect=min(10.0, s.timeout_s)),
+            verify=verify,
+            headers={"Accept": "application/json"},
+        )
+        if self._oauth is not None:
+            self._tokens = TokenSource(self._oauth, self._client)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # ------------------------------------------------------------------ the interface
+
+    async def post(self, posting: Posting) -> Outcome:
+        try:
+            body = self.body(posting)
+        except _Unpostable as exc:
+            return Rejected(str(exc), "RELAY/FIELD")
+        result = await self._modify("POST", "ProdnOrdConf2", json=body)
+        if isinstance(result, httpx.Response):
+            return self._created(result)
+        return result
+
+    async def reverse(self, posting: Posting) -> Outcome:
+        keys = dict(posting.reverses_keys)
+        if not (keys.get("confirmation_group") and keys.get("confirmation_count")):
+            if posting.reverses_idem_key is None:
+                return Rejected("a reversal without the confirmation it reverses", "RELAY/REF")
+            found = await self._find(external_id(posting.reverses_idem_key), reversal=False)
+            if not isinstance(found, Posted):
+                if isinstance(found, NotFound):
+                    return Rejected(
+                        f"SAP has no confirmation with external id "
+                        f"{external_id(posting.reverses_idem_key)} to cancel",
+                        "RELAY/NOTFOUND",
+                    )
+                return found if isinstance(found, Transient) else Transient("lookup pending")
+            keys = dict(found.keys)
+        day = self._posting_day(posting)
+        text = self._text(posting)
+        params = {
+            "ConfirmationGroup": f"'{keys['confirmation_group']}'",
+            "ConfirmationCount": f"'{keys['confirmation_count']}'",
+            "PostingDate": f"datetime'{day.isoformat()}T00:00'",
+            "ConfirmationText": f"'{_quote_literal(text)}'",
+            "ExternalSystemConfirmation": f"guid'{posting.external_id}'",
+        }
+        query = "&".join(f"{k}={quote(v, safe=chr(39) + ':-')}" for k, v in params.items())
+        result = await self._modify("POST", f"CancelProdnOrdConf?{query}")
+        if not isinstance(result, httpx.Response):
+            return result
+        outcome = self._created(result)
+        if isinstance(outcome, Posted):
+            return Posted(
+                {**outcome.keys, "cancelled_confirmation_count": keys["confirmation_count"]}
+            )
+        return outcome
+
+    async def lookup(self, posting: Posting) -> LookupOutcome:
+        if not self.can_lookup:
+            return Transient("lookup is turned off (erp.lookup = false)")
+        return await self._find(posting.external_id, reversal=posting.kind == "reversal")
+
+    # ------------------------------------------------------------------ the body
+
+    def body(self, posting: Posting) -> dict[str, Any]:
+        s = self.settings
+        body: dict[str, Any] = {
+            "OrderID": _fit("OrderID", posting.order_id, 12),
+            "OrderOperation": _fit("OrderOperation", posting.operation, 4),
+            "Sequence": s.sequence,
+            "ConfirmationUnit": _fit("ConfirmationUnit", posting.unit, 3),
+            "ConfirmationYieldQuantity": sap_decimal("yield_qty", posting.yield_qty),
+            "ConfirmationScrapQuantity": sap_decimal("scrap_qty", posting.scrap_qty),
+            "ConfirmationReworkQuantity": sap_decimal("rework_qty", posting.rework_qty),
+            "VarianceReasonCode": _fit("VarianceReasonCode", posting.variance_reason or "", 4),
+            "PostingDate": odata_date(self._posting_day(posting)),
+            "IsFinalConfirmation": posting.final,
+            "ExternalSystemConfirmation": posting.external_id,
+            "ConfirmationText": self._text(posting),
+            "WorkCenter": _fit("WorkCenter", posting.work_center, 8),
+        }
+        if posting.final:
+            body["FinalConfirmationType"] = "X"
+        if s.plant:
+            body["Plant"] = s.plant
+        for prefix, ms in (
+            ("ConfirmedExecutionStart", posting.period_start_ms),
+            ("ConfirmedExecutionEnd", posting.period_end_ms),
+        ):
+            if ms is not None:
+                local = dt.datetime.fromtimestamp(ms / 1000, self._zone)
+                body[f"{prefix}Date"] = odata_date(local.date())
+                body[f"{prefix}Time"] = odata_time(local.time())
+        per = _UNIT_SECONDS[s.activity_unit]
+        for slot, seconds in (
+            (s.setup_slot, posting.setup_s),
+            (s.machine_slot, posting.machine_s),
+            (s.labour_slot, posting.labour_s),
+        ):
+            if slot:
+                body[f"OpConfirmedWorkQuantity{slot}"] = f"{Decimal(seconds / per):.3f}"
+                body[f"OpWorkQuantityUnit{slot}"] = s.activity_unit
+        return body
+
+    def _posting_day(self, posting: Posting) -> dt.date:
+        if posting.posting_date:
+            return dt.date.fromisoformat(posting.posting_date)
+        return dt.datetime.fromtimestamp(posting.event_ms / 1000, self._zone).date()
+
+    def _text(self, posting: Posting) -> str:
+        text = self.settings.text.format(
+            label=posting.label,
+            edge_id=posting.edge_id,
+            order_id=posting.order_id,
+            operation=posting.operation,
+            conf_index=posting.conf_index,
+            work_center=posting.work_center,
+        )
+        return text[:40]
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _url(self, path: str) -> str:
+        url = self.settings.service_url + path
+        if self.settings.sap_client:
+            url += ("&" if "?" in path else "?") + f"sap-client={self.settings.sap_client}"
+        return url
+
+    async def _headers(self) -> dict[str, str] | Transient:
+        if self._tokens is None:
+            return {}
+        try:
+            return {"Authorization": f"Bearer {await self._tokens.token()}"}
+        except TokenUnavailable as exc:
+            return exc.outcome
+        except TokenRefused as exc:
+            # A configuration fault, not the confirmation's: it waits (and is not lost).
+            return Transient(f"SAP's token endpoint refused the relay: {exc}", "RELAY/AUTH")
+
+    async def _fetch_csrf(self, stale: str | None) -> str | Transient:
+        async with self._csrf_lock:
+            if self._csrf is not None and self._csrf != stale:
+                return self._csrf
+            headers = await self._headers()
+            if isinstance(headers, Transient):
+                return headers
+            assert self._client is not None
+            try:
+                response = await self._client.get(
+                    self._url(""), headers={**headers, "x-csrf-token": "Fetch"}
+                )
+            except httpx.HTTPError as exc:
+                return Transient(f"SAP not reachable for the CSRF token: {exc!r}")
+            if response.status_code == 401 and self._tokens is not None:
+                self._tokens.forget()
+            token: str | None = response.headers.get("x-csrf-token")
+            if response.status_code >= 400 or not token or token.lower() == "required":
+                text, _code = sap_error(response)
+                return Transient(f"no CSRF token from SAP (HTTP {response.status_code}): {text}")
+            self._csrf = token
+            return token
+
+    async def _modify(
+        self, method: str, path: str, json: Mapping[str, Any] | None = None
+    ) -> httpx.Response | Transient | Unknown | Rejected:
+        """A modifying request with the CSRF token; 403 Required and 401 are retried once."""
+        if self._client is None:
+            return Transient("the SAP adapter is not started")
+        token = self._csrf
+        for attempt in range(2):
+            if token is None:
+                got = await self._fetch_csrf(None)
+                if isinstance(got, Transient):
+                    return got
+                token = got
+            headers = await self._headers()
+            if isinstance(headers, Transient):
+                return headers
+            headers["x-csrf-token"] = token
+            try:
+                response = await self._client.request(
+                    method, self._url(path), json=json, headers=headers
+                )
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                return Transient(f"SAP not reachable: {exc!r}")
+            except httpx.HTTPError as exc:
+                return Unknown(f"no answer from SAP after sending: {exc!r}")
+            if (
+                response.status_code == 403
+                and response.headers.get("x-csrf-token", "").lower() == "required"
+                and attempt == 0
+            ):
+                got = await self._fetch_csrf(token)
+                if isinstance(got, Transient):
+                    return got
+                token = got
+                continue
+            if response.status_code == 401 and attempt == 0:
+                if self._tokens is not None:
+                    self._tokens.forget()
+                token = None
+                continue
+            return self._classify(response)
+        return Transient("SAP refused the session twice (CSRF or credentials)")
+
+    def _classify(self, response: httpx.Response) -> httpx.Response | Transient | Rejected:
+        status = response.status_code
+        if status < 300:
+            return response
+        text, code = sap_error(response)
+        if status in _RETRY_STATUSES or (status == 400 and code in self._transient):
+            after = response.headers.get("retry-after")
+            delay = float(after) if after and after.isdigit() else None
+            return Transient(text, code, delay)
+        if status in (401, 403, 404, 405):
+            # The service URL, the credentials or the authorisations are wrong: a fault of the
+            # configuration, never of the confirmation.
+            return Transient(f"SAP answered HTTP {status}: {text}", code or f"HTTP/{status}")
+        return Rejected(text, code)
+
+    def _created(self, response: httpx.Response) -> Outcome:
+        try:
+            data = response.json()["d"]
+            group, count = data["ConfirmationGroup"], data["ConfirmationCount"]
+        except (ValueError, KeyError, TypeError):
+            return Unknown(f"SAP answered HTTP {response.status_code} without the document keys")
+        return Posted({"confirmation_group": str(group), "confirmation_count": str(count)})
+
+    async def _find(self, guid: str, *, reversal: bool) -> LookupOutcome:
+        if self._client is None:
+            return Transient("the SAP adapter is not started")
+        headers = await self._headers()
+        if isinstance(headers, Transient):
+            return headers
+        flag = "true" if reversal else "false"
+        query = (
+            f"$filter=ExternalSystemConfirmation eq guid'{guid}' and IsReversal eq {flag}"
+            "&$format=json"
+        )
+        try:
+            response = await self._client.get(
+                self._url(f"ProdnOrdConf2?{quote(query, safe='=&$')}"), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            return Transient(f"SAP not reachable to look up {guid}: {exc!r}")
+        if response.status_code != 200:
+            text, code = sap_error(response)
+            return Transient(f"SAP lookup of {guid} failed: {text}", code)
+        try:
+            results = response.json()["d"]["results"]
+        except (ValueError, KeyError, TypeError):
+            return Transient(f"SAP lookup of {guid}: unreadable answer")
+        if not results:
+            return NotFound()
+        first = results[0]
+        return Posted(
+            {
+                "confirmation_group": str(first.get("ConfirmationGroup", "")),
+                "confirmation_count": str(first.get("ConfirmationCount", "")),
+            }
+        )
+
+
+def _quote_literal(text: str) -> str:
+    """An OData V2 string literal's content: a single quote is doubled."""
+    return text.replace("'", "''")
