@@ -22,6 +22,7 @@ from edge.config import (
 )
 from edge.errors import ComponentFailed, ConfigError, StoreError, StoreRefused
 from edge.logging import configure_logging
+from edge.relay import cli as relay_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 # The database needs a person (lost, damaged, unusable): systemd does not restart on it.
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pin.set_defaults(fn=cmd_panel_pin)
     ops.register(sub)
+    relay_cli.register(sub)
     return parser
 
 

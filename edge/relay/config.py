@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
@@ -20,7 +20,6 @@ from edge.relay import sap
 
 TopicLevel = Annotated[str, StringConstraints(pattern=r"^[^/+#\x00-\x20\x7f]{1,64}$")]
 RootFilter = Annotated[str, StringConstraints(pattern=r"^[^#\x00-\x20\x7f]{1,500}$")]
-DEFAULT_PATH: Final = "/etc/edge-gateway/relay.toml"
 
 
 class RelaySection(Section):
