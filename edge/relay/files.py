@@ -205,10 +205,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _ERR_CODE = re.compile(r"^([A-Za-z_-]*[0-9][A-Za-z0-9_-]*)\s*:\s*(.*)$")
 
 
-def _ns(tag: str) -> str:
-    return f"{{{B2MML_NS}}}{tag}"
-
-
 class Settings(BaseModel):
     """``[erp]`` with ``system = "file"``. Every number is bounded; unknown keys are errors."""
 
@@ -351,7 +347,7 @@ class _BadPosting(Exception):
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
-    child = ET.SubElement(parent, _ns(tag))
+    child = ET.SubElement(parent, tag)
     if text is not None:
         child.text = text
     return child
@@ -414,7 +410,11 @@ def b2mml_document(posting: Posting) -> bytes:
     if reversal and not posting.reverses_idem_key:
         raise _BadPosting(f"reversal {posting.label} names no confirmation (reverses_idem_key)")
     verb = "Cancel" if reversal else "Process"
-    root = ET.Element(_ns(f"{verb}OperationsPerformance"), {"releaseID": B2MML_RELEASE})
+    # local names under a default xmlns on the root (ElementTree's default_namespace cannot
+    # serialize the unqualified releaseID attribute)
+    root = ET.Element(
+        f"{verb}OperationsPerformance", {"xmlns": B2MML_NS, "releaseID": B2MML_RELEASE}
+    )
     area = _sub(root, "ApplicationArea")
     sender = _sub(area, "Sender")
     _sub(sender, "LogicalID", posting.edge_id or "edge")
@@ -476,7 +476,7 @@ def b2mml_document(posting: Posting) -> bytes:
     for reason, qty in _by_reason(posting.rework_qty, posting.rework_by_reason):
         _material(segment, posting, "Other", "Rework", qty, reason)
     ET.indent(root)
-    body = ET.tostring(root, encoding="unicode", default_namespace=B2MML_NS)
+    body = ET.tostring(root, encoding="unicode")
     return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'.encode()
 
 
