@@ -21,6 +21,8 @@ EDGE_APT_PACKAGES=(
 if [[ "${EDGE_SETUP_FOR:-}" == test ]]; then
     # the operator panel's browser tests drive it with Playwright (no browser download)
     EDGE_APT_PACKAGES+=(chromium)
+    # the relay's shared ledger: tests/pg.py runs its own PostgreSQL clusters (initdb, pg_ctl)
+    EDGE_APT_PACKAGES+=(postgresql)
 fi
 
 EDGE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
@@ -38,6 +40,14 @@ _edge_pkg_present() {
             ;;
         chromium)
             [[ -x /usr/bin/chromium ]]
+            ;;
+        postgresql)
+            # the server binaries of any version (postgresql is a metapackage for one of them)
+            local bindir
+            for bindir in /usr/lib/postgresql/*/bin; do
+                [[ -x $bindir/initdb && -x $bindir/pg_ctl && -x $bindir/postgres ]] && return 0
+            done
+            return 1
             ;;
         *)
             dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

@@ -13,7 +13,8 @@ The server refuses to run as root, and the tests run as root in CI: then ``initd
 ``pg_ctl`` run as an unprivileged user (``postgres`` if it exists, else ``nobody``) and the
 cluster directory is a fresh ``mkdtemp()`` owned by that user, under a base directory whose every
 parent that user can traverse (pytest's own ``/tmp/pytest-of-root`` is mode 0700, so it is never
-used). The cluster is for tests only: trust authentication, ``fsync=off``.
+used). The cluster is for tests only: trust authentication, ``fsync=off`` (committed data
+survives :meth:`PostgresCluster.crash`, not a crash of the machine).
 """
 
 from __future__ import annotations
@@ -144,8 +145,10 @@ class PostgresCluster:
         self._as = _run_as()
         self._settings: dict[str, str | int] = {
             "listen_addresses": self.host,
+            # fsync off: a commit still reaches the WAL (the OS's cache), so what was committed
+            # survives crash() - a server crash - just not a machine crash. synchronous_commit
+            # stays on: off, a crash would lose the last commits, and tests crash the server.
             "fsync": "off",
-            "synchronous_commit": "off",
             "full_page_writes": "off",
             "shared_buffers": "16MB",
             "max_connections": 60,
