@@ -428,7 +428,11 @@ class Relay:
             keys = dict(outcome.keys)
             self.log.info("posted", **_ids(p), erp=self.erp.system, keys=keys, latency_ms=latency)
             await self._answer(
-                p.root, p.idem_key, "posted", erp={"system": self.erp.system, **outcome.keys}
+                p.root,
+                p.idem_key,
+                "posted",
+                erp={"system": self.erp.system, **outcome.keys},
+                latency_ms=latency,
             )
         elif isinstance(outcome, Rejected):
             await self.ledger.rejected(p.idem_key, self.name, outcome.text, outcome.code, now)
@@ -488,6 +492,7 @@ class Relay:
         *,
         erp: Mapping[str, str] | None = None,
         error: tuple[str, str | None] | None = None,
+        latency_ms: int | None = None,
     ) -> None:
         now = self.clock()
         body = ConfirmationResultBody(
@@ -498,6 +503,7 @@ class Relay:
             if error is not None
             else None,
             ts=dt.datetime.fromtimestamp(now / 1000, dt.UTC).isoformat(timespec="milliseconds"),
+            latency_ms=latency_ms,
         )
         envelope = InboundEnvelope(
             schema=RESULT_SCHEMA,

@@ -24,7 +24,7 @@ from pydantic_core import from_json
 
 from edge.domain import limits as L
 
-CONTRACT_VERSION = "1.0.0"
+CONTRACT_VERSION = "1.1.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -260,6 +260,12 @@ class ConfirmationResultBody(_Strict):
         None, max_length=20, description="the ERP's keys for the posting"
     )
     ts: str | None = Field(None, max_length=40)
+    latency_ms: int | None = Field(
+        None,
+        ge=0,
+        le=L.MAX_INT,
+        description="with `posted`: from the machine event (`ts_event_ms`) to the ERP posting",
+    )
 
 
 class InboundEnvelope(_Strict):
