@@ -119,7 +119,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -212,12 +212,19 @@ class Settings(BaseModel):
 
     system: Literal["file"]
     format: Literal["b2mml", "csv"]
+    # where the files go (must exist and be writable at start)
     drop_dir: Annotated[Path, Field(strict=False)]
+    # the file name: placeholders in the module docstring; one of {key8}/{key16}/{key} required
     name_pattern: Annotated[str, Field(min_length=1, max_length=200)] = DEFAULT_PATTERN
+    # where the ERP writes <name>.ok / <name>.err; None: a durable file counts as posted
     ack_dir: Annotated[Path, Field(strict=False)] | None = None
+    # where the ERP moves the files it processed (read by lookup); None: it deletes them
     archive_dir: Annotated[Path, Field(strict=False)] | None = None
+    # no answer this long after writing: Transient (not taken) or Unknown (taken, unanswered)
     ack_timeout_s: Annotated[float, Field(ge=1.0, le=7 * 86400.0)] = 900.0
+    # Submitted.poll_after_s: how soon the relay asks again
     poll_interval_s: Annotated[float, Field(ge=0.05, le=300.0)] = 2.0
+    # CSV only: the field separator, decimal comma; CSV files and answer files: the encoding
     csv_delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ";"
     decimal_comma: bool = False
     encoding: Literal["utf-8", "cp1252"] = "utf-8"
@@ -260,6 +267,16 @@ class Settings(BaseModel):
             raise ValueError("csv_delimiter ',' cannot go with decimal_comma = true")
         if self.csv_delimiter in {'"', "\r", "\n"}:
             raise ValueError(f"csv_delimiter {self.csv_delimiter!r} is not a field separator")
+        named = [("drop_dir", self.drop_dir), ("ack_dir", self.ack_dir)]
+        named.append(("archive_dir", self.archive_dir))
+        seen: dict[Path, str] = {}
+        for setting, path in named:
+            if path is None:
+                continue
+            where = Path(os.path.abspath(path))
+            if where in seen:
+                raise ValueError(f"{setting} and {seen[where]} must be different folders: {path}")
+            seen[where] = setting
         return self
 
 
@@ -631,6 +648,12 @@ def _err_answer(name: str, text: str) -> Rejected:
     return Rejected(first)
 
 
+@dataclass(slots=True)
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class FileAdapter(ErpAdapter):
     """Postings as files in a drop folder (see the module docstring)."""
 
@@ -639,6 +662,8 @@ class FileAdapter(ErpAdapter):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # one write at a time per file name (two calls for the same posting never race)
+        self._busy: dict[str, _Slot] = {}
 
     # -- lifecycle
 
@@ -656,13 +681,13 @@ class FileAdapter(ErpAdapter):
             dirs.append(("ack_dir", s.ack_dir, os.R_OK | os.X_OK))
         if s.archive_dir is not None:
             dirs.append(("archive_dir", s.archive_dir, os.R_OK | os.X_OK))
-        for field, path, mode in dirs:
+        for setting, path, mode in dirs:
             if not path.is_dir():
                 what = "is not a directory" if path.exists() else "does not exist"
-                raise ValueError(f"erp.{field}: {path} {what}")
+                raise ValueError(f"erp.{setting}: {path} {what}")
             if not os.access(path, mode):
                 need = "writable" if mode & os.W_OK else "readable"
-                raise ValueError(f"erp.{field}: {path} is not {need} by this process")
+                raise ValueError(f"erp.{setting}: {path} is not {need} by this process")
 
     def _remove_stale(self) -> None:
         now = time.time()
@@ -765,12 +790,23 @@ class FileAdapter(ErpAdapter):
         return _Trace(answer=answer, in_drop=in_drop, in_archive=in_archive, mtime=mtime)
 
     async def _submit(self, posting: Posting) -> Outcome:
-        s = self.settings
         name = self.name_for(posting)
         try:
-            data = document(posting, s)
+            data = document(posting, self.settings)
         except _BadPosting as exc:
             return Rejected(str(exc), code="FORMAT")
+        slot = self._busy.setdefault(name, _Slot())
+        slot.users += 1
+        try:
+            async with slot.lock:
+                return await self._write_once(name, data)
+        finally:
+            slot.users -= 1
+            if not slot.users:
+                del self._busy[name]
+
+    async def _write_once(self, name: str, data: bytes) -> Outcome:
+        s = self.settings
         try:
             trace = await asyncio.to_thread(self._trace, name)
         except OSError as exc:

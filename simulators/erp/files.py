@@ -197,6 +197,8 @@ class FileErpStandIn:
         self.postings: list[Entry] = []
         self.answers: list[Answer] = []
         self.files_seen: list[str] = []
+        self.failures: list[tuple[str, str]] = []
+        self._broken: set[str] = set()
         self._next_doc = first_document
         self._rejected: dict[str, tuple[str, str]] = {}
         self._running = asyncio.Event()
@@ -272,7 +274,12 @@ class FileErpStandIn:
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 await self._running.wait()
-                await self.process(name)
+                try:
+                    await self.process(name)
+                except Exception as exc:  # a stand-in reports it and goes on
+                    # left where it is and never read again (reading it again would post twice)
+                    self.failures.append((name, repr(exc)))
+                    self._broken.add(name)
             await asyncio.sleep(self.scan_s)
 
     def _ready_files(self) -> list[str]:
@@ -280,6 +287,8 @@ class FileErpStandIn:
         with os.scandir(self.drop_dir) as it:
             for entry in it:
                 if entry.name.startswith(".") or entry.name.endswith(TMP_SUFFIX):
+                    continue
+                if entry.name in self._broken:
                     continue
                 if entry.is_file():
                     entries.append((entry.stat().st_mtime_ns, entry.name))

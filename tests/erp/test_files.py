@@ -688,3 +688,62 @@ async def test_start_names_the_missing_folder(tmp_path: Path, dirs: dict[str, Pa
     a_file.write_text("")
     with pytest.raises(ValueError, match=f"erp.archive_dir: {a_file} is not a directory"):
         await build(settings(dirs, archive_dir=a_file)).start()
+
+
+def test_settings_folders_must_differ(dirs: dict[str, Path]) -> None:
+    with pytest.raises(pydantic.ValidationError, match="ack_dir and drop_dir must be different"):
+        settings(dirs, ack_dir=dirs["drop"])
+
+
+async def test_concurrent_posts_of_one_posting_write_once(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edge.relay.files as files
+
+    writes: list[str] = []
+    real = files.write_atomic
+
+    def counting(directory: Path, name: str, data: bytes) -> None:
+        writes.append(name)
+        real(directory, name, data)
+
+    monkeypatch.setattr(files, "write_atomic", counting)
+    a = await adapter(settings(dirs))
+    p = conf()
+    outs = await asyncio.gather(*(a.post(p) for _ in range(5)))
+    assert all(isinstance(o, Submitted) for o in outs)
+    assert writes == [a.name_for(p)]
+    assert visible(dirs["drop"]) == [a.name_for(p)]
+
+
+async def test_the_stand_in_from_the_command_line(dirs: dict[str, Path]) -> None:
+    erp = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "simulators.erp.files",
+        "--drop",
+        str(dirs["drop"]),
+        "--ack",
+        str(dirs["ack"]),
+        "--archive",
+        str(dirs["archive"]),
+        "--orders",
+        "1000123",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        a = await adapter(settings(dirs))
+        p, unknown = conf(), conf(2, order_id="1000999")
+        assert await settle(a, p, await a.post(p), timeout=8) == Posted(
+            keys={"file": a.name_for(p), "document": "4900000001"}
+        )
+        assert await settle(a, unknown, await a.post(unknown), timeout=8) == Rejected(
+            "Order 1000999 does not exist", code="E101"
+        )
+        assert erp.stdout is not None
+        line = await asyncio.wait_for(erp.stdout.readline(), 5)
+        assert line.decode().startswith(f"{a.name_for(p)}: ok document=4900000001")
+    finally:
+        erp.terminate()
+        await erp.wait()
