@@ -1,0 +1,1 @@
+"""Stand-ins of the ERPs the relay posts to: :mod:`simulators.erp.sap` (SAP S/4HANA OData V2)."""
