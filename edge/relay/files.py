@@ -99,9 +99,11 @@ encoded in ``encoding`` (a character the encoding cannot hold rejects the postin
 reversal as ``CancelOperationsPerformance`` whose ``OperationsPerformance/ID`` is the cancelled
 document's ID (the verb is B2MML's, its meaning for performance is ours); scrap and rework as
 ``MaterialUse Other`` with ``OtherValue`` (the schema has no scrap use); the ``SegmentData``
-IDs, the ``duration`` and ``boolean`` DataType values and ``PostingDate`` as a date at midnight;
-``Sender/ReferenceID`` carrying the idempotency key; the answer file convention above; the CSV
-layout (no standard exists).
+IDs (ours; the ``DataType`` values ``integer``, ``boolean``, ``duration``, ``string`` and
+``decimal`` are in B2MML's ``DataTypeEnum``); ``PostingDate`` as the date at midnight (the
+plant's local date, no zone); ``Sender/ReferenceID`` carrying the idempotency key; the answer
+file convention above; the CSV layout (no standard exists). The output has not been validated
+against the V0700 XSDs here (they are not vendored); the child order follows the reference.
 """
 
 from __future__ import annotations
@@ -783,10 +785,12 @@ class FileAdapter(ErpAdapter):
         in_archive = False
         if s.archive_dir is not None:
             try:
-                mtime = (s.archive_dir / name).stat().st_mtime if mtime is None else mtime
-                in_archive = True
+                archived = (s.archive_dir / name).stat().st_mtime
             except FileNotFoundError:
                 pass
+            else:
+                in_archive = True
+                mtime = archived if mtime is None else mtime
         return _Trace(answer=answer, in_drop=in_drop, in_archive=in_archive, mtime=mtime)
 
     async def _submit(self, posting: Posting) -> Outcome:

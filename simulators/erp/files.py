@@ -342,6 +342,8 @@ class FileErpStandIn:
             yield_qty = Decimal(f["yield"])
         except (BadFile, KeyError) as exc:
             return False, f"E900: cannot read {name}: {exc}"
+        if f["kind"] not in {"confirmation", "reversal"} or not f["idem_key"]:
+            return False, f"E900: cannot read {name}: kind {f['kind']!r}, key {f['idem_key']!r}"
         order = f["order"]
         if self.orders is not None and order not in self.orders:
             return False, f"E101: Order {order} does not exist"
