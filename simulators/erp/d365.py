@@ -1,0 +1,1166 @@
+"""A stand-in for Dynamics 365 SCM's MES integration: the token endpoint, ``SendMessage`` and a
+message processor that works the queue in the background, with a ledger and fault knobs.
+
+Use it from a test::
+
+    async with D365StandIn(client_secret="s3cret") as d365:
+        d365.state.add_order("P000123", quantity=100, operations=(10, 20))
+        ...  # an adapter with base_url=d365.base_url, tenant_token_url=d365.token_url
+        assert d365.state.totals("P000123", 10)["good"] == 40
+        d365.state.assert_exactly_once()
+
+or run it (``python -m simulators.erp.d365 --port 8365``) and drive it with ``/_control/...``.
+
+What it serves (paths as in ``erp-apis.md`` §3):
+
+- ``POST /{tenant}/oauth2/v2.0/token`` (form, client credentials): ``{"token_type": "Bearer",
+  "expires_in", "ext_expires_in", "access_token"}``; a wrong secret is 401 ``invalid_client``
+  (``AADSTS7000215``), an unknown client 400 ``unauthorized_client``, a scope other than
+  ``<base_url>/.default`` 400 ``invalid_scope``. Tokens expire after ``token_lifetime_s``;
+  :meth:`D365State.expire_tokens` ends every token issued so far.
+- ``POST /api/services/SysMessageServices/SysMessageService/SendMessage``: Bearer required
+  (401 otherwise); the envelope must have the four string parameters (``_companyId``,
+  ``_messageQueue``, ``_messageType``, ``_messageContent``) and may have ``_messageId`` (the
+  adapter's correlation, **not confirmed** for the real F&O); any other key, a missing or
+  non-string parameter, an unknown company or queue is a 500 fault body ``{"Message",
+  "ExceptionType", "ActivityId"}`` (shape **not confirmed**). A good call stores the message
+  as Queued and answers 200 with an empty body.
+- ``GET /data/SysMessageProcessorMessages?$filter=MessageId eq '...' or ...`` (an OData v4
+  collection of message states; **not confirmed**: no such entity is documented) with
+  ``MessageId``, ``ControlNumber``, ``MessageQueue``, ``MessageType``, ``MessageState``,
+  ``MessageStateLabel``, ``MessageProcessingResult``, ``MessageInfolog``, ``MessageContent``,
+  ``dataAreaId`` and ``JournalId``.
+- ``GET /data/ProductionOrderHeaders`` (the registered orders, for a look in a browser).
+
+The processor takes the messages of one production order in arrival order, each after
+``process_delay_s``; a message that fails is tried three times in all, then set to Failed with a
+log text in D365's manner. The content is checked per message type against the fields of §3.3
+(mandatory fields, types, enum values; an unknown field fails the message when
+``strict_fields``, which is **not confirmed**), then against the registered orders (when any
+are registered): the order must exist, be started (``StartedUp``) for route cards and
+reports-as-finished, not be ``Ended``; an operation must exist; a good quantity must not exceed
+what remains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import signal
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs
+
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+SEND_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
+STATE_ENTITY = "SysMessageProcessorMessages"
+ATTEMPTS = 3  # D365 tries each message three times before it sets it to Failed
+
+# -- the message types of §3.3 -------------------------------------------------------------
+
+YES_NO = frozenset({"Yes", "No"})
+ERROR_CAUSE = frozenset({"None", "Material", "Machine", "OperatingStaff"})
+BOM_RULE = frozenset({"FlushingPrincip", "Always", "Never"})
+ROUTE_RULE = frozenset({"RouteDependent", "Always", "Never"})
+PRODUCTION_TYPE = frozenset({"MainItem", "Formula", "BOM", "Co_Product", "By_Product", "None"})
+TASK_TYPE = frozenset(
+    {"QueueBefore", "Setup", "Process", "Overlap", "Transport", "QueueAfter", "Burden"}
+)
+PRIORITY = frozenset({"Primary", *(f"Secondary{i}" for i in range(1, 21))})
+
+Kind = str | frozenset[str]  # "string" | "real" | "int" | "date" | "datetime" | an enum's values
+
+START_FIELDS: dict[str, Kind] = {
+    "ProductionOrderNumber": "string",
+    "StartedQuantity": "real",
+    "StartedDate": "date",
+    "AutomaticBOMConsumptionRule": BOM_RULE,
+}
+REPORT_FINISHED_LINE: dict[str, Kind] = {
+    "LineNumber": "real",
+    "ItemNumber": "string",
+    "ProductionType": PRODUCTION_TYPE,
+    "ReportedErrorQuantity": "real",
+    "ReportedGoodQuantity": "real",
+    "ReportedErrorCatchWeightQuantity": "real",
+    "ReportedGoodCatchWeightQuantity": "real",
+    "AcceptError": YES_NO,
+    "ErrorCause": ERROR_CAUSE,
+    "ExecutedDateTime": "datetime",
+    "ReportAsFinishedDate": "date",
+    "AutomaticBOMConsumptionRule": BOM_RULE,
+    "AutomaticRouteConsumptionRule": ROUTE_RULE,
+    "RespectFlushingPrincipleDuringOverproduction": YES_NO,
+    # both spellings of the journal names (2024 and 2022 texts)
+    "JournalNameId": "string",
+    "PickingListJournalNameId": "string",
+    "RouteCardJournalNameId": "string",
+    "ProductionJournalNameId": "string",
+    "PickingListProductionJournalNameId": "string",
+    "RouteCardProductionJournalNameId": "string",
+    "FromOperationNumber": "int",
+    "ToOperationNumber": "int",
+    "InventoryLotId": "string",
+    "BaseValue": "string",
+    "EndJob": YES_NO,
+    "EndPickingList": YES_NO,
+    "EndRouteCard": YES_NO,
+    "PostNow": YES_NO,
+    "AutoUpdate": YES_NO,
+    **dict.fromkeys(
+        (
+            "ProductColorId",
+            "ProductConfigurationId",
+            "ProductSizeId",
+            "ProductStyleId",
+            "ProductVersionId",
+            "ItemBatchNumber",
+            "ProductSerialNumber",
+            "LicensePlateNumber",
+            "InventoryStatusId",
+            "ProductionWarehouseId",
+            "ProductionSiteId",
+            "ProductionWarehouseLocationId",
+            *(f"InventoryDimension{i}" for i in range(1, 13)),
+        ),
+        "string",
+    ),
+}
+PICKING_LIST_LINE: dict[str, Kind] = {
+    "ItemNumber": "string",
+    "ConsumptionBOMQuantity": "real",
+    "ProposalBOMQuantity": "real",
+    "ScrapBOMQuantity": "real",
+    "BOMUnitSymbol": "string",
+    "ConsumptionInventoryQuantity": "real",
+    "ProposalInventoryQuantity": "real",
+    "ConsumptionCatchWeightQuantity": "real",
+    "ProposalCatchWeightQuantity": "real",
+    "ConsumptionDate": "date",
+    "OperationNumber": "int",
+    "LineNumber": "real",
+    "PositionNumber": "string",
+    "IsConsumptionEnded": YES_NO,
+    "ErrorCause": ERROR_CAUSE,
+    "InventoryLotId": "string",
+}
+ROUTE_CARD_LINE: dict[str, Kind] = {
+    "OperationNumber": "int",
+    "OperationPriority": PRIORITY,
+    "OperationId": "string",
+    "OperationsResourceId": "string",
+    "Worker": "string",
+    "HoursRouteCostCategoryId": "string",
+    "QuantityRouteCostCategoryId": "string",
+    "HourlyRate": "real",
+    "Hours": "real",
+    "GoodQuantity": "real",
+    "ErrorQuantity": "real",
+    "CatchWeightGoodQuantity": "real",
+    "CatchWeightErrorQuantity": "real",
+    "QuantityPrice": "real",
+    "ProcessingPercentage": "real",
+    "ConsumptionDate": "date",
+    "TaskType": TASK_TYPE,
+    "ErrorCause": ERROR_CAUSE,
+    "OperationCompleted": YES_NO,
+    "BOMConsumption": YES_NO,
+    "ReportAsFinished": YES_NO,
+}
+END_FIELDS: dict[str, Kind] = {
+    "ProductionOrderNumber": "string",
+    "ExecutedDateTime": "datetime",
+    "EndedDate": "date",
+    "UseTimeAndAttendanceCost": YES_NO,
+    "AutoReportAsFinished": YES_NO,
+    "AutoUpdate": YES_NO,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSchema:
+    header: Mapping[str, Kind]
+    mandatory: frozenset[str]
+    lines_key: str | None = None
+    line: Mapping[str, Kind] = field(default_factory=dict)
+    line_mandatory: frozenset[str] = frozenset()
+
+
+SCHEMAS: dict[str, MessageSchema] = {
+    "ProdProductionOrderStart": MessageSchema(START_FIELDS, frozenset({"ProductionOrderNumber"})),
+    "ProdProductionOrderReportFinished": MessageSchema(
+        {"ProductionOrderNumber": "string"},
+        frozenset({"ProductionOrderNumber"}),
+        "ReportFinishedLines",
+        REPORT_FINISHED_LINE,
+    ),
+    "ProdProductionOrderPickingList": MessageSchema(
+        {"ProductionOrderNumber": "string", "JournalNameId": "string"},
+        frozenset({"ProductionOrderNumber"}),
+        "PickingListLines",
+        PICKING_LIST_LINE,
+        frozenset({"ItemNumber"}),
+    ),
+    "ProdProductionOrderRouteCard": MessageSchema(
+        {"ProductionOrderNumber": "string", "JournalNameId": "string"},
+        frozenset({"ProductionOrderNumber"}),
+        "RouteCardLines",
+        ROUTE_CARD_LINE,
+        frozenset({"OperationNumber"}),
+    ),
+    "ProdProductionOrderEnd": MessageSchema(END_FIELDS, frozenset({"ProductionOrderNumber"})),
+}
+
+
+class ProcessingError(Exception):
+    """A message fails with this text in its log."""
+
+
+def _check_value(where: str, name: str, kind: Kind, value: Any) -> None:
+    if isinstance(kind, frozenset):
+        if not isinstance(value, str) or value not in kind:
+            allowed = ", ".join(sorted(kind))
+            raise ProcessingError(
+                f"{where}: '{value}' is not a valid value for field '{name}' ({allowed})."
+            )
+        return
+    ok: bool
+    if kind == "string":
+        ok = isinstance(value, str)
+    elif kind == "real":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "date":
+        ok = isinstance(value, str) and _parses(date.fromisoformat, value, r"\d{4}-\d{2}-\d{2}")
+    else:
+        ok = isinstance(value, str) and _parses(
+            datetime.fromisoformat, value, r"\d{4}-\d{2}-\d{2}T"
+        )
+    if not ok:
+        raise ProcessingError(f"{where}: field '{name}' must be of type {kind}, got {value!r}.")
+
+
+def _parses(parse: Callable[[str], object], value: str, shape: str) -> bool:
+    if not re.match(shape, value):
+        return False
+    try:
+        parse(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def _check_fields(
+    where: str, doc: Any, fields: Mapping[str, Kind], mandatory: Iterable[str], strict: bool
+) -> None:
+    if not isinstance(doc, dict):
+        raise ProcessingError(f"{where}: a JSON object was expected.")
+    for name in mandatory:
+        if name not in doc or doc[name] is None or doc[name] == "":
+            raise ProcessingError(f"{where}: field '{name}' is mandatory.")
+    for name, value in doc.items():
+        if name not in fields:
+            if strict:
+                raise ProcessingError(f"{where}: field '{name}' is not supported.")
+            continue
+        if value is not None:
+            _check_value(where, name, fields[name], value)
+
+
+def validate_content(message_type: str, content: str, *, strict: bool = True) -> dict[str, Any]:
+    """The parsed ``_messageContent`` of a message type, or :class:`ProcessingError`."""
+    schema = SCHEMAS.get(message_type)
+    if schema is None:
+        raise ProcessingError(f"Message type '{message_type}' is not set up for this queue.")
+    try:
+        doc = json.loads(content)
+    except ValueError as exc:
+        raise ProcessingError(f"Message content could not be deserialized: {exc}.") from None
+    allowed = dict(schema.header)
+    if schema.lines_key:
+        allowed[schema.lines_key] = "lines"
+    if not isinstance(doc, dict):
+        raise ProcessingError(f"{message_type}: the message content must be a JSON object.")
+    _check_fields(
+        message_type,
+        {k: v for k, v in doc.items() if k != schema.lines_key},
+        schema.header,
+        schema.mandatory,
+        strict,
+    )
+    if schema.lines_key:
+        lines = doc.get(schema.lines_key)
+        if not isinstance(lines, list) or not lines:
+            raise ProcessingError(
+                f"{message_type}: field '{schema.lines_key}' is mandatory (at least one line)."
+            )
+        for i, line in enumerate(lines, 1):
+            where = f"{message_type}, {schema.lines_key} line {i}"
+            _check_fields(where, line, schema.line, schema.line_mandatory, strict)
+    return doc
+
+
+# -- state ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Order:
+    number: str
+    item: str = ""
+    quantity: Decimal = Decimal(1000)
+    status: str = "StartedUp"  # Released | StartedUp | ReportedFinished | Ended
+    operations: frozenset[int] | None = None  # None: any operation number
+    reported_good: Decimal = Decimal(0)
+
+    def row(self, company: str) -> dict[str, Any]:
+        return {
+            "dataAreaId": company,
+            "ProductionOrderNumber": self.number,
+            "ItemNumber": self.item,
+            "ProductionOrderStatus": self.status,
+            "ScheduledQuantity": float(self.quantity),
+            "RemainingReportAsFinishedQuantity": float(self.quantity - self.reported_good),
+        }
+
+
+@dataclass
+class Message:
+    control_number: int
+    message_id: str | None
+    company: str
+    queue: str
+    message_type: str
+    content: str
+    order: str
+    due: float
+    state: str = "Queued"  # Queued | Processed | Failed | Canceled
+    log: str = ""
+    attempts: int = 0
+    journal_id: str | None = None
+    scripted: tuple[str, int] | None = None  # (log text, attempts that fail)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "MessageId": self.message_id,
+            "ControlNumber": self.control_number,
+            "MessageQueue": self.queue,
+            "MessageType": self.message_type,
+            "MessageState": self.state,
+            "MessageStateLabel": self.state,
+            "MessageProcessingResult": "Success" if self.state == "Processed" else self.state,
+            "MessageInfolog": self.log,
+            "MessageContent": self.content,
+            "dataAreaId": self.company,
+            "JournalId": self.journal_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCardLine:
+    message_id: str | None
+    order: str
+    operation: int
+    task: str
+    hours: Decimal
+    good: Decimal
+    error: Decimal
+    cause: str | None
+    resource: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendFault:
+    status: int
+    text: str
+    retry_after_s: float | None = None
+
+
+class D365State:
+    """What the stand-in knows, the knobs that make it misbehave, and its ledger."""
+
+    def __init__(
+        self,
+        *,
+        tenant: str = "00000000-0000-4000-8000-000000000365",
+        client_id: str = "edge-relay",
+        client_secret: str = "s3cret",
+        companies: Iterable[str] = ("usmf",),
+        queues: Iterable[str] = ("JmgMES3P",),
+        token_lifetime_s: float = 3600.0,
+        process_delay_s: float = 0.1,
+        retry_delay_s: float = 0.05,
+        strict_fields: bool = True,
+    ) -> None:
+        self.tenant = tenant
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.companies = {c.lower() for c in companies}
+        self.queues = set(queues)
+        self.base_url = ""  # set by the runner; the expected scope is <base_url>/.default
+        # knobs
+        self.token_lifetime_s = token_lifetime_s
+        self.process_delay_s = process_delay_s
+        self.retry_delay_s = retry_delay_s
+        self.strict_fields = strict_fields
+        self.outage = False
+        self.outage_retry_after_s: float | None = 1.0
+        self.latency_s = 0.0
+        self.paused = False
+        self._send_faults: list[SendFault] = []
+        self._drops = 0
+        self._hangs: list[float] = []
+        self._message_faults: list[tuple[str, int]] = []
+        self.order_faults: dict[str, str] = {}
+        # data
+        self.orders: dict[str, Order] = {}
+        self.messages: list[Message] = []
+        self.route_card_lines: list[RouteCardLine] = []
+        self.finished: dict[str, dict[str, Decimal]] = {}
+        self.tokens: dict[str, float] = {}
+        self.token_requests = 0
+        self.send_requests = 0
+        self.state_requests = 0
+        self._journal = 0
+        self._stopping = asyncio.Event()
+        self._processor: asyncio.Task[None] | None = None
+
+    # -- knobs -----------------------------------------------------------------------------
+
+    def add_order(
+        self,
+        number: str,
+        *,
+        item: str = "",
+        quantity: Decimal | int | str = 1000,
+        status: str = "StartedUp",
+        operations: Iterable[int] | None = None,
+    ) -> Order:
+        """Register a production order; once any is registered, messages for others fail."""
+        order = Order(
+            number,
+            item,
+            Decimal(quantity),
+            status,
+            frozenset(operations) if operations is not None else None,
+        )
+        self.orders[number] = order
+        return order
+
+    def expire_tokens(self) -> None:
+        """Every token issued so far is expired now (the next F&O call gets 401)."""
+        self.tokens.clear()
+
+    def fail_next(
+        self, status: int, text: str = "", *, count: int = 1, retry_after_s: float | None = None
+    ) -> None:
+        """The next ``count`` SendMessage calls answer ``status`` and store nothing."""
+        self._send_faults.extend([SendFault(status, text, retry_after_s)] * count)
+
+    def drop_next(self, count: int = 1) -> None:
+        """Commit then drop: the next ``count`` messages are stored, and the connection is
+        closed without an answer."""
+        self._drops += count
+
+    def hang_next(self, seconds: float, count: int = 1) -> None:
+        """The next ``count`` messages are stored, and the answer comes ``seconds`` later."""
+        self._hangs.extend([seconds] * count)
+
+    def fail_next_message(self, text: str, *, attempts: int = ATTEMPTS) -> None:
+        """The next message processed fails with ``text`` in its log for ``attempts`` attempts
+        (three or more: it ends Failed; fewer: it is Processed on a later attempt)."""
+        self._message_faults.append((text, attempts))
+
+    def fail_order(self, order: str, text: str) -> None:
+        """Every message of ``order`` fails with ``text`` until :meth:`clear_order_fault`."""
+        self.order_faults[order] = text
+
+    def clear_order_fault(self, order: str) -> None:
+        self.order_faults.pop(order, None)
+
+    def cancel(self, message_id: str) -> None:
+        """A user cancels the queued copies of a message."""
+        for m in self.messages:
+            if m.message_id == message_id and m.state == "Queued":
+                m.state, m.log = "Canceled", "Canceled by user Admin."
+
+    # -- the ledger ------------------------------------------------------------------------
+
+    def by_id(self, message_id: str) -> list[Message]:
+        return [m for m in self.messages if m.message_id == message_id]
+
+    def processed_counts(self) -> Counter[str]:
+        return Counter(
+            m.message_id for m in self.messages if m.state == "Processed" and m.message_id
+        )
+
+    def assert_exactly_once(self) -> None:
+        """No message id was processed more than once, and none was stored twice while the
+        first copy was still good (Queued or Processed)."""
+        twice = [mid for mid, n in self.processed_counts().items() if n > 1]
+        assert not twice, f"processed more than once: {twice}"
+        live = Counter(m.message_id for m in self.messages if m.message_id and m.state != "Failed")
+        doubled = [mid for mid, n in live.items() if n > 1]
+        assert not doubled, f"stored more than once: {doubled}"
+
+    def route_cards(self, order: str, operation: int) -> list[RouteCardLine]:
+        return [x for x in self.route_card_lines if x.order == order and x.operation == operation]
+
+    def totals(self, order: str, operation: int) -> dict[str, Decimal]:
+        lines = self.route_cards(order, operation)
+        return {
+            "good": sum((x.good for x in lines), Decimal(0)),
+            "error": sum((x.error for x in lines), Decimal(0)),
+            "hours": sum((x.hours for x in lines), Decimal(0)),
+            "setup_hours": sum((x.hours for x in lines if x.task == "Setup"), Decimal(0)),
+            "process_hours": sum((x.hours for x in lines if x.task == "Process"), Decimal(0)),
+        }
+
+    def reported_finished(self, order: str) -> dict[str, Decimal]:
+        return dict(self.finished.get(order, {"good": Decimal(0), "error": Decimal(0)}))
+
+    def ledger(self) -> dict[str, Any]:
+        """Everything, JSON-ready (for ``/_control/ledger``)."""
+        return {
+            "messages": [m.row() for m in self.messages],
+            "orders": {n: o.row(next(iter(self.companies), "")) for n, o in self.orders.items()},
+            "route_card_lines": [
+                {
+                    "message_id": x.message_id,
+                    "order": x.order,
+                    "operation": x.operation,
+                    "task": x.task,
+                    "hours": str(x.hours),
+                    "good": str(x.good),
+                    "error": str(x.error),
+                    "cause": x.cause,
+                }
+                for x in self.route_card_lines
+            ],
+            "finished": {o: {k: str(v) for k, v in t.items()} for o, t in self.finished.items()},
+            "requests": {
+                "token": self.token_requests,
+                "send": self.send_requests,
+                "state": self.state_requests,
+            },
+        }
+
+    # -- the message processor -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+        if self._processor is None:
+            self._processor = asyncio.create_task(self._process_loop(), name="d365-processor")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        task, self._processor = self._processor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_settled(self, timeout: float = 5.0) -> None:
+        """Until no message is Queued (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while any(m.state == "Queued" for m in self.messages):
+            if time.monotonic() > deadline:
+                raise TimeoutError("D365 stand-in: messages still queued")
+            await asyncio.sleep(0.01)
+
+    async def _process_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            if not self.paused:
+                self.process_due(time.monotonic())
+
+    def process_due(self, now: float) -> None:
+        """One pass: the first queued message of each order, when it is due."""
+        heads: dict[str, Message] = {}
+        for m in self.messages:
+            if m.state == "Queued" and m.order not in heads:
+                heads[m.order] = m
+        for m in heads.values():
+            if m.due <= now:
+                self._attempt(m, now)
+
+    def _attempt(self, m: Message, now: float) -> None:
+        m.attempts += 1
+        if m.attempts == 1 and self._message_faults:
+            m.scripted = self._message_faults.pop(0)
+        try:
+            if m.scripted is not None and m.attempts <= m.scripted[1]:
+                raise ProcessingError(m.scripted[0])
+            doc = validate_content(m.message_type, m.content, strict=self.strict_fields)
+            order = str(doc["ProductionOrderNumber"])
+            if order in self.order_faults:
+                raise ProcessingError(self.order_faults[order])
+            m.journal_id = self._apply(m, doc)
+        except ProcessingError as exc:
+            m.log = str(exc)
+            if m.attempts >= ATTEMPTS:
+                m.state = "Failed"
+            else:
+                m.due = now + self.retry_delay_s
+            return
+        m.state, m.log = "Processed", "Message processed."
+
+    def _order(self, number: str) -> Order | None:
+        if not self.orders:
+            return None
+        order = self.orders.get(number)
+        if order is None:
+            raise ProcessingError(f"Production order {number} does not exist.")
+        if order.status == "Ended":
+            raise ProcessingError(f"Production order {number} is ended. Updating is not allowed.")
+        return order
+
+    def _next_journal(self, prefix: str) -> str:
+        self._journal += 1
+        return f"{prefix}-{self._journal:06d}"
+
+    def _apply(self, m: Message, doc: dict[str, Any]) -> str | None:
+        number = str(doc["ProductionOrderNumber"])
+        order = self._order(number)
+        kind = m.message_type
+        if kind == "ProdProductionOrderStart":
+            if order is not None:
+                order.status = "StartedUp"
+            return None
+        if kind == "ProdProductionOrderEnd":
+            if order is not None:
+                if order.status == "Released":
+                    raise ProcessingError(f"Production order {number} has not been started.")
+                order.status = "Ended"
+            return None
+        if kind == "ProdProductionOrderPickingList":
+            return self._next_journal("PL")
+        if order is not None and order.status == "Released":
+            raise ProcessingError(
+                f"Production order {number} has not been started. Status: Released."
+            )
+        if kind == "ProdProductionOrderRouteCard":
+            lines = doc["RouteCardLines"]
+            new: list[RouteCardLine] = []
+            good_by_op: dict[int, Decimal] = {}
+            for line in lines:
+                op = int(line["OperationNumber"])
+                known = order.operations if order is not None else None
+                if known is not None and op not in known:
+                    raise ProcessingError(
+                        f"Operation {op} does not exist on production order {number}."
+                    )
+                good = _dec(line.get("GoodQuantity"))
+                good_by_op[op] = good_by_op.get(op, Decimal(0)) + good
+                new.append(
+                    RouteCardLine(
+                        m.message_id,
+                        number,
+                        op,
+                        str(line.get("TaskType") or "Process"),
+                        _dec(line.get("Hours")),
+                        good,
+                        _dec(line.get("ErrorQuantity")),
+                        line.get("ErrorCause"),
+                        line.get("OperationsResourceId"),
+                    )
+                )
+            if order is not None:
+                for op, good in good_by_op.items():
+                    done = self.totals(number, op)["good"]
+                    remaining = order.quantity - done
+                    if good > remaining:
+                        raise ProcessingError(
+                            f"The good quantity {good} exceeds the remaining quantity "
+                            f"{remaining} of operation {op} on production order {number}."
+                        )
+                    if done + good < 0:
+                        raise ProcessingError(
+                            f"The quantity {good} cannot be reversed: only {done} is reported "
+                            f"on operation {op} of production order {number}."
+                        )
+            self.route_card_lines.extend(new)
+            return self._next_journal("RC")
+        # report as finished
+        good = sum(
+            (_dec(x.get("ReportedGoodQuantity")) for x in doc["ReportFinishedLines"]), Decimal(0)
+        )
+        error = sum(
+            (_dec(x.get("ReportedErrorQuantity")) for x in doc["ReportFinishedLines"]), Decimal(0)
+        )
+        if order is not None:
+            remaining = order.quantity - order.reported_good
+            if good > remaining:
+                raise ProcessingError(
+                    f"The quantity {good} exceeds the remaining quantity {remaining} to report "
+                    f"as finished on production order {number}."
+                )
+            order.reported_good += good
+            if order.reported_good >= order.quantity:
+                order.status = "ReportedFinished"
+        totals = self.finished.setdefault(number, {"good": Decimal(0), "error": Decimal(0)})
+        totals["good"] += good
+        totals["error"] += error
+        return self._next_journal("RAF")
+
+    # -- requests --------------------------------------------------------------------------
+
+    def issue_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = time.monotonic() + self.token_lifetime_s
+        return token
+
+    def authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Bearer "):
+            return False
+        until = self.tokens.get(header[len("Bearer ") :])
+        return until is not None and time.monotonic() < until
+
+    def take_send_fault(self) -> SendFault | None:
+        return self._send_faults.pop(0) if self._send_faults else None
+
+    def take_drop(self) -> bool:
+        if self._drops:
+            self._drops -= 1
+            return True
+        return False
+
+    def take_hang(self) -> float | None:
+        return self._hangs.pop(0) if self._hangs else None
+
+    def store(self, body: Mapping[str, Any]) -> Message:
+        content = str(body["_messageContent"])
+        try:
+            doc = json.loads(content)
+            order = str(doc.get("ProductionOrderNumber", "")) if isinstance(doc, dict) else ""
+        except ValueError:
+            order = ""
+        message = Message(
+            control_number=len(self.messages) + 1,
+            message_id=body.get("_messageId"),
+            company=str(body["_companyId"]),
+            queue=str(body["_messageQueue"]),
+            message_type=str(body["_messageType"]),
+            content=content,
+            order=order,
+            due=time.monotonic() + self.process_delay_s,
+        )
+        self.messages.append(message)
+        return message
+
+    async def sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+def _dec(value: Any) -> Decimal:
+    if value is None:
+        return Decimal(0)
+    return Decimal(str(value))
+
+
+# -- the app -------------------------------------------------------------------------------
+
+_ENVELOPE = ("_companyId", "_messageQueue", "_messageType", "_messageContent")
+
+
+def _fault(text: str, exception_type: str = "XppServicesDeserializationException") -> JSONResponse:
+    return JSONResponse(
+        {"Message": text, "ExceptionType": exception_type, "ActivityId": str(uuid.uuid4())},
+        status_code=500,
+    )
+
+
+def _aad_error(status: int, error: str, description: str, code: int) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": error,
+            "error_description": f"AADSTS{code}: {description}",
+            "error_codes": [code],
+            "timestamp": datetime.now().strftime("%Y-%m-%d %H:%M:%SZ"),
+            "trace_id": str(uuid.uuid4()),
+            "correlation_id": str(uuid.uuid4()),
+        },
+        status_code=status,
+    )
+
+
+def _unauthorized() -> Response:
+    return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def build_app(state: D365State) -> FastAPI:
+    app = FastAPI(title="D365 SCM stand-in", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/{tenant}/oauth2/v2.0/token")
+    async def token(tenant: str, request: Request) -> Response:
+        state.token_requests += 1
+        raw = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = {key: values[-1] for key, values in raw.items()}
+        if tenant != state.tenant:
+            return _aad_error(400, "invalid_request", f"Tenant '{tenant}' not found.", 90002)
+        if form.get("grant_type") != "client_credentials":
+            return _aad_error(
+                400,
+                "unsupported_grant_type",
+                "The provided value for grant_type is not supported.",
+                70003,
+            )
+        if form.get("client_id") != state.client_id:
+            return _aad_error(
+                400,
+                "unauthorized_client",
+                f"Application with identifier '{form.get('client_id')}' was not found.",
+                700016,
+            )
+        if form.get("client_secret") != state.client_secret:
+            return _aad_error(
+                401,
+                "invalid_client",
+                "Invalid client secret provided. Ensure the secret being sent in the request is "
+                f"the client secret value, not the client secret ID, for app '{state.client_id}'.",
+                7000215,
+            )
+        expected = f"{state.base_url}/.default"
+        if form.get("scope") != expected:
+            return _aad_error(
+                400,
+                "invalid_scope",
+                f"The provided value '{form.get('scope')}' for the input parameter 'scope' is not "
+                "valid.",
+                70011,
+            )
+        lifetime = int(state.token_lifetime_s)
+        return JSONResponse(
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": state.issue_token(),
+            }
+        )
+
+    async def fo_gate(request: Request) -> Response | None:
+        if state.latency_s:
+            await state.sleep_unless_stopping(state.latency_s)
+        if state.outage:
+            headers = {}
+            if state.outage_retry_after_s is not None:
+                headers["Retry-After"] = str(int(state.outage_retry_after_s))
+            return Response(
+                "Service Unavailable: the environment is in maintenance.",
+                status_code=503,
+                headers=headers,
+            )
+        if not state.authorized(request):
+            return _unauthorized()
+        return None
+
+    @app.post(SEND_PATH)
+    async def send_message(request: Request) -> Response:
+        state.send_requests += 1
+        gate = await fo_gate(request)
+        if gate is not None:
+            return gate
+        fault = state.take_send_fault()
+        if fault is not None:
+            headers = {}
+            if fault.retry_after_s is not None:
+                headers["Retry-After"] = str(int(fault.retry_after_s))
+            return JSONResponse(
+                {"Message": fault.text or f"Scripted fault {fault.status}."},
+                status_code=fault.status,
+                headers=headers,
+            )
+        try:
+            body = await request.json()
+        except ValueError:
+            return _fault("The request body is not valid JSON.")
+        if not isinstance(body, dict):
+            return _fault("The request body must be a JSON object of the operation's parameters.")
+        for key in body:
+            if key not in _ENVELOPE and key != "_messageId":
+                return _fault(f"Parameter '{key}' is not found within the request content body.")
+        for key in _ENVELOPE:
+            if not isinstance(body.get(key), str):
+                return _fault(
+                    f"An exception occured when deserializing a parameter - Exception occurred "
+                    f"when parsing and deserializing parameter '{key}' - 'a string is expected'"
+                )
+        mid = body.get("_messageId")
+        if mid is not None:
+            try:
+                uuid.UUID(str(mid))
+            except ValueError:
+                return _fault(f"Parameter '_messageId' is not a GUID: {mid!r}.")
+        if str(body["_companyId"]).lower() not in state.companies:
+            return _fault(f"Company '{body['_companyId']}' does not exist.", "XppException")
+        if body["_messageQueue"] not in state.queues:
+            return _fault(
+                f"Message queue '{body['_messageQueue']}' does not exist.", "XppException"
+            )
+        state.store(body)
+        if state.take_drop():
+            request.scope["d365.holder"]["drop"] = True
+            return Response(status_code=200)
+        hang = state.take_hang()
+        if hang is not None:
+            await state.sleep_unless_stopping(hang)
+        return Response(status_code=200)
+
+    @app.get(f"/data/{STATE_ENTITY}")
+    async def message_states(request: Request) -> Response:
+        state.state_requests += 1
+        gate = await fo_gate(request)
+        if gate is not None:
+            return gate
+        rows = [m.row() for m in state.messages]
+        query = request.query_params.get("$filter")
+        if query:
+            ids: set[str] = set()
+            for term in re.split(r"\s+or\s+", query.strip()):
+                match = re.fullmatch(r"\(?\s*MessageId\s+eq\s+'([^']*)'\s*\)?", term)
+                if match is None:
+                    return JSONResponse(
+                        {
+                            "error": {
+                                "code": "",
+                                "message": f"The query specified in the URI is not valid: "
+                                f"{query!r}",
+                            }
+                        },
+                        status_code=400,
+                    )
+                ids.add(match.group(1))
+            rows = [r for r in rows if r["MessageId"] in ids]
+        top = request.query_params.get("$top")
+        if top is not None and top.isdigit():
+            rows = rows[: int(top)]
+        return JSONResponse(
+            {"@odata.context": f"{state.base_url}/data/$metadata#{STATE_ENTITY}", "value": rows}
+        )
+
+    @app.get("/data/ProductionOrderHeaders")
+    async def orders(request: Request) -> Response:
+        gate = await fo_gate(request)
+        if gate is not None:
+            return gate
+        company = next(iter(state.companies), "")
+        return JSONResponse(
+            {
+                "@odata.context": f"{state.base_url}/data/$metadata#ProductionOrderHeaders",
+                "value": [o.row(company) for o in state.orders.values()],
+            }
+        )
+
+    # -- control (for `python -m`; tests use D365State directly) -----------------------------
+
+    @app.get("/_control/ledger")
+    async def control_ledger() -> Response:
+        return JSONResponse(state.ledger())
+
+    @app.post("/_control/orders")
+    async def control_order(request: Request) -> Response:
+        body = await request.json()
+        state.add_order(
+            str(body["number"]),
+            item=str(body.get("item", "")),
+            quantity=str(body.get("quantity", 1000)),
+            status=str(body.get("status", "StartedUp")),
+            operations=body.get("operations"),
+        )
+        return JSONResponse({"ok": True})
+
+    @app.post("/_control/knobs")
+    async def control_knobs(request: Request) -> Response:
+        body = await request.json()
+        for key in ("outage", "paused", "strict_fields"):
+            if key in body:
+                setattr(state, key, bool(body[key]))
+        for key in ("latency_s", "process_delay_s", "token_lifetime_s"):
+            if key in body:
+                setattr(state, key, float(body[key]))
+        if body.get("expire_tokens"):
+            state.expire_tokens()
+        if "fail_next" in body:
+            spec = body["fail_next"]
+            state.fail_next(int(spec["status"]), str(spec.get("text", "")))
+        if "fail_next_message" in body:
+            state.fail_next_message(str(body["fail_next_message"]))
+        if body.get("drop_next"):
+            state.drop_next(int(body["drop_next"]))
+        if body.get("hang_next_s"):
+            state.hang_next(float(body["hang_next_s"]))
+        return JSONResponse({"ok": True})
+
+    return app
+
+
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+def with_drop(app: FastAPI) -> ASGIApp:
+    """Wrap the app so an endpoint can close the connection instead of answering (commit then
+    drop): it sets ``scope["d365.holder"]["drop"]``, and the response never leaves."""
+
+    async def wrapped(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope.get("type") != "http":
+            await app(scope, receive, send)
+            return
+        holder: dict[str, bool] = {}
+        scope["d365.holder"] = holder
+
+        async def guarded_send(message: Any) -> None:
+            if holder.get("drop"):
+                cycle = getattr(receive, "__self__", None)
+                transport = getattr(cycle, "transport", None)
+                if transport is not None:
+                    transport.abort()
+                    cycle.disconnected = True  # type: ignore[union-attr]
+                return
+            await send(message)
+
+        await app(scope, receive, guarded_send)
+
+    return wrapped
+
+
+# -- the runner ----------------------------------------------------------------------------
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the test (or main) owns the signals
+
+
+class D365StandIn:
+    """``async with D365StandIn() as d365:`` serves on 127.0.0.1 (a free port unless given)."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **state: Any) -> None:
+        self.host = host
+        self.port = port
+        self.state = D365State(**state)
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base_url}/{self.state.tenant}/oauth2/v2.0/token"
+
+    async def __aenter__(self) -> D365StandIn:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]
+        self.state.base_url = self.base_url
+        config = uvicorn.Config(
+            with_drop(build_app(self.state)),
+            log_config=None,
+            log_level="critical",
+            access_log=False,
+            lifespan="off",
+            http="h11",
+            ws="none",
+            proxy_headers=False,
+            server_header=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="d365-stand-in")
+        deadline = time.monotonic() + 5.0
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("D365 stand-in stopped while starting")
+            if time.monotonic() > deadline:
+                raise TimeoutError("D365 stand-in did not start")
+            await asyncio.sleep(0.01)
+        self.state.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.state.stop()
+        server, task = self._server, self._task
+        if server is not None and task is not None:
+            server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 0.9)
+            except (TimeoutError, asyncio.CancelledError):
+                server.force_exit = True
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._task = self._sock = None
+
+
+async def _main(args: argparse.Namespace) -> None:
+    async with D365StandIn(
+        host=args.host,
+        port=args.port,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        process_delay_s=args.process_delay_s,
+    ) as d365:
+        print(f"D365 stand-in on {d365.base_url}")
+        print(f"  token URL  {d365.token_url}")
+        print(f"  client     {args.client_id}")
+        print(f"  ledger     {d365.base_url}/_control/ledger")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--client-id", default="edge-relay")
+    parser.add_argument("--client-secret", default="s3cret")
+    parser.add_argument("--process-delay-s", type=float, default=0.5)
+    asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
