@@ -747,3 +747,15 @@ async def test_the_stand_in_from_the_command_line(dirs: dict[str, Path]) -> None
     finally:
         erp.terminate()
         await erp.wait()
+
+
+async def test_the_stand_in_answers_a_file_it_cannot_read(dirs: dict[str, Path]) -> None:
+    a = await adapter(settings(dirs, format="csv"))
+    p = conf()
+    (dirs["drop"] / a.name_for(p)).write_text("order;qty\r\n1000123;5\r\n")
+    async with FileErpStandIn(dirs["drop"], dirs["ack"], dirs["archive"]) as erp:
+        out = await settle(a, p, await a.poll(p, {"file": a.name_for(p)}))
+        assert isinstance(out, Rejected)
+        assert out.code == "E900"
+        assert "header" in out.text
+        assert erp.postings == []
