@@ -38,14 +38,16 @@ Errors:
   run it again.
 - anything else from psycopg (a constraint violated, bad SQL) comes through as psycopg raised
   it. Unlike SQLite, after an error PostgreSQL refuses every further statement of the
-  transaction: let the block end with the exception.
+  transaction: let the block end with the exception. A block that catches the error and ends
+  normally gets :class:`TransactionAborted` (nothing committed) rather than a silent rollback.
 
 Differences from SQLite to keep in mind when writing the ledger's one SQL text: parameters are
 bound on the server and typed (a Python ``bool`` is not an ``INTEGER``; pass ``int(flag)``), and
 placeholders are for values only (not in DDL or ``SET``).
 
-psycopg (the ``postgres`` extra) is imported only when a :class:`PostgresDb` is made, so this
-module - and its exceptions - can be imported where only SQLite is used.
+psycopg (the ``postgres`` extra) is imported only when a :class:`PostgresDb` is made (an
+:class:`ImportError` then if it is missing), so this module - and its exceptions - can be
+imported where only SQLite is used.
 """
 
 from __future__ import annotations
@@ -88,6 +90,11 @@ class LedgerConflict(Exception):
         self.sqlstate = sqlstate
 
 
+class TransactionAborted(Exception):
+    """The block caught a failed statement's error and ended normally: PostgreSQL had already
+    aborted the transaction, so nothing was committed (SQLite would have committed the rest)."""
+
+
 @functools.lru_cache(maxsize=512)
 def to_psycopg(sql: str) -> bytes:
     """The ledger's SQL (``?`` placeholders) as psycopg's (``%s``, a literal ``%`` as ``%%``)."""
@@ -111,7 +118,7 @@ class PostgresDb:
             raise ValueError(f"pool_size must be at least 1, not {pool_size}")
         if connect_timeout <= 0:
             raise ValueError(f"connect_timeout must be positive, not {connect_timeout}")
-        self.conninfo = conninfo
+        self.conninfo = conninfo  # may hold the password: log self.where, never this
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
         self.application_name = application_name
@@ -120,6 +127,10 @@ class PostgresDb:
         self._slots: asyncio.Queue[AsyncConnection[Row] | None] | None = None
         self._finishing: set[asyncio.Task[None]] = set()
         self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __repr__(self) -> str:
         return f"PostgresDb({self.where}, pool_size={self.pool_size})"
@@ -198,6 +209,11 @@ class PostgresDb:
         if slots is None or self._closed:
             raise RuntimeError("ledger database is closed" if self._closed else "not opened")
         conn = await slots.get()
+        if self.closed:  # closed while we waited
+            self._put_back(None)  # wakes the next waiter, who finds it closed too
+            if conn is not None:
+                await _close_quietly(conn)
+            raise RuntimeError("ledger database is closed")
         try:
             if conn is not None and _gone(conn):
                 await _close_quietly(conn)
@@ -236,13 +252,26 @@ class PostgresDb:
 
     async def _end(self, conn: AsyncConnection[Row], *, commit: bool) -> None:
         import psycopg
+        from psycopg.pq import TransactionStatus
 
         try:
             if commit:
+                if conn.info.transaction_status == TransactionStatus.INERROR:
+                    # A statement failed and the block caught the error: PostgreSQL would turn
+                    # this COMMIT into a ROLLBACK without a word. Say so instead.
+                    raise TransactionAborted(
+                        "a statement of the ledger transaction failed and the block went on: "
+                        "rolled back, nothing was committed"
+                    )
                 try:
-                    await conn.execute(COMMIT)
+                    cur = await conn.execute(COMMIT)
                 except psycopg.Error as exc:
                     raise _translate(exc, conn) from exc
+                if cur.statusmessage != "COMMIT":
+                    raise TransactionAborted(
+                        f"the ledger transaction was not committed (the server said "
+                        f"{cur.statusmessage!r})"
+                    )
         finally:
             self._put_back(await self._settle(conn))
 
@@ -329,7 +358,7 @@ def _parse(conninfo: str) -> dict[str, str]:
     try:
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:  # pragma: no cover - the postgres extra is missing
-        raise RuntimeError(
+        raise ImportError(
             "the PostgreSQL ledger needs psycopg: pip install 'edge-gateway[postgres]'"
         ) from None
     import psycopg

@@ -21,7 +21,13 @@ import psycopg
 import pytest
 
 from edge.relay.db import Db, SqliteDb
-from edge.relay.pg import LedgerConflict, LedgerUnavailable, PostgresDb, to_psycopg
+from edge.relay.pg import (
+    LedgerConflict,
+    LedgerUnavailable,
+    PostgresDb,
+    TransactionAborted,
+    to_psycopg,
+)
 from tests.pg import PostgresCluster, free_port
 
 pytestmark = pytest.mark.timeout(15)
@@ -506,3 +512,46 @@ async def test_postgres_transaction_before_open_is_refused() -> None:
     with pytest.raises(RuntimeError, match="not opened"):
         async with db.transaction():
             pass
+
+
+async def test_postgres_a_caught_failure_is_not_committed_silently(pg: PostgresDb) -> None:
+    async def carries_on() -> None:
+        async with pg.transaction() as tx:
+            await tx.execute("INSERT INTO t (id) VALUES (?)", ("a",))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await tx.execute("INSERT INTO t (id) VALUES (?)", ("a",))
+
+    with pytest.raises(TransactionAborted, match="nothing was committed"):
+        await carries_on()
+    assert await count(pg) == 0
+    async with pg.transaction() as tx:
+        assert await tx.execute("INSERT INTO t (id) VALUES (?)", ("b",)) == 1
+
+
+async def test_postgres_closed_while_waiting_for_a_connection(pg_dsn: str) -> None:
+    db = await PostgresDb(pg_dsn, pool_size=1).open()
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with db.transaction() as tx:
+            await tx.fetch("SELECT 1 AS one")
+            holding.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        async with db.transaction():
+            pass
+
+    held = asyncio.create_task(holder())
+    await holding.wait()
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0.05)
+    closing = asyncio.create_task(db.close())
+    await asyncio.sleep(0.05)
+    release.set()
+    await held
+    await closing
+    with pytest.raises(RuntimeError, match="closed"):
+        await waiting
+    assert db.closed
