@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from urllib.parse import unquote
 
-from edge.relay import sap
+from edge.relay import files, sap
 from edge.relay.config import LedgerSection, RelayConfig
 from edge.relay.db import SqliteDb
 from edge.relay.erp import ErpAdapter
@@ -21,7 +21,7 @@ def build_erp(cfg: RelayConfig) -> ErpAdapter:
     settings = cfg.erp
     if isinstance(settings, sap.Settings):
         return sap.build(settings)
-    raise ValueError(f"erp.system = {settings.system!r}: no adapter")  # pragma: no cover
+    return files.build(settings)
 
 
 def sqlite_path(url: str) -> Path:

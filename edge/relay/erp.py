@@ -84,13 +84,24 @@ class Posting:
     actor: str = ""
     reverses_idem_key: str | None = None
     reverses_keys: Mapping[str, str] = field(default_factory=dict)
+    resubmission: int = 0
+    """How often a person resubmitted it after the ERP rejected it (``edge relay failed``)."""
+
+    @property
+    def instance_key(self) -> str:
+        """``idem_key``, and for a resubmission ``<idem_key>|resubmit|<n>``: an ERP that keeps
+        what it refused under its id (a D365 message, an answer file) sees the resubmission
+        as new, while a resend of the same attempt keeps its id."""
+        if self.resubmission:
+            return f"{self.idem_key}|resubmit|{self.resubmission}"
+        return self.idem_key
 
     @property
     def external_id(self) -> str:
-        """A GUID made from ``idem_key``: what an ERP's external-id field (SAP
+        """A GUID made from :attr:`instance_key`: what an ERP's external-id field (SAP
         ``ExternalSystemConfirmation``, a D365 message id) stores, so the relay can ask the ERP
         later whether this posting is there. The same key always gives the same GUID."""
-        return external_id(self.idem_key)
+        return external_id(self.instance_key)
 
     @property
     def label(self) -> str:

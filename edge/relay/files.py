@@ -9,9 +9,11 @@ ERP (Navision, InforCOM-style interfaces) reads, in one of two formats:
 fields, each reduced to ``[A-Za-z0-9_-]`` (anything else becomes ``-``, at most 64 characters).
 Placeholders: ``work_center``, ``order_id``, ``operation``, ``split``, ``conf_index``, ``seq``,
 ``edge_id``, ``posting_date``, ``kind`` (``conf`` or ``rev``), ``key8`` / ``key16`` / ``key``
-(the first 8 / 16 / all 64 hex digits of SHA-256 over ``idem_key``; the pattern must hold one of
-them) and ``ext`` (``xml`` or ``csv``). The same posting therefore always gets the same name, and
-two postings never share one.
+(the first 8 / 16 / all 64 hex digits of SHA-256 over the posting's ``instance_key``: its
+``idem_key``, with ``|resubmit|<n>`` once a person resubmitted it after a rejection; the pattern
+must hold one of them) and ``ext`` (``xml`` or ``csv``). The same posting therefore always gets
+the same name, two postings never share one, and a resubmission is a new file beside the
+rejected one and its ``.err``.
 
 **Writing.** The document goes to a temporary file in the drop folder (``.<name>.<random>.tmp``:
 a leading dot and a ``.tmp`` suffix, which the ERP must ignore), is fsynced, renamed to its
@@ -300,7 +302,7 @@ def _safe(value: object) -> str:
 
 def file_name(settings: Settings, posting: Posting) -> str:
     """The name ``posting`` is written under (always the same for the same posting)."""
-    key = file_key(posting.idem_key)
+    key = file_key(posting.instance_key)
     values = {
         "work_center": _safe(posting.work_center),
         "order_id": _safe(posting.order_id),

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
 from typing import Any, Final, Literal
 
@@ -432,6 +432,7 @@ class Ledger:
             raise KeyError(f"no ledger entry with idem_key {idem_key}")
         if entry.status != "rejected":
             raise ValueError(f"{idem_key} is {entry.status}, not rejected")
+        again_posting = replace(entry.posting, resubmission=entry.posting.resubmission + 1)
         await self._update(
             idem_key,
             None,
@@ -440,6 +441,7 @@ class Ledger:
                 "next_ms": now_ms,
                 "attempts": 0,
                 "answered": None,
+                "posting": posting_to_json(again_posting),
                 "note": f"resubmitted by {who} after: {entry.error_text}",
             },
             now_ms,
