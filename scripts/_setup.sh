@@ -93,6 +93,19 @@ _edge_quiet_mosquitto_service() {
     fi
 }
 
+# The Debian package creates a cluster and starts it on port 5432. The tests run their own
+# clusters on free ports, so stop and disable the one we just installed (never one set up before).
+_edge_quiet_postgresql_service() {
+    if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now postgresql >/dev/null 2>&1 || true
+    elif [[ -x /etc/init.d/postgresql ]]; then
+        /etc/init.d/postgresql stop >/dev/null 2>&1 || true
+        if command -v update-rc.d >/dev/null 2>&1; then
+            update-rc.d postgresql disable >/dev/null 2>&1 || true
+        fi
+    fi
+}
+
 _edge_system_packages() {
     local missing=() pkg
     if ! command -v python3 >/dev/null 2>&1; then
@@ -112,6 +125,7 @@ _edge_system_packages() {
     _edge_apt_install "${missing[@]}" || return 1
     for pkg in "${missing[@]}"; do
         [[ $pkg == mosquitto ]] && _edge_quiet_mosquitto_service
+        [[ $pkg == postgresql ]] && _edge_quiet_postgresql_service
     done
     return 0
 }

@@ -36,17 +36,10 @@ async def open_ledger(section: LedgerSection) -> Ledger:
         path = sqlite_path(section.url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return await Ledger(await SqliteDb(path).open()).open()
-    try:
-        from edge.relay.pg import PostgresDb
-    except ImportError as exc:  # pragma: no cover - the extra is part of the dev install
-        raise ValueError(
-            f"ledger.url is PostgreSQL, but psycopg is not installed ({exc}); "
-            "install edge-gateway[postgres]"
-        ) from None
-    conninfo = section.url
-    if section.password_file is not None:
-        from psycopg.conninfo import make_conninfo
+    from edge.relay.pg import PostgresDb
 
+    password: str | None = None
+    if section.password_file is not None:
         try:
             password = section.password_file.read_text().strip()
         except OSError as exc:
@@ -54,8 +47,19 @@ async def open_ledger(section: LedgerSection) -> Ledger:
                 f"ledger.password_file = {str(section.password_file)!r}: cannot be read: "
                 f"{exc.strerror}"
             ) from None
-        conninfo = make_conninfo(conninfo, password=password)
-    db = await PostgresDb(conninfo, pool_size=section.pool_size).open()
+    try:
+        conninfo = section.url
+        if password is not None:
+            from psycopg.conninfo import make_conninfo
+
+            conninfo = make_conninfo(conninfo, password=password)
+        db = PostgresDb(conninfo, pool_size=section.pool_size)
+    except ImportError as exc:  # pragma: no cover - the extra is part of the dev install
+        raise ValueError(
+            f"ledger.url is PostgreSQL, but psycopg is not installed ({exc}); "
+            "install edge-gateway[postgres]"
+        ) from None
+    await db.open()
     return await Ledger(db).open()
 
 
