@@ -13,21 +13,26 @@ the order they arrive):
 
 - ``ProdProductionOrderStart`` for the order, when ``start_on_first`` and no start message for
   that order is in D365 yet (its id is made from the company and the order, so the first
-  posting of an order sends it and the others find it).
+  posting of an order sends it and the others find it; postings of one order that would send
+  it go one at a time). ``StartedDate`` is the plant's date of the period's start.
 - ``ProdProductionOrderRouteCard`` (always): a ``Setup`` line with the setup hours (when any), a
   ``Process`` line with the machine hours, the good quantity (yield) and the error quantity
   (scrap) with its ``ErrorCause``, one more ``Process`` line per further error cause, and a
   labour line when ``labour_resource`` is set. ``OperationsResourceId`` is the work center,
-  ``OperationNumber`` the operation as an integer, ``ConsumptionDate`` the posting date.
-  ``OperationCompleted`` is ``Yes`` on a final confirmation.
+  ``OperationNumber`` the operation as an integer (an operation that is not a number is
+  :class:`Rejected` before anything is sent), ``ConsumptionDate`` the posting date (the
+  plant's date, in ``timezone``, of the period's end when the posting has none), ``Hours`` in
+  hours. ``OperationCompleted`` is ``Yes`` on a final confirmation. The error cause comes from
+  the scrap reasons through ``error_causes`` (scrap without a reason: ``default_error_cause``).
 - ``ProdProductionOrderReportFinished`` for a final confirmation when
   ``report_finished_on_final``: this posting's yield as ``ReportedGoodQuantity`` and scrap as
-  ``ReportedErrorQuantity`` (a :class:`Posting` carries no totals, so earlier partial
-  confirmations of the operation are *not* reported as finished by it).
+  ``ReportedErrorQuantity``, ``ItemNumber`` the material, ``ReportAsFinishedDate`` the posting
+  date, ``ExecutedDateTime`` the period's end (UTC). A :class:`Posting` carries no totals, so
+  earlier partial confirmations of the operation are *not* reported as finished by it.
 - ``ProdProductionOrderEnd`` for a final confirmation when ``end_on_final`` (off by default:
-  the documentation says End puts the order in its final status *Ended*, after which nothing
-  more can be posted on it, and the final confirmation of one operation does not say the
-  order is done).
+  the documentation says End puts the order in its final status *Ended*, "no more quantities
+  will be produced", and the final confirmation of one operation does not say the order is
+  done).
 
 Rework quantities and the split have no field in these messages and are not sent; the worker
 (``Worker``) is not sent either.
@@ -52,10 +57,21 @@ Rework quantities and the split have no field in these messages and are not sent
 - *Reversal.* The MES integration documents no reversal. :meth:`D365Adapter.reverse` posts a
   route card with the negated hours and quantities (and, for a final confirmation with
   ``report_finished_on_final``, a report-finished with negated quantities), as a correcting
-  route-card journal line would be entered by hand. It never reverses a start or an end.
+  route-card journal line would be entered by hand. It never reverses a start or an end (a
+  reversal on an ended order fails in D365 and comes back :class:`Rejected`). The reversal's
+  messages have ids of their own (from the reversal's ``external_id``).
 - *Error bodies.* The body and status of an F&O JSON-service fault are not documented: a 400 is
-  taken as the ERP refusing the data (:class:`Rejected` with its ``Message``), 5xx and 429 as
-  "not now" (:class:`Transient`).
+  taken as the ERP refusing the data (:class:`Rejected` with its ``Message``), 5xx, 408 and
+  429 as "not now" (:class:`Transient`, honouring ``Retry-After``), any other 4xx (403, 404) as
+  a configuration problem (:class:`Transient` too, with the status and the ERP's text).
+
+What comes back: :class:`Submitted` with ``ref`` = ``{"start"?, "route_card",
+"report_finished"?, "end"?}`` (kind -> message id); :meth:`D365Adapter.poll` answers
+:class:`Posted` when every message but the start is Processed, with ``keys`` = the same message
+ids plus ``<kind>_journal`` where the state names a journal; :class:`Rejected` with the log
+text when one of them Failed or was Canceled (a failed start alone does not reject); else
+:class:`Submitted` again. :meth:`D365Adapter.lookup` reads the same states: :class:`NotFound`
+when a message of the posting is missing (posting again sends only that one).
 
 Errors: a connection that fails before the request went out is :class:`Transient`; a timeout or a
 broken connection after the request was (being) sent is :class:`Unknown` (the relay then asks
@@ -68,18 +84,20 @@ nothing is lost and the posting goes once the configuration is corrected.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from edge.relay.erp import (
     ErpAdapter,
@@ -123,7 +141,7 @@ _RETRY_AFTER_MAX_S = 3600.0
 class Settings(BaseModel):
     """One F&O environment and legal entity."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     system: Literal["d365"]
     base_url: _Url
@@ -151,6 +169,18 @@ class Settings(BaseModel):
     default_error_cause: ErrorCause = "None"
     state_entity: _Symbol = "SysMessageProcessorMessages"
     """The OData collection the message states are read from (not confirmed; see above)."""
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
+    """The plant's IANA time zone: the local date of a time (``StartedDate``, and the posting
+    date when a posting has none)."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
+        return value
 
     @property
     def root(self) -> str:
@@ -193,6 +223,12 @@ class _State:
     journal_id: str | None
 
 
+@dataclass(slots=True)
+class _OrderLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class _Failed(Exception):
     """Raised inside the adapter to return an outcome from deep in a request."""
 
@@ -219,6 +255,8 @@ class D365Adapter(ErpAdapter):
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._tokens: TokenSource | None = None
+        self._zone = ZoneInfo(settings.timezone)
+        self._order_locks: dict[str, _OrderLock] = {}
 
     def __repr__(self) -> str:  # the secret stays out of every text
         return f"D365Adapter({self.settings.root!r}, company={self.settings.company!r})"
@@ -241,6 +279,17 @@ class D365Adapter(ErpAdapter):
         client, self._client, self._tokens = self._client, None, None
         if client is not None:
             await client.aclose()
+
+    def _local(self, ms: int | None) -> datetime | None:
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, self._zone)
+
+    def _day(self, posting: Posting) -> str:
+        """``posting_date``, else the plant's date of the period's end (or of the event)."""
+        if posting.posting_date:
+            return posting.posting_date
+        end = self._local(posting.period_end_ms) or self._local(posting.event_ms)
+        assert end is not None
+        return end.date().isoformat()
 
     # -- the interface ---------------------------------------------------------------------
 
@@ -283,6 +332,21 @@ class D365Adapter(ErpAdapter):
     # -- posting ---------------------------------------------------------------------------
 
     async def _post(self, posting: Posting) -> Outcome:
+        if not (self.settings.start_on_first and posting.kind == "confirmation"):
+            return await self._post_unlocked(posting)
+        # One posting of an order at a time checks for and sends the order's start message.
+        order = posting.order_id
+        entry = self._order_locks.setdefault(order, _OrderLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                return await self._post_unlocked(posting)
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._order_locks[order]
+
+    async def _post_unlocked(self, posting: Posting) -> Outcome:
         try:
             messages = self._messages(posting)
             states = await self._states([m.message_id for m in messages], posting.label)
@@ -312,11 +376,11 @@ class D365Adapter(ErpAdapter):
             ) from None
         reversal = posting.kind == "reversal"
         sign = Decimal(-1) if reversal else Decimal(1)
-        day = _day(posting)
+        day = self._day(posting)
         order = posting.order_id
         messages: list[_Message] = []
         if s.start_on_first and not reversal:
-            started = _utc(posting.period_start_ms) or _utc(posting.event_ms)
+            started = self._local(posting.period_start_ms) or self._local(posting.event_ms)
             messages.append(
                 _Message(
                     START,
@@ -565,8 +629,15 @@ class D365Adapter(ErpAdapter):
                     continue
                 raise _Failed(
                     Transient(
-                        f"{what}: HTTP 401 with a new token {_erp_text(response)}; is the app "
-                        "registered in F&O (Microsoft Entra ID applications)?",
+                        " ".join(
+                            part
+                            for part in (
+                                f"{what}: HTTP 401 with a new token",
+                                _erp_text(response),
+                                "(is the app registered in F&O, Microsoft Entra ID applications?)",
+                            )
+                            if part
+                        ),
                         code="401",
                     )
                 )
@@ -639,14 +710,6 @@ def _erp_code(response: httpx.Response) -> str | None:
 
 def _utc(ms: int | None) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else None
-
-
-def _day(posting: Posting) -> str:
-    if posting.posting_date:
-        return posting.posting_date
-    end = _utc(posting.period_end_ms) or _utc(posting.event_ms)
-    assert end is not None
-    return end.date().isoformat()
 
 
 def _executed(posting: Posting) -> str:

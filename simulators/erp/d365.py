@@ -1140,10 +1140,10 @@ async def _main(args: argparse.Namespace) -> None:
         client_secret=args.client_secret,
         process_delay_s=args.process_delay_s,
     ) as d365:
-        print(f"D365 stand-in on {d365.base_url}")
+        print(f"D365 stand-in on {d365.base_url}", flush=True)
         print(f"  token URL  {d365.token_url}")
         print(f"  client     {args.client_id}")
-        print(f"  ledger     {d365.base_url}/_control/ledger")
+        print(f"  ledger     {d365.base_url}/_control/ledger", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

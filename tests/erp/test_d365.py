@@ -320,6 +320,48 @@ async def test_start_is_sent_once_per_order(d365: D365StandIn, adapter_for: Adap
     assert d365.state.totals("P000300", 10)["good"] == 80
 
 
+async def test_concurrent_postings_of_an_order_send_one_start(
+    d365: D365StandIn, adapter_for: AdapterFactory
+) -> None:
+    d365.state.add_order("P000301", quantity=100, status="Released", operations=(10, 20))
+    adapter = await adapter_for(start_on_first=True)
+    postings = [
+        make_posting(order_id="P000301", idem_key=f"k-301-{op}", operation=op)
+        for op in ("0010", "0020")
+    ]
+    outcomes = await asyncio.gather(*(adapter.post(p) for p in postings))
+    assert all(isinstance(o, Submitted) for o in outcomes)
+    starts = [m for m in d365.state.messages if m.message_type == "ProdProductionOrderStart"]
+    assert len(starts) == 1
+    for posting, outcome in zip(postings, outcomes, strict=True):
+        assert isinstance(await settle(adapter, posting, outcome), Posted)
+
+
+async def test_dates_are_the_plants(d365: D365StandIn, adapter_for: AdapterFactory) -> None:
+    d365.state.add_order("P000302", status="Released")
+    adapter = await adapter_for(start_on_first=True, timezone="Europe/Berlin")
+    late = T0 + 13 * 3_600_000 + 30 * 60_000  # 23:30 UTC is 00:30 the next day in Berlin
+    posting = make_posting(
+        order_id="P000302",
+        idem_key="k-302",
+        posting_date="",
+        period_start_ms=late,
+        period_end_ms=late + 60_000,
+    )
+    outcome = await adapter.post(posting)
+    assert isinstance(outcome, Submitted)
+    assert content(d365, outcome.ref["start"])["StartedDate"] == "2025-12-02"
+    lines = content(d365, outcome.ref["route_card"])["RouteCardLines"]
+    assert {x["ConsumptionDate"] for x in lines} == {"2025-12-02"}
+
+
+async def test_poll_of_a_message_that_is_not_there_is_unknown(adapter: D365Adapter) -> None:
+    posting = make_posting()
+    outcome = await adapter.poll(posting, {"route_card": posting.external_id})
+    assert isinstance(outcome, Unknown)
+    assert posting.external_id in outcome.text
+
+
 async def test_reversal_posts_the_negated_route_card(
     d365: D365StandIn, adapter: D365Adapter
 ) -> None:
@@ -682,6 +724,8 @@ def test_settings_defaults(secret_file: Path) -> None:
         ({"system": "sap"}, "system"),
         ({"timeout_s": "30"}, "timeout_s"),
         ({"error_causes": {"SC-X": "Weather"}}, "error_causes"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"poll_interval_s": float("inf")}, "poll_interval_s"),
     ],
 )
 def test_settings_refuse(secret_file: Path, changes: dict[str, Any], field: str) -> None:
