@@ -93,9 +93,10 @@ import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -1699,7 +1700,7 @@ class SapState:
                         operation=operation,
                         confirmed=fmt_decimal(new_total),
                         planned=fmt_decimal(planned),
-                        tolerance=tolerance.normalize(),
+                        tolerance=format(tolerance.normalize(), "f"),
                         unit=unit,
                     )
             # committed from here on
@@ -2636,9 +2637,11 @@ def create_app(state: SapState) -> FastAPI:
         delay = state.latency()
         if delay > 0:
             await asyncio.sleep(delay)
-        form = await request.form()
-        client_id = str(form.get("client_id") or "")
-        client_secret = str(form.get("client_secret") or "")
+        # application/x-www-form-urlencoded, read here (python-multipart is not a dependency)
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = dict(urllib.parse.parse_qsl(raw, keep_blank_values=True))
+        client_id = form.get("client_id", "")
+        client_secret = form.get("client_secret", "")
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("basic "):
             with contextlib.suppress(ValueError, UnicodeDecodeError):
@@ -2786,13 +2789,16 @@ def create_app(state: SapState) -> FastAPI:
         "reset_faults": state.reset_faults,
         "clear_ledger": state.clear_ledger,
     }
-    for name, action in simple.items():
 
-        async def run(act: Callable[[], None] = action) -> dict[str, Any]:
-            act()
+    def endpoint(action: Callable[[], None]) -> Callable[[], Awaitable[dict[str, Any]]]:
+        async def run() -> dict[str, Any]:
+            action()
             return ok
 
-        app.add_api_route(f"{CONTROL_PATH}/{name}", run, methods=["POST"], name=name)
+        return run
+
+    for name, action in simple.items():
+        app.add_api_route(f"{CONTROL_PATH}/{name}", endpoint(action), methods=["POST"], name=name)
 
     return app
 
