@@ -97,7 +97,14 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from edge.relay.erp import (
     ErpAdapter,
@@ -152,7 +159,7 @@ class Settings(BaseModel):
     client_secret_file: Path = Field(strict=False)
     """A file holding the client secret (read by :func:`build`; the secret is never logged)."""
     scope: Annotated[str, StringConstraints(min_length=1, max_length=600)] | None = None
-    """Default ``<base_url>/.default``."""
+    """Default (filled in when not given) ``<base_url>/.default``."""
     company: Annotated[str, StringConstraints(min_length=1, max_length=4, pattern=r"^\w+$")]
     """The legal entity (``dataAreaId``, e.g. ``usmf``): ``_companyId`` of every message."""
     queue: _Symbol = "JmgMES3P"
@@ -172,6 +179,15 @@ class Settings(BaseModel):
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
     """The plant's IANA time zone: the local date of a time (``StartedDate``, and the posting
     date when a posting has none)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_scope(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("scope") is None:
+            base = data.get("base_url")
+            if isinstance(base, str) and base.strip():
+                data = {**data, "scope": f"{base.rstrip('/')}/.default"}
+        return data
 
     @field_validator("timezone")
     @classmethod

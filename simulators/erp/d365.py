@@ -406,6 +406,7 @@ class D365State:
         process_delay_s: float = 0.1,
         retry_delay_s: float = 0.05,
         strict_fields: bool = True,
+        bad_secret_status: int = 401,
     ) -> None:
         self.tenant = tenant
         self.client_id = client_id
@@ -418,6 +419,7 @@ class D365State:
         self.process_delay_s = process_delay_s
         self.retry_delay_s = retry_delay_s
         self.strict_fields = strict_fields
+        self.bad_secret_status = bad_secret_status  # 401 (erp-apis.md §3.6); AAD also uses 400
         self.outage = False
         self.outage_retry_after_s: float | None = 1.0
         self.latency_s = 0.0
@@ -831,7 +833,7 @@ def build_app(state: D365State) -> FastAPI:
             )
         if form.get("client_secret") != state.client_secret:
             return _aad_error(
-                401,
+                state.bad_secret_status,
                 "invalid_client",
                 "Invalid client secret provided. Ensure the secret being sent in the request is "
                 f"the client secret value, not the client secret ID, for app '{state.client_id}'.",

@@ -497,7 +497,11 @@ async def test_token_expiry_mid_run_fetches_a_new_one(
     assert isinstance(await settle(adapter, second, outcome), Posted)
 
 
-async def test_bad_secret_is_transient_with_a_clear_text(d365: D365StandIn, tmp_path: Path) -> None:
+@pytest.mark.parametrize("status", [400, 401])
+async def test_bad_secret_is_transient_with_a_clear_text(
+    d365: D365StandIn, tmp_path: Path, status: int
+) -> None:
+    d365.state.bad_secret_status = status
     wrong = tmp_path / "wrong.secret"
     wrong.write_text("not-the-secret")
     adapter = build(settings_for(d365, wrong))
@@ -508,6 +512,7 @@ async def test_bad_secret_is_transient_with_a_clear_text(d365: D365StandIn, tmp_
         await adapter.close()
     assert isinstance(outcome, Transient)
     assert "configuration error" in outcome.text
+    assert f"HTTP {status}" in outcome.text
     assert "invalid_client" in outcome.text or "Invalid client secret" in outcome.text
     assert "not-the-secret" not in outcome.text
     assert d365.state.messages == []
@@ -703,7 +708,10 @@ def base_settings(secret_file: Path, **changes: Any) -> dict[str, Any]:
 def test_settings_defaults(secret_file: Path) -> None:
     settings = Settings.model_validate(base_settings(secret_file))
     assert settings.queue == "JmgMES3P"
-    assert settings.effective_scope == "https://contoso.operations.dynamics.com/.default"
+    assert settings.scope == "https://contoso.operations.dynamics.com/.default"
+    assert settings.effective_scope == settings.scope
+    given = Settings.model_validate(base_settings(secret_file, scope="api://other/.default"))
+    assert given.scope == "api://other/.default"
     assert settings.report_finished_on_final is True
     assert settings.start_on_first is False
     assert settings.timeout_s == 30
