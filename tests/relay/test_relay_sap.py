@@ -1,0 +1,245 @@
+"""The relay end to end with SAP: a private mosquitto, the real relay, the SAP OData stand-in
+(CSRF, Basic auth, SAP's error bodies, faults on command). The stand-in's ledger judges:
+every confirmation posted once, none twice, whatever broke on the way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.relay.erp import external_id
+from simulators.broker import Mosquitto
+from simulators.erp.sap import SapStandIn
+from tests.relay.builders import posting, reversal
+from tests.relay.harness import Gateways, pg_url, relay_config, running_relay, sqlite_url
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def sap() -> AsyncIterator[SapStandIn]:
+    async with SapStandIn(user="RELAY", password="relay-secret") as stand_in:
+        yield stand_in
+
+
+def sap_erp(sap: SapStandIn, tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    secret = tmp_path / "sap-password"
+    secret.write_text("relay-secret\n")
+    return {
+        "system": "sap",
+        "service_url": sap.url,
+        "user": "RELAY",
+        "password_file": str(secret),
+        "timeout_s": 2.0,
+        **extra,
+    }
+
+
+def sqlite(tmp_path: Path) -> str:
+    return sqlite_url(tmp_path / "ledger.db")
+
+
+async def test_a_confirmation_becomes_one_sap_document(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path))
+    p = posting(1, good=95, scrap=5, final=True)
+    async with running_relay(cfg), Gateways(broker) as gw:
+        await gw.send(p)
+        verdict = await gw.final(p.idem_key)
+        assert verdict.status == "posted"
+        erp = verdict.body["erp"]
+        assert erp["system"] == "sap"
+        (record,) = sap.state.ledger()
+        assert erp["confirmation_group"] == record.entity()["ConfirmationGroup"]
+        assert erp["confirmation_count"] == record.entity()["ConfirmationCount"]
+        await gw.send(p, historical=True)
+        await gw.wait(lambda: "duplicate" in gw.of(p.idem_key))
+    body = record.entity()
+    assert body["OrderID"] == "1000123"
+    assert body["OrderOperation"] == "0010"
+    assert body["ConfirmationYieldQuantity"] == "95.000"
+    assert body["ConfirmationScrapQuantity"] == "5.000"
+    assert body["IsFinalConfirmation"] is True
+    assert body["ExternalSystemConfirmation"] == external_id(p.idem_key)
+    assert body["ConfirmationText"].startswith("1000123/0010#1")
+    assert body["OpConfirmedWorkQuantity1"] == "2.000"  # 120 s of setup, in minutes
+    assert sap.state.count_by_external_id() == {external_id(p.idem_key): 1}
+
+
+async def test_a_post_whose_answer_was_lost_is_looked_up_not_posted_again(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    sap.state.drop_after_commit(1)  # SAP saves it, then the connection drops
+    cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path))
+    p = posting(1)
+    async with running_relay(cfg) as relay, Gateways(broker) as gw:
+        await gw.send(p)
+        verdict = await gw.final(p.idem_key)
+        assert verdict.status == "posted"
+        assert gw.of(p.idem_key)[0] == "retrying"  # the operator saw it was in the air
+        assert relay.stats.unknown == 1
+        assert relay.stats.found_after_doubt == 1
+    assert sap.state.count_by_external_id() == {external_id(p.idem_key): 1}
+    assert sap.state.duplicates() == {}
+
+
+async def test_without_a_lookup_a_lost_answer_waits_for_a_person(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    sap.state.timeout_after_commit(1, delay_s=5.0)  # saved; the answer never comes in time
+    cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path, lookup=False))
+    p = posting(1)
+    async with running_relay(cfg) as relay, Gateways(broker) as gw:
+        await gw.send(p)
+        await gw.wait(
+            lambda: any(
+                v.body.get("error", {}).get("code") == "RELAY/DOUBT"
+                for v in gw.verdicts
+                if v.idem_key == p.idem_key
+            ),
+            timeout=20,
+        )
+        (doubt,) = await relay.ledger.by_status(["in_doubt"])
+        assert doubt.idem_key == p.idem_key
+        # the person finds the document in SAP and records it; the gateway's resend is then
+        # answered as a duplicate with those keys
+        (record,) = sap.state.ledger()
+        keys = {
+            "confirmation_group": record.entity()["ConfirmationGroup"],
+            "confirmation_count": record.entity()["ConfirmationCount"],
+        }
+        await relay.ledger.resolve(p.idem_key, as_posted=keys, who="anna", now_ms=relay.clock())
+        await gw.send(p, historical=True)
+        await gw.wait(lambda: "duplicate" in gw.of(p.idem_key))
+    assert sap.state.count_by_external_id() == {external_id(p.idem_key): 1}
+
+
+async def test_a_locked_order_is_retried_and_a_closed_one_rejected(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    sap.state.lock_order("1000123", user="MUELLER", times=2)
+    cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path))
+    locked = posting(1)
+    final = posting(1, order="1000200", final=True)
+    late = posting(2, order="1000200")
+    async with running_relay(cfg), Gateways(broker) as gw:
+        await gw.send(locked)
+        await gw.send(final)
+        assert (await gw.final(locked.idem_key)).status == "posted"
+        retrying = next(v for v in gw.verdicts if v.idem_key == locked.idem_key)
+        assert retrying.status == "retrying"
+        assert retrying.body["error"] == {
+            "text": "Order 1000123 is locked by user MUELLER",
+            "code": "CO/469",
+        }
+        assert (await gw.final(final.idem_key)).status == "posted"
+        await gw.send(late)  # after the final confirmation: SAP refuses, for good
+        refused = await gw.final(late.idem_key)
+        assert refused.status == "rejected"
+        assert refused.body["error"]["code"] == "RU/105"
+        assert "already finally confirmed" in refused.body["error"]["text"]
+    assert sap.state.duplicates() == {}
+    assert len(sap.state.ledger()) == 2
+
+
+async def test_sap_down_then_back_and_an_expired_csrf_token(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path))
+    first, second = posting(1), posting(1, order="1000300")
+    async with running_relay(cfg), Gateways(broker) as gw:
+        await gw.send(first)
+        assert (await gw.final(first.idem_key)).status == "posted"
+        sap.state.set_outage(True)
+        sap.state.expire_csrf_tokens()
+        await gw.send(second)
+        await gw.wait(lambda: "retrying" in gw.of(second.idem_key))
+        sap.state.set_outage(False)
+        assert (await gw.final(second.idem_key, timeout=20)).status == "posted"
+    assert len(sap.state.ledger()) == 2
+    assert sap.state.duplicates() == {}
+
+
+async def test_a_reversal_cancels_the_sap_confirmation(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path))
+    p = posting(1)
+    r = reversal(p)
+    async with running_relay(cfg), Gateways(broker) as gw:
+        await gw.send(p)
+        posted = await gw.final(p.idem_key)
+        await gw.send(r)
+        cancelled = await gw.final(r.idem_key)
+        assert cancelled.status == "posted"
+        assert (
+            cancelled.body["erp"]["confirmation_group"] == posted.body["erp"]["confirmation_group"]
+        )
+        assert (
+            cancelled.body["erp"]["cancelled_confirmation_count"]
+            == posted.body["erp"]["confirmation_count"]
+        )
+        await gw.send(r, historical=True)
+        await gw.wait(lambda: "duplicate" in gw.of(r.idem_key))
+    assert len(sap.state.reversals()) == 1
+    assert sap.state.ledger()[0].is_reversed
+
+
+async def test_two_relays_share_the_work_and_post_each_confirmation_once(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path, pg_dsn: str
+) -> None:
+    sap.state.set_latency((0.01, 0.05))
+    url = pg_url(pg_dsn)
+    one = relay_config(broker, url, sap_erp(sap, tmp_path), instance="one")
+    two = relay_config(broker, url, sap_erp(sap, tmp_path), instance="two")
+    parts = [posting(n, order=f"20000{o:02d}") for o in range(10) for n in (1, 2, 3)]
+    async with running_relay(one) as a, running_relay(two) as b, Gateways(broker) as gw:
+        for p in parts:
+            await gw.send(p)
+        for p in parts[::2]:  # and the same message again, at once, to whoever takes it
+            await gw.send(p, historical=True)
+        for p in parts:
+            # the copy may be answered (duplicate) before the first one's verdict arrives
+            verdict = await gw.final(p.idem_key, timeout=30)
+            assert verdict.status in ("posted", "duplicate")
+            await gw.wait(lambda p=p: "posted" in gw.of(p.idem_key))
+        assert a.stats.received > 0
+        assert b.stats.received > 0  # the shared subscription split the messages
+    counts = sap.state.count_by_external_id()
+    assert counts == {external_id(p.idem_key): 1 for p in parts}
+    # and in seq order per operation
+    for o in range(10):
+        order = f"20000{o:02d}"
+        texts = [r.entity()["ConfirmationText"] for r in sap.state.ledger() if r.order_id == order]
+        assert [t.split()[0] for t in texts] == [f"{order}/0010#{n}" for n in (1, 2, 3)]
+
+
+async def test_a_relay_stopped_mid_post_leaves_it_to_the_other(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path, pg_dsn: str
+) -> None:
+    """The first relay dies while SAP is working on its post (cancelled there and then, no
+    more ledger writes): the second finds the row in ``posting`` once the lease runs out, asks
+    SAP, and answers; SAP has the document once."""
+    url = pg_url(pg_dsn)
+    one = relay_config(broker, url, sap_erp(sap, tmp_path), instance="one", lease_s=10)
+    p = posting(1)
+    async with Gateways(broker) as gw:
+        sap.state.set_latency(1.0)
+        async with running_relay(one) as a:
+            await gw.send(p)
+            while a.stats.received == 0 or sap.state.posts == 0:
+                await asyncio.sleep(0.02)
+        # one is gone (its post may have reached SAP); two takes over after the lease
+        sap.state.set_latency(None)
+        two = relay_config(broker, url, sap_erp(sap, tmp_path), instance="two", lease_s=10)
+        async with running_relay(two) as b:
+            await gw.send(p, historical=True)  # the gateway resends the unanswered one
+            verdict = await gw.final(p.idem_key, timeout=30)
+            assert verdict.status == "posted"
+            assert b.stats.found_after_doubt + b.stats.posted >= 1
+    assert sap.state.count_by_external_id() == {external_id(p.idem_key): 1}
