@@ -73,7 +73,25 @@ the CSRF and OAuth tokens, "posted but goods movement failed".
 
 The ledger (:meth:`SapState.ledger`, ``GET /_control/ledger``) is the judge of exactly once:
 :meth:`SapState.count_by_external_id` counts the records created per
-``ExternalSystemConfirmation``; more than one is a posting made twice.
+``ExternalSystemConfirmation``; more than one is a posting made twice. The stand-in itself never
+rejects a second posting with the same GUID (whether SAP does is not published): the relay must
+not rely on it.
+
+Choices of the stand-in where the reference leaves SAP's behaviour open (none of them is a fact
+about SAP): the group is assigned per (OrderID, Sequence, OrderOperation), leading zeros aside,
+or taken from the operation's registered confirmation number; the over-delivery check counts
+yield only (net of cancelled confirmations) against the planned quantity plus tolerance; the 201
+answer carries the deep-inserted items inline (``{"results": [...]}``, with their material
+document) and a ``Location`` header; a cancellation copies the original's quantities and fields,
+takes ``PostingDate``, ``ConfirmationText`` and ``ExternalSystemConfirmation`` from the call (the
+zero GUID when none is given) and answers HTTP 200; the 504 of ``timeout_after_commit`` is an
+HTML page, as a web dispatcher sends one.
+
+Room for orders down: the orders registered here (:class:`OrderSpec`, :class:`OperationSpec`:
+quantity, unit, material, plant, work center, release) are what a later
+``API_PRODUCTION_ORDER_2_SRV`` stand-in (released orders down) would serve from the same
+:class:`SapState`, with its routes beside this service's in :func:`create_app` and the same
+authentication, CSRF and faults (:class:`_ServiceHandler`).
 """
 
 from __future__ import annotations
@@ -1049,7 +1067,9 @@ class SapState:
         self._group_ops: dict[str, tuple[str, str, str]] = {}  # group -> (order, seq, op) sent
         self._next_group = first_group
         self._next_doc = 4900000000
-        self._changes: list[Callable[[], None]] = []
+        self._by_op: dict[tuple[str, str, str], list[Confirmation]] = {}
+        self._last_count: dict[str, int] = {}  # group (ALPHA form) -> highest count
+        self._wake: Callable[[], None] | None = None
         self.requests = 0
         self.posts = 0
         self.limiter = _Limiter(lambda: self._max_concurrency)
@@ -1325,17 +1345,19 @@ class SapState:
         """At most ``limit`` service requests are worked on at a time; the others wait."""
         with self._lock:
             self._max_concurrency = limit
-            hooks = list(self._changes)
-        for hook in hooks:
-            hook()
+            wake = self._wake
+        if wake is not None:
+            wake()
 
     @property
     def max_concurrency(self) -> int | None:
         return self._max_concurrency
 
-    def on_change(self, hook: Callable[[], None]) -> None:
+    def on_limit_change(self, wake: Callable[[], None] | None) -> None:
+        """What the server calls (thread-safe) to let waiting requests in when the limit
+        changes; one server per state."""
         with self._lock:
-            self._changes.append(hook)
+            self._wake = wake
 
     def reset_faults(self) -> None:
         """No latency, outage, queued failure, lock, closed period or concurrency limit."""
@@ -1448,6 +1470,8 @@ class SapState:
         with self._lock:
             self._records.clear()
             self._by_key.clear()
+            self._by_op.clear()
+            self._last_count.clear()
             if self._db is not None:
                 self._db.execute("DELETE FROM record")
                 self._db.commit()
@@ -1499,18 +1523,31 @@ class SapState:
             sap_client=row.get("sap_client", ""),
         )
 
-    def _save(self, record: Confirmation) -> None:
-        if self._db is not None:
-            self._db.execute(
-                "INSERT INTO record (grp, cnt, data) VALUES (?, ?, ?) "
-                "ON CONFLICT (grp, cnt) DO UPDATE SET data = excluded.data",
-                (record.group, record.count, self._record_row(record)),
-            )
+    def _save(self, *records: Confirmation) -> None:
+        """Write records in one transaction (a cancellation and the record it cancels)."""
+        if self._db is None:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for record in records:
+                self._db.execute(
+                    "INSERT INTO record (grp, cnt, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT (grp, cnt) DO UPDATE SET data = excluded.data",
+                    (record.group, record.count, self._record_row(record)),
+                )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _index(self, record: Confirmation) -> None:
         self._records.append(record)
         self._by_key[(alpha(record.group), alpha(record.count))] = record
         key = (alpha(record.order_id), alpha(record.sequence), alpha(record.operation))
+        self._by_op.setdefault(key, []).append(record)
+        if record.count.isdigit():
+            group = alpha(record.group)
+            self._last_count[group] = max(self._last_count.get(group, 0), int(record.count))
         self._groups.setdefault(key, record.group)
         self._group_ops.setdefault(
             record.group, (record.order_id, record.sequence, record.operation)
@@ -1565,10 +1602,8 @@ class SapState:
         """(net yield, finally confirmed) of an operation."""
         total = Decimal(0)
         final = False
-        for r in self._records:
+        for r in self._by_op.get(key, ()):
             if r.is_reversal or r.is_reversed:
-                continue
-            if (alpha(r.order_id), alpha(r.sequence), alpha(r.operation)) != key:
                 continue
             total += r.yield_qty
             final = final or r.is_final
@@ -1611,8 +1646,7 @@ class SapState:
         raise bad_request(f"Navigation property '{name}': a list or {{\"results\": [...]}}", name)
 
     def _next_count(self, group: str) -> str:
-        counts = [int(c) for (g, c) in self._by_key if g == alpha(group) and c.isdigit()]
-        return f"{max(counts, default=0) + 1:08d}"
+        return f"{self._last_count.get(alpha(group), 0) + 1:08d}"
 
     def create(self, body: Any, user: str, sap_client: str = "") -> Confirmation:
         """POST ProdnOrdConf2: check the rules, then commit (raises :class:`SapError`)."""
@@ -1850,8 +1884,7 @@ class SapState:
             original.values["LastChangedByUser"] = user[:12].upper()
             original.reversed_by = new_count
             self._index(record)
-            self._save(original)
-            self._save(record)
+            self._save(original, record)
             self.posts += 1
             return dataclasses.replace(record, values=dict(record.values))
 
@@ -1947,6 +1980,11 @@ class SapState:
         """The stored records themselves (the service reads them under its own loop)."""
         with self._lock:
             return list(self._records)
+
+    def record(self, group: str, count: str) -> Confirmation | None:
+        """The stored record with these keys (leading zeros do not matter), not a copy."""
+        with self._lock:
+            return self._by_key.get((alpha(group), alpha(count)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -2313,6 +2351,7 @@ class _ServiceHandler:
                 headers={"x-csrf-token": "Required"},
             )
         response = await self._route(request, rest.strip("/"), user)
+        headers["dataserviceversion"] = "2.0"
         response.headers.update(headers)
         if new_session is not None:
             response.set_cookie(state.session_cookie, new_session, path="/", httponly=True)
@@ -2353,6 +2392,10 @@ class _ServiceHandler:
             if read:
                 return self._list(request, service_url)
             raise SapError(405, TECH_CODE, "ProdnOrdConf2 can only be read and created")
+        if path == "ProdnOrdConf2/$count" and read:
+            rows: list[Row] = [(r, r.values) for r in self.state.records()]
+            _, total = _apply_query(request, rows, CONF_PROPS)
+            return Response(str(total), media_type="text/plain")
         if path in ("ProdnOrdConfMatlDocItm", "ProdnOrderConfBatchCharc"):
             if not read:
                 raise SapError(405, TECH_CODE, f"{path} can only be read")
@@ -2472,11 +2515,9 @@ class _ServiceHandler:
     def _find(self, keys: Mapping[str, str]) -> Confirmation:
         if set(keys) != set(CONF_KEYS):
             raise bad_request("Key predicate needs ConfirmationGroup and ConfirmationCount")
-        for r in self.state.records():
-            if alpha(r.group) == alpha(keys["ConfirmationGroup"]) and alpha(r.count) == alpha(
-                keys["ConfirmationCount"]
-            ):
-                return r
+        found = self.state.record(keys["ConfirmationGroup"], keys["ConfirmationCount"])
+        if found is not None:
+            return found
         raise not_found(
             f"Resource not found for segment 'ProdnOrdConf2Type' "
             f"(ConfirmationGroup='{keys['ConfirmationGroup']}',"
@@ -2918,9 +2959,10 @@ class SapStandIn:
             loop = self._loop
 
             def wake() -> None:
-                loop.call_soon_threadsafe(self.state.limiter.wake)
+                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+                    loop.call_soon_threadsafe(self.state.limiter.wake)
 
-            self.state.on_change(wake)
+            self.state.on_limit_change(wake)
             task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
             while not self._server.started and not task.done():
                 await asyncio.sleep(0.005)
@@ -2948,6 +2990,7 @@ class SapStandIn:
             self._sock = None
         self._thread = None
         self._server = None
+        self.state.on_limit_change(None)
 
     def close(self) -> None:
         self.stop()

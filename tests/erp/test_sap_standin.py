@@ -303,6 +303,35 @@ def test_create_and_read_back_by_key_and_filter(sap: SapStandIn) -> None:
     assert entries[0].values["ConfirmationYieldQuantity"] == Decimal("95.000")
 
 
+def test_query_options(sap: SapStandIn) -> None:
+    with session(sap) as client:
+        for n, qty in enumerate(["5", "30", "12"]):
+            guid = f"00000000-0000-4000-8000-{n:012d}"
+            post(client, sap, ConfirmationYieldQuantity=qty, ExternalSystemConfirmation=guid)
+        listed = client.get(
+            sap.url + "ProdnOrdConf2",
+            params={
+                "$orderby": "ConfirmationYieldQuantity desc",
+                "$select": "ConfirmationCount,ConfirmationYieldQuantity",
+                "$filter": "ConfirmationYieldQuantity gt 6M or ConfirmationCount eq '1'",
+            },
+        )
+        assert listed.headers["dataserviceversion"] == "2.0"
+        rows = listed.json()["d"]["results"]
+        assert [r["ConfirmationYieldQuantity"] for r in rows] == ["30.000", "12.000", "5.000"]
+        assert set(rows[0]) == {"__metadata", "ConfirmationCount", "ConfirmationYieldQuantity"}
+        count = client.get(
+            sap.url + "ProdnOrdConf2/$count", params={"$filter": "ConfirmationYieldQuantity ge 12M"}
+        )
+        assert count.text == "2"
+        # the root without its slash, as SAP's Cloud SDK fetches the token
+        head = client.head(sap.url.rstrip("/"), headers={"x-csrf-token": "Fetch"})
+        assert head.status_code == 200
+        assert head.headers["x-csrf-token"] == client.headers["x-csrf-token"]
+        assert client.get(sap.url + "Nothing").status_code == 404
+        assert client.patch(sap.url + "ProdnOrdConf2", json={}).status_code == 405
+
+
 @pytest.mark.parametrize("shape", ["verbose", "array"])
 def test_deep_insert_shapes(sap: SapStandIn, shape: str) -> None:
     items = [
