@@ -9,15 +9,27 @@ Use it from a test::
         assert d365.state.totals("P000123", 10)["good"] == 40
         d365.state.assert_exactly_once()
 
-or run it (``python -m simulators.erp.d365 --port 8365``) and drive it with ``/_control/...``.
+or run it (``python -m simulators.erp.d365 --port 8365``) and drive it over HTTP:
+``GET /_control/ledger``, ``POST /_control/orders`` (``{"number", "quantity", "status",
+"operations"}``), ``POST /_control/knobs`` (``outage``, ``paused``, ``strict_fields``,
+``latency_s``, ``process_delay_s``, ``token_lifetime_s``, ``expire_tokens``, ``fail_next``
+``{"status", "text"}``, ``fail_next_message``, ``drop_next``, ``hang_next_s``).
+
+Knobs on :class:`D365State` (``d365.state``): ``add_order``, ``expire_tokens``, ``fail_next``
+(an HTTP status for the next SendMessage calls, nothing stored), ``drop_next`` (commit then
+drop), ``hang_next`` (commit, answer late), ``fail_next_message`` / ``fail_order`` (a processing
+failure with a log text), ``cancel``, ``outage`` (503 + ``Retry-After``), ``latency_s``,
+``paused``, ``process_delay_s``. Ledger: ``messages``, ``by_id``, ``route_cards``, ``totals``,
+``reported_finished``, ``processed_counts``, ``assert_exactly_once``, ``ledger()``.
 
 What it serves (paths as in ``erp-apis.md`` §3):
 
 - ``POST /{tenant}/oauth2/v2.0/token`` (form, client credentials): ``{"token_type": "Bearer",
   "expires_in", "ext_expires_in", "access_token"}``; a wrong secret is 401 ``invalid_client``
-  (``AADSTS7000215``), an unknown client 400 ``unauthorized_client``, a scope other than
-  ``<base_url>/.default`` 400 ``invalid_scope``. Tokens expire after ``token_lifetime_s``;
-  :meth:`D365State.expire_tokens` ends every token issued so far.
+  (``AADSTS7000215``; ``bad_secret_status`` makes it 400), an unknown client 400
+  ``unauthorized_client``, a scope other than ``<base_url>/.default`` 400 ``invalid_scope``.
+  Tokens expire after ``token_lifetime_s``; :meth:`D365State.expire_tokens` ends every token
+  issued so far.
 - ``POST /api/services/SysMessageServices/SysMessageService/SendMessage``: Bearer required
   (401 otherwise); the envelope must have the four string parameters (``_companyId``,
   ``_messageQueue``, ``_messageType``, ``_messageContent``) and may have ``_messageId`` (the
