@@ -8,7 +8,7 @@ import signal
 from pathlib import Path
 from urllib.parse import unquote
 
-from edge.relay import files, sap
+from edge.relay import d365, files, sap
 from edge.relay.config import LedgerSection, RelayConfig
 from edge.relay.db import SqliteDb
 from edge.relay.erp import ErpAdapter
@@ -21,6 +21,8 @@ def build_erp(cfg: RelayConfig) -> ErpAdapter:
     settings = cfg.erp
     if isinstance(settings, sap.Settings):
         return sap.build(settings)
+    if isinstance(settings, d365.Settings):
+        return d365.build(settings)
     return files.build(settings)
 
 

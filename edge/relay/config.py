@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from edge.config import Section, load_model
-from edge.relay import files, sap
+from edge.relay import d365, files, sap
 
 TopicLevel = Annotated[str, StringConstraints(pattern=r"^[^/+#\x00-\x20\x7f]{1,64}$")]
 RootFilter = Annotated[str, StringConstraints(pattern=r"^[^#\x00-\x20\x7f]{1,500}$")]
@@ -92,7 +92,9 @@ class LedgerSection(Section):
     pool_size: Annotated[int, Field(ge=1, le=64)] = 4
 
 
-ErpSettings = Annotated[sap.Settings | files.Settings, Field(discriminator="system")]
+ErpSettings = Annotated[
+    sap.Settings | d365.Settings | files.Settings, Field(discriminator="system")
+]
 
 
 class RelayConfig(Section):
