@@ -114,7 +114,15 @@ import time
 import urllib.parse
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -986,7 +994,7 @@ class _Limiter:
                 waiter.set_result(None)
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> Any:
+    async def slot(self) -> AsyncIterator[None]:
         if self._free() and not self._waiters:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)

@@ -689,7 +689,7 @@ def test_latency_knob(sap: SapStandIn) -> None:
         sap.state.set_latency(None)
         start = time.monotonic()
         client.get(sap.url)
-        assert time.monotonic() - start < 0.2
+        assert time.monotonic() - start < 0.25
 
 
 def test_outage_and_fail_next(sap: SapStandIn) -> None:
@@ -727,7 +727,7 @@ async def test_max_concurrency(sap: SapStandIn) -> None:
         sap.state.set_max_concurrency(None)
         start = time.monotonic()
         await asyncio.gather(*(client.get(sap.url) for _ in range(3)))
-        assert time.monotonic() - start < 0.55
+        assert time.monotonic() - start < serial * 0.75
 
 
 def test_control_over_http(sap: SapStandIn) -> None:
@@ -854,6 +854,26 @@ def test_ledger_survives_a_restart(tmp_path: Path) -> None:
         assert again["ConfirmationCount"] == "00000003"
         other = post(client, sap, OrderOperation="0020").json()["d"]
         assert int(other["ConfirmationGroup"]) > int(first["ConfirmationGroup"])
+
+
+def test_start_stop_start_on_the_same_port() -> None:
+    sap = SapStandIn(user=USER, password=PASSWORD)
+    sap.start()
+    try:
+        url = sap.url
+        with session(sap) as client:
+            assert post(client, sap).status_code == 201
+        sap.stop()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=2)
+        sap.start()
+        assert sap.url == url
+        with session(sap) as client:
+            sap.state.set_max_concurrency(2)  # the new server's loop is told, not the old one's
+            assert post(client, sap, ExternalSystemConfirmation=GUID_B).status_code == 201
+        assert sap.state.count_by_external_id() == {GUID_A: 1, GUID_B: 1}
+    finally:
+        sap.close()
 
 
 def test_state_can_be_built_alone() -> None:
