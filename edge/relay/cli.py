@@ -134,7 +134,10 @@ def cmd_doubt(args: argparse.Namespace) -> int:
     async def run(ledger: Ledger) -> int:
         if args.resolve:
             if not args.by or (args.posted is None) == (not args.repost):
-                print("edge relay: --resolve needs --by and one of --posted or --repost")
+                print(
+                    "edge relay: --resolve needs --by and one of --posted or --repost",
+                    file=sys.stderr,
+                )
                 return EXIT_FAILED
             posted = _parse_keys(args.posted) if args.posted else None
             try:
