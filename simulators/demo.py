@@ -1,13 +1,15 @@
 """``edge demo``: the whole system on one machine, one order from dispatch to final confirmation.
 
-The demo starts a private mosquitto broker on a free loopback port, the central simulator (the
-dispatcher and the ERP relay of :mod:`simulators.central`) and the gateway with MQTT sync, all
-real code; only the press and the people are simulated. Central sends master data and a dispatch
-list over MQTT, an operator starts setup and production, the press runs, stops without a reason
-until the operator gives one, jams, scrap is reported, confirmations go up to the ERP relay and
-its verdicts come back. The ERP rejects one confirmation (the order is locked by a user); once it
-is unlocked a supervisor resends it. At the end the demo compares the ERP ledger with what the
-gateway counted, waits for the outbox to empty and checks the journal replay.
+The demo starts a private mosquitto broker on a free loopback port, a simulated dispatcher
+(:mod:`simulators.central`), the real ERP relay (``edge relay``, :mod:`edge.relay`) posting to a
+SAP OData stand-in (:mod:`simulators.erp.sap`), and the gateway with MQTT sync; only the press,
+the ERP and the people are simulated. Central sends master data and a dispatch list over MQTT,
+an operator starts setup and production, the press runs, stops without a reason until the
+operator gives one, jams, scrap is reported, confirmations go up through the relay to SAP and
+SAP's verdicts come back. SAP refuses one confirmation (a planner took the order back, it is no
+longer released); once it is released again a supervisor resends it. At the end the demo
+compares SAP's ledger with what the gateway counted, waits for the outbox to empty and checks
+the journal replay.
 
 Every committed event is printed as it happens. Everything is stopped on the way out, also on
 Ctrl-C or an error.
@@ -43,17 +45,22 @@ from edge.domain.inputs import (
 )
 from edge.domain.model import Confirmation, ConfirmationStatus, OperationKey, OperationStatus
 from edge.engine import Engine
+from edge.relay.app import build_erp, open_ledger
+from edge.relay.config import RelayConfig
+from edge.relay.ledger import Ledger
+from edge.relay.service import Relay
 from edge.store.replay import verify
 from edge.store.store import Store
 from simulators import broker as mqtt_broker
-from simulators.central import CentralSimulator
+from simulators.central import Dispatcher, MqttLink
+from simulators.erp.sap import SapStandIn
 from simulators.opcua_machine import MachineSimulator
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
 OPERATOR = "operator:1001"
 SUPERVISOR = "supervisor:2001"
 ORDER = OperationKey("4711", "0020")
-LOCK_TEXT = "order locked by user"
+SAP_USER, SAP_PASSWORD = "EDGE_RELAY", "demo-secret"
 WAIT_S = 10.0  # the longest the demo waits for any one thing before it gives up
 FREE_PLAY_JAM_EVERY = Decimal(45)  # --stay: good parts between two jams of the press
 FREE_PLAY_JAM_S = 5.0
@@ -66,6 +73,66 @@ edge demo: the MQTT broker mosquitto is not installed; the demo runs its own pri
     sudo ./scripts/demo                 (as root, the setup script installs what is missing)
     sudo apt-get install mosquitto
   then run ./scripts/demo again."""
+
+
+class Central:
+    """Central IT's side: the dispatcher (simulated: it sends the demo's dispatch list), the
+    real ERP relay (``edge relay``, in this process) and the ERP (the SAP OData stand-in)."""
+
+    def __init__(self, broker: mqtt_broker.Mosquitto, root: str, data_dir: Path) -> None:
+        self.root = root
+        self.data_dir = data_dir
+        self.link = MqttLink(broker.host, broker.port, client_id="central-demo")
+        self.dispatcher = Dispatcher(self.link, [root])
+        self.sap = SapStandIn(user=SAP_USER, password=SAP_PASSWORD, latency_s=(0.05, 0.15))
+        secret = data_dir / "sap-password"
+        secret.write_text(SAP_PASSWORD + "\n")
+        self.relay_cfg = RelayConfig.model_validate(
+            {
+                "relay": {
+                    "enterprise": root.split("/")[2],
+                    "instance": "relay-demo",
+                    "retry_min_s": 0.5,
+                    "retry_max_s": 5.0,
+                    "poll_s": 0.1,
+                    "log_level": "warning",
+                },
+                "mqtt": {"host": broker.host, "port": broker.port},
+                "ledger": {"url": f"sqlite:///{(data_dir / 'relay-ledger.db').resolve()}"},
+                "erp": {
+                    "system": "sap",
+                    "service_url": "http://127.0.0.1/",  # replaced once the stand-in runs
+                    "user": SAP_USER,
+                    "password_file": str(secret),
+                    "timeout_s": 5.0,
+                },
+            }
+        )
+        self.ledger: Ledger | None = None
+        self.relay: Relay | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.sap.start)
+        erp = self.relay_cfg.erp.model_copy(update={"service_url": self.sap.url})
+        self.relay_cfg = self.relay_cfg.model_copy(update={"erp": erp})
+        self.ledger = await open_ledger(self.relay_cfg.ledger)
+        self.relay = Relay(self.relay_cfg, self.ledger, build_erp(self.relay_cfg))
+        self._task = asyncio.create_task(self.relay.run(), name="erp-relay")
+        await asyncio.wait_for(self.relay.link.connected.wait(), WAIT_S)
+        await self.link.start()
+        await self.link.wait_connected(WAIT_S)
+
+    async def stop(self) -> None:
+        await self.link.stop()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.ledger is not None:
+            await self.ledger.close()
+        await asyncio.to_thread(self.sap.close)
 
 
 class DemoFailed(Exception):
@@ -254,7 +321,7 @@ class Story:
     def __init__(
         self,
         cfg: GatewayConfig,
-        central: CentralSimulator,
+        central: Central,
         root: str,
         narrator: Narrator,
         press: MachineSimulator,
@@ -328,7 +395,7 @@ class Story:
 
     async def _run(self, engine: Engine) -> None:
         say = self.narrator.say
-        central, relay = self.central, self.central.relay
+        central, sap = self.central, self.central.sap.state
         press = self.press
 
         async def do(inp: Input) -> None:
@@ -400,10 +467,10 @@ class Story:
                 "the ERP's verdict on confirmation #1", verdict(1, ConfirmationStatus.POSTED)
             )
             say(
-                f"a user locks order {ORDER.order} in the ERP: "
-                "the relay will reject its confirmations"
+                f"a planner takes order {ORDER.order} back in SAP (no longer released): "
+                "SAP will refuse its confirmations"
             )
-            relay.reject_order(ORDER.order, LOCK_TEXT)
+            sap.register_order(ORDER.order, released=False)
             await good_reaches(38)
             say("the press jams (alarm E-100), cleared within a second")
             await press.stop(alarm="E-100")
@@ -413,8 +480,8 @@ class Story:
                 "the ERP's verdict on confirmation #2", verdict(2, ConfirmationStatus.REJECTED)
             )
             await asyncio.sleep(0.3)
-            say(f"the user unlocks order {ORDER.order} in the ERP: the relay accepts it again")
-            relay.unreject_order(ORDER.order)
+            say(f"the planner releases order {ORDER.order} again in SAP")
+            sap.release_order(ORDER.order)
             say("a supervisor sees the rejected confirmation #2 on the panel and resends it")
             await do(ResendConfirmation(str(ORDER), 2, SUPERVISOR, engine.now()))
             await until("the ERP's verdict on the resent #2", verdict(2, ConfirmationStatus.POSTED))
@@ -462,7 +529,7 @@ def _scrap_text(scrap: Mapping[str, Decimal]) -> str:
     return f"{total} ({parts})" if parts else str(total)
 
 
-def summary(engine: Engine, cfg: GatewayConfig, central: CentralSimulator) -> bool:
+def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> bool:
     """Print what the gateway, the ERP ledger and the SQLite file hold; True if all agree."""
     ok = True
     wc = engine.wc
@@ -495,20 +562,34 @@ def summary(engine: Engine, cfg: GatewayConfig, central: CentralSimulator) -> bo
     total = sum((c.tally.good for c in confs), Decimal(0))
     print(f"  yields sum to {total} = counted good {op.counted.good}")
 
-    ledger = central.ledger
-    erp = ledger.totals(ORDER.order, ORDER.operation, ORDER.split)
+    sap = central.sap.state
+    records = [
+        r
+        for r in sap.ledger()
+        if r.order_id.lstrip("0") == ORDER.order and r.operation == ORDER.operation
+    ]
+    posted = [r for r in records if not r.is_reversal and not r.is_reversed]
+    erp = sap.totals(ORDER.order, ORDER.operation)
     counted_scrap = sum(op.counted.scrap.values(), Decimal(0))
-    print(f"\nWhat the ERP posted for {ORDER} (the central simulator's ledger, {ledger.path}):")
+    final = any(r.is_final for r in posted)
+    print(f"\nWhat SAP posted for {ORDER} (the SAP stand-in's ledger, through the ERP relay):")
+    for r in posted:
+        print(
+            f"    confirmation {r.group}/{r.count}  yield {r.yield_qty:>7}  scrap "
+            f"{r.scrap_qty:>6}  {'final' if r.is_final else 'partial'}  "
+            f"{r.values.get('ConfirmationText', '')}"
+        )
     print(
-        f"  {erp['confirmations']} confirmations, final one included: "
-        f"{'yes' if erp['final'] else 'no'}; yield {erp['yield']}, "
-        f"scrap {_scrap_text(erp['scrap_by_reason'])}"
+        f"  {len(posted)} confirmations, final one included: {'yes' if final else 'no'}; "
+        f"yield {erp['yield']}, scrap {erp['scrap']}"
     )
+    twice = sap.duplicates()
     match = erp["yield"] == op.counted.good and erp["scrap"] == counted_scrap
-    ok = ok and match and bool(erp["final"])
+    ok = ok and match and final and not twice
     print(
-        f"  ERP yield {erp['yield']} / scrap {erp['scrap']} vs. gateway counted good "
-        f"{op.counted.good} / scrap {counted_scrap}: {'they match' if match else 'MISMATCH'}"
+        f"  SAP yield {erp['yield']} / scrap {erp['scrap']} vs. gateway counted good "
+        f"{op.counted.good} / scrap {counted_scrap}: {'they match' if match else 'MISMATCH'}; "
+        f"posted twice: {len(twice) or 'none'}"
     )
 
     store = engine.store
@@ -573,9 +654,10 @@ async def run_demo(
     db = data_dir / "edge.db"
     # The central simulator is scenery here: the narration says what it does.
     logging.getLogger("simulators.central").setLevel(logging.ERROR)
+    logging.getLogger("edge.relay").setLevel(logging.ERROR)  # the narration tells its verdicts
 
     broker = mqtt_broker.Mosquitto(data_dir / "mosquitto", persistence=False)
-    central: CentralSimulator | None = None
+    central: Central | None = None
     press = MachineSimulator(cycle_s=0.25, jitter=0.1, scrap_rate=0.0, setup_slowdown=4.0, seed=7)
     try:
         broker.start()
@@ -592,13 +674,7 @@ async def run_demo(
             },
         )
         root = cfg.mqtt.root_for(cfg.gateway.work_center)
-        central = CentralSimulator(
-            broker.host,
-            broker.port,
-            roots=[root],
-            ledger_path=data_dir / "central-ledger.db",
-            client_id="central-demo",
-        )
+        central = Central(broker, root, data_dir)
         narrator = Narrator()
         story = Story(cfg, central, root, narrator, press)
         await central.start()
@@ -617,8 +693,9 @@ async def run_demo(
         print(
             f"edge demo: work center {cfg.gateway.work_center}, database {db}\n"
             f"  the press: an OPC UA server (machine simulator) at {press.endpoint}\n"
-            f"  mosquitto on {broker.host}:{broker.port}; central simulator (dispatcher and "
-            f"ERP relay) and gateway\n  talk over it under {root}\n"
+            f"  mosquitto on {broker.host}:{broker.port}; the gateway, a simulated dispatcher "
+            f"and the ERP relay\n  (edge relay) talk over it under {root}; the relay posts to "
+            f"a SAP OData stand-in\n  at {central.sap.url}\n"
             "  Lines with '>' say what happens at the press, in central or in the ERP; the "
             "others\n  are what the gateway records, printed as it commits them. "
             "Ctrl-C stops everything.\n"
@@ -645,6 +722,6 @@ async def run_demo(
         return 0 if ok else EXIT_FAILED
     finally:
         if central is not None:
-            await _stop_quietly("the central simulator", central.stop)
+            await _stop_quietly("central (dispatcher, relay, SAP)", central.stop)
         await _stop_quietly("the press simulator", press.aclose)
         broker.stop()

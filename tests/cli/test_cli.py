@@ -65,7 +65,8 @@ def test_verify_on_a_missing_database_fails_cleanly(tmp_path: Path) -> None:
 
 
 def test_demo_runs_an_order_to_its_final_confirmation(tmp_path: Path) -> None:
-    """The README's first command, what a new user sees: mosquitto, central and the gateway."""
+    """The README's first command, what a new user sees: mosquitto, central (a simulated
+    dispatcher, the real ERP relay, a SAP stand-in) and the gateway."""
     try:
         find_mosquitto()
     except FileNotFoundError as exc:  # pragma: no cover - the scripts install it as root
@@ -88,14 +89,16 @@ def test_demo_runs_an_order_to_its_final_confirmation(tmp_path: Path) -> None:
         "micro-stop",
         "confirmation #1 partial",
         "ERP verdict on confirmation #1: posted",
-        'ERP verdict on confirmation #2: rejected: "order locked by user"',
+        'ERP verdict on confirmation #2: rejected: "Order 4711 is not released"',
         "confirmation #2 sent again with a new idempotency key",
         "(supervisor:",
         "ERP verdict on confirmation #2: posted",
         "confirmation #4 final",
         "ERP verdict on confirmation #4: posted",
         "running -> completed",
-        "ERP yield 64 / scrap 4 vs. gateway counted good 64 / scrap 4: they match",
+        "posted as ERP confirmation 0000010000, counter 00000001",
+        "SAP yield 64.000 / scrap 4.000 vs. gateway counted good 64 / scrap 4: they match; "
+        "posted twice: none",
         "outbox: 0 business messages waiting",
         "projections equal the journal replay: yes",
     ):
