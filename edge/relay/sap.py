@@ -66,12 +66,13 @@ _MAX_QTY: Final = Decimal("9999999999.999")
 _UNIT_SECONDS: Final = {"S": 1.0, "MIN": 60.0, "H": 3600.0}
 
 
-class Settings(BaseModel):
-    """``[erp]`` with ``system = "sap"``."""
+class Connection(BaseModel):
+    """How the relay reaches one of SAP's OData services: the service root, the client, the
+    authentication (Basic or OAuth 2 client credentials), TLS and the timeout. Shared by the
+    confirmation adapter and the order source (:mod:`edge.relay.orders_sap`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
-    system: Literal["sap"]
     service_url: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=500)]
     sap_client: Annotated[str, StringConstraints(pattern=r"^\d{3}$")] | None = None
     auth: Literal["basic", "oauth"] = "basic"
@@ -83,6 +84,17 @@ class Settings(BaseModel):
     scope: Annotated[str, StringConstraints(max_length=500)] | None = None
     ca_file: Annotated[Path, Field(strict=False)] | None = None
     timeout_s: Annotated[float, Field(ge=1, le=300)] = 30.0
+
+    @field_validator("service_url")
+    @classmethod
+    def _slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+
+class Settings(Connection):
+    """``[erp]`` with ``system = "sap"``."""
+
+    system: Literal["sap"]
     lookup: bool = True
     transient_codes: list[Annotated[str, StringConstraints(max_length=40)]] = Field(
         default_factory=lambda: ["CO/469", "MC/601", "M3/897"], max_length=100
@@ -95,45 +107,87 @@ class Settings(BaseModel):
     machine_slot: Annotated[int, Field(ge=0, le=6)] = 2
     labour_slot: Annotated[int, Field(ge=0, le=6)] = 3
     text: Annotated[str, StringConstraints(max_length=200)] = "{label} {edge_id}"
+    # The gateway's variance reason codes (``[confirmations] variance_reason``) as SAP's
+    # four-character ``VarianceReasonCode``; a code without an entry is sent as it is.
+    variance_reasons: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=40)],
+        Annotated[str, StringConstraints(min_length=1, max_length=4)],
+    ] = Field(default_factory=dict, max_length=1000)
+    # Send the work center (``WorkCenter``, 8 characters)? SAP takes the operation's own when
+    # it is not sent, which is right unless the plant confirms on alternative work centers.
+    send_work_center: bool = False
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
-        return value
-
-    @field_validator("service_url")
-    @classmethod
-    def _slash(cls, value: str) -> str:
-        return value if value.endswith("/") else value + "/"
+        return check_zone(value)
 
 
-def _read_secret(field: str, path: Path | None) -> str:
+def check_zone(value: str) -> str:
+    """An IANA time zone name, or a ValueError saying it is not one."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
+    return value
+
+
+def _read_secret(field: str, path: Path | None, section: str = "erp") -> str:
     if path is None:
-        raise ValueError(f"erp.{field}: required for this kind of authentication")
+        raise ValueError(f"{section}.{field}: required for this kind of authentication")
     try:
         return path.read_text().strip()
     except OSError as exc:
-        raise ValueError(f"erp.{field} = {str(path)!r}: cannot be read: {exc.strerror}") from None
+        raise ValueError(
+            f"{section}.{field} = {str(path)!r}: cannot be read: {exc.strerror}"
+        ) from None
+
+
+def read_credentials(
+    settings: Connection, section: str = "erp"
+) -> tuple[str | None, ClientCredentials | None]:
+    """``(password, None)`` for Basic, ``(None, client credentials)`` for OAuth, with the
+    secrets read from their files; a ValueError names a missing or unreadable one."""
+    if settings.auth == "basic":
+        if settings.user is None:
+            raise ValueError(f"{section}.user: required with auth = 'basic'")
+        return _read_secret("password_file", settings.password_file, section), None
+    if settings.token_url is None or settings.client_id is None:
+        raise ValueError(
+            f"{section}.token_url and {section}.client_id: required with auth = 'oauth'"
+        )
+    secret = _read_secret("client_secret_file", settings.client_secret_file, section)
+    return None, ClientCredentials(settings.token_url, settings.client_id, secret, settings.scope)
+
+
+def open_client(settings: Connection, password: str | None) -> httpx.AsyncClient:
+    """The HTTP client for one SAP service: Basic credentials when ``auth = "basic"``, the
+    CA file, the timeout (connect at most 10 s), JSON answers."""
+    s = settings
+    auth = httpx.BasicAuth(s.user or "", password or "") if s.auth == "basic" else None
+    verify: Any = str(s.ca_file) if s.ca_file else True
+    return httpx.AsyncClient(
+        auth=auth,
+        timeout=httpx.Timeout(s.timeout_s, connect=min(10.0, s.timeout_s)),
+        verify=verify,
+        headers={"Accept": "application/json"},
+    )
+
+
+def service_url(settings: Connection, path: str) -> str:
+    """``path`` under the service root, with ``sap-client`` when one is configured."""
+    url = settings.service_url + path
+    if settings.sap_client:
+        url += ("&" if "?" in path else "?") + f"sap-client={settings.sap_client}"
+    return url
 
 
 def build(settings: Settings) -> SapAdapter:
     """The adapter, with its secrets read; a ValueError names a missing or unreadable one."""
-    if settings.auth == "basic":
-        if settings.user is None:
-            raise ValueError("erp.user: required with auth = 'basic'")
-        secret = _read_secret("password_file", settings.password_file)
-        return SapAdapter(settings, password=secret)
-    if settings.token_url is None or settings.client_id is None:
-        raise ValueError("erp.token_url and erp.client_id: required with auth = 'oauth'")
-    secret = _read_secret("client_secret_file", settings.client_secret_file)
-    return SapAdapter(
-        settings,
-        oauth=ClientCredentials(settings.token_url, settings.client_id, secret, settings.scope),
-    )
+    password, oauth = read_credentials(settings)
+    if oauth is None:
+        return SapAdapter(settings, password=password)
+    return SapAdapter(settings, oauth=oauth)
 
 
 def odata_date(day: dt.date) -> str:
@@ -159,6 +213,11 @@ def sap_decimal(name: str, value: Decimal) -> str:
 
 class _Unpostable(Exception):
     """The posting cannot be expressed in SAP's fields (too long, too many places)."""
+
+
+class _Misconfigured(Exception):
+    """The relay's configuration does not fit SAP's fields: not the confirmation's fault, so it
+    waits (answered ``retrying`` with this text) until central IT corrects the mapping."""
 
 
 def _fit(name: str, value: str, length: int) -> str:
@@ -212,15 +271,7 @@ class SapAdapter(ErpAdapter):
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        s = self.settings
-        auth = httpx.BasicAuth(s.user or "", self._password or "") if s.auth == "basic" else None
-        verify: Any = str(s.ca_file) if s.ca_file else True
-        self._client = httpx.AsyncClient(
-            auth=auth,
-            timeout=httpx.Timeout(s.timeout_s, connect=min(10.0, s.timeout_s)),
-            verify=verify,
-            headers={"Accept": "application/json"},
-        )
+        self._client = open_client(self.settings, self._password)
         if self._oauth is not None:
             self._tokens = TokenSource(self._oauth, self._client)
 
@@ -236,6 +287,8 @@ class SapAdapter(ErpAdapter):
             body = self.body(posting)
         except _Unpostable as exc:
             return Rejected(str(exc), "RELAY/FIELD")
+        except _Misconfigured as exc:
+            return Transient(str(exc), "RELAY/CONFIG")
         result = await self._modify("POST", "ProdnOrdConf2", json=body)
         if isinstance(result, httpx.Response):
             return self._created(result)
@@ -293,13 +346,14 @@ class SapAdapter(ErpAdapter):
             "ConfirmationYieldQuantity": sap_decimal("yield_qty", posting.yield_qty),
             "ConfirmationScrapQuantity": sap_decimal("scrap_qty", posting.scrap_qty),
             "ConfirmationReworkQuantity": sap_decimal("rework_qty", posting.rework_qty),
-            "VarianceReasonCode": _fit("VarianceReasonCode", posting.variance_reason or "", 4),
+            "VarianceReasonCode": self._variance(posting.variance_reason),
             "PostingDate": odata_date(self._posting_day(posting)),
             "IsFinalConfirmation": posting.final,
             "ExternalSystemConfirmation": posting.external_id,
             "ConfirmationText": self._text(posting),
-            "WorkCenter": _fit("WorkCenter", posting.work_center, 8),
         }
+        if s.send_work_center:
+            body["WorkCenter"] = _fit("WorkCenter", posting.work_center, 8)
         if posting.final:
             body["FinalConfirmationType"] = "X"
         if s.plant:
@@ -323,6 +377,17 @@ class SapAdapter(ErpAdapter):
                 body[f"OpWorkQuantityUnit{slot}"] = s.activity_unit
         return body
 
+    def _variance(self, reason: str | None) -> str:
+        if not reason:
+            return ""
+        code = self.settings.variance_reasons.get(reason, reason)
+        if len(code) > 4:
+            raise _Misconfigured(
+                f"variance reason {reason!r} has no SAP code of at most 4 characters: map it in "
+                f"the relay's [erp] variance_reasons (e.g. {reason} = \"0001\")"
+            )
+        return code
+
     def _posting_day(self, posting: Posting) -> dt.date:
         if posting.posting_date:
             return dt.date.fromisoformat(posting.posting_date)
@@ -342,10 +407,7 @@ class SapAdapter(ErpAdapter):
     # ------------------------------------------------------------------ HTTP
 
     def _url(self, path: str) -> str:
-        url = self.settings.service_url + path
-        if self.settings.sap_client:
-            url += ("&" if "?" in path else "?") + f"sap-client={self.settings.sap_client}"
-        return url
+        return service_url(self.settings, path)
 
     async def _headers(self) -> dict[str, str] | Transient:
         if self._tokens is None:
@@ -482,6 +544,9 @@ class SapAdapter(ErpAdapter):
         )
 
 
-def _quote_literal(text: str) -> str:
+def quote_literal(text: str) -> str:
     """An OData V2 string literal's content: a single quote is doubled."""
     return text.replace("'", "''")
+
+
+_quote_literal = quote_literal

@@ -243,3 +243,27 @@ async def test_a_relay_stopped_mid_post_leaves_it_to_the_other(
             assert verdict.status == "posted"
             assert b.stats.found_after_doubt + b.stats.posted >= 1
     assert sap.state.count_by_external_id() == {external_id(p.idem_key): 1}
+
+
+async def test_a_variance_reason_sap_cannot_take_waits_for_the_mapping(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    """The gateway's default variance reason (CYCLE) is longer than SAP's four characters:
+    not the confirmation's fault, so it is not rejected; it waits with the advice, and goes
+    through once the relay's mapping has it."""
+    p = posting(1, variance_reason="CYCLE")
+    unmapped = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path))
+    async with Gateways(broker) as gw:
+        async with running_relay(unmapped):
+            await gw.send(p)
+            await gw.wait(lambda: "retrying" in gw.of(p.idem_key))
+            (waiting,) = [v for v in gw.verdicts if v.idem_key == p.idem_key]
+            assert waiting.body["error"]["code"] == "RELAY/CONFIG"
+            assert "variance_reasons" in waiting.body["error"]["text"]
+        mapped = relay_config(
+            broker, sqlite(tmp_path), sap_erp(sap, tmp_path, variance_reasons={"CYCLE": "0001"})
+        )
+        async with running_relay(mapped):
+            assert (await gw.final(p.idem_key, timeout=20)).status == "posted"
+    (record,) = sap.state.ledger()
+    assert record.entity()["VarianceReasonCode"] == "0001"
