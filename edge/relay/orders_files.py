@@ -1326,7 +1326,9 @@ class FileOrderSource(OrderSource):
                     info.st_mtime_ns,
                 ):
                     continue
-                if now_ns - info.st_mtime_ns < s.settle_s * 1e9:
+                # a modification time in the future is clock skew (a file server's clock),
+                # not a file being written: read it rather than wait for the clocks
+                if 0 <= now_ns - info.st_mtime_ns < s.settle_s * 1e9:
                     continue
                 found.append(_Candidate(name, Path(entry.path), info.st_size, info.st_mtime_ns))
         found.sort(key=lambda c: (c.mtime_ns, c.name))
