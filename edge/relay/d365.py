@@ -145,8 +145,9 @@ _TYPES = {
 _RETRY_AFTER_MAX_S = 3600.0
 
 
-class Settings(BaseModel):
-    """One F&O environment and legal entity."""
+class Connection(BaseModel):
+    """One F&O environment and legal entity, and how to sign in to it (shared by the
+    confirmation adapter and the order source, :mod:`edge.relay.orders_d365`)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
@@ -162,20 +163,7 @@ class Settings(BaseModel):
     """Default (filled in when not given) ``<base_url>/.default``."""
     company: Annotated[str, StringConstraints(min_length=1, max_length=4, pattern=r"^\w+$")]
     """The legal entity (``dataAreaId``, e.g. ``usmf``): ``_companyId`` of every message."""
-    queue: _Symbol = "JmgMES3P"
     timeout_s: float = Field(default=30.0, ge=1.0, le=300.0)
-    poll_interval_s: float = Field(default=5.0, ge=0.1, le=3600.0)
-    """How long the relay waits before it asks again about a Submitted posting."""
-    report_finished_on_final: bool = True
-    start_on_first: bool = False
-    end_on_final: bool = False
-    labour_resource: _Id | None = None
-    """A resource for labour hours (a route-card line of its own); without it they are not sent."""
-    error_causes: dict[_Code, ErrorCause] = Field(default_factory=dict, max_length=1000)
-    """Scrap reason code -> D365 ``ErrorCause``; unmapped codes get ``default_error_cause``."""
-    default_error_cause: ErrorCause = "None"
-    state_entity: _Symbol = "SysMessageProcessorMessages"
-    """The OData collection the message states are read from (not confirmed; see above)."""
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
     """The plant's IANA time zone: the local date of a time (``StartedDate``, and the posting
     date when a posting has none)."""
@@ -207,9 +195,26 @@ class Settings(BaseModel):
         return self.scope or f"{self.root}/.default"
 
 
-def build(settings: Settings) -> D365Adapter:
-    """The adapter for ``settings``, with the client secret read from its file."""
-    path = settings.client_secret_file
+class Settings(Connection):
+    """One F&O environment and legal entity, for confirmations."""
+
+    queue: _Symbol = "JmgMES3P"
+    poll_interval_s: float = Field(default=5.0, ge=0.1, le=3600.0)
+    """How long the relay waits before it asks again about a Submitted posting."""
+    report_finished_on_final: bool = True
+    start_on_first: bool = False
+    end_on_final: bool = False
+    labour_resource: _Id | None = None
+    """A resource for labour hours (a route-card line of its own); without it they are not sent."""
+    error_causes: dict[_Code, ErrorCause] = Field(default_factory=dict, max_length=1000)
+    """Scrap reason code -> D365 ``ErrorCause``; unmapped codes get ``default_error_cause``."""
+    default_error_cause: ErrorCause = "None"
+    state_entity: _Symbol = "SysMessageProcessorMessages"
+    """The OData collection the message states are read from (not confirmed; see above)."""
+
+
+def read_secret(path: Path) -> str:
+    """The client secret in ``path`` (stripped), or ValueError naming ``client_secret_file``."""
     try:
         secret = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
@@ -217,7 +222,12 @@ def build(settings: Settings) -> D365Adapter:
         raise ValueError(f"client_secret_file: cannot read {path}: {reason}") from None
     if not secret:
         raise ValueError(f"client_secret_file: {path} is empty")
-    return D365Adapter(settings, secret)
+    return secret
+
+
+def build(settings: Settings) -> D365Adapter:
+    """The adapter for ``settings``, with the client secret read from its file."""
+    return D365Adapter(settings, read_secret(settings.client_secret_file))
 
 
 @dataclass(frozen=True, slots=True)

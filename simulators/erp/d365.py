@@ -73,7 +73,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlencode
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -82,6 +82,14 @@ from fastapi.responses import JSONResponse
 SEND_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
 STATE_ENTITY = "SysMessageProcessorMessages"
 ATTEMPTS = 3  # D365 tries each message three times before it sets it to Failed
+NULL_DATE = "1900-01-01T00:00:00Z"  # F&O's empty date
+# Not a field of the standard header entity (see the module docstring): the order's Stopped flag.
+STOPPED_FIELD = "IsProductionOrderStopped"
+HEADERS = "ProductionOrderHeaders"
+ROUTE_OPERATIONS = "ProductionOrderRouteOperations"
+ROUTE_JOBS = "ProductionOrderRouteJobs"
+RELEASED_PRODUCTS = "ReleasedProductsV2"
+MAX_PAGE = 10_000  # F&O's server page size
 
 # -- the message types of §3.3 -------------------------------------------------------------
 
@@ -332,23 +340,105 @@ def validate_content(message_type: str, content: str, *, strict: bool = True) ->
 
 
 @dataclass
+class RouteOperation:
+    """One operation of a production order's route, on one resource (its setup and process jobs
+    are scheduled there). Times as F&O stores them: in the route's time unit, hours after
+    ``hours_factor`` (``OperationsTimeToHourConversionFactor``); the process time is for
+    ``process_quantity`` units. ``start``/``end`` are the plant's local date-times."""
+
+    order: str
+    number: int
+    resource: str
+    operation_id: str = ""
+    priority: str = "Primary"
+    setup_time: Decimal = Decimal(0)
+    process_time: Decimal = Decimal(0)
+    process_quantity: Decimal = Decimal(1)
+    hours_factor: Decimal = Decimal(1)
+    start: datetime | None = None
+    end: datetime | None = None
+    started: bool = False
+    completed: bool = False
+    setup_job: str = ""
+    process_job: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # raw overrides of the route row
+
+    def row(self, company: str) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "dataAreaId": company,
+            "ProductionOrderNumber": self.order,
+            "OperationNumber": self.number,
+            "OperationPriority": self.priority,
+            "OperationId": self.operation_id,
+            "SetupTime": _json_num(self.setup_time),
+            "ProcessTime": _json_num(self.process_time),
+            "ProcessQuantity": _json_num(self.process_quantity),
+            "OperationsTimeToHourConversionFactor": _json_num(self.hours_factor),
+            **_date_time("ScheduledFrom", self.start),
+            **_date_time("ScheduledEnd", self.end),
+            "IsOperationStarted": "Yes" if self.started else "No",
+            "IsOperationCompleted": "Yes" if self.completed else "No",
+            "CostingOperationResourceId": self.resource,
+        }
+        row.update(self.extra)
+        return row
+
+    def job_rows(self, company: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for job, kind in ((self.setup_job, "Setup"), (self.process_job, "Process")):
+            if not job:
+                continue
+            rows.append(
+                {
+                    "dataAreaId": company,
+                    "JobId": job,
+                    "ProductionOrderNumber": self.order,
+                    "OperationNumber": self.number,
+                    "OperationPriority": self.priority,
+                    "RouteJobType": kind,
+                    "OperationsResourceId": self.resource,
+                    **_date_time("ScheduledFrom", self.start),
+                    **_date_time("ScheduledEnd", self.end),
+                    "JobStatus": "Completed" if self.completed else "Waiting",
+                    "IsJobCancelled": "No",
+                    "IsJobEnded": "Yes" if self.completed else "No",
+                }
+            )
+        return rows
+
+
+@dataclass
 class Order:
     number: str
     item: str = ""
     quantity: Decimal = Decimal(1000)
-    status: str = "StartedUp"  # Released | StartedUp | ReportedFinished | Ended
+    # Created | CostEstimated | Scheduled | Released | StartedUp | ReportedFinished | Ended
+    status: str = "StartedUp"
     operations: frozenset[int] | None = None  # None: any operation number
     reported_good: Decimal = Decimal(0)
+    name: str = ""
+    stopped: bool = False
+    start: datetime | None = None  # the plant's local date-time
+    end: datetime | None = None
+    company: str = ""  # "": the stand-in's first company
+    route: dict[int, RouteOperation] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # raw overrides of the header row
 
     def row(self, company: str) -> dict[str, Any]:
-        return {
-            "dataAreaId": company,
+        row: dict[str, Any] = {
+            "dataAreaId": self.company or company,
             "ProductionOrderNumber": self.number,
+            "ProductionOrderName": self.name,
             "ItemNumber": self.item,
             "ProductionOrderStatus": self.status,
             "ScheduledQuantity": float(self.quantity),
             "RemainingReportAsFinishedQuantity": float(self.quantity - self.reported_good),
+            **_date_time("ScheduledStart", self.start),
+            **_date_time("ScheduledEnd", self.end),
+            STOPPED_FIELD: "Yes" if self.stopped else "No",
         }
+        row.update(self.extra)
+        return row
 
 
 @dataclass
@@ -453,6 +543,13 @@ class D365State:
         self._journal = 0
         self._stopping = asyncio.Event()
         self._processor: asyncio.Task[None] | None = None
+        # the data entities (orders down)
+        self.products: dict[str, tuple[str, str]] = {}  # item -> (unit, name)
+        self.page_size = MAX_PAGE  # the server's page size (a client may ask for less)
+        self._read_faults: list[tuple[str | None, SendFault]] = []
+        self.read_requests: Counter[str] = Counter()
+        self.read_log: list[str] = []  # every data-entity URL asked for (path and query)
+        self._jobs = 0
 
     # -- knobs -----------------------------------------------------------------------------
 
@@ -464,17 +561,192 @@ class D365State:
         quantity: Decimal | int | str = 1000,
         status: str = "StartedUp",
         operations: Iterable[int] | None = None,
+        name: str = "",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        stopped: bool = False,
+        company: str = "",
     ) -> Order:
-        """Register a production order; once any is registered, messages for others fail."""
+        """Register a production order; once any is registered, messages for others fail.
+        ``start``/``end`` are the plant's local scheduled date-times; route operations come
+        with :meth:`add_operation`."""
         order = Order(
             number,
             item,
             Decimal(quantity),
             status,
             frozenset(operations) if operations is not None else None,
+            name=name,
+            stopped=stopped,
+            start=start,
+            end=end,
+            company=company.lower(),
         )
         self.orders[number] = order
         return order
+
+    def add_operation(
+        self,
+        order: str,
+        number: int,
+        resource: str,
+        *,
+        setup_time: Decimal | int | str = 0,
+        process_time: Decimal | int | str = 0,
+        process_quantity: Decimal | int | str = 1,
+        hours_factor: Decimal | int | str = 1,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        operation_id: str = "",
+        priority: str = "Primary",
+    ) -> RouteOperation:
+        """A route operation of ``order`` on ``resource``, with a setup job (when there is setup
+        time) and a process job scheduled there from ``start`` to ``end`` (local)."""
+        target = self._get(order)
+        self._jobs += 1
+        setup_job = f"J{self._jobs:06d}" if Decimal(setup_time) else ""
+        self._jobs += 1
+        operation = RouteOperation(
+            order,
+            number,
+            resource,
+            operation_id=operation_id,
+            priority=priority,
+            setup_time=Decimal(setup_time),
+            process_time=Decimal(process_time),
+            process_quantity=Decimal(process_quantity),
+            hours_factor=Decimal(hours_factor),
+            start=start,
+            end=end,
+            setup_job=setup_job,
+            process_job=f"J{self._jobs:06d}",
+        )
+        target.route[number] = operation
+        target.operations = (target.operations or frozenset()) | {number}
+        return operation
+
+    def add_product(self, item: str, unit: str = "PC", name: str = "") -> None:
+        """A released product (``ReleasedProductsV2``) with its inventory unit."""
+        self.products[item] = (unit, name)
+
+    def _get(self, number: str) -> Order:
+        order = self.orders.get(number)
+        if order is None:
+            raise KeyError(f"D365 stand-in: no production order {number}")
+        return order
+
+    def _operation(self, order: str, number: int) -> RouteOperation:
+        operation = self._get(order).route.get(number)
+        if operation is None:
+            raise KeyError(f"D365 stand-in: no operation {number} on production order {order}")
+        return operation
+
+    def set_status(self, number: str, status: str) -> None:
+        """The order's ``ProductionOrderStatus`` (Created, CostEstimated, Scheduled, Released,
+        StartedUp, ReportedFinished, Ended)."""
+        self._get(number).status = status
+
+    def release(self, number: str) -> None:
+        self.set_status(number, "Released")
+
+    def start_up(self, number: str) -> None:
+        self.set_status(number, "StartedUp")
+
+    def reset(self, number: str, status: str = "Scheduled") -> None:
+        """Reset status: the order goes back to ``status`` (no longer released)."""
+        self.set_status(number, status)
+
+    def end(self, number: str) -> None:
+        self.set_status(number, "Ended")
+
+    def stop_order(self, number: str, stopped: bool = True) -> None:
+        """Set (or clear) the order's Stopped flag (``IsProductionOrderStopped``)."""
+        self._get(number).stopped = stopped
+
+    def resume_order(self, number: str) -> None:
+        self.stop_order(number, False)
+
+    def set_quantity(self, number: str, quantity: Decimal | int | str) -> None:
+        self._get(number).quantity = Decimal(quantity)
+
+    def set_dates(
+        self,
+        number: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        operation: int | None = None,
+    ) -> None:
+        """Reschedule the order (or one of its operations, with its jobs): local date-times;
+        a date not given stays."""
+        target: Order | RouteOperation = (
+            self._get(number) if operation is None else self._operation(number, operation)
+        )
+        if start is not None:
+            target.start = start
+        if end is not None:
+            target.end = end
+
+    def move_operation(self, order: str, number: int, resource: str) -> None:
+        """Schedule the operation's jobs on another resource."""
+        self._operation(order, number).resource = resource
+
+    def complete_operation(self, order: str, number: int, completed: bool = True) -> None:
+        """``IsOperationCompleted`` (the operation's jobs end with it)."""
+        self._operation(order, number).completed = completed
+
+    def set_raw(self, order: str, name: str, value: Any, *, operation: int | None = None) -> None:
+        """Any value for a field of the order's header row (or of an operation's route row), as
+        the entity will serve it: for values a client must refuse."""
+        if operation is None:
+            self._get(order).extra[name] = value
+        else:
+            self._operation(order, operation).extra[name] = value
+
+    def fail_next_read(
+        self, status: int, text: str = "", *, count: int = 1, entity: str | None = None
+    ) -> None:
+        """The next ``count`` reads of a data entity (of ``entity`` only, when given) answer
+        ``status`` with an OData error body."""
+        self._read_faults.extend([(entity, SendFault(status, text))] * count)
+
+    def take_read_fault(self, entity: str) -> SendFault | None:
+        for i, (wanted, fault) in enumerate(self._read_faults):
+            if wanted is None or wanted == entity:
+                del self._read_faults[i]
+                return fault
+        return None
+
+    def entity_rows(self, entity: str) -> list[dict[str, Any]]:
+        """Every row of a data entity, every company."""
+        default = next(iter(self.companies), "")
+        if entity == HEADERS:
+            return [o.row(default) for o in self.orders.values()]
+        if entity == ROUTE_OPERATIONS:
+            return [
+                op.row(o.company or default)
+                for o in self.orders.values()
+                for op in sorted(o.route.values(), key=lambda x: x.number)
+            ]
+        if entity == ROUTE_JOBS:
+            return [
+                job
+                for o in self.orders.values()
+                for op in sorted(o.route.values(), key=lambda x: x.number)
+                for job in op.job_rows(o.company or default)
+            ]
+        if entity == RELEASED_PRODUCTS:
+            return [
+                {
+                    "dataAreaId": default,
+                    "ItemNumber": item,
+                    "ProductName": name,
+                    "SearchName": name,
+                    "InventoryUnitSymbol": unit,
+                }
+                for item, (unit, name) in self.products.items()
+            ]
+        raise KeyError(entity)
 
     def expire_tokens(self) -> None:
         """Every token issued so far is expired now (the next F&O call gets 401)."""
@@ -789,6 +1061,150 @@ def _dec(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
+def _json_num(value: Decimal) -> int | float:
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _date_time(prefix: str, when: datetime | None) -> dict[str, Any]:
+    """F&O's date + time-of-day pair: ``<prefix>Date`` (an Edm.DateTimeOffset at midnight, the
+    empty date 1900-01-01 when none) and ``<prefix>Time`` (seconds after midnight)."""
+    if when is None:
+        return {f"{prefix}Date": NULL_DATE, f"{prefix}Time": 0}
+    midnight = when.replace(hour=0, minute=0, second=0, microsecond=0)
+    return {
+        f"{prefix}Date": f"{when.date().isoformat()}T00:00:00Z",
+        f"{prefix}Time": int((when - midnight).total_seconds()),
+    }
+
+
+# -- OData v4 queries on the data entities -------------------------------------------------
+
+
+class ODataError(Exception):
+    """A 400 with an OData error body."""
+
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<str>'(?:[^']|'')*')"
+    r"|(?P<enum>[A-Za-z_][\w.]*'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)"
+    r"|(?P<word>[A-Za-z_]\w*))"
+)
+_COMPARE = {"eq", "ne", "gt", "ge", "lt", "le"}
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+def parse_filter(text: str, fields: Iterable[str]) -> Predicate:
+    """A predicate for a ``$filter`` of comparisons (``eq ne gt ge lt le``) of a property with a
+    string, number, ``true``/``false``/``null`` or enum literal (``Ns.Type'Value'``), joined by
+    ``and``/``or``/``not`` and parentheses. Strings compare case-insensitively, as SQL Server
+    does in F&O. An unknown property is :class:`ODataError`."""
+    known = set(fields)
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise ODataError(f"Syntax error at position {pos} in '{text}'.")
+        kind = match.lastgroup or ""
+        tokens.append((kind, match.group(kind)))
+        pos = match.end()
+    index = 0
+
+    def peek() -> tuple[str, str] | None:
+        return tokens[index] if index < len(tokens) else None
+
+    def take() -> tuple[str, str]:
+        nonlocal index
+        if index >= len(tokens):
+            raise ODataError(f"Unexpected end of the expression '{text}'.")
+        index += 1
+        return tokens[index - 1]
+
+    def literal(token: tuple[str, str]) -> Any:
+        kind, value = token
+        if kind == "str":
+            return value[1:-1].replace("''", "'")
+        if kind == "enum":
+            return value[value.index("'") + 1 : -1].replace("''", "'")
+        if kind == "num":
+            return Decimal(value)
+        if kind == "word" and value in ("true", "false"):
+            return value == "true"
+        if kind == "word" and value == "null":
+            return None
+        raise ODataError(f"A literal was expected, found '{value}' in '{text}'.")
+
+    def comparison() -> Predicate:
+        kind, name = take()
+        if kind == "lp":
+            inner = disjunction()
+            if take()[0] != "rp":
+                raise ODataError(f"')' expected in '{text}'.")
+            return inner
+        if kind == "word" and name == "not":
+            negated = comparison()
+            return lambda row: not negated(row)
+        if kind != "word":
+            raise ODataError(f"A property name was expected, found '{name}' in '{text}'.")
+        if name not in known:
+            raise ODataError(f"Could not find a property named '{name}' on the entity.")
+        op_kind, op = take()
+        if op_kind != "word" or op not in _COMPARE:
+            raise ODataError(f"Unknown operator '{op}' in '{text}'.")
+        value = literal(take())
+        return lambda row: _compare(row.get(name), op, value)
+
+    def conjunction() -> Predicate:
+        parts = [comparison()]
+        while peek() == ("word", "and"):
+            take()
+            parts.append(comparison())
+        return lambda row: all(p(row) for p in parts)
+
+    def disjunction() -> Predicate:
+        parts = [conjunction()]
+        while peek() == ("word", "or"):
+            take()
+            parts.append(conjunction())
+        return lambda row: any(p(row) for p in parts)
+
+    result = disjunction()
+    if index != len(tokens):
+        raise ODataError(f"Unexpected '{tokens[index][1]}' in '{text}'.")
+    return result
+
+
+def _compare(actual: Any, op: str, wanted: Any) -> bool:
+    if wanted is None or actual is None:
+        same = actual is None and wanted is None
+        return same if op == "eq" else (not same if op == "ne" else False)
+    left: Any
+    right: Any
+    if isinstance(wanted, Decimal):
+        try:
+            left, right = Decimal(str(actual)), wanted
+        except ArithmeticError:
+            return op == "ne"
+    elif isinstance(wanted, bool):
+        left, right = bool(actual), wanted
+    else:
+        left, right = str(actual).casefold(), str(wanted).casefold()
+    if op == "eq":
+        return bool(left == right)
+    if op == "ne":
+        return bool(left != right)
+    if op == "gt":
+        return bool(left > right)
+    if op == "ge":
+        return bool(left >= right)
+    if op == "lt":
+        return bool(left < right)
+    return bool(left <= right)
+
+
 # -- the app -------------------------------------------------------------------------------
 
 _ENVELOPE = ("_companyId", "_messageQueue", "_messageType", "_messageContent")
@@ -817,6 +1233,78 @@ def _aad_error(status: int, error: str, description: str, code: int) -> JSONResp
 
 def _unauthorized() -> Response:
     return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+ENTITY_FIELDS: dict[str, frozenset[str]] = {
+    HEADERS: frozenset(Order("").row("")),
+    ROUTE_OPERATIONS: frozenset(RouteOperation("", 0, "").row("")),
+    ROUTE_JOBS: frozenset(RouteOperation("", 0, "", process_job="J").job_rows("")[0]),
+    RELEASED_PRODUCTS: frozenset(
+        {"dataAreaId", "ItemNumber", "ProductName", "SearchName", "InventoryUnitSymbol"}
+    ),
+}
+
+
+def _odata_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": "", "message": message, "innererror": {"message": message}}},
+        status_code=status,
+    )
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ODataError(f"Invalid value '{value}' for {name}.")
+    return int(value)
+
+
+def _query(state: D365State, entity: str, fields: frozenset[str], request: Request) -> Response:
+    """One page of ``entity``: ``cross-company``, ``$filter``, ``$select``, ``$top``, ``$skip``
+    and the page size (the server's, or less when the client sends ``Prefer:
+    odata.maxpagesize``), with ``@odata.nextLink`` when more rows follow."""
+    params = request.query_params
+    rows = state.entity_rows(entity)
+    if params.get("cross-company", "").lower() != "true":
+        default = next(iter(state.companies), "")
+        rows = [r for r in rows if str(r.get("dataAreaId", "")).lower() == default]
+    query = params.get("$filter")
+    if query:
+        predicate = parse_filter(query, fields)
+        rows = [r for r in rows if predicate(r)]
+    select = params.get("$select")
+    if select:
+        names = [n.strip() for n in select.split(",") if n.strip()]
+        unknown = [n for n in names if n not in fields]
+        if unknown:
+            raise ODataError(f"Could not find a property named '{unknown[0]}' on the entity.")
+        rows = [{n: r.get(n) for n in names} for r in rows]
+    skip = _int_param(request, "$skip") or 0
+    top = _int_param(request, "$top")
+    rows = rows[skip:]
+    if top is not None:
+        rows = rows[:top]
+    size = min(MAX_PAGE, max(1, state.page_size))
+    headers: dict[str, str] = {}
+    prefer = re.search(r"odata\.maxpagesize=(\d+)", request.headers.get("prefer", ""))
+    if prefer and 0 < int(prefer.group(1)) < size:
+        size = int(prefer.group(1))
+        headers["Preference-Applied"] = f"odata.maxpagesize={size}"
+    body: dict[str, Any] = {
+        "@odata.context": f"{state.base_url}/data/$metadata#{entity}",
+        "value": rows[:size],
+    }
+    if len(rows) > size:
+        rest = [(k, v) for k, v in params.multi_items() if k not in ("$skip", "$top")]
+        rest.append(("$skip", str(skip + size)))
+        if top is not None:
+            rest.append(("$top", str(top - size)))
+        body["@odata.nextLink"] = (
+            f"{state.base_url}{request.url.path}?{urlencode(rest, quote_via=quote)}"
+        )
+    return JSONResponse(body, headers=headers)
 
 
 def build_app(state: D365State) -> FastAPI:
@@ -970,18 +1458,23 @@ def build_app(state: D365State) -> FastAPI:
             {"@odata.context": f"{state.base_url}/data/$metadata#{STATE_ENTITY}", "value": rows}
         )
 
-    @app.get("/data/ProductionOrderHeaders")
-    async def orders(request: Request) -> Response:
+    @app.get("/data/{entity}")
+    async def data_entity(entity: str, request: Request) -> Response:
+        state.read_requests[entity] += 1
+        state.read_log.append(str(request.url.path) + "?" + str(request.url.query))
         gate = await fo_gate(request)
         if gate is not None:
             return gate
-        company = next(iter(state.companies), "")
-        return JSONResponse(
-            {
-                "@odata.context": f"{state.base_url}/data/$metadata#ProductionOrderHeaders",
-                "value": [o.row(company) for o in state.orders.values()],
-            }
-        )
+        fields = ENTITY_FIELDS.get(entity)
+        if fields is None:
+            return _odata_error(404, f"Resource not found for the segment '{entity}'.")
+        fault = state.take_read_fault(entity)
+        if fault is not None:
+            return _odata_error(fault.status, fault.text or f"Scripted fault {fault.status}.")
+        try:
+            return _query(state, entity, fields, request)
+        except ODataError as exc:
+            return _odata_error(400, f"The query specified in the URI is not valid. {exc}")
 
     # -- control (for `python -m`; tests use D365State directly) -----------------------------
 
