@@ -1,0 +1,628 @@
+"""SAP S/4HANA: released production orders through the OData V2 service
+``API_PRODUCTION_ORDER_2_SRV`` (orders down; confirmations go up through :mod:`edge.relay.sap`).
+
+A snapshot reads, for every work center asked about, the released operations of the plant,
+``$top``/``$skip`` page by page::
+
+    GET A_ProductionOrderOperation_2?$filter=ProductionPlant eq '1010' and WorkCenter eq 'WC-4711'
+        and OperationIsReleased eq 'X' and OperationIsConfirmed eq ''
+        &$orderby=OrderInternalBillOfOperations,OrderIntBillOfOperationsItem
+        &$top=500&$skip=0&$format=json
+
+(the header has no work center: operations first; they are ordered by their key, a total
+order, so that pages do not shuffle) and then each of their orders' headers once, with the
+status set (a few at a time)::
+
+    GET A_ProductionOrder_2('1000123')?$expand=to_ProductionOrderStatus&$format=json
+
+An operation becomes an :class:`~edge.relay.orders.ErpOperation`:
+
+=================== =========================================================================
+order_id            ``ManufacturingOrder`` as SAP returns it (its external form after ALPHA
+                    conversion, e.g. ``1000123``): the confirmation adapter sends the
+                    gateway's order id back as ``OrderID`` unchanged, so it is kept, not
+                    padded or stripped
+operation           ``ManufacturingOrderOperation`` as returned (``0010``)
+material            the header's ``Material``
+material_text       ``MfgOrderOperationText``, else the first line of the header's
+                    ``OrderLongText``, cut at 200 characters (the API has no material
+                    description)
+quantity, unit      ``OpPlannedTotalQuantity`` in ``OperationUnit``; the header's
+                    ``TotalQuantity``/``ProductionUnit`` when the operation has none
+planned_setup_s     ``WorkCenterStandardWorkQty<setup_slot>`` in its unit, in seconds: setup is
+                    once per operation, whatever the quantity
+planned_run_s_per_  ``WorkCenterStandardWorkQty<run_slot>`` in its unit, in seconds, divided by
+unit                the base quantity the standard value is given for: SAP keeps standard
+                    values per the operation's base quantity (routing), not per lot;
+                    ``OperationReferenceQuantity`` when the answer has it, else
+                    ``run_base_quantity`` (1: per unit)
+latest_end          ``OpErlstSchedldExecEndDte``/``Tme`` (else the header's
+                    ``MfgOrderScheduledEndDate``/``Time``): SAP's dates and times are the
+                    plant's local time (``timezone``), sent as UTC ISO 8601
+sequence            1, 2, … per work center by the operation's scheduled start
+                    (``OpErlstSchedldExecStrtDte``/``Tme``, else the header's), then order and
+                    operation
+confirmation_no     none: RUECK is not in the service
+=================== =========================================================================
+
+The units of standard values: the ISO code (``StdWrkQtyUnit<n>ISOCode``: ``SEC``, ``MIN``,
+``HUR``) when present, else ``WorkCenterStandardWorkQtyUnit<n>`` looked up in ``time_units``
+(``S``, ``MIN``, ``H`` by default; a German logon says ``STD`` for hours: add it). A standard
+value in a unit that is not a time is reported as 0 with a warning. Without the standard value
+fields (the 2021 release) both times are 0.
+
+Status (:data:`~edge.relay.orders.ErpStatus`), with ``status_text`` naming SAP's fields:
+
+- ``cancelled``: the order is deleted, marked for deletion, technically completed or closed
+  (``OrderIsDeleted``, ``OrderIsMarkedForDeletion``, ``OrderIsTechnicallyCompleted``,
+  ``OrderIsClosed``), or the operation is (``OperationIsDeleted``,
+  ``OperationIsTechlyCompleted``, ``OperationIsClosed``);
+- else ``held``: ``OrderIsLocked``, or a user status of the order (``IsUserStatus``) whose short
+  name is in ``held_user_statuses``;
+- else ``released``.
+
+Finally confirmed operations (``OperationIsConfirmed``) are not asked for, and sub-operations
+are skipped (confirmations name operations). An operation the gateway would refuse (a quantity
+not above 0 or over 10⁹ or with more than 6 places, an id with ``/``, ``+``, ``#`` or white
+space or over 40 characters, no material or unit, standard times over the contract's bounds)
+is left out with a warning naming the order, the operation and the field; the rest of the
+snapshot stands. A cancelled operation only needs its ids. Anything HTTP or SAP says otherwise
+(not reachable, a timeout, 401, 5xx, an answer that is not OData) fails the whole snapshot as
+:class:`~edge.relay.orders.SnapshotFailed`, naming the HTTP status and SAP's message.
+
+Not confirmed against a real system (see the reference on SAP's APIs): that the status flags
+are filterable (``$filter`` on ``OperationIsReleased`` and ``OperationIsConfirmed``), whether
+any release has ``OperationReferenceQuantity`` in this service, and the exact codes of the
+standard value units in the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, ClassVar, Final, Literal
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from edge.domain import limits as L
+from edge.logging import get_logger
+from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
+from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
+from edge.relay.sap import (
+    Connection,
+    check_zone,
+    open_client,
+    quote_literal,
+    read_credentials,
+    sap_error,
+    service_url,
+)
+
+SERVICE: Final = "API_PRODUCTION_ORDER_2_SRV"
+OPERATIONS: Final = "A_ProductionOrderOperation_2"
+ORDERS: Final = "A_ProductionOrder_2"
+STATUS_NAV: Final = "to_ProductionOrderStatus"
+_DAY_MS: Final = 86_400_000
+_ISO_SECONDS: Final = {"SEC": 1.0, "MIN": 60.0, "HUR": 3600.0}
+_IDENT: Final = re.compile(r"^[^/+#\s]{1,40}$")
+_DATE: Final = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
+_TIME: Final = re.compile(r"^PT(?:(\d{1,2})H)?(?:(\d{1,2})M)?(?:(\d{1,2})(?:\.\d+)?S)?$")
+
+_ORDER_CANCELLED: Final = (
+    ("OrderIsDeleted", "order deleted"),
+    ("OrderIsMarkedForDeletion", "order marked for deletion"),
+    ("OrderIsTechnicallyCompleted", "order technically completed"),
+    ("OrderIsClosed", "order closed"),
+)
+_OPERATION_CANCELLED: Final = (
+    ("OperationIsDeleted", "operation deleted"),
+    ("OperationIsTechlyCompleted", "operation technically completed"),
+    ("OperationIsClosed", "operation closed"),
+)
+
+log = get_logger(__name__)
+
+_Unit = Annotated[str, StringConstraints(min_length=1, max_length=3)]
+_Seconds = Annotated[float, Field(gt=0, le=86_400.0)]
+_StatusName = Annotated[str, StringConstraints(min_length=1, max_length=4)]
+
+
+class Settings(Connection):
+    """Where and how to read released orders from SAP (``system = "sap"``); the connection
+    fields (``service_url`` = the ``API_PRODUCTION_ORDER_2_SRV`` root, ``auth``, ``user``,
+    ``password_file``, ``token_url``, ``client_id``, ``client_secret_file``, ``scope``,
+    ``sap_client``, ``ca_file``, ``timeout_s``) are the confirmation adapter's."""
+
+    system: Literal["sap"]
+    plant: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{4}$")]
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
+    setup_slot: Annotated[int, Field(ge=0, le=6)] = 1
+    run_slot: Annotated[int, Field(ge=0, le=6)] = 2
+    time_units: dict[_Unit, _Seconds] = Field(
+        default_factory=lambda: {"S": 1.0, "MIN": 60.0, "H": 3600.0}, max_length=50
+    )
+    run_base_quantity: Annotated[float, Field(gt=0, le=1e9)] = 1.0
+    page_size: Annotated[int, Field(ge=1, le=5000)] = 500
+    max_operations: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    parallel: Annotated[int, Field(ge=1, le=32)] = 4
+    held_user_statuses: list[_StatusName] = Field(default_factory=lambda: ["HOLD"], max_length=100)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_zone(value)
+
+    @model_validator(mode="after")
+    def _slots(self) -> Settings:
+        if self.setup_slot and self.setup_slot == self.run_slot:
+            raise ValueError(f"setup_slot and run_slot are both {self.setup_slot}")
+        return self
+
+
+def build(settings: Settings) -> SapOrderSource:
+    """The source, with its secrets read; a ValueError names a missing or unreadable one."""
+    password, oauth = read_credentials(settings, "orders")
+    return SapOrderSource(settings, password=password, oauth=oauth)
+
+
+class _Failed(Exception):
+    """The snapshot cannot be taken (the text says why)."""
+
+
+class _LeftOut(Exception):
+    """One operation the gateway would refuse: the field, its value and why."""
+
+    def __init__(self, field: str, value: object, reason: str) -> None:
+        super().__init__(f"{field} = {value!r}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Mapped:
+    op: ErpOperation
+    start: dt.datetime | None
+    sequence: str  # ManufacturingOrderSequence
+
+
+class SapOrderSource(OrderSource):
+    system: ClassVar[str] = "sap"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        password: str | None = None,
+        oauth: ClientCredentials | None = None,
+    ) -> None:
+        self.settings = settings
+        self._password = password
+        self._oauth = oauth
+        self._zone = ZoneInfo(settings.timezone)
+        self._held = frozenset(s.upper() for s in settings.held_user_statuses)
+        self._client: httpx.AsyncClient | None = None
+        self._tokens: TokenSource | None = None
+
+    async def start(self) -> None:
+        self._client = open_client(self.settings, self._password)
+        if self._oauth is not None:
+            self._tokens = TokenSource(self._oauth, self._client)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        self._tokens = None
+        if client is not None:
+            await client.aclose()
+
+    # ------------------------------------------------------------------ the interface
+
+    async def snapshot(
+        self, work_centers: Sequence[str]
+    ) -> dict[str, list[ErpOperation]] | SnapshotFailed:
+        if self._client is None:
+            return SnapshotFailed("the SAP order source is not started")
+        try:
+            rows = {wc: await self._operations(wc) for wc in dict.fromkeys(work_centers)}
+            wanted = {
+                order
+                for found in rows.values()
+                for row in found
+                if isinstance(order := row.get("ManufacturingOrder"), str) and order
+            }
+            headers = await self._headers_of(sorted(wanted))
+        except _Failed as exc:
+            return SnapshotFailed(str(exc))
+        return {wc: self._work_center(wc, rows[wc], headers) for wc in work_centers}
+
+    # ------------------------------------------------------------------ reading
+
+    async def _operations(self, work_center: str) -> list[dict[str, Any]]:
+        s = self.settings
+        filter_ = (
+            f"ProductionPlant eq '{quote_literal(s.plant)}'"
+            f" and WorkCenter eq '{quote_literal(work_center)}'"
+            " and OperationIsReleased eq 'X' and OperationIsConfirmed eq ''"
+        )
+        what = f"the operations of work center {work_center!r}"
+        rows: list[dict[str, Any]] = []
+        skip = 0
+        while True:
+            query = {
+                "$filter": filter_,
+                "$orderby": "OrderInternalBillOfOperations,OrderIntBillOfOperationsItem",
+                "$top": str(s.page_size),
+                "$skip": str(skip),
+                "$format": "json",
+            }
+            data = await self._get(OPERATIONS, query, what)
+            page = _results(data, what)
+            rows += page
+            if len(rows) > s.max_operations:
+                raise _Failed(
+                    f"SAP has more than {s.max_operations} operations for work center "
+                    f"{work_center!r} (orders.max_operations)"
+                )
+            # A short page is the last; a longer one means SAP ignored $top and sent them all.
+            if len(page) != s.page_size:
+                return rows
+            skip += s.page_size
+
+    async def _headers_of(self, orders: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        gate = asyncio.Semaphore(self.settings.parallel)
+
+        async def one(order: str) -> dict[str, Any] | None:
+            async with gate:
+                key = quote(f"'{quote_literal(order)}'", safe="'")
+                query = {"$expand": STATUS_NAV, "$format": "json"}
+                data = await self._get(f"{ORDERS}({key})", query, f"order {order}", missing=True)
+            if data is None:
+                return None
+            d = data.get("d") if isinstance(data, dict) else None
+            if not isinstance(d, dict):
+                raise _Failed(f"SAP answered for order {order} without an OData entity")
+            return d
+
+        results = await asyncio.gather(*(one(o) for o in orders), return_exceptions=True)
+        headers: dict[str, dict[str, Any] | None] = {}
+        for order, result in zip(orders, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, _Failed):
+                    raise result
+                raise _Failed(f"reading order {order} failed: {result!r}") from result
+            headers[order] = result
+        return headers
+
+    async def _get(
+        self, path: str, query: Mapping[str, str], what: str, *, missing: bool = False
+    ) -> Any:
+        """The JSON of one GET; ``None`` for a 404 when ``missing``; else :class:`_Failed`."""
+        assert self._client is not None
+        encoded = "&".join(f"{k}={quote(v, safe=chr(39) + ',()')}" for k, v in query.items())
+        url = service_url(self.settings, f"{path}?{encoded}")
+        response: httpx.Response | None = None
+        for attempt in range(2):
+            headers = await self._auth()
+            try:
+                response = await self._client.get(url, headers=headers)
+            except httpx.TimeoutException as exc:
+                raise _Failed(
+                    f"SAP did not answer in time ({self.settings.timeout_s:g} s) reading "
+                    f"{what}: {type(exc).__name__}"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise _Failed(f"SAP not reachable reading {what}: {exc!r}") from None
+            if response.status_code == 401 and self._tokens is not None and attempt == 0:
+                self._tokens.forget()  # an expired token: one more try with a new one
+                continue
+            break
+        assert response is not None
+        status = response.status_code
+        if status == 404 and missing:
+            return None
+        if status != 200:
+            text, code = sap_error(response)
+            said = "" if text.startswith(f"HTTP {status}") else f": {text}"
+            hint = ""
+            if status == 401:
+                hint = " (check orders.user and orders.password_file, or the OAuth client)"
+            raise _Failed(
+                f"SAP answered HTTP {status} reading {what}{said}"
+                f"{f' [{code}]' if code else ''}{hint}"
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise _Failed(f"SAP answered {what} with something that is not JSON") from None
+
+    async def _auth(self) -> dict[str, str]:
+        if self._tokens is None:
+            return {}
+        try:
+            return {"Authorization": f"Bearer {await self._tokens.token()}"}
+        except TokenUnavailable as exc:
+            raise _Failed(f"no OAuth token for SAP: {exc.outcome.text}") from None
+        except TokenRefused as exc:
+            raise _Failed(f"SAP's token endpoint refused the relay: {exc}") from None
+
+    # ------------------------------------------------------------------ mapping
+
+    def _work_center(
+        self,
+        work_center: str,
+        rows: Sequence[dict[str, Any]],
+        headers: Mapping[str, dict[str, Any] | None],
+    ) -> list[ErpOperation]:
+        mapped: list[_Mapped] = []
+        for row in rows:
+            order = row.get("ManufacturingOrder")
+            operation = row.get("ManufacturingOrderOperation")
+            if _flag(row, "OperationIsConfirmed") or not _flag(row, "OperationIsReleased"):
+                continue  # the filter asked SAP for neither
+            if _text(row, "ManufacturingOrderSubOperation"):
+                continue  # confirmations name operations, not sub-operations
+            header = headers.get(order) if isinstance(order, str) else None
+            try:
+                if header is None:
+                    raise _LeftOut("ManufacturingOrder", order, "SAP has no such order (404)")
+                mapped.append(self._operation(work_center, row, header))
+            except _LeftOut as why:
+                log.warning(
+                    "sap_operation_left_out",
+                    work_center=work_center,
+                    order=order,
+                    operation=operation,
+                    field=why.field,
+                    value=why.value,
+                    reason=why.reason,
+                )
+        # One operation per key: the standard sequence's ("0") first, a page read twice once.
+        mapped.sort(key=lambda m: (m.sequence != "0", m.sequence))
+        kept: dict[tuple[str, str, int], _Mapped] = {}
+        for m in mapped:
+            other = kept.get(m.op.key)
+            if other is None:
+                kept[m.op.key] = m
+            elif other.sequence != m.sequence:
+                log.warning(
+                    "sap_operation_left_out",
+                    work_center=work_center,
+                    order=m.op.order_id,
+                    operation=m.op.operation,
+                    field="ManufacturingOrderSequence",
+                    value=m.sequence,
+                    reason=f"the same operation number is also in sequence {other.sequence}",
+                )
+        far = dt.datetime.max.replace(tzinfo=dt.UTC)
+        ordered = sorted(
+            kept.values(), key=lambda m: (m.start or far, m.op.order_id, m.op.operation)
+        )
+        out: list[ErpOperation] = []
+        for n, m in enumerate(ordered, start=1):
+            out.append(_with_sequence(m.op, n))
+        return out
+
+    def _operation(
+        self, work_center: str, row: Mapping[str, Any], header: Mapping[str, Any]
+    ) -> _Mapped:
+        order_id = _ident(row, "ManufacturingOrder")
+        operation = _ident(row, "ManufacturingOrderOperation")
+        status, status_text = self._status(row, header)
+        start = self._moment(row, "OpErlstSchedldExecStrtDte", "OpErlstSchedldExecStrtTme")
+        if start is None:
+            start = self._moment(header, "MfgOrderScheduledStartDate", "MfgOrderScheduledStartTime")
+        sequence = _text(row, "ManufacturingOrderSequence")
+        if status == "cancelled":
+            # The gateway is told to cancel by the ids alone: nothing else has to be valid.
+            op = ErpOperation(
+                work_center=work_center,
+                order_id=order_id,
+                operation=operation,
+                material=_text(header, "Material"),
+                quantity=_decimal_or_zero(row.get("OpPlannedTotalQuantity")),
+                unit=_text(row, "OperationUnit") or _text(header, "ProductionUnit"),
+                status=status,
+                status_text=status_text,
+            )
+            return _Mapped(op, start, sequence)
+        material = _code(header, "Material")
+        quantity_field, source = "OpPlannedTotalQuantity", row
+        if row.get(quantity_field) is None:
+            quantity_field, source = "TotalQuantity", header
+        quantity = _quantity(quantity_field, source.get(quantity_field))
+        unit_field, source = "OperationUnit", row
+        if not _text(row, unit_field):
+            unit_field, source = "ProductionUnit", header
+        unit = _code(source, unit_field)
+        text = _text(row, "MfgOrderOperationText") or _first_line(_text(header, "OrderLongText"))
+        setup_s = self._standard(row, self.settings.setup_slot, order_id, operation)
+        run_s = self._standard(row, self.settings.run_slot, order_id, operation)
+        base = _decimal_or_zero(row.get("OperationReferenceQuantity"))
+        per_unit = run_s / (float(base) if base > 0 else self.settings.run_base_quantity)
+        if setup_s > L.MAX_SETUP_S:
+            raise _LeftOut(_std_field(self.settings.setup_slot), setup_s, "setup over 30 days")
+        if per_unit > L.MAX_CYCLE_S:
+            raise _LeftOut(_std_field(self.settings.run_slot), per_unit, "over a day per unit")
+        end = self._moment(row, "OpErlstSchedldExecEndDte", "OpErlstSchedldExecEndTme")
+        if end is None:
+            end = self._moment(header, "MfgOrderScheduledEndDate", "MfgOrderScheduledEndTime")
+        op = ErpOperation(
+            work_center=work_center,
+            order_id=order_id,
+            operation=operation,
+            material=material,
+            quantity=quantity,
+            unit=unit,
+            status=status,
+            material_text=text[: L.MAX_TEXT],
+            planned_setup_s=setup_s,
+            planned_run_s_per_unit=per_unit,
+            latest_end=None if end is None else end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            confirmation_no=None,
+            status_text=status_text,
+        )
+        return _Mapped(op, start, sequence)
+
+    def _status(self, row: Mapping[str, Any], header: Mapping[str, Any]) -> tuple[ErpStatus, str]:
+        cancelled = [
+            f"{words} ({name})" for name, words in _ORDER_CANCELLED if _flag(header, name)
+        ] + [f"{words} ({name})" for name, words in _OPERATION_CANCELLED if _flag(row, name)]
+        if cancelled:
+            return "cancelled", "SAP: " + ", ".join(cancelled)
+        held = ["order locked (OrderIsLocked)"] if _flag(header, "OrderIsLocked") else []
+        for status in _status_rows(header):
+            short = status.get("StatusShortName")
+            user = status.get("IsUserStatus") in (True, "X")
+            if user and isinstance(short, str) and short.upper() in self._held:
+                name = status.get("StatusName")
+                named = f" ({name})" if isinstance(name, str) and name else ""
+                held.append(f"user status {short}{named}")
+        if held:
+            return "held", "SAP: " + ", ".join(held)
+        return "released", ""
+
+    def _standard(self, row: Mapping[str, Any], slot: int, order: str, operation: str) -> float:
+        """Standard value ``slot`` in seconds (0 without the slot, the field or a time unit)."""
+        if not slot:
+            return 0.0
+        name = _std_field(slot)
+        if row.get(name) is None:
+            return 0.0  # the 2021 release has no standard values
+        value = _decimal(name, row.get(name))
+        if value == 0:
+            return 0.0
+        if value < 0:
+            raise _LeftOut(name, row.get(name), "a negative standard value")
+        iso = _text(row, f"StdWrkQtyUnit{slot}ISOCode").upper()
+        unit = _text(row, f"WorkCenterStandardWorkQtyUnit{slot}")
+        per = _ISO_SECONDS.get(iso) or self.settings.time_units.get(unit)
+        if per is None:
+            log.warning(
+                "sap_standard_value_unit_unknown",
+                order=order,
+                operation=operation,
+                field=f"WorkCenterStandardWorkQtyUnit{slot}",
+                value=unit,
+                iso_code=iso,
+                reason="not a time unit in orders.time_units; the standard value is left at 0",
+            )
+            return 0.0
+        return float(value) * per
+
+    def _moment(
+        self, entity: Mapping[str, Any], date_field: str, time_field: str
+    ) -> dt.datetime | None:
+        """A local date (``/Date(ms)/`` of its UTC midnight) and time (``PThhHmmMssS``) of
+        the plant, in UTC; ``None`` without a date or when SAP's text cannot be read."""
+        raw_date = entity.get(date_field)
+        if not isinstance(raw_date, str) or not raw_date:
+            return None
+        match = _DATE.match(raw_date)
+        if match is None:
+            log.warning("sap_date_unreadable", field=date_field, value=raw_date)
+            return None
+        day = dt.date(1970, 1, 1) + dt.timedelta(days=int(match.group(1)) // _DAY_MS)
+        seconds = 0
+        raw_time = entity.get(time_field)
+        if isinstance(raw_time, str) and raw_time:
+            tm = _TIME.match(raw_time)
+            if tm is None or raw_time == "PT":
+                log.warning("sap_time_unreadable", field=time_field, value=raw_time)
+            else:
+                h, m, s = (int(g) if g else 0 for g in tm.groups())
+                seconds = min(h * 3600 + m * 60 + s, 86_400)
+        # Wall-clock arithmetic: the zone's offset is the one of the resulting local time.
+        local = dt.datetime(day.year, day.month, day.day, tzinfo=self._zone)
+        return (local + dt.timedelta(seconds=seconds)).astimezone(dt.UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading SAP's JSON
+
+
+def _results(data: Any, what: str) -> list[dict[str, Any]]:
+    d = data.get("d") if isinstance(data, dict) else None
+    results = d.get("results") if isinstance(d, dict) else None
+    if not isinstance(results, list):
+        raise _Failed(f"SAP answered {what} without an OData collection ({{'d': {{'results'}}}})")
+    return [r for r in results if isinstance(r, dict)]
+
+
+def _status_rows(header: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    nav = header.get(STATUS_NAV)
+    rows = nav.get("results") if isinstance(nav, dict) else nav
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def _flag(entity: Mapping[str, Any], name: str) -> bool:
+    value = entity.get(name)
+    return value is True or (isinstance(value, str) and value.strip().upper() == "X")
+
+
+def _text(entity: Mapping[str, Any], name: str) -> str:
+    value = entity.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _ident(entity: Mapping[str, Any], name: str) -> str:
+    value = entity.get(name)
+    if not isinstance(value, str) or not _IDENT.match(value.strip()):
+        raise _LeftOut(
+            name, value, "ids are 1 to 40 characters without '/', '+', '#' or white space"
+        )
+    return value.strip()
+
+
+def _code(entity: Mapping[str, Any], name: str) -> str:
+    value = _text(entity, name)
+    if not 1 <= len(value) <= 40:
+        raise _LeftOut(name, entity.get(name), "empty or longer than 40 characters")
+    return value
+
+
+def _decimal(name: str, value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _LeftOut(name, value, "not a number")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise _LeftOut(name, value, "not a number") from None
+    if not number.is_finite():
+        raise _LeftOut(name, value, "not a finite number")
+    return number
+
+
+def _decimal_or_zero(value: Any) -> Decimal:
+    try:
+        return _decimal("", value)
+    except _LeftOut:
+        return Decimal(0)
+
+
+def _quantity(name: str, value: Any) -> Decimal:
+    number = _decimal(name, value)
+    if number <= 0 or L.out_of_range(number, Decimal(0), L.MAX_QUANTITY):
+        raise _LeftOut(
+            name, value, f"the gateway takes quantities above 0 up to {L.MAX_QUANTITY:,}"
+        )
+    exact = number.normalize()
+    return exact.quantize(Decimal(1)) if exact == exact.to_integral_value() else exact
+
+
+def _std_field(slot: int) -> str:
+    return f"WorkCenterStandardWorkQty{slot}"
+
+
+def _with_sequence(op: ErpOperation, sequence: int) -> ErpOperation:
+    return replace(op, sequence=sequence)

@@ -1,0 +1,1932 @@
+"""A stand-in for SAP S/4HANA's production order service (OData V2
+``API_PRODUCTION_ORDER_2_SRV``): the ERP the relay reads released orders from.
+
+From a test::
+
+    async with SapOrdersStandIn(user="RELAY", password="pw") as sap:
+        sap.state.add_order("1000123", material="FG-100", quantity=100, plant="1010",
+                            end=datetime(2025, 3, 4, 16, 0))
+        sap.state.add_operation("1000123", "0010", work_center="WC-4711",
+                                setup=(30, "MIN"), run=(1.5, "MIN"),
+                                start=datetime(2025, 3, 4, 6, 0), end=datetime(2025, 3, 4, 9, 0))
+        sap.state.lock("1000123")            # held
+        sap.state.confirm("1000123", "0010")  # gone from the released list
+        ...  # read it at sap.url (Basic) or with a token from sap.token_url (OAuth 2)
+
+From another process (a demo)::
+
+    python -m simulators.erp.sap_orders --port 8301 --user RELAY --password pw
+
+which serves a few demo orders and prints the service URL until SIGTERM/SIGINT.
+
+URLs (``base`` = ``http://127.0.0.1:<port>``):
+
+- ``{base}/sap/opu/odata/sap/API_PRODUCTION_ORDER_2_SRV/`` (:attr:`SapOrdersStandIn.url`):
+  ``GET``/``HEAD`` (service document; ``x-csrf-token: Fetch`` hands out a token, though nothing
+  here modifies), ``GET $metadata`` (EDMX of the entity types served), ``GET
+  A_ProductionOrder_2`` and ``A_ProductionOrder_2('1000123')`` (also
+  ``(ManufacturingOrder='1000123')``) with its ``/to_ProductionOrderOperation`` and
+  ``/to_ProductionOrderStatus``, ``GET A_ProductionOrderOperation_2`` and its key
+  ``(OrderInternalBillOfOperations='…',OrderIntBillOfOperationsItem='…')``, ``GET
+  A_ProductionOrderStatus_2``. Query options: ``$filter`` (``eq ne gt ge lt le``, ``and``,
+  ``or``, ``not``, parentheses; literals ``'…'``, ``datetime'…'``, ``time'…'``, ``95M``,
+  ``true``, ``null``), ``$orderby``, ``$top``, ``$skip``, ``$inlinecount=allpages``,
+  ``$select``, ``$expand=to_ProductionOrderOperation,to_ProductionOrderStatus`` (headers),
+  ``$format=json``; ``sap-client`` is accepted. Answers are verbose OData V2 JSON: ``{"d":
+  {...}}``, collections ``{"d": {"results": [...]}}``, each entity with ``__metadata``
+  (``id``, ``uri``, ``type``, and an ``etag`` from ``LastChangeDateTime``), decimals as
+  strings with their scale, dates ``/Date(ms)/`` (the local calendar day as UTC midnight),
+  times ``PThhHmmMssS`` (local), flags ``"X"``/``""``, ``LastChangeDateTime`` as
+  ``YYYYMMDDhhmmss`` (UTC). Modifying methods answer 405: the stand-in is read-only over HTTP.
+- ``{base}/oauth/token`` (:attr:`SapOrdersStandIn.token_url`): OAuth 2 client credentials
+  (form fields or HTTP Basic), as the confirmation stand-in's.
+
+Authentication: HTTP Basic with the configured user and password, or ``Authorization:
+Bearer`` with a token from the token endpoint; else 401 with SAP Gateway's error body.
+
+Two shapes (``standard_values``): ``True`` (the default) serves the fields later releases add
+to operations (``WorkCenterStandardWorkQty1..6``, their units with ISO and SAP codes,
+``OrderOperationLongText``, processing and teardown starts); ``False`` serves the 2021
+export's shape, without them (in the answers and in ``$metadata``).
+
+The control API (:class:`SapOrdersState`, thread-safe, for a test to script an ERP's day):
+:meth:`~SapOrdersState.add_order`, :meth:`~SapOrdersState.add_operation`,
+:meth:`~SapOrdersState.release`, :meth:`~SapOrdersState.lock`,
+:meth:`~SapOrdersState.unlock`, :meth:`~SapOrdersState.set_user_status`,
+:meth:`~SapOrdersState.mark_for_deletion`, :meth:`~SapOrdersState.delete_order`,
+:meth:`~SapOrdersState.technically_complete`, :meth:`~SapOrdersState.close_order`,
+:meth:`~SapOrdersState.delete_operation`, :meth:`~SapOrdersState.set_quantity`,
+:meth:`~SapOrdersState.set_dates`, :meth:`~SapOrdersState.confirm`,
+:meth:`~SapOrdersState.move_operation`, :meth:`~SapOrdersState.set_fields` (any JSON value,
+to serve what SAP should not send), :meth:`~SapOrdersState.remove_order` (archived: gone).
+Faults: :meth:`~SapOrdersState.set_outage` (503), :meth:`~SapOrdersState.set_latency`,
+:meth:`~SapOrdersState.fail_next` (``n`` requests answer ``status``),
+:meth:`~SapOrdersState.expire_tokens`. What was asked: :attr:`SapOrdersState.requests` (each
+service request's path and decoded query).
+
+Choices of the stand-in where the reference leaves SAP's behaviour open (none is a fact about
+SAP): every status flag is filterable; keys and ``ManufacturingOrder`` compare with leading
+zeros ignored (SAP's ALPHA conversion) and are answered in the form they were added in; the
+status rows are derived from the flags with the system status codes I0001 CRTD, I0002 REL,
+I0042 PREL, I0043 LKD, I0045 TECO, I0046 CLSD, I0076 DLFL, I0013 DLT, I0009 CNF, I0010 PCNF,
+and user statuses get E0001, E0002, … in the order they are first used; the outage's message
+code is ``/IWFND/CM_BEC/026``; technically completing or closing an order leaves its
+operations' own flags alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import random
+import re
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from types import TracebackType
+from typing import Any, Final, Literal
+from xml.sax.saxutils import quoteattr
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+__all__ = [
+    "NAV_OPERATIONS",
+    "NAV_STATUS",
+    "SERVICE",
+    "SERVICE_PATH",
+    "Operation",
+    "Order",
+    "SapOrdersStandIn",
+    "SapOrdersState",
+    "StandardValue",
+    "create_app",
+    "main",
+    "mount",
+]
+
+SERVICE: Final = "API_PRODUCTION_ORDER_2_SRV"
+SERVICE_PATH: Final = f"/sap/opu/odata/sap/{SERVICE}"
+TOKEN_PATH: Final = "/oauth/token"
+ORDERS: Final = "A_ProductionOrder_2"
+OPERATIONS: Final = "A_ProductionOrderOperation_2"
+STATUSES: Final = "A_ProductionOrderStatus_2"
+NAV_OPERATIONS: Final = "to_ProductionOrderOperation"
+NAV_STATUS: Final = "to_ProductionOrderStatus"
+DAY_MS: Final = 86_400_000
+TECH_CODE: Final = "/IWBEP/CM_MGW_RT/000"
+NOT_FOUND_CODE: Final = "/IWBEP/CM_MGW_RT/021"
+
+# ---------------------------------------------------------------------------------------------
+# The entity types
+
+Kind = Literal["String", "Decimal", "DateTime", "Time", "Boolean", "Int32"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prop:
+    name: str
+    kind: Kind
+    length: int = 0  # String: MaxLength (0: none); Decimal: Precision
+    scale: int = 0
+
+
+def _strings(length: int, *names: str) -> list[Prop]:
+    return [Prop(n, "String", length) for n in names]
+
+
+def _date_time(*prefixes: tuple[str, str]) -> list[Prop]:
+    out: list[Prop] = []
+    for date_name, time_name in prefixes:
+        out += [Prop(date_name, "DateTime"), Prop(time_name, "Time")]
+    return out
+
+
+ORDER_FLAGS: Final = (
+    "OrderIsCreated",
+    "OrderIsReleased",
+    "OrderIsPrinted",
+    "OrderIsConfirmed",
+    "OrderIsPartiallyConfirmed",
+    "OrderIsDelivered",
+    "OrderIsDeleted",
+    "OrderIsPreCosted",
+    "SettlementRuleIsCreated",
+    "OrderIsPartiallyReleased",
+    "OrderIsLocked",
+    "OrderIsTechnicallyCompleted",
+    "OrderIsClosed",
+    "OrderIsPartiallyDelivered",
+    "OrderIsMarkedForDeletion",
+    "SettlementRuleIsCrtedManually",
+    "OrderIsScheduled",
+    "OrderHasGeneratedOperations",
+    "OrderIsToBeHandledInBatches",
+    "MaterialAvailyIsNotChecked",
+)
+OPERATION_FLAGS: Final = (
+    "OperationIsCreated",
+    "OperationIsReleased",
+    "OperationIsPrinted",
+    "OperationIsConfirmed",
+    "OperationIsPartiallyConfirmed",
+    "OperationIsDeleted",
+    "OperationIsTechlyCompleted",
+    "OperationIsClosed",
+    "OperationIsScheduled",
+    "OperationIsPartiallyDelivered",
+    "OperationIsDelivered",
+)
+
+ORDER_PROPS: Final[tuple[Prop, ...]] = (
+    Prop("ManufacturingOrder", "String", 12),
+    Prop("ManufacturingOrderCategory", "String", 2),
+    Prop("ManufacturingOrderType", "String", 4),
+    Prop("OrderLongText", "String"),
+    *_strings(1, *ORDER_FLAGS),
+    *_date_time(("MfgOrderCreationDate", "MfgOrderCreationTime")),
+    Prop("LastChangeDateTime", "String", 14),
+    Prop("Material", "String", 40),
+    Prop("StorageLocation", "String", 4),
+    Prop("OrderInternalBillOfOperations", "String", 10),
+    *_strings(4, "ProductionPlant", "Plant"),
+    *_strings(3, "MRPController", "ProductionSupervisor"),
+    Prop("ProductionVersion", "String", 4),
+    *_date_time(
+        ("MfgOrderPlannedStartDate", "MfgOrderPlannedStartTime"),
+        ("MfgOrderPlannedEndDate", "MfgOrderPlannedEndTime"),
+        ("MfgOrderScheduledStartDate", "MfgOrderScheduledStartTime"),
+        ("MfgOrderScheduledEndDate", "MfgOrderScheduledEndTime"),
+    ),
+    Prop("MfgOrderActualReleaseDate", "DateTime"),
+    *_strings(3, "ProductionUnit", "ProductionUnitISOCode", "ProductionUnitSAPCode"),
+    Prop("TotalQuantity", "Decimal", 13, 3),
+    Prop("MfgOrderPlannedScrapQty", "Decimal", 13, 3),
+    Prop("MfgOrderConfirmedYieldQty", "Decimal", 13, 3),
+)
+
+OPERATION_PROPS_2021: Final[tuple[Prop, ...]] = (
+    Prop("OrderInternalBillOfOperations", "String", 10),
+    Prop("OrderIntBillOfOperationsItem", "String", 8),
+    Prop("ManufacturingOrder", "String", 12),
+    Prop("ManufacturingOrderSequence", "String", 6),
+    Prop("MfgOrderSequenceText", "String", 40),
+    Prop("ManufacturingOrderOperation", "String", 4),
+    Prop("ManufacturingOrderSubOperation", "String", 4),
+    Prop("ManufacturingOrderCategory", "String", 2),
+    Prop("ManufacturingOrderType", "String", 4),
+    Prop("MfgOrderOperationText", "String", 40),
+    *_strings(1, *OPERATION_FLAGS),
+    Prop("ProductionPlant", "String", 4),
+    Prop("WorkCenterInternalID", "String", 8),
+    Prop("WorkCenterTypeCode", "String", 1),
+    Prop("WorkCenter", "String", 8),
+    Prop("OperationControlProfile", "String", 4),
+    *_date_time(
+        ("OpErlstSchedldExecStrtDte", "OpErlstSchedldExecStrtTme"),
+        ("OpErlstSchedldExecEndDte", "OpErlstSchedldExecEndTme"),
+        ("OpActualExecutionStartDate", "OpActualExecutionStartTime"),
+        ("OpActualExecutionEndDate", "OpActualExecutionEndTime"),
+    ),
+    Prop("ErlstSchedldExecDurnInWorkdays", "Int32"),
+    Prop("OpActualExecutionDays", "Int32"),
+    *_strings(3, "OperationUnit", "OperationUnitISOCode", "OperationUnitSAPCode"),
+    Prop("OpPlannedTotalQuantity", "Decimal", 13, 3),
+    Prop("OpTotalConfirmedYieldQty", "Decimal", 13, 3),
+    Prop("LastChangeDateTime", "String", 14),
+)
+
+
+def _standard_value_props() -> tuple[Prop, ...]:
+    props = [
+        Prop("OrderOperationLongText", "String"),
+        Prop("OrderSequenceLongText", "String"),
+        *_date_time(
+            ("OpErlstSchedldProcgStrtDte", "OpErlstSchedldProcgStrtTme"),
+            ("OpErlstSchedldTrdwnStrtDte", "OpErlstSchedldTrdwnStrtTme"),
+        ),
+    ]
+    for n in range(1, 7):
+        props += [
+            Prop(f"WorkCenterStandardWorkQtyUnit{n}", "String", 3),
+            Prop(f"StdWrkQtyUnit{n}ISOCode", "String", 3),
+            Prop(f"StdWrkQtyUnit{n}SAPCode", "String", 3),
+            Prop(f"WorkCenterStandardWorkQty{n}", "Decimal", 9, 3),
+        ]
+    return tuple(props)
+
+
+STANDARD_VALUE_PROPS: Final = _standard_value_props()
+
+STATUS_PROPS: Final[tuple[Prop, ...]] = (
+    Prop("ManufacturingOrder", "String", 12),
+    Prop("StatusCode", "String", 5),
+    Prop("IsUserStatus", "Boolean"),
+    Prop("StatusShortName", "String", 4),
+    Prop("StatusName", "String", 30),
+)
+
+_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    ORDERS: ("ManufacturingOrder",),
+    OPERATIONS: ("OrderInternalBillOfOperations", "OrderIntBillOfOperationsItem"),
+    STATUSES: ("ManufacturingOrder", "StatusCode"),
+}
+# Compared with leading zeros ignored (SAP's ALPHA conversion of numeric keys).
+_ALPHA: Final = frozenset(
+    {"ManufacturingOrder", "OrderInternalBillOfOperations", "OrderIntBillOfOperationsItem"}
+)
+_ISO_UNITS: Final = {"S": "SEC", "MIN": "MIN", "H": "HUR", "HR": "HUR", "STD": "HUR", "PC": "PCE"}
+_SYSTEM_STATUSES: Final = (
+    # (order flag, code, short name, name), in the order SAP lists them
+    ("OrderIsCreated", "I0001", "CRTD", "Created"),
+    ("OrderIsReleased", "I0002", "REL", "Released"),
+    ("OrderIsPartiallyReleased", "I0042", "PREL", "Partially released"),
+    ("OrderIsPartiallyConfirmed", "I0010", "PCNF", "Partially confirmed"),
+    ("OrderIsConfirmed", "I0009", "CNF", "Confirmed"),
+    ("OrderIsLocked", "I0043", "LKD", "Locked"),
+    ("OrderIsTechnicallyCompleted", "I0045", "TECO", "Technically completed"),
+    ("OrderIsClosed", "I0046", "CLSD", "Closed"),
+    ("OrderIsMarkedForDeletion", "I0076", "DLFL", "Deletion flag"),
+    ("OrderIsDeleted", "I0013", "DLT", "Deletion indicator"),
+)
+
+
+def alpha(value: str) -> str:
+    """``"0010"`` -> ``"10"``: the form numeric keys are compared in."""
+    return (value.lstrip("0") or "0") if value.isdigit() else value
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+
+
+class SapError(Exception):
+    """An answer in SAP Gateway's OData V2 error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        text: str,
+        *,
+        component: str = "OPU-BSE-SDE",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code} {text}")
+        self.status = status
+        self.code = code
+        self.text = text
+        self.component = component
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        return {
+            "error": {
+                "code": self.code,
+                "message": {"lang": "en", "value": self.text},
+                "innererror": {
+                    "application": {
+                        "component_id": self.component,
+                        "service_namespace": "/SAP/",
+                        "service_id": SERVICE,
+                        "service_version": "0001",
+                    },
+                    "transactionid": uuid.uuid4().hex.upper(),
+                    "timestamp": f"{now:%Y%m%d%H%M%S}.{now.microsecond:06d}0",
+                    "Error_Resolution": {
+                        "SAP_Transaction": "Run transaction /IWFND/ERROR_LOG on SAP Gateway hub "
+                        "system and search for entries with the timestamp above",
+                        "SAP_Note": "See SAP Note 1797736 for error analysis",
+                    },
+                    "errordetails": [
+                        {
+                            "code": self.code,
+                            "message": self.text,
+                            "propertyref": "",
+                            "severity": "error",
+                            "target": "",
+                        }
+                    ],
+                },
+            }
+        }
+
+    def response(self) -> Response:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _bad_request(text: str) -> SapError:
+    return SapError(400, TECH_CODE, text)
+
+
+def _not_found(text: str) -> SapError:
+    return SapError(404, NOT_FOUND_CODE, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Literals
+
+
+def _date_json(day: date | None) -> str | None:
+    if day is None:
+        return None
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return f"/Date({int(midnight.timestamp()) * 1000})/"
+
+
+def _time_json(moment: datetime | None) -> str:
+    if moment is None:
+        return "PT00H00M00S"
+    return f"PT{moment.hour:02d}H{moment.minute:02d}M{moment.second:02d}S"
+
+
+def _decimal_json(value: Decimal, scale: int = 3) -> str:
+    return f"{value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP):.{scale}f}"
+
+
+def _stamp(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y%m%d%H%M%S}"
+
+
+def _flag(on: bool) -> str:
+    return "X" if on else ""
+
+
+_DATE_JSON = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
+_TIME_TEXT = re.compile(r"^PT(?:(\d{1,2})H)?(?:(\d{1,2})M)?(?:(\d{1,2})(?:\.\d+)?S)?$")
+
+
+def _time_seconds(text: str) -> int | None:
+    match = _TIME_TEXT.match(text)
+    if match is None or text == "PT":
+        return None
+    h, m, s = (int(g) if g else 0 for g in match.groups())
+    return h * 3600 + m * 60 + s
+
+
+def _as_decimal(value: Decimal | int | float | str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"not a number: {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------------------------------
+# $filter, over the JSON values of an entity
+
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<typed>(?:datetime|datetimeoffset|time|guid)'(?:[^']|'')*')
+     |(?P<str>'(?:[^']|'')*')
+     |(?P<num>-?\d+(?:\.\d+)?[MmDdLlFf]?)
+     |(?P<lp>\()|(?P<rp>\))
+     |(?P<word>[A-Za-z_][A-Za-z0-9_]*)
+    )""",
+    re.X,
+)
+_COMPARISONS: Final = ("eq", "ne", "gt", "ge", "lt", "le")
+
+
+def _comparable(prop: Prop, value: Any) -> Any:
+    """A JSON value of ``prop`` in a form Python compares as OData does."""
+    if value is None:
+        return None
+    if prop.kind == "String":
+        text = str(value)
+        return alpha(text) if prop.name in _ALPHA else text
+    if prop.kind == "Decimal":
+        try:
+            return Decimal(str(value))
+        except InvalidOperation:
+            return None
+    if prop.kind == "DateTime":
+        match = _DATE_JSON.match(str(value))
+        return int(match.group(1)) if match else None
+    if prop.kind == "Time":
+        return _time_seconds(str(value))
+    return value
+
+
+def _literal(prop: Prop, kind: str, text: str) -> Any:
+    """A URI literal as a comparable value of ``prop``'s type (400 when it does not fit)."""
+    wrong = _bad_request(f"Invalid literal {text} for property {prop.name} (Edm.{prop.kind})")
+    if kind == "word" and text == "null":
+        return None
+    if prop.kind == "String":
+        if kind != "str":
+            raise wrong
+        value = text[1:-1].replace("''", "'")
+        return alpha(value) if prop.name in _ALPHA else value
+    if prop.kind in ("Decimal", "Int32"):
+        if kind != "num":
+            raise wrong
+        number = Decimal(text.rstrip("MmDdLlFf"))
+        return int(number) if prop.kind == "Int32" else number
+    if prop.kind == "Boolean":
+        if kind != "word" or text not in ("true", "false"):
+            raise wrong
+        return text == "true"
+    prefix, _, rest = text.partition("'")
+    inner = rest[:-1].replace("''", "'") if kind == "typed" else ""
+    if prop.kind == "Time":
+        seconds = _time_seconds(inner) if prefix == "time" else None
+        if seconds is None:
+            raise wrong
+        return seconds
+    if prefix not in ("datetime", "datetimeoffset"):
+        raise wrong
+    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d"):
+        try:
+            parsed = datetime.strptime(inner.rstrip("Z"), fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+        return int(parsed.timestamp() * 1000)
+    raise wrong
+
+
+def _compare(op: str, left: Any, right: Any) -> bool:
+    if op == "eq":
+        return bool(left == right)
+    if op == "ne":
+        return bool(left != right)
+    if left is None or right is None:
+        return False
+    try:
+        if op == "gt":
+            return bool(left > right)
+        if op == "ge":
+            return bool(left >= right)
+        if op == "lt":
+            return bool(left < right)
+        return bool(left <= right)
+    except TypeError:
+        return False
+
+
+class _Filter:
+    """``or`` of ``and`` of (``not``) comparisons or parenthesised expressions."""
+
+    def __init__(self, text: str, props: Mapping[str, Prop], type_name: str) -> None:
+        self.props = props
+        self.type_name = type_name
+        self.tokens: list[tuple[str, str]] = []
+        pos = 0
+        while text[pos:].strip():
+            match = _TOKEN.match(text, pos)
+            if match is None or match.lastgroup is None:
+                raise _bad_request(f"Invalid filter expression: {text!r} (at {pos})")
+            self.tokens.append((match.lastgroup, match.group(match.lastgroup)))
+            pos = match.end()
+        self.i = 0
+
+    def parse(self) -> Predicate:
+        pred = self._or()
+        if self.i < len(self.tokens):
+            raise _bad_request(f"Invalid filter expression near {self.tokens[self.i][1]!r}")
+        return pred
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def _take(self) -> tuple[str, str]:
+        token = self._peek()
+        if token is None:
+            raise _bad_request("Invalid filter expression: it ends too early")
+        self.i += 1
+        return token
+
+    def _or(self) -> Predicate:
+        preds = [self._and()]
+        while self._peek() == ("word", "or"):
+            self._take()
+            preds.append(self._and())
+        return preds[0] if len(preds) == 1 else (lambda row: any(p(row) for p in preds))
+
+    def _and(self) -> Predicate:
+        preds = [self._unary()]
+        while self._peek() == ("word", "and"):
+            self._take()
+            preds.append(self._unary())
+        return preds[0] if len(preds) == 1 else (lambda row: all(p(row) for p in preds))
+
+    def _unary(self) -> Predicate:
+        kind, text = self._take()
+        if kind == "lp":
+            inner = self._or()
+            if self._take()[0] != "rp":
+                raise _bad_request("Invalid filter expression: ')' expected")
+            return inner
+        if (kind, text) == ("word", "not"):
+            negated = self._unary()
+            return lambda row: not negated(row)
+        prop = self.props.get(text) if kind == "word" else None
+        if prop is None:
+            raise _bad_request(f"Property {text} not found in type {self.type_name}")
+        op_kind, op = self._take()
+        if op_kind != "word" or op not in _COMPARISONS:
+            raise _bad_request(f"Operator {op!r} is not supported in $filter")
+        lit_kind, lit_text = self._take()
+        wanted = _literal(prop, lit_kind, lit_text)
+        return lambda row: _compare(op, _comparable(prop, row.get(prop.name)), wanted)
+
+
+# ---------------------------------------------------------------------------------------------
+# The orders
+
+
+@dataclass(frozen=True, slots=True)
+class StandardValue:
+    """One standard value of an operation (``WorkCenterStandardWorkQty<n>`` and its unit)."""
+
+    quantity: Decimal
+    unit: str
+
+
+def _standard(value: StandardValue | tuple[Any, str] | None) -> StandardValue | None:
+    if value is None or isinstance(value, StandardValue):
+        return value
+    return StandardValue(_as_decimal(value[0]), value[1])
+
+
+@dataclass(slots=True)
+class Operation:
+    """An operation as the stand-in keeps it; ``None`` quantity and unit: the order's."""
+
+    operation: str
+    work_center: str
+    item: str  # OrderIntBillOfOperationsItem
+    text: str = ""
+    long_text: str = ""
+    quantity: Decimal | None = None
+    unit: str | None = None
+    sequence: str = "0"
+    sub_operation: str = ""
+    control_profile: str = "PP01"
+    start: datetime | None = None  # local time of the plant, naive
+    end: datetime | None = None
+    standard_values: dict[int, StandardValue] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+    confirmed_yield: Decimal = Decimal(0)
+    last_change: datetime = field(default_factory=lambda: datetime.now(UTC))
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Order:
+    order_id: str
+    material: str
+    quantity: Decimal
+    unit: str
+    plant: str
+    routing: str  # OrderInternalBillOfOperations
+    order_type: str = "PP01"
+    long_text: str = ""
+    start: datetime | None = None  # scheduled, local time of the plant, naive
+    end: datetime | None = None
+    flags: set[str] = field(default_factory=set)
+    user_statuses: dict[str, str] = field(default_factory=dict)  # short name -> name
+    operations: dict[str, Operation] = field(default_factory=dict)  # ALPHA operation -> op
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    last_change: datetime = field(default_factory=lambda: datetime.now(UTC))
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Fault:
+    status: int
+    code: str | None
+    text: str | None
+
+
+class SapOrdersState:
+    """The stand-in's orders, credentials and knobs. Thread-safe: the server runs on its own
+    loop in another thread while a test changes the orders."""
+
+    def __init__(
+        self,
+        *,
+        user: str = "RELAY",
+        password: str = "relay-secret",
+        client_id: str = "edge-relay",
+        client_secret: str = "relay-secret",
+        sap_client: str = "100",
+        system_id: str = "S4H",
+        standard_values: bool = True,
+        require_auth: bool = True,
+        token_lifetime_s: float = 3600.0,
+        latency_s: float | tuple[float, float] | None = None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self.user = user
+        self.password = password
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.sap_client = sap_client
+        self.system_id = system_id
+        self.standard_values = standard_values
+        self.require_auth = require_auth
+        self.token_lifetime_s = token_lifetime_s
+        self._orders: dict[str, Order] = {}  # ALPHA order id -> order
+        self._user_codes: dict[str, str] = {}  # user status short name -> E000n
+        self._tokens: dict[str, float] = {}  # bearer token -> monotonic expiry
+        self._outage = False
+        self._faults: deque[_Fault] = deque()
+        self._latency = (0.0, 0.0)
+        self._next_routing = 1000
+        self.set_latency(latency_s)
+        self.requests: list[str] = []  # "<path>?<decoded query>" of each service request
+
+    # -- orders ---------------------------------------------------------------------------------
+
+    def add_order(
+        self,
+        order_id: str,
+        *,
+        material: str,
+        quantity: Decimal | int | float | str,
+        unit: str = "PC",
+        plant: str = "1010",
+        order_type: str = "PP01",
+        text: str = "",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        released: bool = True,
+    ) -> Order:
+        """A production order (``start``/``end``: scheduled, in the plant's local time)."""
+        with self._lock:
+            if alpha(order_id) in self._orders:
+                raise ValueError(f"order {order_id} exists")
+            self._next_routing += 1
+            order = Order(
+                order_id=order_id,
+                material=material,
+                quantity=_as_decimal(quantity),
+                unit=unit,
+                plant=plant,
+                routing=f"{self._next_routing:010d}",
+                order_type=order_type,
+                long_text=text,
+                start=start,
+                end=end,
+                flags={"OrderIsReleased"} if released else {"OrderIsCreated"},
+            )
+            order.flags |= {"OrderIsScheduled", "OrderIsPreCosted"}
+            self._orders[alpha(order_id)] = order
+            return order
+
+    def add_operation(
+        self,
+        order_id: str,
+        operation: str,
+        *,
+        work_center: str,
+        text: str = "",
+        long_text: str = "",
+        quantity: Decimal | int | float | str | None = None,
+        unit: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        setup: StandardValue | tuple[Any, str] | None = None,
+        run: StandardValue | tuple[Any, str] | None = None,
+        standard_values: Mapping[int, StandardValue | tuple[Any, str]] | None = None,
+        sequence: str = "0",
+        sub_operation: str = "",
+        released: bool | None = None,
+    ) -> Operation:
+        """An operation of ``order_id``: ``setup`` goes to standard value 1, ``run`` to 2
+        (SAP's usual key), ``standard_values`` sets any of 1..6; released with its order
+        unless ``released`` says otherwise."""
+        with self._lock:
+            order = self._order(order_id)
+            values: dict[int, StandardValue] = {}
+            for slot, value in ((1, setup), (2, run), *(standard_values or {}).items()):
+                std = _standard(value)
+                if std is not None:
+                    if not 1 <= slot <= 6:
+                        raise ValueError(f"standard value {slot}: slots are 1..6")
+                    values[slot] = std
+            is_released = "OrderIsReleased" in order.flags if released is None else released
+            op = Operation(
+                operation=operation,
+                work_center=work_center,
+                item=f"{len(order.operations) + 1:08d}",
+                text=text,
+                long_text=long_text,
+                quantity=None if quantity is None else _as_decimal(quantity),
+                unit=unit,
+                sequence=sequence,
+                sub_operation=sub_operation,
+                start=start,
+                end=end,
+                standard_values=values,
+                flags={"OperationIsReleased" if is_released else "OperationIsCreated"},
+            )
+            op.flags.add("OperationIsScheduled")
+            order.operations[alpha(operation)] = op
+            self._touch(order, op)
+            return op
+
+    def release(self, order_id: str, operation: str | None = None) -> None:
+        """Release the order (and all its operations), or one operation of it."""
+        with self._lock:
+            order = self._order(order_id)
+            ops = [self._operation(order, operation)] if operation else order.operations.values()
+            for op in ops:
+                op.flags.discard("OperationIsCreated")
+                op.flags.add("OperationIsReleased")
+                self._touch(order, op)
+            order.flags.discard("OrderIsCreated")
+            everything = all("OperationIsReleased" in o.flags for o in order.operations.values())
+            if operation is None or everything:
+                order.flags.discard("OrderIsPartiallyReleased")
+                order.flags.add("OrderIsReleased")
+            elif "OrderIsReleased" not in order.flags:
+                order.flags.add("OrderIsPartiallyReleased")
+            self._touch(order)
+
+    def lock(self, order_id: str) -> None:
+        """System status LKD (``OrderIsLocked``)."""
+        self._set_order_flag(order_id, "OrderIsLocked", True)
+
+    def unlock(self, order_id: str) -> None:
+        self._set_order_flag(order_id, "OrderIsLocked", False)
+
+    def set_user_status(
+        self, order_id: str, short_name: str, name: str | None = None, *, active: bool = True
+    ) -> None:
+        """Set (or with ``active=False`` remove) a user status of the order, e.g. ``HOLD``."""
+        with self._lock:
+            order = self._order(order_id)
+            if active:
+                self._user_codes.setdefault(short_name, f"E{len(self._user_codes) + 1:04d}")
+                order.user_statuses[short_name] = name if name is not None else short_name
+            else:
+                order.user_statuses.pop(short_name, None)
+            self._touch(order)
+
+    def mark_for_deletion(self, order_id: str, on: bool = True) -> None:
+        """System status DLFL (``OrderIsMarkedForDeletion``)."""
+        self._set_order_flag(order_id, "OrderIsMarkedForDeletion", on)
+
+    def delete_order(self, order_id: str) -> None:
+        """System status DLT (``OrderIsDeleted``, with the deletion flag)."""
+        with self._lock:
+            order = self._order(order_id)
+            order.flags |= {"OrderIsDeleted", "OrderIsMarkedForDeletion"}
+            self._touch(order)
+
+    def technically_complete(self, order_id: str, operation: str | None = None) -> None:
+        """TECO of the order (``OrderIsTechnicallyCompleted``) or of one operation
+        (``OperationIsTechlyCompleted``)."""
+        if operation is None:
+            self._set_order_flag(order_id, "OrderIsTechnicallyCompleted", True)
+        else:
+            self._set_operation_flag(order_id, operation, "OperationIsTechlyCompleted", True)
+
+    def close_order(self, order_id: str, operation: str | None = None) -> None:
+        """CLSD of the order (``OrderIsClosed``) or of one operation (``OperationIsClosed``)."""
+        if operation is None:
+            self._set_order_flag(order_id, "OrderIsClosed", True)
+        else:
+            self._set_operation_flag(order_id, operation, "OperationIsClosed", True)
+
+    def delete_operation(self, order_id: str, operation: str) -> None:
+        """``OperationIsDeleted``: the operation stays, flagged."""
+        self._set_operation_flag(order_id, operation, "OperationIsDeleted", True)
+
+    def set_quantity(
+        self,
+        order_id: str,
+        quantity: Decimal | int | float | str,
+        operation: str | None = None,
+    ) -> None:
+        """The order's total quantity (operations without their own follow), or one
+        operation's planned total quantity."""
+        with self._lock:
+            order = self._order(order_id)
+            if operation is None:
+                order.quantity = _as_decimal(quantity)
+                self._touch(order)
+            else:
+                op = self._operation(order, operation)
+                op.quantity = _as_decimal(quantity)
+                self._touch(order, op)
+
+    def set_dates(
+        self,
+        order_id: str,
+        operation: str | None = None,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> None:
+        """New scheduled start and/or end (local time) of the order or one operation."""
+        with self._lock:
+            order = self._order(order_id)
+            target: Order | Operation = self._operation(order, operation) if operation else order
+            if start is not None:
+                target.start = start
+            if end is not None:
+                target.end = end
+            self._touch(order, target if isinstance(target, Operation) else None)
+
+    def confirm(
+        self,
+        order_id: str,
+        operation: str,
+        yield_qty: Decimal | int | float | str | None = None,
+        *,
+        final: bool = True,
+    ) -> None:
+        """A confirmation of the operation: ``final`` sets ``OperationIsConfirmed`` (CNF),
+        else ``OperationIsPartiallyConfirmed``; ``yield_qty`` (default: the planned quantity)
+        is added to the confirmed yield."""
+        with self._lock:
+            order = self._order(order_id)
+            op = self._operation(order, operation)
+            planned = op.quantity if op.quantity is not None else order.quantity
+            op.confirmed_yield += planned if yield_qty is None else _as_decimal(yield_qty)
+            if final:
+                op.flags.discard("OperationIsPartiallyConfirmed")
+                op.flags.add("OperationIsConfirmed")
+            else:
+                op.flags.add("OperationIsPartiallyConfirmed")
+            ops = order.operations.values()
+            if all("OperationIsConfirmed" in o.flags for o in ops):
+                order.flags.discard("OrderIsPartiallyConfirmed")
+                order.flags.add("OrderIsConfirmed")
+            else:
+                order.flags.add("OrderIsPartiallyConfirmed")
+            self._touch(order, op)
+
+    def move_operation(self, order_id: str, operation: str, work_center: str) -> None:
+        with self._lock:
+            order = self._order(order_id)
+            op = self._operation(order, operation)
+            op.work_center = work_center
+            self._touch(order, op)
+
+    def set_fields(self, order_id: str, operation: str | None = None, **values: Any) -> None:
+        """Serve these JSON values as they are (``OpPlannedTotalQuantity="0.000"``, a text
+        too long, ``None`` for null), over whatever the stand-in would compute; a value of
+        :data:`ABSENT` leaves the property out of the answers."""
+        with self._lock:
+            order = self._order(order_id)
+            if operation is None:
+                order.overrides.update(values)
+                self._touch(order)
+            else:
+                op = self._operation(order, operation)
+                op.overrides.update(values)
+                self._touch(order, op)
+
+    def remove_order(self, order_id: str) -> None:
+        """The order is gone (archived): its key answers 404, its operations are not listed."""
+        with self._lock:
+            self._orders.pop(alpha(order_id), None)
+
+    def order(self, order_id: str) -> Order:
+        with self._lock:
+            return self._order(order_id)
+
+    def orders(self) -> list[Order]:
+        with self._lock:
+            return list(self._orders.values())
+
+    def _order(self, order_id: str) -> Order:
+        found = self._orders.get(alpha(order_id))
+        if found is None:
+            raise KeyError(f"no order {order_id}")
+        return found
+
+    def _operation(self, order: Order, operation: str) -> Operation:
+        found = order.operations.get(alpha(operation))
+        if found is None:
+            raise KeyError(f"no operation {operation} in order {order.order_id}")
+        return found
+
+    def _set_order_flag(self, order_id: str, flag: str, on: bool) -> None:
+        with self._lock:
+            order = self._order(order_id)
+            if on:
+                order.flags.add(flag)
+            else:
+                order.flags.discard(flag)
+            self._touch(order)
+
+    def _set_operation_flag(self, order_id: str, operation: str, flag: str, on: bool) -> None:
+        with self._lock:
+            order = self._order(order_id)
+            op = self._operation(order, operation)
+            if on:
+                op.flags.add(flag)
+            else:
+                op.flags.discard(flag)
+            self._touch(order, op)
+
+    @staticmethod
+    def _touch(order: Order, op: Operation | None = None) -> None:
+        now = datetime.now(UTC)
+        order.last_change = now
+        if op is not None:
+            op.last_change = now
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def set_outage(self, on: bool = True) -> None:
+        """While on, every request (the token endpoint too) answers 503."""
+        with self._lock:
+            self._outage = on
+
+    @property
+    def outage(self) -> bool:
+        return self._outage
+
+    def set_latency(self, latency_s: float | tuple[float, float] | None) -> None:
+        """A delay before every answer: fixed (``0.1``) or uniform in a range ``(0.05, 0.2)``."""
+        if latency_s is None:
+            span = (0.0, 0.0)
+        elif isinstance(latency_s, tuple):
+            span = (float(latency_s[0]), float(latency_s[1]))
+        else:
+            span = (float(latency_s), float(latency_s))
+        if span[0] < 0 or span[1] < span[0]:
+            raise ValueError(f"bad latency {latency_s!r}")
+        with self._lock:
+            self._latency = span
+
+    def latency(self) -> float:
+        low, high = self._latency
+        return low if high <= low else random.uniform(low, high)
+
+    def fail_next(
+        self, n: int = 1, status: int = 500, *, code: str | None = None, text: str | None = None
+    ) -> None:
+        """The next ``n`` service requests answer ``status`` with an SAP error body."""
+        with self._lock:
+            self._faults.extend(_Fault(status, code, text) for _ in range(n))
+
+    def take_fault(self) -> SapError | None:
+        with self._lock:
+            if not self._faults:
+                return None
+            fault = self._faults.popleft()
+        return SapError(
+            fault.status,
+            fault.code or f"/IWFND/CM_BEC/{fault.status}",
+            fault.text or f"Injected fault: HTTP {fault.status}",
+        )
+
+    def reset_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+            self._outage = False
+            self._latency = (0.0, 0.0)
+
+    # -- auth -----------------------------------------------------------------------------------
+
+    def issue_token(self, client_id: str, client_secret: str) -> str | None:
+        with self._lock:
+            if (client_id, client_secret) != (self.client_id, self.client_secret):
+                return None
+            token = secrets.token_urlsafe(24)
+            self._tokens[token] = time.monotonic() + self.token_lifetime_s
+            return token
+
+    def expire_tokens(self) -> None:
+        """Every bearer token given out is expired: the next request with one answers 401."""
+        with self._lock:
+            self._tokens.clear()
+
+    def authorized(self, authorization: str | None) -> bool:
+        if not self.require_auth:
+            return True
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return False
+            return (user, password) == (self.user, self.password)
+        if scheme.lower() == "bearer":
+            with self._lock:
+                until = self._tokens.get(value.strip())
+                if until is None or time.monotonic() >= until:
+                    self._tokens.pop(value.strip(), None)
+                    return False
+                return True
+        return False
+
+    # -- the entities as JSON -------------------------------------------------------------------
+
+    def operation_props(self) -> tuple[Prop, ...]:
+        extra = STANDARD_VALUE_PROPS if self.standard_values else ()
+        return OPERATION_PROPS_2021 + extra
+
+    def status_rows(self, order: Order) -> list[dict[str, Any]]:
+        rows = [
+            {
+                "ManufacturingOrder": order.order_id,
+                "StatusCode": code,
+                "IsUserStatus": False,
+                "StatusShortName": short,
+                "StatusName": name,
+            }
+            for flag, code, short, name in _SYSTEM_STATUSES
+            if flag in order.flags
+        ]
+        rows += [
+            {
+                "ManufacturingOrder": order.order_id,
+                "StatusCode": self._user_codes[short],
+                "IsUserStatus": True,
+                "StatusShortName": short,
+                "StatusName": name[:30],
+            }
+            for short, name in order.user_statuses.items()
+        ]
+        return rows
+
+    def order_values(self, order: Order) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "ManufacturingOrder": order.order_id,
+            "ManufacturingOrderCategory": "10",
+            "ManufacturingOrderType": order.order_type,
+            "OrderLongText": order.long_text,
+            **{name: _flag(name in order.flags) for name in ORDER_FLAGS},
+            "MfgOrderCreationDate": _date_json(order.created.date()),
+            "MfgOrderCreationTime": _time_json(order.created),
+            "LastChangeDateTime": _stamp(order.last_change),
+            "Material": order.material,
+            "StorageLocation": "0001",
+            "OrderInternalBillOfOperations": order.routing,
+            "ProductionPlant": order.plant,
+            "Plant": order.plant,
+            "MRPController": "001",
+            "ProductionSupervisor": "001",
+            "ProductionVersion": "0001",
+            "MfgOrderActualReleaseDate": (
+                _date_json(order.created.date()) if "OrderIsReleased" in order.flags else None
+            ),
+            "ProductionUnit": order.unit,
+            "ProductionUnitISOCode": _ISO_UNITS.get(order.unit, order.unit)[:3],
+            "ProductionUnitSAPCode": order.unit,
+            "TotalQuantity": _decimal_json(order.quantity),
+            "MfgOrderPlannedScrapQty": "0.000",
+            "MfgOrderConfirmedYieldQty": _decimal_json(
+                sum((o.confirmed_yield for o in order.operations.values()), Decimal(0))
+                if order.operations
+                else Decimal(0)
+            ),
+        }
+        for kind in ("Planned", "Scheduled"):
+            for edge, moment in (("Start", order.start), ("End", order.end)):
+                values[f"MfgOrder{kind}{edge}Date"] = _date_json(moment.date() if moment else None)
+                values[f"MfgOrder{kind}{edge}Time"] = _time_json(moment)
+        values.update(order.overrides)
+        return {k: v for k, v in values.items() if v is not ABSENT}
+
+    def operation_values(self, order: Order, op: Operation) -> dict[str, Any]:
+        start = op.start or order.start
+        end = op.end or order.end
+        unit = op.unit if op.unit is not None else order.unit
+        quantity = op.quantity if op.quantity is not None else order.quantity
+        values: dict[str, Any] = {
+            "OrderInternalBillOfOperations": order.routing,
+            "OrderIntBillOfOperationsItem": op.item,
+            "ManufacturingOrder": order.order_id,
+            "ManufacturingOrderSequence": op.sequence,
+            "MfgOrderSequenceText": "Standard sequence" if op.sequence == "0" else "",
+            "ManufacturingOrderOperation": op.operation,
+            "ManufacturingOrderSubOperation": op.sub_operation,
+            "ManufacturingOrderCategory": "10",
+            "ManufacturingOrderType": order.order_type,
+            "MfgOrderOperationText": op.text,
+            **{name: _flag(name in op.flags) for name in OPERATION_FLAGS},
+            "ProductionPlant": order.plant,
+            "WorkCenterInternalID": f"{zlib.crc32(op.work_center.encode()) % 10**8:08d}",
+            "WorkCenterTypeCode": "A",
+            "WorkCenter": op.work_center,
+            "OperationControlProfile": op.control_profile,
+            "OpErlstSchedldExecStrtDte": _date_json(start.date() if start else None),
+            "OpErlstSchedldExecStrtTme": _time_json(start),
+            "OpErlstSchedldExecEndDte": _date_json(end.date() if end else None),
+            "OpErlstSchedldExecEndTme": _time_json(end),
+            "OpActualExecutionStartDate": None,
+            "OpActualExecutionStartTime": "PT00H00M00S",
+            "OpActualExecutionEndDate": None,
+            "OpActualExecutionEndTime": "PT00H00M00S",
+            "ErlstSchedldExecDurnInWorkdays": (
+                max(1, (end.date() - start.date()).days + 1) if start and end else 0
+            ),
+            "OpActualExecutionDays": 0,
+            "OperationUnit": unit,
+            "OperationUnitISOCode": _ISO_UNITS.get(unit, unit)[:3],
+            "OperationUnitSAPCode": unit,
+            "OpPlannedTotalQuantity": _decimal_json(quantity),
+            "OpTotalConfirmedYieldQty": _decimal_json(op.confirmed_yield),
+            "LastChangeDateTime": _stamp(op.last_change),
+        }
+        if self.standard_values:
+            values["OrderOperationLongText"] = op.long_text
+            values["OrderSequenceLongText"] = ""
+            for prefix in ("OpErlstSchedldProcgStrt", "OpErlstSchedldTrdwnStrt"):
+                moment = start if prefix.endswith("ProcgStrt") else end
+                values[f"{prefix}Dte"] = _date_json(moment.date() if moment else None)
+                values[f"{prefix}Tme"] = _time_json(moment)
+            for n in range(1, 7):
+                std = op.standard_values.get(n)
+                std_unit = std.unit if std else ""
+                values[f"WorkCenterStandardWorkQtyUnit{n}"] = std_unit
+                values[f"StdWrkQtyUnit{n}ISOCode"] = _ISO_UNITS.get(std_unit, std_unit)[:3]
+                values[f"StdWrkQtyUnit{n}SAPCode"] = std_unit
+                values[f"WorkCenterStandardWorkQty{n}"] = _decimal_json(
+                    std.quantity if std else Decimal(0)
+                )
+        values.update(op.overrides)
+        return {k: v for k, v in values.items() if v is not ABSENT}
+
+    def all_orders(self) -> list[Order]:
+        """The orders themselves (not copies): read them inside ``with state.locked():``."""
+        return list(self._orders.values())
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+
+ABSENT: Final = object()
+"""A :meth:`SapOrdersState.set_fields` value that leaves the property out of the answers."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The OData service
+
+
+def _props(props: Iterable[Prop]) -> dict[str, Prop]:
+    return {p.name: p for p in props}
+
+
+def _entity(
+    values: Mapping[str, Any], uri: str, type_name: str, *, etag: str | None = None
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"id": uri, "uri": uri, "type": f"{SERVICE}.{type_name}"}
+    if etag is not None:
+        meta["etag"] = f"W/\"'{etag}'\""
+    return {"__metadata": meta, **values}
+
+
+def _quote_key(value: str) -> str:
+    return "'" + urllib.parse.quote(value.replace("'", "''"), safe="") + "'"
+
+
+_KEY_SEGMENT = re.compile(r"^(?P<set>[A-Za-z_0-9]+)\((?P<keys>[^)]*)\)(?:/(?P<nav>[A-Za-z_]+))?$")
+_KEY_PART = re.compile(r"^\s*(?:(?P<name>[A-Za-z_]+)\s*=\s*)?'(?P<value>(?:[^']|'')*)'\s*$")
+
+
+def _parse_keys(text: str, entity_set: str) -> dict[str, str]:
+    names = _KEYS[entity_set]
+    parts = re.split(r",(?=(?:[^']*'[^']*')*[^']*$)", text)
+    keys: dict[str, str] = {}
+    for i, part in enumerate(parts):
+        match = _KEY_PART.match(part)
+        if match is None:
+            raise _bad_request(f"Invalid key predicate ({text}) for {entity_set}")
+        name = match.group("name") or (names[i] if len(parts) == 1 and i == 0 else None)
+        if name is None or name not in names:
+            raise _bad_request(f"Invalid key predicate ({text}) for {entity_set}")
+        keys[name] = match.group("value").replace("''", "'")
+    if set(keys) != set(names):
+        raise _bad_request(f"Key predicate ({text}) needs {', '.join(names)}")
+    return keys
+
+
+class _Service:
+    """The OData service, one request at a time: outage, latency, faults, auth, resource."""
+
+    def __init__(self, state: SapOrdersState) -> None:
+        self.state = state
+
+    async def __call__(self, request: Request, rest: str) -> Response:
+        state = self.state
+        query = urllib.parse.unquote_plus(request.url.query)
+        with state.locked():
+            state.requests.append(f"{rest}?{query}" if query else rest)
+        delay = state.latency()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            if state.outage:
+                raise SapError(503, "/IWFND/CM_BEC/026", "SAP system is not available")
+            fault = state.take_fault()
+            if fault is not None:
+                raise fault
+            if not state.authorized(request.headers.get("authorization")):
+                raise SapError(
+                    401,
+                    "/IWFND/CM_CONSUMER/401",
+                    "Logon failed: user, password or token not accepted",
+                    component="BC-SEC-LGN",
+                    headers={
+                        "www-authenticate": 'Basic realm="SAP NetWeaver Application Server '
+                        f'[{state.system_id}/{state.sap_client}]"'
+                    },
+                )
+            if request.method not in ("GET", "HEAD"):
+                raise SapError(405, TECH_CODE, f"Method {request.method} is not allowed here")
+            response = self._route(request, rest.strip("/"))
+        except SapError as exc:
+            response = exc.response()
+        response.headers["dataserviceversion"] = "2.0"
+        if request.headers.get("x-csrf-token", "").lower() == "fetch":
+            response.headers["x-csrf-token"] = base64.b64encode(secrets.token_bytes(18)).decode()
+        return response
+
+    def _route(self, request: Request, path: str) -> Response:
+        root = f"{str(request.base_url).rstrip('/')}{SERVICE_PATH}/"
+        fmt = request.query_params.get("$format", "json")
+        if fmt != "json":
+            raise _bad_request(f"The stand-in answers in JSON only ($format={fmt})")
+        if path == "":
+            return JSONResponse({"d": {"EntitySets": [ORDERS, OPERATIONS, STATUSES]}})
+        if path == "$metadata":
+            return Response(metadata_xml(self.state.standard_values), media_type="application/xml")
+        with self.state.locked():
+            if path == ORDERS:
+                rows = [(o, self.state.order_values(o)) for o in self.state.all_orders()]
+                return self._collection(request, root, ORDERS, rows)
+            if path == OPERATIONS:
+                op_rows = [
+                    ((o, op), self.state.operation_values(o, op))
+                    for o in self.state.all_orders()
+                    for op in o.operations.values()
+                ]
+                return self._collection(request, root, OPERATIONS, op_rows)
+            if path == STATUSES:
+                status_rows = [
+                    (o, row) for o in self.state.all_orders() for row in self.state.status_rows(o)
+                ]
+                return self._collection(request, root, STATUSES, status_rows)
+            match = _KEY_SEGMENT.match(path)
+            if match is not None and match.group("set") in _KEYS:
+                return self._by_key(request, root, match)
+        raise _not_found(f"Resource not found for segment '{path.split('/')[0]}'")
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def _order_json(
+        self, root: str, order: Order, values: Mapping[str, Any], expand: set[str]
+    ) -> dict[str, Any]:
+        uri = f"{root}{ORDERS}({_quote_key(order.order_id)})"
+        out = _entity(values, uri, f"{ORDERS}Type", etag=str(values.get("LastChangeDateTime")))
+        if NAV_OPERATIONS in expand:
+            out[NAV_OPERATIONS] = {
+                "results": [
+                    self._operation_json(root, order, op, self.state.operation_values(order, op))
+                    for op in order.operations.values()
+                ]
+            }
+        else:
+            out[NAV_OPERATIONS] = {"__deferred": {"uri": f"{uri}/{NAV_OPERATIONS}"}}
+        if NAV_STATUS in expand:
+            out[NAV_STATUS] = {
+                "results": [self._status_json(root, row) for row in self.state.status_rows(order)]
+            }
+        else:
+            out[NAV_STATUS] = {"__deferred": {"uri": f"{uri}/{NAV_STATUS}"}}
+        return out
+
+    @staticmethod
+    def _operation_json(
+        root: str, order: Order, op: Operation, values: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        uri = (
+            f"{root}{OPERATIONS}(OrderInternalBillOfOperations={_quote_key(order.routing)},"
+            f"OrderIntBillOfOperationsItem={_quote_key(op.item)})"
+        )
+        return _entity(values, uri, f"{OPERATIONS}Type", etag=str(values.get("LastChangeDateTime")))
+
+    @staticmethod
+    def _status_json(root: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        uri = (
+            f"{root}{STATUSES}(ManufacturingOrder={_quote_key(row['ManufacturingOrder'])},"
+            f"StatusCode={_quote_key(row['StatusCode'])})"
+        )
+        return _entity(row, uri, f"{STATUSES}Type")
+
+    def _render(
+        self, root: str, entity_set: str, item: Any, values: Mapping[str, Any], expand: set[str]
+    ) -> dict[str, Any]:
+        if entity_set == ORDERS:
+            return self._order_json(root, item, values, expand)
+        if entity_set == OPERATIONS:
+            order, op = item
+            return self._operation_json(root, order, op, values)
+        return self._status_json(root, values)
+
+    # -- query options --------------------------------------------------------------------------
+
+    def _props_of(self, entity_set: str) -> dict[str, Prop]:
+        if entity_set == ORDERS:
+            return _props(ORDER_PROPS)
+        if entity_set == OPERATIONS:
+            return _props(self.state.operation_props())
+        return _props(STATUS_PROPS)
+
+    def _expand(self, request: Request, entity_set: str) -> set[str]:
+        text = request.query_params.get("$expand", "")
+        wanted = {p.strip() for p in text.split(",") if p.strip()}
+        allowed = {NAV_OPERATIONS, NAV_STATUS} if entity_set == ORDERS else set()
+        for nav in wanted - allowed:
+            raise _bad_request(f"Navigation property {nav} not found in {entity_set}Type")
+        return wanted
+
+    def _collection(
+        self, request: Request, root: str, entity_set: str, rows: list[tuple[Any, dict[str, Any]]]
+    ) -> Response:
+        q = request.query_params
+        props = self._props_of(entity_set)
+        expand = self._expand(request, entity_set)
+        if "$filter" in q:
+            pred = _Filter(q["$filter"], props, f"{entity_set}Type").parse()
+            rows = [row for row in rows if pred(row[1])]
+        total = len(rows)
+        if "$orderby" in q:
+            for part in reversed([p.strip() for p in q["$orderby"].split(",") if p.strip()]):
+                name, _, direction = part.partition(" ")
+                prop = props.get(name)
+                if prop is None:
+                    raise _bad_request(f"Property {name} not found in type {entity_set}Type")
+                if direction.strip().lower() not in ("", "asc", "desc"):
+                    raise _bad_request(f"Invalid $orderby direction {direction!r}")
+
+                def key(row: tuple[Any, dict[str, Any]], p: Prop = prop) -> tuple[bool, Any]:
+                    value = _comparable(p, row[1].get(p.name))
+                    return (value is not None, value if value is not None else 0)
+
+                rows.sort(key=key, reverse=direction.strip().lower() == "desc")
+        for option in ("$skip", "$top"):
+            if option in q:
+                text = q[option]
+                if not text.isdigit():
+                    raise _bad_request(f"Invalid value {text!r} for system query option {option}")
+                rows = rows[int(text) :] if option == "$skip" else rows[: int(text)]
+        select = self._select(request, props, expand)
+        results = [
+            self._pick(self._render(root, entity_set, item, values, expand), select)
+            for item, values in rows
+        ]
+        d: dict[str, Any] = {"results": results}
+        count = q.get("$inlinecount", "none")
+        if count not in ("none", "allpages"):
+            raise _bad_request(f"Invalid value {count!r} for $inlinecount")
+        if count == "allpages":
+            d["__count"] = str(total)
+        return JSONResponse({"d": d})
+
+    @staticmethod
+    def _select(request: Request, props: Mapping[str, Prop], expand: set[str]) -> set[str] | None:
+        text = request.query_params.get("$select", "")
+        names = {p.strip() for p in text.split(",") if p.strip()}
+        if not names or "*" in names:
+            return None
+        for name in names:
+            if name not in props and name not in expand:
+                raise _bad_request(f"Property {name} not found ($select)")
+        return names | expand
+
+    @staticmethod
+    def _pick(entity: dict[str, Any], select: set[str] | None) -> dict[str, Any]:
+        if select is None:
+            return entity
+        return {k: v for k, v in entity.items() if k == "__metadata" or k in select}
+
+    def _by_key(self, request: Request, root: str, match: re.Match[str]) -> Response:
+        entity_set, nav = match.group("set"), match.group("nav")
+        keys = _parse_keys(urllib.parse.unquote(match.group("keys")), entity_set)
+        state = self.state
+        if entity_set == ORDERS:
+            order = next(
+                (
+                    o
+                    for o in state.all_orders()
+                    if alpha(o.order_id) == alpha(keys[_KEYS[ORDERS][0]])
+                ),
+                None,
+            )
+            if order is None:
+                raise _not_found(
+                    f"Resource not found for segment '{ORDERS}Type' "
+                    f"(ManufacturingOrder='{keys['ManufacturingOrder']}')"
+                )
+            if nav is None:
+                expand = self._expand(request, ORDERS)
+                entity = self._order_json(root, order, state.order_values(order), expand)
+                return JSONResponse(
+                    {"d": self._pick(entity, self._select(request, _props(ORDER_PROPS), expand))}
+                )
+            if nav == NAV_OPERATIONS:
+                rows: list[tuple[Any, dict[str, Any]]] = [
+                    ((order, op), state.operation_values(order, op))
+                    for op in order.operations.values()
+                ]
+                return self._collection(request, root, OPERATIONS, rows)
+            if nav == NAV_STATUS:
+                rows = [(order, row) for row in state.status_rows(order)]
+                return self._collection(request, root, STATUSES, rows)
+            raise _not_found(f"Resource not found for segment '{nav}'")
+        if nav is not None:
+            raise _not_found(f"Resource not found for segment '{nav}'")
+        if entity_set == OPERATIONS:
+            for order in state.all_orders():
+                if alpha(order.routing) != alpha(keys["OrderInternalBillOfOperations"]):
+                    continue
+                for op in order.operations.values():
+                    if alpha(op.item) == alpha(keys["OrderIntBillOfOperationsItem"]):
+                        values = state.operation_values(order, op)
+                        return JSONResponse({"d": self._operation_json(root, order, op, values)})
+        else:
+            for order in state.all_orders():
+                for row in state.status_rows(order):
+                    if alpha(row["ManufacturingOrder"]) == alpha(keys["ManufacturingOrder"]) and (
+                        row["StatusCode"] == keys["StatusCode"]
+                    ):
+                        return JSONResponse({"d": self._status_json(root, row)})
+        raise _not_found(f"Resource not found for segment '{entity_set}Type'")
+
+
+# ---------------------------------------------------------------------------------------------
+# $metadata
+
+
+_EDM: Final[dict[Kind, str]] = {
+    "String": "Edm.String",
+    "Decimal": "Edm.Decimal",
+    "DateTime": "Edm.DateTime",
+    "Time": "Edm.Time",
+    "Boolean": "Edm.Boolean",
+    "Int32": "Edm.Int32",
+}
+
+
+def _property_xml(prop: Prop, keys: Sequence[str]) -> str:
+    attrs = [f"Name={quoteattr(prop.name)}", f"Type={quoteattr(_EDM[prop.kind])}"]
+    if prop.name in keys:
+        attrs.append('Nullable="false"')
+    if prop.kind == "String" and prop.length:
+        attrs.append(f'MaxLength="{prop.length}"')
+    if prop.kind == "Decimal":
+        attrs.append(f'Precision="{prop.length}" Scale="{prop.scale}"')
+    if prop.kind == "DateTime":
+        attrs.append('Precision="0" sap:display-format="Date"')
+    if prop.kind == "Time":
+        attrs.append('Precision="0"')
+    return f"        <Property {' '.join(attrs)}/>"
+
+
+def _entity_type_xml(name: str, props: Sequence[Prop], keys: Sequence[str], navs: str) -> str:
+    lines = [f'      <EntityType Name="{name}Type" sap:content-version="1">', "        <Key>"]
+    lines += [f'          <PropertyRef Name="{k}"/>' for k in keys]
+    lines.append("        </Key>")
+    lines += [_property_xml(p, keys) for p in props]
+    if navs:
+        lines.append(navs)
+    lines.append("      </EntityType>")
+    return "\n".join(lines)
+
+
+def metadata_xml(standard_values: bool = True) -> str:
+    """The EDMX of the entity types served (``standard_values=False``: the 2021 shape)."""
+    ops = OPERATION_PROPS_2021 + (STANDARD_VALUE_PROPS if standard_values else ())
+    ns = SERVICE
+    navs = (
+        f'        <NavigationProperty Name="{NAV_OPERATIONS}" '
+        f'Relationship="{ns}.assoc_Order_Operation" FromRole="FromRole_Order" '
+        'ToRole="ToRole_Operation"/>\n'
+        f'        <NavigationProperty Name="{NAV_STATUS}" Relationship="{ns}.assoc_Order_Status" '
+        'FromRole="FromRole_Order" ToRole="ToRole_Status"/>'
+    )
+    associations = []
+    for name, target, role in (
+        ("assoc_Order_Operation", OPERATIONS, "Operation"),
+        ("assoc_Order_Status", STATUSES, "Status"),
+    ):
+        associations.append(
+            f'      <Association Name="{name}" sap:content-version="1">\n'
+            f'        <End Type="{ns}.{ORDERS}Type" Multiplicity="1" Role="FromRole_Order"/>\n'
+            f'        <End Type="{ns}.{target}Type" Multiplicity="*" Role="ToRole_{role}"/>\n'
+            "      </Association>"
+        )
+    sets = "\n".join(
+        f'        <EntitySet Name="{s}" EntityType="{ns}.{s}Type" sap:creatable="false" '
+        'sap:updatable="false" sap:deletable="false" sap:content-version="1"/>'
+        for s in (ORDERS, OPERATIONS, STATUSES)
+    )
+    assoc_sets = "\n".join(
+        f'        <AssociationSet Name="{name}_Set" Association="{ns}.{name}" '
+        f'sap:creatable="false" sap:updatable="false" sap:deletable="false" '
+        f'sap:content-version="1">\n'
+        f'          <End EntitySet="{ORDERS}" Role="FromRole_Order"/>\n'
+        f'          <End EntitySet="{target}" Role="ToRole_{role}"/>\n'
+        "        </AssociationSet>"
+        for name, target, role in (
+            ("assoc_Order_Operation", OPERATIONS, "Operation"),
+            ("assoc_Order_Status", STATUSES, "Status"),
+        )
+    )
+    return "\n".join(
+        [
+            '<?xml version="1.0" encoding="utf-8"?>',
+            '<edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx" '
+            'xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata" '
+            'xmlns:sap="http://www.sap.com/Protocols/SAPData">',
+            '  <edmx:DataServices m:DataServiceVersion="2.0">',
+            f'    <Schema Namespace="{ns}" xml:lang="en" sap:schema-version="1" '
+            'xmlns="http://schemas.microsoft.com/ado/2008/09/edm">',
+            _entity_type_xml(ORDERS, ORDER_PROPS, _KEYS[ORDERS], navs),
+            _entity_type_xml(OPERATIONS, ops, _KEYS[OPERATIONS], ""),
+            _entity_type_xml(STATUSES, STATUS_PROPS, _KEYS[STATUSES], ""),
+            *associations,
+            f'      <EntityContainer Name="{ns}_Entities" '
+            'm:IsDefaultEntityContainer="true" sap:supported-formats="atom json xlsx">',
+            sets,
+            assoc_sets,
+            "      </EntityContainer>",
+            "    </Schema>",
+            "  </edmx:DataServices>",
+            "</edmx:Edmx>",
+            "",
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The app
+
+
+def mount(app: FastAPI, state: SapOrdersState, *, token_endpoint: bool = True) -> None:
+    """Serve the order service (and, unless ``token_endpoint=False`` because the host already
+    has one, ``POST /oauth/token``) from ``app``, e.g. beside the confirmation stand-in."""
+    service = _Service(state)
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "MERGE"]
+
+    async def root(request: Request) -> Response:
+        return await service(request, "")
+
+    async def resource(request: Request, rest: str) -> Response:
+        return await service(request, rest)
+
+    app.add_api_route(SERVICE_PATH, root, methods=methods, include_in_schema=False)
+    app.add_api_route(
+        SERVICE_PATH + "/{rest:path}", resource, methods=methods, include_in_schema=False
+    )
+    if token_endpoint:
+        app.add_api_route(TOKEN_PATH, _token_endpoint(state), methods=["POST"])
+
+
+def _token_endpoint(state: SapOrdersState) -> Callable[[Request], Any]:
+    async def token(request: Request) -> Response:
+        if state.outage:
+            return SapError(503, "/IWFND/CM_BEC/026", "SAP system is not available").response()
+        raw = (await request.body()).decode("utf-8", "replace")
+        form = dict(urllib.parse.parse_qsl(raw, keep_blank_values=True))
+        client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("basic "):
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
+        if form.get("grant_type") != "client_credentials":
+            return JSONResponse(
+                {"error": "unsupported_grant_type", "error_description": "client_credentials only"},
+                status_code=400,
+            )
+        issued = state.issue_token(client_id, client_secret)
+        if issued is None:
+            return JSONResponse(
+                {"error": "invalid_client", "error_description": "Bad credentials"},
+                status_code=401,
+            )
+        return JSONResponse(
+            {
+                "access_token": issued,
+                "token_type": "bearer",
+                "expires_in": int(state.token_lifetime_s),
+                "scope": "",
+            },
+            headers={"cache-control": "no-store"},
+        )
+
+    return token
+
+
+def create_app(state: SapOrdersState) -> FastAPI:
+    app = FastAPI(
+        title="SAP S/4HANA production order stand-in",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    mount(app, state)
+    return app
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+
+
+class SapOrdersStandIn:
+    """The stand-in served by uvicorn on a thread of its own. ``async with`` or ``with`` or
+    :meth:`start`/:meth:`stop`; ``port=None`` picks a free port; every other keyword goes to
+    :class:`SapOrdersState` (``user``, ``password``, ``client_id``, ``client_secret``,
+    ``standard_values``, ``latency_s``, ...)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        state: SapOrdersState | None = None,
+        **settings: Any,
+    ) -> None:
+        self.host = host
+        self._port = port or 0
+        self.state = state if state is not None else SapOrdersState(**settings)
+        self.app = create_app(self.state)
+        self._thread: threading.Thread | None = None
+        self._server: uvicorn.Server | None = None
+        self._sock: socket.socket | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def url(self) -> str:
+        """The service root, with a trailing slash."""
+        return f"{self.base}{SERVICE_PATH}/"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.base}{TOKEN_PATH}"
+
+    def start(self, timeout_s: float = 5.0) -> None:
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        sock = socket.create_server((self.host, self._port), backlog=128)
+        sock.setblocking(False)
+        self._sock = sock
+        self._port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            ws="none",
+            server_header=False,
+            timeout_graceful_shutdown=1,
+        )
+        self._server = uvicorn.Server(config)
+        self._started.clear()
+        self._error = None
+        self._thread = threading.Thread(
+            target=self._run, name=f"sap-orders-{self._port}", daemon=True
+        )
+        self._thread.start()
+        if not self._started.wait(timeout_s) or self._error is not None:
+            error = self._error
+            self.stop()
+            raise RuntimeError(f"SAP order stand-in did not start: {error!r}")
+
+    def _run(self) -> None:
+        async def serve() -> None:
+            assert self._server is not None
+            assert self._sock is not None
+            task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+            while not self._server.started and not task.done():
+                await asyncio.sleep(0.005)
+            self._started.set()
+            await task
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+        finally:
+            self._started.set()
+
+    def stop(self) -> None:
+        """Stop serving (within about a second, open requests cut off) and free the port."""
+        thread, server = self._thread, self._server
+        if thread is not None and server is not None:
+            server.should_exit = True
+            thread.join(0.6)
+            if thread.is_alive():
+                server.force_exit = True
+                thread.join(2.0)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._thread = None
+        self._server = None
+
+    def __enter__(self) -> SapOrdersStandIn:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> SapOrdersStandIn:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+# ---------------------------------------------------------------------------------------------
+# Demo
+
+
+def add_demo_orders(state: SapOrdersState, day: date | None = None) -> None:
+    """Three orders on two work centers of plant 1010 for ``day`` (default: today): one
+    released with setup and run times, one locked, one with a HOLD user status."""
+    day = day or date.today()
+
+    def at(hour: int, minute: int = 0) -> datetime:
+        return datetime(day.year, day.month, day.day, hour, minute)
+
+    state.add_order(
+        "1000123", material="FG-100", quantity=100, text="Bracket, zinc plated", end=at(18)
+    )
+    state.add_operation(
+        "1000123",
+        "0010",
+        work_center="WC-4711",
+        text="Stamping",
+        setup=(30, "MIN"),
+        run=(0.5, "MIN"),
+        start=at(6),
+        end=at(8),
+    )
+    state.add_operation(
+        "1000123",
+        "0020",
+        work_center="WC-4712",
+        text="Deburring",
+        setup=(0.25, "H"),
+        run=(20, "S"),
+        start=at(8),
+        end=at(10),
+    )
+    state.add_order("1000124", material="FG-200", quantity=250, text="Cover plate", end=at(20))
+    state.add_operation(
+        "1000124",
+        "0010",
+        work_center="WC-4711",
+        text="Stamping",
+        setup=(45, "MIN"),
+        run=(0.2, "MIN"),
+        start=at(10),
+        end=at(12),
+    )
+    state.lock("1000124")
+    state.add_order("1000125", material="FG-300", quantity=40, text="Hinge", end=at(22))
+    state.add_operation(
+        "1000125",
+        "0010",
+        work_center="WC-4712",
+        text="Welding",
+        setup=(10, "MIN"),
+        run=(2, "MIN"),
+        start=at(12),
+        end=at(14),
+    )
+    state.set_user_status("1000125", "HOLD", "Held by quality")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulators.erp.sap_orders",
+        description="SAP S/4HANA stand-in (API_PRODUCTION_ORDER_2_SRV) with demo orders",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    parser.add_argument("--user", default="RELAY")
+    parser.add_argument("--password", default="relay-secret")
+    parser.add_argument("--client-id", default="edge-relay")
+    parser.add_argument("--client-secret", default="relay-secret")
+    parser.add_argument("--release-2021", action="store_true", help="no standard value fields")
+    parser.add_argument("--no-demo", action="store_true", help="start without orders")
+    args = parser.parse_args(argv)
+    stand_in = SapOrdersStandIn(
+        host=args.host,
+        port=args.port,
+        user=args.user,
+        password=args.password,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        standard_values=not args.release_2021,
+    )
+    if not args.no_demo:
+        add_demo_orders(stand_in.state)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stand_in.start()
+    print(f"SAP order stand-in serving {stand_in.url}", flush=True)
+    print(f"token endpoint {stand_in.token_url}", flush=True)
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        stand_in.stop()
+    print("SAP order stand-in stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
