@@ -1221,6 +1221,7 @@ class FileOrderSource(OrderSource):
         self._clock = clock
         self._state: _State | None = None
         self._lock = asyncio.Lock()
+        self._not_moved: set[str] = set()  # files whose move failed, warned about once
 
     async def start(self) -> None:
         """Checks the folders (raises :class:`ValueError` naming the setting and the path) and
@@ -1246,9 +1247,10 @@ class FileOrderSource(OrderSource):
 
     def _check_dirs(self) -> None:
         s = self.settings
-        dirs: list[tuple[str, Path, int]] = [("inbox_dir", s.inbox_dir, os.R_OK | os.X_OK)]
-        if s.archive_dir is not None or s.error_dir is None:
-            dirs[0] = ("inbox_dir", s.inbox_dir, os.R_OK | os.X_OK | os.W_OK)
+        # files are moved out of the inbox: then it must be writable too
+        moving = s.archive_dir is not None or s.error_dir is not None
+        inbox_mode = os.R_OK | os.X_OK | (os.W_OK if moving else 0)
+        dirs: list[tuple[str, Path, int]] = [("inbox_dir", s.inbox_dir, inbox_mode)]
         for setting, path in (("archive_dir", s.archive_dir), ("error_dir", s.error_dir)):
             if path is not None:
                 dirs.append((setting, path, os.W_OK | os.X_OK))
@@ -1270,11 +1272,11 @@ class FileOrderSource(OrderSource):
         s = self.settings
         state = self._loaded()
         changed = False
-        candidates, gone = self._candidates(state)
+        candidates, gone, unmoved = self._candidates(state)
         for name in gone:
             del state.remembered[name]
             changed = True
-        outcomes: list[_Outcome] = []
+        outcomes: list[_Outcome] = list(unmoved)
         for candidate in candidates:
             docs, refused = self._read(candidate)
             if refused is not None:
@@ -1294,8 +1296,13 @@ class FileOrderSource(OrderSource):
             write_atomic(s.state_file.parent, s.state_file.name, state_json(state, s))
         moved_late = False
         for outcome in outcomes:
-            if not self._move(outcome):
-                state.remembered[outcome.candidate.name] = _Remembered(
+            name = outcome.candidate.name
+            if self._move(outcome):
+                if self._target(outcome) is not None and name in state.remembered:
+                    del state.remembered[name]  # moved at last
+                    moved_late = True
+            elif name not in state.remembered:
+                state.remembered[name] = _Remembered(
                     outcome.candidate.size, outcome.candidate.mtime_ns, outcome.refused
                 )
                 moved_late = True
@@ -1303,11 +1310,15 @@ class FileOrderSource(OrderSource):
             write_atomic(s.state_file.parent, s.state_file.name, state_json(state, s))
         return self._lists(state, work_centers)
 
-    def _candidates(self, state: _State) -> tuple[list[_Candidate], list[str]]:
+    def _candidates(self, state: _State) -> tuple[list[_Candidate], list[str], list[_Outcome]]:
+        """The files to read (oldest first, at most ``max_files_per_snapshot``), the names
+        remembered that are no longer in the inbox, and the files read or refused earlier whose
+        move failed (tried again)."""
         s = self.settings
         now_ns = int(self._clock() * 1e9)
         found: list[_Candidate] = []
         names: set[str] = set()
+        unmoved: list[_Outcome] = []
         with os.scandir(s.inbox_dir) as entries:
             for entry in entries:
                 name = entry.name
@@ -1325,6 +1336,10 @@ class FileOrderSource(OrderSource):
                     info.st_size,
                     info.st_mtime_ns,
                 ):
+                    candidate = _Candidate(name, Path(entry.path), info.st_size, info.st_mtime_ns)
+                    outcome = _Outcome(candidate, known.refused)
+                    if self._target(outcome) is not None:
+                        unmoved.append(outcome)
                     continue
                 # a modification time in the future is clock skew (a file server's clock),
                 # not a file being written: read it rather than wait for the clocks
@@ -1333,7 +1348,7 @@ class FileOrderSource(OrderSource):
                 found.append(_Candidate(name, Path(entry.path), info.st_size, info.st_mtime_ns))
         found.sort(key=lambda c: (c.mtime_ns, c.name))
         gone = [name for name in state.remembered if name not in names]
-        return found[: s.max_files_per_snapshot], gone
+        return found[: s.max_files_per_snapshot], gone, unmoved
 
     def _read(self, candidate: _Candidate) -> tuple[list[_Doc], str | None]:
         s = self.settings
@@ -1417,11 +1432,14 @@ class FileOrderSource(OrderSource):
             del state.orders[order_id]
         return bool(old)
 
+    def _target(self, outcome: _Outcome) -> Path | None:
+        s = self.settings
+        return s.error_dir if outcome.refused is not None else s.archive_dir
+
     def _move(self, outcome: _Outcome) -> bool:
         """Moves a file read to the archive, a file refused to the error folder (with its
         ``.why``); True when done or nothing to do, False when it stays and is remembered."""
-        s = self.settings
-        target_dir = s.error_dir if outcome.refused is not None else s.archive_dir
+        target_dir = self._target(outcome)
         if target_dir is None:
             return True
         name = outcome.candidate.name
@@ -1435,7 +1453,11 @@ class FileOrderSource(OrderSource):
                 why = f"{name}: {outcome.refused}\n".encode()
                 write_atomic(target_dir, f"{target}{WHY_SUFFIX}", why)
             shutil.move(outcome.candidate.path, target_dir / target)
+            self._not_moved.discard(name)
         except OSError as exc:
+            if name in self._not_moved:
+                return False  # said already; tried again on every snapshot
+            self._not_moved.add(name)
             log.warning(
                 "order_file_not_moved",
                 file=name,

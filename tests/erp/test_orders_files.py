@@ -40,6 +40,7 @@ from simulators.erp.order_files import (
     demo,
     main,
 )
+from tests.small_disk import fill, small_disk
 
 WC = "WC-4711"
 WC2 = "WC-4712"
@@ -787,3 +788,54 @@ def test_the_command_line_writes_the_demo(
     printed = capsys.readouterr().out.split()
     assert printed
     assert all(Path(p).exists() for p in printed)
+
+
+# -- failures of our own folders ----------------------------------------------------------------
+
+
+async def test_a_file_that_cannot_be_moved_stays_and_is_moved_once_it_can(
+    folders: Folders,
+) -> None:
+    folders.files().loipro(Order(), name="order.xml")
+    folders.archive.rmdir()  # the archive's mount is gone
+    source = build(folders.settings())
+    with structlog.testing.capture_logs() as logs:
+        assert len((await snap(source))[WC]) == 1
+        assert len((await snap(source))[WC]) == 1
+    assert [e["event"] for e in logs].count("order_read") == 1  # not read twice
+    assert any(e["event"] == "order_file_not_moved" for e in logs)
+    assert names(folders.inbox) == ["order.xml"]
+    folders.archive.mkdir()
+    assert len((await snap(source))[WC]) == 1
+    assert names(folders.archive) == ["order.xml"]
+    assert names(folders.inbox) == []
+    assert json.loads(folders.state.read_text())["remembered"] == {}
+
+
+async def test_a_full_disk_for_the_state_fails_the_snapshot_and_moves_nothing(
+    folders: Folders,
+) -> None:
+    with small_disk(folders.root / "disk", "256k") as disk:
+        settings = folders.settings(state_file=disk / "orders.json")
+        folders.files().loipro(Order(), name="order.xml")
+        filler = fill(disk)
+        source = build(settings)
+        result = await source.snapshot([WC])
+        assert isinstance(result, SnapshotFailed)
+        assert "No space left" in result.text
+        assert names(folders.inbox) == ["order.xml"]
+        assert [p.name for p in disk.iterdir()] == ["filler"]  # no temporary file left
+        filler.unlink()
+        assert len((await snap(source))[WC]) == 1
+        assert names(folders.archive) == ["order.xml"]
+        restarted = build(settings)
+        assert len((await snap(restarted))[WC]) == 1
+
+
+async def test_at_most_max_files_per_snapshot_are_read_at_once(folders: Folders) -> None:
+    files = folders.files()
+    for n in range(5):
+        files.loipro(Order(order_id=f"100{n}"))
+    source = build(folders.settings(max_files_per_snapshot=2))
+    counts = [len((await snap(source))[WC]) for _ in range(4)]
+    assert counts == [2, 4, 5, 5]
