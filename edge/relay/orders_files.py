@@ -7,10 +7,13 @@ documents (``format = "b2mml"``), and :class:`FileOrderSource` turns them into t
 has not read yet, oldest first (by modification time, then name), at most
 ``max_files_per_snapshot`` of them. Names starting with ``.`` or ending in ``.tmp`` or ``.why``
 are files being written (or our own notes) and are skipped, and so is a file modified less than
-``settle_s`` ago (an ERP that writes in place rather than renaming). A file read is moved to
-``archive_dir``; without one it stays in the inbox and its name, size and modification time are
-remembered in the state file, so it is read again only if it changes. All file I/O runs in a
-worker thread (:func:`asyncio.to_thread`).
+``settle_s`` ago (an ERP that writes in place rather than renaming; a modification time in the
+future is taken as clock skew and read). A file read is moved to ``archive_dir``; without one it
+stays in the inbox and its name, size and modification time are remembered in the state file,
+so it is read again only if it changes (and forgotten once it is gone). A file that cannot be
+moved (the folder gone, not writable) is remembered the same way, warned about once
+(``order_file_not_moved``) and moved on a later snapshot once it can be. All file I/O runs in a
+worker thread (:func:`asyncio.to_thread`), one snapshot at a time.
 
 **A file the source cannot read** (bigger than ``max_file_bytes``, nested deeper than
 ``max_depth``, more than ``max_elements`` elements, a ``DOCTYPE`` (DTDs and entities are refused
@@ -87,9 +90,11 @@ the document is one order; namespaces are ignored)::
     sequence        1, 2, ... per work center by scheduled start: E1AFVOL/FSAVD+FSAVZ, else
                     SSAVD+SSAVZ, else E1AFKOL/GSTRS+GSUZS, else GSTRP+GSUZP (none: last), then
                     order and operation
-    latest_end      E1AFVOL/SSEDD+SSEDZ, else E1AFKOL/GLTRS+GLUZS, else GLTRP+GLUZP, in the
-                    plant's timezone, as UTC (2025-03-04T13:00:00Z); a date with time 000000 or
-                    none is the end of that day
+    latest_end      the operation's scheduled finish: E1AFVOL/SSEDD+SSEDZ (latest), else
+                    FSEDD+FSEDZ (earliest, what the SAP OData source reads), else the order's:
+                    E1AFKOL/GLTRS+GLUZS, else GLTRP+GLUZP; in the plant's timezone, as UTC
+                    (2025-03-04T09:00:00Z); a date with time 000000 or none is the end of that
+                    day
     over/under_tolerance_pct  E1AFPOL/UEBTO / UNTTO (none when UEBTK = X, unlimited)
     confirmation_no E1AFVOL/RUECK when present
 
@@ -783,7 +788,7 @@ class _Reader:
         latest_end = self._first_time(
             where,
             "latest_end",
-            ((vo, "SSEDD", "SSEDZ"),),
+            ((vo, "SSEDD", "SSEDZ"), (vo, "FSEDD", "FSEDZ")),
             ((header, "GLTRS", "GLUZS"), (header, "GLTRP", "GLUZP")),
             end_of_day=True,
         )

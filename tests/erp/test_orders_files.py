@@ -154,7 +154,7 @@ async def test_the_constructed_example_field_by_field(folders: Folders) -> None:
             sequence=1,
             planned_setup_s=900.0,  # 15 MIN
             planned_run_s_per_unit=144.0,  # 240 MIN per 100
-            latest_end="2025-03-04T13:00:00Z",  # GLTRS/GLUZS 14:00 in Berlin (CET)
+            latest_end="2025-03-04T09:00:00Z",  # FSEDD/FSEDZ 10:00 in Berlin (CET)
             status_text="",
         )
     ]
@@ -839,3 +839,45 @@ async def test_at_most_max_files_per_snapshot_are_read_at_once(folders: Folders)
     source = build(folders.settings(max_files_per_snapshot=2))
     counts = [len((await snap(source))[WC]) for _ in range(4)]
     assert counts == [2, 4, 5, 5]
+
+
+async def test_a_namespaced_loipro05_with_an_inactive_status(folders: Folders) -> None:
+    body = CONSTRUCTED.split(b"\n", 1)[1]
+    body = body.replace(
+        b"<LOIPRO01>", b'<LOIPRO05 xmlns="urn:sap-com:document:sap:idoc:soap:messages">'
+    )
+    body = body.replace(b"</LOIPRO01>", b"</LOIPRO05>")
+    inactive_lock = b'<E1JSTKL SEGMENT="1"><STAT>I0043</STAT><INACT>X</INACT></E1JSTKL>'
+    body = body.replace(b"<E1AFFLL", inactive_lock + b"<E1AFFLL", 1)
+    doc = b'<?xml version="1.0" encoding="UTF-8"?>\n<Envelope><Body>' + body + b"</Body></Envelope>"
+    (folders.inbox / "soap.xml").write_bytes(doc)
+    (op,) = (await snap(build(folders.settings())))[WC]
+    assert (op.order_id, op.status) == ("1000123", "released")  # the lock is no longer active
+
+
+async def test_element_count_and_encodings_do_not_get_past_the_checks(folders: Folders) -> None:
+    many = b"<LOIPRO01>" + b"<IDOC/>" * 200 + b"</LOIPRO01>"
+    (folders.inbox / "many.xml").write_bytes(many)
+    utf16 = '<?xml version="1.0" encoding="UTF-16"?>\n<!DOCTYPE a [<!ENTITY e "x">]><a>&e;</a>'
+    (folders.inbox / "utf16.xml").write_bytes(utf16.encode("utf-16"))
+    await snap(build(folders.settings(max_elements=100)))
+    assert "more than 100 elements" in (folders.error / "many.xml.why").read_text()
+    assert "DOCTYPE" in (folders.error / "utf16.xml.why").read_text()
+
+
+async def test_a_b2mml_file_for_a_loipro_source_and_the_other_way_round(folders: Folders) -> None:
+    files = folders.files()
+    files.b2mml(Order(), name="sched.xml")
+    files.loipro(Order(), name="idoc.xml")
+    await snap(build(folders.settings()))
+    assert (
+        "no IDOC element below <ProcessOperationsSchedule>"
+        in (folders.error / "sched.xml.why").read_text()
+    )
+    assert names(folders.archive) == ["idoc.xml"]
+    other = Folders(folders.root / "b")
+    OrderFiles(other.inbox).loipro(Order(), name="idoc.xml")
+    await snap(build(other.settings(format="b2mml")))
+    assert (
+        "<LOIPRO01> is not a B2MML OperationsSchedule" in (other.error / "idoc.xml.why").read_text()
+    )
