@@ -1227,6 +1227,7 @@ class FileOrderSource(OrderSource):
         self._state: _State | None = None
         self._lock = asyncio.Lock()
         self._not_moved: set[str] = set()  # files whose move failed, warned about once
+        self._dirty = False  # the state in memory is newer than the state file
 
     async def start(self) -> None:
         """Checks the folders (raises :class:`ValueError` naming the setting and the path) and
@@ -1297,8 +1298,8 @@ class FileOrderSource(OrderSource):
                 )
                 changed = True
         changed |= self._forget(state)
-        if changed:
-            write_atomic(s.state_file.parent, s.state_file.name, state_json(state, s))
+        if changed or self._dirty:
+            self._save(state)
         moved_late = False
         for outcome in outcomes:
             name = outcome.candidate.name
@@ -1312,8 +1313,16 @@ class FileOrderSource(OrderSource):
                 )
                 moved_late = True
         if moved_late:
-            write_atomic(s.state_file.parent, s.state_file.name, state_json(state, s))
+            self._save(state)
         return self._lists(state, work_centers)
+
+    def _save(self, state: _State) -> None:
+        """Writes the state file; until a write succeeds, every snapshot tries again (and
+        fails): what is in memory is not yet safe from a restart."""
+        s = self.settings
+        self._dirty = True
+        write_atomic(s.state_file.parent, s.state_file.name, state_json(state, s))
+        self._dirty = False
 
     def _candidates(self, state: _State) -> tuple[list[_Candidate], list[str], list[_Outcome]]:
         """The files to read (oldest first, at most ``max_files_per_snapshot``), the names
@@ -1378,6 +1387,9 @@ class FileOrderSource(OrderSource):
             return [], str(exc)
         except RecursionError:
             return [], f"nested deeper than {s.max_depth} levels (max_depth)"
+        except Exception as exc:  # a file this source does not foresee never stops it
+            log.exception("order_file_unexpected", file=candidate.name)
+            return [], f"cannot read the file ({type(exc).__name__}: {exc})"
         return docs, None
 
     def _apply(self, state: _State, doc: _Doc, file: str) -> bool:

@@ -20,6 +20,7 @@ import pydantic
 import pytest
 import structlog
 
+from edge.relay import orders_files
 from edge.relay.orders import ErpOperation, SnapshotFailed
 from edge.relay.orders_files import (
     FileOrderSource,
@@ -881,3 +882,37 @@ async def test_a_b2mml_file_for_a_loipro_source_and_the_other_way_round(folders:
     assert (
         "<LOIPRO01> is not a B2MML OperationsSchedule" in (other.error / "idoc.xml.why").read_text()
     )
+
+
+async def test_after_a_failed_state_write_the_next_snapshot_writes_it(folders: Folders) -> None:
+    with small_disk(folders.root / "disk2", "256k") as disk:
+        settings = folders.settings(state_file=disk / "orders.json", archive_dir=None)
+        folders.files().loipro(Order(), name="order.xml")
+        filler = fill(disk)
+        source = build(settings)
+        assert isinstance(await source.snapshot([WC]), SnapshotFailed)
+        assert isinstance(await source.snapshot([WC]), SnapshotFailed)  # still not safe
+        filler.unlink()
+        assert len((await snap(source))[WC]) == 1
+        saved = json.loads((disk / "orders.json").read_text())
+        assert set(saved["orders"]) == {"1000123"}
+        assert set(saved["remembered"]) == {"order.xml"}
+
+
+async def test_an_unforeseen_error_while_reading_refuses_only_that_file(
+    folders: Folders, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = folders.files()
+    files.loipro(Order(order_id="1000123"), name="a.xml")
+    files.loipro(Order(order_id="1000124"), name="b.xml")
+    real = orders_files.parse_xml
+
+    def flaky(data: bytes, **kw: Any) -> Any:
+        if b"1000124" in data:
+            raise KeyError("surprise")
+        return real(data, **kw)
+
+    monkeypatch.setattr(orders_files, "parse_xml", flaky)
+    result = await snap(build(folders.settings()))
+    assert [op.order_id for op in result[WC]] == ["1000123"]
+    assert "KeyError" in (folders.error / "b.xml.why").read_text()
