@@ -9,12 +9,16 @@ go ``filter_chunk`` at a time, as ``(Field eq 'a' or Field eq 'b' ...)``):
 1. ``ProductionOrderHeaders`` (``ProdProductionOrderHeaderEntity``) whose
    ``ProductionOrderStatus`` is one of ``released_statuses`` or ``held_statuses`` (enum literals
    ``Microsoft.Dynamics.DataEntities.ProdStatus'<name>'``), and, by number, the orders the last
-   snapshot reported that are not among them any more (to tell an order that ended from one
-   that was never there).
+   snapshot of an asked work center reported that are not among them any more (to tell an
+   order that ended from one that was never there; a source that has just started knows none,
+   so an order that ended while the relay was down leaves the list without a cancel).
 2. ``ProductionOrderRouteJobs`` of those orders on the asked resources
    (``OperationsResourceId``): which operation is scheduled on which resource, and when. Only
-   ``Setup`` and ``Process`` jobs of the ``Primary`` operation count, and no cancelled job.
-3. ``ProductionOrderRouteOperations`` of the orders with a job there: the standards.
+   ``Setup`` and ``Process`` jobs (``job_types``) of the ``Primary`` operation count, and no
+   cancelled job (``IsJobCancelled``).
+3. ``ProductionOrderRouteOperations`` of the orders with a job there: the standards. With
+   ``resource_from = "costing_resource"`` steps 2 and 3 are one: the route operations of those
+   orders whose ``CostingOperationResourceId`` is an asked resource.
 4. ``ReleasedProductsV2`` of their items: the inventory unit (``InventoryUnitSymbol``), the
    unit of ``ScheduledQuantity``; without ``product_entity`` every quantity is in ``unit``.
 
@@ -76,7 +80,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, ClassVar, Literal, TypeGuard
+from typing import Annotated, Any, ClassVar, Literal, TypeGuard, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -131,6 +135,10 @@ class Settings(Connection):
         tuple[RouteJobType, ...], Field(strict=False, min_length=1, max_length=6)
     ] = ("Setup", "Process")
     """The route jobs that place an operation on a resource."""
+    resource_from: Literal["route_jobs", "costing_resource"] = "route_jobs"
+    """Where an operation's resource comes from: the resource its setup/process jobs are
+    scheduled on (job scheduling), or the route operation's ``CostingOperationResourceId``
+    (for an environment without route jobs)."""
     header_entity: _Symbol = "ProductionOrderHeaders"
     operation_entity: _Symbol = "ProductionOrderRouteOperations"
     job_entity: _Symbol = "ProductionOrderRouteJobs"
@@ -197,7 +205,8 @@ class D365OrderSource(OrderSource):
         self._client: httpx.AsyncClient | None = None
         self._tokens: TokenSource | None = None
         self._zone = ZoneInfo(settings.timezone)
-        self._known: set[str] = set()  # orders the last snapshot reported (not cancelled)
+        # per work center, the orders its last snapshot reported (not cancelled)
+        self._known: dict[str, set[str]] = {}
         self.log: Logger = logger or get_logger("edge.relay.orders_d365")
 
     def __repr__(self) -> str:  # the secret stays out of every text
@@ -238,13 +247,18 @@ class D365OrderSource(OrderSource):
         result: dict[str, list[ErpOperation]] = {wc: [] for wc in work_centers}
         if not work_centers:
             return result
-        headers = await self._headers()
+        known_before = set().union(*(self._known.get(wc, set()) for wc in work_centers))
+        headers = await self._headers(known_before)
+        known: dict[str, set[str]] = {wc: set() for wc in work_centers}
         if not headers:
-            self._known = set()
+            self._known.update(known)
             return result
-        placements = await self._placements(work_centers, sorted(headers))
+        if self.settings.resource_from == "route_jobs":
+            placements = await self._placements(work_centers, sorted(headers))
+            operations = await self._operations(sorted({p.order for p in placements}))
+        else:
+            placements, operations = await self._costing_placements(work_centers, sorted(headers))
         orders = sorted({p.order for p in placements})
-        operations = await self._operations(orders)
         units = await self._units(headers[o] for o in orders)
         by_wc: dict[str, list[tuple[tuple[Any, ...], ErpOperation]]] = {}
         for place in placements:
@@ -259,17 +273,16 @@ class D365OrderSource(OrderSource):
             start = place.start or self._when(route, "ScheduledFrom")
             rank = (start is None, start or datetime.min.replace(tzinfo=UTC), op.order_id)
             by_wc.setdefault(place.work_center, []).append(((*rank, place.number), op))
-        known: set[str] = set()
         for wc, items in by_wc.items():
             items.sort(key=lambda item: item[0])
             for i, (_, op) in enumerate(items, 1):
                 result[wc].append(replace(op, sequence=i))
                 if op.status != "cancelled":
-                    known.add(op.order_id)
-        self._known = known
+                    known[wc].add(op.order_id)
+        self._known.update(known)
         return result
 
-    async def _headers(self) -> dict[str, Mapping[str, Any]]:
+    async def _headers(self, known: set[str]) -> dict[str, Mapping[str, Any]]:
         """The orders to look at, by number: the active ones, and those reported last time."""
         s = self.settings
         active = [*s.released_statuses, *s.held_statuses]
@@ -278,10 +291,14 @@ class D365OrderSource(OrderSource):
             [f"ProductionOrderStatus eq {ENUM_NAMESPACE}.ProdStatus'{x}'" for x in active],
         )
         found = {str(r.get("ProductionOrderNumber")): r for r in rows}
-        missing = sorted(self._known - found.keys())
-        if missing:
-            for row in await self._read(s.header_entity, _eq("ProductionOrderNumber", missing)):
+        missing = sorted(known - found.keys())
+        for rows in await self._read_lists(s.header_entity, "ProductionOrderNumber", missing):
+            for row in rows:
                 found.setdefault(str(row.get("ProductionOrderNumber")), row)
+                status = row.get("ProductionOrderStatus")
+                if status not in get_args(ProdStatus):
+                    number = str(row.get("ProductionOrderNumber"))
+                    self._warn(number, None, "ProductionOrderStatus", f"unknown status {status!r}")
         return {n: r for n, r in found.items() if r.get("ProductionOrderNumber")}
 
     async def _placements(self, work_centers: list[str], orders: list[str]) -> list[_Placement]:
@@ -315,6 +332,34 @@ class D365OrderSource(OrderSource):
         return [
             _Placement(wc, order, number, start) for (wc, order, number), start in earliest.items()
         ]
+
+    async def _costing_placements(
+        self, work_centers: list[str], orders: list[str]
+    ) -> tuple[list[_Placement], dict[tuple[str, int], Mapping[str, Any]]]:
+        """``resource_from = "costing_resource"``: the route operations whose
+        ``CostingOperationResourceId`` is an asked resource, placed there."""
+        s = self.settings
+        by_fold = {wc.casefold(): wc for wc in work_centers}
+        placements: list[_Placement] = []
+        found: dict[tuple[str, int], Mapping[str, Any]] = {}
+        for wc_chunk in _chunks(work_centers, s.filter_chunk):
+            resources = _or(_eq("CostingOperationResourceId", wc_chunk))
+            for rows in await self._read_lists(
+                s.operation_entity, "ProductionOrderNumber", orders, also=resources
+            ):
+                for row in rows:
+                    if (row.get("OperationPriority") or "Primary") != "Primary":
+                        continue
+                    wc = by_fold.get(str(row.get("CostingOperationResourceId") or "").casefold())
+                    number = row.get("OperationNumber")
+                    order = row.get("ProductionOrderNumber")
+                    if wc is None or not isinstance(order, str) or not _is_int(number):
+                        continue
+                    found[(order, number)] = row
+                    placements.append(
+                        _Placement(wc, order, number, self._when(row, "ScheduledFrom"))
+                    )
+        return placements, found
 
     async def _operations(self, orders: list[str]) -> dict[tuple[str, int], Mapping[str, Any]]:
         found: dict[tuple[str, int], Mapping[str, Any]] = {}
@@ -495,7 +540,7 @@ class D365OrderSource(OrderSource):
         )
         return None
 
-    def _warn(self, order: str, number: int, field: str, why: str) -> None:
+    def _warn(self, order: str, number: int | None, field: str, why: str) -> None:
         self.log.warning(
             "d365_value_left_out", order=order, operation=number, field=field, reason=why
         )

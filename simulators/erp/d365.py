@@ -13,7 +13,14 @@ or run it (``python -m simulators.erp.d365 --port 8365``) and drive it over HTTP
 ``GET /_control/ledger``, ``POST /_control/orders`` (``{"number", "quantity", "status",
 "operations"}``), ``POST /_control/knobs`` (``outage``, ``paused``, ``strict_fields``,
 ``latency_s``, ``process_delay_s``, ``token_lifetime_s``, ``expire_tokens``, ``fail_next``
-``{"status", "text"}``, ``fail_next_message``, ``drop_next``, ``hang_next_s``).
+``{"status", "text"}``, ``fail_next_message``, ``drop_next``, ``hang_next_s``, ``page_size``,
+``fail_next_read`` ``{"status", "text", "entity"}``); orders down: ``POST /_control/orders``
+also takes ``name``, ``start``, ``end`` (local ISO date-times) and ``stopped``; ``POST
+/_control/operations`` (``{"order", "number", "resource", "setup_time", "process_time",
+"process_quantity", "hours_factor", "start", "end", "operation_id"}``), ``POST
+/_control/products`` (``{"item", "unit", "name"}``), ``POST /_control/orders/{number}``
+(``{"status", "stopped", "quantity", "start", "end"}``, with ``"operation"`` also
+``"resource"``, ``"completed"``, and dates for that operation).
 
 Knobs on :class:`D365State` (``d365.state``): ``add_order``, ``expire_tokens``, ``fail_next``
 (an HTTP status for the next SendMessage calls, nothing stored), ``drop_next`` (commit then
@@ -21,6 +28,16 @@ drop), ``hang_next`` (commit, answer late), ``fail_next_message`` / ``fail_order
 failure with a log text), ``cancel``, ``outage`` (503 + ``Retry-After``), ``latency_s``,
 ``paused``, ``process_delay_s``. Ledger: ``messages``, ``by_id``, ``route_cards``, ``totals``,
 ``reported_finished``, ``processed_counts``, ``assert_exactly_once``, ``ledger()``.
+
+Orders down (the data entities): ``add_order`` (``name``, ``start``/``end`` local scheduled
+date-times, ``stopped``), ``add_operation`` (a route operation on a resource, with a setup job
+when it has setup time and a process job), ``add_product`` (item -> inventory unit),
+``set_status`` / ``release`` / ``start_up`` / ``reset`` / ``end``, ``stop_order`` /
+``resume_order``, ``set_quantity``, ``set_dates`` (order or operation), ``move_operation``,
+``complete_operation``, ``set_raw`` (any value in a header or route row, for values a client
+must refuse), ``fail_next_read`` (an HTTP error for the next entity reads), ``page_size`` (the
+server's page). ``outage`` and ``latency_s`` apply to the reads too; ``read_requests`` counts
+them per entity and ``read_log`` keeps every URL.
 
 What it serves (paths as in ``erp-apis.md`` §3):
 
@@ -42,7 +59,27 @@ What it serves (paths as in ``erp-apis.md`` §3):
   ``MessageId``, ``ControlNumber``, ``MessageQueue``, ``MessageType``, ``MessageState``,
   ``MessageStateLabel``, ``MessageProcessingResult``, ``MessageInfolog``, ``MessageContent``,
   ``dataAreaId`` and ``JournalId``.
-- ``GET /data/ProductionOrderHeaders`` (the registered orders, for a look in a browser).
+- ``GET /data/<entity>`` for ``ProductionOrderHeaders`` (``dataAreaId``,
+  ``ProductionOrderNumber``, ``ProductionOrderName``, ``ItemNumber``, ``ProductionOrderStatus``,
+  ``ScheduledQuantity``, ``RemainingReportAsFinishedQuantity``, ``ScheduledStartDate/Time``,
+  ``ScheduledEndDate/Time``, and ``IsProductionOrderStopped``: **not confirmed**, the standard
+  entity has no stop flag), ``ProductionOrderRouteOperations`` (``OperationNumber``,
+  ``OperationPriority``, ``OperationId``, ``SetupTime``, ``ProcessTime``, ``ProcessQuantity``,
+  ``OperationsTimeToHourConversionFactor``, ``ScheduledFromDate/Time``,
+  ``ScheduledEndDate/Time``, ``IsOperationStarted``, ``IsOperationCompleted``,
+  ``CostingOperationResourceId``), ``ProductionOrderRouteJobs`` (``JobId``,
+  ``ProductionOrderNumber``, ``OperationNumber``, ``OperationPriority``, ``RouteJobType``,
+  ``OperationsResourceId``, scheduled dates, ``JobStatus``, ``IsJobCancelled``,
+  ``IsJobEnded``) and ``ReleasedProductsV2`` (``ItemNumber``, ``ProductName``,
+  ``InventoryUnitSymbol``); the collection names other than the headers' are **not
+  confirmed**. OData v4 JSON ``{"@odata.context", "value", "@odata.nextLink"?}``; dates are
+  F&O's date (midnight ``Z``, ``1900-01-01`` for none) plus a time of day in seconds. Query
+  options: ``cross-company=true`` (else only the first company), ``$filter`` (comparisons of a
+  property with a string, number or enum literal ``Ns.Type'Value'``, ``and``/``or``/``not``,
+  parentheses; strings case-insensitive; an unknown property is a 400 OData error),
+  ``$select``, ``$top``, ``$skip``; pages of ``page_size`` rows (10,000) or fewer when the
+  client sends ``Prefer: odata.maxpagesize=N``, the next page by ``@odata.nextLink``
+  (``$skip``). Any other entity is a 404.
 
 The processor takes the messages of one production order in arrival order, each after
 ``process_delay_s``; a message that fails is tried three times in all, then set to Failed with a
@@ -1245,6 +1282,11 @@ ENTITY_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
+def _local(value: Any) -> datetime | None:
+    """A local date-time from the control API (ISO 8601 without an offset), or None."""
+    return datetime.fromisoformat(str(value)) if value else None
+
+
 def _odata_error(status: int, message: str) -> JSONResponse:
     return JSONResponse(
         {"error": {"code": "", "message": message, "innererror": {"message": message}}},
@@ -1491,7 +1533,65 @@ def build_app(state: D365State) -> FastAPI:
             quantity=str(body.get("quantity", 1000)),
             status=str(body.get("status", "StartedUp")),
             operations=body.get("operations"),
+            name=str(body.get("name", "")),
+            start=_local(body.get("start")),
+            end=_local(body.get("end")),
+            stopped=bool(body.get("stopped", False)),
         )
+        return JSONResponse({"ok": True})
+
+    @app.post("/_control/operations")
+    async def control_operation(request: Request) -> Response:
+        body = await request.json()
+        try:
+            state.add_operation(
+                str(body["order"]),
+                int(body["number"]),
+                str(body["resource"]),
+                setup_time=str(body.get("setup_time", 0)),
+                process_time=str(body.get("process_time", 0)),
+                process_quantity=str(body.get("process_quantity", 1)),
+                hours_factor=str(body.get("hours_factor", 1)),
+                start=_local(body.get("start")),
+                end=_local(body.get("end")),
+                operation_id=str(body.get("operation_id", "")),
+            )
+        except KeyError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=404)
+        return JSONResponse({"ok": True})
+
+    @app.post("/_control/products")
+    async def control_product(request: Request) -> Response:
+        body = await request.json()
+        state.add_product(str(body["item"]), str(body.get("unit", "PC")), str(body.get("name", "")))
+        return JSONResponse({"ok": True})
+
+    @app.post("/_control/orders/{number}")
+    async def control_change(number: str, request: Request) -> Response:
+        """``{"status"?, "stopped"?, "quantity"?, "start"?, "end"?, "operation"?, "resource"?,
+        "completed"?}``: change an order (or, with ``operation``, one of its operations)."""
+        body = await request.json()
+        try:
+            operation = body.get("operation")
+            if "status" in body:
+                state.set_status(number, str(body["status"]))
+            if "stopped" in body:
+                state.stop_order(number, bool(body["stopped"]))
+            if "quantity" in body:
+                state.set_quantity(number, str(body["quantity"]))
+            if "start" in body or "end" in body:
+                state.set_dates(
+                    number,
+                    start=_local(body.get("start")),
+                    end=_local(body.get("end")),
+                    operation=None if operation is None else int(operation),
+                )
+            if operation is not None and "resource" in body:
+                state.move_operation(number, int(operation), str(body["resource"]))
+            if operation is not None and "completed" in body:
+                state.complete_operation(number, int(operation), bool(body["completed"]))
+        except KeyError as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, status_code=404)
         return JSONResponse({"ok": True})
 
     @app.post("/_control/knobs")
@@ -1503,6 +1603,13 @@ def build_app(state: D365State) -> FastAPI:
         for key in ("latency_s", "process_delay_s", "token_lifetime_s"):
             if key in body:
                 setattr(state, key, float(body[key]))
+        if "page_size" in body:
+            state.page_size = int(body["page_size"])
+        if "fail_next_read" in body:
+            spec = body["fail_next_read"]
+            state.fail_next_read(
+                int(spec["status"]), str(spec.get("text", "")), entity=spec.get("entity")
+            )
         if body.get("expire_tokens"):
             state.expire_tokens()
         if "fail_next" in body:

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pydantic
 import pytest
 from structlog.testing import capture_logs
@@ -443,3 +444,128 @@ def test_settings_defaults(tmp_path: Path) -> None:
     assert settings.effective_scope == "https://acme.operations.dynamics.com/.default"
     with pytest.raises(ValueError, match="client_secret_file"):
         build(settings)
+
+
+async def test_each_work_center_remembers_its_orders(
+    d365: D365StandIn, source: D365OrderSource
+) -> None:
+    two_orders(d365)
+    assert (await snap(source, "PRESS07"))["PRESS07"]
+    assert (await snap(source, "WELD02"))["WELD02"]  # asked alone, one after the other
+    d365.state.end("P000101")
+    press = by_key((await snap(source, "PRESS07"))["PRESS07"])
+    assert press[("P000101", "0010")].status == "cancelled"
+    (weld,) = (await snap(source, "WELD02"))["WELD02"]
+    assert (weld.order_id, weld.status, weld.status_text) == ("P000101", "cancelled", "Ended")
+
+
+async def test_resource_from_the_costing_resource(d365: D365StandIn, secret_file: Path) -> None:
+    two_orders(d365)
+    src = build(settings_for(d365, secret_file, resource_from="costing_resource"))
+    try:
+        result = await snap(src, "PRESS07", "WELD02")
+    finally:
+        await src.close()
+    assert [(op.order_id, op.operation, op.sequence) for op in result["PRESS07"]] == [
+        ("P000102", "0010", 1),
+        ("P000101", "0010", 2),
+    ]
+    assert [op.operation for op in result["WELD02"]] == ["0020"]
+    assert result["PRESS07"][1].planned_setup_s == 1800.0
+    assert d365.state.read_requests["ProductionOrderRouteJobs"] == 0
+
+
+async def test_an_operation_moved_to_another_resource(
+    d365: D365StandIn, source: D365OrderSource
+) -> None:
+    two_orders(d365)
+    d365.state.move_operation("P000101", 10, "WELD02")
+    d365.state.set_dates("P000101", operation=10, start=datetime(2025, 12, 4, 6, 0))
+    d365.state.set_quantity("P000101", 99)
+    result = await snap(source, "PRESS07", "WELD02")
+    assert [op.order_id for op in result["PRESS07"]] == ["P000102"]
+    assert [(op.operation, op.sequence, op.quantity) for op in result["WELD02"]] == [
+        ("0020", 1, Decimal(99)),
+        ("0010", 2, Decimal(99)),  # starts later now
+    ]
+
+
+async def test_an_unknown_status_is_a_warning(d365: D365StandIn, source: D365OrderSource) -> None:
+    two_orders(d365)
+    assert (await snap(source, "WELD02"))["WELD02"]
+    d365.state.set_status("P000101", "Frozen")
+    with capture_logs() as logs:
+        result = await snap(source, "WELD02")
+    assert result["WELD02"] == []
+    assert any(
+        e["order"] == "P000101"
+        and e["field"] == "ProductionOrderStatus"
+        and "Frozen" in e["reason"]
+        for e in logs
+    )
+
+
+async def test_orders_scripted_over_the_control_api(
+    d365: D365StandIn, source: D365OrderSource
+) -> None:
+    async with httpx.AsyncClient(base_url=d365.base_url) as http:
+        for path, body in (
+            ("/_control/products", {"item": "C0003", "unit": "m"}),
+            (
+                "/_control/orders",
+                {"number": "P000601", "item": "C0003", "quantity": 40, "status": "Scheduled"},
+            ),
+            (
+                "/_control/operations",
+                {"order": "P000601", "number": 30, "resource": "CUT01", "process_time": "0.1"},
+            ),
+            ("/_control/orders/P000601", {"status": "Released", "quantity": 50}),
+            (
+                "/_control/orders/P000601",
+                {"operation": 30, "end": "2025-12-05T12:00:00"},
+            ),
+        ):
+            response = await http.post(path, json=body)
+            assert response.status_code == 200, response.text
+    (op,) = (await snap(source, "CUT01"))["CUT01"]
+    assert (op.order_id, op.operation, op.quantity, op.unit) == (
+        "P000601",
+        "0030",
+        Decimal(50),
+        "m",
+    )
+    assert op.planned_run_s_per_unit == 360.0
+    assert op.latest_end == "2025-12-05T11:00:00Z"
+    async with httpx.AsyncClient(base_url=d365.base_url) as http:
+        response = await http.post("/_control/orders/P000601", json={"stopped": True})
+        assert response.status_code == 200
+    (op,) = (await snap(source, "CUT01"))["CUT01"]
+    assert op.status == "held"
+
+
+async def test_an_unknown_entity_or_property_fails_clearly(
+    d365: D365StandIn, secret_file: Path
+) -> None:
+    two_orders(d365)
+    src = build(settings_for(d365, secret_file, operation_entity="ProdRouteOperations"))
+    try:
+        result = await src.snapshot(["PRESS07"])
+    finally:
+        await src.close()
+    assert isinstance(result, SnapshotFailed)
+    assert result.text.startswith("D365 ProdRouteOperations: HTTP 404")
+    async with httpx.AsyncClient(base_url=d365.base_url) as http:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": "edge-relay",
+            "client_secret": SECRET,
+            "scope": f"{d365.base_url}/.default",
+        }
+        token = (await http.post(d365.token_url, data=form)).json()["access_token"]
+        response = await http.get(
+            "/data/ProductionOrderHeaders",
+            params={"$filter": "Nope eq 'x'", "cross-company": "true"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 400
+    assert "Could not find a property named 'Nope'" in response.json()["error"]["message"]
