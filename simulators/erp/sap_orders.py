@@ -657,6 +657,7 @@ class _Fault:
     status: int
     code: str | None
     text: str | None
+    path: str | None
 
 
 class SapOrdersState:
@@ -1021,17 +1022,28 @@ class SapOrdersState:
         return low if high <= low else random.uniform(low, high)
 
     def fail_next(
-        self, n: int = 1, status: int = 500, *, code: str | None = None, text: str | None = None
+        self,
+        n: int = 1,
+        status: int = 500,
+        *,
+        code: str | None = None,
+        text: str | None = None,
+        path: str | None = None,
     ) -> None:
-        """The next ``n`` service requests answer ``status`` with an SAP error body."""
+        """The next ``n`` service requests (only those whose path under the service root
+        starts with ``path`` when given, e.g. ``"A_ProductionOrder_2("``) answer ``status``
+        with an SAP error body."""
         with self._lock:
-            self._faults.extend(_Fault(status, code, text) for _ in range(n))
+            self._faults.extend(_Fault(status, code, text, path) for _ in range(n))
 
-    def take_fault(self) -> SapError | None:
+    def take_fault(self, path: str) -> SapError | None:
         with self._lock:
-            if not self._faults:
+            fault = next(
+                (f for f in self._faults if f.path is None or path.startswith(f.path)), None
+            )
+            if fault is None:
                 return None
-            fault = self._faults.popleft()
+            self._faults.remove(fault)
         return SapError(
             fault.status,
             fault.code or f"/IWFND/CM_BEC/{fault.status}",
@@ -1280,7 +1292,7 @@ class _Service:
         try:
             if state.outage:
                 raise SapError(503, "/IWFND/CM_BEC/026", "SAP system is not available")
-            fault = state.take_fault()
+            fault = state.take_fault(rest.lstrip("/"))
             if fault is not None:
                 raise fault
             if not state.authorized(request.headers.get("authorization")):

@@ -1,0 +1,817 @@
+"""Released orders from SAP: the real order source (edge.relay.orders_sap) against the real
+stand-in of API_PRODUCTION_ORDER_2_SRV (simulators.erp.sap_orders), served on 127.0.0.1; no
+HTTP is mocked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+from fastapi import FastAPI
+from pydantic import ValidationError
+
+from edge.relay.orders import ErpOperation, SnapshotFailed
+from edge.relay.orders_sap import SapOrderSource, Settings, build
+from simulators.erp.sap_orders import (
+    ABSENT,
+    SERVICE_PATH,
+    SapOrdersStandIn,
+    SapOrdersState,
+    mount,
+)
+
+pytestmark = pytest.mark.timeout(10)
+
+USER, PASSWORD = "RELAY", "pw-1"
+CLIENT_ID, CLIENT_SECRET = "edge-relay", "s3cret"
+ZONE = "Europe/Berlin"  # CET (+1) in March, CEST (+2) in July
+WC1, WC2 = "WC-4711", "WC-4712"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def sap() -> AsyncIterator[SapOrdersStandIn]:
+    async with SapOrdersStandIn(
+        user=USER, password=PASSWORD, client_id=CLIENT_ID, client_secret=CLIENT_SECRET
+    ) as stand_in:
+        yield stand_in
+
+
+def settings(url: str, tmp_path: Path, **extra: Any) -> Settings:
+    secret = tmp_path / "sap-password"
+    secret.write_text(PASSWORD + "\n")
+    data: dict[str, Any] = {
+        "system": "sap",
+        "service_url": url,
+        "user": USER,
+        "password_file": str(secret),
+        "plant": "1010",
+        "timezone": ZONE,
+        "timeout_s": 2.0,
+        **extra,
+    }
+    return Settings.model_validate(data)
+
+
+@contextlib.asynccontextmanager
+async def started(s: Settings) -> AsyncIterator[SapOrderSource]:
+    source = build(s)
+    await source.start()
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+async def read(
+    sap: SapOrdersStandIn, tmp_path: Path, wcs: Sequence[str] = (WC1, WC2), **extra: Any
+) -> dict[str, list[ErpOperation]] | SnapshotFailed:
+    async with started(settings(sap.url, tmp_path, **extra)) as source:
+        return await source.snapshot(list(wcs))
+
+
+async def ok(
+    sap: SapOrdersStandIn, tmp_path: Path, wcs: Sequence[str] = (WC1, WC2), **extra: Any
+) -> dict[str, list[ErpOperation]]:
+    result = await read(sap, tmp_path, wcs, **extra)
+    assert not isinstance(result, SnapshotFailed), result.text
+    return result
+
+
+def one(state: SapOrdersState, order: str = "1000123", wc: str = WC1, **op: Any) -> None:
+    """An order of 100 PC with one operation 0010 on ``wc`` (``op`` changes the operation)."""
+    state.add_order(order, material="FG-100", quantity=100, text="Bracket, zinc plated")
+    fields: dict[str, Any] = {
+        "text": "Stamping",
+        "setup": (30, "MIN"),
+        "run": (1.5, "MIN"),
+        "start": datetime(2025, 3, 4, 6, 0),
+        "end": datetime(2025, 3, 4, 9, 30),
+        **op,
+    }
+    state.add_operation(order, "0010", work_center=wc, **fields)
+
+
+def by_key(ops: Sequence[ErpOperation]) -> dict[str, ErpOperation]:
+    return {f"{o.order_id}/{o.operation}": o for o in ops}
+
+
+# ---------------------------------------------------------------------------------------------
+# Released operations, field by field
+
+
+async def test_released_operations_of_two_work_centers_field_by_field(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    st.add_order(
+        "1000123",
+        material="FG-100",
+        quantity=100,
+        text="Bracket, zinc plated\nsecond line",
+        end=datetime(2025, 7, 1, 18, 0),
+    )
+    st.add_operation(
+        "1000123",
+        "0010",
+        work_center=WC1,
+        text="Stamping",
+        setup=(30, "MIN"),
+        run=(1.5, "MIN"),
+        start=datetime(2025, 3, 4, 6, 0),
+        end=datetime(2025, 3, 4, 9, 30),  # CET: 08:30 UTC
+    )
+    st.add_operation(
+        "1000123",
+        "0020",
+        work_center=WC2,
+        quantity="98.5",
+        unit="KG",
+        setup=(0.25, "H"),
+        run=(20, "S"),
+        start=datetime(2025, 7, 1, 8, 0),
+        end=datetime(2025, 7, 1, 12, 15),  # CEST: 10:15 UTC
+    )
+    st.add_order("1000124", material="FG-200", quantity=250, unit="PC")
+    st.add_operation(
+        "1000124",
+        "0010",
+        work_center=WC1,
+        text="Stamping",
+        standard_values={1: (45, "MIN"), 2: (12, "S"), 3: (7, "MIN")},
+        start=datetime(2025, 3, 3, 22, 0),  # earlier than 1000123/0010: first in the list
+        end=datetime(2025, 3, 4, 0, 30),  # past midnight: 23:30 UTC the day before
+    )
+
+    result = await ok(sap, tmp_path, (WC1, WC2, "WC-EMPTY"))
+
+    assert result[WC1] == [
+        ErpOperation(
+            work_center=WC1,
+            order_id="1000124",
+            operation="0010",
+            material="FG-200",
+            quantity=Decimal(250),
+            unit="PC",
+            material_text="Stamping",
+            sequence=1,
+            planned_setup_s=2700.0,
+            planned_run_s_per_unit=12.0,
+            latest_end="2025-03-03T23:30:00Z",
+        ),
+        ErpOperation(
+            work_center=WC1,
+            order_id="1000123",
+            operation="0010",
+            material="FG-100",
+            quantity=Decimal(100),
+            unit="PC",
+            material_text="Stamping",
+            sequence=2,
+            planned_setup_s=1800.0,
+            planned_run_s_per_unit=90.0,
+            latest_end="2025-03-04T08:30:00Z",
+        ),
+    ]
+    (second,) = result[WC2]
+    assert second == ErpOperation(
+        work_center=WC2,
+        order_id="1000123",
+        operation="0020",
+        material="FG-100",
+        quantity=Decimal("98.5"),
+        unit="KG",
+        material_text="Bracket, zinc plated",  # no operation text: the order's first line
+        sequence=1,
+        planned_setup_s=900.0,
+        planned_run_s_per_unit=20.0,
+        latest_end="2025-07-01T10:15:00Z",
+    )
+    assert result["WC-EMPTY"] == []
+    assert all(o.status == "released" and o.confirmation_no is None for o in result[WC1])
+
+    # The queries: one per work center (a page), one header per order, read once.
+    asked = st.requests
+    assert (
+        "A_ProductionOrderOperation_2?$filter=ProductionPlant eq '1010' and WorkCenter eq "
+        "'WC-4711' and OperationIsReleased eq 'X' and OperationIsConfirmed eq ''"
+        "&$orderby=OrderInternalBillOfOperations,OrderIntBillOfOperationsItem"
+        "&$top=500&$skip=0&$format=json"
+    ) in asked
+    headers = [r for r in asked if r.startswith("A_ProductionOrder_2(")]
+    assert sorted(headers) == [
+        "A_ProductionOrder_2('1000123')?$expand=to_ProductionOrderStatus&$format=json",
+        "A_ProductionOrder_2('1000124')?$expand=to_ProductionOrderStatus&$format=json",
+    ]
+
+
+async def test_a_second_sequence_and_sub_operations_are_not_dispatched_twice(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st)
+    # A parallel sequence with an operation 0010 of its own (the stand-in keys operations by
+    # number: it is added as 0011 and answered as 0010), and a sub-operation.
+    st.add_operation("1000123", "0011", work_center=WC1, sequence="1")
+    st.set_fields("1000123", "0011", ManufacturingOrderOperation="0010")
+    st.add_operation("1000123", "0012", work_center=WC1, sub_operation="0001")
+    with structlog.testing.capture_logs() as logs:
+        (op,) = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert (op.key, op.planned_setup_s) == (("1000123", "0010", 0), 1800.0)  # sequence 0's
+    (warning,) = [e for e in logs if e["event"] == "sap_operation_left_out"]
+    assert (warning["field"], warning["value"]) == ("ManufacturingOrderSequence", "1")
+
+
+async def test_paging_over_more_than_one_page(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    st = sap.state
+    for n in range(5):
+        order = f"100020{n}"
+        st.add_order(order, material=f"M-{n}", quantity=10 + n)
+        # scheduled in reverse: the last order starts first
+        st.add_operation(order, "0010", work_center=WC1, start=datetime(2025, 3, 4, 10 - n, 0))
+    result = await ok(sap, tmp_path, (WC1,), page_size=2)
+    assert [(o.order_id, o.sequence) for o in result[WC1]] == [
+        ("1000204", 1),
+        ("1000203", 2),
+        ("1000202", 3),
+        ("1000201", 4),
+        ("1000200", 5),
+    ]
+    pages = [r for r in st.requests if r.startswith("A_ProductionOrderOperation_2")]
+    assert [p.split("&$top=")[1] for p in pages] == [
+        "2&$skip=0&$format=json",
+        "2&$skip=2&$format=json",
+        "2&$skip=4&$format=json",
+    ]
+
+
+async def test_more_operations_than_allowed_fail_the_snapshot(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    for n in range(3):
+        one(sap.state, f"100030{n}")
+    result = await read(sap, tmp_path, (WC1,), page_size=1, max_operations=2)
+    assert isinstance(result, SnapshotFailed)
+    assert "more than 2 operations for work center 'WC-4711'" in result.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Held, cancelled, confirmed
+
+
+async def test_held_by_a_lock_or_a_user_status_and_released_again(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000123")
+    one(st, "1000124")
+    one(st, "1000125")
+    st.lock("1000123")
+    st.set_user_status("1000124", "HOLD", "Held by quality")
+    st.set_user_status("1000125", "INSP", "Inspection")
+    ops = by_key((await ok(sap, tmp_path, (WC1,)))[WC1])
+    assert (ops["1000123/0010"].status, ops["1000123/0010"].status_text) == (
+        "held",
+        "SAP: order locked (OrderIsLocked)",
+    )
+    assert (ops["1000124/0010"].status, ops["1000124/0010"].status_text) == (
+        "held",
+        "SAP: user status HOLD (Held by quality)",
+    )
+    assert (ops["1000125/0010"].status, ops["1000125/0010"].status_text) == ("released", "")
+
+    ops = by_key((await ok(sap, tmp_path, (WC1,), held_user_statuses=["INSP"]))[WC1])
+    assert ops["1000124/0010"].status == "released"
+    assert ops["1000125/0010"].status_text == "SAP: user status INSP (Inspection)"
+
+    st.unlock("1000123")
+    st.set_user_status("1000124", "HOLD", active=False)
+    st.lock("1000125")
+    st.set_user_status("1000125", "HOLD")
+    ops = by_key((await ok(sap, tmp_path, (WC1,)))[WC1])
+    assert ops["1000123/0010"].status == "released"
+    assert ops["1000124/0010"].status == "released"
+    assert ops["1000125/0010"].status_text == (
+        "SAP: order locked (OrderIsLocked), user status HOLD (HOLD)"
+    )
+
+
+CANCELLATIONS: list[tuple[str, Callable[[SapOrdersState], None], str]] = [
+    (
+        "deleted",
+        lambda st: st.delete_order("1000123"),
+        "order deleted (OrderIsDeleted), order marked for deletion (OrderIsMarkedForDeletion)",
+    ),
+    (
+        "marked for deletion",
+        lambda st: st.mark_for_deletion("1000123"),
+        "order marked for deletion (OrderIsMarkedForDeletion)",
+    ),
+    (
+        "order TECO",
+        lambda st: st.technically_complete("1000123"),
+        "order technically completed (OrderIsTechnicallyCompleted)",
+    ),
+    ("order closed", lambda st: st.close_order("1000123"), "order closed (OrderIsClosed)"),
+    (
+        "operation deleted",
+        lambda st: st.delete_operation("1000123", "0010"),
+        "operation deleted (OperationIsDeleted)",
+    ),
+    (
+        "operation TECO",
+        lambda st: st.technically_complete("1000123", "0010"),
+        "operation technically completed (OperationIsTechlyCompleted)",
+    ),
+    (
+        "operation closed",
+        lambda st: st.close_order("1000123", "0010"),
+        "operation closed (OperationIsClosed)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "text"), [(c, t) for _, c, t in CANCELLATIONS], ids=[n for n, _, _ in CANCELLATIONS]
+)
+async def test_cancelled_by_each_flag(
+    sap: SapOrdersStandIn,
+    tmp_path: Path,
+    change: Callable[[SapOrdersState], None],
+    text: str,
+) -> None:
+    one(sap.state)
+    one(sap.state, "1000124")
+    sap.state.lock("1000123")  # cancelled wins over held
+    change(sap.state)
+    ops = by_key((await ok(sap, tmp_path, (WC1,)))[WC1])
+    cancelled = ops["1000123/0010"]
+    assert (cancelled.status, cancelled.status_text) == ("cancelled", f"SAP: {text}")
+    assert ops["1000124/0010"].status == "released"
+
+
+async def test_a_cancelled_operation_needs_only_its_ids(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    one(sap.state)
+    sap.state.set_quantity("1000123", 0, operation="0010")
+    sap.state.technically_complete("1000123")
+    (op,) = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert (op.key, op.status) == (("1000123", "0010", 0), "cancelled")
+
+
+async def test_confirmed_and_unreleased_operations_are_not_reported(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000123")
+    one(st, "1000124")
+    one(st, "1000125")
+    st.add_order("1000126", material="FG-9", quantity=5, released=False)
+    st.add_operation("1000126", "0010", work_center=WC1)
+    st.confirm("1000123", "0010")  # final: CNF
+    st.confirm("1000124", "0010", 40, final=False)  # partial: still to be worked
+    ops = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert [o.order_id for o in ops] == ["1000124", "1000125"]
+    st.release("1000126")
+    ops = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert [o.order_id for o in ops] == ["1000124", "1000125", "1000126"]
+
+
+async def test_changed_quantity_dates_and_work_center_show_in_the_next_snapshot(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st)
+    st.set_quantity("1000123", 120)  # the operation follows its order
+    st.set_dates("1000123", "0010", end=datetime(2025, 3, 5, 14, 0))
+    (op,) = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert (op.quantity, op.latest_end) == (Decimal(120), "2025-03-05T13:00:00Z")
+    st.move_operation("1000123", "0010", WC2)
+    result = await ok(sap, tmp_path)
+    assert result[WC1] == []
+    assert [o.key for o in result[WC2]] == [("1000123", "0010", 0)]
+    st.remove_order("1000123")
+    assert await ok(sap, tmp_path) == {WC1: [], WC2: []}
+
+
+# ---------------------------------------------------------------------------------------------
+# Values the gateway would refuse
+
+
+async def test_bad_values_are_left_out_with_a_warning_and_the_rest_is_returned(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000123")
+    one(st, "1000124")
+    st.set_quantity("1000124", 0, operation="0010")
+    one(st, "1000 25")  # a space in the order id
+    one(st, "1000126")
+    st.set_quantity("1000126", "1000000001")
+    one(st, "1000127")
+    st.set_fields("1000127", Material="")
+    one(st, "1000128")
+    st.set_fields("1000128", "0010", MfgOrderOperationText="", OrderLongText="")
+    st.set_fields("1000128", OrderLongText="x" * 500)  # cut, not refused
+    with structlog.testing.capture_logs() as logs:
+        ops = by_key((await ok(sap, tmp_path, (WC1,)))[WC1])
+    assert sorted(ops) == ["1000123/0010", "1000128/0010"]
+    assert ops["1000128/0010"].material_text == "x" * 200
+    left_out = {
+        (e["order"], e["field"], e["value"])
+        for e in logs
+        if e["event"] == "sap_operation_left_out" and e["log_level"] == "warning"
+    }
+    assert left_out == {
+        ("1000124", "OpPlannedTotalQuantity", "0.000"),
+        ("1000 25", "ManufacturingOrder", "1000 25"),
+        ("1000126", "OpPlannedTotalQuantity", "1000000001.000"),
+        ("1000127", "Material", ""),
+    }
+    assert all(e["work_center"] == WC1 and e["operation"] == "0010" for e in logs if "field" in e)
+
+
+async def test_unknown_standard_value_units_leave_the_time_at_zero(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000123", standard_values={1: (2, "PC")})  # setup in pieces: not a time
+    one(st, "1000124")
+    # A German logon: hours are "STD"; its ISO code HUR decides where it is sent.
+    st.set_fields(
+        "1000124",
+        "0010",
+        WorkCenterStandardWorkQtyUnit1="STD",
+        StdWrkQtyUnit1ISOCode="",
+        WorkCenterStandardWorkQty1="0.500",
+        WorkCenterStandardWorkQtyUnit2="STD",
+        StdWrkQtyUnit2ISOCode="HUR",
+        WorkCenterStandardWorkQty2="0.010",
+    )
+    with structlog.testing.capture_logs() as logs:
+        ops = by_key((await ok(sap, tmp_path, (WC1,)))[WC1])
+    assert ops["1000123/0010"].planned_setup_s == 0.0
+    assert ops["1000123/0010"].planned_run_s_per_unit == 90.0
+    assert ops["1000124/0010"].planned_setup_s == 0.0  # STD is not in time_units by default
+    assert ops["1000124/0010"].planned_run_s_per_unit == pytest.approx(36.0)
+    units = [
+        (e["order"], e["value"]) for e in logs if e["event"] == "sap_standard_value_unit_unknown"
+    ]
+    assert units == [("1000123", "PC"), ("1000124", "STD")]
+    ops = by_key((await ok(sap, tmp_path, (WC1,), time_units={"STD": 3600, "MIN": 60}))[WC1])
+    assert ops["1000124/0010"].planned_setup_s == 1800.0
+
+
+async def test_run_time_per_base_quantity(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    one(sap.state, run=(150, "MIN"))  # 150 minutes per 100 pieces
+    (op,) = (await ok(sap, tmp_path, (WC1,), run_base_quantity=100))[WC1]
+    assert op.planned_run_s_per_unit == 90.0
+    assert op.planned_setup_s == 1800.0  # setup: once, whatever the quantity
+    sap.state.set_fields("1000123", "0010", OperationReferenceQuantity="10.000")
+    (op,) = (await ok(sap, tmp_path, (WC1,), run_base_quantity=100))[WC1]
+    assert op.planned_run_s_per_unit == 900.0  # the entity's own base quantity wins
+    (op,) = (await ok(sap, tmp_path, (WC1,), run_slot=0, setup_slot=3))[WC1]
+    assert (op.planned_setup_s, op.planned_run_s_per_unit) == (0.0, 0.0)
+
+
+async def test_the_2021_shape_without_standard_values(tmp_path: Path) -> None:
+    async with SapOrdersStandIn(user=USER, password=PASSWORD, standard_values=False) as sap:
+        one(sap.state)
+        async with httpx.AsyncClient(auth=(USER, PASSWORD)) as client:
+            raw = (await client.get(sap.url + "A_ProductionOrderOperation_2")).json()
+            metadata = (await client.get(sap.url + "$metadata")).text
+        (row,) = raw["d"]["results"]
+        assert "WorkCenterStandardWorkQty1" not in row
+        assert "WorkCenterStandardWorkQty1" not in metadata
+        (op,) = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert (op.planned_setup_s, op.planned_run_s_per_unit) == (0.0, 0.0)
+    assert (op.quantity, op.latest_end, op.material_text) == (
+        Decimal(100),
+        "2025-03-04T08:30:00Z",
+        "Stamping",
+    )
+
+
+async def test_dates_absent_leave_no_due_date_and_sort_last(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    st.add_order("1000130", material="FG-1", quantity=1)
+    st.add_operation("1000130", "0010", work_center=WC1)
+    one(st, "1000131")
+    ops = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert [(o.order_id, o.sequence, o.latest_end) for o in ops] == [
+        ("1000131", 1, "2025-03-04T08:30:00Z"),
+        ("1000130", 2, None),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Failures: a snapshot fails whole, naming what happened
+
+
+async def test_an_outage_fails_the_snapshot(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    one(sap.state)
+    sap.state.set_outage(True)
+    result = await read(sap, tmp_path)
+    assert isinstance(result, SnapshotFailed)
+    assert result.text == (
+        "SAP answered HTTP 503 reading the operations of work center 'WC-4711': "
+        "SAP system is not available [/IWFND/CM_BEC/026]"
+    )
+    sap.state.set_outage(False)
+    assert len((await ok(sap, tmp_path))[WC1]) == 1
+
+
+async def test_bad_credentials_fail_the_snapshot(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    sap.state.password = "changed"
+    result = await read(sap, tmp_path)
+    assert isinstance(result, SnapshotFailed)
+    assert "HTTP 401" in result.text
+    assert "Logon failed" in result.text
+    assert "orders.password_file" in result.text
+
+
+async def test_a_failing_header_read_fails_the_snapshot(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    one(sap.state)
+    sap.state.fail_next(1, 500, text="Runtime error", path="A_ProductionOrder_2(")
+    result = await read(sap, tmp_path, (WC1,))
+    assert isinstance(result, SnapshotFailed)
+    assert result.text == (
+        "SAP answered HTTP 500 reading order 1000123: Runtime error [/IWFND/CM_BEC/500]"
+    )
+    assert len((await ok(sap, tmp_path, (WC1,)))[WC1]) == 1  # the next one is fine
+
+
+async def test_a_timeout_fails_the_snapshot(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    sap.state.set_latency(2.5)
+    started_at = time.monotonic()
+    result = await read(sap, tmp_path, timeout_s=1.0)
+    assert isinstance(result, SnapshotFailed)
+    assert "did not answer in time (1 s)" in result.text
+    assert "ReadTimeout" in result.text
+    assert time.monotonic() - started_at < 2.5
+    sap.state.set_latency(None)
+
+
+async def test_nobody_listening_fails_the_snapshot(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}{SERVICE_PATH}/"
+    async with started(settings(url, tmp_path)) as source:
+        result = await source.snapshot([WC1])
+    assert isinstance(result, SnapshotFailed)
+    assert result.text.startswith("SAP not reachable reading the operations of work center")
+    assert "ConnectError" in result.text
+
+
+async def test_an_answer_that_is_not_odata_fails_the_snapshot(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    url = sap.base + "/"  # the host, not the service: FastAPI's own 404
+    result = await read(sap, tmp_path, service_url=url)
+    assert isinstance(result, SnapshotFailed)
+    assert result.text.startswith("SAP answered HTTP 404 reading the operations")
+
+
+async def test_a_source_not_started_says_so(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    source = build(settings(sap.url, tmp_path))
+    result = await source.snapshot([WC1])
+    assert result == SnapshotFailed("the SAP order source is not started")
+
+
+# ---------------------------------------------------------------------------------------------
+# OAuth 2
+
+
+async def test_oauth_tokens_and_a_token_that_expired(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    one(sap.state)
+    secret = tmp_path / "client-secret"
+    secret.write_text(CLIENT_SECRET)
+    s = settings(
+        sap.url,
+        tmp_path,
+        auth="oauth",
+        user=None,
+        password_file=None,
+        token_url=sap.token_url,
+        client_id=CLIENT_ID,
+        client_secret_file=str(secret),
+    )
+    async with started(s) as source:
+        first = await source.snapshot([WC1])
+        sap.state.expire_tokens()
+        second = await source.snapshot([WC1])
+    assert not isinstance(first, SnapshotFailed)
+    assert first == second
+    secret.write_text("wrong")
+    async with started(s) as source:
+        refused = await source.snapshot([WC1])
+    assert isinstance(refused, SnapshotFailed)
+    assert "token endpoint refused" in refused.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+def test_settings_name_the_field_they_refuse(tmp_path: Path) -> None:
+    url = "http://sap.example:8000/sap/opu/odata/sap/API_PRODUCTION_ORDER_2_SRV"
+    good = settings(url, tmp_path)
+    assert good.service_url.endswith("_SRV/")
+    assert (good.setup_slot, good.run_slot, good.page_size) == (1, 2, 500)
+    assert good.held_user_statuses == ["HOLD"]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"plant": "10100"}, "plant"),
+        ({"plant": "10 0"}, "plant"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 100_000}, "page_size"),
+        ({"run_slot": 7}, "run_slot"),
+        ({"timeout_s": float("nan")}, "timeout_s"),
+        ({"time_units": {"MIN": 0}}, "time_units"),
+        ({"time_units": {"MINUTE": 60}}, "time_units"),
+        ({"held_user_statuses": ["ONHOLD"]}, "held_user_statuses"),
+        ({"run_base_quantity": 0}, "run_base_quantity"),
+        ({"service_url": "ftp://sap"}, "service_url"),
+        ({"colour": "red"}, "colour"),
+        ({"system": "d365"}, "system"),
+    ]
+    for extra, field in cases:
+        with pytest.raises(ValidationError) as caught:
+            settings(url, tmp_path, **extra)
+        locs = {str(e["loc"][0]) for e in caught.value.errors() if e["loc"]}
+        assert field in locs, (extra, caught.value)
+    with pytest.raises(ValidationError, match="setup_slot and run_slot are both 2"):
+        settings(url, tmp_path, setup_slot=2)
+    with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
+        settings(url, tmp_path, timezone="Mars/Olympus")
+    assert settings(url, tmp_path, time_units={"STD": 3600}).time_units == {"STD": 3600.0}
+    with pytest.raises(ValueError, match=r"orders\.password_file"):
+        build(settings(url, tmp_path, password_file=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match=r"orders\.token_url and orders\.client_id"):
+        build(settings(url, tmp_path, auth="oauth"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The stand-in itself
+
+
+async def test_the_stand_in_speaks_odata_v2(sap: SapOrdersStandIn) -> None:
+    one(sap.state)
+    sap.state.set_user_status("1000123", "HOLD", "Held by quality")
+    async with httpx.AsyncClient(auth=(USER, PASSWORD)) as client:
+        got = await client.get(
+            sap.url + "A_ProductionOrder_2('0001000123')",
+            params={"$expand": "to_ProductionOrderOperation,to_ProductionOrderStatus"},
+        )
+        assert got.status_code == 200
+        assert got.headers["dataserviceversion"] == "2.0"
+        order = got.json()["d"]
+        assert order["ManufacturingOrder"] == "1000123"
+        assert order["__metadata"]["type"] == "API_PRODUCTION_ORDER_2_SRV.A_ProductionOrder_2Type"
+        assert order["__metadata"]["etag"] == f"W/\"'{order['LastChangeDateTime']}'\""
+        assert len(order["LastChangeDateTime"]) == 14
+        assert order["TotalQuantity"] == "100.000"
+        assert order["OrderIsReleased"] == "X"
+        assert order["OrderIsLocked"] == ""
+        (op,) = order["to_ProductionOrderOperation"]["results"]
+        assert op["OpErlstSchedldExecStrtDte"] == "/Date(1741046400000)/"  # 2025-03-04
+        assert op["OpErlstSchedldExecStrtTme"] == "PT06H00M00S"
+        assert op["WorkCenterStandardWorkQty2"] == "1.500"
+        assert op["StdWrkQtyUnit2ISOCode"] == "MIN"
+        statuses = {
+            (s["StatusShortName"], s["IsUserStatus"])
+            for s in order["to_ProductionOrderStatus"]["results"]
+        }
+        assert statuses == {("REL", False), ("HOLD", True)}
+
+        listed = await client.get(
+            sap.url + "A_ProductionOrder_2",
+            params={
+                "$filter": "ProductionPlant eq '1010' and OrderIsLocked eq ''",
+                "$inlinecount": "allpages",
+                "$top": "0",
+            },
+        )
+        assert listed.json()["d"] == {"results": [], "__count": "1"}
+        deferred = (await client.get(sap.url + "A_ProductionOrder_2")).json()["d"]["results"][0]
+        assert "__deferred" in deferred["to_ProductionOrderOperation"]
+        nav = await client.get(deferred["to_ProductionOrderStatus"]["__deferred"]["uri"])
+        assert len(nav.json()["d"]["results"]) == 2
+        key = op["__metadata"]["uri"]
+        assert (await client.get(key)).json()["d"]["ManufacturingOrderOperation"] == "0010"
+
+        missing = await client.get(sap.url + "A_ProductionOrder_2('999')")
+        assert missing.status_code == 404
+        error = missing.json()["error"]
+        assert error["code"] == "/IWBEP/CM_MGW_RT/021"
+        assert error["message"]["lang"] == "en"
+        assert error["innererror"]["application"]["service_id"] == "API_PRODUCTION_ORDER_2_SRV"
+        bad = await client.get(sap.url + "A_ProductionOrderOperation_2?$filter=Nope eq 'x'")
+        assert bad.status_code == 400
+        assert "Nope" in bad.json()["error"]["message"]["value"]
+        assert (await client.post(sap.url + "A_ProductionOrder_2")).status_code == 405
+
+        metadata = await client.get(sap.url + "$metadata")
+        root = ET.fromstring(metadata.text)
+        edm = "{http://schemas.microsoft.com/ado/2008/09/edm}"
+        types = {t.get("Name") for t in root.iter(f"{edm}EntityType")}
+        assert types == {
+            "A_ProductionOrder_2Type",
+            "A_ProductionOrderOperation_2Type",
+            "A_ProductionOrderStatus_2Type",
+        }
+        names = {p.get("Name") for p in root.iter(f"{edm}Property")}
+        assert {"OrderIsLocked", "OpPlannedTotalQuantity", "WorkCenterStandardWorkQty6"} <= names
+
+    sap.state.fail_next(2, 502)
+    async with httpx.AsyncClient(auth=(USER, PASSWORD)) as client:
+        assert (await client.get(sap.url + "A_ProductionOrder_2")).status_code == 502
+        assert (await client.get(sap.url + "A_ProductionOrder_2")).status_code == 502
+        assert (await client.get(sap.url + "A_ProductionOrder_2")).status_code == 200
+
+
+async def test_absent_fields_and_mounting_beside_another_service() -> None:
+    state = SapOrdersState(user=USER, password=PASSWORD)
+    one(state)
+    state.set_fields("1000123", "0010", OpPlannedTotalQuantity=ABSENT)
+    app = FastAPI()
+    mount(app, state, token_endpoint=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://sap", auth=(USER, PASSWORD)
+    ) as client:
+        got = await client.get(f"{SERVICE_PATH}/A_ProductionOrderOperation_2")
+        (row,) = got.json()["d"]["results"]
+        assert "OpPlannedTotalQuantity" not in row
+        assert (await client.post("/oauth/token")).status_code in (404, 405)
+
+
+def test_the_stand_in_stops_within_a_second() -> None:
+    stand_in = SapOrdersStandIn(user=USER, password=PASSWORD, latency_s=5.0)
+    stand_in.start()
+    port = stand_in.port
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.get(stand_in.url, timeout=0.2)  # a request left hanging
+    began = time.monotonic()
+    stand_in.stop()
+    assert time.monotonic() - began < 1.5
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))  # the port is free again
+
+
+def test_the_stand_in_runs_as_a_program() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulators.erp.sap_orders",
+            "--port",
+            str(port),
+            "--user",
+            USER,
+            "--password",
+            PASSWORD,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert f"127.0.0.1:{port}{SERVICE_PATH}/" in line
+        got = httpx.get(
+            f"http://127.0.0.1:{port}{SERVICE_PATH}/A_ProductionOrder_2",
+            auth=(USER, PASSWORD),
+            timeout=5,
+        )
+        orders = {o["ManufacturingOrder"] for o in got.json()["d"]["results"]}
+        assert orders == {"1000123", "1000124", "1000125"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
