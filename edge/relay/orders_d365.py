@@ -40,7 +40,8 @@ Status (the order's, first rule that applies):
 - ``ProductionOrderStatus`` in ``cancelled_statuses`` (default ``Ended``, the final status: no
   more quantities are produced; ``Completed`` is the same status under its X++ name) ->
   ``cancelled``, ``status_text`` the status;
-- the order's stop flag (``stopped_field``) is ``Yes`` -> ``held``, ``status_text`` ``Stopped``;
+- the order's stop flag (``stopped_field``) is ``Yes`` and its status is released or held ->
+  ``held``, ``status_text`` ``Stopped``;
 - in ``held_statuses`` (default none) -> ``held``, ``status_text`` the status;
 - in ``released_statuses`` (default ``Released`` and ``StartedUp``) -> ``released``;
 - any other (``Created``, ``CostEstimated``, ``Scheduled``: not released, or reset to before
@@ -54,8 +55,9 @@ An operation with ``IsOperationCompleted`` = ``Yes`` is done and is not reported
 
 A value the gateway would refuse (``edge.sync.contract.OperationMsg``) never stops a snapshot:
 without a usable order number, operation number, item, quantity or unit the operation is left
-out; a bad time or date is left at its default; an over-long name is cut. Each is logged as a
-warning naming the order, the operation and the field.
+out; a bad time or date is left at its default; an over-long name is cut, a quantity with more
+than 6 decimal places rounded. Each is logged as a warning (``d365_operation_left_out`` or
+``d365_value_left_out``) naming the order, the operation and the field.
 
 Errors: every failed request (no connection, no answer within ``timeout_s``, an HTTP error, a
 body that is not an OData collection, a next link to another host) makes the snapshot a
@@ -79,7 +81,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal, TypeGuard, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -87,7 +89,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from pydantic import Field, StringConstraints, model_validator
 
-from edge.domain.limits import MAX_CYCLE_S, MAX_QUANTITY, MAX_SETUP_S, MAX_TEXT
+from edge.domain.limits import MAX_CYCLE_S, MAX_QUANTITY, MAX_SETUP_S, MAX_TEXT, QUANTITY_PLACES
 from edge.logging import Logger, get_logger
 from edge.relay.d365 import Connection, _erp_text, read_secret
 from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
@@ -111,6 +113,7 @@ _Unit = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"
 _Statuses = Annotated[tuple[ProdStatus, ...], Field(strict=False, max_length=8)]
 
 _IDENT = re.compile(r"^[^/+#\s]{1,40}$")
+_PLACES = Decimal(1).scaleb(-QUANTITY_PLACES)
 _NULL_YEAR = 1900  # F&O's empty date is 1900-01-01
 _MAX_NEXT_LINKS = 10_000
 
@@ -423,7 +426,14 @@ class D365OrderSource(OrderSource):
         if not isinstance(item, str) or not 1 <= len(item.strip()) <= 40:
             return self._refuse(order, number, "ItemNumber", item, "1 to 40 characters")
         quantity = _decimal(header.get("ScheduledQuantity"))
-        if quantity is None or not 0 < quantity <= MAX_QUANTITY:
+        if quantity is not None and 0 < quantity <= MAX_QUANTITY:
+            rounded = quantity.quantize(_PLACES, ROUND_HALF_EVEN)
+            if rounded != quantity:
+                self._warn(order, number, "ScheduledQuantity", f"{quantity} rounded to 6 places")
+            quantity = _tidy(rounded) if rounded > 0 else None
+        else:
+            quantity = None
+        if quantity is None:
             value = header.get("ScheduledQuantity")
             return self._refuse(
                 order, number, "ScheduledQuantity", value, "not a positive quantity"
@@ -481,7 +491,8 @@ class D365OrderSource(OrderSource):
         status = header.get("ProductionOrderStatus")
         if status in s.cancelled_statuses:
             return "cancelled", str(status)
-        if s.stopped_field is not None and header.get(s.stopped_field) == "Yes":
+        active = status in s.released_statuses or status in s.held_statuses
+        if active and s.stopped_field is not None and header.get(s.stopped_field) == "Yes":
             return "held", "Stopped"
         if status in s.held_statuses:
             return "held", str(status)
@@ -615,7 +626,7 @@ class D365OrderSource(OrderSource):
                 raise _Failed(
                     f"{what}: no answer within {s.timeout_s:g} s ({type(exc).__name__})"
                 ) from None
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 text = str(exc)
                 raise _Failed(
                     f"{what}: {type(exc).__name__}{': ' + text if text else ''}"
@@ -670,6 +681,13 @@ def _decimal(value: Any) -> Decimal | None:
     except InvalidOperation:
         return None
     return result if result.is_finite() else None
+
+
+def _tidy(value: Decimal) -> Decimal:
+    """Without trailing zeros (``120.0000`` -> ``120``, ``7.50`` -> ``7.5``)."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
 
 
 def _same_origin(link: str, root: str) -> bool:

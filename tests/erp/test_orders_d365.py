@@ -569,3 +569,26 @@ async def test_an_unknown_entity_or_property_fails_clearly(
         )
     assert response.status_code == 400
     assert "Could not find a property named 'Nope'" in response.json()["error"]["message"]
+
+
+async def test_quantities_are_tidied_and_a_stop_flag_needs_a_release(
+    d365: D365StandIn, source: D365OrderSource
+) -> None:
+    s = d365.state
+    s.add_product("A0001")
+    for number in ("P000701", "P000702", "P000703"):
+        s.add_order(number, item="A0001", quantity=10, status="Released")
+        s.add_operation(number, 10, "PRESS07")
+    s.set_raw("P000701", "ScheduledQuantity", "33.33333333333333")  # beyond 6 places
+    s.set_raw("P000702", "ScheduledQuantity", 1e30)  # beyond the contract's bound
+    s.set_raw("P000703", "ScheduledQuantity", 0.0000001)  # rounds to nothing
+    s.add_order("P000704", item="A0001", quantity=1, status="Scheduled", stopped=True)
+    s.add_operation("P000704", 10, "PRESS07")
+    with capture_logs() as logs:
+        ops = by_key((await snap(source, "PRESS07"))["PRESS07"])
+    assert set(ops) == {("P000701", "0010")}  # P000704 is stopped but never released
+    assert ops[("P000701", "0010")].quantity == Decimal("33.333333")
+    assert {e["order"] for e in logs if e["event"] == "d365_operation_left_out"} == {
+        "P000702",
+        "P000703",
+    }
