@@ -103,7 +103,7 @@ import signal
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -585,7 +585,8 @@ class D365State:
         self.page_size = MAX_PAGE  # the server's page size (a client may ask for less)
         self._read_faults: list[tuple[str | None, SendFault]] = []
         self.read_requests: Counter[str] = Counter()
-        self.read_log: list[str] = []  # every data-entity URL asked for (path and query)
+        # the data-entity URLs asked for (path and query), the last 10,000
+        self.read_log: deque[str] = deque(maxlen=10_000)
         self._jobs = 0
 
     # -- knobs -----------------------------------------------------------------------------
