@@ -17,33 +17,30 @@ status set (a few at a time)::
 
 An operation becomes an :class:`~edge.relay.orders.ErpOperation`:
 
-=================== =========================================================================
-order_id            ``ManufacturingOrder`` as SAP returns it (its external form after ALPHA
-                    conversion, e.g. ``1000123``): the confirmation adapter sends the
-                    gateway's order id back as ``OrderID`` unchanged, so it is kept, not
-                    padded or stripped
-operation           ``ManufacturingOrderOperation`` as returned (``0010``)
-material            the header's ``Material``
-material_text       ``MfgOrderOperationText``, else the first line of the header's
-                    ``OrderLongText``, cut at 200 characters (the API has no material
-                    description)
-quantity, unit      ``OpPlannedTotalQuantity`` in ``OperationUnit``; the header's
-                    ``TotalQuantity``/``ProductionUnit`` when the operation has none
-planned_setup_s     ``WorkCenterStandardWorkQty<setup_slot>`` in its unit, in seconds: setup is
-                    once per operation, whatever the quantity
-planned_run_s_per_  ``WorkCenterStandardWorkQty<run_slot>`` in its unit, in seconds, divided by
-unit                the base quantity the standard value is given for: SAP keeps standard
-                    values per the operation's base quantity (routing), not per lot;
-                    ``OperationReferenceQuantity`` when the answer has it, else
-                    ``run_base_quantity`` (1: per unit)
-latest_end          ``OpErlstSchedldExecEndDte``/``Tme`` (else the header's
-                    ``MfgOrderScheduledEndDate``/``Time``): SAP's dates and times are the
-                    plant's local time (``timezone``), sent as UTC ISO 8601
-sequence            1, 2, … per work center by the operation's scheduled start
-                    (``OpErlstSchedldExecStrtDte``/``Tme``, else the header's), then order and
-                    operation
-confirmation_no     none: RUECK is not in the service
-=================== =========================================================================
+- ``order_id``: ``ManufacturingOrder`` as SAP returns it (its external form after the ALPHA
+  conversion, e.g. ``1000123``), neither padded nor stripped: the confirmation adapter sends
+  the gateway's order id back as ``OrderID`` unchanged;
+- ``operation``: ``ManufacturingOrderOperation`` as returned (``0010``);
+- ``material``: the header's ``Material``; ``material_text``: ``MfgOrderOperationText``, else
+  the first line of the header's ``OrderLongText``, cut at 200 characters (the service has no
+  material description);
+- ``quantity``, ``unit``: ``OpPlannedTotalQuantity`` in ``OperationUnit``; the header's
+  ``TotalQuantity``/``ProductionUnit`` when the operation has none;
+- ``planned_setup_s``: ``WorkCenterStandardWorkQty<setup_slot>`` in seconds, once per
+  operation whatever the quantity;
+- ``planned_run_s_per_unit``: ``WorkCenterStandardWorkQty<run_slot>`` in seconds divided by
+  the quantity it is given for: SAP keeps standard values per the operation's base quantity
+  (from the routing), not per lot, so neither ``OpPlannedTotalQuantity`` nor ``TotalQuantity``
+  divides it; the service does not publish the base quantity, so it is ``run_base_quantity``
+  (1: per unit), or ``OperationReferenceQuantity`` should an answer carry it;
+- ``latest_end``: ``OpErlstSchedldExecEndDte``/``Tme`` (the service has the earliest
+  schedule only), else the header's ``MfgOrderScheduledEndDate``/``Time``; SAP's dates and
+  times are the plant's local time (``timezone``; a date is ``/Date(ms)/`` of the day's UTC
+  midnight): sent as UTC, ``2025-03-04T08:30:00Z``;
+- ``sequence``: 1, 2, … per work center by the scheduled start
+  (``OpErlstSchedldExecStrtDte``/``Tme``, else the header's; none: last), then order and
+  operation;
+- ``confirmation_no``: none (RUECK is not in the service); ``split`` 0; no tolerances or crew.
 
 The units of standard values: the ISO code (``StdWrkQtyUnit<n>ISOCode``: ``SEC``, ``MIN``,
 ``HUR``) when present, else ``WorkCenterStandardWorkQtyUnit<n>`` looked up in ``time_units``
@@ -109,6 +106,8 @@ SERVICE: Final = "API_PRODUCTION_ORDER_2_SRV"
 OPERATIONS: Final = "A_ProductionOrderOperation_2"
 ORDERS: Final = "A_ProductionOrder_2"
 STATUS_NAV: Final = "to_ProductionOrderStatus"
+# Where the relay's configuration keeps these settings (named in errors).
+SECTION: Final = "dispatch.source"
 _DAY_MS: Final = 86_400_000
 _ISO_SECONDS: Final = {"SEC": 1.0, "MIN": 60.0, "HUR": 3600.0}
 _IDENT: Final = re.compile(r"^[^/+#\s]{1,40}$")
@@ -168,7 +167,7 @@ class Settings(Connection):
 
 def build(settings: Settings) -> SapOrderSource:
     """The source, with its secrets read; a ValueError names a missing or unreadable one."""
-    password, oauth = read_credentials(settings, "orders")
+    password, oauth = read_credentials(settings, SECTION)
     return SapOrderSource(settings, password=password, oauth=oauth)
 
 
@@ -232,10 +231,11 @@ class SapOrderSource(OrderSource):
         try:
             rows = {wc: await self._operations(wc) for wc in dict.fromkeys(work_centers)}
             wanted = {
-                order
+                order.strip()
                 for found in rows.values()
                 for row in found
-                if isinstance(order := row.get("ManufacturingOrder"), str) and order
+                if isinstance(order := row.get("ManufacturingOrder"), str)
+                and _IDENT.match(order.strip())
             }
             headers = await self._headers_of(sorted(wanted))
         except _Failed as exc:
@@ -268,7 +268,7 @@ class SapOrderSource(OrderSource):
             if len(rows) > s.max_operations:
                 raise _Failed(
                     f"SAP has more than {s.max_operations} operations for work center "
-                    f"{work_center!r} (orders.max_operations)"
+                    f"{work_center!r} ({SECTION}.max_operations)"
                 )
             # A short page is the last; a longer one means SAP ignored $top and sent them all.
             if len(page) != s.page_size:
@@ -332,7 +332,7 @@ class SapOrderSource(OrderSource):
             said = "" if text.startswith(f"HTTP {status}") else f": {text}"
             hint = ""
             if status == 401:
-                hint = " (check orders.user and orders.password_file, or the OAuth client)"
+                hint = f" (check {SECTION}.user and {SECTION}.password_file, or the OAuth client)"
             raise _Failed(
                 f"SAP answered HTTP {status} reading {what}{said}"
                 f"{f' [{code}]' if code else ''}{hint}"
@@ -368,8 +368,10 @@ class SapOrderSource(OrderSource):
                 continue  # the filter asked SAP for neither
             if _text(row, "ManufacturingOrderSubOperation"):
                 continue  # confirmations name operations, not sub-operations
-            header = headers.get(order) if isinstance(order, str) else None
             try:
+                order_id = _ident(row, "ManufacturingOrder")
+                _ident(row, "ManufacturingOrderOperation")
+                header = headers.get(order_id)
                 if header is None:
                     raise _LeftOut("ManufacturingOrder", order, "SAP has no such order (404)")
                 mapped.append(self._operation(work_center, row, header))
@@ -511,7 +513,7 @@ class SapOrderSource(OrderSource):
                 field=f"WorkCenterStandardWorkQtyUnit{slot}",
                 value=unit,
                 iso_code=iso,
-                reason="not a time unit in orders.time_units; the standard value is left at 0",
+                reason=f"not a time unit in {SECTION}.time_units; the standard value is left at 0",
             )
             return 0.0
         return float(value) * per

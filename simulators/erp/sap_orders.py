@@ -60,9 +60,10 @@ The control API (:class:`SapOrdersState`, thread-safe, for a test to script an E
 :meth:`~SapOrdersState.move_operation`, :meth:`~SapOrdersState.set_fields` (any JSON value,
 to serve what SAP should not send), :meth:`~SapOrdersState.remove_order` (archived: gone).
 Faults: :meth:`~SapOrdersState.set_outage` (503), :meth:`~SapOrdersState.set_latency`,
-:meth:`~SapOrdersState.fail_next` (``n`` requests answer ``status``),
+:meth:`~SapOrdersState.fail_next` (``n`` requests, or those under a ``path``, answer
+``status``),
 :meth:`~SapOrdersState.expire_tokens`. What was asked: :attr:`SapOrdersState.requests` (each
-service request's path and decoded query).
+service request's path and decoded query, the latest 10,000).
 
 Choices of the stand-in where the reference leaves SAP's behaviour open (none is a fact about
 SAP): every status flag is filterable; keys and ``ManufacturingOrder`` compare with leading
@@ -105,6 +106,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 __all__ = [
+    "ABSENT",
     "NAV_OPERATIONS",
     "NAV_STATUS",
     "SERVICE",
@@ -114,8 +116,10 @@ __all__ = [
     "SapOrdersStandIn",
     "SapOrdersState",
     "StandardValue",
+    "add_demo_orders",
     "create_app",
     "main",
+    "metadata_xml",
     "mount",
 ]
 
@@ -696,7 +700,8 @@ class SapOrdersState:
         self._latency = (0.0, 0.0)
         self._next_routing = 1000
         self.set_latency(latency_s)
-        self.requests: list[str] = []  # "<path>?<decoded query>" of each service request
+        # "<path>?<decoded query>" of each service request (the latest 10,000)
+        self.requests: deque[str] = deque(maxlen=10_000)
 
     # -- orders ---------------------------------------------------------------------------------
 

@@ -431,6 +431,7 @@ async def test_bad_values_are_left_out_with_a_warning_and_the_rest_is_returned(
     with structlog.testing.capture_logs() as logs:
         ops = by_key((await ok(sap, tmp_path, (WC1,)))[WC1])
     assert sorted(ops) == ["1000123/0010", "1000128/0010"]
+    assert not any("1000 25" in r for r in st.requests)  # its header is not even read
     assert ops["1000128/0010"].material_text == "x" * 200
     left_out = {
         (e["order"], e["field"], e["value"])
@@ -444,6 +445,21 @@ async def test_bad_values_are_left_out_with_a_warning_and_the_rest_is_returned(
         ("1000127", "Material", ""),
     }
     assert all(e["work_center"] == WC1 and e["operation"] == "0010" for e in logs if "field" in e)
+
+
+async def test_an_order_gone_between_the_two_reads_is_left_out(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    one(sap.state, "1000123")
+    one(sap.state, "1000124")
+    sap.state.fail_next(1, 404, path="A_ProductionOrder_2('1000123')")
+    with structlog.testing.capture_logs() as logs:
+        ops = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert [o.order_id for o in ops] == ["1000124"]
+    (warning,) = [e for e in logs if e["event"] == "sap_operation_left_out"]
+    assert (warning["order"], warning["reason"]) == ("1000123", "SAP has no such order (404)")
+    headers = [r for r in sap.state.requests if r.startswith("A_ProductionOrder_2(")]
+    assert len(headers) == 2
 
 
 async def test_unknown_standard_value_units_leave_the_time_at_zero(
@@ -544,7 +560,7 @@ async def test_bad_credentials_fail_the_snapshot(sap: SapOrdersStandIn, tmp_path
     assert isinstance(result, SnapshotFailed)
     assert "HTTP 401" in result.text
     assert "Logon failed" in result.text
-    assert "orders.password_file" in result.text
+    assert "dispatch.source.password_file" in result.text
 
 
 async def test_a_failing_header_read_fails_the_snapshot(
@@ -665,9 +681,11 @@ def test_settings_name_the_field_they_refuse(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="unknown time zone 'Mars/Olympus'"):
         settings(url, tmp_path, timezone="Mars/Olympus")
     assert settings(url, tmp_path, time_units={"STD": 3600}).time_units == {"STD": 3600.0}
-    with pytest.raises(ValueError, match=r"orders\.password_file"):
+    with pytest.raises(ValueError, match=r"dispatch\.source\.password_file"):
         build(settings(url, tmp_path, password_file=str(tmp_path / "missing")))
-    with pytest.raises(ValueError, match=r"orders\.token_url and orders\.client_id"):
+    with pytest.raises(
+        ValueError, match=r"dispatch\.source\.token_url and dispatch\.source\.client_id"
+    ):
         build(settings(url, tmp_path, auth="oauth"))
 
 
