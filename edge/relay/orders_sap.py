@@ -2,7 +2,8 @@
 ``API_PRODUCTION_ORDER_2_SRV`` (orders down; confirmations go up through :mod:`edge.relay.sap`).
 
 A snapshot reads, for every work center asked about, the released operations of the plant,
-``$top``/``$skip`` page by page::
+``$top``/``$skip`` page by page (a shorter page with a ``__next`` link, SAP's own paging, is
+followed on with ``$skip`` too)::
 
     GET A_ProductionOrderOperation_2?$filter=ProductionPlant eq '1010' and WorkCenter eq 'WC-4711'
         and OperationIsReleased eq 'X' and OperationIsConfirmed eq ''
@@ -270,10 +271,13 @@ class SapOrderSource(OrderSource):
                     f"SAP has more than {s.max_operations} operations for work center "
                     f"{work_center!r} ({SECTION}.max_operations)"
                 )
-            # A short page is the last; a longer one means SAP ignored $top and sent them all.
-            if len(page) != s.page_size:
+            # A full page may have more behind it, and so may a shorter one with a "__next"
+            # link (SAP paging on its own: at most so many per answer); a longer page means
+            # SAP ignored $top and sent them all.
+            more = _has_next(data) or len(page) == s.page_size
+            if not page or not more or len(page) > s.page_size:
                 return rows
-            skip += s.page_size
+            skip += len(page)
 
     async def _headers_of(self, orders: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         gate = asyncio.Semaphore(self.settings.parallel)
@@ -555,6 +559,11 @@ def _results(data: Any, what: str) -> list[dict[str, Any]]:
     if not isinstance(results, list):
         raise _Failed(f"SAP answered {what} without an OData collection ({{'d': {{'results'}}}})")
     return [r for r in results if isinstance(r, dict)]
+
+
+def _has_next(data: Any) -> bool:
+    d = data.get("d") if isinstance(data, dict) else None
+    return isinstance(d, dict) and isinstance(d.get("__next"), str)
 
 
 def _status_rows(header: Mapping[str, Any]) -> list[Mapping[str, Any]]:

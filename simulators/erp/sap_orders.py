@@ -59,11 +59,12 @@ The control API (:class:`SapOrdersState`, thread-safe, for a test to script an E
 :meth:`~SapOrdersState.set_dates`, :meth:`~SapOrdersState.confirm`,
 :meth:`~SapOrdersState.move_operation`, :meth:`~SapOrdersState.set_fields` (any JSON value,
 to serve what SAP should not send), :meth:`~SapOrdersState.remove_order` (archived: gone).
-Faults: :meth:`~SapOrdersState.set_outage` (503), :meth:`~SapOrdersState.set_latency`,
-:meth:`~SapOrdersState.fail_next` (``n`` requests, or those under a ``path``, answer
-``status``),
-:meth:`~SapOrdersState.expire_tokens`. What was asked: :attr:`SapOrdersState.requests` (each
-service request's path and decoded query, the latest 10,000).
+Server-driven paging: :attr:`SapOrdersState.max_page` (at most so many entities per answer,
+with a ``__next`` link). Faults: :meth:`~SapOrdersState.set_outage` (503),
+:meth:`~SapOrdersState.set_latency`, :meth:`~SapOrdersState.fail_next` (``n`` requests, or
+those under a ``path``, answer ``status``), :meth:`~SapOrdersState.expire_tokens`. What was
+asked: :attr:`SapOrdersState.requests` (each service request's path and decoded query, the
+latest 10,000).
 
 Choices of the stand-in where the reference leaves SAP's behaviour open (none is a fact about
 SAP): every status flag is filterable; keys and ``ManufacturingOrder`` compare with leading
@@ -699,6 +700,8 @@ class SapOrdersState:
         self._faults: deque[_Fault] = deque()
         self._latency = (0.0, 0.0)
         self._next_routing = 1000
+        # Server-driven paging: at most this many entities per answer, with a "__next" link.
+        self.max_page: int | None = None
         self.set_latency(latency_s)
         # "<path>?<decoded query>" of each service request (the latest 10,000)
         self.requests: deque[str] = deque(maxlen=10_000)
@@ -1444,12 +1447,26 @@ class _Service:
                     return (value is not None, value if value is not None else 0)
 
                 rows.sort(key=key, reverse=direction.strip().lower() == "desc")
+        skip = 0
         for option in ("$skip", "$top"):
             if option in q:
                 text = q[option]
                 if not text.isdigit():
                     raise _bad_request(f"Invalid value {text!r} for system query option {option}")
-                rows = rows[int(text) :] if option == "$skip" else rows[: int(text)]
+                if option == "$skip":
+                    skip = int(text)
+                    rows = rows[skip:]
+                else:
+                    rows = rows[: int(text)]
+        following: str | None = None
+        limit = self.state.max_page
+        if limit is not None and len(rows) > limit:
+            rows = rows[:limit]
+            params = dict(q)
+            params["$skip"] = str(skip + limit)
+            if "$top" in params:
+                params["$top"] = str(int(params["$top"]) - limit)
+            following = f"{root}{entity_set}?{urllib.parse.urlencode(params)}"
         select = self._select(request, props, expand)
         results = [
             self._pick(self._render(root, entity_set, item, values, expand), select)
@@ -1461,6 +1478,8 @@ class _Service:
             raise _bad_request(f"Invalid value {count!r} for $inlinecount")
         if count == "allpages":
             d["__count"] = str(total)
+        if following is not None:
+            d["__next"] = following
         return JSONResponse({"d": d})
 
     @staticmethod

@@ -259,6 +259,20 @@ async def test_paging_over_more_than_one_page(sap: SapOrdersStandIn, tmp_path: P
     ]
 
 
+async def test_sap_paging_on_its_own_is_followed(sap: SapOrdersStandIn, tmp_path: Path) -> None:
+    for n in range(5):
+        one(sap.state, f"100040{n}")
+    sap.state.max_page = 2  # SAP sends at most 2 per answer, with a __next link
+    ops = (await ok(sap, tmp_path, (WC1,), page_size=3, sap_client="100"))[WC1]
+    assert sorted(o.order_id for o in ops) == [f"100040{n}" for n in range(5)]
+    pages = [r for r in sap.state.requests if r.startswith("A_ProductionOrderOperation_2")]
+    assert [p.split("&$top=")[1] for p in pages] == [
+        "3&$skip=0&$format=json&sap-client=100",
+        "3&$skip=2&$format=json&sap-client=100",
+        "3&$skip=4&$format=json&sap-client=100",
+    ]
+
+
 async def test_more_operations_than_allowed_fail_the_snapshot(
     sap: SapOrdersStandIn, tmp_path: Path
 ) -> None:
