@@ -8,11 +8,12 @@ import signal
 from pathlib import Path
 from urllib.parse import unquote
 
-from edge.relay import d365, files, sap
+from edge.relay import d365, files, orders_d365, orders_files, orders_sap, sap
 from edge.relay.config import LedgerSection, RelayConfig
 from edge.relay.db import SqliteDb
 from edge.relay.erp import ErpAdapter
 from edge.relay.ledger import Ledger
+from edge.relay.orders import OrderSource
 from edge.relay.service import Relay
 
 
@@ -24,6 +25,18 @@ def build_erp(cfg: RelayConfig) -> ErpAdapter:
     if isinstance(settings, d365.Settings):
         return d365.build(settings)
     return files.build(settings)
+
+
+def build_source(cfg: RelayConfig) -> OrderSource | None:
+    """The order source of ``[dispatch.source]`` (None when orders down is off)."""
+    settings = cfg.dispatch.source
+    if not cfg.dispatch.enabled or settings is None:
+        return None
+    if isinstance(settings, orders_sap.Settings):
+        return orders_sap.build(settings)
+    if isinstance(settings, orders_d365.Settings):
+        return orders_d365.build(settings)
+    return orders_files.build(settings)
 
 
 def sqlite_path(url: str) -> Path:
@@ -70,7 +83,7 @@ async def run_relay(cfg: RelayConfig) -> None:
     their leases)."""
     erp = build_erp(cfg)
     ledger = await open_ledger(cfg.ledger)
-    relay = Relay(cfg, ledger, erp)
+    relay = Relay(cfg, ledger, erp, orders=build_source(cfg))
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from edge.config import Section, load_model
-from edge.relay import d365, files, sap
+from edge.relay import d365, files, orders_d365, orders_files, orders_sap, sap
 
 TopicLevel = Annotated[str, StringConstraints(pattern=r"^[^/+#\x00-\x20\x7f]{1,64}$")]
 RootFilter = Annotated[str, StringConstraints(pattern=r"^[^#\x00-\x20\x7f]{1,500}$")]
@@ -97,11 +97,52 @@ ErpSettings = Annotated[
 ]
 
 
+OrderSourceSettings = Annotated[
+    orders_sap.Settings | orders_d365.Settings | orders_files.Settings,
+    Field(discriminator="system"),
+]
+
+
+class DispatchTarget(Section):
+    """``[[dispatch.work_centers]]``: a work center as the ERP names it, and its gateway's root."""
+
+    work_center: Annotated[str, StringConstraints(pattern=r"^[^/+#\s]{1,40}$")]
+    root: Annotated[str, StringConstraints(pattern=r"^[^+#$\x00-\x20\x7f]{1,500}$")]
+
+    @field_validator("root")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if value.startswith("/") or value.endswith("/"):
+            raise ValueError(f"{value!r}: a root must not start or end with '/'")
+        return value
+
+
+class DispatchSection(Section):
+    """``[dispatch]``: orders down. The relay reads the ERP's released orders every
+    ``interval_s`` and sends each work center its dispatch list, holds, releases and cancels."""
+
+    enabled: bool = False
+    interval_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
+    work_centers: list[DispatchTarget] = Field(default_factory=list, max_length=1000)
+    source: OrderSourceSettings | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> DispatchSection:
+        if self.enabled and (self.source is None or not self.work_centers):
+            raise ValueError("enabled = true needs [dispatch.source] and [[dispatch.work_centers]]")
+        names = [t.work_center for t in self.work_centers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"work centers listed twice: {', '.join(twice)}")
+        return self
+
+
 class RelayConfig(Section):
     relay: RelaySection
     mqtt: RelayMqtt = RelayMqtt()
     ledger: LedgerSection = LedgerSection()
     erp: ErpSettings
+    dispatch: DispatchSection = DispatchSection()
 
 
 def load_relay_config(path: str | Path) -> RelayConfig:

@@ -525,7 +525,7 @@ class D365Adapter(ErpAdapter):
         status = response.status_code
         if 200 <= status < 300:
             return
-        text = f"{what}: HTTP {status} {_erp_text(response)}".rstrip()
+        text = f"{what}: HTTP {status} {erp_text(response)}".rstrip()
         if status == 400:
             raise _Failed(Rejected(text, code=_erp_code(response) or "400"))
         raise _Failed(_transient(response, text))
@@ -544,7 +544,7 @@ class D365Adapter(ErpAdapter):
         what = f"D365 message states ({s.state_entity}) for {label}"
         response = await self._request("GET", url, what, params=params, idempotent=True)
         if response.status_code != 200:
-            text = f"{what}: HTTP {response.status_code} {_erp_text(response)}".rstrip()
+            text = f"{what}: HTTP {response.status_code} {erp_text(response)}".rstrip()
             raise _Failed(_transient(response, text))
         try:
             rows = response.json().get("value")
@@ -659,7 +659,7 @@ class D365Adapter(ErpAdapter):
                             part
                             for part in (
                                 f"{what}: HTTP 401 with a new token",
-                                _erp_text(response),
+                                erp_text(response),
                                 "(is the app registered in F&O, Microsoft Entra ID applications?)",
                             )
                             if part
@@ -706,7 +706,7 @@ def _erp_body(response: httpx.Response) -> Any:
         return None
 
 
-def _erp_text(response: httpx.Response) -> str:
+def erp_text(response: httpx.Response) -> str:
     """The ERP's own words from an error body (F&O JSON-service fault or OData error)."""
     body = _erp_body(response)
     if isinstance(body, dict):

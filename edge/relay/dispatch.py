@@ -29,13 +29,14 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Final
 
 from pydantic import ValidationError
 
-from edge.aio import within
+from edge.aio import wait_set, within
+from edge.domain import limits as L
 from edge.logging import Logger, get_logger
 from edge.relay.db import Db
 from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
@@ -52,6 +53,7 @@ DISPATCH: Final = "_mes_v1/order/dispatch"
 CANCEL: Final = "_mes_v1/order/cancel"
 HOLD: Final = "_mes_v1/order/hold"
 RELEASE: Final = "_mes_v1/order/release"
+SNAPSHOT: Final = "_mes_v1/snapshot"
 PUBLISH_TIMEOUT_S: Final = 30.0
 MAX_LIST: Final = 2000  # DispatchListBody.operations
 
@@ -109,7 +111,8 @@ def operation_msg(op: ErpOperation) -> OperationMsg:
         "operation": op.operation,
         "split": op.split,
         "material": op.material,
-        "material_text": op.material_text,
+        # a text is shortened, never a reason to leave the operation out
+        "material_text": op.material_text[: L.MAX_TEXT],
         "quantity": _num(op.quantity),
         "unit": op.unit,
         "sequence": op.sequence,
@@ -222,6 +225,32 @@ class Dispatcher:
         self.sent_messages = 0
         self.last_error: str | None = None
         self.round_done = asyncio.Event()
+        self._by_root = {t.root: t.work_center for t in self.targets}
+        self._seen: dict[str, int] = {}  # work center -> dispatch_version its gateway reports
+        self._answered: dict[str, int] = {}  # work center -> the reported version resent for
+        self._wake = asyncio.Event()
+
+    def topics(self) -> list[tuple[str, int]]:
+        """The gateways' retained snapshots: they tell which dispatch version each holds."""
+        return [(f"{t.root}/{SNAPSHOT}", 1) for t in self.targets]
+
+    def on_message(self, topic_name: str, payload: bytes) -> bool:
+        """A gateway's snapshot (True: it was one). A gateway that holds an older list than
+        the one sent (it was offline without a session, or new) gets the list again, once per
+        version it reports."""
+        if not topic_name.endswith("/" + SNAPSHOT):
+            return False
+        work_center = self._by_root.get(topic_name[: -len(SNAPSHOT) - 1])
+        if work_center is None:
+            return True
+        try:
+            version = json.loads(payload).get("dispatch_version")
+        except (ValueError, AttributeError):
+            return True
+        if isinstance(version, int) and not isinstance(version, bool):
+            self._seen[work_center] = version
+            self._wake.set()
+        return True
 
     async def open(self) -> Dispatcher:
         async with self.db.transaction() as tx:
@@ -243,7 +272,8 @@ class Dispatcher:
                         self.last_error = repr(exc)
                         self.log.exception("dispatch round failed")
                 self.round_done.set()
-                await asyncio.sleep(self.interval_s)
+                await wait_set(self._wake, self.interval_s)
+                self._wake.clear()
         finally:
             await self.source.close()
 
@@ -275,6 +305,21 @@ class Dispatcher:
         self.last_error = None
         for target in self.targets:
             previous = await self._sent(target.work_center)
+            seen = self._seen.get(target.work_center)
+            if (
+                previous is not None
+                and seen is not None
+                and seen < previous.version
+                and self._answered.get(target.work_center) != seen
+            ):
+                self._answered[target.work_center] = seen
+                self.log.info(
+                    "gateway holds an older dispatch list; sending it again",
+                    work_center=target.work_center,
+                    holds=seen,
+                    sent=previous.version,
+                )
+                previous = replace(previous, list_hash="")
             p = plan(previous, snapshot.get(target.work_center, []), self.clock())
             for key, why in p.skipped:
                 self.log.warning(

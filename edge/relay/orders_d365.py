@@ -91,7 +91,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from edge.domain.limits import MAX_CYCLE_S, MAX_QUANTITY, MAX_SETUP_S, MAX_TEXT, QUANTITY_PLACES
 from edge.logging import Logger, get_logger
-from edge.relay.d365 import Connection, _erp_text, read_secret
+from edge.relay.d365 import Connection, erp_text, read_secret
 from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
 from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
 
@@ -640,7 +640,7 @@ class D365OrderSource(OrderSource):
                     "registered in F&O, Microsoft Entra ID applications?)"
                 )
             if response.status_code != 200:
-                text = _erp_text(response)
+                text = erp_text(response)
                 raise _Failed(f"{what}: HTTP {response.status_code} {text}".rstrip())
             try:
                 body = response.json()

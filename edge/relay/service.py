@@ -26,6 +26,7 @@ from typing import Literal, TypeVar
 from edge.aio import wait_set, within
 from edge.logging import Logger, get_logger
 from edge.relay.config import RelayConfig
+from edge.relay.dispatch import Dispatcher, Target
 from edge.relay.erp import (
     ErpAdapter,
     Kind,
@@ -48,6 +49,7 @@ from edge.relay.messages import (
     answer_root,
     read,
 )
+from edge.relay.orders import OrderSource
 from edge.sync.contract import ConfirmationResultBody, ErpError, InboundEnvelope, topic
 from edge.sync.mqtt import Message, MqttLink, TlsSettings, Will
 
@@ -88,10 +90,12 @@ class Relay:
         erp: ErpAdapter,
         *,
         link: MqttLink | None = None,
+        orders: OrderSource | None = None,
         clock: Callable[[], int] = wall_ms,
         logger: Logger | None = None,
     ) -> None:
         self.cfg = cfg
+        self.orders = orders
         self.ledger = ledger
         self.erp = erp
         self.clock = clock
@@ -104,6 +108,18 @@ class Relay:
         self._running: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.ready = asyncio.Event()
+        self.dispatcher: Dispatcher | None = None
+        if orders is not None:
+            self.dispatcher = Dispatcher(
+                orders,
+                [Target(t.work_center, t.root) for t in cfg.dispatch.work_centers],
+                ledger.db,
+                self.link,
+                owner=self.name,
+                interval_s=cfg.dispatch.interval_s,
+                clock=clock,
+                logger=self.log,
+            )
 
     # ------------------------------------------------------------------ wiring
 
@@ -141,6 +157,8 @@ class Relay:
         for root in self.cfg.relay.filters():
             for suffix in (CONFIRMATION, CONFIRMATION_CANCEL):
                 topics.append((f"$share/{group}/{root}/{suffix}", 1))
+        if self.dispatcher is not None:
+            topics.extend(self.dispatcher.topics())
         return topics
 
     async def run(self) -> None:
@@ -160,6 +178,9 @@ class Relay:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._intake())
                 tasks.create_task(self._work())
+                if self.dispatcher is not None:
+                    await self.dispatcher.open()
+                    tasks.create_task(self.dispatcher.run())
                 self.ready.set()
         finally:
             self._stopping = True
@@ -199,6 +220,11 @@ class Relay:
                 await asyncio.sleep(self.cfg.relay.poll_s)
 
     async def _take(self, message: Message) -> None:
+        if self.dispatcher is not None and self.dispatcher.on_message(
+            message.topic, message.payload
+        ):
+            self.link.ack(message)
+            return
         if message.topic == self.state_topic:
             self.link.ack(message)
             await self._on_state(message.payload)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge.relay.app import build_erp, open_ledger
+from edge.relay.app import build_erp, build_source, open_ledger
 from edge.relay.config import RelayConfig
 from edge.relay.erp import Posting
 from edge.relay.service import Relay
@@ -132,7 +132,7 @@ class Gateways:
 async def running_relay(cfg: RelayConfig) -> AsyncIterator[Relay]:
     """The relay of ``cfg`` in this process, serving until the block ends."""
     ledger = await open_ledger(cfg.ledger)
-    relay = Relay(cfg, ledger, build_erp(cfg))
+    relay = Relay(cfg, ledger, build_erp(cfg), orders=build_source(cfg))
     task = asyncio.create_task(relay.run())
     try:
         await asyncio.wait_for(relay.ready.wait(), 10)
