@@ -16,11 +16,11 @@ import argparse
 import asyncio
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from edge.logging import configure_logging
+from edge.relay.kpi import latency_table
 
 if TYPE_CHECKING:  # imported when a command runs: `edge run` (the gateway) needs none of it
     from edge.relay.config import RelayConfig
@@ -172,32 +172,6 @@ def cmd_failed(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _with_ledger(args, run)
-
-
-def percentile(values: list[int], q: float) -> int:
-    """Nearest-rank percentile of sorted ``values``."""
-    rank = max(1, min(len(values), int(-(-q * len(values) // 1))))
-    return values[rank - 1]
-
-
-def latency_table(rows: list[tuple[str, str, int]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for work_center, erp, ms in rows:
-        groups[(work_center, erp)].append(ms)
-    table = []
-    for (work_center, erp), values in sorted(groups.items()):
-        values.sort()
-        table.append(
-            {
-                "work_center": work_center,
-                "erp": erp,
-                "count": len(values),
-                "p50_ms": percentile(values, 0.50),
-                "p95_ms": percentile(values, 0.95),
-                "max_ms": values[-1],
-            }
-        )
-    return table
 
 
 def cmd_stats(args: argparse.Namespace) -> int:

@@ -37,6 +37,10 @@ class RelaySection(Section):
     gap_wait_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     poll_s: Annotated[float, Field(ge=0.05, le=60)] = 0.5
     max_inbound_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    # Every kpi_interval_s (0: never) each work center's confirmation latency over the last
+    # kpi_window_s goes out retained on <root>/_mes_v1/relay/kpi.
+    kpi_interval_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
+    kpi_window_s: Annotated[float, Field(ge=60, le=30 * 86_400)] = 3600.0
     log_level: Annotated[str, StringConstraints(pattern=r"^(debug|info|warning|error)$")] = "info"
     log_json: bool | None = None
 

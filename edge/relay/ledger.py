@@ -480,6 +480,20 @@ class Ledger:
             rows = await tx.fetch("SELECT status, COUNT(*) AS n FROM relay_ledger GROUP BY status")
         return {r["status"]: int(r["n"]) for r in rows}
 
+    async def latencies_by_root(self, since_ms: int) -> dict[str, list[int]]:
+        """Root -> latencies (ms) of the postings since ``since_ms``, ascending."""
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT root, latency_ms FROM relay_ledger "
+                "WHERE status = 'posted' AND latency_ms IS NOT NULL AND posted_ms >= ? "
+                "ORDER BY root, latency_ms",
+                (since_ms,),
+            )
+        out: dict[str, list[int]] = {}
+        for r in rows:
+            out.setdefault(r["root"], []).append(int(r["latency_ms"]))
+        return out
+
     async def latencies(self, since_ms: int) -> list[tuple[str, str, int]]:
         """(work center, ERP, latency ms) of every posting since ``since_ms``."""
         async with self.db.transaction() as tx:

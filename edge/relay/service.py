@@ -39,6 +39,7 @@ from edge.relay.erp import (
     Transient,
     Unknown,
 )
+from edge.relay.kpi import kpi_body
 from edge.relay.ledger import Entry, Ledger, Status
 from edge.relay.messages import (
     CONFIRMATION,
@@ -57,6 +58,7 @@ T = TypeVar("T")
 Verdict = Literal["posted", "duplicate", "rejected", "retrying"]
 RESULT_SCHEMA = topic(CONFIRMATION_RESULT).schema
 PUBLISH_TIMEOUT_S = 30.0
+KPI = "_mes_v1/relay/kpi"
 
 
 def wall_ms() -> int:
@@ -181,6 +183,8 @@ class Relay:
                 if self.dispatcher is not None:
                     await self.dispatcher.open()
                     tasks.create_task(self.dispatcher.run())
+                if self.cfg.relay.kpi_interval_s > 0:
+                    tasks.create_task(self._kpi())
                 self.ready.set()
         finally:
             self._stopping = True
@@ -299,6 +303,34 @@ class Relay:
             await asyncio.sleep(random.uniform(0.05, 0.5))
             if not self._stopping:
                 await self._publish_state(True)
+
+    # ------------------------------------------------------------------ the KPI
+
+    async def _kpi(self) -> None:
+        """Confirmation latency per work center (machine event to ERP posting), retained on
+        ``<root>/_mes_v1/relay/kpi``: what the plant compares with the hours it took before."""
+        r = self.cfg.relay
+        while True:
+            await asyncio.sleep(r.kpi_interval_s)
+            if not self.link.connected.is_set():
+                continue
+            try:
+                await self.publish_kpi()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("confirmation latency not published", error=repr(exc))
+
+    async def publish_kpi(self) -> int:
+        """Publish every work center's latency figures now; how many were published."""
+        r = self.cfg.relay
+        now = self.clock()
+        by_root = await self.ledger.latencies_by_root(now - int(r.kpi_window_s * 1000))
+        for root, values in by_root.items():
+            payload = json.dumps(kpi_body(values, r.kpi_window_s, self.erp.system, now)).encode()
+            future = self.link.publish(f"{root}/{KPI}", payload, qos=1, retain=True)
+            await within(future, PUBLISH_TIMEOUT_S)
+        return len(by_root)
 
     # ------------------------------------------------------------------ work
 

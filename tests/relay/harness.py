@@ -22,6 +22,7 @@ from tests.relay.builders import message
 
 RESULTS = "umh/v1/+/+/+/+/+/_mes_v1/confirmation/result"
 STATE = "umh/v1/acme/_mes_v1/relay/state"
+KPIS = "umh/v1/+/+/+/+/+/_mes_v1/relay/kpi"
 
 
 def relay_config(
@@ -73,11 +74,12 @@ class Gateways:
         )
         self.verdicts: list[Verdict] = []
         self.states: list[dict[str, Any]] = []
+        self.kpis: list[tuple[str, dict[str, Any]]] = []
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Gateways:
-        self.link.subscribe([(RESULTS, 1), (STATE, 1)])
+        self.link.subscribe([(RESULTS, 1), (STATE, 1), (KPIS, 1)])
         self.link.start()
         await asyncio.wait_for(self.link.connected.wait(), 10)
         self._task = asyncio.create_task(self._collect())
@@ -98,6 +100,8 @@ class Gateways:
             async with self._changed:
                 if m.topic == STATE:
                     self.states.append(data)
+                elif m.topic.endswith("/relay/kpi"):
+                    self.kpis.append((m.topic, data))
                 else:
                     body = data["body"]
                     self.verdicts.append(Verdict(m.topic, body["status"], body))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.relay.cli import latency_table, percentile
 from edge.relay.db import SqliteDb
+from edge.relay.kpi import kpi_body, latency_table, percentile
 from edge.relay.ledger import Ledger
 from tests.relay.builders import posting
 
@@ -69,6 +69,16 @@ def test_percentiles() -> None:
     assert percentile([1, 2, 3, 4], 0.5) == 2
     assert percentile([1, 2, 3, 4], 0.95) == 4
     assert percentile([7], 0.5) == 7
+    assert kpi_body([5, 7, 90], 3600.0, "sap", 1) == {
+        "metric": "confirmation_latency",
+        "erp": "sap",
+        "window_s": 3600.0,
+        "count": 3,
+        "p50_ms": 7,
+        "p95_ms": 90,
+        "max_ms": 90,
+        "ts_ms": 1,
+    }
     table = latency_table([("A", "sap", 10), ("A", "sap", 30), ("B", "file", 5)])
     assert table == [
         {"work_center": "A", "erp": "sap", "count": 2, "p50_ms": 10, "p95_ms": 30, "max_ms": 30},

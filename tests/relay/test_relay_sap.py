@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,24 @@ async def test_a_variance_reason_sap_cannot_take_waits_for_the_mapping(
             assert (await gw.final(p.idem_key, timeout=20)).status == "posted"
     (record,) = sap.state.ledger()
     assert record.entity()["VarianceReasonCode"] == "0001"
+
+
+async def test_the_confirmation_latency_goes_out_per_work_center(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path), kpi_interval_s=0)
+    a = posting(1, order="1000400", event_ms=0)
+    b = posting(1, order="1000401", root="umh/v1/acme/plant1/stamping/line4/PRESS08")
+    async with running_relay(cfg) as relay, Gateways(broker) as gw:
+        for p in (a, b):
+            await gw.send(replace(p, event_ms=relay.clock() - 1500))
+            assert (await gw.final(p.idem_key)).status == "posted"
+        assert await relay.publish_kpi() == 2
+        await gw.wait(lambda: len(gw.kpis) == 2)
+    kpis = dict(gw.kpis)
+    press07 = kpis[f"{a.root}/_mes_v1/relay/kpi"]
+    assert press07["metric"] == "confirmation_latency"
+    assert press07["erp"] == "sap"
+    assert press07["count"] == 1
+    assert 1500 <= press07["p50_ms"] == press07["max_ms"] < 10_000
+    assert f"{b.root}/_mes_v1/relay/kpi" in kpis
