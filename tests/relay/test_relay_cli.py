@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
+from edge.errors import ConfigError
 from edge.relay.db import SqliteDb
 from edge.relay.kpi import kpi_body, latency_table, percentile
 from edge.relay.ledger import Ledger
@@ -153,3 +154,17 @@ def test_doubts_dead_letters_and_stats_from_the_ledger(
     assert "not rejected" in capsys.readouterr().err
     assert main(["relay", "stats", *cfg]) == 0
     assert "PRESS07" in capsys.readouterr().out
+
+
+def test_the_example_with_orders_down_is_valid(tmp_path: Path) -> None:
+    from edge.relay.config import load_relay_config
+
+    text = EXAMPLE.read_text().replace("[dispatch]\nenabled = false", "[dispatch]\nenabled = true")
+    cfg = load_relay_config(config_file(tmp_path, text))
+    assert cfg.dispatch.enabled
+    assert cfg.dispatch.source is not None
+    assert cfg.dispatch.source.system == "file"
+    assert [t.work_center for t in cfg.dispatch.work_centers] == ["PRESS07"]
+    broken = text.replace('work_center = "PRESS07" ', 'work_center = "PRESS 07"')
+    with pytest.raises(ConfigError, match=r"dispatch\.work_centers"):
+        load_relay_config(config_file(tmp_path, broken))
