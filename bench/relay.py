@@ -599,6 +599,11 @@ async def run_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
             )
             relay_procs.append(proc)
             procs.append(proc)
+            if i == 0 and phase.relays > 1:
+                # The first one makes the ledger's tables; the others start once it has: on
+                # PostgreSQL two concurrent CREATE TABLE IF NOT EXISTS can collide (a unique
+                # violation in pg_type) and the loser exits.
+                await wait_for_text(log, "mqtt connected", 60, proc, "relay 1")
         await wait_for_text(sap_log, "SAP stand-in serving", 60, sap, "the SAP stand-in")
         for i, (proc, log) in enumerate(zip(relay_procs, relay_logs, strict=True)):
             await wait_for_text(log, "mqtt connected", 60, proc, f"relay {i + 1}")
@@ -735,6 +740,7 @@ async def run_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
                 "pids": [p.pid for p in procs],
             }
         )
+        result.update(cpu_budget(result))
         result["bound"] = what_limits(result, args)
         result["ok"] = (
             not lost
@@ -750,6 +756,25 @@ async def run_phase(ctx: Context, phase: Phase) -> dict[str, Any]:
             await asyncio.to_thread(Procs.stop, proc)
             with contextlib.suppress(ValueError):
                 ctx.procs.procs.remove(proc)
+
+
+def cpu_budget(r: dict[str, Any]) -> dict[str, Any]:
+    """CPU ms per posted confirmation of each part, what the rest of the machine used, and the
+    posts/s the machine's CPUs would allow these parts alone."""
+    rate = r["posted_per_s_mean"]
+    cpu: dict[str, float] = r["cpu_pct"]
+    ours = sum(cpu.values())
+    per_post = {
+        "relays": sum(v for k, v in cpu.items() if k.startswith("relay-")) * 10 / rate,
+        **{k: v * 10 / rate for k, v in cpu.items() if not k.startswith("relay-")},
+    }
+    total = sum(per_post.values())
+    return {
+        "cpu_ms_per_post": per_post,
+        "cpu_ms_per_post_total": total,
+        "others_cpu_pct": max(0.0, r["machine_busy_pct"] - ours),
+        "cpu_ceiling_per_s": NCPU * 1000 / total if total else math.nan,
+    }
 
 
 def ceilings(relays: int, args: argparse.Namespace) -> dict[str, float]:
@@ -828,15 +853,16 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def scaling(results: list[dict[str, Any]]) -> dict[str, float | None]:
+def scaling(results: list[dict[str, Any]]) -> dict[str, float]:
     by = {r["phase"]: r["posted_per_s_median"] for r in results}
-    out: dict[str, float | None] = {}
+    out: dict[str, float] = {}
     for base in ("1/postgres", "1/sqlite"):
         for n in sorted({r["relays"] for r in results if r["relays"] > 1}):
             hi = by.get(f"{n}/postgres")
             lo = by.get(base)
             key = f"{n}/postgres over {base}"
-            out[key] = hi / lo if hi is not None and lo else None
+            if hi is not None and lo:
+                out[key] = hi / lo
     return out
 
 
@@ -862,10 +888,17 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"load before {r['load_before'][0]:.2f}; ceiling relays {c['relays']:.0f}/s, "
             f"ERP {c['erp']:.0f}/s; bound: {r['bound']}"
         )
+        lines.append(
+            "    CPU ms per posting: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_ms_per_post"].items())
+            + f" (total {r['cpu_ms_per_post_total']:.1f}: {NCPU} CPUs alone would allow "
+            f"{r['cpu_ceiling_per_s']:.0f}/s); the rest of the machine used "
+            f"{r['others_cpu_pct']:.0f} %"
+        )
     ratio = scaling(results)
     lines.append("")
     for k, v in ratio.items():
-        lines.append(f"scaling {k}: {fmt(v, '.2f')}x")
+        lines.append(f"scaling {k}: {v:.2f}x")
     ok = all(r["ok"] for r in results)
     lines.append(
         "every published confirmation posted exactly once, every one answered: "
