@@ -384,7 +384,7 @@ class SapAdapter(ErpAdapter):
         if len(code) > 4:
             raise _Misconfigured(
                 f"variance reason {reason!r} has no SAP code of at most 4 characters: map it in "
-                f"the relay's [erp] variance_reasons (e.g. {reason} = \"0001\")"
+                f'the relay\'s [erp] variance_reasons (e.g. {reason} = "0001")'
             )
         return code
 

@@ -276,9 +276,7 @@ class Relay:
             await self._answer(root, key, "duplicate", erp=self._keys(held))
             return
         self.stats.refused += 1
-        self.log.warning(
-            "message refused", idem_key=key, edge_id=exc.head.edge_id, error=str(exc)
-        )
+        self.log.warning("message refused", idem_key=key, edge_id=exc.head.edge_id, error=str(exc))
         await self._answer(root, key, "rejected", error=(str(exc), "RELAY/INVALID"))
 
     async def _answer_resend(self, entry: Entry) -> None:
