@@ -18,6 +18,7 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from edge.config import Section, load_model
 from edge.relay import d365, files, orders_d365, orders_files, orders_sap, sap
 
+LEASE_CALLS = 3  # lease_s >= LEASE_CALLS x erp.timeout_s
 TopicLevel = Annotated[str, StringConstraints(pattern=r"^[^/+#\x00-\x20\x7f]{1,64}$")]
 RootFilter = Annotated[str, StringConstraints(pattern=r"^[^#\x00-\x20\x7f]{1,500}$")]
 
@@ -31,7 +32,7 @@ class RelaySection(Section):
     roots: list[RootFilter] | None = Field(None, min_length=1, max_length=100)
     share_group: TopicLevel = "erp-relay"
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
-    lease_s: Annotated[float, Field(ge=10, le=3600)] = 120.0
+    lease_s: Annotated[float, Field(ge=1, le=3600)] = 120.0
     retry_min_s: Annotated[float, Field(ge=0.1, le=3600)] = 2.0
     retry_max_s: Annotated[float, Field(ge=1, le=86_400)] = 300.0
     gap_wait_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
@@ -147,6 +148,19 @@ class RelayConfig(Section):
     ledger: LedgerSection = LedgerSection()
     erp: ErpSettings
     dispatch: DispatchSection = DispatchSection()
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_call(self) -> RelayConfig:
+        """A claim is renewed while its ERP call runs; should the renewal stall, the lease
+        must still outlast one call (several requests, each up to ``timeout_s``), or another
+        relay could look the posting up while it is in the air and post it again."""
+        timeout = getattr(self.erp, "timeout_s", 0.0)
+        if self.relay.lease_s < LEASE_CALLS * timeout:
+            raise ValueError(
+                f"relay.lease_s = {self.relay.lease_s:g} must be at least {LEASE_CALLS} x "
+                f"erp.timeout_s ({LEASE_CALLS * timeout:g} s)"
+            )
+        return self
 
 
 def load_relay_config(path: str | Path) -> RelayConfig:

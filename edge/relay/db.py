@@ -44,6 +44,18 @@ class Db(Protocol):
     async def close(self) -> None: ...
 
 
+SCHEMA_LOCK = 7_340_215_001  # pg_advisory_xact_lock key: one relay at a time creates tables
+
+
+async def lock_schema(db: Db, tx: Tx) -> None:
+    """Call first in a transaction that creates tables: PostgreSQL's ``CREATE TABLE IF NOT
+    EXISTS`` is not safe against itself (two relays starting together on a new database can
+    both try, and one fails on a unique index of the catalogue), so they take turns. SQLite's
+    ``BEGIN IMMEDIATE`` already serialises writers."""
+    if db.dialect == "postgres":
+        await tx.fetch("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+
+
 class DamagedLedger(Exception):
     """The ledger's database cannot be read as one (not a database, corrupt): refused, never
     replaced."""

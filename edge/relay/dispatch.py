@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from edge.aio import wait_set, within
 from edge.domain import limits as L
 from edge.logging import Logger, get_logger
-from edge.relay.db import Db
+from edge.relay.db import Db, lock_schema
 from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
 from edge.sync.contract import (
     DispatchListBody,
@@ -253,10 +253,15 @@ class Dispatcher:
         return True
 
     async def open(self) -> Dispatcher:
-        async with self.db.transaction() as tx:
+        await self.create_tables(self.db)
+        return self
+
+    @staticmethod
+    async def create_tables(db: Db) -> None:
+        async with db.transaction() as tx:
+            await lock_schema(db, tx)
             for statement in _DDL:
                 await tx.execute(statement)
-        return self
 
     async def run(self) -> None:
         await self.source.start()

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from decimal import Decimal
 from typing import Any, Final, Literal
 
-from edge.relay.db import Db, Row
+from edge.relay.db import Db, Row, lock_schema
 from edge.relay.erp import Posting, Quantity
 
 Status = Literal["new", "posting", "submitted", "retrying", "in_doubt", "posted", "rejected"]
@@ -189,6 +189,7 @@ class Ledger:
 
     async def open(self) -> Ledger:
         async with self.db.transaction() as tx:
+            await lock_schema(self.db, tx)
             for statement in _DDL:
                 await tx.execute(statement)
             rows = await tx.fetch("SELECT value FROM relay_meta WHERE key = 'schema_version'")
@@ -295,6 +296,15 @@ class Ledger:
         async with self.db.transaction() as tx:
             changed: int = await tx.execute(
                 f"UPDATE relay_ledger SET {columns}, updated_ms = ? WHERE {where}", params
+            )
+        return changed == 1
+
+    async def renew(self, idem_key: str, owner: str, until_ms: int) -> bool:
+        """Extend ``owner``'s claim while it works on the row (False: the claim is gone)."""
+        async with self.db.transaction() as tx:
+            changed: int = await tx.execute(
+                "UPDATE relay_ledger SET lease_ms = ? WHERE idem_key = ? AND owner = ?",
+                (until_ms, idem_key, owner),
             )
         return changed == 1
 

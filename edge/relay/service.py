@@ -364,6 +364,26 @@ class Relay:
         self._wake.set()
 
     async def _process(self, entry: Entry) -> None:
+        keeper = asyncio.create_task(self._keep_claim(entry.idem_key))
+        try:
+            await self._work_on(entry)
+        finally:
+            keeper.cancel()
+
+    async def _keep_claim(self, idem_key: str) -> None:
+        """Renew the claim every third of the lease while the row is worked on."""
+        lease_ms = int(self.cfg.relay.lease_s * 1000)
+        while True:
+            await asyncio.sleep(self.cfg.relay.lease_s / 3)
+            try:
+                if not await self.ledger.renew(idem_key, self.name, self.clock() + lease_ms):
+                    return  # finished (or taken): nothing to keep
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.log.warning("claim not renewed", idem_key=idem_key, error=repr(exc))
+
+    async def _work_on(self, entry: Entry) -> None:
         p = entry.posting
         try:
             if entry.status == "posting":

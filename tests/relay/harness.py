@@ -39,7 +39,7 @@ def relay_config(
                 "retry_min_s": 0.2,
                 "retry_max_s": 1.0,
                 "poll_s": 0.05,
-                "lease_s": 10.0,
+                "lease_s": 6.0,
                 **relay,
             },
             "mqtt": {"host": broker.host, "port": broker.port, "reconnect_min_s": 0.2},

@@ -228,3 +228,30 @@ async def test_a_damaged_ledger_is_refused_not_replaced(tmp_path: Path) -> None:
     with pytest.raises(DamagedLedger, match="not a readable ledger"):
         await SqliteDb(path).open()
     assert path.read_bytes().startswith(b"this is not a database")
+
+
+async def test_a_renewed_claim_is_not_taken(open_ledger: Opener) -> None:
+    a, b = await open_ledger(), await open_ledger()
+    p = posting(1)
+    await a.accept(p, T0)
+    await a.claim("a", T0, LEASE, 1, GAP)
+    assert await a.renew(p.idem_key, "a", T0 + 2 * LEASE)
+    assert await b.claim("b", T0 + LEASE + 1, LEASE, 1, GAP) == []  # the old lease ran out
+    assert len(await b.claim("b", T0 + 2 * LEASE + 1, LEASE, 1, GAP)) == 1
+    assert not await a.renew(p.idem_key, "a", T0 + 3 * LEASE)  # b has it now
+
+
+async def test_relays_starting_together_on_a_new_database_all_open_it(pg_dsn: str) -> None:
+    """CREATE TABLE IF NOT EXISTS is not safe against itself in PostgreSQL: two relays opening a
+    fresh ledger at the same moment could fail with a unique violation on pg_type."""
+    dbs = [PostgresDb(pg_dsn) for _ in range(6)]
+    for db in dbs:
+        await db.open()
+    ledgers = await asyncio.gather(*(Ledger(db).open() for db in dbs))
+    from edge.relay.dispatch import Dispatcher
+
+    await asyncio.gather(
+        *(Dispatcher.create_tables(led.db) for led in ledgers)  # the dispatcher's tables too
+    )
+    for led in ledgers:
+        await led.close()

@@ -168,3 +168,11 @@ def test_the_example_with_orders_down_is_valid(tmp_path: Path) -> None:
     broken = text.replace('work_center = "PRESS07" ', 'work_center = "PRESS 07"')
     with pytest.raises(ConfigError, match=r"dispatch\.work_centers"):
         load_relay_config(config_file(tmp_path, broken))
+
+
+def test_a_lease_shorter_than_an_erp_call_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = EXAMPLE.read_text().replace("lease_s = 120.0", "lease_s = 60.0")
+    assert main(["relay", "check-config", "-c", str(config_file(tmp_path, text))]) == 2
+    assert "lease_s = 60 must be at least 3 x erp.timeout_s (90 s)" in capsys.readouterr().err

@@ -110,7 +110,7 @@ async def test_a_relay_that_vanished_is_replaced_and_the_gateway_s_resend_is_pos
     """The relay goes away with a post in the air; the gateway resends what is unanswered
     (``result_timeout_s``); a relay on the same ledger looks the posting up in SAP first."""
     ledger = sqlite_url(tmp_path / "ledger.db")
-    first = relay_config(broker, ledger, sap_erp(sap, tmp_path), instance="first", lease_s=10)
+    first = relay_config(broker, ledger, sap_erp(sap, tmp_path), instance="first", lease_s=6)
     gcfg = gateway_config(tmp_path, broker, result_timeout_s=3)
     async with gateway(gcfg) as gw:
         sap.state.set_latency(1.5)

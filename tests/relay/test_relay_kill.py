@@ -34,7 +34,7 @@ def write_config(path: Path, name: str, broker: Mosquitto, ledger: str, sap: Sap
 [relay]
 enterprise = "acme"
 instance = "{name}"
-lease_s = 10.0
+lease_s = 6.0
 retry_min_s = 0.2
 retry_max_s = 2.0
 poll_s = 0.05
@@ -54,7 +54,7 @@ system = "sap"
 service_url = "{sap.url}"
 user = "RELAY"
 password_file = "{secret}"
-timeout_s = 10.0
+timeout_s = 2.0
 """
     )
     return path
