@@ -289,3 +289,54 @@ async def test_the_confirmation_latency_goes_out_per_work_center(
     assert press07["count"] == 1
     assert 1500 <= press07["p50_ms"] == press07["max_ms"] < 10_000
     assert f"{b.root}/_mes_v1/relay/kpi" in kpis
+
+
+async def test_oauth_client_credentials_with_an_expiring_token(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    secret = tmp_path / "client-secret"
+    secret.write_text("relay-secret\n")
+    erp = {
+        "system": "sap",
+        "service_url": sap.url,
+        "auth": "oauth",
+        "token_url": sap.token_url,
+        "client_id": "edge-relay",
+        "client_secret_file": str(secret),
+        "timeout_s": 2.0,
+    }
+    cfg = relay_config(broker, sqlite(tmp_path), erp)
+    first, second = posting(1), posting(1, order="1000500")
+    async with running_relay(cfg), Gateways(broker) as gw:
+        await gw.send(first)
+        assert (await gw.final(first.idem_key)).status == "posted"
+        sap.state.expire_tokens()  # SAP answers 401: a new token, the same post once
+        await gw.send(second)
+        assert (await gw.final(second.idem_key)).status == "posted"
+    assert sap.state.duplicates() == {}
+    assert len(sap.state.ledger()) == 2
+
+
+async def test_a_refused_client_secret_waits_and_is_not_rejected(
+    broker: Mosquitto, sap: SapStandIn, tmp_path: Path
+) -> None:
+    secret = tmp_path / "client-secret"
+    secret.write_text("wrong\n")
+    erp = {
+        "system": "sap",
+        "service_url": sap.url,
+        "auth": "oauth",
+        "token_url": sap.token_url,
+        "client_id": "edge-relay",
+        "client_secret_file": str(secret),
+        "timeout_s": 2.0,
+    }
+    cfg = relay_config(broker, sqlite(tmp_path), erp)
+    p = posting(1)
+    async with running_relay(cfg), Gateways(broker) as gw:
+        await gw.send(p)
+        await gw.wait(lambda: "retrying" in gw.of(p.idem_key))
+        (waiting,) = [v for v in gw.verdicts if v.idem_key == p.idem_key]
+        assert waiting.body["error"]["code"] == "RELAY/AUTH"
+        assert "refused" in waiting.body["error"]["text"]
+    assert sap.state.ledger() == []
