@@ -869,8 +869,9 @@ def scaling(results: list[dict[str, Any]]) -> dict[str, float]:
 def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
         f"ERP relay: {args.gateways} gateways x {args.ops} operations, "
-        + (f"open loop {args.rate:g}/s" if args.rate > 0 else f"closed loop {args.inflight}")
-        + f" unanswered per gateway; SAP stand-in latency {args.latency} s, "
+        + (f"open loop {args.rate:g}/s in total, " if args.rate > 0 else "closed loop, ")
+        + f"at most {args.inflight} unanswered per gateway; SAP stand-in latency "
+        f"{args.latency} s, "
         f"ERP concurrency {args.erp_concurrency or 'unlimited'}, relay concurrency "
         f"{args.relay_concurrency}; {args.seconds:g} s measured after {args.warmup:g} s, "
         f"{args.window:g}-s windows; {NCPU} CPUs",
@@ -956,7 +957,7 @@ async def amain(args: argparse.Namespace) -> int:
                 flush=True,
             )
     except asyncio.CancelledError:
-        failure = "stopped (SIGTERM)"
+        failure = "stopped by a signal (Ctrl-C or SIGTERM)"
     except Exception as exc:
         failure = f"{type(exc).__name__}: {exc}"
     finally:
