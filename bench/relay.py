@@ -20,7 +20,10 @@ Per phase (one number of relays on one kind of ledger) everything is started fre
   ERP's dialog work processes do.
 - **the relays**: ``python -m edge relay run -c relay-<i>.toml``, each its own process, the
   shipped defaults except the broker, the ledger, the ERP and ``concurrency``
-  (``--relay-concurrency``, default 8 as shipped); logs (JSON, info) to files.
+  (``--relay-concurrency``, default 8 as shipped); logs (JSON, info) to files. The first relay
+  starts alone and makes the ledger's tables, the others once it is connected: two relays
+  creating them at the same moment on PostgreSQL collide (``CREATE TABLE IF NOT EXISTS`` is not
+  safe under concurrency there: a unique violation in ``pg_type``) and the loser exits.
 - **the gateways**: ``--gateways`` (100) light gateways in this process, each its own MQTT
   connection (``edge.sync.mqtt.MqttLink``, the gateway's own link), its own work center root
   ``umh/v1/acme/plant1/bench/line<k>/WC<i>`` and one order with ``--ops`` operations (4). Each
