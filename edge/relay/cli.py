@@ -130,6 +130,17 @@ def _parse_keys(text: str) -> dict[str, str]:
     return keys
 
 
+async def _decide(decision: Awaitable[Entry]) -> int:
+    """A person's decision on one entry: print what it became, or why it was refused."""
+    try:
+        entry = await decision
+    except (KeyError, ValueError) as exc:
+        print(f"edge relay: {exc.args[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{entry.idem_key}: {entry.status} ({entry.note})")
+    return EXIT_OK
+
+
 def cmd_doubt(args: argparse.Namespace) -> int:
     async def run(ledger: Ledger) -> int:
         if args.resolve:
@@ -140,15 +151,9 @@ def cmd_doubt(args: argparse.Namespace) -> int:
                 )
                 return EXIT_FAILED
             posted = _parse_keys(args.posted) if args.posted else None
-            try:
-                entry = await ledger.resolve(
-                    args.resolve, as_posted=posted, who=args.by, now_ms=_now()
-                )
-            except (KeyError, ValueError) as exc:
-                print(f"edge relay: {exc.args[0]}", file=sys.stderr)
-                return EXIT_FAILED
-            print(f"{entry.idem_key}: {entry.status} ({entry.note})")
-            return EXIT_OK
+            return await _decide(
+                ledger.resolve(args.resolve, as_posted=posted, who=args.by, now_ms=_now())
+            )
         _print_entries(await ledger.by_status(["in_doubt"]), args.json, "nothing in doubt")
         return EXIT_OK
 
@@ -161,13 +166,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
             if not args.by:
                 print("edge relay: --resubmit needs --by NAME", file=sys.stderr)
                 return EXIT_FAILED
-            try:
-                entry = await ledger.resubmit(args.resubmit, who=args.by, now_ms=_now())
-            except (KeyError, ValueError) as exc:
-                print(f"edge relay: {exc.args[0]}", file=sys.stderr)
-                return EXIT_FAILED
-            print(f"{entry.idem_key}: {entry.status} ({entry.note})")
-            return EXIT_OK
+            return await _decide(ledger.resubmit(args.resubmit, who=args.by, now_ms=_now()))
         _print_entries(await ledger.by_status(["rejected"]), args.json, "no rejected postings")
         return EXIT_OK
 

@@ -257,7 +257,11 @@ class Ledger:
             return []
         claimed: list[Entry] = []
         async with self.db.transaction() as tx:
-            rows = await tx.fetch(_CANDIDATES, (now_ms, now_ms, now_ms - gap_wait_ms, limit * 4))
+            # PostgreSQL: rows another relay is claiming right now are skipped, not waited for
+            sql = _CANDIDATES + (
+                " FOR UPDATE OF l SKIP LOCKED" if self.db.dialect == "postgres" else ""
+            )
+            rows = await tx.fetch(sql, (now_ms, now_ms, now_ms - gap_wait_ms, limit * 4))
             ops: set[tuple[str, ...]] = set()
             for row in rows:
                 if len(claimed) >= limit:

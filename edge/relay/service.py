@@ -599,7 +599,8 @@ class Relay:
             self.log.warning("broker refused the answer", idem_key=idem_key, reason=code)
             return
         self.stats.answers[status] = self.stats.answers.get(status, 0) + 1
-        await self.ledger.answered(idem_key, status)
+        if status == "retrying":  # (a final verdict is told by the row's status itself)
+            await self.ledger.answered(idem_key, status)
 
 
 def _ids(p: Posting) -> dict[str, object]:

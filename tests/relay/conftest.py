@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from simulators.broker import Mosquitto, find_mosquitto
 from tests.pg import PostgresCluster, PostgresNotFound
+from tests.sync.conftest import broker  # noqa: F401 - a private mosquitto for the relay
 
 _numbers = itertools.count(1)
 
@@ -50,14 +50,3 @@ def pg_private() -> Iterator[PostgresCluster]:
     """A server of this test's own (a fraction of a second to start), free to stop and crash."""
     with _cluster() as cluster:
         yield cluster
-
-
-@pytest.fixture
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A private mosquitto (MQTT 5, shared subscriptions) for the relay under test."""
-    try:
-        find_mosquitto()
-    except FileNotFoundError as exc:  # pragma: no cover - the test scripts install it
-        pytest.skip(str(exc))
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as running:
-        yield running

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -147,6 +148,15 @@ async def running_relay(cfg: RelayConfig) -> AsyncIterator[Relay]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await ledger.close()
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def sqlite_url(path: Path) -> str:

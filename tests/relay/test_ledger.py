@@ -97,13 +97,9 @@ async def test_one_operation_goes_in_seq_order_and_waits_for_its_earlier_one(
     # while #1 is unfinished (posting, retrying, submitted, in doubt) #2 is not claimable
     assert await ledger.start_posting(p1.idem_key, "a", T0 + 2)
     assert await ledger.defer(p1.idem_key, "a", "retrying", T0 + 5, T0 + 3)
-    assert [e.idem_key for e in await ledger.claim("b", T0 + 10, LEASE, 10, GAP)] == [
-        p1.idem_key
-    ]
+    assert [e.idem_key for e in await ledger.claim("b", T0 + 10, LEASE, 10, GAP)] == [p1.idem_key]
     assert await ledger.posted(p1.idem_key, "b", "sap", {"confirmation_count": "1"}, T0 + 11, 5)
-    assert [e.idem_key for e in await ledger.claim("b", T0 + 12, LEASE, 10, GAP)] == [
-        p2.idem_key
-    ]
+    assert [e.idem_key for e in await ledger.claim("b", T0 + 12, LEASE, 10, GAP)] == [p2.idem_key]
 
 
 async def test_a_rejected_earlier_one_does_not_block_the_operation(open_ledger: Opener) -> None:

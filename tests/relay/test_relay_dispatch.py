@@ -4,9 +4,6 @@ dispatch list, a change, a hold and its release, and a cancel."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -19,18 +16,9 @@ from simulators.broker import Mosquitto
 from simulators.erp.files import FileErpStandIn
 from simulators.erp.order_files import Operation, Order, OrderFiles
 from tests.gateway.conftest import ROOT, gateway, gateway_config
-from tests.relay.harness import relay_config, running_relay, sqlite_url
+from tests.relay.harness import relay_config, running_relay, sqlite_url, until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def dirs(tmp_path: Path, *names: str) -> list[Path]:

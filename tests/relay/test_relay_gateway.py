@@ -4,9 +4,7 @@ comes back to the gateway's confirmation (what the panel shows). SAP's ledger is
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,19 +16,10 @@ from edge.domain.model import ConfirmationStatus, OperationKey
 from simulators.broker import Mosquitto
 from simulators.erp.sap import SapStandIn
 from tests.gateway.conftest import DISPATCH, ROOT, Collector, envelope, gateway, gateway_config
-from tests.relay.harness import relay_config, running_relay, sqlite_url
+from tests.relay.harness import relay_config, running_relay, sqlite_url, until
 
 pytestmark = pytest.mark.timeout(90)
 OP = OperationKey("4711", "0020")
-
-
-async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

@@ -40,6 +40,20 @@ def sap_erp(sap: SapStandIn, tmp_path: Path, **extra: Any) -> dict[str, Any]:
     }
 
 
+def oauth_erp(sap: SapStandIn, tmp_path: Path, secret: str) -> dict[str, Any]:
+    path = tmp_path / "client-secret"
+    path.write_text(secret + "\n")
+    return {
+        "system": "sap",
+        "service_url": sap.url,
+        "auth": "oauth",
+        "token_url": sap.token_url,
+        "client_id": "edge-relay",
+        "client_secret_file": str(path),
+        "timeout_s": 2.0,
+    }
+
+
 def sqlite(tmp_path: Path) -> str:
     return sqlite_url(tmp_path / "ledger.db")
 
@@ -294,18 +308,7 @@ async def test_the_confirmation_latency_goes_out_per_work_center(
 async def test_oauth_client_credentials_with_an_expiring_token(
     broker: Mosquitto, sap: SapStandIn, tmp_path: Path
 ) -> None:
-    secret = tmp_path / "client-secret"
-    secret.write_text("relay-secret\n")
-    erp = {
-        "system": "sap",
-        "service_url": sap.url,
-        "auth": "oauth",
-        "token_url": sap.token_url,
-        "client_id": "edge-relay",
-        "client_secret_file": str(secret),
-        "timeout_s": 2.0,
-    }
-    cfg = relay_config(broker, sqlite(tmp_path), erp)
+    cfg = relay_config(broker, sqlite(tmp_path), oauth_erp(sap, tmp_path, "relay-secret"))
     first, second = posting(1), posting(1, order="1000500")
     async with running_relay(cfg), Gateways(broker) as gw:
         await gw.send(first)
@@ -320,18 +323,7 @@ async def test_oauth_client_credentials_with_an_expiring_token(
 async def test_a_refused_client_secret_waits_and_is_not_rejected(
     broker: Mosquitto, sap: SapStandIn, tmp_path: Path
 ) -> None:
-    secret = tmp_path / "client-secret"
-    secret.write_text("wrong\n")
-    erp = {
-        "system": "sap",
-        "service_url": sap.url,
-        "auth": "oauth",
-        "token_url": sap.token_url,
-        "client_id": "edge-relay",
-        "client_secret_file": str(secret),
-        "timeout_s": 2.0,
-    }
-    cfg = relay_config(broker, sqlite(tmp_path), erp)
+    cfg = relay_config(broker, sqlite(tmp_path), oauth_erp(sap, tmp_path, "wrong"))
     p = posting(1)
     async with running_relay(cfg), Gateways(broker) as gw:
         await gw.send(p)
