@@ -85,6 +85,7 @@ nothing is lost and the posting goes once the configuration is corrected.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -93,8 +94,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Generic, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import (
@@ -102,10 +103,10 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
+from edge.relay.checks import Zone
 from edge.relay.erp import (
     ErpAdapter,
     LookupOutcome,
@@ -164,7 +165,7 @@ class Connection(BaseModel):
     company: Annotated[str, StringConstraints(min_length=1, max_length=4, pattern=r"^\w+$")]
     """The legal entity (``dataAreaId``, e.g. ``usmf``): ``_companyId`` of every message."""
     timeout_s: float = Field(default=30.0, ge=1.0, le=300.0)
-    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
+    timezone: Zone = "UTC"
     """The plant's IANA time zone: the local date of a time (``StartedDate``, and the posting
     date when a posting has none)."""
 
@@ -176,15 +177,6 @@ class Connection(BaseModel):
             if isinstance(base, str) and base.strip():
                 data = {**data, "scope": f"{base.rstrip('/')}/.default"}
         return data
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
-        return value
 
     @property
     def root(self) -> str:
@@ -225,6 +217,87 @@ def read_secret(path: Path) -> str:
     return secret
 
 
+APP_HINT = "(is the app registered in F&O, Microsoft Entra ID applications?)"
+"""What a 401 with a fresh token asks of the person who reads it."""
+
+SettingsT = TypeVar("SettingsT", bound=Connection)
+
+
+class D365Service(Generic[SettingsT]):
+    """One F&O environment as the confirmation adapter and the order source
+    (:mod:`edge.relay.orders_d365`) both use it: the settings, the HTTP client (opened by
+    :meth:`start`, or by the first request) and the bearer tokens of the client secret."""
+
+    def __init__(
+        self,
+        settings: SettingsT,
+        client_secret: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._secret = client_secret
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._tokens: TokenSource | None = None
+        self._zone = ZoneInfo(settings.timezone)
+
+    def __repr__(self) -> str:  # the secret stays out of every text
+        s = self.settings
+        return f"{type(self).__name__}({s.root!r}, company={s.company!r})"
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        s = self.settings
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(s.timeout_s),
+            transport=self._transport,
+            headers={"Accept": "application/json"},
+        )
+        self._tokens = TokenSource(
+            ClientCredentials(s.tenant_token_url, s.client_id, self._secret, s.effective_scope),
+            self._client,
+        )
+
+    async def close(self) -> None:
+        client, self._client, self._tokens = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+    async def _authorized(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """One request with a bearer token; a 401 drops the token and the request goes once
+        more with a new one (whose answer is returned, a 401 too). Raises
+        :class:`TokenUnavailable`, :class:`TokenRefused` and httpx's errors."""
+        if self._client is None or self._tokens is None:
+            await self.start()
+        assert self._client is not None
+        assert self._tokens is not None
+        for attempt in (1, 2):
+            token = await self._tokens.token()
+            response = await self._client.request(
+                method,
+                url,
+                json=json,
+                params=params,
+                headers={**(headers or {}), "Authorization": f"Bearer {token}"},
+            )
+            if response.status_code != 401:
+                return response
+            self._tokens.forget()
+            if attempt == 2:
+                return response
+        raise AssertionError("unreachable")
+
+
 def build(settings: Settings) -> D365Adapter:
     """The adapter for ``settings``, with the client secret read from its file."""
     return D365Adapter(settings, read_secret(settings.client_secret_file))
@@ -263,48 +336,15 @@ class _Failed(Exception):
         self.outcome = outcome
 
 
-class D365Adapter(ErpAdapter):
+class D365Adapter(D365Service[Settings], ErpAdapter):
     """The MES integration API of one F&O environment; see the module docstring."""
 
     system = "d365"
     can_lookup = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        client_secret: str,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.settings = settings
-        self._secret = client_secret
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._tokens: TokenSource | None = None
-        self._zone = ZoneInfo(settings.timezone)
-        self._order_locks: dict[str, _OrderLock] = {}
-
-    def __repr__(self) -> str:  # the secret stays out of every text
-        return f"D365Adapter({self.settings.root!r}, company={self.settings.company!r})"
-
-    async def start(self) -> None:
-        if self._client is not None:
-            return
-        s = self.settings
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(s.timeout_s),
-            transport=self._transport,
-            headers={"Accept": "application/json"},
-        )
-        self._tokens = TokenSource(
-            ClientCredentials(s.tenant_token_url, s.client_id, self._secret, s.effective_scope),
-            self._client,
-        )
-
-    async def close(self) -> None:
-        client, self._client, self._tokens = self._client, None, None
-        if client is not None:
-            await client.aclose()
+    @functools.cached_property
+    def _order_locks(self) -> dict[str, _OrderLock]:
+        return {}
 
     def _local(self, ms: int | None) -> datetime | None:
         return None if ms is None else datetime.fromtimestamp(ms / 1000, self._zone)
@@ -320,14 +360,10 @@ class D365Adapter(ErpAdapter):
     # -- the interface ---------------------------------------------------------------------
 
     async def post(self, posting: Posting) -> Outcome:
-        if posting.kind != "confirmation":
-            return Rejected(f"D365: {posting.label} is a {posting.kind}, not a confirmation")
-        return await self._post(posting)
+        return await self._post(posting, "confirmation")
 
     async def reverse(self, posting: Posting) -> Outcome:
-        if posting.kind != "reversal":
-            return Rejected(f"D365: {posting.label} is a {posting.kind}, not a reversal")
-        return await self._post(posting)
+        return await self._post(posting, "reversal")
 
     async def poll(self, posting: Posting, ref: Mapping[str, str]) -> Outcome:
         ids = {kind: ref[kind] for kind in (START, *_MAIN) if kind in ref}
@@ -357,7 +393,9 @@ class D365Adapter(ErpAdapter):
 
     # -- posting ---------------------------------------------------------------------------
 
-    async def _post(self, posting: Posting) -> Outcome:
+    async def _post(self, posting: Posting, kind: str) -> Outcome:
+        if posting.kind != kind:
+            return Rejected(f"D365: {posting.label} is a {posting.kind}, not a {kind}")
         if not (self.settings.start_on_first and posting.kind == "confirmation"):
             return await self._post_unlocked(posting)
         # One posting of an order at a time checks for and sends the order's start message.
@@ -620,55 +658,26 @@ class D365Adapter(ErpAdapter):
         json: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        if self._client is None or self._tokens is None:
-            await self.start()
-        assert self._client is not None
-        assert self._tokens is not None
-        for attempt in (1, 2):
-            try:
-                token = await self._tokens.token()
-            except TokenUnavailable as exc:
-                raise _Failed(Transient(f"{what}: {exc.outcome.text}")) from None
-            except TokenRefused as exc:
-                raise _Failed(
-                    Transient(f"{what}: not sent, configuration error: {exc}", code="token")
-                ) from None
-            try:
-                response = await self._client.request(
-                    method,
-                    url,
-                    json=json,
-                    params=params,
-                    headers={"Authorization": f"Bearer {token}"},
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                raise _Failed(Transient(f"{what}: not sent, {_describe(exc)}")) from None
-            except (httpx.UnsupportedProtocol, httpx.ProxyError) as exc:
-                raise _Failed(Transient(f"{what}: not sent, {_describe(exc)}")) from None
-            except httpx.TransportError as exc:
-                if idempotent:
-                    raise _Failed(Transient(f"{what}: {_describe(exc)}")) from None
-                raise _Failed(Unknown(f"{what}: sent, but no answer ({_describe(exc)})")) from None
-            if response.status_code == 401:
-                self._tokens.forget()
-                if attempt == 1:
-                    continue
-                raise _Failed(
-                    Transient(
-                        " ".join(
-                            part
-                            for part in (
-                                f"{what}: HTTP 401 with a new token",
-                                erp_text(response),
-                                "(is the app registered in F&O, Microsoft Entra ID applications?)",
-                            )
-                            if part
-                        ),
-                        code="401",
-                    )
-                )
-            return response
-        raise AssertionError("unreachable")
+        try:
+            response = await self._authorized(method, url, json=json, params=params)
+        except TokenUnavailable as exc:
+            raise _Failed(Transient(f"{what}: {exc.outcome.text}")) from None
+        except TokenRefused as exc:
+            raise _Failed(
+                Transient(f"{what}: not sent, configuration error: {exc}", code="token")
+            ) from None
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _Failed(Transient(f"{what}: not sent, {_describe(exc)}")) from None
+        except (httpx.UnsupportedProtocol, httpx.ProxyError) as exc:
+            raise _Failed(Transient(f"{what}: not sent, {_describe(exc)}")) from None
+        except httpx.TransportError as exc:
+            if idempotent:
+                raise _Failed(Transient(f"{what}: {_describe(exc)}")) from None
+            raise _Failed(Unknown(f"{what}: sent, but no answer ({_describe(exc)})")) from None
+        if response.status_code == 401:
+            parts = (f"{what}: HTTP 401 with a new token", erp_text(response), APP_HINT)
+            raise _Failed(Transient(" ".join(p for p in parts if p), code="401"))
+        return response
 
 
 def _describe(exc: httpx.HTTPError) -> str:

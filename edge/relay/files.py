@@ -131,6 +131,7 @@ from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.relay.checks import check_folders, distinct_folders
 from edge.relay.erp import (
     ErpAdapter,
     LookupOutcome,
@@ -271,16 +272,13 @@ class Settings(BaseModel):
             raise ValueError("csv_delimiter ',' cannot go with decimal_comma = true")
         if self.csv_delimiter in {'"', "\r", "\n"}:
             raise ValueError(f"csv_delimiter {self.csv_delimiter!r} is not a field separator")
-        named = [("drop_dir", self.drop_dir), ("ack_dir", self.ack_dir)]
-        named.append(("archive_dir", self.archive_dir))
-        seen: dict[Path, str] = {}
-        for setting, path in named:
-            if path is None:
-                continue
-            where = Path(os.path.abspath(path))
-            if where in seen:
-                raise ValueError(f"{setting} and {seen[where]} must be different folders: {path}")
-            seen[where] = setting
+        distinct_folders(
+            (
+                ("drop_dir", self.drop_dir),
+                ("ack_dir", self.ack_dir),
+                ("archive_dir", self.archive_dir),
+            )
+        )
         return self
 
 
@@ -374,6 +372,13 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None) -> ET.Element:
     return child
 
 
+def _present(parent: ET.Element, *children: tuple[str, str | None]) -> None:
+    """A child ``tag`` per ``(tag, text)`` that has a text; none for an empty one."""
+    for tag, text in children:
+        if text:
+            _sub(parent, tag, text)
+
+
 def _scope(parent: ET.Element, work_center: str) -> None:
     scope = _sub(parent, "HierarchyScope")
     _sub(scope, "EquipmentID", work_center)
@@ -452,18 +457,12 @@ def b2mml_document(posting: Posting) -> bytes:
     _sub(perf, "OperationsScheduleID", posting.order_id)
     start = iso_ms(posting.period_start_ms) if posting.period_start_ms is not None else None
     end = iso_ms(posting.period_end_ms) if posting.period_end_ms is not None else None
-    if start:
-        _sub(perf, "StartTime", start)
-    if end:
-        _sub(perf, "EndTime", end)
+    _present(perf, ("StartTime", start), ("EndTime", end))
     response = _sub(perf, "OperationsResponse")
     _sub(response, "ID", posting.order_id)
     _sub(response, "OperationsType", "Production")
     _sub(response, "OperationsRequestID", posting.order_id)
-    if start:
-        _sub(response, "StartTime", start)
-    if end:
-        _sub(response, "EndTime", end)
+    _present(response, ("StartTime", start), ("EndTime", end))
     state = "Completed" if posting.final else "Running"
     _sub(response, "ResponseState", state)
     segment = _sub(response, "SegmentResponse")
@@ -472,12 +471,8 @@ def b2mml_document(posting: Posting) -> bytes:
     _scope(segment, posting.work_center)
     _sub(segment, "OperationsType", "Production")
     _sub(segment, "ProcessSegmentID", posting.operation)
-    if start:
-        _sub(segment, "ActualStartTime", start)
-    if end:
-        _sub(segment, "ActualEndTime", end)
-    if posting.posting_date:
-        _sub(segment, "PostingDate", f"{posting.posting_date}T00:00:00")
+    day = f"{posting.posting_date}T00:00:00" if posting.posting_date else None
+    _present(segment, ("ActualStartTime", start), ("ActualEndTime", end), ("PostingDate", day))
     _sub(segment, "SegmentState", state)
     _data(segment, "ConfirmationCounter", str(posting.conf_index), "integer")
     _data(segment, "Split", str(posting.split), "integer")
@@ -685,13 +680,7 @@ class FileAdapter(ErpAdapter):
             dirs.append(("ack_dir", s.ack_dir, os.R_OK | os.X_OK))
         if s.archive_dir is not None:
             dirs.append(("archive_dir", s.archive_dir, os.R_OK | os.X_OK))
-        for setting, path, mode in dirs:
-            if not path.is_dir():
-                what = "is not a directory" if path.exists() else "does not exist"
-                raise ValueError(f"erp.{setting}: {path} {what}")
-            if not os.access(path, mode):
-                need = "writable" if mode & os.W_OK else "readable"
-                raise ValueError(f"erp.{setting}: {path} is not {need} by this process")
+        check_folders("erp", dirs)
 
     def _remove_stale(self) -> None:
         now = time.time()
@@ -709,14 +698,10 @@ class FileAdapter(ErpAdapter):
         return file_name(self.settings, posting)
 
     async def post(self, posting: Posting) -> Outcome:
-        if posting.kind != "confirmation":
-            raise ValueError(f"post() takes confirmations, not a {posting.kind}")
-        return await self._submit(posting)
+        return await self._submit(posting, "confirmation")
 
     async def reverse(self, posting: Posting) -> Outcome:
-        if posting.kind != "reversal":
-            raise ValueError(f"reverse() takes reversals, not a {posting.kind}")
-        return await self._submit(posting)
+        return await self._submit(posting, "reversal")
 
     async def lookup(self, posting: Posting) -> LookupOutcome:
         name = self.name_for(posting)
@@ -795,7 +780,10 @@ class FileAdapter(ErpAdapter):
                 mtime = archived if mtime is None else mtime
         return _Trace(answer=answer, in_drop=in_drop, in_archive=in_archive, mtime=mtime)
 
-    async def _submit(self, posting: Posting) -> Outcome:
+    async def _submit(self, posting: Posting, kind: str) -> Outcome:
+        if posting.kind != kind:
+            method = "post" if kind == "confirmation" else "reverse"
+            raise ValueError(f"{method}() takes {kind}s, not a {posting.kind}")
         name = self.name_for(posting)
         try:
             data = document(posting, self.settings)

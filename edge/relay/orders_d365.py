@@ -84,15 +84,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Literal, TypeGuard, get_args
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import Field, StringConstraints, model_validator
 
 from edge.domain.limits import MAX_CYCLE_S, MAX_QUANTITY, MAX_SETUP_S, MAX_TEXT, QUANTITY_PLACES
 from edge.logging import Logger, get_logger
-from edge.relay.d365 import Connection, erp_text, read_secret
-from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
+from edge.relay.d365 import APP_HINT, Connection, D365Service, erp_text, read_secret
+from edge.relay.oauth import TokenRefused, TokenUnavailable
 from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
 
 ProdStatus = Literal[
@@ -189,7 +188,7 @@ class _Placement:
     start: datetime | None
 
 
-class D365OrderSource(OrderSource):
+class D365OrderSource(D365Service[Settings], OrderSource):
     """Released production orders of one F&O legal entity; see the module docstring."""
 
     system: ClassVar[str] = "d365"
@@ -202,38 +201,10 @@ class D365OrderSource(OrderSource):
         transport: httpx.AsyncBaseTransport | None = None,
         logger: Logger | None = None,
     ) -> None:
-        self.settings = settings
-        self._secret = client_secret
-        self._transport = transport
-        self._client: httpx.AsyncClient | None = None
-        self._tokens: TokenSource | None = None
-        self._zone = ZoneInfo(settings.timezone)
+        super().__init__(settings, client_secret, transport=transport)
         # per work center, the orders its last snapshot reported (not cancelled)
         self._known: dict[str, set[str]] = {}
         self.log: Logger = logger or get_logger("edge.relay.orders_d365")
-
-    def __repr__(self) -> str:  # the secret stays out of every text
-        s = self.settings
-        return f"D365OrderSource({s.root!r}, company={s.company!r})"
-
-    async def start(self) -> None:
-        if self._client is not None:
-            return
-        s = self.settings
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(s.timeout_s),
-            transport=self._transport,
-            headers={"Accept": "application/json"},
-        )
-        self._tokens = TokenSource(
-            ClientCredentials(s.tenant_token_url, s.client_id, self._secret, s.effective_scope),
-            self._client,
-        )
-
-    async def close(self) -> None:
-        client, self._client, self._tokens = self._client, None, None
-        if client is not None:
-            await client.aclose()
 
     # -- the snapshot ----------------------------------------------------------------------
 
@@ -316,16 +287,13 @@ class D365OrderSource(OrderSource):
                 for row in rows:
                     if row.get("RouteJobType") not in s.job_types:
                         continue
-                    if (row.get("OperationPriority") or "Primary") != "Primary":
-                        continue
                     if row.get("IsJobCancelled") == "Yes":
                         continue
                     wc = by_fold.get(str(row.get("OperationsResourceId") or "").casefold())
-                    number = row.get("OperationNumber")
-                    order = row.get("ProductionOrderNumber")
-                    if wc is None or not isinstance(order, str) or not _is_int(number):
+                    ids = _primary(row)
+                    if wc is None or ids is None:
                         continue
-                    key = (wc, order, int(number))
+                    key = (wc, *ids)
                     start = self._when(row, "ScheduledFrom")
                     if key not in earliest:
                         earliest[key] = start
@@ -351,17 +319,12 @@ class D365OrderSource(OrderSource):
                 s.operation_entity, "ProductionOrderNumber", orders, also=resources
             ):
                 for row in rows:
-                    if (row.get("OperationPriority") or "Primary") != "Primary":
-                        continue
                     wc = by_fold.get(str(row.get("CostingOperationResourceId") or "").casefold())
-                    number = row.get("OperationNumber")
-                    order = row.get("ProductionOrderNumber")
-                    if wc is None or not isinstance(order, str) or not _is_int(number):
+                    ids = _primary(row)
+                    if wc is None or ids is None:
                         continue
-                    found[(order, number)] = row
-                    placements.append(
-                        _Placement(wc, order, number, self._when(row, "ScheduledFrom"))
-                    )
+                    found[ids] = row
+                    placements.append(_Placement(wc, *ids, self._when(row, "ScheduledFrom")))
         return placements, found
 
     async def _operations(self, orders: list[str]) -> dict[tuple[str, int], Mapping[str, Any]]:
@@ -372,12 +335,9 @@ class D365OrderSource(OrderSource):
             self.settings.operation_entity, "ProductionOrderNumber", orders
         ):
             for row in rows:
-                if (row.get("OperationPriority") or "Primary") != "Primary":
-                    continue
-                number = row.get("OperationNumber")
-                order = row.get("ProductionOrderNumber")
-                if isinstance(order, str) and _is_int(number):
-                    found[(order, int(number))] = row
+                ids = _primary(row)
+                if ids is not None:
+                    found[ids] = row
         return found
 
     async def _units(self, headers: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -600,56 +560,35 @@ class D365OrderSource(OrderSource):
     async def _get(
         self, entity: str, url: str, params: Mapping[str, str] | None
     ) -> Mapping[str, Any]:
-        if self._client is None or self._tokens is None:
-            await self.start()
-        assert self._client is not None
-        assert self._tokens is not None
         s = self.settings
         what = f"D365 {entity}"
-        for attempt in (1, 2):
-            try:
-                token = await self._tokens.token()
-            except TokenUnavailable as exc:
-                raise _Failed(f"{what}: not read, {exc.outcome.text}") from None
-            except TokenRefused as exc:
-                raise _Failed(f"{what}: not read, configuration error: {exc}") from None
-            try:
-                response = await self._client.get(
-                    url,
-                    params=params,
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Prefer": f"odata.maxpagesize={s.page_size}",
-                    },
-                )
-            except httpx.TimeoutException as exc:
-                raise _Failed(
-                    f"{what}: no answer within {s.timeout_s:g} s ({type(exc).__name__})"
-                ) from None
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                text = str(exc)
-                raise _Failed(
-                    f"{what}: {type(exc).__name__}{': ' + text if text else ''}"
-                ) from None
-            if response.status_code == 401:
-                self._tokens.forget()
-                if attempt == 1:
-                    continue
-                raise _Failed(
-                    f"{what}: HTTP 401 with a new token, configuration error (is the app "
-                    "registered in F&O, Microsoft Entra ID applications?)"
-                )
-            if response.status_code != 200:
-                text = erp_text(response)
-                raise _Failed(f"{what}: HTTP {response.status_code} {text}".rstrip())
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            if not isinstance(body, dict):
-                raise _Failed(f"{what}: HTTP 200 without a JSON object")
-            return body
-        raise AssertionError("unreachable")
+        try:
+            response = await self._authorized(
+                "GET", url, params=params, headers={"Prefer": f"odata.maxpagesize={s.page_size}"}
+            )
+        except TokenUnavailable as exc:
+            raise _Failed(f"{what}: not read, {exc.outcome.text}") from None
+        except TokenRefused as exc:
+            raise _Failed(f"{what}: not read, configuration error: {exc}") from None
+        except httpx.TimeoutException as exc:
+            raise _Failed(
+                f"{what}: no answer within {s.timeout_s:g} s ({type(exc).__name__})"
+            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            text = str(exc)
+            raise _Failed(f"{what}: {type(exc).__name__}{': ' + text if text else ''}") from None
+        if response.status_code == 401:
+            raise _Failed(f"{what}: HTTP 401 with a new token, configuration error {APP_HINT}")
+        if response.status_code != 200:
+            text = erp_text(response)
+            raise _Failed(f"{what}: HTTP {response.status_code} {text}".rstrip())
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise _Failed(f"{what}: HTTP 200 without a JSON object")
+        return body
 
 
 def _literal(value: str) -> str:
@@ -667,6 +606,17 @@ def _or(terms: list[str]) -> str:
 def _chunks(values: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
+
+
+def _primary(row: Mapping[str, Any]) -> tuple[str, int] | None:
+    """(order, operation number) of a row of an order's primary operation; None for another
+    row (a secondary operation, no order or number)."""
+    if (row.get("OperationPriority") or "Primary") != "Primary":
+        return None
+    order, number = row.get("ProductionOrderNumber"), row.get("OperationNumber")
+    if not isinstance(order, str) or not _is_int(number):
+        return None
+    return order, int(number)
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

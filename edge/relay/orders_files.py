@@ -150,19 +150,19 @@ from datetime import time as dtime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
     model_validator,
 )
 
 from edge.domain import limits as L
 from edge.logging import get_logger
+from edge.relay.checks import Zone, check_folders, distinct_folders
 from edge.relay.files import write_atomic
 from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
 
@@ -247,7 +247,7 @@ class Settings(BaseModel):
     # the source's memory of every order read (JSON, written atomically); not in the inbox
     state_file: Annotated[Path, Field(strict=False)]
     # the plant's time zone: IDoc dates and times, B2MML times without a zone
-    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    timezone: Zone = "UTC"
     # the encoding of a file whose XML declaration names none
     encoding: Literal["utf-8", "iso-8859-1", "cp1252"] = "utf-8"
     released_statuses: StatusList = DEFAULT_RELEASED
@@ -269,29 +269,15 @@ class Settings(BaseModel):
     forget_cancelled_after_s: Annotated[float, Field(ge=0.0, le=366 * 86400.0)] = 7 * 86400.0
     forget_after_s: Annotated[float, Field(ge=3600.0, le=10 * 366 * 86400.0)] = 90 * 86400.0
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            raise ValueError(
-                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin' or 'UTC'"
-            ) from None
-        return value
-
     @model_validator(mode="after")
     def _distinct_dirs(self) -> Settings:
-        named = [("inbox_dir", self.inbox_dir), ("archive_dir", self.archive_dir)]
-        named.append(("error_dir", self.error_dir))
-        seen: dict[Path, str] = {}
-        for setting, path in named:
-            if path is None:
-                continue
-            where = Path(os.path.abspath(path))
-            if where in seen:
-                raise ValueError(f"{setting} and {seen[where]} must be different folders: {path}")
-            seen[where] = setting
+        seen = distinct_folders(
+            (
+                ("inbox_dir", self.inbox_dir),
+                ("archive_dir", self.archive_dir),
+                ("error_dir", self.error_dir),
+            )
+        )
         state_dir = Path(os.path.abspath(self.state_file)).parent
         if state_dir in seen:
             raise ValueError(
@@ -498,7 +484,9 @@ class _Where:
     operation: str = ""
 
 
-def _warn_left_out(where: _Where, exc: _LeftOut, *, kept: bool) -> None:
+def _warn_left_out(where: _Where, exc: _LeftOut, *, kept: bool, what: str = "") -> None:
+    """Logs a value the gateway would refuse: the value is left out (``kept``: the operation
+    stands), or the operation (or ``what`` names what else)."""
     log.warning(
         "order_value_left_out",
         file=where.file,
@@ -507,7 +495,7 @@ def _warn_left_out(where: _Where, exc: _LeftOut, *, kept: bool) -> None:
         field=exc.field_name,
         value=exc.value[:80],
         problem=exc.problem,
-        left_out="the value" if kept else "the operation",
+        left_out=what or ("the value" if kept else "the operation"),
     )
 
 
@@ -681,16 +669,8 @@ class _Reader:
         order_id = _strip_zeros(_text(header, "AUFNR"), s.strip_zeros)
         where = _Where(self.file, order_id)
         if header is None or not order_id:
-            log.warning(
-                "order_value_left_out",
-                file=self.file,
-                order="",
-                operation="",
-                field="E1AFKOL/AUFNR",
-                value="",
-                problem="an IDOC without an order number",
-                left_out="the IDOC",
-            )
+            missing = _LeftOut("E1AFKOL/AUFNR", "", "an IDOC without an order number")
+            _warn_left_out(_Where(self.file, ""), missing, kept=False, what="the IDOC")
             return None
         try:
             _ident("order_id", order_id)
@@ -800,22 +780,17 @@ class _Reader:
                 kept=True,
             )
             confirmation = None
-        operation = ErpOperation(
-            work_center=work_center,
-            order_id=order.order_id,
-            operation=number,
-            material=material,
-            quantity=quantity,
-            unit=unit,
-            status=status,
-            material_text=text,
-            planned_setup_s=setup_s,
-            planned_run_s_per_unit=run_s,
-            latest_end=latest_end,
+        operation = _erp_operation(
+            where,
+            (work_center, material, quantity, unit),
+            (status, status_text),
+            (text, setup_s, run_s, latest_end),
+        )
+        operation = replace(
+            operation,
             over_tolerance_pct=tolerances[0],
             under_tolerance_pct=tolerances[1],
             confirmation_no=confirmation,
-            status_text=status_text,
         )
         return _Op(operation, start)
 
@@ -979,20 +954,8 @@ class _Reader:
         )
         start = self._iso(where, "start", segment, "EarliestStartTime", request, "StartTime")
         end = self._iso(where, "latest_end", segment, "LatestEndTime", request, "EndTime")
-        operation = ErpOperation(
-            work_center=work_center,
-            order_id=order.order_id,
-            operation=number,
-            material=material,
-            quantity=quantity,
-            unit=unit,
-            status=status,
-            material_text=text,
-            planned_setup_s=setup_s,
-            planned_run_s_per_unit=run_s,
-            latest_end=end,
-            status_text=status_text,
-        )
+        what = (work_center, material, quantity, unit)
+        operation = _erp_operation(where, what, (status, status_text), (text, setup_s, run_s, end))
         return _Op(operation, start)
 
     def _parameter(self, segment: ET.Element, ident: str, bound: float) -> float:
@@ -1034,6 +997,33 @@ class _Reader:
             if value is not None:
                 return value
         return None
+
+
+def _erp_operation(
+    where: _Where,
+    what: tuple[str, str, Decimal, str],
+    status: tuple[ErpStatus, str],
+    plan: tuple[str, float, float, str | None],
+) -> ErpOperation:
+    """The operation ``where`` names, as LOIPRO and B2MML read it: ``what`` is (work center,
+    material, quantity, unit), ``status`` (status, its text), ``plan`` (material text, setup
+    seconds, run seconds per unit, latest end)."""
+    work_center, material, quantity, unit = what
+    text, setup_s, run_s, latest_end = plan
+    return ErpOperation(
+        work_center=work_center,
+        order_id=where.order_id,
+        operation=where.operation,
+        material=material,
+        quantity=quantity,
+        unit=unit,
+        status=status[0],
+        material_text=text,
+        planned_setup_s=setup_s,
+        planned_run_s_per_unit=run_s,
+        latest_end=latest_end,
+        status_text=status[1],
+    )
 
 
 def _find(root: ET.Element, tag: str, depth: int) -> Iterator[ET.Element]:
@@ -1261,13 +1251,7 @@ class FileOrderSource(OrderSource):
             if path is not None:
                 dirs.append((setting, path, os.W_OK | os.X_OK))
         dirs.append(("state_file", s.state_file.parent, os.W_OK | os.X_OK))
-        for setting, path, mode in dirs:
-            if not path.is_dir():
-                what = "is not a directory" if path.exists() else "does not exist"
-                raise ValueError(f"orders.{setting}: {path} {what}")
-            if not os.access(path, mode):
-                need = "writable" if mode & os.W_OK else "readable"
-                raise ValueError(f"orders.{setting}: {path} is not {need} by this process")
+        check_folders("orders", dirs)
 
     def _loaded(self) -> _State:
         if self._state is None:

@@ -82,26 +82,31 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal, Unpack
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from edge.domain import limits as L
 from edge.logging import get_logger
-from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
+from edge.relay.checks import Zone
+from edge.relay.oauth import TokenRefused, TokenUnavailable
 from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
 from edge.relay.sap import (
     Connection,
-    check_zone,
-    open_client,
+    Credentials,
+    SapService,
+    odata_day,
+    odata_seconds,
     quote_literal,
     read_credentials,
     sap_error,
     service_url,
 )
+
+log = get_logger(__name__)
 
 SERVICE: Final = "API_PRODUCTION_ORDER_2_SRV"
 OPERATIONS: Final = "A_ProductionOrderOperation_2"
@@ -109,11 +114,8 @@ ORDERS: Final = "A_ProductionOrder_2"
 STATUS_NAV: Final = "to_ProductionOrderStatus"
 # Where the relay's configuration keeps these settings (named in errors).
 SECTION: Final = "dispatch.source"
-_DAY_MS: Final = 86_400_000
 _ISO_SECONDS: Final = {"SEC": 1.0, "MIN": 60.0, "HUR": 3600.0}
 _IDENT: Final = re.compile(r"^[^/+#\s]{1,40}$")
-_DATE: Final = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
-_TIME: Final = re.compile(r"^PT(?:(\d{1,2})H)?(?:(\d{1,2})M)?(?:(\d{1,2})(?:\.\d+)?S)?$")
 
 _ORDER_CANCELLED: Final = (
     ("OrderIsDeleted", "order deleted"),
@@ -126,8 +128,6 @@ _OPERATION_CANCELLED: Final = (
     ("OperationIsTechlyCompleted", "operation technically completed"),
     ("OperationIsClosed", "operation closed"),
 )
-
-log = get_logger(__name__)
 
 _Unit = Annotated[str, StringConstraints(min_length=1, max_length=3)]
 _Seconds = Annotated[float, Field(gt=0, le=86_400.0)]
@@ -142,7 +142,7 @@ class Settings(Connection):
 
     system: Literal["sap"]
     plant: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{4}$")]
-    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "UTC"
+    timezone: Zone = "UTC"
     setup_slot: Annotated[int, Field(ge=0, le=6)] = 1
     run_slot: Annotated[int, Field(ge=0, le=6)] = 2
     time_units: dict[_Unit, _Seconds] = Field(
@@ -153,11 +153,6 @@ class Settings(Connection):
     max_operations: Annotated[int, Field(ge=1, le=100_000)] = 10_000
     parallel: Annotated[int, Field(ge=1, le=32)] = 4
     held_user_statuses: list[_StatusName] = Field(default_factory=lambda: ["HOLD"], max_length=100)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_zone(value)
 
     @model_validator(mode="after")
     def _slots(self) -> Settings:
@@ -193,34 +188,13 @@ class _Mapped:
     sequence: str  # ManufacturingOrderSequence
 
 
-class SapOrderSource(OrderSource):
+class SapOrderSource(SapService[Settings], OrderSource):
     system: ClassVar[str] = "sap"
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        password: str | None = None,
-        oauth: ClientCredentials | None = None,
-    ) -> None:
-        self.settings = settings
-        self._password = password
-        self._oauth = oauth
+    def __init__(self, settings: Settings, **credentials: Unpack[Credentials]) -> None:
+        super().__init__(settings, **credentials)
         self._zone = ZoneInfo(settings.timezone)
         self._held = frozenset(s.upper() for s in settings.held_user_statuses)
-        self._client: httpx.AsyncClient | None = None
-        self._tokens: TokenSource | None = None
-
-    async def start(self) -> None:
-        self._client = open_client(self.settings, self._password)
-        if self._oauth is not None:
-            self._tokens = TokenSource(self._oauth, self._client)
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        self._tokens = None
-        if client is not None:
-            await client.aclose()
 
     # ------------------------------------------------------------------ the interface
 
@@ -347,10 +321,8 @@ class SapOrderSource(OrderSource):
             raise _Failed(f"SAP answered {what} with something that is not JSON") from None
 
     async def _auth(self) -> dict[str, str]:
-        if self._tokens is None:
-            return {}
         try:
-            return {"Authorization": f"Bearer {await self._tokens.token()}"}
+            return await self._bearer()
         except TokenUnavailable as exc:
             raise _Failed(f"no OAuth token for SAP: {exc.outcome.text}") from None
         except TokenRefused as exc:
@@ -530,20 +502,18 @@ class SapOrderSource(OrderSource):
         raw_date = entity.get(date_field)
         if not isinstance(raw_date, str) or not raw_date:
             return None
-        match = _DATE.match(raw_date)
-        if match is None:
+        day = odata_day(raw_date)
+        if day is None:
             log.warning("sap_date_unreadable", field=date_field, value=raw_date)
             return None
-        day = dt.date(1970, 1, 1) + dt.timedelta(days=int(match.group(1)) // _DAY_MS)
         seconds = 0
         raw_time = entity.get(time_field)
         if isinstance(raw_time, str) and raw_time:
-            tm = _TIME.match(raw_time)
-            if tm is None or raw_time == "PT":
+            clock = odata_seconds(raw_time)
+            if clock is None:
                 log.warning("sap_time_unreadable", field=time_field, value=raw_time)
             else:
-                h, m, s = (int(g) if g else 0 for g in tm.groups())
-                seconds = min(h * 3600 + m * 60 + s, 86_400)
+                seconds = clock
         # Wall-clock arithmetic: the zone's offset is the one of the resulting local time.
         local = dt.datetime(day.year, day.month, day.day, tzinfo=self._zone)
         return (local + dt.timedelta(seconds=seconds)).astimezone(dt.UTC)

@@ -34,16 +34,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Generic, Literal, TypedDict, TypeVar, Unpack
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from edge.relay.checks import Zone
 from edge.relay.erp import (
     ErpAdapter,
     LookupOutcome,
@@ -64,6 +66,9 @@ _RETRY_STATUSES: Final = frozenset({408, 423, 425, 429, 500, 502, 503, 504})
 _MAX_PLACES: Final = 3
 _MAX_QTY: Final = Decimal("9999999999.999")
 _UNIT_SECONDS: Final = {"S": 1.0, "MIN": 60.0, "H": 3600.0}
+_DAY_MS: Final = 86_400_000
+_ODATA_DATE: Final = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
+_ODATA_TIME: Final = re.compile(r"^PT(?:(\d{1,2})H)?(?:(\d{1,2})M)?(?:(\d{1,2})(?:\.\d+)?S)?$")
 
 
 class Connection(BaseModel):
@@ -99,7 +104,7 @@ class Settings(Connection):
     transient_codes: list[Annotated[str, StringConstraints(max_length=40)]] = Field(
         default_factory=lambda: ["CO/469", "MC/601", "M3/897"], max_length=100
     )
-    timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
+    timezone: Zone = "UTC"
     plant: Annotated[str, StringConstraints(max_length=4)] | None = None
     sequence: Annotated[str, StringConstraints(max_length=6)] = "0"
     activity_unit: Literal["S", "MIN", "H"] = "MIN"
@@ -116,20 +121,6 @@ class Settings(Connection):
     # Send the work center (``WorkCenter``, 8 characters)? SAP takes the operation's own when
     # it is not sent, which is right unless the plant confirms on alternative work centers.
     send_work_center: bool = False
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_zone(value)
-
-
-def check_zone(value: str) -> str:
-    """An IANA time zone name, or a ValueError saying it is not one."""
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
-    return value
 
 
 def _read_secret(field: str, path: Path | None, section: str = "erp") -> str:
@@ -182,6 +173,47 @@ def service_url(settings: Connection, path: str) -> str:
     return url
 
 
+class Credentials(TypedDict, total=False):
+    """What :func:`read_credentials` read: the password (Basic) or the client credentials
+    (OAuth)."""
+
+    password: str | None
+    oauth: ClientCredentials | None
+
+
+SettingsT = TypeVar("SettingsT", bound=Connection)
+
+
+class SapService(Generic[SettingsT]):
+    """One SAP OData service as the confirmation adapter and the order source
+    (:mod:`edge.relay.orders_sap`) both use it: the settings, the HTTP client (opened by
+    :meth:`start`) and, with OAuth, the bearer tokens."""
+
+    def __init__(self, settings: SettingsT, **credentials: Unpack[Credentials]) -> None:
+        self.settings = settings
+        self._password = credentials.get("password")
+        self._oauth = credentials.get("oauth")
+        self._client: httpx.AsyncClient | None = None
+        self._tokens: TokenSource | None = None
+
+    async def start(self) -> None:
+        self._client = open_client(self.settings, self._password)
+        if self._oauth is not None:
+            self._tokens = TokenSource(self._oauth, self._client)
+
+    async def close(self) -> None:
+        client, self._client, self._tokens = self._client, None, None
+        if client is not None:
+            await client.aclose()
+
+    async def _bearer(self) -> dict[str, str]:
+        """The ``Authorization`` header with OAuth (none with Basic: the client sends it);
+        raises :class:`TokenUnavailable` or :class:`TokenRefused`."""
+        if self._tokens is None:
+            return {}
+        return {"Authorization": f"Bearer {await self._tokens.token()}"}
+
+
 def build(settings: Settings) -> SapAdapter:
     """The adapter, with its secrets read; a ValueError names a missing or unreadable one."""
     password, oauth = read_credentials(settings)
@@ -198,6 +230,25 @@ def odata_date(day: dt.date) -> str:
 
 def odata_time(t: dt.time) -> str:
     return f"PT{t.hour:02d}H{t.minute:02d}M{t.second:02d}S"
+
+
+def odata_day(text: str) -> dt.date | None:
+    """The day of ``/Date(ms)/`` (its UTC midnight, as :func:`odata_date` writes it; an offset
+    ``+hhmm`` is passed over); None for other text."""
+    match = _ODATA_DATE.match(text)
+    if match is None:
+        return None
+    return dt.date(1970, 1, 1) + dt.timedelta(days=int(match.group(1)) // _DAY_MS)
+
+
+def odata_seconds(text: str) -> int | None:
+    """``PThhHmmMssS`` (as :func:`odata_time` writes it; parts may be missing) as seconds into
+    the day, at most 86 400; None for other text."""
+    match = _ODATA_TIME.match(text)
+    if match is None or text == "PT":
+        return None
+    h, m, s = (int(g) if g else 0 for g in match.groups())
+    return min(h * 3600 + m * 60 + s, 86_400)
 
 
 def sap_decimal(name: str, value: Decimal) -> str:
@@ -246,39 +297,17 @@ def sap_error(response: httpx.Response) -> tuple[str, str | None]:
     return f"HTTP {response.status_code}{': ' + body if body else ''}", None
 
 
-class SapAdapter(ErpAdapter):
+class SapAdapter(SapService[Settings], ErpAdapter):
     system: ClassVar[str] = "sap"
     can_lookup = True
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        password: str | None = None,
-        oauth: ClientCredentials | None = None,
-    ) -> None:
-        self.settings = settings
-        self._password = password
-        self._oauth = oauth
+    def __init__(self, settings: Settings, **credentials: Unpack[Credentials]) -> None:
+        super().__init__(settings, **credentials)
         self._zone = ZoneInfo(settings.timezone)
-        self._client: httpx.AsyncClient | None = None
-        self._tokens: TokenSource | None = None
         self._csrf: str | None = None
         self._csrf_lock = asyncio.Lock()
         self._transient = frozenset(settings.transient_codes)
         self.can_lookup = settings.lookup
-
-    # ------------------------------------------------------------------ lifecycle
-
-    async def start(self) -> None:
-        self._client = open_client(self.settings, self._password)
-        if self._oauth is not None:
-            self._tokens = TokenSource(self._oauth, self._client)
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     # ------------------------------------------------------------------ the interface
 
@@ -410,10 +439,8 @@ class SapAdapter(ErpAdapter):
         return service_url(self.settings, path)
 
     async def _headers(self) -> dict[str, str] | Transient:
-        if self._tokens is None:
-            return {}
         try:
-            return {"Authorization": f"Bearer {await self._tokens.token()}"}
+            return await self._bearer()
         except TokenUnavailable as exc:
             return exc.outcome
         except TokenRefused as exc:

@@ -30,10 +30,11 @@ from edge.relay.erp import (
     external_id,
 )
 from simulators.erp.d365 import D365StandIn, validate_content
+from tests.erp.helpers import D365_SECRET, d365_token, d365_values, write_secret
 
 pytestmark = pytest.mark.timeout(10)
 
-SECRET = "s3cret-value"
+SECRET = D365_SECRET
 T0 = 1_764_583_200_000  # 2025-12-01T10:00:00Z
 
 
@@ -69,26 +70,14 @@ def make_posting(**changes: Any) -> Posting:
 
 
 def settings_for(d365: D365StandIn, secret_file: Path, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "system": "d365",
-        "base_url": d365.base_url,
-        "tenant_token_url": d365.token_url,
-        "client_id": "edge-relay",
-        "client_secret_file": secret_file,
-        "company": "usmf",
-        "timeout_s": 2.0,
-        "poll_interval_s": 0.1,
-        "error_causes": {"SC-BURR": "Machine", "SC-MAT": "Material"},
-    }
-    values.update(changes)
-    return Settings.model_validate(values)
+    causes = {"SC-BURR": "Machine", "SC-MAT": "Material"}
+    values = {"poll_interval_s": 0.1, "error_causes": causes, **changes}
+    return Settings.model_validate(d365_values(d365, secret_file, **values))
 
 
 @pytest.fixture
 def secret_file(tmp_path: Path) -> Path:
-    path = tmp_path / "d365.secret"
-    path.write_text(SECRET + "\n")
-    return path
+    return write_secret(tmp_path)
 
 
 @pytest.fixture
@@ -119,6 +108,16 @@ async def adapter_for(d365: D365StandIn, secret_file: Path) -> AsyncIterator[Ada
 @pytest.fixture
 async def adapter(adapter_for: AdapterFactory) -> D365Adapter:
     return await adapter_for()
+
+
+async def post_once(settings: Settings) -> Outcome:
+    """``make_posting()`` posted by an adapter of its own (started, then closed)."""
+    adapter = build(settings)
+    await adapter.start()
+    try:
+        return await adapter.post(make_posting())
+    finally:
+        await adapter.close()
 
 
 async def settle(adapter: D365Adapter, posting: Posting, outcome: Outcome) -> Outcome:
@@ -504,12 +503,7 @@ async def test_bad_secret_is_transient_with_a_clear_text(
     d365.state.bad_secret_status = status
     wrong = tmp_path / "wrong.secret"
     wrong.write_text("not-the-secret")
-    adapter = build(settings_for(d365, wrong))
-    await adapter.start()
-    try:
-        outcome = await adapter.post(make_posting())
-    finally:
-        await adapter.close()
+    outcome = await post_once(settings_for(d365, wrong))
     assert isinstance(outcome, Transient)
     assert "configuration error" in outcome.text
     assert f"HTTP {status}" in outcome.text
@@ -546,35 +540,36 @@ async def test_connection_refused_is_transient(d365: D365StandIn, secret_file: P
     settings = settings_for(
         d365, secret_file, base_url=f"http://127.0.0.1:{port}", scope=f"{d365.base_url}/.default"
     )
-    adapter = build(settings)
-    await adapter.start()
-    try:
-        outcome = await adapter.post(make_posting())
-    finally:
-        await adapter.close()
+    outcome = await post_once(settings)
     assert isinstance(outcome, Transient)
     assert "not sent" in outcome.text
     assert "ConnectError" in outcome.text
 
 
-async def test_bad_request_is_rejected_with_the_erp_text(
-    d365: D365StandIn, adapter: D365Adapter
+@pytest.mark.parametrize(
+    ("status", "said", "retry_after_s", "answer"),
+    [
+        # a bad request: the ERP refuses the data, in its own words
+        (400, "Field 'GoodQuantity' has an invalid value.", None, Rejected),
+        # too many requests: not now, and when again
+        (429, "Too many requests", 7, Transient),
+    ],
+)
+async def test_an_http_error_is_rejected_or_transient_with_the_erp_text(
+    d365: D365StandIn,
+    adapter: D365Adapter,
+    status: int,
+    said: str,
+    retry_after_s: float | None,
+    answer: type[Rejected | Transient],
 ) -> None:
-    d365.state.fail_next(400, "Field 'GoodQuantity' has an invalid value.")
+    d365.state.fail_next(status, said, retry_after_s=retry_after_s)
     outcome = await adapter.post(make_posting())
-    assert isinstance(outcome, Rejected)
-    assert "HTTP 400" in outcome.text
-    assert "Field 'GoodQuantity' has an invalid value." in outcome.text
-
-
-async def test_too_many_requests_is_transient_with_retry_after(
-    d365: D365StandIn, adapter: D365Adapter
-) -> None:
-    d365.state.fail_next(429, "Too many requests", retry_after_s=7)
-    outcome = await adapter.post(make_posting())
-    assert isinstance(outcome, Transient)
-    assert outcome.retry_after_s == 7
-    assert "HTTP 429" in outcome.text
+    assert isinstance(outcome, answer)
+    assert f"HTTP {status}" in outcome.text
+    assert said in outcome.text
+    if isinstance(outcome, Transient):
+        assert outcome.retry_after_s == retry_after_s
 
 
 async def test_poll_during_an_outage_is_transient(d365: D365StandIn, adapter: D365Adapter) -> None:
@@ -616,13 +611,7 @@ async def test_canceled_message_is_rejected(d365: D365StandIn, adapter: D365Adap
 
 async def test_stand_in_refuses_a_bad_envelope(d365: D365StandIn, adapter: D365Adapter) -> None:
     async with httpx.AsyncClient() as client:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": "edge-relay",
-            "client_secret": SECRET,
-            "scope": f"{d365.base_url}/.default",
-        }
-        token = (await client.post(d365.token_url, data=form)).json()["access_token"]
+        token = await d365_token(client, d365)
         url = f"{d365.base_url}/api/services/SysMessageServices/SysMessageService/SendMessage"
         headers = {"Authorization": f"Bearer {token}"}
         body = {

@@ -16,10 +16,11 @@ from structlog.testing import capture_logs
 from edge.relay.orders import ErpOperation, SnapshotFailed
 from edge.relay.orders_d365 import D365OrderSource, Settings, build
 from simulators.erp.d365 import D365StandIn
+from tests.erp.helpers import D365_SECRET, d365_token, d365_values, released, write_secret
 
 pytestmark = pytest.mark.timeout(10)
 
-SECRET = "s3cret-value"
+SECRET = D365_SECRET
 
 
 @pytest.fixture
@@ -30,25 +31,12 @@ async def d365() -> AsyncIterator[D365StandIn]:
 
 @pytest.fixture
 def secret_file(tmp_path: Path) -> Path:
-    path = tmp_path / "d365.secret"
-    path.write_text(SECRET + "\n", encoding="utf-8")
-    return path
+    return write_secret(tmp_path)
 
 
 def settings_for(d365: D365StandIn, secret_file: Path, **changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "system": "d365",
-        "base_url": d365.base_url,
-        "tenant_token_url": d365.token_url,
-        "client_id": "edge-relay",
-        "client_secret_file": secret_file,
-        "company": "usmf",
-        "timezone": "Europe/Berlin",
-        "timeout_s": 2.0,
-        "stopped_field": "IsProductionOrderStopped",
-    }
-    values.update(changes)
-    return Settings.model_validate(values)
+    values = {"timezone": "Europe/Berlin", "stopped_field": "IsProductionOrderStopped", **changes}
+    return Settings.model_validate(d365_values(d365, secret_file, **values))
 
 
 @pytest.fixture
@@ -128,20 +116,16 @@ async def test_mapping_for_two_work_centers(d365: D365StandIn, source: D365Order
         ("P000101", "0010", 2),  # 2025-12-02 06:00 local
     ]
     first = by_key(press)[("P000101", "0010")]
-    assert first == ErpOperation(
-        work_center="PRESS07",
-        order_id="P000101",
-        operation="0010",
-        material="A0001",
-        quantity=Decimal(120),
-        unit="PC",
-        status="released",
-        material_text="Bracket 30x15",
-        sequence=2,
-        planned_setup_s=1800.0,  # 30 minutes
-        planned_run_s_per_unit=15.0,  # 2.5 minutes for 10 pieces
-        latest_end="2025-12-02T13:30:00Z",  # 14:30 in Berlin (CET)
-        status_text="",
+    assert first == released(
+        ("PRESS07", "P000101", "0010"),
+        ("A0001", Decimal(120), "PC"),
+        "Bracket 30x15",
+        2,
+        (
+            1800.0,  # 30 minutes
+            15.0,  # 2.5 minutes for 10 pieces
+            "2025-12-02T13:30:00Z",  # 14:30 in Berlin (CET)
+        ),
     )
     other = by_key(press)[("P000102", "0010")]
     assert (other.material, other.quantity, other.unit) == ("B0002", Decimal("7.5"), "kg")
@@ -528,12 +512,7 @@ async def test_orders_scripted_over_the_control_api(
             response = await http.post(path, json=body)
             assert response.status_code == 200, response.text
     (op,) = (await snap(source, "CUT01"))["CUT01"]
-    assert (op.order_id, op.operation, op.quantity, op.unit) == (
-        "P000601",
-        "0030",
-        Decimal(50),
-        "m",
-    )
+    assert (op.key, op.quantity, op.unit) == (("P000601", "0030", 0), Decimal(50), "m")
     assert op.planned_run_s_per_unit == 360.0
     assert op.latest_end == "2025-12-05T11:00:00Z"
     async with httpx.AsyncClient(base_url=d365.base_url) as http:
@@ -555,13 +534,7 @@ async def test_an_unknown_entity_or_property_fails_clearly(
     assert isinstance(result, SnapshotFailed)
     assert result.text.startswith("D365 ProdRouteOperations: HTTP 404")
     async with httpx.AsyncClient(base_url=d365.base_url) as http:
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": "edge-relay",
-            "client_secret": SECRET,
-            "scope": f"{d365.base_url}/.default",
-        }
-        token = (await http.post(d365.token_url, data=form)).json()["access_token"]
+        token = await d365_token(http, d365)
         response = await http.get(
             "/data/ProductionOrderHeaders",
             params={"$filter": "Nope eq 'x'", "cross-company": "true"},

@@ -41,6 +41,7 @@ from simulators.erp.order_files import (
     demo,
     main,
 )
+from tests.erp.helpers import released
 from tests.small_disk import fill, small_disk
 
 WC = "WC-4711"
@@ -143,20 +144,16 @@ async def test_the_constructed_example_field_by_field(folders: Folders) -> None:
     result = await snap(source, WC, "WC-OTHER")
     assert result["WC-OTHER"] == []
     assert result[WC] == [
-        ErpOperation(
-            work_center=WC,
-            order_id="1000123",  # zeros stripped
-            operation="0010",
-            material="FG-100",
-            quantity=Decimal(100),
-            unit="ST",
-            status="released",
-            material_text="Assemble housing",
-            sequence=1,
-            planned_setup_s=900.0,  # 15 MIN
-            planned_run_s_per_unit=144.0,  # 240 MIN per 100
-            latest_end="2025-03-04T09:00:00Z",  # FSEDD/FSEDZ 10:00 in Berlin (CET)
-            status_text="",
+        released(
+            (WC, "1000123", "0010"),  # zeros stripped
+            ("FG-100", Decimal(100), "ST"),
+            "Assemble housing",
+            1,
+            (
+                900.0,  # 15 MIN
+                144.0,  # 240 MIN per 100
+                "2025-03-04T09:00:00Z",  # FSEDD/FSEDZ 10:00 in Berlin (CET)
+            ),
         )
     ]
     assert names(folders.archive) == ["O_100_0000000004711001"]
@@ -258,18 +255,12 @@ async def test_b2mml_from_the_generator_field_by_field(folders: Folders) -> None
         ("1000123", "0010", 2),
     ]
     housing = by_key(result[WC])[("1000123", "0010")]
-    assert housing == ErpOperation(
-        work_center=WC,
-        order_id="1000123",
-        operation="0010",
-        material="FG-100",
-        quantity=Decimal(100),
-        unit="ST",
-        material_text="Assemble housing",
-        sequence=2,
-        planned_setup_s=900.0,
-        planned_run_s_per_unit=144.0,
-        latest_end="2025-03-04T13:00:00Z",
+    assert housing == released(
+        (WC, "1000123", "0010"),
+        ("FG-100", Decimal(100), "ST"),
+        "Assemble housing",
+        2,
+        (900.0, 144.0, "2025-03-04T13:00:00Z"),
     )
     wind = by_key(result[WC])[("A-77", "10")]
     assert (wind.quantity, wind.unit, wind.planned_setup_s) == (Decimal("12.5"), "M", 7200.0)

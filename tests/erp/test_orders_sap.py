@@ -33,6 +33,7 @@ from simulators.erp.sap_orders import (
     SapOrdersState,
     mount,
 )
+from tests.erp.helpers import released
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -106,6 +107,12 @@ def one(state: SapOrdersState, order: str = "1000123", wc: str = WC1, **op: Any)
     state.add_operation(order, "0010", work_center=wc, **fields)
 
 
+def three(state: SapOrdersState) -> None:
+    """The orders 1000123, 1000124 and 1000125 of :func:`one`."""
+    for order in ("1000123", "1000124", "1000125"):
+        one(state, order)
+
+
 def by_key(ops: Sequence[ErpOperation]) -> dict[str, ErpOperation]:
     return {f"{o.order_id}/{o.operation}": o for o in ops}
 
@@ -160,46 +167,28 @@ async def test_released_operations_of_two_work_centers_field_by_field(
     result = await ok(sap, tmp_path, (WC1, WC2, "WC-EMPTY"))
 
     assert result[WC1] == [
-        ErpOperation(
-            work_center=WC1,
-            order_id="1000124",
-            operation="0010",
-            material="FG-200",
-            quantity=Decimal(250),
-            unit="PC",
-            material_text="Stamping",
-            sequence=1,
-            planned_setup_s=2700.0,
-            planned_run_s_per_unit=12.0,
-            latest_end="2025-03-03T23:30:00Z",
+        released(
+            (WC1, "1000124", "0010"),
+            ("FG-200", Decimal(250), "PC"),
+            "Stamping",
+            1,
+            (2700.0, 12.0, "2025-03-03T23:30:00Z"),
         ),
-        ErpOperation(
-            work_center=WC1,
-            order_id="1000123",
-            operation="0010",
-            material="FG-100",
-            quantity=Decimal(100),
-            unit="PC",
-            material_text="Stamping",
-            sequence=2,
-            planned_setup_s=1800.0,
-            planned_run_s_per_unit=90.0,
-            latest_end="2025-03-04T08:30:00Z",
+        released(
+            (WC1, "1000123", "0010"),
+            ("FG-100", Decimal(100), "PC"),
+            "Stamping",
+            2,
+            (1800.0, 90.0, "2025-03-04T08:30:00Z"),
         ),
     ]
     (second,) = result[WC2]
-    assert second == ErpOperation(
-        work_center=WC2,
-        order_id="1000123",
-        operation="0020",
-        material="FG-100",
-        quantity=Decimal("98.5"),
-        unit="KG",
-        material_text="Bracket, zinc plated",  # no operation text: the order's first line
-        sequence=1,
-        planned_setup_s=900.0,
-        planned_run_s_per_unit=20.0,
-        latest_end="2025-07-01T10:15:00Z",
+    assert second == released(
+        (WC2, "1000123", "0020"),
+        ("FG-100", Decimal("98.5"), "KG"),
+        "Bracket, zinc plated",  # no operation text: the order's first line
+        1,
+        (900.0, 20.0, "2025-07-01T10:15:00Z"),
     )
     assert result["WC-EMPTY"] == []
     assert all(o.status == "released" and o.confirmation_no is None for o in result[WC1])
@@ -291,9 +280,7 @@ async def test_held_by_a_lock_or_a_user_status_and_released_again(
     sap: SapOrdersStandIn, tmp_path: Path
 ) -> None:
     st = sap.state
-    one(st, "1000123")
-    one(st, "1000124")
-    one(st, "1000125")
+    three(st)
     st.lock("1000123")
     st.set_user_status("1000124", "HOLD", "Held by quality")
     st.set_user_status("1000125", "INSP", "Inspection")
@@ -392,9 +379,7 @@ async def test_confirmed_and_unreleased_operations_are_not_reported(
     sap: SapOrdersStandIn, tmp_path: Path
 ) -> None:
     st = sap.state
-    one(st, "1000123")
-    one(st, "1000124")
-    one(st, "1000125")
+    three(st)
     st.add_order("1000126", material="FG-9", quantity=5, released=False)
     st.add_operation("1000126", "0010", work_center=WC1)
     st.confirm("1000123", "0010")  # final: CNF
