@@ -708,39 +708,40 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return min(max(seconds, 0.0), _RETRY_AFTER_MAX_S)
 
 
-def _erp_body(response: httpx.Response) -> Any:
+def _erp_body(response: httpx.Response) -> tuple[Any, Any]:
+    """The JSON body of an error answer and its ``error`` member (None where there is none)."""
     try:
-        return response.json()
+        body = response.json()
     except ValueError:
-        return None
+        body = None
+    return body, body.get("error") if isinstance(body, dict) else None
+
+
+def _first(data: Any, keys: tuple[str, ...], limit: int) -> str | None:
+    """The first of ``keys`` with a value in ``data`` (when a JSON object), as text of at most
+    ``limit`` characters."""
+    if isinstance(data, dict):
+        for key in keys:
+            if data.get(key):
+                return str(data[key])[:limit]
+    return None
 
 
 def erp_text(response: httpx.Response) -> str:
     """The ERP's own words from an error body (F&O JSON-service fault or OData error)."""
-    body = _erp_body(response)
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict):
-            inner = error.get("innererror")
-            if isinstance(inner, dict) and inner.get("message"):
-                return str(inner["message"])[:1000]
-            if error.get("message"):
-                return str(error["message"])[:1000]
-        for key in ("Message", "message", "error_description"):
-            if body.get(key):
-                return str(body[key])[:1000]
-    return re.sub(r"\s+", " ", response.text).strip()[:300]
+    body, error = _erp_body(response)
+    inner = error.get("innererror") if isinstance(error, dict) else None
+    return (
+        _first(inner, ("message",), 1000)
+        or _first(error, ("message",), 1000)
+        or _first(body, ("Message", "message", "error_description"), 1000)
+        or re.sub(r"\s+", " ", response.text).strip()[:300]
+    )
 
 
 def _erp_code(response: httpx.Response) -> str | None:
-    body = _erp_body(response)
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and error.get("code"):
-            return str(error["code"])[:100]
-        if body.get("ExceptionType"):
-            return str(body["ExceptionType"])[:100]
-    return None
+    body, error = _erp_body(response)
+    return _first(error, ("code",), 100) or _first(body, ("ExceptionType",), 100)
 
 
 def _utc(ms: int | None) -> datetime | None:
