@@ -1,5 +1,6 @@
-"""The ERP relay benchmark's short version: 1 relay (SQLite and PostgreSQL) and 2 relays
-(PostgreSQL), 10 gateways, a few seconds each; every confirmation posted exactly once.
+"""The ERP relay benchmark's short version: 2 relays sharing a PostgreSQL ledger, 10 gateways,
+a few seconds; every confirmation posted exactly once (one phase keeps the suite short; the
+relay's tests cover one relay on SQLite).
 
 ``bench/relay.py`` runs as a user runs it (its own process, which starts the broker, the
 PostgreSQL cluster, the SAP stand-in and ``edge relay run`` as its children). No timing is
@@ -66,11 +67,14 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(90)
-def test_one_and_two_relays_post_every_confirmation_exactly_once(tmp_path: Path) -> None:
-    out, data = run_bench(tmp_path, "--relays", "1,2", "--gateways", "10", "--ops", "3", timeout=75)
+def test_two_relays_post_every_confirmation_exactly_once(tmp_path: Path) -> None:
+    out, data = run_bench(
+        tmp_path, "--relays", "2", "--ledger", "postgres", "--gateways", "10", "--ops", "3",
+        timeout=75,
+    )  # fmt: skip
     assert data["ok"], data
     phases = {p["phase"]: p for p in data["phases"]}
-    assert set(phases) == {"1/sqlite", "1/postgres", "2/postgres"}
+    assert set(phases) == {"2/postgres"}
     for key, p in phases.items():
         assert p["published"] > 0, key
         assert p["lost"] == 0, p
@@ -86,12 +90,9 @@ def test_one_and_two_relays_post_every_confirmation_exactly_once(tmp_path: Path)
         assert all(m > 0 for m in p["relay_rss_mb"]), p
         assert p["relay_exit_codes"] == [0] * p["relays"], p  # stopped cleanly by SIGTERM
         assert not [pid for pid in p["pids"] if alive(pid)], p
-    assert data["scaling"]["2/postgres over 1/postgres"] > 0
     for text in (
         "| relays | ledger   | posted/s",
-        "| 1      | sqlite ",
         "| 2      | postgres ",
-        "scaling 2/postgres over 1/postgres: ",
         "every published confirmation posted exactly once, every one answered: yes",
     ):
         assert text in out, out

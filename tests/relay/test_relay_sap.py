@@ -241,7 +241,8 @@ async def test_a_relay_stopped_mid_post_leaves_it_to_the_other(
     more ledger writes): the second finds the row in ``posting`` once the lease runs out, asks
     SAP, and answers; SAP has the document once."""
     url = pg_url(pg_dsn)
-    one = relay_config(broker, url, sap_erp(sap, tmp_path), instance="one", lease_s=6)
+    fast = {"timeout_s": 1.0}
+    one = relay_config(broker, url, sap_erp(sap, tmp_path, **fast), instance="one", lease_s=3)
     p = posting(1)
     async with Gateways(broker) as gw:
         sap.state.set_latency(1.0)
@@ -251,7 +252,7 @@ async def test_a_relay_stopped_mid_post_leaves_it_to_the_other(
                 await asyncio.sleep(0.02)
         # one is gone (its post may have reached SAP); two takes over after the lease
         sap.state.set_latency(None)
-        two = relay_config(broker, url, sap_erp(sap, tmp_path), instance="two", lease_s=6)
+        two = relay_config(broker, url, sap_erp(sap, tmp_path, **fast), instance="two", lease_s=3)
         async with running_relay(two) as b:
             await gw.send(p, historical=True)  # the gateway resends the unanswered one
             verdict = await gw.final(p.idem_key, timeout=30)
