@@ -104,17 +104,18 @@ import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
-import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+
+from simulators.erp.odata import Filter, Predicate, compare, unquote
+from simulators.erp.serve import AsyncLifecycle, QuietServer, bind, until_started, uvicorn_config
 
 SEND_PATH = "/api/services/SysMessageServices/SysMessageService/SendMessage"
 STATE_ENTITY = "SysMessageProcessorMessages"
@@ -1122,14 +1123,48 @@ class ODataError(Exception):
     """A 400 with an OData error body."""
 
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<str>'(?:[^']|'')*')"
-    r"|(?P<enum>[A-Za-z_][\w.]*'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)"
-    r"|(?P<word>[A-Za-z_]\w*))"
-)
-_COMPARE = {"eq", "ne", "gt", "ge", "lt", "le"}
+class _Filter(Filter[str]):
+    tokens = re.compile(
+        r"\s*(?:(?P<lp>\()|(?P<rp>\))|(?P<str>'(?:[^']|'')*')"
+        r"|(?P<enum>[A-Za-z_][\w.]*'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)"
+        r"|(?P<word>[A-Za-z_]\w*))"
+    )
+    at_text = "Syntax error at position {pos} in '{text}'."
+    end_text = "Unexpected end of the expression '{text}'."
+    near_text = "Unexpected '{token}' in '{text}'."
+    paren_text = "')' expected in '{text}'."
+    op_text = "Unknown operator '{op}' in '{text}'."
 
-Predicate = Callable[[Mapping[str, Any]], bool]
+    def __init__(self, text: str, fields: Iterable[str]) -> None:
+        self.known = set(fields)
+        super().__init__(text)
+
+    def error(self, message: str) -> Exception:
+        return ODataError(message)
+
+    def field(self, kind: str, name: str) -> str:
+        if kind != "word":
+            raise ODataError(f"A property name was expected, found '{name}' in '{self.text}'.")
+        if name not in self.known:
+            raise ODataError(f"Could not find a property named '{name}' on the entity.")
+        return name
+
+    def leaf(self, name: str, op: str, literal: tuple[str, str]) -> Predicate:
+        kind, value = literal
+        wanted: Any
+        if kind == "str":
+            wanted = unquote(value)
+        elif kind == "enum":
+            wanted = unquote(value[value.index("'") :])
+        elif kind == "num":
+            wanted = Decimal(value)
+        elif kind == "word" and value in ("true", "false"):
+            wanted = value == "true"
+        elif kind == "word" and value == "null":
+            wanted = None
+        else:
+            raise ODataError(f"A literal was expected, found '{value}' in '{self.text}'.")
+        return lambda row: _compare(row.get(name), op, wanted)
 
 
 def parse_filter(text: str, fields: Iterable[str]) -> Predicate:
@@ -1137,82 +1172,7 @@ def parse_filter(text: str, fields: Iterable[str]) -> Predicate:
     string, number, ``true``/``false``/``null`` or enum literal (``Ns.Type'Value'``), joined by
     ``and``/``or``/``not`` and parentheses. Strings compare case-insensitively, as SQL Server
     does in F&O. An unknown property is :class:`ODataError`."""
-    known = set(fields)
-    tokens: list[tuple[str, str]] = []
-    pos = 0
-    while pos < len(text):
-        if text[pos:].strip() == "":
-            break
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            raise ODataError(f"Syntax error at position {pos} in '{text}'.")
-        kind = match.lastgroup or ""
-        tokens.append((kind, match.group(kind)))
-        pos = match.end()
-    index = 0
-
-    def peek() -> tuple[str, str] | None:
-        return tokens[index] if index < len(tokens) else None
-
-    def take() -> tuple[str, str]:
-        nonlocal index
-        if index >= len(tokens):
-            raise ODataError(f"Unexpected end of the expression '{text}'.")
-        index += 1
-        return tokens[index - 1]
-
-    def literal(token: tuple[str, str]) -> Any:
-        kind, value = token
-        if kind == "str":
-            return value[1:-1].replace("''", "'")
-        if kind == "enum":
-            return value[value.index("'") + 1 : -1].replace("''", "'")
-        if kind == "num":
-            return Decimal(value)
-        if kind == "word" and value in ("true", "false"):
-            return value == "true"
-        if kind == "word" and value == "null":
-            return None
-        raise ODataError(f"A literal was expected, found '{value}' in '{text}'.")
-
-    def comparison() -> Predicate:
-        kind, name = take()
-        if kind == "lp":
-            inner = disjunction()
-            if take()[0] != "rp":
-                raise ODataError(f"')' expected in '{text}'.")
-            return inner
-        if kind == "word" and name == "not":
-            negated = comparison()
-            return lambda row: not negated(row)
-        if kind != "word":
-            raise ODataError(f"A property name was expected, found '{name}' in '{text}'.")
-        if name not in known:
-            raise ODataError(f"Could not find a property named '{name}' on the entity.")
-        op_kind, op = take()
-        if op_kind != "word" or op not in _COMPARE:
-            raise ODataError(f"Unknown operator '{op}' in '{text}'.")
-        value = literal(take())
-        return lambda row: _compare(row.get(name), op, value)
-
-    def conjunction() -> Predicate:
-        parts = [comparison()]
-        while peek() == ("word", "and"):
-            take()
-            parts.append(comparison())
-        return lambda row: all(p(row) for p in parts)
-
-    def disjunction() -> Predicate:
-        parts = [conjunction()]
-        while peek() == ("word", "or"):
-            take()
-            parts.append(conjunction())
-        return lambda row: any(p(row) for p in parts)
-
-    result = disjunction()
-    if index != len(tokens):
-        raise ODataError(f"Unexpected '{tokens[index][1]}' in '{text}'.")
-    return result
+    return _Filter(text, fields).parse()
 
 
 def _compare(actual: Any, op: str, wanted: Any) -> bool:
@@ -1230,17 +1190,7 @@ def _compare(actual: Any, op: str, wanted: Any) -> bool:
         left, right = bool(actual), wanted
     else:
         left, right = str(actual).casefold(), str(wanted).casefold()
-    if op == "eq":
-        return bool(left == right)
-    if op == "ne":
-        return bool(left != right)
-    if op == "gt":
-        return bool(left > right)
-    if op == "ge":
-        return bool(left >= right)
-    if op == "lt":
-        return bool(left < right)
-    return bool(left <= right)
+    return compare(op, left, right)
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -1286,6 +1236,16 @@ ENTITY_FIELDS: dict[str, frozenset[str]] = {
 def _local(value: Any) -> datetime | None:
     """A local date-time from the control API (ISO 8601 without an offset), or None."""
     return datetime.fromisoformat(str(value)) if value else None
+
+
+def _changed(change: Callable[[], object]) -> JSONResponse:
+    """``{"ok": true}`` once ``change`` is made; 404 with the error when it names an order or an
+    operation the stand-in does not have (or a field is missing)."""
+    try:
+        change()
+    except KeyError as exc:
+        return JSONResponse({"ok": False, "error": str(exc)}, status_code=404)
+    return JSONResponse({"ok": True})
 
 
 def _odata_error(status: int, message: str) -> JSONResponse:
@@ -1544,8 +1504,8 @@ def build_app(state: D365State) -> FastAPI:
     @app.post("/_control/operations")
     async def control_operation(request: Request) -> Response:
         body = await request.json()
-        try:
-            state.add_operation(
+        return _changed(
+            lambda: state.add_operation(
                 str(body["order"]),
                 int(body["number"]),
                 str(body["resource"]),
@@ -1557,9 +1517,7 @@ def build_app(state: D365State) -> FastAPI:
                 end=_local(body.get("end")),
                 operation_id=str(body.get("operation_id", "")),
             )
-        except KeyError as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, status_code=404)
-        return JSONResponse({"ok": True})
+        )
 
     @app.post("/_control/products")
     async def control_product(request: Request) -> Response:
@@ -1572,7 +1530,8 @@ def build_app(state: D365State) -> FastAPI:
         """``{"status"?, "stopped"?, "quantity"?, "start"?, "end"?, "operation"?, "resource"?,
         "completed"?}``: change an order (or, with ``operation``, one of its operations)."""
         body = await request.json()
-        try:
+
+        def change() -> None:
             operation = body.get("operation")
             if "status" in body:
                 state.set_status(number, str(body["status"]))
@@ -1591,9 +1550,8 @@ def build_app(state: D365State) -> FastAPI:
                 state.move_operation(number, int(operation), str(body["resource"]))
             if operation is not None and "completed" in body:
                 state.complete_operation(number, int(operation), bool(body["completed"]))
-        except KeyError as exc:
-            return JSONResponse({"ok": False, "error": str(exc)}, status_code=404)
-        return JSONResponse({"ok": True})
+
+        return _changed(change)
 
     @app.post("/_control/knobs")
     async def control_knobs(request: Request) -> Response:
@@ -1666,20 +1624,14 @@ def with_drop(app: FastAPI) -> ASGIApp:
 # -- the runner ----------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the test (or main) owns the signals
-
-
-class D365StandIn:
+class D365StandIn(AsyncLifecycle):
     """``async with D365StandIn() as d365:`` serves on 127.0.0.1 (a free port unless given)."""
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **state: Any) -> None:
         self.host = host
         self.port = port
         self.state = D365State(**state)
-        self._server: _Server | None = None
+        self._server: QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
 
@@ -1691,46 +1643,29 @@ class D365StandIn:
     def token_url(self) -> str:
         return f"{self.base_url}/{self.state.tenant}/oauth2/v2.0/token"
 
-    async def __aenter__(self) -> D365StandIn:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(128)
-        sock.setblocking(False)
+    async def _astart(self) -> None:
+        sock = bind(self.host, self.port)
         self._sock = sock
         self.port = sock.getsockname()[1]
         self.state.base_url = self.base_url
-        config = uvicorn.Config(
+        config = uvicorn_config(
             with_drop(build_app(self.state)),
-            log_config=None,
             log_level="critical",
-            access_log=False,
-            lifespan="off",
             http="h11",
-            ws="none",
             proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=1,
         )
-        self._server = _Server(config)
+        self._server = QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="d365-stand-in")
-        deadline = time.monotonic() + 5.0
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("D365 stand-in stopped while starting")
-            if time.monotonic() > deadline:
-                raise TimeoutError("D365 stand-in did not start")
-            await asyncio.sleep(0.01)
+        try:
+            started = await asyncio.wait_for(until_started(self._server, self._task, 0.01), 5.0)
+        except TimeoutError:
+            raise TimeoutError("D365 stand-in did not start") from None
+        if not started:
+            self._task.result()
+            raise RuntimeError("D365 stand-in stopped while starting")
         self.state.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _astop(self) -> None:
         await self.state.stop()
         server, task = self._server, self._task
         if server is not None and task is not None:

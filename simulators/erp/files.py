@@ -39,9 +39,9 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from types import TracebackType
 
 from edge.relay.files import B2MML_NS, COLUMNS, ERR_SUFFIX, OK_SUFFIX, TMP_SUFFIX
+from simulators.erp.serve import AsyncLifecycle
 
 _N = f"{{{B2MML_NS}}}"
 
@@ -162,7 +162,7 @@ def read_csv(data: bytes, *, encoding: str, delimiter: str) -> dict[str, str]:
 # -- the ERP ---------------------------------------------------------------------------------
 
 
-class FileErpStandIn:
+class FileErpStandIn(AsyncLifecycle):
     """The file ERP; ``async with FileErpStandIn(drop, ack, archive) as erp:`` runs it."""
 
     def __init__(
@@ -250,16 +250,10 @@ class FileErpStandIn:
 
     # -- running
 
-    async def __aenter__(self) -> FileErpStandIn:
+    async def _astart(self) -> None:
         self._task = asyncio.create_task(self._run(), name="file-erp-stand-in")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _astop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

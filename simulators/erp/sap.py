@@ -102,24 +102,17 @@ import base64
 import contextlib
 import dataclasses
 import json
-import random
 import re
 import secrets
-import signal
-import socket
 import sqlite3
 import sys
-import threading
 import time
-import urllib.parse
-import uuid
 from collections import deque
 from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
@@ -127,16 +120,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Generic, Literal, TypeVar, Unpack, cast
 from xml.sax.saxutils import quoteattr
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from simulators.erp import odata
+from simulators.erp.odata import DAY_MS, TECH_CODE, Filter, Predicate, alpha, fmt_decimal
+from simulators.erp.serve import parse_latency, run_until_signal
 
 __all__ = [
     "DEFAULT_MESSAGES",
@@ -156,7 +151,6 @@ __all__ = [
 
 SERVICE = "API_PROD_ORDER_CONFIRMATION_2_SRV"
 SERVICE_PATH = f"/sap/opu/odata/sap/{SERVICE}"
-TOKEN_PATH = "/oauth/token"
 CONTROL_PATH = "/_control"
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 CONF_TYPE = f"{SERVICE}.ProdnOrdConf2Type"
@@ -166,7 +160,6 @@ PROPOSAL_TYPE = f"{SERVICE}.AProductionorderconf2"
 GM_PROPOSAL_TYPE = f"{SERVICE}.AProdnordconfmatldocitem"
 NAV_ITEMS = "to_ProdnOrdConfMatlDocItm"
 NAV_CHARCS = "to_ProdnOrderConfBatchCharc"
-DAY_MS = 86_400_000
 
 # ---------------------------------------------------------------------------------------------
 # The entity types: property name -> (Edm type, max length or precision, scale)
@@ -281,13 +274,20 @@ def _conf_props() -> list[Prop]:
     return props
 
 
-def _item_props() -> list[Prop]:
+def _document_keys() -> list[Prop]:
+    """The keys of a material document item: its confirmation's and its document's."""
     return [
         _s("ConfirmationGroup", 10),
         _s("ConfirmationCount", 8),
         _s("MaterialDocument", 10),
         _s("MaterialDocumentItem", 4),
         _s("MaterialDocumentYear", 4),
+    ]
+
+
+def _item_props() -> list[Prop]:
+    return [
+        *_document_keys(),
         _s("OrderType", 4),
         _s("OrderID", 12),
         _s("OrderItem", 4),
@@ -325,11 +325,7 @@ def _item_props() -> list[Prop]:
 
 def _charc_props() -> list[Prop]:
     return [
-        _s("ConfirmationGroup", 10),
-        _s("ConfirmationCount", 8),
-        _s("MaterialDocument", 10),
-        _s("MaterialDocumentItem", 4),
-        _s("MaterialDocumentYear", 4),
+        *_document_keys(),
         _s("Plant", 4),
         _s("Material", 40),
         _s("Batch", 10),
@@ -375,11 +371,6 @@ _CANCEL_PARAMS: dict[str, EdmKind] = {
     "ConfirmationText": "String",
     "ExternalSystemConfirmation": "Guid",
 }
-
-
-def alpha(value: str) -> str:
-    """``"0010"`` -> ``"10"``: the form numeric texts are compared in."""
-    return (value.lstrip("0") or "0") if value.isdigit() else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,74 +428,20 @@ DEFAULT_MESSAGES: dict[Rule, Message] = {
     "outage": Message("/IWFND/CM_BEC/026", "SAP system is not available", 503),
 }
 
-TECH_CODE = "/IWBEP/CM_MGW_RT/000"
-NOT_FOUND_CODE = "/IWBEP/CM_MGW_RT/021"
 
-
-class SapError(Exception):
+class SapError(odata.SapError):
     """An answer in SAP Gateway's error shape."""
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        text: str,
-        *,
-        target: str = "",
-        component: str = "PP-SFC-EXE-CON",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(f"{status} {code} {text}")
-        self.status = status
-        self.code = code
-        self.text = text
-        self.target = target
-        self.component = component
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        return {
-            "error": {
-                "code": self.code,
-                "message": {"lang": "en", "value": self.text},
-                "innererror": {
-                    "application": {
-                        "component_id": self.component,
-                        "service_namespace": "/SAP/",
-                        "service_id": SERVICE,
-                        "service_version": "0001",
-                    },
-                    "transactionid": uuid.uuid4().hex.upper(),
-                    "timestamp": f"{now:%Y%m%d%H%M%S}.{now.microsecond:06d}0",
-                    "Error_Resolution": {
-                        "SAP_Transaction": "Look the timestamp above up in the gateway error "
-                        "log (transaction /IWFND/ERROR_LOG)",
-                        "SAP_Note": "SAP Note 1797736 describes how to analyse such errors",
-                    },
-                    "errordetails": [
-                        {
-                            "code": self.code,
-                            "message": self.text,
-                            "propertyref": self.target,
-                            "severity": "error",
-                            "target": self.target,
-                        }
-                    ],
-                },
-            }
-        }
-
-    def response(self) -> Response:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+    service = SERVICE
+    default_component = "PP-SFC-EXE-CON"
+    resolution = (
+        "Look the timestamp above up in the gateway error log (transaction /IWFND/ERROR_LOG)",
+        "SAP Note 1797736 describes how to analyse such errors",
+    )
 
 
-def bad_request(text: str, target: str = "") -> SapError:
-    return SapError(400, TECH_CODE, text, target=target, component="OPU-BSE-SDE")
-
-
-def not_found(text: str) -> SapError:
-    return SapError(404, NOT_FOUND_CODE, text, component="OPU-BSE-SDE")
+bad_request = SapError.bad_request
+not_found = SapError.not_found
 
 
 class _Fields(dict[str, Any]):
@@ -516,32 +453,7 @@ class _Fields(dict[str, Any]):
 # Literals: JSON (verbose OData V2) and URI
 
 
-_DATE_JSON = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
-_TIME = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)(?:\.\d+)?S)?$")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def fmt_decimal(value: Decimal, scale: int = 3) -> str:
-    return f"{value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP):.{scale}f}"
-
-
-def fmt_date(ms: int | None) -> str | None:
-    return None if ms is None else f"/Date({ms})/"
-
-
-def fmt_time(seconds: int) -> str:
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"PT{h:02d}H{m:02d}M{s:02d}S"
-
-
-def parse_time(text: str) -> int | None:
-    match = _TIME.match(text)
-    if match is None or text == "PT":
-        return None
-    h, m, s = (int(g) if g else 0 for g in match.groups())
-    total = h * 3600 + m * 60 + s
-    return total if total < 86_400 and m < 60 and s < 60 else None
 
 
 def _decimal(value: Any, prop: Prop) -> Decimal:
@@ -574,14 +486,14 @@ def from_json(prop: Prop, value: Any) -> Any:
     if prop.kind == "DateTime":
         if value is None:
             return None
-        match = _DATE_JSON.match(value) if isinstance(value, str) else None
+        match = odata.DATE_JSON.match(value) if isinstance(value, str) else None
         if match is None:
             raise ValueError
         return int(match.group(1)) // DAY_MS * DAY_MS  # date-only fields: UTC midnight
     if prop.kind == "Time":
         if value is None:
             return 0
-        seconds = parse_time(value) if isinstance(value, str) else None
+        seconds = odata.parse_time(value) if isinstance(value, str) else None
         if seconds is None:
             raise ValueError
         return seconds
@@ -609,9 +521,9 @@ def to_json(prop: Prop, value: Any) -> Any:
     if prop.kind == "Decimal":
         return fmt_decimal(cast(Decimal, value), prop.scale)
     if prop.kind == "DateTime":
-        return fmt_date(cast("int | None", value))
+        return odata.fmt_date(cast("int | None", value))
     if prop.kind == "Time":
-        return fmt_time(cast(int, value))
+        return odata.fmt_time(cast(int, value))
     return value
 
 
@@ -626,48 +538,25 @@ class UriLiteral:
     text: str
 
 
-_URI_TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<typed>(?:guid|datetime|datetimeoffset|time)'(?:[^']|'')*')
-     |(?P<str>'(?:[^']|'')*')
-     |(?P<num>-?\d+(?:\.\d+)?[MmDdLlFf]?)
-     |(?P<lp>\()|(?P<rp>\))
-     |(?P<word>[A-Za-z_][A-Za-z0-9_/]*)
-    )""",
-    re.X,
-)
-
-
-def _unquote(text: str) -> str:
-    return text[1:-1].replace("''", "'")
-
-
-def _datetime_ms(text: str) -> int:
-    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d"):
-        try:
-            parsed = datetime.strptime(text, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        return int(parsed.timestamp() * 1000)
-    raise ValueError(text)
+_URI_TOKEN = odata.uri_tokens(r"[A-Za-z_][A-Za-z0-9_/]*")
 
 
 def _literal(kind: str, text: str) -> UriLiteral:
     if kind == "str":
-        return UriLiteral("string", _unquote(text), text)
+        return UriLiteral("string", odata.unquote(text), text)
     if kind == "typed":
         prefix, _, rest = text.partition("'")
-        inner = _unquote("'" + rest)
+        inner = odata.unquote("'" + rest)
         if prefix == "guid":
             if not _GUID.match(inner):
                 raise ValueError(text)
             return UriLiteral("guid", inner.lower(), text)
         if prefix == "time":
-            seconds = parse_time(inner)
+            seconds = odata.parse_time(inner)
             if seconds is None:
                 raise ValueError(text)
             return UriLiteral("time", seconds, text)
-        return UriLiteral("datetime", _datetime_ms(inner.rstrip("Z")), text)
+        return UriLiteral("datetime", odata.datetime_ms(inner), text)
     if kind == "num":
         digits = text.rstrip("MmDdLlFf")
         return UriLiteral("number", Decimal(digits), text)
@@ -712,95 +601,24 @@ def coerce(kind: EdmKind, lit: UriLiteral, name: str) -> Any:
 # $filter
 
 
-Predicate = Callable[[Mapping[str, Any]], bool]
-_OPS = ("eq", "ne", "gt", "ge", "lt", "le")
+class _FilterParser(Filter[Prop]):
+    tokens = _URI_TOKEN
+    op_text = "Operator {op!r} is not supported by the stand-in's $filter"
 
-
-def _compare(op: str, left: Any, right: Any) -> bool:
-    if op == "eq":
-        return bool(left == right)
-    if op == "ne":
-        return bool(left != right)
-    if left is None or right is None:
-        return False
-    try:
-        if op == "gt":
-            return bool(left > right)
-        if op == "ge":
-            return bool(left >= right)
-        if op == "lt":
-            return bool(left < right)
-        return bool(left <= right)
-    except TypeError:
-        return False
-
-
-class _FilterParser:
     def __init__(self, text: str, props: Mapping[str, Prop]) -> None:
         self.props = props
-        self.tokens: list[tuple[str, str]] = []
-        pos = 0
-        while pos < len(text):
-            if text[pos:].strip() == "":
-                break
-            match = _URI_TOKEN.match(text, pos)
-            if match is None or match.lastgroup is None:
-                raise bad_request(f"Invalid filter expression at position {pos}: {text!r}")
-            self.tokens.append((match.lastgroup, match.group(match.lastgroup)))
-            pos = match.end()
-        self.i = 0
+        super().__init__(text)
 
-    def peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
+    def error(self, message: str) -> Exception:
+        return bad_request(message)
 
-    def take(self) -> tuple[str, str]:
-        token = self.peek()
-        if token is None:
-            raise bad_request("Invalid filter expression: it ends too early")
-        self.i += 1
-        return token
+    def field(self, kind: str, name: str) -> Prop:
+        if kind != "word" or name not in self.props:
+            raise bad_request(f"Property {name} not found in the filter expression", name)
+        return self.props[name]
 
-    def parse(self) -> Predicate:
-        pred = self.disjunction()
-        if self.peek() is not None:
-            raise bad_request(f"Invalid filter expression near {self.peek()[1]!r}")  # type: ignore[index]
-        return pred
-
-    def disjunction(self) -> Predicate:
-        preds = [self.conjunction()]
-        while self.peek() == ("word", "or"):
-            self.take()
-            preds.append(self.conjunction())
-        if len(preds) == 1:
-            return preds[0]
-        return lambda row: any(p(row) for p in preds)
-
-    def conjunction(self) -> Predicate:
-        preds = [self.comparison()]
-        while self.peek() == ("word", "and"):
-            self.take()
-            preds.append(self.comparison())
-        if len(preds) == 1:
-            return preds[0]
-        return lambda row: all(p(row) for p in preds)
-
-    def comparison(self) -> Predicate:
-        kind, text = self.take()
-        if kind == "lp":
-            inner = self.disjunction()
-            if self.take()[0] != "rp":
-                raise bad_request("Invalid filter expression: ')' expected")
-            return inner
-        if kind == "word" and text == "not":
-            inner = self.comparison()
-            return lambda row: not inner(row)
-        if kind != "word" or text not in self.props:
-            raise bad_request(f"Property {text} not found in the filter expression", text)
-        prop = self.props[text]
-        op_kind, op = self.take()
-        if op_kind != "word" or op not in _OPS:
-            raise bad_request(f"Operator {op!r} is not supported by the stand-in's $filter")
-        lit_kind, lit_text = self.take()
+    def leaf(self, prop: Prop, op: str, literal: tuple[str, str]) -> Predicate:
+        lit_kind, lit_text = literal
         try:
             lit = _literal(lit_kind, lit_text)
         except (ValueError, InvalidOperation):
@@ -809,8 +627,8 @@ class _FilterParser:
         name = prop.name
         if name in ALPHA and isinstance(value, str):
             wanted = alpha(value)
-            return lambda row: _compare(op, alpha(str(row.get(name, ""))), wanted)
-        return lambda row: _compare(op, row.get(name), value)
+            return lambda row: odata.compare(op, alpha(str(row.get(name, ""))), wanted)
+        return lambda row: odata.compare(op, row.get(name), value)
 
 
 def parse_filter(text: str, props: Mapping[str, Prop]) -> Predicate:
@@ -851,6 +669,24 @@ class OrderSpec:
     operations: dict[tuple[str, str], OperationSpec] = field(default_factory=dict)
 
 
+T = TypeVar("T")
+
+
+class _Value(Generic[T]):
+    """A read-only attribute of a :class:`Confirmation`: one of its stored ``values``."""
+
+    def __init__(self, name: str, convert: Callable[[Any], T]) -> None:
+        self.name = name
+        self.convert = convert
+
+    def __get__(self, record: Confirmation, owner: type[Confirmation] | None = None) -> T:
+        return self.convert(record.values[self.name])
+
+
+def _stored_decimal(value: Any) -> Decimal:
+    return cast(Decimal, value)
+
+
 @dataclass(slots=True)
 class Confirmation:
     """One record of the ledger (a confirmation or a cancellation).
@@ -871,45 +707,16 @@ class Confirmation:
     goods_movement_failed: bool = False
     sap_client: str = ""
 
-    @property
-    def order_id(self) -> str:
-        return str(self.values["OrderID"])
-
-    @property
-    def operation(self) -> str:
-        return str(self.values["OrderOperation"])
-
-    @property
-    def sequence(self) -> str:
-        return str(self.values["Sequence"])
-
-    @property
-    def external_id(self) -> str:
-        return str(self.values["ExternalSystemConfirmation"])
-
-    @property
-    def is_reversal(self) -> bool:
-        return bool(self.values["IsReversal"])
-
-    @property
-    def is_reversed(self) -> bool:
-        return bool(self.values["IsReversed"])
-
-    @property
-    def is_final(self) -> bool:
-        return bool(self.values["IsFinalConfirmation"])
-
-    @property
-    def yield_qty(self) -> Decimal:
-        return cast(Decimal, self.values["ConfirmationYieldQuantity"])
-
-    @property
-    def scrap_qty(self) -> Decimal:
-        return cast(Decimal, self.values["ConfirmationScrapQuantity"])
-
-    @property
-    def rework_qty(self) -> Decimal:
-        return cast(Decimal, self.values["ConfirmationReworkQuantity"])
+    order_id = _Value("OrderID", str)
+    operation = _Value("OrderOperation", str)
+    sequence = _Value("Sequence", str)
+    external_id = _Value("ExternalSystemConfirmation", str)
+    is_reversal = _Value("IsReversal", bool)
+    is_reversed = _Value("IsReversed", bool)
+    is_final = _Value("IsFinalConfirmation", bool)
+    yield_qty = _Value("ConfirmationYieldQuantity", _stored_decimal)
+    scrap_qty = _Value("ConfirmationScrapQuantity", _stored_decimal)
+    rework_qty = _Value("ConfirmationReworkQuantity", _stored_decimal)
 
     def entity(self) -> dict[str, Any]:
         """The properties in their JSON form (no ``__metadata``)."""
@@ -946,14 +753,6 @@ def _item_json(item: Mapping[str, Any], props: Mapping[str, Prop]) -> dict[str, 
 
 def _item_from_json(data: Mapping[str, Any], props: Mapping[str, Prop]) -> dict[str, Any]:
     return {name: from_json(prop, data.get(name)) for name, prop in props.items()}
-
-
-@dataclass(slots=True)
-class _Fault:
-    status: int
-    code: str | None
-    text: str | None
-    method: str | None
 
 
 @dataclass(slots=True)
@@ -1015,40 +814,28 @@ class _Limiter:
             self.wake()
 
 
-class SapState:
+class SapState(odata.SapServiceState):
     """The stand-in's data and knobs: orders, the ledger, auth, faults. Thread-safe: the server
     runs on its own loop (often in another thread) while a test turns the knobs."""
+
+    error = SapError
 
     def __init__(
         self,
         *,
-        user: str = "RELAY",
-        password: str = "relay-secret",
-        client_id: str = "edge-relay",
-        client_secret: str = "relay-secret",
-        sap_client: str = "100",
-        system_id: str = "S4H",
-        token_lifetime_s: float = 3600.0,
-        require_auth: bool = True,
         require_csrf: bool = True,
         accept_unknown_orders: bool = True,
         strict_properties: bool = True,
         valid_variance_reasons: Iterable[str] | None = None,
         messages: Mapping[Rule, Message] | None = None,
-        latency_s: float | tuple[float, float] | None = None,
         max_concurrency: int | None = None,
         ledger_path: str | Path | None = None,
         first_group: int = 10000,
+        **service: Unpack[odata.ServiceSettings],
     ) -> None:
-        self._lock = threading.RLock()
-        self.user = user
-        self.password = password
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.sap_client = sap_client
-        self.system_id = system_id
-        self.token_lifetime_s = token_lifetime_s
-        self.require_auth = require_auth
+        """``service``: the credentials, ``sap_client``, ``system_id``, ``token_lifetime_s``,
+        ``require_auth`` and ``latency_s`` (:class:`~simulators.erp.odata.SapServiceState`)."""
+        super().__init__(**service)
         self.require_csrf = require_csrf
         self.accept_unknown_orders = accept_unknown_orders
         self.strict_properties = strict_properties
@@ -1056,18 +843,13 @@ class SapState:
         self._reasons: set[str] | None = (
             set(valid_variance_reasons) if valid_variance_reasons else None
         )
-        self._latency: tuple[float, float] = (0.0, 0.0)
-        self.set_latency(latency_s)
         self._max_concurrency = max_concurrency
         self._orders: dict[str, OrderSpec] = {}
         self._locks: dict[str, _Lock] = {}
         self._period_closed = False
         self._period_closed_before: date | None = None
-        self._outage = False
-        self._faults: deque[_Fault] = deque()
         self._after_commit: deque[tuple[Literal["drop", "timeout"], float]] = deque()
         self._gm_fail = 0
-        self._tokens: dict[str, float] = {}  # bearer token -> monotonic expiry
         self._sessions: dict[str, str] = {}  # session cookie -> CSRF token
         self._records: list[Confirmation] = []
         self._by_key: dict[tuple[str, str], Confirmation] = {}
@@ -1087,45 +869,10 @@ class SapState:
 
     # -- knobs: auth ---------------------------------------------------------------------------
 
-    def expire_tokens(self) -> None:
-        """Every OAuth token given out is expired: the next call with one answers 401."""
-        with self._lock:
-            self._tokens.clear()
-
     def expire_csrf_tokens(self) -> None:
         """Every CSRF token and session is forgotten: the next POST answers 403 Required."""
         with self._lock:
             self._sessions.clear()
-
-    def issue_token(self, client_id: str, client_secret: str) -> str | None:
-        with self._lock:
-            if client_id != self.client_id or client_secret != self.client_secret:
-                return None
-            token = secrets.token_urlsafe(24)
-            self._tokens[token] = time.monotonic() + self.token_lifetime_s
-            return token
-
-    def check_credentials(self, authorization: str | None) -> str | None:
-        """The user an ``Authorization`` header names (``None``: not accepted)."""
-        if not self.require_auth:
-            return self.user
-        if not authorization:
-            return None
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                user, _, pw = base64.b64decode(value.strip()).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return None
-            return user if (user, pw) == (self.user, self.password) else None
-        if scheme.lower() == "bearer":
-            with self._lock:
-                until = self._tokens.get(value.strip())
-                if until is None or time.monotonic() >= until:
-                    self._tokens.pop(value.strip(), None)
-                    return None
-            return self.client_id
-        return None
 
     def csrf_session(self, session: str | None) -> tuple[str, str]:
         """(session, token) for a fetch: the same token again within a known session."""
@@ -1273,33 +1020,6 @@ class SapState:
 
     # -- knobs: faults -------------------------------------------------------------------------
 
-    def set_latency(self, latency_s: float | tuple[float, float] | None) -> None:
-        """A delay for every service request: fixed (``0.1``) or uniform in a range
-        (``(0.05, 0.2)``); ``None`` for none."""
-        if latency_s is None:
-            span = (0.0, 0.0)
-        elif isinstance(latency_s, tuple):
-            span = (float(latency_s[0]), float(latency_s[1]))
-        else:
-            span = (float(latency_s), float(latency_s))
-        if span[0] < 0 or span[1] < span[0]:
-            raise ValueError(f"bad latency {latency_s!r}")
-        with self._lock:
-            self._latency = span
-
-    def latency(self) -> float:
-        low, high = self._latency
-        return low if high <= low else random.uniform(low, high)
-
-    def set_outage(self, on: bool = True) -> None:
-        """While on, every service request (and the token endpoint) answers 503."""
-        with self._lock:
-            self._outage = on
-
-    @property
-    def outage(self) -> bool:
-        return self._outage
-
     def fail_next(
         self,
         n: int = 1,
@@ -1311,22 +1031,10 @@ class SapState:
     ) -> None:
         """The next ``n`` service requests (only those with ``method`` when given, e.g. "POST")
         answer ``status`` with an SAP error body, before authentication, untouched."""
-        with self._lock:
-            for _ in range(n):
-                self._faults.append(_Fault(status, code, text, method.upper() if method else None))
+        self._queue_faults(n, status, code, text, method.upper() if method else None)
 
-    def take_fault(self, method: str) -> SapError | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.method is None or fault.method == method:
-                    self._faults.remove(fault)
-                    return SapError(
-                        fault.status,
-                        fault.code or f"/IWFND/CM_BEC/{fault.status}",
-                        fault.text or f"Injected fault: HTTP {fault.status}",
-                        component="OPU-BSE-SDE",
-                    )
-            return None
+    def take_fault(self, method: str) -> odata.SapError | None:
+        return self._take_fault(lambda scope: scope is None or scope == method)
 
     def drop_after_commit(self, n: int = 1) -> None:
         """The next ``n`` postings (creates and cancellations) are committed to the ledger, then
@@ -1370,7 +1078,7 @@ class SapState:
     def reset_faults(self) -> None:
         """No latency, outage, queued failure, lock, closed period or concurrency limit."""
         with self._lock:
-            self._latency = (0.0, 0.0)
+            self._latency.set(None)
             self._outage = False
             self._faults.clear()
             self._after_commit.clear()
@@ -1389,7 +1097,7 @@ class SapState:
                 "peak_in_flight": self.limiter.peak,
                 "records": len(self._records),
                 "max_concurrency": self._max_concurrency,
-                "latency_s": list(self._latency),
+                "latency_s": list(self._latency.span),
                 "outage": self._outage,
                 "queued_faults": len(self._faults),
                 "queued_after_commit": len(self._after_commit),
@@ -2003,14 +1711,7 @@ def _prop_xml(prop: Prop, keys: Sequence[str], indent: str) -> str:
     attrs = [f"Name={quoteattr(prop.name)}", f'Type="Edm.{prop.kind}"']
     if prop.name in keys:
         attrs.append('Nullable="false"')
-    if prop.kind == "String":
-        attrs.append(f'MaxLength="{prop.length}"')
-    elif prop.kind == "Decimal":
-        attrs.append(f'Precision="{prop.length}" Scale="{prop.scale}"')
-    elif prop.kind == "DateTime":
-        attrs.append('Precision="0" sap:display-format="Date"')
-    elif prop.kind == "Time":
-        attrs.append('Precision="0"')
+    attrs += odata.facets(prop.kind, prop.length, prop.scale)
     if prop.name in keys:
         attrs.append('sap:creatable="false" sap:updatable="false"')
     return f"{indent}<Property {' '.join(attrs)}/>"
@@ -2137,7 +1838,7 @@ def _parse_keys(text: str) -> dict[str, str]:
         match = _KEY_PAIR.match(text, pos)
         if match is None or match.end() == pos:
             raise bad_request(f"Invalid key predicate ({text})")
-        keys[match.group(1)] = _unquote(match.group(2))
+        keys[match.group(1)] = odata.unquote(match.group(2))
         pos = match.end()
     return keys
 
@@ -2315,18 +2016,9 @@ class _ServiceHandler:
                     raise fault
                 user = state.check_credentials(request.headers.get("authorization"))
                 if user is None:
-                    raise SapError(
-                        401,
-                        "/IWFND/CM_CONSUMER/401",
-                        "Logon failed: user, password or token not accepted",
-                        component="BC-SEC-LGN",
-                        headers={
-                            "www-authenticate": f'Basic realm="SAP NetWeaver Application Server '
-                            f'[{state.system_id}/{state.sap_client}]"'
-                        },
-                    )
+                    raise state.logon_failed()
                 return await self._serve(request, rest, user)
-            except SapError as exc:
+            except odata.SapError as exc:
                 return exc.response()
 
     def _reject_outage(self) -> Response:
@@ -2648,12 +2340,6 @@ class _MessageBody(BaseModel):
     status: int | None = None
 
 
-def parse_latency(text: str) -> float | tuple[float, float]:
-    """``"0.1"`` or ``"0.05-0.2"`` (seconds)."""
-    low, sep, high = text.partition("-")
-    return (float(low), float(high)) if sep else float(low)
-
-
 def create_app(state: SapState) -> FastAPI:
     """The stand-in's ASGI app: the OData service, the token endpoint and ``/_control``.
 
@@ -2679,42 +2365,14 @@ def create_app(state: SapState) -> FastAPI:
     async def service(request: Request, rest: str) -> Response:
         return await handler(request, rest)
 
-    @app.post(TOKEN_PATH)
+    @app.post(odata.TOKEN_PATH)
     async def token(request: Request) -> Response:
         if state.outage:
             return handler._reject_outage()
         delay = state.latency()
         if delay > 0:
             await asyncio.sleep(delay)
-        # application/x-www-form-urlencoded, read here (python-multipart is not a dependency)
-        raw = (await request.body()).decode("utf-8", "replace")
-        form = dict(urllib.parse.parse_qsl(raw, keep_blank_values=True))
-        client_id = form.get("client_id", "")
-        client_secret = form.get("client_secret", "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("basic "):
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
-        if form.get("grant_type") != "client_credentials":
-            return JSONResponse(
-                {"error": "unsupported_grant_type", "error_description": "client_credentials only"},
-                status_code=400,
-            )
-        issued = state.issue_token(client_id, client_secret)
-        if issued is None:
-            return JSONResponse(
-                {"error": "invalid_client", "error_description": "Bad credentials"},
-                status_code=400,
-            )
-        return JSONResponse(
-            {
-                "access_token": issued,
-                "token_type": "bearer",
-                "expires_in": int(state.token_lifetime_s),
-                "scope": "",
-            },
-            headers={"cache-control": "no-store"},
-        )
+        return await odata.token_response(state, request, invalid_client_status=400)
 
     ok = {"ok": True}
 
@@ -2736,94 +2394,57 @@ def create_app(state: SapState) -> FastAPI:
             state.set_latency((body.min_s, body.max_s if body.max_s is not None else body.min_s))
         return ok
 
-    @app.post(CONTROL_PATH + "/outage")
-    async def outage(body: _On) -> dict[str, Any]:
-        state.set_outage(body.on)
-        return ok
-
-    @app.post(CONTROL_PATH + "/fail_next")
-    async def fail_next(body: _FailNext) -> dict[str, Any]:
-        state.fail_next(body.n, body.status, code=body.code, text=body.text, method=body.method)
-        return ok
-
-    @app.post(CONTROL_PATH + "/drop_after_commit")
-    async def drop_after_commit(body: _N) -> dict[str, Any]:
-        state.drop_after_commit(body.n)
-        return ok
-
-    @app.post(CONTROL_PATH + "/timeout_after_commit")
-    async def timeout_after_commit(body: _TimeoutAfter) -> dict[str, Any]:
-        state.timeout_after_commit(body.n, body.delay_s)
-        return ok
-
-    @app.post(CONTROL_PATH + "/goods_movement_fails")
-    async def goods_movement_fails(body: _N) -> dict[str, Any]:
-        state.goods_movement_fails(body.n)
-        return ok
-
-    @app.post(CONTROL_PATH + "/max_concurrency")
-    async def max_concurrency(body: _Limit) -> dict[str, Any]:
-        state.set_max_concurrency(body.limit)
-        return ok
-
-    @app.post(CONTROL_PATH + "/lock_order")
-    async def lock_order(body: _LockOrder) -> dict[str, Any]:
-        state.lock_order(body.order_id, body.user, body.times)
-        return ok
-
-    @app.post(CONTROL_PATH + "/unlock_order")
-    async def unlock_order(body: _OrderId) -> dict[str, Any]:
-        state.unlock_order(body.order_id)
-        return ok
-
-    @app.post(CONTROL_PATH + "/release_order")
-    async def release_order(body: _OrderId) -> dict[str, Any]:
-        state.release_order(body.order_id, body.released)
-        return ok
-
-    @app.post(CONTROL_PATH + "/orders")
-    async def orders(body: _Order) -> dict[str, Any]:
-        state.register_order(
-            body.order_id,
-            released=body.released,
-            planned_qty=body.planned_qty,
-            tolerance_pct=body.tolerance_pct,
-            unit=body.unit,
-            material=body.material,
-            plant=body.plant,
-            order_type=body.order_type,
-            operations=body.operations,
-        )
-        return ok
-
-    @app.post(CONTROL_PATH + "/operations")
-    async def operations(body: _Operation) -> dict[str, Any]:
-        state.register_operation(
-            body.order_id,
-            body.operation,
-            sequence=body.sequence,
-            confirmation_group=body.confirmation_group,
-            planned_qty=body.planned_qty,
-            tolerance_pct=body.tolerance_pct,
-            unit=body.unit,
-            released=body.released,
-            work_center=body.work_center,
-            activities=body.activities,
-        )
-        return ok
-
-    @app.post(CONTROL_PATH + "/period")
-    async def period(body: _Period) -> dict[str, Any]:
+    def set_period(body: _Period) -> None:
         if body.closed:
             state.close_posting_period(body.before)
         else:
             state.open_posting_period()
-        return ok
 
-    @app.post(CONTROL_PATH + "/variance_reasons")
-    async def variance_reasons(body: _Reasons) -> dict[str, Any]:
-        state.set_variance_reasons(body.codes)
-        return ok
+    # name -> (body, what it does)
+    with_body: dict[str, tuple[type[BaseModel], Callable[[Any], object]]] = {
+        "outage": (_On, lambda b: state.set_outage(b.on)),
+        "fail_next": (
+            _FailNext,
+            lambda b: state.fail_next(b.n, b.status, code=b.code, text=b.text, method=b.method),
+        ),
+        "drop_after_commit": (_N, lambda b: state.drop_after_commit(b.n)),
+        "timeout_after_commit": (
+            _TimeoutAfter,
+            lambda b: state.timeout_after_commit(b.n, b.delay_s),
+        ),
+        "goods_movement_fails": (_N, lambda b: state.goods_movement_fails(b.n)),
+        "max_concurrency": (_Limit, lambda b: state.set_max_concurrency(b.limit)),
+        "lock_order": (_LockOrder, lambda b: state.lock_order(b.order_id, b.user, b.times)),
+        "unlock_order": (_OrderId, lambda b: state.unlock_order(b.order_id)),
+        "release_order": (_OrderId, lambda b: state.release_order(b.order_id, b.released)),
+        "orders": (
+            _Order,
+            lambda b: state.register_order(b.order_id, **b.model_dump(exclude={"order_id"})),
+        ),
+        "operations": (
+            _Operation,
+            lambda b: state.register_operation(
+                b.order_id, b.operation, **b.model_dump(exclude={"order_id", "operation"})
+            ),
+        ),
+        "period": (_Period, set_period),
+        "variance_reasons": (_Reasons, lambda b: state.set_variance_reasons(b.codes)),
+    }
+
+    def body_endpoint(
+        model: type[BaseModel], action: Callable[[Any], object]
+    ) -> Callable[[BaseModel], Awaitable[dict[str, Any]]]:
+        async def run(body: BaseModel) -> dict[str, Any]:
+            action(body)
+            return ok
+
+        run.__annotations__["body"] = model  # the model FastAPI reads the body into
+        return run
+
+    for name, (model, act) in with_body.items():
+        app.add_api_route(
+            f"{CONTROL_PATH}/{name}", body_endpoint(model, act), methods=["POST"], name=name
+        )
 
     @app.post(CONTROL_PATH + "/messages/{rule}")
     async def message(rule: str, body: _MessageBody) -> Response:
@@ -2871,13 +2492,7 @@ class _Protocol(H11Protocol):
         self.app = app
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # the runner (or the CLI) owns the signals
-
-
-class SapStandIn:
+class SapStandIn(odata.ServiceStandIn[SapState]):
     """The stand-in served by uvicorn on a thread of its own (its own event loop).
 
     ``async with SapStandIn(...) as sap`` or ``with SapStandIn(...) as sap`` or
@@ -2885,148 +2500,34 @@ class SapStandIn:
     :class:`SapState` (``user``, ``password``, ``client_id``, ``client_secret``,
     ``sap_client``, ``latency_s``, ``max_concurrency``, ``ledger_path``, ...)."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int | None = None,
-        state: SapState | None = None,
-        **settings: Any,
-    ) -> None:
-        self.host = host
-        self._port = port or 0
-        self.state = state if state is not None else SapState(**settings)
-        self.app = create_app(self.state)
-        self._thread: threading.Thread | None = None
-        self._server: _Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._sock: socket.socket | None = None
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base(self) -> str:
-        """``http://127.0.0.1:<port>``: the host URL (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self._port}"
-
-    @property
-    def url(self) -> str:
-        """The service root, with a trailing slash."""
-        return f"{self.base}{SERVICE_PATH}/"
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.base}{TOKEN_PATH}"
+    service_path = SERVICE_PATH
+    label = "SAP stand-in"
+    thread_name = "sap-standin"
+    uvicorn_settings: ClassVar[dict[str, Any]] = {
+        "http": _Protocol,
+        "proxy_headers": False,
+        "timeout_keep_alive": 30,
+    }
+    state_class = SapState
+    _app = staticmethod(create_app)
 
     @property
     def control_url(self) -> str:
         return f"{self.base}{CONTROL_PATH}"
 
-    def start(self, timeout_s: float = 5.0) -> None:
-        """Bind, serve on a background thread, return once it answers."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.create_server((self.host, self._port), family=family, backlog=128)
-        sock.setblocking(False)
-        self._sock = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            http=_Protocol,
-            ws="none",
-            proxy_headers=False,
-            server_header=False,
-            timeout_graceful_shutdown=1,
-            timeout_keep_alive=30,
-        )
-        self._server = _Server(config)
-        self._started.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"sap-standin-{self._port}", daemon=True
-        )
-        self._thread.start()
-        if not self._started.wait(timeout_s) or self._error is not None:
-            self.stop()
-            raise RuntimeError(f"SAP stand-in did not start: {self._error!r}")
+    def _on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
+                loop.call_soon_threadsafe(self.state.limiter.wake)
 
-    def _run(self) -> None:
-        async def serve() -> None:
-            assert self._server is not None
-            assert self._sock is not None
-            self._loop = asyncio.get_running_loop()
-            loop = self._loop
+        self.state.on_limit_change(wake)
 
-            def wake() -> None:
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nothing waits
-                    loop.call_soon_threadsafe(self.state.limiter.wake)
-
-            self.state.on_limit_change(wake)
-            task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-            while not self._server.started and not task.done():
-                await asyncio.sleep(0.005)
-            self._started.set()
-            await task
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # reported by start()
-            self._error = exc
-        finally:
-            self._started.set()
-
-    def stop(self) -> None:
-        """Stop serving (within about a second, open requests cut off) and free the port."""
-        thread, server = self._thread, self._server
-        if thread is not None and server is not None:
-            server.should_exit = True
-            thread.join(0.6)
-            if thread.is_alive():
-                server.force_exit = True
-                thread.join(2.0)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._thread = None
-        self._server = None
+    def _on_stop(self) -> None:
         self.state.on_limit_change(None)
 
     def close(self) -> None:
         self.stop()
         self.state.close()
-
-    def __enter__(self) -> SapStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> SapStandIn:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -3034,12 +2535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m simulators.erp.sap",
         description="SAP S/4HANA stand-in (API_PROD_ORDER_CONFIRMATION_2_SRV)",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: a free port")
-    parser.add_argument("--user", default="RELAY")
-    parser.add_argument("--password", default="relay-secret")
-    parser.add_argument("--client-id", default="edge-relay")
-    parser.add_argument("--client-secret", default="relay-secret")
+    odata.add_service_arguments(parser)
     parser.add_argument("--sap-client", default="100")
     parser.add_argument("--latency", default=None, help="seconds: 0.1 or a range 0.05-0.2")
     parser.add_argument("--max-concurrency", type=int, default=None)
@@ -3048,12 +2544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict-orders", action="store_true", help="reject orders not registered")
     args = parser.parse_args(argv)
     stand_in = SapStandIn(
-        host=args.host,
-        port=args.port,
-        user=args.user,
-        password=args.password,
-        client_id=args.client_id,
-        client_secret=args.client_secret,
+        **odata.service_arguments(args),
         sap_client=args.sap_client,
         latency_s=parse_latency(args.latency) if args.latency else None,
         max_concurrency=args.max_concurrency,
@@ -3061,24 +2552,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         require_csrf=not args.no_csrf,
         accept_unknown_orders=not args.strict_orders,
     )
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stand_in.start()
-    print(f"SAP stand-in serving {stand_in.url}", flush=True)
-    print(f"token endpoint {stand_in.token_url}", flush=True)
-    print(f"control {stand_in.control_url}", flush=True)
-    try:
-        while not done.wait(0.5):
-            pass
-    finally:
-        stand_in.close()
-    print("SAP stand-in stopped", flush=True)
-    return 0
+    return run_until_signal(
+        stand_in,
+        lambda: (
+            f"SAP stand-in serving {stand_in.url}",
+            f"token endpoint {stand_in.token_url}",
+            f"control {stand_in.control_url}",
+        ),
+        "SAP stand-in stopped",
+    )
 
 
 if __name__ == "__main__":

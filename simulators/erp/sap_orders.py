@@ -82,29 +82,25 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import random
 import re
 import secrets
-import signal
-import socket
 import sys
-import threading
-import time
 import urllib.parse
-import uuid
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from types import TracebackType
-from typing import Any, Final, Literal
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final, Literal, Unpack
 from xml.sax.saxutils import quoteattr
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from simulators.erp import odata
+from simulators.erp.odata import TECH_CODE, Predicate, alpha, unquote
+from simulators.erp.serve import run_until_signal
 
 __all__ = [
     "ABSENT",
@@ -126,15 +122,11 @@ __all__ = [
 
 SERVICE: Final = "API_PRODUCTION_ORDER_2_SRV"
 SERVICE_PATH: Final = f"/sap/opu/odata/sap/{SERVICE}"
-TOKEN_PATH: Final = "/oauth/token"
 ORDERS: Final = "A_ProductionOrder_2"
 OPERATIONS: Final = "A_ProductionOrderOperation_2"
 STATUSES: Final = "A_ProductionOrderStatus_2"
 NAV_OPERATIONS: Final = "to_ProductionOrderOperation"
 NAV_STATUS: Final = "to_ProductionOrderStatus"
-DAY_MS: Final = 86_400_000
-TECH_CODE: Final = "/IWBEP/CM_MGW_RT/000"
-NOT_FOUND_CODE: Final = "/IWBEP/CM_MGW_RT/021"
 
 # ---------------------------------------------------------------------------------------------
 # The entity types
@@ -310,77 +302,18 @@ _SYSTEM_STATUSES: Final = (
 )
 
 
-def alpha(value: str) -> str:
-    """``"0010"`` -> ``"10"``: the form numeric keys are compared in."""
-    return (value.lstrip("0") or "0") if value.isdigit() else value
-
-
 # ---------------------------------------------------------------------------------------------
 # Errors
 
 
-class SapError(Exception):
+class SapError(odata.SapError):
     """An answer in SAP Gateway's OData V2 error shape."""
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        text: str,
-        *,
-        component: str = "OPU-BSE-SDE",
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(f"{status} {code} {text}")
-        self.status = status
-        self.code = code
-        self.text = text
-        self.component = component
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        return {
-            "error": {
-                "code": self.code,
-                "message": {"lang": "en", "value": self.text},
-                "innererror": {
-                    "application": {
-                        "component_id": self.component,
-                        "service_namespace": "/SAP/",
-                        "service_id": SERVICE,
-                        "service_version": "0001",
-                    },
-                    "transactionid": uuid.uuid4().hex.upper(),
-                    "timestamp": f"{now:%Y%m%d%H%M%S}.{now.microsecond:06d}0",
-                    "Error_Resolution": {
-                        "SAP_Transaction": "Run transaction /IWFND/ERROR_LOG on SAP Gateway hub "
-                        "system and search for entries with the timestamp above",
-                        "SAP_Note": "See SAP Note 1797736 for error analysis",
-                    },
-                    "errordetails": [
-                        {
-                            "code": self.code,
-                            "message": self.text,
-                            "propertyref": "",
-                            "severity": "error",
-                            "target": "",
-                        }
-                    ],
-                },
-            }
-        }
-
-    def response(self) -> Response:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+    service = SERVICE
 
 
-def _bad_request(text: str) -> SapError:
-    return SapError(400, TECH_CODE, text)
-
-
-def _not_found(text: str) -> SapError:
-    return SapError(404, NOT_FOUND_CODE, text)
+_bad_request = SapError.bad_request
+_not_found = SapError.not_found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,17 +324,16 @@ def _date_json(day: date | None) -> str | None:
     if day is None:
         return None
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return f"/Date({int(midnight.timestamp()) * 1000})/"
+    return odata.fmt_date(int(midnight.timestamp()) * 1000)
 
 
 def _time_json(moment: datetime | None) -> str:
     if moment is None:
-        return "PT00H00M00S"
-    return f"PT{moment.hour:02d}H{moment.minute:02d}M{moment.second:02d}S"
+        return odata.fmt_time(0)
+    return odata.fmt_time(moment.hour * 3600 + moment.minute * 60 + moment.second)
 
 
-def _decimal_json(value: Decimal, scale: int = 3) -> str:
-    return f"{value.quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP):.{scale}f}"
+_decimal_json = odata.fmt_decimal
 
 
 def _stamp(moment: datetime) -> str:
@@ -412,16 +344,8 @@ def _flag(on: bool) -> str:
     return "X" if on else ""
 
 
-_DATE_JSON = re.compile(r"^/Date\((-?\d+)(?:[+-]\d{4})?\)/$")
-_TIME_TEXT = re.compile(r"^PT(?:(\d{1,2})H)?(?:(\d{1,2})M)?(?:(\d{1,2})(?:\.\d+)?S)?$")
-
-
 def _time_seconds(text: str) -> int | None:
-    match = _TIME_TEXT.match(text)
-    if match is None or text == "PT":
-        return None
-    h, m, s = (int(g) if g else 0 for g in match.groups())
-    return h * 3600 + m * 60 + s
+    return odata.parse_time(text, time_of_day=False)
 
 
 def _as_decimal(value: Decimal | int | float | str) -> Decimal:
@@ -438,21 +362,6 @@ def _as_decimal(value: Decimal | int | float | str) -> Decimal:
 # $filter, over the JSON values of an entity
 
 
-Predicate = Callable[[Mapping[str, Any]], bool]
-
-_TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<typed>(?:datetime|datetimeoffset|time|guid)'(?:[^']|'')*')
-     |(?P<str>'(?:[^']|'')*')
-     |(?P<num>-?\d+(?:\.\d+)?[MmDdLlFf]?)
-     |(?P<lp>\()|(?P<rp>\))
-     |(?P<word>[A-Za-z_][A-Za-z0-9_]*)
-    )""",
-    re.X,
-)
-_COMPARISONS: Final = ("eq", "ne", "gt", "ge", "lt", "le")
-
-
 def _comparable(prop: Prop, value: Any) -> Any:
     """A JSON value of ``prop`` in a form Python compares as OData does."""
     if value is None:
@@ -466,7 +375,7 @@ def _comparable(prop: Prop, value: Any) -> Any:
         except InvalidOperation:
             return None
     if prop.kind == "DateTime":
-        match = _DATE_JSON.match(str(value))
+        match = odata.DATE_JSON.match(str(value))
         return int(match.group(1)) if match else None
     if prop.kind == "Time":
         return _time_seconds(str(value))
@@ -481,7 +390,7 @@ def _literal(prop: Prop, kind: str, text: str) -> Any:
     if prop.kind == "String":
         if kind != "str":
             raise wrong
-        value = text[1:-1].replace("''", "'")
+        value = unquote(text)
         return alpha(value) if prop.name in _ALPHA else value
     if prop.kind in ("Decimal", "Int32"):
         if kind != "num":
@@ -493,7 +402,7 @@ def _literal(prop: Prop, kind: str, text: str) -> Any:
             raise wrong
         return text == "true"
     prefix, _, rest = text.partition("'")
-    inner = rest[:-1].replace("''", "'") if kind == "typed" else ""
+    inner = unquote("'" + rest) if kind == "typed" else ""
     if prop.kind == "Time":
         seconds = _time_seconds(inner) if prefix == "time" else None
         if seconds is None:
@@ -501,99 +410,33 @@ def _literal(prop: Prop, kind: str, text: str) -> Any:
         return seconds
     if prefix not in ("datetime", "datetimeoffset"):
         raise wrong
-    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d"):
-        try:
-            parsed = datetime.strptime(inner.rstrip("Z"), fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-        return int(parsed.timestamp() * 1000)
-    raise wrong
-
-
-def _compare(op: str, left: Any, right: Any) -> bool:
-    if op == "eq":
-        return bool(left == right)
-    if op == "ne":
-        return bool(left != right)
-    if left is None or right is None:
-        return False
     try:
-        if op == "gt":
-            return bool(left > right)
-        if op == "ge":
-            return bool(left >= right)
-        if op == "lt":
-            return bool(left < right)
-        return bool(left <= right)
-    except TypeError:
-        return False
+        return odata.datetime_ms(inner)
+    except ValueError:
+        raise wrong from None
 
 
-class _Filter:
-    """``or`` of ``and`` of (``not``) comparisons or parenthesised expressions."""
+class _Filter(odata.Filter[Prop]):
+    tokens = odata.uri_tokens()
+    at_text = "Invalid filter expression: {text!r} (at {pos})"
 
     def __init__(self, text: str, props: Mapping[str, Prop], type_name: str) -> None:
         self.props = props
         self.type_name = type_name
-        self.tokens: list[tuple[str, str]] = []
-        pos = 0
-        while text[pos:].strip():
-            match = _TOKEN.match(text, pos)
-            if match is None or match.lastgroup is None:
-                raise _bad_request(f"Invalid filter expression: {text!r} (at {pos})")
-            self.tokens.append((match.lastgroup, match.group(match.lastgroup)))
-            pos = match.end()
-        self.i = 0
+        super().__init__(text)
 
-    def parse(self) -> Predicate:
-        pred = self._or()
-        if self.i < len(self.tokens):
-            raise _bad_request(f"Invalid filter expression near {self.tokens[self.i][1]!r}")
-        return pred
+    def error(self, message: str) -> Exception:
+        return _bad_request(message)
 
-    def _peek(self) -> tuple[str, str] | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def _take(self) -> tuple[str, str]:
-        token = self._peek()
-        if token is None:
-            raise _bad_request("Invalid filter expression: it ends too early")
-        self.i += 1
-        return token
-
-    def _or(self) -> Predicate:
-        preds = [self._and()]
-        while self._peek() == ("word", "or"):
-            self._take()
-            preds.append(self._and())
-        return preds[0] if len(preds) == 1 else (lambda row: any(p(row) for p in preds))
-
-    def _and(self) -> Predicate:
-        preds = [self._unary()]
-        while self._peek() == ("word", "and"):
-            self._take()
-            preds.append(self._unary())
-        return preds[0] if len(preds) == 1 else (lambda row: all(p(row) for p in preds))
-
-    def _unary(self) -> Predicate:
-        kind, text = self._take()
-        if kind == "lp":
-            inner = self._or()
-            if self._take()[0] != "rp":
-                raise _bad_request("Invalid filter expression: ')' expected")
-            return inner
-        if (kind, text) == ("word", "not"):
-            negated = self._unary()
-            return lambda row: not negated(row)
-        prop = self.props.get(text) if kind == "word" else None
+    def field(self, kind: str, name: str) -> Prop:
+        prop = self.props.get(name) if kind == "word" else None
         if prop is None:
-            raise _bad_request(f"Property {text} not found in type {self.type_name}")
-        op_kind, op = self._take()
-        if op_kind != "word" or op not in _COMPARISONS:
-            raise _bad_request(f"Operator {op!r} is not supported in $filter")
-        lit_kind, lit_text = self._take()
-        wanted = _literal(prop, lit_kind, lit_text)
-        return lambda row: _compare(op, _comparable(prop, row.get(prop.name)), wanted)
+            raise _bad_request(f"Property {name} not found in type {self.type_name}")
+        return prop
+
+    def leaf(self, prop: Prop, op: str, literal: tuple[str, str]) -> Predicate:
+        wanted = _literal(prop, *literal)
+        return lambda row: odata.compare(op, _comparable(prop, row.get(prop.name)), wanted)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -657,52 +500,26 @@ class Order:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Fault:
-    status: int
-    code: str | None
-    text: str | None
-    path: str | None
+class SapOrdersState(odata.SapServiceState):
+    """The stand-in's orders, credentials and knobs (the keywords of
+    :class:`~simulators.erp.odata.SapServiceState` and ``standard_values``). Thread-safe: the
+    server runs on its own loop in another thread while a test changes the orders."""
 
-
-class SapOrdersState:
-    """The stand-in's orders, credentials and knobs. Thread-safe: the server runs on its own
-    loop in another thread while a test changes the orders."""
+    error = SapError
 
     def __init__(
         self,
         *,
-        user: str = "RELAY",
-        password: str = "relay-secret",
-        client_id: str = "edge-relay",
-        client_secret: str = "relay-secret",
-        sap_client: str = "100",
-        system_id: str = "S4H",
         standard_values: bool = True,
-        require_auth: bool = True,
-        token_lifetime_s: float = 3600.0,
-        latency_s: float | tuple[float, float] | None = None,
+        **service: Unpack[odata.ServiceSettings],
     ) -> None:
-        self._lock = threading.RLock()
-        self.user = user
-        self.password = password
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.sap_client = sap_client
-        self.system_id = system_id
+        super().__init__(**service)
         self.standard_values = standard_values
-        self.require_auth = require_auth
-        self.token_lifetime_s = token_lifetime_s
         self._orders: dict[str, Order] = {}  # ALPHA order id -> order
         self._user_codes: dict[str, str] = {}  # user status short name -> E000n
-        self._tokens: dict[str, float] = {}  # bearer token -> monotonic expiry
-        self._outage = False
-        self._faults: deque[_Fault] = deque()
-        self._latency = (0.0, 0.0)
         self._next_routing = 1000
         # Server-driven paging: at most this many entities per answer, with a "__next" link.
         self.max_page: int | None = None
-        self.set_latency(latency_s)
         # "<path>?<decoded query>" of each service request (the latest 10,000)
         self.requests: deque[str] = deque(maxlen=10_000)
 
@@ -1003,32 +820,6 @@ class SapOrdersState:
 
     # -- faults ---------------------------------------------------------------------------------
 
-    def set_outage(self, on: bool = True) -> None:
-        """While on, every request (the token endpoint too) answers 503."""
-        with self._lock:
-            self._outage = on
-
-    @property
-    def outage(self) -> bool:
-        return self._outage
-
-    def set_latency(self, latency_s: float | tuple[float, float] | None) -> None:
-        """A delay before every answer: fixed (``0.1``) or uniform in a range ``(0.05, 0.2)``."""
-        if latency_s is None:
-            span = (0.0, 0.0)
-        elif isinstance(latency_s, tuple):
-            span = (float(latency_s[0]), float(latency_s[1]))
-        else:
-            span = (float(latency_s), float(latency_s))
-        if span[0] < 0 or span[1] < span[0]:
-            raise ValueError(f"bad latency {latency_s!r}")
-        with self._lock:
-            self._latency = span
-
-    def latency(self) -> float:
-        low, high = self._latency
-        return low if high <= low else random.uniform(low, high)
-
     def fail_next(
         self,
         n: int = 1,
@@ -1041,62 +832,19 @@ class SapOrdersState:
         """The next ``n`` service requests (only those whose path under the service root
         starts with ``path`` when given, e.g. ``"A_ProductionOrder_2("``) answer ``status``
         with an SAP error body."""
-        with self._lock:
-            self._faults.extend(_Fault(status, code, text, path) for _ in range(n))
+        self._queue_faults(n, status, code, text, path)
 
-    def take_fault(self, path: str) -> SapError | None:
-        with self._lock:
-            fault = next(
-                (f for f in self._faults if f.path is None or path.startswith(f.path)), None
-            )
-            if fault is None:
-                return None
-            self._faults.remove(fault)
-        return SapError(
-            fault.status,
-            fault.code or f"/IWFND/CM_BEC/{fault.status}",
-            fault.text or f"Injected fault: HTTP {fault.status}",
-        )
+    def take_fault(self, path: str) -> odata.SapError | None:
+        return self._take_fault(lambda scope: scope is None or path.startswith(scope))
 
     def reset_faults(self) -> None:
         with self._lock:
             self._faults.clear()
             self._outage = False
-            self._latency = (0.0, 0.0)
-
-    # -- auth -----------------------------------------------------------------------------------
-
-    def issue_token(self, client_id: str, client_secret: str) -> str | None:
-        with self._lock:
-            if (client_id, client_secret) != (self.client_id, self.client_secret):
-                return None
-            token = secrets.token_urlsafe(24)
-            self._tokens[token] = time.monotonic() + self.token_lifetime_s
-            return token
-
-    def expire_tokens(self) -> None:
-        """Every bearer token given out is expired: the next request with one answers 401."""
-        with self._lock:
-            self._tokens.clear()
+            self._latency.set(None)
 
     def authorized(self, authorization: str | None) -> bool:
-        if not self.require_auth:
-            return True
-        scheme, _, value = (authorization or "").partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(value.strip()).decode().partition(":")
-            except (ValueError, UnicodeDecodeError):
-                return False
-            return (user, password) == (self.user, self.password)
-        if scheme.lower() == "bearer":
-            with self._lock:
-                until = self._tokens.get(value.strip())
-                if until is None or time.monotonic() >= until:
-                    self._tokens.pop(value.strip(), None)
-                    return False
-                return True
-        return False
+        return self.check_credentials(authorization) is not None
 
     # -- the entities as JSON -------------------------------------------------------------------
 
@@ -1304,20 +1052,11 @@ class _Service:
             if fault is not None:
                 raise fault
             if not state.authorized(request.headers.get("authorization")):
-                raise SapError(
-                    401,
-                    "/IWFND/CM_CONSUMER/401",
-                    "Logon failed: user, password or token not accepted",
-                    component="BC-SEC-LGN",
-                    headers={
-                        "www-authenticate": 'Basic realm="SAP NetWeaver Application Server '
-                        f'[{state.system_id}/{state.sap_client}]"'
-                    },
-                )
+                raise state.logon_failed()
             if request.method not in ("GET", "HEAD"):
                 raise SapError(405, TECH_CODE, f"Method {request.method} is not allowed here")
             response = self._route(request, rest.strip("/"))
-        except SapError as exc:
+        except odata.SapError as exc:
             response = exc.response()
         response.headers["dataserviceversion"] = "2.0"
         if request.headers.get("x-csrf-token", "").lower() == "fetch":
@@ -1571,14 +1310,7 @@ def _property_xml(prop: Prop, keys: Sequence[str]) -> str:
     attrs = [f"Name={quoteattr(prop.name)}", f"Type={quoteattr(_EDM[prop.kind])}"]
     if prop.name in keys:
         attrs.append('Nullable="false"')
-    if prop.kind == "String" and prop.length:
-        attrs.append(f'MaxLength="{prop.length}"')
-    if prop.kind == "Decimal":
-        attrs.append(f'Precision="{prop.length}" Scale="{prop.scale}"')
-    if prop.kind == "DateTime":
-        attrs.append('Precision="0" sap:display-format="Date"')
-    if prop.kind == "Time":
-        attrs.append('Precision="0"')
+    attrs += odata.facets(prop.kind, prop.length, prop.scale)
     return f"        <Property {' '.join(attrs)}/>"
 
 
@@ -1679,40 +1411,14 @@ def mount(app: FastAPI, state: SapOrdersState, *, token_endpoint: bool = True) -
         SERVICE_PATH + "/{rest:path}", resource, methods=methods, include_in_schema=False
     )
     if token_endpoint:
-        app.add_api_route(TOKEN_PATH, _token_endpoint(state), methods=["POST"])
+        app.add_api_route(odata.TOKEN_PATH, _token_endpoint(state), methods=["POST"])
 
 
 def _token_endpoint(state: SapOrdersState) -> Callable[[Request], Any]:
     async def token(request: Request) -> Response:
         if state.outage:
             return SapError(503, "/IWFND/CM_BEC/026", "SAP system is not available").response()
-        raw = (await request.body()).decode("utf-8", "replace")
-        form = dict(urllib.parse.parse_qsl(raw, keep_blank_values=True))
-        client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("basic "):
-            with contextlib.suppress(ValueError, UnicodeDecodeError):
-                client_id, _, client_secret = base64.b64decode(auth[6:]).decode().partition(":")
-        if form.get("grant_type") != "client_credentials":
-            return JSONResponse(
-                {"error": "unsupported_grant_type", "error_description": "client_credentials only"},
-                status_code=400,
-            )
-        issued = state.issue_token(client_id, client_secret)
-        if issued is None:
-            return JSONResponse(
-                {"error": "invalid_client", "error_description": "Bad credentials"},
-                status_code=401,
-            )
-        return JSONResponse(
-            {
-                "access_token": issued,
-                "token_type": "bearer",
-                "expires_in": int(state.token_lifetime_s),
-                "scope": "",
-            },
-            headers={"cache-control": "no-store"},
-        )
+        return await odata.token_response(state, request, invalid_client_status=401)
 
     return token
 
@@ -1732,131 +1438,17 @@ def create_app(state: SapOrdersState) -> FastAPI:
 # The runner
 
 
-class SapOrdersStandIn:
+class SapOrdersStandIn(odata.ServiceStandIn[SapOrdersState]):
     """The stand-in served by uvicorn on a thread of its own. ``async with`` or ``with`` or
     :meth:`start`/:meth:`stop`; ``port=None`` picks a free port; every other keyword goes to
     :class:`SapOrdersState` (``user``, ``password``, ``client_id``, ``client_secret``,
     ``standard_values``, ``latency_s``, ...)."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int | None = None,
-        state: SapOrdersState | None = None,
-        **settings: Any,
-    ) -> None:
-        self.host = host
-        self._port = port or 0
-        self.state = state if state is not None else SapOrdersState(**settings)
-        self.app = create_app(self.state)
-        self._thread: threading.Thread | None = None
-        self._server: uvicorn.Server | None = None
-        self._sock: socket.socket | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}:{self._port}"
-
-    @property
-    def url(self) -> str:
-        """The service root, with a trailing slash."""
-        return f"{self.base}{SERVICE_PATH}/"
-
-    @property
-    def token_url(self) -> str:
-        return f"{self.base}{TOKEN_PATH}"
-
-    def start(self, timeout_s: float = 5.0) -> None:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        sock = socket.create_server((self.host, self._port), backlog=128)
-        sock.setblocking(False)
-        self._sock = sock
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            server_header=False,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._started.clear()
-        self._error = None
-        self._thread = threading.Thread(
-            target=self._run, name=f"sap-orders-{self._port}", daemon=True
-        )
-        self._thread.start()
-        if not self._started.wait(timeout_s) or self._error is not None:
-            error = self._error
-            self.stop()
-            raise RuntimeError(f"SAP order stand-in did not start: {error!r}")
-
-    def _run(self) -> None:
-        async def serve() -> None:
-            assert self._server is not None
-            assert self._sock is not None
-            task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-            while not self._server.started and not task.done():
-                await asyncio.sleep(0.005)
-            self._started.set()
-            await task
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # reported by start()
-            self._error = exc
-        finally:
-            self._started.set()
-
-    def stop(self) -> None:
-        """Stop serving (within about a second, open requests cut off) and free the port."""
-        thread, server = self._thread, self._server
-        if thread is not None and server is not None:
-            server.should_exit = True
-            thread.join(0.6)
-            if thread.is_alive():
-                server.force_exit = True
-                thread.join(2.0)
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._thread = None
-        self._server = None
-
-    def __enter__(self) -> SapOrdersStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> SapOrdersStandIn:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
+    service_path = SERVICE_PATH
+    label = "SAP order stand-in"
+    thread_name = "sap-orders"
+    state_class = SapOrdersState
+    _app = staticmethod(create_app)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1871,52 +1463,32 @@ def add_demo_orders(state: SapOrdersState, day: date | None = None) -> None:
     def at(hour: int, minute: int = 0) -> datetime:
         return datetime(day.year, day.month, day.day, hour, minute)
 
-    state.add_order(
-        "1000123", material="FG-100", quantity=100, text="Bracket, zinc plated", end=at(18)
+    orders = (
+        ("1000123", "FG-100", 100, "Bracket, zinc plated", 18),
+        ("1000124", "FG-200", 250, "Cover plate", 20),
+        ("1000125", "FG-300", 40, "Hinge", 22),
     )
-    state.add_operation(
-        "1000123",
-        "0010",
-        work_center="WC-4711",
-        text="Stamping",
-        setup=(30, "MIN"),
-        run=(0.5, "MIN"),
-        start=at(6),
-        end=at(8),
+    for order_id, material, quantity, text, end in orders:
+        state.add_order(order_id, material=material, quantity=quantity, text=text, end=at(end))
+    # (order, operation, work center, text, setup, run, start hour, end hour)
+    operations = (
+        ("1000123", "0010", "WC-4711", "Stamping", (30, "MIN"), (0.5, "MIN"), 6, 8),
+        ("1000123", "0020", "WC-4712", "Deburring", (0.25, "H"), (20, "S"), 8, 10),
+        ("1000124", "0010", "WC-4711", "Stamping", (45, "MIN"), (0.2, "MIN"), 10, 12),
+        ("1000125", "0010", "WC-4712", "Welding", (10, "MIN"), (2, "MIN"), 12, 14),
     )
-    state.add_operation(
-        "1000123",
-        "0020",
-        work_center="WC-4712",
-        text="Deburring",
-        setup=(0.25, "H"),
-        run=(20, "S"),
-        start=at(8),
-        end=at(10),
-    )
-    state.add_order("1000124", material="FG-200", quantity=250, text="Cover plate", end=at(20))
-    state.add_operation(
-        "1000124",
-        "0010",
-        work_center="WC-4711",
-        text="Stamping",
-        setup=(45, "MIN"),
-        run=(0.2, "MIN"),
-        start=at(10),
-        end=at(12),
-    )
+    for order_id, operation, work_center, text, setup, run, start, end in operations:
+        state.add_operation(
+            order_id,
+            operation,
+            work_center=work_center,
+            text=text,
+            setup=setup,
+            run=run,
+            start=at(start),
+            end=at(end),
+        )
     state.lock("1000124")
-    state.add_order("1000125", material="FG-300", quantity=40, text="Hinge", end=at(22))
-    state.add_operation(
-        "1000125",
-        "0010",
-        work_center="WC-4712",
-        text="Welding",
-        setup=(10, "MIN"),
-        run=(2, "MIN"),
-        start=at(12),
-        end=at(14),
-    )
     state.set_user_status("1000125", "HOLD", "Held by quality")
 
 
@@ -1925,43 +1497,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m simulators.erp.sap_orders",
         description="SAP S/4HANA stand-in (API_PRODUCTION_ORDER_2_SRV) with demo orders",
     )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0: a free port")
-    parser.add_argument("--user", default="RELAY")
-    parser.add_argument("--password", default="relay-secret")
-    parser.add_argument("--client-id", default="edge-relay")
-    parser.add_argument("--client-secret", default="relay-secret")
+    odata.add_service_arguments(parser)
     parser.add_argument("--release-2021", action="store_true", help="no standard value fields")
     parser.add_argument("--no-demo", action="store_true", help="start without orders")
     args = parser.parse_args(argv)
     stand_in = SapOrdersStandIn(
-        host=args.host,
-        port=args.port,
-        user=args.user,
-        password=args.password,
-        client_id=args.client_id,
-        client_secret=args.client_secret,
-        standard_values=not args.release_2021,
+        **odata.service_arguments(args), standard_values=not args.release_2021
     )
     if not args.no_demo:
         add_demo_orders(stand_in.state)
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    stand_in.start()
-    print(f"SAP order stand-in serving {stand_in.url}", flush=True)
-    print(f"token endpoint {stand_in.token_url}", flush=True)
-    try:
-        while not done.wait(0.5):
-            pass
-    finally:
-        stand_in.stop()
-    print("SAP order stand-in stopped", flush=True)
-    return 0
+    return run_until_signal(
+        stand_in,
+        lambda: (
+            f"SAP order stand-in serving {stand_in.url}",
+            f"token endpoint {stand_in.token_url}",
+        ),
+        "SAP order stand-in stopped",
+    )
 
 
 if __name__ == "__main__":
