@@ -2007,9 +2007,7 @@ class _ServiceHandler:
         if state.outage:
             return self._reject_outage()
         async with state.limiter.slot():
-            delay = state.latency()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await state.delay()
             try:
                 fault = state.take_fault(request.method)
                 if fault is not None:
@@ -2369,9 +2367,7 @@ def create_app(state: SapState) -> FastAPI:
     async def token(request: Request) -> Response:
         if state.outage:
             return handler._reject_outage()
-        delay = state.latency()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await state.delay()
         return await odata.token_response(state, request, invalid_client_status=400)
 
     ok = {"ok": True}

@@ -79,7 +79,6 @@ operations' own flags alone.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import contextlib
 import re
@@ -1042,9 +1041,7 @@ class _Service:
         query = urllib.parse.unquote_plus(request.url.query)
         with state.locked():
             state.requests.append(f"{rest}?{query}" if query else rest)
-        delay = state.latency()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await state.delay()
         try:
             if state.outage:
                 raise SapError(503, "/IWFND/CM_BEC/026", "SAP system is not available")

@@ -285,6 +285,12 @@ class FaultKnobs:
     def latency(self) -> float:
         return self._latency.draw()
 
+    async def delay(self) -> None:
+        """Sleep for one draw of the latency (none when it is 0)."""
+        seconds = self.latency()
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
     def set_outage(self, on: bool = True) -> None:
         """While on, every service request (and the token endpoint) answers 503."""
         with self._lock:
