@@ -102,14 +102,13 @@ async def test_a_relay_that_vanished_is_replaced_and_the_gateway_s_resend_is_pos
     first = relay_config(broker, ledger, sap_erp(sap, tmp_path), instance="first", lease_s=6)
     gcfg = gateway_config(tmp_path, broker, result_timeout_s=3)
     async with gateway(gcfg) as gw:
-        sap.state.set_latency(1.5)
+        sap.state.timeout_after_commit(1, delay_s=3.0)  # saved; the answer is held back
         async with running_relay(first) as a:
             await start_order(gw, broker)
             engine = gw.engine
             await engine.submit(Pulses("press_good", 10, engine.now()))
-            await until(lambda: sap.state.posts >= 1, 10, "the post reaching SAP")
+            await until(lambda: len(sap.state.ledger()) == 1, 10, "the post saved in SAP")
         assert a.stats.posted == 0  # it went before SAP answered
-        sap.state.set_latency(None)
         second = relay_config(broker, ledger, sap_erp(sap, tmp_path), instance="second")
         async with running_relay(second):
             conf = confirmation(gw, 1)

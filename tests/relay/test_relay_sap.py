@@ -4,7 +4,6 @@ every confirmation posted once, none twice, whatever broke on the way."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +15,14 @@ from edge.relay.erp import external_id
 from simulators.broker import Mosquitto
 from simulators.erp.sap import SapStandIn
 from tests.relay.builders import posting, reversal
-from tests.relay.harness import Gateways, pg_url, relay_config, running_relay, sqlite_url
+from tests.relay.harness import (
+    Gateways,
+    pg_url,
+    relay_config,
+    running_relay,
+    sqlite_url,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -245,13 +251,11 @@ async def test_a_relay_stopped_mid_post_leaves_it_to_the_other(
     one = relay_config(broker, url, sap_erp(sap, tmp_path, **fast), instance="one", lease_s=3)
     p = posting(1)
     async with Gateways(broker) as gw:
-        sap.state.set_latency(1.0)
-        async with running_relay(one) as a:
+        sap.state.timeout_after_commit(1, delay_s=3.0)  # saved; the answer is held back
+        async with running_relay(one):
             await gw.send(p)
-            while a.stats.received == 0 or sap.state.posts == 0:
-                await asyncio.sleep(0.02)
-        # one is gone (its post may have reached SAP); two takes over after the lease
-        sap.state.set_latency(None)
+            await until(lambda: len(sap.state.ledger()) == 1, 10, "the post saved in SAP")
+        # one is gone in the middle of its call; two takes over after the lease
         two = relay_config(broker, url, sap_erp(sap, tmp_path, **fast), instance="two", lease_s=3)
         async with running_relay(two) as b:
             await gw.send(p, historical=True)  # the gateway resends the unanswered one
