@@ -94,6 +94,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # this tree's simulators (the broker), whatever is installed
+
+from bench.procfs import child_env, tail, tree_cpu_s, tree_mem_mb  # noqa: E402
+
 NODERED_TEMPLATE = BENCH / "nodered"
 NODERED_DIR = BENCH / ".nodered"  # git-ignored: npm installs Node-RED here
 
@@ -244,13 +247,6 @@ def http(url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, str]:
         return exc.code, exc.read().decode(errors="replace")
 
 
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def git_commit() -> dict[str, Any]:
     def git(*args: str) -> str:
         try:
@@ -311,7 +307,7 @@ class LineChild:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=child_env(),
+            env=child_env(ROOT),
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, name=f"{role}-reader", daemon=True).start()
@@ -340,63 +336,6 @@ class LineChild:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         return self.read(timeout)
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    """Children run this tree's gateway and simulators, whatever else is installed."""
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
-    env.update(extra)
-    return env
-
-
-def process_tree(root: int) -> list[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def tree_cpu_s(root: int) -> float:
-    """CPU seconds (user + system, every thread) of the tree so far."""
-    total = 0
-    for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def tree_mem_mb(root: int) -> tuple[float, float]:
-    """(RSS now, sum of the processes' peak RSS) of the tree, MB."""
-    rss = hwm = 0
-    for pid in process_tree(root):
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        rss += int(line.split()[1])
-                    elif line.startswith("VmHWM:"):
-                        hwm += int(line.split()[1])
-        except OSError:
-            continue
-    return rss / 1024, hwm / 1024
 
 
 # ---------------------------------------------------------------------- the subscriber
@@ -552,7 +491,7 @@ class Ours(Peer):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=child_env(),
+                env=child_env(ROOT),
             )
 
         def up() -> bool:
@@ -675,7 +614,7 @@ class Naive(Peer):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=child_env(),
+                env=child_env(ROOT),
             )
         self.wait_value(mark, base, 30)  # the subscription's initial value went through
 
@@ -948,7 +887,7 @@ def uplink_drain(procs: Procs, backlog: int, timeout: float = 600.0) -> dict[str
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=child_env(),
+        env=child_env(ROOT),
     )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)

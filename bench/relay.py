@@ -87,6 +87,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # this tree's gateway, simulators and test helpers
 
+from bench.procfs import child_env as _env  # noqa: E402
+from bench.procfs import cpu_seconds, mem_mb, tail  # noqa: E402
+from bench.procfs import tree_cpu_s as tree_cpu_seconds  # noqa: E402
 from edge.logging import configure_logging  # noqa: E402
 from edge.relay.erp import external_id  # noqa: E402
 from edge.sync.mqtt import LinkLost, Message, MqttLink  # noqa: E402
@@ -99,7 +102,6 @@ SAP_USER = "RELAY"
 SAP_PASSWORD = "relay-secret"
 FINAL = ("posted", "duplicate", "rejected")
 NO_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason: accepted, but nobody subscribed
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FULL = {"seconds": 60.0, "warmup": 10.0, "window": 5.0, "drain": 60.0}
 QUICK = {"seconds": 3.0, "warmup": 1.0, "window": 1.0, "drain": 20.0}
 NCPU = os.cpu_count() or 1
@@ -149,67 +151,8 @@ def http_json(url: str, timeout: float = 10.0) -> Any:
         return json.loads(r.read())
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def child_env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of every thread of ``pid`` so far; None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def children_of(root: int) -> list[int]:
-    """``root`` and every process below it."""
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        kids.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(kids.get(pid, []))
-    return out
-
-
-def tree_cpu_seconds(root: int) -> float:
-    return sum(cpu_seconds(pid) or 0.0 for pid in children_of(root))
-
-
-def mem_mb(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of ``pid`` in MB; zeros when it is gone."""
-    rss = hwm = 0
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("VmHWM:"):
-                    hwm = int(line.split()[1])
-    except OSError:
-        pass
-    return rss / 1024, hwm / 1024
+    return _env(ROOT, PYTHONUNBUFFERED="1")
 
 
 def machine_ticks() -> tuple[int, int]:
