@@ -79,7 +79,9 @@ class Central:
     """Central IT's side: the dispatcher (simulated: it sends the demo's dispatch list), the
     real ERP relay (``edge relay``, in this process) and the ERP (the SAP OData stand-in)."""
 
-    def __init__(self, broker: mqtt_broker.Mosquitto, root: str, data_dir: Path) -> None:
+    def __init__(
+        self, broker: mqtt_broker.Mosquitto, root: str, data_dir: Path, variance_reason: str
+    ) -> None:
         self.root = root
         self.data_dir = data_dir
         self.link = MqttLink(broker.host, broker.port, client_id="central-demo")
@@ -105,6 +107,8 @@ class Central:
                     "user": SAP_USER,
                     "password_file": str(secret),
                     "timeout_s": 5.0,
+                    # the gateway's variance reason as SAP's 4-character code
+                    "variance_reasons": {variance_reason: "0001"},
                 },
             }
         )
@@ -674,7 +678,7 @@ async def run_demo(
             },
         )
         root = cfg.mqtt.root_for(cfg.gateway.work_center)
-        central = Central(broker, root, data_dir)
+        central = Central(broker, root, data_dir, cfg.confirmations.variance_reason)
         narrator = Narrator()
         story = Story(cfg, central, root, narrator, press)
         await central.start()
