@@ -7,7 +7,8 @@ delivery must hold anyway, and our gateway must not have reconnected its OPC UA 
 
 Node-RED comes from npm: the bench installs it once into ``bench/.nodered/`` (git-ignored; about
 30 s the first time here, 10 s with npm's cache warm, nothing once installed). Without node,
-npm or the registry that test is skipped with the reason; the others run.
+npm or the registry that test is skipped with the reason; the others run. It is a slow test
+(``./scripts/test --long``): the install alone would be a twentieth of the normal suite.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def test_ours_and_the_naive_script_deliver_every_value(tmp_path: Path) -> None:
     assert not left_running(tmp_path)
 
 
+@pytest.mark.slow  # npm installs Node-RED first (about 30 s on a fresh machine): --long
 @pytest.mark.timeout(600)
 def test_node_red_delivers_every_value(tmp_path: Path) -> None:
     bench = load_bench()

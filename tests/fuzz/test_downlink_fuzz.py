@@ -122,8 +122,8 @@ def test_generation_is_deterministic() -> None:
 
 
 @pytest.mark.timeout(240)
-def test_downlink_fuzz_1000(tmp_path: Path, broker: Mosquitto) -> None:
-    fuzz(tmp_path, broker, 1_000, SEED, budget_s=150)
+def test_downlink_fuzz_500(tmp_path: Path, broker: Mosquitto) -> None:
+    fuzz(tmp_path, broker, 500, SEED, budget_s=150)
 
 
 @pytest.mark.slow

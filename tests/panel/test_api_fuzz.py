@@ -42,7 +42,7 @@ from schemathesis import GenerationMode
 from edge.domain.inputs import Pulses
 from tests.panel.conftest import PIN, panel_config, running_panel, spec
 
-EXAMPLES = 12
+EXAMPLES = 6
 SLOW_EXAMPLES = 150
 ANSWER_S = 10.0
 TOKEN_HEADER = "X-Supervisor-Token"
