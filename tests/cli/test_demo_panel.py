@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import expect
 
 from simulators.broker import free_port
+from tests.cli.test_cli import assert_story
 from tests.panel.test_browser import CHROMIUM, screen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +105,5 @@ async def test_a_new_user_works_the_next_order_on_the_panel_in_the_demo(tmp_path
         code = demo.stop()
     assert code == 0, demo.output
     assert "JAM" in demo.output
+    assert_story(demo.output)  # the story before the user took over, and the summary
+    assert "Traceback" not in demo.output

@@ -102,7 +102,7 @@ def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> None:
 
 
 def test_kill_9_loses_and_doubles_nothing(tmp_path: Path) -> None:
-    crash_cycles(tmp_path, cycles=25, seed=20261125)
+    crash_cycles(tmp_path, cycles=20, seed=20261125)
 
 
 @pytest.mark.slow
