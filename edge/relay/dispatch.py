@@ -41,10 +41,12 @@ from edge.logging import Logger, get_logger
 from edge.relay.db import Db, lock_schema
 from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
 from edge.sync.contract import (
+    BadJson,
     DispatchListBody,
     InboundEnvelope,
     OperationMsg,
     OperationRefBody,
+    parse_json,
     topic,
 )
 from edge.sync.mqtt import MqttLink
@@ -54,6 +56,7 @@ CANCEL: Final = "_mes_v1/order/cancel"
 HOLD: Final = "_mes_v1/order/hold"
 RELEASE: Final = "_mes_v1/order/release"
 SNAPSHOT: Final = "_mes_v1/snapshot"
+SNAPSHOT_BYTES: Final = 256 * 1024  # a snapshot lists the work center's operations
 PUBLISH_TIMEOUT_S: Final = 30.0
 MAX_LIST: Final = 2000  # DispatchListBody.operations
 
@@ -244,9 +247,10 @@ class Dispatcher:
         if work_center is None:
             return True
         try:
-            version = json.loads(payload).get("dispatch_version")
-        except (ValueError, AttributeError):
-            return True
+            data = parse_json(payload, max_bytes=SNAPSHOT_BYTES)
+        except BadJson:
+            return True  # not a snapshot the dispatcher can read: ignored
+        version = data.get("dispatch_version") if isinstance(data, dict) else None
         if isinstance(version, int) and not isinstance(version, bool):
             self._seen[work_center] = version
             self._wake.set()

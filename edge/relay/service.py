@@ -51,7 +51,14 @@ from edge.relay.messages import (
     read,
 )
 from edge.relay.orders import OrderSource
-from edge.sync.contract import ConfirmationResultBody, ErpError, InboundEnvelope, topic
+from edge.sync.contract import (
+    BadJson,
+    ConfirmationResultBody,
+    ErpError,
+    InboundEnvelope,
+    parse_json,
+    topic,
+)
 from edge.sync.mqtt import Message, MqttLink, TlsSettings, Will
 
 T = TypeVar("T")
@@ -59,6 +66,7 @@ Verdict = Literal["posted", "duplicate", "rejected", "retrying"]
 RESULT_SCHEMA = topic(CONFIRMATION_RESULT).schema
 PUBLISH_TIMEOUT_S = 30.0
 KPI = "_mes_v1/relay/kpi"
+STATE_BYTES = 4096  # relay/state and a gateway's snapshot are small; more is not read
 
 
 def wall_ms() -> int:
@@ -81,6 +89,7 @@ class RelayStats:
     unknown: int = 0
     in_doubt: int = 0
     found_after_doubt: int = 0
+    intake_errors: int = 0  # messages that could not be taken (left unacknowledged)
     answers: dict[str, int] = field(default_factory=dict)
 
 
@@ -220,6 +229,7 @@ class Relay:
                 raise
             except Exception:
                 # Not acknowledged: the broker gives it again (or the gateway resends it).
+                self.stats.intake_errors += 1
                 self.log.exception("relay could not take a message", topic=message.topic)
                 await asyncio.sleep(self.cfg.relay.poll_s)
 
@@ -293,9 +303,10 @@ class Relay:
 
     async def _on_state(self, payload: bytes) -> None:
         try:
-            online = json.loads(payload).get("online")
-        except (ValueError, AttributeError):
-            online = None
+            data = parse_json(payload, max_bytes=STATE_BYTES)
+        except BadJson:
+            return  # somebody else's garbage on the topic: nothing to say about this relay
+        online = data.get("online") if isinstance(data, dict) else None
         if online is False and not self._stopping and self.link.connected.is_set():
             # Another relay's Last Will (or its planned stop): this one is still here.
             await asyncio.sleep(random.uniform(0.05, 0.5))

@@ -154,3 +154,48 @@ async def test_relay_state_is_online_and_stays_so_while_one_relay_is_left(
         p = posting(1)
         await gw.send(p)
         assert (await gw.final(p.idem_key)).status == "posted"
+
+
+async def test_hostile_relay_state_and_snapshots_neither_stop_nor_stall_the_relay(
+    broker: Mosquitto, erp: FileErpStandIn, tmp_path: Path
+) -> None:
+    """The relay also reads the enterprise's relay/state and, dispatching, the gateways'
+    snapshots: nested, huge, NaN or not JSON at all, each is dropped and acknowledged. One that
+    raised was left unacknowledged (given again at every reconnect) with a traceback each."""
+    root = posting(1).root
+    base = relay_config(broker, sqlite_url(tmp_path / "ledger.db"), file_erp(erp))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = type(base).model_validate(
+        {
+            **base.model_dump(mode="python"),
+            "dispatch": {
+                "enabled": True,
+                "interval_s": 60.0,
+                "work_centers": [{"work_center": "PRESS07", "root": root}],
+                "source": {
+                    "system": "file",
+                    "format": "loipro",
+                    "inbox_dir": str(inbox),
+                    "state_file": str(tmp_path / "orders.json"),
+                },
+            },
+        }
+    )
+    hostile = [
+        b"[" * 100_000,
+        b"{" * 50 + b"}" * 50,
+        b'{"online": NaN}',
+        b"\xff\xfe",
+        b" " * 300_000,
+    ]
+    async with running_relay(cfg) as relay, Gateways(broker) as gw:
+        for _ in range(8):
+            for payload in hostile:
+                await gw.send_raw("umh/v1/acme/_mes_v1/relay/state", payload)
+                await gw.send_raw(f"{root}/_mes_v1/snapshot", payload)
+        p = posting(1)
+        await gw.send(p)
+        assert (await gw.final(p.idem_key, timeout=20)).status == "posted"
+        assert relay.link.connected.is_set()
+        assert relay.stats.intake_errors == 0  # each one dropped and acknowledged, none left
