@@ -14,9 +14,7 @@ npm or the registry that test is skipped with the reason; the others run. It is 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +23,7 @@ from typing import Any
 import pytest
 
 from simulators.broker import find_mosquitto
+from tests.bench.runner import run_bench as bench_run
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench" / "e2e.py"
@@ -50,26 +49,24 @@ def _mosquitto() -> None:
 
 def run_bench(work: Path, *args: str, timeout: float) -> tuple[str, dict[str, Any]]:
     out = work / "e2e.json"
-    bench = subprocess.Popen(
-        [sys.executable, str(BENCH), "--rates", "100", "--seconds", "3", "--runs", "1",
-         "--json", str(out), "--workdir", str(work / "peers"), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        stdout, stderr = bench.communicate(timeout=timeout)
-    finally:
-        if bench.poll() is None:
-            bench.terminate()  # the bench stops its children on SIGTERM
-            try:
-                bench.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                bench.kill()
-                bench.communicate()
-    assert bench.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    return stdout, json.loads(out.read_text())
+    return bench_run(
+        BENCH,
+        out,
+        [
+            "--rates",
+            "100",
+            "--seconds",
+            "3",
+            "--runs",
+            "1",
+            "--json",
+            str(out),
+            "--workdir",
+            str(work / "peers"),
+            *args,
+        ],
+        timeout,
+    )
 
 
 def left_running(work: Path) -> list[str]:

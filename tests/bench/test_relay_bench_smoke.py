@@ -10,15 +10,13 @@ once must hold anyway, and no child may be left running.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from simulators.broker import find_mosquitto
+from tests.bench.runner import run_bench as bench_run
 from tests.pg import PostgresNotFound, find_bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,26 +34,9 @@ def _servers() -> None:
 
 def run_bench(work: Path, *args: str, timeout: float) -> tuple[str, dict[str, Any]]:
     out = work / "relay.json"
-    bench = subprocess.Popen(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out),
-         "--workdir", str(work / "run"), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    try:
-        stdout, stderr = bench.communicate(timeout=timeout)
-    finally:
-        if bench.poll() is None:
-            bench.terminate()  # the bench stops its children on SIGTERM
-            try:
-                bench.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                bench.kill()
-                bench.communicate()
-    assert bench.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    return stdout, json.loads(out.read_text())
+    return bench_run(
+        BENCH, out, ["--quick", "--json", str(out), "--workdir", str(work / "run"), *args], timeout
+    )
 
 
 def alive(pid: int) -> bool:
