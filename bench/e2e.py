@@ -95,24 +95,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # this tree's simulators (the broker), whatever is installed
 
+from bench.npm import Unavailable, npm_install  # noqa: E402  (a peer that cannot run here)
 from bench.procfs import child_env, tail, tree_cpu_s, tree_mem_mb  # noqa: E402
 
 NODERED_TEMPLATE = BENCH / "nodered"
 NODERED_DIR = BENCH / ".nodered"  # git-ignored: npm installs Node-RED here
 
-# npm's own cache makes a second install quick; a registry that cannot be reached is said
-# within a minute rather than after npm's default retries (minutes).
-NPM_INSTALL = (
-    "install",
-    "--no-audit",
-    "--no-fund",
-    "--prefer-offline",
-    "--loglevel=error",
-    "--fetch-retries=1",
-    "--fetch-retry-mintimeout=2000",
-    "--fetch-retry-maxtimeout=10000",
-    "--fetch-timeout=30000",
-)
 
 PEERS = ("ours", "naive", "nodered")
 PEER_TITLE = {"ours": "ours: edge run", "naive": "naive asyncua+paho", "nodered": "Node-RED 4"}
@@ -184,10 +172,6 @@ module.exports = {{
     editorTheme: {{ projects: {{ enabled: false }} }}
 }};
 """
-
-
-class Unavailable(Exception):
-    """A peer cannot run on this machine (said why); the others still run."""
 
 
 # ---------------------------------------------------------------------- small helpers
@@ -671,62 +655,19 @@ def nodered_install(directory: Path = NODERED_DIR, timeout: float = 600.0) -> di
 
     Raises :class:`Unavailable` with the reason when node or npm is missing or npm fails.
     """
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        raise Unavailable("node and npm are needed for Node-RED (not on PATH)")
-    version = subprocess.run(
-        [node, "--version"], capture_output=True, text=True, timeout=30, check=False
-    ).stdout.strip()
-    try:
-        major = int(version.lstrip("v").split(".")[0])
-    except ValueError:
-        raise Unavailable(f"cannot read node's version ({version!r})") from None
-    if major < 18:
-        raise Unavailable(f"Node-RED 4 needs node 18 or newer, this is {version}")
-    want = (NODERED_TEMPLATE / "package.json").read_text()
-    red = directory / "node_modules" / "node-red" / "red.js"
-    opcua = directory / "node_modules" / "node-red-contrib-opcua" / "package.json"
-    stamp = directory / ".installed"
-    install_s = 0.0
-    if not (stamp.exists() and stamp.read_text() == want and red.exists() and opcua.exists()):
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "package.json").write_text(want)
-        t0 = time.monotonic()
-        try:
-            done = subprocess.run(
-                [npm, *NPM_INSTALL],
-                cwd=directory,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise Unavailable(f"npm install took longer than {timeout:g} s") from None
-        install_s = time.monotonic() - t0
-        if done.returncode != 0 or not red.exists() or not opcua.exists():
-            said = [ln for ln in (done.stderr or done.stdout).splitlines() if ln.strip()]
-            first = [
-                ln for ln in said if not ln.removeprefix("npm error").strip().startswith("at ")
-            ]
-            raise Unavailable(
-                f"npm install failed (rc={done.returncode}) after {install_s:.0f} s: "
-                + " / ".join(first[:4])[:600]
-            )
-        stamp.write_text(want)
-
-    def installed(name: str) -> str:
-        pkg = directory / "node_modules" / name / "package.json"
-        return str(json.loads(pkg.read_text()).get("version"))
-
+    done = npm_install(
+        directory,
+        (NODERED_TEMPLATE / "package.json").read_text(),
+        ("node-red", "node-red-contrib-opcua", "node-opcua", "mqtt"),
+        what="Node-RED 4",
+        min_node=18,
+        timeout=timeout,
+    )
     return {
-        "red": red,
-        "node": version,
-        "node-red": installed("node-red"),
-        "node-red-contrib-opcua": installed("node-red-contrib-opcua"),
-        "node-opcua": installed("node-opcua"),
-        "mqtt": installed("mqtt"),
-        "install_s": round(install_s, 1),
+        "red": done.module("node-red") / "red.js",
+        "node": done.node_version,
+        **done.versions,
+        "install_s": done.install_s,
     }
 
 
