@@ -59,6 +59,31 @@ Status (:data:`~edge.relay.orders.ErpStatus`), with ``status_text`` naming SAP's
   name is in ``held_user_statuses``;
 - else ``released``.
 
+Reading only what changed (``poll = "changed_since"``, the default): the first snapshot, one
+every ``full_read_s`` (an hour) and one after the work centers asked about changed read the
+whole released set as above; the snapshots between ask SAP only for what changed since the
+newest ``LastChangeDateTime`` seen (SAP's own clock, ``YYYYMMDDhhmmss``), less ``overlap_s``
+for a change whose time was taken before it was committed::
+
+    GET A_ProductionOrderOperation_2?$filter=ProductionPlant eq '1010'
+        and LastChangeDateTime ge '20250304061500'&$orderby=...&$top=500&$skip=0
+    GET A_ProductionOrder_2?$filter=ProductionPlant eq '1010'
+        and LastChangeDateTime ge '20250304061500'
+        &$expand=to_ProductionOrderStatus,to_ProductionOrderOperation&$orderby=ManufacturingOrder
+
+over the whole plant, not per work center: an operation moved to a work center the relay does
+not serve is seen leaving, since its row now names the other one. A changed header (locked, a
+user status, technically completed) comes with its status set and all its operations, so a
+change SAP records on the header alone still re-judges its operations. The source keeps SAP's
+rows of the released operations and their headers and applies the changes to them: a row
+that is no longer released, is finally confirmed or names another work center leaves; the
+header of an order seen for the first time is read as above. What no changed-since read can
+show, an order archived away (its key answers 404), leaves at the next full read. A failed
+read changes nothing kept, and the next one asks again from the same time. When SAP refuses
+the filter (HTTP 400: ``LastChangeDateTime`` not filterable in that release) or sends no
+readable ``LastChangeDateTime``, the source says so once and reads the whole set every time;
+more than ``max_operations`` changes also make it a full read.
+
 Finally confirmed operations (``OperationIsConfirmed``) are not asked for, and sub-operations
 are skipped (confirmations name operations). An operation the gateway would refuse (a quantity
 not above 0 or over 10⁹ or with more than 6 places, an id with ``/``, ``+``, ``#`` or white
@@ -69,7 +94,10 @@ snapshot stands. A cancelled operation only needs its ids. Anything HTTP or SAP 
 :class:`~edge.relay.orders.SnapshotFailed`, naming the HTTP status and SAP's message.
 
 Not confirmed against a real system (see the reference on SAP's APIs): that the status flags
-are filterable (``$filter`` on ``OperationIsReleased`` and ``OperationIsConfirmed``), whether
+and ``LastChangeDateTime`` are filterable (``$filter`` on ``OperationIsReleased``,
+``OperationIsConfirmed`` and ``LastChangeDateTime``), that every change of an operation or
+its order moves one of the two ``LastChangeDateTime`` and that it is UTC (the OData V2 delta
+token, ``!deltatoken``, is not offered by this service as far as the reference goes), whether
 any release has ``OperationReferenceQuantity`` in this service, and the exact codes of the
 standard value units in the answers.
 """
@@ -79,7 +107,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, Final, Literal, Unpack
@@ -112,6 +141,10 @@ SERVICE: Final = "API_PRODUCTION_ORDER_2_SRV"
 OPERATIONS: Final = "A_ProductionOrderOperation_2"
 ORDERS: Final = "A_ProductionOrder_2"
 STATUS_NAV: Final = "to_ProductionOrderStatus"
+OPERATIONS_NAV: Final = "to_ProductionOrderOperation"
+OPERATION_ORDER: Final = "OrderInternalBillOfOperations,OrderIntBillOfOperationsItem"
+CHANGED: Final = "LastChangeDateTime"
+_STAMP: Final = re.compile(r"^\d{14}$")  # YYYYMMDDhhmmss
 # Where the relay's configuration keeps these settings (named in errors).
 SECTION: Final = "dispatch.source"
 _ISO_SECONDS: Final = {"SEC": 1.0, "MIN": 60.0, "HUR": 3600.0}
@@ -153,6 +186,9 @@ class Settings(Connection):
     max_operations: Annotated[int, Field(ge=1, le=100_000)] = 10_000
     parallel: Annotated[int, Field(ge=1, le=32)] = 4
     held_user_statuses: list[_StatusName] = Field(default_factory=lambda: ["HOLD"], max_length=100)
+    poll: Literal["changed_since", "full"] = "changed_since"
+    full_read_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 3600
+    overlap_s: Annotated[int, Field(ge=0, le=86_400)] = 300
 
     @model_validator(mode="after")
     def _slots(self) -> Settings:
@@ -161,14 +197,22 @@ class Settings(Connection):
         return self
 
 
-def build(settings: Settings) -> SapOrderSource:
+def build(settings: Settings, *, monotonic: Callable[[], float] = time.monotonic) -> SapOrderSource:
     """The source, with its secrets read; a ValueError names a missing or unreadable one."""
     password, oauth = read_credentials(settings, SECTION)
-    return SapOrderSource(settings, password=password, oauth=oauth)
+    return SapOrderSource(settings, monotonic=monotonic, password=password, oauth=oauth)
 
 
 class _Failed(Exception):
-    """The snapshot cannot be taken (the text says why)."""
+    """The snapshot cannot be taken (the text says why; ``status``: SAP's HTTP status)."""
+
+    def __init__(self, text: str, status: int | None = None) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+class _TooMany(_Failed):
+    """More rows than ``max_operations``."""
 
 
 class _LeftOut(Exception):
@@ -188,13 +232,40 @@ class _Mapped:
     sequence: str  # ManufacturingOrderSequence
 
 
+_RowKey = tuple[str, str]
+
+
+@dataclass(slots=True)
+class _Kept:
+    """SAP's rows as last read: the released operations of the work centers asked about (by
+    the operation's key, with the work center they count for) and their orders' headers."""
+
+    work_centers: tuple[str, ...]
+    rows: dict[_RowKey, tuple[str, dict[str, Any]]]
+    headers: dict[str, dict[str, Any] | None]
+    newest: str | None  # the newest LastChangeDateTime seen, None: SAP sends none
+    full_at: float  # monotonic time of the last full read
+
+
 class SapOrderSource(SapService[Settings], OrderSource):
     system: ClassVar[str] = "sap"
 
-    def __init__(self, settings: Settings, **credentials: Unpack[Credentials]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        **credentials: Unpack[Credentials],
+    ) -> None:
         super().__init__(settings, **credentials)
         self._zone = ZoneInfo(settings.timezone)
         self._held = frozenset(s.upper() for s in settings.held_user_statuses)
+        self._monotonic = monotonic
+        self._kept: _Kept | None = None
+        # Why changed-since reads are off for good (SAP refused them, or sends no times).
+        self._full_only: str | None = None
+        self.full_reads = 0
+        self.change_reads = 0
 
     # ------------------------------------------------------------------ the interface
 
@@ -204,46 +275,154 @@ class SapOrderSource(SapService[Settings], OrderSource):
         if self._client is None:
             return SnapshotFailed("the SAP order source is not started")
         try:
-            rows = {wc: await self._operations(wc) for wc in dict.fromkeys(work_centers)}
-            wanted = {
-                order.strip()
-                for found in rows.values()
-                for row in found
-                if isinstance(order := row.get("ManufacturingOrder"), str)
-                and _IDENT.match(order.strip())
-            }
-            headers = await self._headers_of(sorted(wanted))
+            kept = await self._refresh(tuple(dict.fromkeys(work_centers)))
         except _Failed as exc:
             return SnapshotFailed(str(exc))
-        return {wc: self._work_center(wc, rows[wc], headers) for wc in work_centers}
+        rows: dict[str, list[dict[str, Any]]] = {wc: [] for wc in kept.work_centers}
+        for wc, row in kept.rows.values():
+            rows[wc].append(row)
+        return {wc: self._work_center(wc, rows[wc], kept.headers) for wc in work_centers}
 
     # ------------------------------------------------------------------ reading
 
-    async def _operations(self, work_center: str) -> list[dict[str, Any]]:
+    async def _refresh(self, work_centers: tuple[str, ...]) -> _Kept:
+        """SAP's rows for ``work_centers`` now: what changed applied to those kept, or a full
+        read when one is due (the kept rows change only when every read succeeded)."""
+        kept, now = self._kept, self._monotonic()
+        why = self._full_only
+        if why is None:
+            if kept is None:
+                why = "the first read"
+            elif kept.work_centers != work_centers:
+                why = "the work centers asked about changed"
+            elif kept.newest is None:
+                why = "no LastChangeDateTime seen yet"
+            elif now - kept.full_at >= self.settings.full_read_s:
+                why = f"{self.settings.full_read_s} s since the last full read"
+        if self.settings.poll == "full":
+            why = "poll = full"
+        if why is None and kept is not None:
+            try:
+                await self._apply_changes(kept)
+                self.change_reads += 1
+                return kept
+            except _TooMany as exc:
+                why = f"more changes than a changed-since read takes: {exc}"
+            except _Failed as exc:
+                if exc.status != 400:
+                    raise
+                self._full_only = why = f"SAP refused the changed-since read: {exc}"
+                log.warning(
+                    "sap_changed_since_refused",
+                    reason=str(exc),
+                    consequence="every poll reads the whole released set",
+                )
+        kept = await self._read_all(work_centers, now)
+        self.full_reads += 1
+        log.info("sap_orders_full_read", reason=why, operations=len(kept.rows))
+        no_times = kept.newest is None and bool(kept.rows)
+        if no_times and self.settings.poll == "changed_since" and not self._full_only:
+            self._full_only = "SAP sends no readable LastChangeDateTime"
+            log.warning(
+                "sap_changed_since_impossible",
+                reason=self._full_only,
+                consequence="every poll reads the whole released set",
+            )
+        self._kept = kept
+        return kept
+
+    async def _read_all(self, work_centers: tuple[str, ...], now: float) -> _Kept:
+        rows = {wc: await self._operations(wc) for wc in work_centers}
+        kept_rows: dict[_RowKey, tuple[str, dict[str, Any]]] = {}
+        for wc, found in rows.items():
+            for row in found:
+                kept_rows[_row_key(row)] = (wc, row)
+        headers = await self._headers_of(_orders_of(row for _, row in kept_rows.values()))
+        newest = _newest(
+            [row for _, row in kept_rows.values()] + [h for h in headers.values() if h is not None]
+        )
+        return _Kept(work_centers, kept_rows, headers, newest, now)
+
+    async def _apply_changes(self, kept: _Kept) -> None:
+        """Read what changed since ``kept.newest`` (less the overlap) and apply it to ``kept``."""
+        assert kept.newest is not None
         s = self.settings
+        moment = dt.datetime.strptime(kept.newest, "%Y%m%d%H%M%S") - dt.timedelta(
+            seconds=s.overlap_s
+        )
+        since = f"{max(moment, dt.datetime(1970, 1, 1)):%Y%m%d%H%M%S}"
+        filter_ = f"ProductionPlant eq '{quote_literal(s.plant)}' and {CHANGED} ge '{since}'"
+        changed_ops = await self._pages(
+            OPERATIONS, filter_, OPERATION_ORDER, f"the operations changed since {since}"
+        )
+        changed_orders = await self._pages(
+            ORDERS,
+            filter_,
+            "ManufacturingOrder",
+            f"the orders changed since {since}",
+            expand=f"{STATUS_NAV},{OPERATIONS_NAV}",
+        )
+        # The newest state of each operation: its own row, or its order's (read later) when
+        # that is not older.
+        latest: dict[_RowKey, dict[str, Any]] = {_row_key(r): r for r in changed_ops}
+        headers_now: dict[str, dict[str, Any]] = {}
+        for header in changed_orders:
+            order = _text(header, "ManufacturingOrder")
+            if _IDENT.match(order):
+                headers_now[order] = {k: v for k, v in header.items() if k != OPERATIONS_NAV}
+            for row in _nav_rows(header, OPERATIONS_NAV):
+                key = _row_key(row)
+                other = latest.get(key)
+                if other is None or _text(row, CHANGED) >= _text(other, CHANGED):
+                    latest[key] = row
+        rows = dict(kept.rows)
+        for key, row in latest.items():
+            wc = _text(row, "WorkCenter")
+            if (
+                wc in kept.work_centers
+                and _flag(row, "OperationIsReleased")
+                and not _flag(row, "OperationIsConfirmed")
+            ):
+                rows[key] = (wc, row)
+            else:
+                rows.pop(key, None)  # confirmed, no longer released, or another work center's
+        needed = _orders_of(row for _, row in rows.values())
+        headers = {o: headers_now.get(o, kept.headers.get(o)) for o in needed}
+        new = [o for o in needed if o not in headers_now and o not in kept.headers]
+        headers.update(await self._headers_of(new))
+        newest = _newest(changed_ops + changed_orders + list(latest.values()))
+        kept.rows, kept.headers = rows, headers
+        if newest is not None and newest > kept.newest:
+            kept.newest = newest
+
+    async def _operations(self, work_center: str) -> list[dict[str, Any]]:
         filter_ = (
-            f"ProductionPlant eq '{quote_literal(s.plant)}'"
+            f"ProductionPlant eq '{quote_literal(self.settings.plant)}'"
             f" and WorkCenter eq '{quote_literal(work_center)}'"
             " and OperationIsReleased eq 'X' and OperationIsConfirmed eq ''"
         )
         what = f"the operations of work center {work_center!r}"
+        return await self._pages(OPERATIONS, filter_, OPERATION_ORDER, what)
+
+    async def _pages(
+        self, entity_set: str, filter_: str, orderby: str, what: str, *, expand: str = ""
+    ) -> list[dict[str, Any]]:
+        """Every row of a filtered collection, ``$top``/``$skip`` page by page."""
+        s = self.settings
         rows: list[dict[str, Any]] = []
         skip = 0
         while True:
-            query = {
-                "$filter": filter_,
-                "$orderby": "OrderInternalBillOfOperations,OrderIntBillOfOperationsItem",
-                "$top": str(s.page_size),
-                "$skip": str(skip),
-                "$format": "json",
-            }
-            data = await self._get(OPERATIONS, query, what)
+            query = {"$filter": filter_, "$orderby": orderby}
+            if expand:
+                query["$expand"] = expand
+            query |= {"$top": str(s.page_size), "$skip": str(skip), "$format": "json"}
+            data = await self._get(entity_set, query, what)
             page = _results(data, what)
             rows += page
             if len(rows) > s.max_operations:
-                raise _Failed(
-                    f"SAP has more than {s.max_operations} operations for work center "
-                    f"{work_center!r} ({SECTION}.max_operations)"
+                raise _TooMany(
+                    f"SAP has more than {s.max_operations} rows for {what} "
+                    f"({SECTION}.max_operations)"
                 )
             # A full page may have more behind it, and so may a shorter one with a "__next"
             # link (SAP paging on its own: at most so many per answer); a longer page means
@@ -313,7 +492,8 @@ class SapOrderSource(SapService[Settings], OrderSource):
                 hint = f" (check {SECTION}.user and {SECTION}.password_file, or the OAuth client)"
             raise _Failed(
                 f"SAP answered HTTP {status} reading {what}{said}"
-                f"{f' [{code}]' if code else ''}{hint}"
+                f"{f' [{code}]' if code else ''}{hint}",
+                status,
             )
         try:
             return response.json()
@@ -536,10 +716,46 @@ def _has_next(data: Any) -> bool:
     return isinstance(d, dict) and isinstance(d.get("__next"), str)
 
 
-def _status_rows(header: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    nav = header.get(STATUS_NAV)
-    rows = nav.get("results") if isinstance(nav, dict) else nav
+def _status_rows(header: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return _nav_rows(header, STATUS_NAV)
+
+
+def _nav_rows(entity: Mapping[str, Any], nav: str) -> list[dict[str, Any]]:
+    """The expanded entities of a navigation property (``{"results": [...]}`` or a list)."""
+    found = entity.get(nav)
+    rows = found.get("results") if isinstance(found, dict) else found
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def _row_key(row: Mapping[str, Any]) -> _RowKey:
+    """An operation's key: SAP's entity key, else its order, sequence, number and sub-number."""
+    routing = _text(row, "OrderInternalBillOfOperations")
+    item = _text(row, "OrderIntBillOfOperationsItem")
+    if routing and item:
+        return (routing, item)
+    parts = ("ManufacturingOrderSequence", "ManufacturingOrderOperation")
+    return (
+        "order " + _text(row, "ManufacturingOrder"),
+        "/".join(_text(row, p) for p in (*parts, "ManufacturingOrderSubOperation")),
+    )
+
+
+def _orders_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The order ids the rows name (those that can be ids), sorted, each once."""
+    return sorted(
+        {
+            order.strip()
+            for row in rows
+            if isinstance(order := row.get("ManufacturingOrder"), str)
+            and _IDENT.match(order.strip())
+        }
+    )
+
+
+def _newest(entities: Iterable[Mapping[str, Any]]) -> str | None:
+    """The newest readable ``LastChangeDateTime`` of the entities, or None."""
+    stamps = [t for e in entities if _STAMP.match(t := _text(e, CHANGED))]
+    return max(stamps, default=None)
 
 
 def _flag(entity: Mapping[str, Any], name: str) -> bool:

@@ -60,7 +60,11 @@ The control API (:class:`SapOrdersState`, thread-safe, for a test to script an E
 :meth:`~SapOrdersState.move_operation`, :meth:`~SapOrdersState.set_fields` (any JSON value,
 to serve what SAP should not send), :meth:`~SapOrdersState.remove_order` (archived: gone).
 Server-driven paging: :attr:`SapOrdersState.max_page` (at most so many entities per answer,
-with a ``__next`` link). Faults: :meth:`~SapOrdersState.set_outage` (503),
+with a ``__next`` link). :attr:`SapOrdersState.unfilterable`: properties a ``$filter`` may not
+name (400), as in a release where they are not ``sap:filterable``. Every change made through the
+control API moves ``LastChangeDateTime`` of the order and of the operation it touches (a change
+of the header alone, such as a lock, a user status or the order's technical completion, moves
+the header's only). Faults: :meth:`~SapOrdersState.set_outage` (503),
 :meth:`~SapOrdersState.set_latency`, :meth:`~SapOrdersState.fail_next` (``n`` requests, or
 those under a ``path``, answer ``status``), :meth:`~SapOrdersState.expire_tokens`. What was
 asked: :attr:`SapOrdersState.requests` (each service request's path and decoded query, the
@@ -419,9 +423,16 @@ class _Filter(odata.Filter[Prop]):
     tokens = odata.uri_tokens()
     at_text = "Invalid filter expression: {text!r} (at {pos})"
 
-    def __init__(self, text: str, props: Mapping[str, Prop], type_name: str) -> None:
+    def __init__(
+        self,
+        text: str,
+        props: Mapping[str, Prop],
+        type_name: str,
+        unfilterable: frozenset[str] = frozenset(),
+    ) -> None:
         self.props = props
         self.type_name = type_name
+        self.unfilterable = unfilterable
         super().__init__(text)
 
     def error(self, message: str) -> Exception:
@@ -431,6 +442,9 @@ class _Filter(odata.Filter[Prop]):
         prop = self.props.get(name) if kind == "word" else None
         if prop is None:
             raise _bad_request(f"Property {name} not found in type {self.type_name}")
+        if name in self.unfilterable:
+            # sap:filterable="false" (the text is the stand-in's; SAP's is not confirmed)
+            raise _bad_request(f"Property {name} of type {self.type_name} is not filterable")
         return prop
 
     def leaf(self, prop: Prop, op: str, literal: tuple[str, str]) -> Predicate:
@@ -519,6 +533,8 @@ class SapOrdersState(odata.SapServiceState):
         self._next_routing = 1000
         # Server-driven paging: at most this many entities per answer, with a "__next" link.
         self.max_page: int | None = None
+        # Properties a $filter may not name (a release where they are not sap:filterable).
+        self.unfilterable: set[str] = set()
         # "<path>?<decoded query>" of each service request (the latest 10,000)
         self.requests: deque[str] = deque(maxlen=10_000)
 
@@ -1166,7 +1182,8 @@ class _Service:
         props = self._props_of(entity_set)
         expand = self._expand(request, entity_set)
         if "$filter" in q:
-            pred = _Filter(q["$filter"], props, f"{entity_set}Type").parse()
+            unfilterable = frozenset(self.state.unfilterable)
+            pred = _Filter(q["$filter"], props, f"{entity_set}Type", unfilterable).parse()
             rows = [row for row in rows if pred(row[1])]
         total = len(rows)
         if "$orderby" in q:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -269,7 +270,7 @@ async def test_more_operations_than_allowed_fail_the_snapshot(
         one(sap.state, f"100030{n}")
     result = await read(sap, tmp_path, (WC1,), page_size=1, max_operations=2)
     assert isinstance(result, SnapshotFailed)
-    assert "more than 2 operations for work center 'WC-4711'" in result.text
+    assert "more than 2 rows for the operations of work center 'WC-4711'" in result.text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -654,6 +655,7 @@ def test_settings_name_the_field_they_refuse(tmp_path: Path) -> None:
     assert good.service_url.endswith("_SRV/")
     assert (good.setup_slot, good.run_slot, good.page_size) == (1, 2, 500)
     assert good.held_user_statuses == ["HOLD"]
+    assert (good.poll, good.full_read_s, good.overlap_s) == ("changed_since", 3600, 300)
     cases: list[tuple[dict[str, Any], str]] = [
         ({"plant": "10100"}, "plant"),
         ({"plant": "10 0"}, "plant"),
@@ -666,6 +668,10 @@ def test_settings_name_the_field_they_refuse(tmp_path: Path) -> None:
         ({"time_units": {"MINUTE": 60}}, "time_units"),
         ({"held_user_statuses": ["ONHOLD"]}, "held_user_statuses"),
         ({"run_base_quantity": 0}, "run_base_quantity"),
+        ({"poll": "delta"}, "poll"),
+        ({"full_read_s": 10}, "full_read_s"),
+        ({"full_read_s": 10**9}, "full_read_s"),
+        ({"overlap_s": -1}, "overlap_s"),
         ({"service_url": "ftp://sap"}, "service_url"),
         ({"colour": "red"}, "colour"),
         ({"system": "d365"}, "system"),
@@ -832,3 +838,280 @@ def test_the_stand_in_runs_as_a_program() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Changed-since polling: between full reads only what changed is asked for
+
+
+class Clock:
+    """The source's monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def polling(
+    sap: SapOrdersStandIn, tmp_path: Path, clock: Clock | None = None, **extra: Any
+) -> AsyncIterator[SapOrderSource]:
+    source = build(settings(sap.url, tmp_path, **extra), monotonic=clock or Clock())
+    await source.start()
+    try:
+        yield source
+    finally:
+        await source.close()
+
+
+async def snap(
+    source: SapOrderSource, wcs: Sequence[str] = (WC1, WC2)
+) -> dict[str, list[ErpOperation]]:
+    result = await source.snapshot(list(wcs))
+    assert not isinstance(result, SnapshotFailed), result.text
+    return result
+
+
+async def test_between_full_reads_only_the_changes_are_asked_for(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    three(st)
+    one(st, "1000126", wc=WC2)
+    async with polling(sap, tmp_path) as source:
+        first = await snap(source)
+        assert [len(first[WC1]), len(first[WC2])] == [3, 1]
+        st.requests.clear()
+        assert await snap(source) == first
+        asked = list(st.requests)
+        assert len(asked) == 2, asked  # no released set per work center, no header again
+        ops, orders = asked
+        assert ops.startswith("A_ProductionOrderOperation_2?")
+        assert orders.startswith("A_ProductionOrder_2?")
+        for query in asked:
+            assert "ProductionPlant eq '1010' and LastChangeDateTime ge '" in query
+            assert "WorkCenter" not in query
+        assert "$expand=to_ProductionOrderStatus,to_ProductionOrderOperation" in orders
+        assert (source.full_reads, source.change_reads) == (1, 1)
+
+
+async def test_changed_since_reads_give_what_a_full_read_gives(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    """A seeded day of changes in SAP, each followed by a snapshot of a source that reads
+    changes and one that reads everything: they agree at every step."""
+    st = sap.state
+    rnd = random.Random(20261202)
+    orders = [f"10002{n:02d}" for n in range(5)]
+
+    def two_operations(order: str, wc: str) -> None:
+        one(st, order, wc=wc)
+        st.add_operation(order, "0020", work_center=WC1, text="Deburring", run=(20, "S"))
+
+    for n, order in enumerate(orders):
+        two_operations(order, (WC1, WC2)[n % 2])
+    added = iter(f"10003{n:02d}" for n in range(100))
+
+    def change() -> str:
+        order = rnd.choice(orders)
+        op = rnd.choice(("0010", "0020"))
+        kind = rnd.choice(
+            (
+                "quantity",
+                "op_quantity",
+                "dates",
+                "lock",
+                "unlock",
+                "hold",
+                "unhold",
+                "teco_order",
+                "teco_op",
+                "confirm",
+                "partial",
+                "move",
+                "away",
+                "new",
+                "delete_op",
+                "deletion_flag",
+            )
+        )
+        if kind == "quantity":
+            st.set_quantity(order, rnd.randint(1, 500))
+        elif kind == "op_quantity":
+            st.set_quantity(order, rnd.randint(1, 500), op)
+        elif kind == "dates":
+            st.set_dates(order, op, end=datetime(2025, 3, rnd.randint(5, 28), 14, 0))
+        elif kind == "lock":
+            st.lock(order)
+        elif kind == "unlock":
+            st.unlock(order)
+        elif kind == "hold":
+            st.set_user_status(order, "HOLD", "Quality hold")
+        elif kind == "unhold":
+            st.set_user_status(order, "HOLD", active=False)
+        elif kind == "teco_order":
+            st.technically_complete(order)
+        elif kind == "teco_op":
+            st.technically_complete(order, op)
+        elif kind == "confirm":
+            st.confirm(order, op)
+        elif kind == "partial":
+            st.confirm(order, op, 1, final=False)
+        elif kind == "move":
+            st.move_operation(order, op, rnd.choice((WC1, WC2)))
+        elif kind == "away":
+            st.move_operation(order, op, "WC-9999")  # a work center this relay does not serve
+        elif kind == "new":
+            order = next(added)
+            two_operations(order, rnd.choice((WC1, WC2)))
+            orders.append(order)
+        elif kind == "delete_op":
+            st.delete_operation(order, op)
+        else:
+            st.mark_for_deletion(order, rnd.random() < 0.7)
+        return f"{kind} {order}/{op}"
+
+    async with polling(sap, tmp_path) as changes, polling(sap, tmp_path, poll="full") as full:
+        assert await snap(changes) == await snap(full)
+        for step in range(30):
+            what = change()
+            got, want = await snap(changes), await snap(full)
+            assert got == want, f"step {step}: {what}"
+        assert (changes.full_reads, changes.change_reads) == (1, 30)
+        assert full.full_reads == 31
+
+
+async def test_an_archived_order_leaves_at_the_next_full_read(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    three(st)
+    clock = Clock()
+    async with polling(sap, tmp_path, clock, full_read_s=600) as source:
+        assert len((await snap(source, (WC1,)))[WC1]) == 3
+        st.remove_order("1000124")  # gone from SAP: no changed-since read can show it
+        clock.now += 599
+        assert len((await snap(source, (WC1,)))[WC1]) == 3
+        clock.now += 1
+        ops = (await snap(source, (WC1,)))[WC1]
+        assert [o.order_id for o in ops] == ["1000123", "1000125"]
+        assert (source.full_reads, source.change_reads) == (2, 1)
+        # other work centers asked about: a full read too
+        assert (await snap(source, (WC1, WC2)))[WC2] == []
+        assert source.full_reads == 3
+
+
+async def test_a_change_committed_late_is_seen_inside_the_overlap(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    """SAP takes a change's time before it commits it: a row can appear with a time older
+    than the newest one already read. ``overlap_s`` reads that far back."""
+    st = sap.state
+    three(st)
+    async with polling(sap, tmp_path) as wide, polling(sap, tmp_path, overlap_s=0) as narrow:
+        await snap(wide, (WC1,))
+        await snap(narrow, (WC1,))
+        newest = max(st.order_values(o)["LastChangeDateTime"] for o in st.orders())
+        late = datetime.strptime(newest, "%Y%m%d%H%M%S") - timedelta(seconds=60)
+        stamp = f"{late:%Y%m%d%H%M%S}"
+        st.set_fields("1000124", LastChangeDateTime=stamp, TotalQuantity="150.000")
+        st.set_fields("1000124", "0010", LastChangeDateTime=stamp, OpPlannedTotalQuantity="150")
+        seen = by_key((await snap(wide, (WC1,)))[WC1])
+        assert seen["1000124/0010"].quantity == Decimal(150)
+        missed = by_key((await snap(narrow, (WC1,)))[WC1])
+        assert missed["1000124/0010"].quantity == Decimal(100)
+
+
+async def test_a_failed_changed_since_read_keeps_what_was_kept_and_asks_again(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    three(st)
+    async with polling(sap, tmp_path) as source:
+        before = await snap(source, (WC1,))
+        st.set_quantity("1000123", 120, "0010")
+        st.lock("1000125")
+        st.fail_next(1, 503, path="A_ProductionOrder_2")  # the operations' read went well
+        failed = await source.snapshot([WC1])
+        assert isinstance(failed, SnapshotFailed)
+        assert "HTTP 503 reading the orders changed since" in failed.text
+        after = by_key((await snap(source, (WC1,)))[WC1])
+        assert after["1000123/0010"].quantity == Decimal(120)
+        assert after["1000125/0010"].status == "held"
+        assert before[WC1][1] == after["1000124/0010"]
+        assert (source.full_reads, source.change_reads) == (1, 1)
+
+
+async def test_sap_refusing_the_filter_means_full_reads_said_once(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    three(st)
+    st.unfilterable.add("LastChangeDateTime")
+    async with polling(sap, tmp_path) as source:
+        with structlog.testing.capture_logs() as logs:
+            for n in range(4):
+                st.set_quantity("1000123", 100 + n, "0010")
+                ops = by_key((await snap(source, (WC1,)))[WC1])
+                assert ops["1000123/0010"].quantity == Decimal(100 + n)
+        refused = [e for e in logs if e["event"] == "sap_changed_since_refused"]
+        assert len(refused) == 1, logs
+        assert (
+            "LastChangeDateTime of type A_ProductionOrderOperation_2Type is not filterable"
+            in (refused[0]["reason"])
+        )
+        assert (source.full_reads, source.change_reads) == (4, 0)
+
+
+async def test_sap_without_change_times_is_read_whole_every_time(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    three(st)
+    for order in ("1000123", "1000124", "1000125"):
+        st.set_fields(order, LastChangeDateTime=ABSENT)
+        st.set_fields(order, "0010", LastChangeDateTime=ABSENT)
+    async with polling(sap, tmp_path) as source:
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                assert len((await snap(source, (WC1,)))[WC1]) == 3
+        said = [e for e in logs if e["event"] == "sap_changed_since_impossible"]
+        assert len(said) == 1, logs
+        assert (source.full_reads, source.change_reads) == (3, 0)
+
+
+async def test_more_changes_than_allowed_make_a_full_read(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000123")
+    for n in range(3):
+        one(st, f"100040{n}", wc="WC-9999")  # not served here, but in the plant
+    async with polling(sap, tmp_path, max_operations=2) as source:
+        await snap(source, (WC1,))
+        for n in range(3):
+            st.set_quantity(f"100040{n}", 7)
+        st.set_quantity("1000123", 9, "0010")
+        (op,) = (await snap(source, (WC1,)))[WC1]
+        assert op.quantity == Decimal(9)
+        assert (source.full_reads, source.change_reads) == (2, 0)
+
+
+async def test_a_change_sap_records_on_the_header_alone_rejudges_its_operations(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    """Should a release of the order move only the header's LastChangeDateTime (not confirmed
+    either way), its operations still come with it: a changed header brings all of them."""
+    st = sap.state
+    one(st, "1000123")
+    st.add_order("1000130", material="FG-200", quantity=10, released=False)
+    st.add_operation("1000130", "0010", work_center=WC1, text="Stamping")
+    async with polling(sap, tmp_path) as source:
+        assert [o.order_id for o in (await snap(source, (WC1,)))[WC1]] == ["1000123"]
+        st.release("1000130")
+        st.set_fields("1000130", "0010", LastChangeDateTime="20200101000000")
+        ops = (await snap(source, (WC1,)))[WC1]
+        assert sorted(o.order_id for o in ops) == ["1000123", "1000130"]
+        assert source.change_reads == 1
