@@ -31,7 +31,7 @@ import structlog
 
 log = structlog.get_logger("edge.systemd")
 
-__all__ = ["EngineLiveness", "Notifier", "socket_address", "watchdog_interval"]
+__all__ = ["EngineLiveness", "Liveness", "Notifier", "socket_address", "watchdog_interval"]
 
 
 def socket_address(value: str) -> str | bytes:
@@ -122,6 +122,14 @@ class Notifier:
             self._sock = None
 
 
+class Liveness(Protocol):
+    """Whatever decides whether a daemon deserves its watchdog ping."""
+
+    def problem(self) -> str | None:
+        """None when alive, else why not (for STATUS= and the log)."""
+        ...
+
+
 class _EngineView(Protocol):
     """What the liveness check reads from the engine (all plain attributes: no I/O, no locks)."""
 
@@ -179,7 +187,7 @@ class EngineLiveness:
 
 async def watchdog_loop(
     notifier: Notifier,
-    liveness: EngineLiveness,
+    liveness: Liveness,
     interval_s: float,
     *,
     status: Callable[[], str] | None = None,
@@ -196,7 +204,7 @@ async def watchdog_loop(
             text = status() if status is not None else None
             notifier.send("WATCHDOG=1", *([f"STATUS={text}"] if text else []))
             if reported is not None:
-                log.warning("engine alive again; watchdog pings resume")
+                log.warning("alive again; watchdog pings resume")
                 reported = None
         else:
             # No ping: systemd kills and restarts us after WatchdogSec unless this clears.

@@ -1,6 +1,6 @@
 """``edge relay ...``: run the relay, and the tools central IT needs beside it.
 
-edge relay run -c relay.toml          serve (systemd: Type=exec, Restart=on-failure)
+edge relay run -c relay.toml          serve (systemd/edge-relay.service: Type=notify)
 edge relay check-config -c relay.toml
 edge relay doubt  -c relay.toml       postings whose fate is unknown, for a person
 edge relay doubt  -c relay.toml --resolve KEY --posted confirmation_group=..,... --by NAME
@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # imported when a command runs: `edge run` (the gateway) need
     from edge.relay.config import RelayConfig
     from edge.relay.ledger import Entry, Ledger
 
-EXIT_OK, EXIT_FAILED = 0, 1
-DEFAULT_PATH = "/etc/edge-gateway/relay.toml"
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_REFUSED = 0, 1, 2, 3
+DEFAULT_PATH = "/etc/edge-relay/relay.toml"
 
 
 def _config(args: argparse.Namespace) -> RelayConfig:
@@ -37,7 +37,12 @@ def _config(args: argparse.Namespace) -> RelayConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Exit 2: the configuration (or a file it names) is wrong; 3: the ledger is refused
+    (damaged, or written by a newer relay). A restart helps neither (the unit's
+    ``RestartPreventExitStatus=2 3``)."""
     from edge.relay.app import run_relay
+    from edge.relay.db import DamagedLedger
+    from edge.relay.ledger import LedgerTooNew
 
     cfg = _config(args)
     configure_logging(cfg.relay.log_level, cfg.relay.log_json)
@@ -45,7 +50,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         asyncio.run(run_relay(cfg))
     except ValueError as exc:
         print(f"edge relay: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_CONFIG
+    except (DamagedLedger, LedgerTooNew) as exc:
+        print(
+            f"edge relay: the ledger is refused: {exc}. It is left as it is: restore it from "
+            "a backup, or move it away to start an empty one (what it held is then lost).",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     return EXIT_OK
 
 
@@ -57,7 +69,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         build_erp(cfg)
     except ValueError as exc:
         print(f"edge relay: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_CONFIG
     r = cfg.relay
     print(f"relay {r.name()} for enterprise {r.enterprise!r}, group {r.share_group!r}")
     print(f"  serves  {', '.join(r.filters())}")

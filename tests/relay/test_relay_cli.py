@@ -23,7 +23,7 @@ EXAMPLE = REPO / "config" / "relay.example.toml"
 def config_file(tmp_path: Path, text: str | None = None) -> Path:
     secret = tmp_path / "sap-password"
     secret.write_text("pw\n")
-    body = (text or EXAMPLE.read_text()).replace("/etc/edge-gateway/sap-password", str(secret))
+    body = (text or EXAMPLE.read_text()).replace("/etc/edge-relay/sap-password", str(secret))
     body = body.replace("sqlite:////var/lib/edge-relay/ledger.db", f"sqlite:///{tmp_path}/l.db")
     path = tmp_path / "relay.toml"
     path.write_text(body)
@@ -62,7 +62,7 @@ def test_a_bad_config_names_the_field(
 def test_a_missing_secret_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = config_file(tmp_path)
     (tmp_path / "sap-password").unlink()
-    assert main(["relay", "check-config", "-c", str(path)]) == 1
+    assert main(["relay", "check-config", "-c", str(path)]) == 2
     assert "erp.password_file" in capsys.readouterr().err
 
 
