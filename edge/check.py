@@ -186,19 +186,21 @@ def check_identity(cfg: GatewayConfig) -> Check | None:
 
 
 async def check_opcua(cfg: GatewayConfig) -> list[Check]:
-    from asyncua.client.client import Client
-
+    """Connect as the source does and find every node; a failure is one line that names the
+    cause and the fix (edge.sources.opcua_errors), never a traceback."""
     from edge.sources.opcua import OpcUaLink
+    from edge.sources.opcua_errors import PhasedClient, explain
 
     checks: list[Check] = []
     for src in cfg.sources.opcua:
         link = OpcUaLink(src, engine=None)  # type: ignore[arg-type]  # resolving needs no engine
-        client = Client(src.endpoint, timeout=src.timeout_s)
+        client = PhasedClient(src.endpoint, timeout=src.timeout_s)
         name = f"opcua {src.name}"
         try:
             await link._secure(client)
             async with client:
-                checks.append(Check(name, True, f"{src.endpoint} connected"))
+                security = f"{src.security_policy}/{src.security_mode}"
+                checks.append(Check(name, True, f"{src.endpoint} connected ({security})"))
                 for m in link.mapped:
                     try:
                         await link._resolve_one(client, m)
@@ -208,7 +210,7 @@ async def check_opcua(cfg: GatewayConfig) -> list[Check]:
         except SourceUnavailable as exc:
             checks.append(Check(name, False, str(exc)))
         except Exception as exc:
-            checks.append(Check(name, False, f"{src.endpoint}: {type(exc).__name__}: {exc}"))
+            checks.append(Check(name, False, explain(exc, link.where, client.phase)))
     return checks
 
 

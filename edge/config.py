@@ -43,6 +43,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -75,6 +76,7 @@ from edge.domain.rules import (
     minute_of_day,
 )
 from edge.errors import MISSING, ConfigError, ConfigProblem
+from edge.opcua_nodeid import parse_node_ref
 from edge.pin import PinFormatError, PinHash
 
 __all__ = [
@@ -331,7 +333,18 @@ class CountingSection(_Section):
         return self
 
 
-NodeRef = Annotated[str, Field(min_length=1, max_length=500)]
+def _node_ref(value: str) -> str:
+    """A NodeId (``ns=``, ``nsu=``, ``i=``, ``s=``, ``g=``, ``b=``) or a browse path that
+    parses (edge.opcua_nodeid); a namespace URI is resolved at each connect."""
+    try:
+        parse_node_ref(value)
+    except ValueError as exc:
+        raise PydanticCustomError("node_ref", str(exc)) from None
+    return value
+
+
+# A NodeId ("nsu=urn:acme:press;s=Press07.GoodCount", "ns=2;i=1001") or a browse path.
+NodeRef = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(_node_ref)]
 
 
 class OpcUaCounterEntry(_Section):

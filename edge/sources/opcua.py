@@ -77,7 +77,21 @@ from edge.domain.inputs import (
 )
 from edge.errors import EngineStopped, SourceUnavailable, StoreError
 from edge.logging import Logger
+from edge.opcua_nodeid import (
+    Namespace,
+    ParsedNodeId,
+    PathSegment,
+    parse_node_ref,
+)
 from edge.ports import InputSink
+from edge.sources.opcua_errors import (
+    PhasedClient,
+    Where,
+    explain,
+    explain_status,
+    quiet_asyncua,
+    status_name,
+)
 from edge.sources.opcua_templates import StateTranslator
 
 INTEGER_TYPES = frozenset(
@@ -92,7 +106,11 @@ INTEGER_TYPES = frozenset(
         ua.VariantType.Int64,
     }
 )
-NODE_ID_PREFIXES = ("ns=", "i=", "s=", "g=", "b=")
+# The data types a counter may be declared with although they are no integer type: the
+# abstract ones (a value of any number type may come); the value it has decides.
+ABSTRACT_TYPES = frozenset({"BaseDataType", "Number", "Integer", "UInteger"})
+# Status codes of a lookup that mean "not there": the message then names the namespaces.
+NOT_FOUND = frozenset({"BadNodeIdUnknown", "BadNoMatch", "BadBrowseNameInvalid"})
 STATE_QUEUE = 16
 # While the store refuses (a full disk): how often to try again, and how many values may wait.
 STORE_RETRY_S = 0.5
@@ -219,6 +237,18 @@ class OpcUaLink:
         self._offsets: deque[float] = deque(maxlen=OFFSET_SAMPLES)  # server - ours, ms
         self._offset_ms = 0  # the correction in use: server timestamps minus this
         self._skew_logged = False
+        # The server's NamespaceArray, read at each connect: nsu= ids resolve against it.
+        self.namespaces: list[str] | None = None
+        self.where = Where(
+            cfg.endpoint,
+            secure=cfg.security_policy != "None",
+            own_cert=cfg.certificate_dir / "own" / "cert.der",
+            username=cfg.username,
+            timeout_s=cfg.timeout_s,
+        )
+        self._client: PhasedClient | None = None
+        self._status_said: str | None = None
+        quiet_asyncua()
 
     # ------------------------------------------------------------------ status for health
 
@@ -272,7 +302,10 @@ class OpcUaLink:
         return max(self.cfg.reconnect_max_s, 3 * self.cfg.watchdog_s)
 
     def _down(self, exc: BaseException) -> None:
-        reason = _describe(exc)
+        phase = self._client.phase if self._client is not None else "session"
+        reason = (
+            exc.args[0] if isinstance(exc, SourceUnavailable) else explain(exc, self.where, phase)
+        )
         self.state.errors += 1
         if self.state.status != "down" or self.state.last_error != reason:
             self.log.warning("opc ua source unavailable; retrying", reason=reason)
@@ -280,11 +313,12 @@ class OpcUaLink:
         self.state.last_error = reason
 
     async def _session(self) -> None:
-        client = Client(self.cfg.endpoint, timeout=self.cfg.timeout_s)
+        client = self._client = PhasedClient(self.cfg.endpoint, timeout=self.cfg.timeout_s)
         await self._secure(client)
         self._lost.clear()
         async with client:
             self.state.connects += 1
+            self._status_said = None
             await self._resolve(client)
             clock = client.get_node(ObjectIds.Server_ServerStatus_CurrentTime)
             await self._sample_clock(clock)  # the baseline's times need the offset
@@ -294,6 +328,7 @@ class OpcUaLink:
                 self.log.info("opc ua source connected", nodes=len(self.mapped))
             self.state.status = "ok"
             self.state.last_error = None
+            self._client.phase = "session"
             self._healthy_since = time.monotonic()
             pump = asyncio.create_task(self._pump(), name=f"opcua-pump-{self.cfg.name}")
             try:
@@ -386,8 +421,10 @@ class OpcUaLink:
     # ------------------------------------------------------------------ nodes
 
     async def _resolve(self, client: Client) -> None:
-        """Find every configured node and check its type; a bad one names itself."""
+        """Find every configured node and check its type; a bad one names itself. The
+        namespace array is read again first: nsu= ids resolve against this server's."""
         self._by_node.clear()
+        self.namespaces = None
         for m in self.mapped:
             await self._resolve_one(client, m)
             assert m.node is not None
@@ -397,30 +434,87 @@ class OpcUaLink:
         node = await self._find(client, m.ref)
         try:
             vtype = await node.read_data_type_as_variant_type()
+            if m.role == "counter" and vtype not in INTEGER_TYPES:
+                await self._check_counter_type(client, m, node, vtype)
         except UaStatusCodeError as exc:
             raise SourceUnavailable(f"node {m.ref!r} ({m.role}): {_describe(exc)}") from None
-        if m.role == "counter" and vtype not in INTEGER_TYPES:
-            raise SourceUnavailable(
-                f"node {m.ref!r} for counter {m.counter!r} has type {vtype.name}; "
-                "a counter needs an integer type"
-            )
         m.node = node
+
+    async def _check_counter_type(
+        self, client: Client, m: Mapped, node: Node, vtype: ua.VariantType
+    ) -> None:
+        """A counter declared with an abstract type (UInteger, Integer, Number) is judged by
+        the value it has: an integer is fine, anything else is refused."""
+        declared = vtype.name
+        if vtype is ua.VariantType.Variant:
+            dtype = await node.read_data_type()
+            declared = (await client.get_node(dtype).read_browse_name()).Name
+            if declared in ABSTRACT_TYPES:
+                dv = await node.read_data_value(raise_on_bad_status=False)
+                held = dv.Value.VariantType if dv.Value is not None else None
+                if held in INTEGER_TYPES:
+                    return
+                raise SourceUnavailable(
+                    f"node {m.ref!r} for counter {m.counter!r} has type {declared} and holds "
+                    f"a {held.name if held is not None else 'no'} value; "
+                    "a counter needs an integer type"
+                )
+        raise SourceUnavailable(
+            f"node {m.ref!r} for counter {m.counter!r} has type {declared}; "
+            "a counter needs an integer type"
+        )
+
+    async def _namespaces(self, client: Client) -> list[str]:
+        """The server's NamespaceArray (read once per session)."""
+        if self.namespaces is None:
+            self.namespaces = [str(uri) for uri in await client.get_namespace_array()]
+        return self.namespaces
+
+    def _namespace_list(self) -> str:
+        return ", ".join(f"ns={i} {uri}" for i, uri in enumerate(self.namespaces or []))
+
+    async def _index(self, client: Client, ns: Namespace, ref: str) -> int:
+        if ns.uri is None:
+            return ns.index or 0
+        namespaces = await self._namespaces(client)
+        if ns.uri not in namespaces:
+            raise SourceUnavailable(
+                f"node {ref!r}: the server has no namespace {ns.uri!r}; its namespace array: "
+                f"{self._namespace_list()}"
+            )
+        return namespaces.index(ns.uri)
 
     async def _find(self, client: Client, ref: str) -> Node:
         try:
-            if ref.startswith(NODE_ID_PREFIXES):
-                node = client.get_node(ref)
+            parsed = parse_node_ref(ref)
+        except ValueError as exc:
+            raise SourceUnavailable(f"node {ref!r}: {exc}") from None
+        try:
+            if isinstance(parsed, ParsedNodeId):
+                index = await self._index(client, parsed.namespace, ref)
+                node = client.get_node(
+                    ua.NodeId.from_string(f"ns={index};{parsed.kind}={parsed.identifier}")
+                )
                 await node.read_browse_name()  # raises BadNodeIdUnknown for a missing node
                 return node
-            path = [p for p in ref.strip("/").split("/") if p]
+            path = [await self._qualified(client, seg, ref) for seg in parsed.segments]
             found: Node = await client.nodes.root.get_child(path)
             return found
         except UaStatusCodeError as exc:
-            raise SourceUnavailable(
-                f"node {ref!r} not found on the server: {_describe(exc)}"
-            ) from None
+            said = f"node {ref!r} not found on the server: {_describe(exc)}"
+            if status_name(exc) in NOT_FOUND:
+                with contextlib.suppress(UaError, OSError, TimeoutError):
+                    await self._namespaces(client)
+                said += (
+                    f"; the server's namespace array: {self._namespace_list()} "
+                    "(an nsu=<namespace uri>;... id stays right when the indexes move)"
+                )
+            raise SourceUnavailable(said) from None
         except ValueError as exc:
             raise SourceUnavailable(f"node {ref!r}: {exc}") from None
+
+    async def _qualified(self, client: Client, seg: PathSegment, ref: str) -> ua.QualifiedName:
+        return ua.QualifiedName(seg.name, await self._index(client, seg.namespace, ref))
 
     async def _baseline(self, client: Client) -> None:
         """After (re)connecting: restart detection, then the current values as a baseline,
@@ -483,7 +577,14 @@ class OpcUaLink:
         self._wake.set()
 
     def on_status(self, status: Any) -> None:
-        self.log.warning("opc ua subscription status changed", status=str(status))
+        """The server says the subscription ended (BadShutdown, BadTimeout, ...): in words,
+        once per session, and the session is renewed."""
+        code = getattr(status, "Status", status)
+        name = getattr(code, "name", None) or str(code)
+        said = explain_status(str(name), self.where)
+        if said != self._status_said:
+            self.log.warning("opc ua subscription ended by the server", reason=said)
+            self._status_said = said
         self._lost.set()
 
     def _inputs_for(self, m: Mapped, value: Any, at: Instant) -> list[Input]:
@@ -665,6 +766,8 @@ class OpcUaLink:
                 await self._sample_clock(clock)
                 values = await within(_read(client, counter_nodes), self.cfg.timeout_s)
             except (TimeoutError, UaError, OSError, ConnectionError) as exc:
+                if status_name(exc) is not None:  # the server answered: with a status code
+                    raise SourceUnavailable(explain(exc, self.where)) from None
                 raise SourceUnavailable(
                     f"watchdog: the server does not answer ({_describe(exc)})"
                 ) from None
@@ -782,6 +885,7 @@ def _aware(value: Any) -> datetime | None:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, UaStatusCodeError):
-        return f"{type(exc).__name__}: {exc}"
+        name = status_name(exc) or type(exc).__name__
+        return f"{name}: {exc}"
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, SourceUnavailable) else f"{type(exc).__name__}: {text}"

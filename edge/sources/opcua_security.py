@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from edge.config import OpcUaSource
 from edge.errors import SourceUnavailable
 from edge.logging import Logger
+from edge.sources.opcua_errors import Where, explain
 
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -137,8 +138,11 @@ async def apply_security(client: Client, cfg: OpcUaSource, log: Logger) -> None:
     mode = MODES[cfg.security_mode]
     try:
         endpoints = await client.connect_and_get_server_endpoints()
-    except (OSError, TimeoutError, UaError) as exc:
-        raise SourceUnavailable(f"cannot reach {cfg.endpoint}: {exc}") from None
+    except (OSError, TimeoutError, UaError, AssertionError) as exc:
+        # The endpoints are asked for over an unsecured channel.
+        where = Where(cfg.endpoint, timeout_s=cfg.timeout_s)
+        phase = getattr(client, "phase", "socket")
+        raise SourceUnavailable(f"cannot reach {explain(exc, where, phase)}") from None
     wanted = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
     if not wanted:
         offered = sorted(
