@@ -57,6 +57,7 @@ from edge.sync.contract import (
     ErpError,
     InboundEnvelope,
     parse_json,
+    relay_last_will,
     topic,
 )
 from edge.sync.mqtt import Message, MqttLink, TlsSettings, Will
@@ -154,7 +155,7 @@ class Relay:
             session_expiry_s=m.session_expiry_s,
             username=m.username,
             password=password,
-            will=Will(self.state_topic, json.dumps({"online": False}).encode()),
+            will=Will(self.state_topic, relay_last_will()),
             tls=tls,
             reconnect_min_s=m.reconnect_min_s,
             reconnect_max_s=m.reconnect_max_s,

@@ -1,13 +1,15 @@
 """Generate the published contract (``contract/``) from the pydantic models in :mod:`contract`.
 
 ``generate(out_dir)`` writes ``out_dir/asyncapi.json`` (an AsyncAPI 3.0.0 document: one channel per
-topic of :data:`~edge.sync.contract.TOPICS`, addressed ``{root}/<path>``, with the gateway's
-operations and the MQTT bindings) and one JSON Schema per topic in
+topic of :data:`~edge.sync.contract.CHANNELS`, addressed ``{root}/<path>`` or, for the relay's
+state, ``umh/v1/{enterprise}/<path>``, with the gateway's and the ERP relay's operations and the
+MQTT bindings) and one JSON Schema per topic in
 ``out_dir/schemas/<path with / replaced by .>.json``:
 
 * enveloped up-topics: ``Envelope[Body]`` (what the gateway publishes),
 * down-topics: :class:`~edge.sync.contract.InboundEnvelope` whose ``body`` is the body model,
-* topics without an envelope (``_historian``, snapshot, health, rejected): the model itself.
+* topics without an envelope (``_historian``, snapshot, health, rejected, the relay's state and
+  KPI): the model itself.
 
 Enveloped schemas pin the ``schema`` field to the topic's schema name (``const``).
 
@@ -30,11 +32,15 @@ from typing import Any
 from pydantic import BaseModel, create_model
 
 from edge.sync.contract import (
+    CHANNELS,
+    CONTENT_TYPE,
     CONTRACT_VERSION,
-    TOPICS,
+    PAYLOAD_FORMAT_INDICATOR,
     Envelope,
     InboundEnvelope,
     Topic,
+    gateway_last_will,
+    relay_last_will,
 )
 
 __all__ = ["DEFAULT_OUT", "generate", "main", "render", "schema_file_name"]
@@ -44,6 +50,8 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 MQTT_BINDING_VERSION = "0.2.0"
 ROOT_EXAMPLE = "umh/v1/acme/plant1/stamping/line4/PRESS07"
 HEALTH_PATH = "_mes_v1/health"
+RELAY_STATE_PATH = "_mes_v1/relay/state"
+EDGE_ID_PLACEHOLDER = "<edge_id>"
 
 
 def schema_file_name(t: Topic) -> str:
@@ -83,9 +91,12 @@ def topic_schema(t: Topic) -> dict[str, Any]:
         schema["properties"]["schema"]["const"] = t.schema
     schema["$schema"] = JSON_SCHEMA_DIALECT
     schema["$id"] = f"urn:edge-gateway:contract:{CONTRACT_VERSION}:{_channel_id(t)}"
-    direction = "gateway -> central" if t.direction == "up" else "central -> gateway"
+    if t.gateway:
+        direction = "gateway -> central" if t.direction == "up" else f"{_sender(t)} -> gateway"
+    else:
+        direction = f"{_sender(t)} -> central"
     schema["description"] = (
-        f"Payload of `{{root}}/{t.path}` ({direction}, QoS {t.qos}, "
+        f"Payload of `{t.address}` ({direction}, QoS {t.qos}, "
         f"{'retained' if t.retain else 'not retained'}"
         f"{', enveloped' if t.enveloped else ''}). {t.summary}"
     )
@@ -98,64 +109,135 @@ def _mqtt_op_binding(t: Topic) -> dict[str, Any]:
 
 def _last_will() -> dict[str, Any]:
     return {
-        "message": '{"online": false, "edge_id": "<edge_id>"}',
+        "message": gateway_last_will(EDGE_ID_PLACEHOLDER).decode(),
         "qos": 1,
         "retain": True,
         "topic": "{root}/" + HEALTH_PATH,
     }
 
 
+# Who is at the other end of each channel, for the descriptions.
+def _sender(t: Topic) -> str:
+    if t.gateway and t.direction == "up":
+        return "gateway"
+    if "send" in t.relay:
+        return "ERP relay"
+    return "central"
+
+
+def _operation(
+    t: Topic, cid: str, mid: str, action: str, app: str, description: str | None
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "action": action,
+        "bindings": {"mqtt": _mqtt_op_binding(t)},
+        "channel": {"$ref": f"#/channels/{cid}"},
+        "messages": [{"$ref": f"#/channels/{cid}/messages/{mid}"}],
+        "summary": t.summary,
+        "tags": [{"$ref": f"#/components/tags/{app}"}],
+    }
+    if description:
+        operation["description"] = description
+    return operation
+
+
+_RELAY_NOTES: dict[tuple[str, str], str] = {
+    ("receive", "_mes_v1/confirmation"): (
+        "A shared subscription ($share/<group>/<root filter>/...): every confirmation goes to "
+        "one relay of the group."
+    ),
+    ("receive", "_mes_v1/confirmation/cancel"): (
+        "A shared subscription ($share/<group>/<root filter>/...), as for confirmations."
+    ),
+    ("receive", "_mes_v1/snapshot"): (
+        "With dispatching on: the dispatch_version each gateway holds (an older one gets the "
+        "list again)."
+    ),
+    ("receive", "_mes_v1/relay/state"): (
+        "Another relay's Last Will (or planned stop) on the shared topic: a relay still there "
+        "says online again."
+    ),
+    ("send", "_mes_v1/relay/state"): (
+        "Online at every connect; the Last Will (see the channel) and a planned stop say "
+        "online false."
+    ),
+}
+
+
 def asyncapi_document() -> dict[str, Any]:
-    """The AsyncAPI 3.0.0 document, from the gateway's point of view."""
+    """The AsyncAPI 3.0.0 document: every channel, the gateway's and the ERP relay's operations."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     messages: dict[str, Any] = {}
-    for t in TOPICS:
+    for t in CHANNELS:
         cid = _channel_id(t)
         mid = _camel(t)
         description = t.summary
+        examples: list[dict[str, Any]] = []
         if t.path == HEALTH_PATH:
+            will = gateway_last_will(EDGE_ID_PLACEHOLDER).decode()
             description += (
                 " The gateway connects with a Last Will on this topic (QoS 1, retained): "
-                '`{"online": false, "edge_id": "<edge_id>"}`, so the broker replaces the '
-                "retained health when the gateway vanishes without a clean disconnect."
+                f"`{will}`, so the broker replaces the retained health when the gateway "
+                "vanishes without a clean disconnect."
             )
+            examples.append(
+                {
+                    "name": "last-will",
+                    "payload": json.loads(gateway_last_will("wc-press-07")),
+                    "summary": "The gateway's Last Will (the broker publishes it, retained).",
+                }
+            )
+        if t.path == RELAY_STATE_PATH:
+            will = relay_last_will().decode()
+            description += (
+                " The ERP relay connects with a Last Will on this topic (QoS 1, retained): "
+                f"`{will}`."
+            )
+            examples.append(
+                {
+                    "name": "last-will",
+                    "payload": json.loads(relay_last_will()),
+                    "summary": "The relay's Last Will (the broker publishes it, retained).",
+                }
+            )
+        param = "enterprise" if t.scope == "enterprise" else "root"
         channel: dict[str, Any] = {
-            "address": "{root}/" + t.path,
+            "address": t.address,
             "description": description,
             "messages": {mid: {"$ref": f"#/components/messages/{mid}"}},
-            "parameters": {"root": {"$ref": "#/components/parameters/root"}},
+            "parameters": {param: {"$ref": f"#/components/parameters/{param}"}},
             "title": t.path,
         }
         channels[cid] = channel
-        action = "send" if t.direction == "up" else "receive"
-        operation: dict[str, Any] = {
-            "action": action,
-            "bindings": {"mqtt": _mqtt_op_binding(t)},
-            "channel": {"$ref": f"#/channels/{cid}"},
-            "messages": [{"$ref": f"#/channels/{cid}/messages/{mid}"}],
-            "summary": t.summary,
-        }
-        if t.path == HEALTH_PATH:
-            operation["description"] = (
-                "Published retained at connect and periodically; the Last Will (see the server "
-                "binding) replaces it with online false."
-            )
-        operations[f"{action}.{cid}"] = operation
+        if t.gateway:
+            action = "send" if t.direction == "up" else "receive"
+            note = None
+            if t.path == HEALTH_PATH:
+                note = (
+                    "Published retained at connect and periodically; the Last Will (see the "
+                    "server binding) replaces it with online false."
+                )
+            operations[f"{action}.{cid}"] = _operation(t, cid, mid, action, "gateway", note)
+        for role in sorted(t.relay):
+            note = _RELAY_NOTES.get((role, t.path))
+            operations[f"relay.{role}.{cid}"] = _operation(t, cid, mid, role, "relay", note)
         message: dict[str, Any] = {
             "bindings": {
                 "mqtt": {
                     "bindingVersion": MQTT_BINDING_VERSION,
-                    "contentType": "application/json",
-                    "payloadFormatIndicator": 1,
+                    "contentType": CONTENT_TYPE,
+                    "payloadFormatIndicator": PAYLOAD_FORMAT_INDICATOR,
                 }
             },
-            "contentType": "application/json",
+            "contentType": CONTENT_TYPE,
             "name": mid,
             "payload": {"$ref": f"schemas/{schema_file_name(t)}"},
-            "summary": t.summary,
+            "summary": f"{t.summary} Sent by the {_sender(t)}.",
             "title": t.path,
         }
+        if examples:
+            message["examples"] = examples
         if t.enveloped and t.schema:
             message["x-schema-name"] = t.schema
         messages[mid] = message
@@ -165,24 +247,51 @@ def asyncapi_document() -> dict[str, Any]:
         "components": {
             "messages": messages,
             "parameters": {
+                "enterprise": {
+                    "description": (
+                        "The enterprise, the third level of the UMH root (umh/v1/<enterprise>/"
+                        "...): the ERP relay's state is one topic for all its work centers."
+                    ),
+                    "examples": ["acme"],
+                },
                 "root": {
                     "description": (
                         "The work center's root: umh/v1/<enterprise>/<site>/<area>/<line>/"
                         "<workcenter> by default (configurable per gateway)."
                     ),
                     "examples": [ROOT_EXAMPLE],
-                }
+                },
+            },
+            "tags": {
+                "gateway": {
+                    "description": (
+                        "An operation of the work-center edge gateway (edge run): send = it "
+                        "publishes, receive = it subscribes."
+                    ),
+                    "name": "gateway",
+                },
+                "relay": {
+                    "description": (
+                        "An operation of the ERP relay (edge relay), which posts confirmations "
+                        "to the ERP, answers them and, with dispatching on, sends the orders."
+                    ),
+                    "name": "relay",
+                },
             },
         },
-        "defaultContentType": "application/json",
+        "defaultContentType": CONTENT_TYPE,
         "id": "urn:edge-gateway:contract",
         "info": {
             "description": (
-                "MQTT 5 contract between one work-center edge gateway and central (MES / ERP "
-                "relay). Business messages (_mes_v1) are QoS 1 and, except snapshot, health and "
-                "rejected, wrapped in an envelope; time series (_historian) use the UMH shape "
-                "{timestamp_ms, value}. Operations are from the gateway's point of view: send = "
-                "the gateway publishes, receive = the gateway subscribes. Within _mes_v1 fields "
+                "MQTT 5 contract between the work-center edge gateways and central (MES / ERP "
+                "relay). Business messages (_mes_v1) are QoS 1 and, except snapshot, health, "
+                "rejected and the relay's own topics, wrapped in an envelope; time series "
+                "(_historian) use the UMH shape {timestamp_ms, value}. Every message, and both "
+                "Last Wills, carry the MQTT 5 properties Payload Format Indicator 1 (UTF-8) and "
+                "Content Type application/json, and no user properties: the topic names the "
+                "message type, an envelope's `schema` its name and major version. Operations "
+                "tagged gateway are the gateway's (ids send.* and receive.*), those tagged "
+                "relay the ERP relay's (relay.send.*, relay.receive.*). Within _mes_v1 fields "
                 "are only ever added; consumers must ignore fields they do not know. See "
                 "README.md next to this file."
             ),
@@ -196,12 +305,16 @@ def asyncapi_document() -> dict[str, Any]:
                     "mqtt": {
                         "bindingVersion": MQTT_BINDING_VERSION,
                         "cleanSession": False,
-                        "clientId": "<edge_id>",
+                        "clientId": EDGE_ID_PLACEHOLDER,
                         "keepAlive": 30,
                         "lastWill": _last_will(),
                     }
                 },
-                "description": "Placeholder: central's MQTT 5 broker (TLS, client certificates).",
+                "description": (
+                    "Placeholder: central's MQTT 5 broker (TLS, client certificates). The "
+                    "binding shows a gateway's connection (client id, session, Last Will); the "
+                    "relay's Last Will is on the relay/state channel."
+                ),
                 "host": "{broker}:{port}",
                 "protocol": "secure-mqtt",
                 "protocolVersion": "5",
@@ -222,7 +335,7 @@ def render(document: Any) -> str:
 def contents() -> dict[str, str]:
     """Relative path -> file text, for everything ``generate`` writes."""
     files = {"asyncapi.json": render(asyncapi_document())}
-    for t in TOPICS:
+    for t in CHANNELS:
         files[f"schemas/{schema_file_name(t)}"] = render(topic_schema(t))
     return files
 

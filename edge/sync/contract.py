@@ -24,7 +24,7 @@ from pydantic_core import from_json
 
 from edge.domain import limits as L
 
-CONTRACT_VERSION = "1.1.0"
+CONTRACT_VERSION = "1.2.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -98,6 +98,8 @@ class _Strict(BaseModel):
 Version = Annotated[int, Field(ge=1, le=L.MAX_INT)]
 Seq = Annotated[int, Field(ge=1, le=L.MAX_INT)]
 Split = Annotated[int, Field(ge=0, le=L.MAX_SPLIT)]
+
+
 def _limits(low: Decimal, high: Decimal, *, above: bool = False) -> Any:
     """Bounds for an exact decimal in ``[low, high]`` (``(low, high]`` with ``above``), with at
     most 6 places."""
@@ -529,7 +531,7 @@ class SnapshotBody(_Open):
 
 class HealthBody(_Open):
     """Retained; if the gateway vanishes, the broker publishes its Last Will in its place:
-    ``{"online": false, "edge_id": ...}``."""
+    ``{"online": false, "edge_id": ..., "links": {}}`` (:func:`gateway_last_will`)."""
 
     online: bool
     edge_id: str
@@ -546,6 +548,40 @@ class HealthBody(_Open):
     clock_trusted: bool | None = None
     links: dict[str, str] = Field(default_factory=dict)
     ts_ms: int | None = None
+
+
+def gateway_last_will(edge_id: str) -> bytes:
+    """The gateway's Last Will on ``{root}/_mes_v1/health`` (retained, QoS 1): the one definition
+    the gateway connects with and the AsyncAPI document shows."""
+    return HealthBody(online=False, edge_id=edge_id).model_dump_json(exclude_none=True).encode()
+
+
+class RelayStateBody(_Open):
+    """Retained under the enterprise (``umh/v1/<enterprise>/_mes_v1/relay/state``): is the ERP
+    relay there. The gateways withhold confirmations while it says ``"online": false``; the
+    relay's Last Will says so when it vanishes."""
+
+    online: bool
+    ts_ms: int | None = Field(None, ge=0, le=L.MAX_INT, description="when the relay said it")
+
+
+def relay_last_will() -> bytes:
+    """The ERP relay's Last Will on ``relay/state`` (retained, QoS 1): ``{"online": false}``."""
+    return RelayStateBody(online=False).model_dump_json(exclude_none=True).encode()
+
+
+class RelayKpiBody(_Open):
+    """Retained: one work center's confirmation latency (machine event to ERP posting) over the
+    last ``window_s``, nearest-rank percentiles in milliseconds, from the ERP relay."""
+
+    metric: Literal["confirmation_latency"]
+    erp: str = Field(max_length=40, description="the ERP system the relay posts to")
+    window_s: float = Field(ge=0, le=30 * 86_400)
+    count: int = Field(ge=1, le=L.MAX_INT, description="postings in the window")
+    p50_ms: int = Field(ge=0, le=L.MAX_INT)
+    p95_ms: int = Field(ge=0, le=L.MAX_INT)
+    max_ms: int = Field(ge=0, le=L.MAX_INT)
+    ts_ms: int = Field(ge=0, le=L.MAX_INT)
 
 
 class HistorianValue(_Open):
@@ -597,12 +633,33 @@ def envelope_json(body_json: str, **head: object) -> str:
 _HEAD_KEYS: Final = frozenset(ENVELOPE_HEAD)
 
 
+# ------------------------------------------------------------------------- MQTT 5 properties
+
+# Every message of the contract, and both Last Wills, carry these two MQTT 5 properties: the
+# payload is UTF-8 text (Payload Format Indicator 1) and JSON (Content Type). No user
+# properties: the topic names the message type, and an enveloped message carries its schema
+# name in the envelope (``schema``), so a ``schema`` user property would only be a second copy
+# to keep in step. ``edge.sync.mqtt.MqttLink`` sets them on every publish of the gateway and of
+# the relay; the AsyncAPI document's message bindings declare them.
+PAYLOAD_FORMAT_INDICATOR: Final = 1
+CONTENT_TYPE: Final = "application/json"
+
+
 # ------------------------------------------------------------------------------------ topics
+
+Role = Literal["send", "receive"]
+SEND: Final[frozenset[Role]] = frozenset({"send"})
+RECEIVE: Final[frozenset[Role]] = frozenset({"receive"})
 
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    """One topic of the contract, relative to the work center root (or the enterprise root)."""
+    """One topic of the contract, relative to the work center root (``scope="root"``) or to the
+    enterprise, ``umh/v1/<enterprise>`` (``scope="enterprise"``).
+
+    ``direction`` is from the gateway's point of view (``up``: it publishes, ``down``: it
+    subscribes); ``gateway=False`` for a topic the gateway neither sends nor reads. ``relay``:
+    what the ERP relay of this project (``edge relay``) does with it."""
 
     path: str
     direction: Literal["up", "down"]
@@ -612,6 +669,16 @@ class Topic:
     summary: str
     enveloped: bool = True
     schema: str = ""
+    relay: frozenset[Role] = frozenset()
+    gateway: bool = True
+    scope: Literal["root", "enterprise"] = "root"
+
+    @property
+    def address(self) -> str:
+        """The AsyncAPI channel address: ``{root}/<path>`` or ``umh/v1/{enterprise}/<path>``."""
+        if self.scope == "enterprise":
+            return "umh/v1/{enterprise}/" + self.path
+        return "{root}/" + self.path
 
 
 UP: Final = "up"
@@ -620,20 +687,20 @@ DOWN: Final = "down"
 TOPICS: tuple[Topic, ...] = (
     Topic("_mes_v1/order/dispatch", DOWN, DispatchListBody, 1, False,
           "The whole dispatch list of the work center, versioned (replace semantics).",
-          schema="mes.dispatch/1"),
+          schema="mes.dispatch/1", relay=SEND),
     Topic("_mes_v1/order/cancel", DOWN, OperationRefBody, 1, False,
-          "Cancel one operation.", schema="mes.cancel/1"),
+          "Cancel one operation.", schema="mes.cancel/1", relay=SEND),
     Topic("_mes_v1/order/hold", DOWN, OperationRefBody, 1, False,
-          "Hold one operation.", schema="mes.hold/1"),
+          "Hold one operation.", schema="mes.hold/1", relay=SEND),
     Topic("_mes_v1/order/release", DOWN, OperationRefBody, 1, False,
-          "Release a held operation.", schema="mes.release/1"),
+          "Release a held operation.", schema="mes.release/1", relay=SEND),
     Topic("_mes_v1/masterdata", DOWN, MasterDataBody, 1, True,
           "Reason catalogues, alarm mapping, crew size, shift calendar, partial-confirmation "
           "policy (retained).",
           schema="mes.masterdata/1"),
     Topic("_mes_v1/confirmation/result", DOWN, ConfirmationResultBody, 1, False,
           "The ERP relay's verdict on a confirmation or reversal.",
-          schema="mes.confirmation-result/1"),
+          schema="mes.confirmation-result/1", relay=SEND),
     Topic("_mes_v1/cmd/resync", DOWN, ResyncBody, 1, False,
           "Republish snapshot and health; with from_seq, replay the business messages from "
           "that seq on (historical: true).",
@@ -644,9 +711,10 @@ TOPICS: tuple[Topic, ...] = (
           "A dispatch list was applied.", schema="mes.order-received/1"),
     Topic("_mes_v1/confirmation", UP, ConfirmationBody, 1, False,
           "Partial and final operation confirmations for the ERP.",
-          schema="mes.confirmation/1"),
+          schema="mes.confirmation/1", relay=RECEIVE),
     Topic("_mes_v1/confirmation/cancel", UP, ConfirmationCancelBody, 1, False,
-          "Reversal of an earlier confirmation.", schema="mes.confirmation-cancel/1"),
+          "Reversal of an earlier confirmation.", schema="mes.confirmation-cancel/1",
+          relay=RECEIVE),
     Topic("_mes_v1/stop", UP, StopBody, 1, False,
           "Stops: started, ended, reason requested, set, reclassified.", schema="mes.stop/1"),
     Topic("_mes_v1/scrap", UP, ScrapBody, 1, False,
@@ -661,7 +729,7 @@ TOPICS: tuple[Topic, ...] = (
           "Inbound messages the gateway refused, with the reason.", enveloped=False),
     Topic("_mes_v1/snapshot", UP, SnapshotBody, 1, True,
           "The work center now: active and dispatched operations, state (retained).",
-          enveloped=False),
+          enveloped=False, relay=RECEIVE),
     Topic("_mes_v1/health", UP, HealthBody, 1, True,
           "Online, outbox depth, links; the Last Will sets online false (retained).",
           enveloped=False),
@@ -675,8 +743,27 @@ TOPICS: tuple[Topic, ...] = (
           "Machine alarm code, empty when none.", enveloped=False),
 )  # fmt: skip
 
+# What the ERP relay publishes beyond the work center's command topics; the gateway reads
+# relay/state (an enterprise-level topic) and nothing of relay/kpi.
+RELAY_TOPICS: tuple[Topic, ...] = (
+    Topic("_mes_v1/relay/state", DOWN, RelayStateBody, 1, True,
+          "Is the ERP relay there (retained); its Last Will sets online false. The gateways "
+          "withhold confirmations while it says online false.",
+          enveloped=False, relay=SEND | RECEIVE, scope="enterprise"),
+    Topic("_mes_v1/relay/kpi", UP, RelayKpiBody, 1, True,
+          "The work center's confirmation latency (machine event to ERP posting), from the "
+          "ERP relay (retained).",
+          enveloped=False, relay=SEND, gateway=False),
+)  # fmt: skip
+
+# Every channel of the published contract (AsyncAPI document and schemas).
+CHANNELS: tuple[Topic, ...] = TOPICS + RELAY_TOPICS
+
+# The gateway's work-center topics (what its ACL and downlink are built from).
 BY_PATH: dict[str, Topic] = {t.path: t for t in TOPICS}
+_CHANNEL_BY_PATH: dict[str, Topic] = {t.path: t for t in CHANNELS}
 
 
 def topic(path: str) -> Topic:
-    return BY_PATH[path]
+    """A topic of the contract by its path (the relay's own topics included)."""
+    return _CHANNEL_BY_PATH[path]

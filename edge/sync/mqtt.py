@@ -38,6 +38,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.logging import Logger, get_logger
+from edge.sync.contract import CONTENT_TYPE, PAYLOAD_FORMAT_INDICATOR
 
 OnConnect = Callable[[bool], Awaitable[None]]
 
@@ -81,6 +82,16 @@ class TlsSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+
+
+def contract_properties(packet_type: int = PacketTypes.PUBLISH) -> Properties:
+    """The MQTT 5 properties every message of the contract carries (one definition:
+    :data:`~edge.sync.contract.PAYLOAD_FORMAT_INDICATOR` and
+    :data:`~edge.sync.contract.CONTENT_TYPE`), for a PUBLISH or a Last Will (``WILLMESSAGE``)."""
+    props = Properties(packet_type)  # type: ignore[no-untyped-call]
+    props.PayloadFormatIndicator = PAYLOAD_FORMAT_INDICATOR
+    props.ContentType = CONTENT_TYPE
+    return props
 
 
 @dataclass(slots=True)
@@ -151,7 +162,13 @@ class MqttLink:
         if username is not None:
             client.username_pw_set(username, password)
         if will is not None:
-            client.will_set(will.topic, will.payload, will.qos, will.retain)
+            client.will_set(
+                will.topic,
+                will.payload,
+                will.qos,
+                will.retain,
+                properties=contract_properties(PacketTypes.WILLMESSAGE),
+            )
         if tls is not None:
             context = ssl.create_default_context(cafile=tls.ca_file)
             if tls.cert_file:
@@ -163,6 +180,8 @@ class MqttLink:
         client.on_message = self._cb_message
         client.on_connect_fail = self._cb_connect_fail
         self._client = client
+        # Packed anew at every publish and never changed: one object serves them all.
+        self._properties = contract_properties()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -225,6 +244,9 @@ class MqttLink:
     ) -> asyncio.Future[int]:
         """Publish; the future resolves with the PUBACK reason code (0 at once for QoS 0).
 
+        Every message carries the contract's MQTT 5 properties (:func:`contract_properties`):
+        ``payload`` must be UTF-8 JSON, as everything the contract carries is.
+
         With ``resend`` (the default), called while disconnected, paho keeps the message and
         sends it after the reconnect, as it does with one the connection lost unacknowledged.
         With ``resend=False`` (QoS 1) neither happens: the future fails with
@@ -234,7 +256,9 @@ class MqttLink:
         loop = self._loop or asyncio.get_running_loop()
         future: asyncio.Future[int] = loop.create_future()
         if qos == 0:
-            self._client.publish(topic, payload, qos=qos, retain=retain)
+            self._client.publish(
+                topic, payload, qos=qos, retain=retain, properties=self._properties
+            )
             future.set_result(0)
             return future
         with self._gate:
@@ -244,7 +268,9 @@ class MqttLink:
                 return future
             # paho calls on_publish holding its own lock, and that callback takes ours: so
             # ours is never held while calling into paho, or the two threads could deadlock.
-            info = self._client.publish(topic, payload, qos=qos, retain=retain)
+            info = self._client.publish(
+                topic, payload, qos=qos, retain=retain, properties=self._properties
+            )
             with self._lock:
                 early = self._pending.early.pop(info.mid, None)
                 if early is not None:

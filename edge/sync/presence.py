@@ -17,7 +17,7 @@ from edge.domain.model import OperationStatus
 from edge.logging import Logger, get_logger
 from edge.ports import PresenceFace
 from edge.store.codec import dumps
-from edge.sync.contract import ActiveOperation, HealthBody, SnapshotBody
+from edge.sync.contract import ActiveOperation, HealthBody, SnapshotBody, gateway_last_will
 from edge.sync.mqtt import MqttLink, Will
 
 HEALTH = "_mes_v1/health"
@@ -30,8 +30,8 @@ def _ms() -> int:
 
 
 def last_will(root: str, edge_id: str) -> Will:
-    body = HealthBody(online=False, edge_id=edge_id)
-    return Will(f"{root}/{HEALTH}", body.model_dump_json(exclude_none=True).encode())
+    """The Last Will the gateway connects with: the contract's (one definition), retained."""
+    return Will(f"{root}/{HEALTH}", gateway_last_will(edge_id))
 
 
 class Presence:

@@ -12,7 +12,17 @@ import pytest
 from pydantic import BaseModel
 
 from edge.sync import asyncapi
-from edge.sync.contract import CONTRACT_VERSION, TOPICS, Envelope, InboundEnvelope, Topic, topic
+from edge.sync.contract import (
+    CHANNELS,
+    CONTRACT_VERSION,
+    TOPICS,
+    Envelope,
+    InboundEnvelope,
+    Topic,
+    gateway_last_will,
+    relay_last_will,
+    topic,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRACT = REPO / "contract"
@@ -51,7 +61,7 @@ def validate_with_models(t: Topic, payload: Any) -> None:
 
 def test_committed_files_equal_generated(tmp_path: Path) -> None:
     written = asyncapi.generate(tmp_path)
-    assert len(written) == len(TOPICS) + 1
+    assert len(written) == len(CHANNELS) + 1
     generated = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json")}
     committed = {p.relative_to(CONTRACT).as_posix() for p in CONTRACT.rglob("*.json")}
     assert committed == generated, f"contract/ has other files than the models give: {REGENERATE}"
@@ -93,15 +103,20 @@ def test_asyncapi_document_covers_every_topic() -> None:
         "{root}/_mes_v1/health"
     )
     by_address = {c["address"]: (cid, c) for cid, c in doc["channels"].items()}
-    assert len(by_address) == len(TOPICS)
-    for t in TOPICS:
-        cid, channel = by_address["{root}/" + t.path]
-        assert "root" in channel["parameters"]
+    assert len(by_address) == len(CHANNELS)
+    assert {t.path for t in TOPICS} < {t.path for t in CHANNELS}
+    for t in CHANNELS:
+        cid, channel = by_address[t.address]
+        assert ("enterprise" if t.scope == "enterprise" else "root") in channel["parameters"]
         ops = [o for o in doc["operations"].values() if o["channel"]["$ref"] == f"#/channels/{cid}"]
-        assert len(ops) == 1, t.path
-        assert ops[0]["action"] == ("send" if t.direction == "up" else "receive")
-        assert ops[0]["bindings"]["mqtt"]["qos"] == t.qos
-        assert ops[0]["bindings"]["mqtt"]["retain"] == t.retain
+        by_app: dict[str, set[str]] = {"gateway": set(), "relay": set()}
+        for op in ops:
+            (tag,) = op["tags"]
+            by_app[tag["$ref"].rsplit("/", 1)[1]].add(op["action"])
+            assert op["bindings"]["mqtt"]["qos"] == t.qos
+            assert op["bindings"]["mqtt"]["retain"] == t.retain
+        gateway = {"send" if t.direction == "up" else "receive"} if t.gateway else set()
+        assert by_app == {"gateway": gateway, "relay": set(t.relay)}, t.path
         (ref,) = channel["messages"].values()
         message = doc["components"]["messages"][ref["$ref"].rsplit("/", 1)[1]]
         payload_file = CONTRACT / message["payload"]["$ref"]
@@ -110,7 +125,7 @@ def test_asyncapi_document_covers_every_topic() -> None:
     assert "Last Will" in health["description"]
 
 
-@pytest.mark.parametrize("t", TOPICS, ids=[t.path for t in TOPICS])
+@pytest.mark.parametrize("t", CHANNELS, ids=[t.path for t in CHANNELS])
 def test_schema_is_a_valid_json_schema(t: Topic) -> None:
     schema = schema_for(t.path)
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -122,12 +137,13 @@ def test_schema_is_a_valid_json_schema(t: Topic) -> None:
 def test_readme_has_an_example_per_topic_and_lists_every_topic() -> None:
     text = README.read_text()
     paths = {path for path, _ in examples()}
-    missing = [t.path for t in TOPICS if t.path not in paths]
+    missing = [t.path for t in CHANNELS if t.path not in paths]
     assert not missing, f"contract/README.md has no example for {missing}"
-    unknown = paths - {t.path for t in TOPICS} - {"relay/state", "relay/kpi"}
+    unknown = paths - {t.path for t in CHANNELS}
     assert not unknown, f"examples for unknown topics {unknown}"
-    for t in TOPICS:
-        assert f"| `{t.path}` |" in text, f"{t.path} missing from the README's topic table"
+    for t in CHANNELS:
+        shown = t.address.replace("{enterprise}", "<enterprise>").removeprefix("{root}/")
+        assert f"| `{shown}` " in text, f"{t.path} missing from the README's topic table"
         if t.schema:
             assert f"`{t.schema}`" in text
 
@@ -136,16 +152,6 @@ def test_readme_has_an_example_per_topic_and_lists_every_topic() -> None:
     ("path", "payload"), examples(), ids=[f"{i}:{p}" for i, (p, _) in enumerate(examples())]
 )
 def test_readme_example_validates(path: str, payload: Any) -> None:
-    if path == "relay/state":  # enterprise-level topic, not in TOPICS (no model yet)
-        assert set(payload) <= {"online", "ts_ms"}
-        assert isinstance(payload["online"], bool)
-        assert isinstance(payload.get("ts_ms", 0), int)
-        return
-    if path == "relay/kpi":  # the relay's own topic: the example is what it publishes
-        from edge.relay.kpi import kpi_body
-
-        assert set(payload) == set(kpi_body([1], 1.0, "sap", 0))
-        return
     t = topic(path)
     jsonschema.Draft202012Validator(schema_for(path)).validate(payload)
     validate_with_models(t, payload)
@@ -208,3 +214,36 @@ def test_every_published_event_type_is_in_its_topics_model_and_no_other() -> Non
         allowed = set(typing.get_args(model.model_fields["type"].annotation))
         sent = {e.value for e, p in messages.TOPICS.items() if p == path}
         assert sent == allowed, f"{path}: sent {sorted(sent ^ allowed)} differ from the model"
+
+
+def test_the_relay_s_kpi_is_what_the_contract_describes() -> None:
+    """edge/relay/kpi.py builds the retained relay/kpi message: it matches the model and schema."""
+    from edge.relay.kpi import kpi_body
+
+    payload = kpi_body([40, 1200, 9000], 3600.0, "sap", 1741003600000)
+    jsonschema.Draft202012Validator(schema_for("_mes_v1/relay/kpi")).validate(payload)
+    validate_with_models(topic("_mes_v1/relay/kpi"), payload)
+
+
+def test_the_last_wills_are_defined_once_and_documented_as_sent() -> None:
+    """The AsyncAPI server binding and the README show the Last Will the gateway connects with
+    (``gateway_last_will``, used by edge/sync/presence.py); the relay/state channel and the README
+    the relay's (``relay_last_will``, used by edge/relay/service.py)."""
+    from edge.sync.presence import last_will
+
+    doc = json.loads((CONTRACT / "asyncapi.json").read_text())
+    will = doc["servers"]["central"]["bindings"]["mqtt"]["lastWill"]
+    sent = last_will("umh/v1/acme/plant1/stamping/line4/PRESS07", "wc-press-07")
+    assert will["topic"].replace("{root}", "umh/v1/acme/plant1/stamping/line4/PRESS07") == (
+        sent.topic
+    )
+    assert json.loads(will["message"].replace("<edge_id>", "wc-press-07")) == json.loads(
+        sent.payload
+    )
+    assert sent.payload == gateway_last_will("wc-press-07")
+    assert (will["qos"], will["retain"]) == (sent.qos, sent.retain) == (1, True)
+    readme_wills = [p for path, p in examples() if p.get("online") is False]
+    assert json.loads(gateway_last_will("wc-press-07")) in readme_wills
+    assert json.loads(relay_last_will()) in readme_wills
+    state = doc["components"]["messages"]["MesV1RelayState"]
+    assert [x["payload"] for x in state["examples"]] == [json.loads(relay_last_will())]
