@@ -164,9 +164,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_browse(args: argparse.Namespace) -> int:
-    from edge.sources.opcua_browse import browse
+    from edge.sources.opcua_browse import Security, browse
 
     configure_logging("error", json=False)
+    policy, mode = args.security_policy, args.security_mode
+    if (policy == "None") != (mode == "None"):
+        print(
+            "edge browse: --security-policy and --security-mode go together: both None, or a "
+            f"policy with Sign or SignAndEncrypt (given {policy}/{mode})",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if (args.certificate is None) != (args.private_key is None):
+        print("edge browse: --certificate and --private-key go together", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.password_file is not None and not args.user:
+        print("edge browse: --password-file needs --user", file=sys.stderr)
+        return EXIT_CONFIG
+    security = Security(
+        policy=policy,
+        mode=mode,
+        certificate_dir=Path(args.certificate_dir),
+        certificate=Path(args.certificate) if args.certificate else None,
+        private_key=Path(args.private_key) if args.private_key else None,
+        server_certificate=Path(args.server_certificate) if args.server_certificate else None,
+        user=args.user,
+        password_file=Path(args.password_file) if args.password_file else None,
+    )
     return asyncio.run(
         browse(
             args.endpoint,
@@ -174,6 +198,7 @@ def cmd_browse(args: argparse.Namespace) -> int:
             max_depth=args.depth,
             include_server=args.server,
             timeout_s=args.timeout,
+            security=security,
         )
     )
 
@@ -288,6 +313,33 @@ def build_parser() -> argparse.ArgumentParser:
     browse.add_argument("--depth", type=int, default=8, help="how deep to go (default 8)")
     browse.add_argument("--server", action="store_true", help="include the Server object")
     browse.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    # The same security as [[sources.opcua]]: a server with only secure endpoints.
+    browse.add_argument(
+        "--security-policy",
+        choices=("None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"),
+        default="None",
+        help="as security_policy of [[sources.opcua]] (default None)",
+    )
+    browse.add_argument(
+        "--security-mode",
+        choices=("None", "Sign", "SignAndEncrypt"),
+        default="None",
+        help="as security_mode of [[sources.opcua]] (default None)",
+    )
+    browse.add_argument(
+        "--certificate-dir",
+        default="/var/lib/edge-gateway/pki",
+        help="the gateway's certificate (own/) and the trusted server certificates (trusted/), "
+        "as certificate_dir (default /var/lib/edge-gateway/pki)",
+    )
+    browse.add_argument("--certificate", help="our certificate (DER or PEM) instead of own/")
+    browse.add_argument("--private-key", help="the key of --certificate (PEM)")
+    browse.add_argument(
+        "--server-certificate",
+        help="the server's certificate (DER or PEM) to trust instead of the trusted/ folder",
+    )
+    browse.add_argument("--user", help="user name, as username")
+    browse.add_argument("--password-file", help="a file whose first line is the password")
     browse.set_defaults(fn=cmd_browse)
     with_config(
         sub.add_parser(

@@ -234,6 +234,14 @@ def explain(exc: BaseException, where: Where, phase: str = "session") -> str:
                 f"{where.timeout_s or 0:g} s: check the address, the network and firewalls"
             )
         )
+    if "No matching endpoints" in str(exc):
+        # asyncua found no endpoint with the client's policy and mode among the server's.
+        return (
+            f"{where.endpoint} offers no endpoint with "
+            + ("this security policy and mode" if where.secure else "security None")
+            + ": it wants another security; set security_policy and security_mode "
+            "(edge browse: --security-policy, --security-mode) to one it offers"
+        )
     opaque = isinstance(exc, (ConnectionError, AssertionError, EOFError)) or (
         type(exc).__name__ == "UaError"
     )
@@ -285,6 +293,10 @@ class OneLine(logging.Filter):
         super().__init__()
         self._last: dict[str, tuple[str, float]] = {}
 
+    def forget(self) -> None:
+        """Say every line again once (the next of each is not a repeat)."""
+        self._last.clear()
+
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and record.exc_info[1] is not None:
             record.msg = f"{record.getMessage()}: {short(record.exc_info[1])}"
@@ -301,12 +313,12 @@ class OneLine(logging.Filter):
         return True
 
 
-_FILTER: Final = OneLine()
+ASYNCUA_FILTER: Final = OneLine()
 
 
 def quiet_asyncua() -> None:
     """Put the filter on asyncua's loggers (once; a logger's filter sees its own records)."""
     for name in ASYNCUA_LOGGERS:
         logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+        if ASYNCUA_FILTER not in logger.filters:
+            logger.addFilter(ASYNCUA_FILTER)

@@ -130,17 +130,58 @@ def check_trusted(cert_dir: Path, der: bytes, endpoint: str) -> None:
     )
 
 
-async def apply_security(client: Client, cfg: OpcUaSource, log: Logger) -> None:
-    uri = application_uri(cfg.name)
-    cert, key = ensure_certificate(cfg.certificate_dir, uri)
-    client.application_uri = uri
-    policy = POLICIES[cfg.security_policy]
-    mode = MODES[cfg.security_mode]
+def certificate_uri(cert_path: Path) -> str | None:
+    """The application URI in a certificate's SubjectAltName (DER or PEM), if any."""
+    raw = cert_path.read_bytes()
+    cert = (
+        x509.load_pem_x509_certificate(raw)
+        if raw.lstrip().startswith(b"-----")
+        else x509.load_der_x509_certificate(raw)
+    )
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return str(uris[0]) if uris else None
+
+
+def _der(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw.lstrip().startswith(b"-----"):
+        return x509.load_pem_x509_certificate(raw).public_bytes(serialization.Encoding.DER)
+    return raw
+
+
+async def secure_client(
+    client: Client,
+    *,
+    endpoint: str,
+    policy_name: str,
+    mode_name: str,
+    certificate_dir: Path,
+    uri: str,
+    timeout_s: float,
+    certificate: Path | None = None,
+    private_key: Path | None = None,
+    server_certificate: Path | None = None,
+) -> None:
+    """Sign (and encrypt) the client's session with ``policy_name``/``mode_name``.
+
+    Our certificate: ``certificate`` and ``private_key``, or the gateway's own in
+    ``certificate_dir`` (made on first use). The server's: the one the endpoint offers, taken
+    only when it is ``server_certificate`` or in ``certificate_dir/trusted`` (else it is kept
+    under ``rejected/`` and the error says which file to move)."""
+    if certificate is None or private_key is None:
+        certificate, private_key = ensure_certificate(certificate_dir, uri)
+    client.application_uri = certificate_uri(certificate) or uri
+    policy = POLICIES[policy_name]
+    mode = MODES[mode_name]
     try:
         endpoints = await client.connect_and_get_server_endpoints()
     except (OSError, TimeoutError, UaError, AssertionError) as exc:
         # The endpoints are asked for over an unsecured channel.
-        where = Where(cfg.endpoint, timeout_s=cfg.timeout_s)
+        where = Where(endpoint, timeout_s=timeout_s)
         phase = getattr(client, "phase", "socket")
         raise SourceUnavailable(f"cannot reach {explain(exc, where, phase)}") from None
     wanted = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
@@ -149,12 +190,31 @@ async def apply_security(client: Client, cfg: OpcUaSource, log: Logger) -> None:
             {f"{e.SecurityPolicyUri.rsplit('#', 1)[-1]}/{e.SecurityMode.name}" for e in endpoints}
         )
         raise SourceUnavailable(
-            f"{cfg.endpoint} offers no {cfg.security_policy}/{cfg.security_mode} endpoint; "
+            f"{endpoint} offers no {policy_name}/{mode_name} endpoint; "
             f"it offers {', '.join(offered)}"
         )
     server_cert = bytes(wanted[0].ServerCertificate)
-    check_trusted(cfg.certificate_dir, server_cert, cfg.endpoint)
+    if server_certificate is not None:
+        if _der(server_certificate) != server_cert:
+            raise SourceUnavailable(
+                f"{endpoint} presents another certificate than {server_certificate} "
+                f"(SHA-1 {thumbprint(server_cert)}); refused"
+            )
+    else:
+        check_trusted(certificate_dir, server_cert, endpoint)
     await client.set_security(
-        policy, str(cert), str(key), server_certificate=server_cert, mode=mode
+        policy, str(certificate), str(private_key), server_certificate=server_cert, mode=mode
+    )
+
+
+async def apply_security(client: Client, cfg: OpcUaSource, log: Logger) -> None:
+    await secure_client(
+        client,
+        endpoint=cfg.endpoint,
+        policy_name=cfg.security_policy,
+        mode_name=cfg.security_mode,
+        certificate_dir=cfg.certificate_dir,
+        uri=application_uri(cfg.name),
+        timeout_s=cfg.timeout_s,
     )
     log.debug("opc ua security set", policy=cfg.security_policy, mode=cfg.security_mode)

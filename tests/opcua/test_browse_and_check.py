@@ -31,7 +31,9 @@ async def test_browse_shows_the_counter_nodes_to_copy(tmp_path: Path) -> None:
     async with MachineSimulator(cycle_s=0.05, seed=1) as machine:
         code, out = await edge("browse", machine.endpoint, "--filter", "GoodCount")
         assert code == 0, out
-        assert "ns=2;s=Press07.Counters.GoodCount" in out
+        # With the namespace URI (it stays right when the indexes move), the index form too.
+        assert f"nsu={machine.namespace_uri};s=Press07.Counters.GoodCount" in out
+        assert f"ns=2 {machine.namespace_uri}" in out
         assert "UInt32" in out
         assert "Machines" in out  # the path to it stays visible
         assert "ScrapCount" not in out
@@ -62,3 +64,41 @@ async def test_check_is_green_for_a_good_config_and_names_a_bad_node(tmp_path: P
         assert code == 1
         assert "FAIL" in out
         assert "ns=2;s=Press07.Counters.Nope" in out
+
+
+async def test_browse_a_server_with_only_secure_endpoints_and_a_user(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    users = {"tech": "s3cret"}
+    async with MachineSimulator(cycle_s=0.05, security="encrypt", users=users, seed=3) as machine:
+        assert machine.cert_path is not None
+        args = [
+            "browse",
+            machine.endpoint,
+            "--filter",
+            "GoodCount",
+            "--security-policy",
+            "Basic256Sha256",
+            "--security-mode",
+            "SignAndEncrypt",
+            "--certificate-dir",
+            str(tmp_path / "pki"),
+            "--user",
+            "tech",
+            "--password-file",
+            str(secret),
+        ]
+        # The server's certificate is not in the trust list yet: refused, kept to move.
+        code, out = await edge(*args)
+        assert code == 1
+        assert "not trusted" in out
+        # Trusted by naming it (or by moving it into trusted/, as the source's message says).
+        code, out = await edge(*args, "--server-certificate", str(machine.cert_path))
+        assert code == 0, out
+        assert "(Basic256Sha256/SignAndEncrypt)" in out
+        assert f"nsu={machine.namespace_uri};s=Press07.Counters.GoodCount" in out
+        secret.write_text("wrong\n")
+        code, out = await edge(*args, "--server-certificate", str(machine.cert_path))
+        assert code == 1
+        assert "refused the user 'tech'" in out
+        assert "wrong" not in out

@@ -87,3 +87,56 @@ async def test_a_wrong_password_is_refused_and_never_logged(tmp_path: Path) -> N
                 await until(lambda: link.link_status == "ok", 15, "the connection")
         assert canary not in repr(logs)
         assert any("unavailable" in str(e.get("event")) for e in logs)
+
+
+def untrusted_client_server(tmp_path: Path) -> MachineSimulator:
+    """A server with a trust list of its own that does not hold the gateway's certificate."""
+    from simulators.opcua_machine import ensure_certificate
+
+    trust = tmp_path / "server-trust"
+    trust.mkdir()
+    other, _ = ensure_certificate(tmp_path / "other", "urn:someone:else", "someone else")
+    shutil.copy(other, trust / "someone-else.der")  # the store cannot be empty
+    return MachineSimulator(cycle_s=0.02, security="encrypt", seed=4, trust_dir=trust)
+
+
+async def test_a_server_that_refuses_our_certificate_is_told_once_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    """BadCertificateUntrusted names the file to give the machine builder and `edge certs`,
+    once however often the gateway retries; `edge check` says the same in one line, and
+    `edge browse` with the source's security options says it too."""
+    from tests.opcua.test_browse_and_check import edge
+
+    pki = tmp_path / "pki"
+    async with untrusted_client_server(tmp_path) as machine:
+        assert machine.cert_path is not None
+        (pki / "trusted").mkdir(parents=True)
+        shutil.copy(machine.cert_path, pki / "trusted" / "press07.der")
+        cfg = secure_config(tmp_path, machine, security(pki, "SignAndEncrypt"))
+        with structlog.testing.capture_logs() as logs:
+            async with gateway(cfg) as (_engine, link):
+                await until(lambda: link.state.errors >= 3, 15, "three refusals")
+        error = link.state.last_error or ""
+        assert "BadCertificateUntrusted" in error
+        assert str(pki / "own" / "cert.der") in error
+        assert "edge certs" in error
+        said = [e for e in logs if e.get("event") == "opc ua source unavailable; retrying"]
+        assert [e["reason"] for e in said] == [error]  # once, not at every retry
+
+        code, out = await edge("check", "-c", str(tmp_path / "edge.toml"))
+        assert code == 1
+        assert "Traceback" not in out
+        line = next(ln for ln in out.splitlines() if ln.startswith("FAIL  opcua press"))
+        assert "BadCertificateUntrusted" in line
+        assert "own/cert.der" in line
+
+        browse = ["browse", machine.endpoint, "--filter", "GoodCount"]
+        code, out = await edge(*browse)  # the server offers no unsecured endpoint
+        assert code == 1
+        assert "security_policy and security_mode" in out
+        secure_args = ["--security-policy", "Basic256Sha256", "--security-mode", "SignAndEncrypt"]
+        code, out = await edge(*browse, *secure_args, "--certificate-dir", str(pki))
+        assert code == 1
+        assert "BadCertificateUntrusted" in out
+        assert "Traceback" not in out
