@@ -3,6 +3,10 @@
 A template turns the raw value of a state node (a name or a number) into running, idle, down
 or setup. ``[[sources.opcua]] state_map`` adds or overrides entries for a machine that deviates.
 Names are matched without regard to case, spaces or underscores.
+
+The ready ``[[sources.opcua]]`` blocks in ``config/opcua/`` write their node ids with the
+namespace URI (``nsu=<uri>;s=...``, what ``edge browse`` shows), not the index (``ns=2;...``):
+an index moves when the server registers another namespace first.
 """
 
 from __future__ import annotations
