@@ -577,14 +577,12 @@ class OpcUaLink:
         self._wake.set()
 
     def on_status(self, status: Any) -> None:
-        """The server says the subscription ended (BadShutdown, BadTimeout, ...): in words,
-        once per session, and the session is renewed."""
+        """The server says the subscription ended (BadShutdown, BadTimeout, ...): the session
+        is renewed, and the status in words is the reason logged for it."""
         code = getattr(status, "Status", status)
         name = getattr(code, "name", None) or str(code)
-        said = explain_status(str(name), self.where)
-        if said != self._status_said:
-            self.log.warning("opc ua subscription ended by the server", reason=said)
-            self._status_said = said
+        # Said once, as the reason the session ends (the source's "unavailable" line).
+        self._status_said = explain_status(str(name), self.where)
         self._lost.set()
 
     def _inputs_for(self, m: Mapped, value: Any, at: Instant) -> list[Input]:
@@ -776,7 +774,7 @@ class OpcUaLink:
             self._check_silence()
             for m, dv in zip(counters, values, strict=True):
                 self._check_delivery(m, dv)
-        raise SourceUnavailable("the subscription was lost")
+        raise SourceUnavailable(self._status_said or "the subscription was lost")
 
     def _check_silence(self) -> None:
         if self.keepalive_s is None:

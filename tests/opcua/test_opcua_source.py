@@ -10,6 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from edge.app import open_engine
 from edge.config import GatewayConfig, load_config
 from edge.domain.inputs import Action, DispatchList, MachineState, Transition
@@ -146,8 +148,16 @@ async def test_server_restart_resets_counters_and_counts_stay_exact(tmp_path: Pa
         await asyncio.sleep(0.3)
         before = machine.values["good"] - base
         assert good(engine) == before
-        await machine.restart()  # a PLC power cycle: counters back to 0
+        with structlog.testing.capture_logs() as logs:
+            await machine.restart()  # a PLC power cycle: counters back to 0
+            await until(
+                lambda: any("unavailable" in str(e.get("event")) for e in logs), 5, "the end"
+            )
         assert machine.values["good"] == 0
+        # The server said BadShutdown: told in words, once, as the reason of the reconnect.
+        reasons = [e["reason"] for e in logs if "unavailable" in str(e.get("event"))]
+        assert "shutting down (BadShutdown" in reasons[0], reasons
+        assert not any("StatusChangeNotification" in str(e) for e in logs)
         await machine.run()
         await until(lambda: machine.values["good"] >= 15, 10, "production after the restart")
         await machine.idle()
