@@ -332,15 +332,29 @@ class Relay:
                 self.log.warning("confirmation latency not published", error=repr(exc))
 
     async def publish_kpi(self) -> int:
-        """Publish every work center's latency figures now; how many were published."""
+        """Publish every work center's latency figures now; how many the broker took (one it
+        refuses, e.g. by its ACL, is logged with the reason code once per round)."""
         r = self.cfg.relay
         now = self.clock()
         by_root = await self.ledger.latencies_by_root(now - int(r.kpi_window_s * 1000))
+        taken = 0
+        refused: dict[int, list[str]] = {}
         for root, values in by_root.items():
             payload = json.dumps(kpi_body(values, r.kpi_window_s, self.erp.system, now)).encode()
             future = self.link.publish(f"{root}/{KPI}", payload, qos=1, retain=True)
-            await within(future, PUBLISH_TIMEOUT_S)
-        return len(by_root)
+            code = await within(future, PUBLISH_TIMEOUT_S)
+            if code >= 0x80:
+                refused.setdefault(code, []).append(root)
+            else:
+                taken += 1
+        for code, roots in refused.items():
+            self.log.warning(
+                "broker refused the confirmation latency",
+                reason=code,
+                topics=[f"{root}/{KPI}" for root in roots[:5]],
+                refused=len(roots),
+            )
+        return taken
 
     # ------------------------------------------------------------------ work
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from edge.relay.erp import external_id
 from simulators.broker import Mosquitto
@@ -308,6 +309,28 @@ async def test_the_confirmation_latency_goes_out_per_work_center(
     assert press07["count"] == 1
     assert 1500 <= press07["p50_ms"] == press07["max_ms"] < 10_000
     assert f"{b.root}/_mes_v1/relay/kpi" in kpis
+
+
+async def test_latency_figures_the_broker_refuses_are_said(sap: SapStandIn, tmp_path: Path) -> None:
+    """A broker whose ACL does not let the relay write relay/kpi (as the example ACL once did)
+    answers reason 135; the relay says so (before, the refusal went unnoticed)."""
+    acl = tmp_path / "acl"
+    acl.write_text(
+        "topic readwrite umh/v1/acme/+/+/+/+/_mes_v1/confirmation\n"
+        "topic readwrite umh/v1/acme/+/+/+/+/_mes_v1/confirmation/result\n"
+        "topic readwrite umh/v1/acme/_mes_v1/relay/state\n"
+    )
+    with Mosquitto(tmp_path / "broker", extra_config=f"acl_file {acl}\n") as broker:
+        cfg = relay_config(broker, sqlite(tmp_path), sap_erp(sap, tmp_path), kpi_interval_s=0)
+        p = posting(1)
+        async with running_relay(cfg) as relay, Gateways(broker) as gw:
+            await gw.send(p)
+            assert (await gw.final(p.idem_key)).status == "posted"
+            with structlog.testing.capture_logs() as logs:
+                assert await relay.publish_kpi() == 0
+    (said,) = [e for e in logs if e["event"] == "broker refused the confirmation latency"]
+    assert said["reason"] == 135
+    assert said["topics"] == [f"{p.root}/_mes_v1/relay/kpi"]
 
 
 async def test_oauth_client_credentials_with_an_expiring_token(
