@@ -1,0 +1,377 @@
+"""How well it was made: ISO 22400-2 time elements and KPIs per shift and per day.
+
+The time of the work center is booked span by span, each span in one condition:
+
+- ``running``: an operation runs and no stop is open: actual production time (APT);
+- ``setup``: an operation is in setup: actual unit setup time (AUST);
+- ``stopped``: a stop is open (named by its id): by the stop's *latest* reason (rules.md §4:
+  KPIs use the latest reason), actual unit delay time (ADET) when the reason is unplanned,
+  pending or a micro-stop, actual unit down time (ADOT) when the reason is a planned one;
+- ``waiting``: the operation is interrupted or held: ADOT;
+- ``idle``: no operation is active: ADOT (available, not busy with an order).
+
+A span is split at every shift's start and end and at its planned downtime (breaks and planned
+windows of the :class:`~edge.domain.calendar.ShiftCalendar`). Planned downtime is not lost
+time: a stop, a wait or an idle machine inside a break is planned downtime, not ADET or ADOT
+(rules.md §4: "planned downtime from the shift calendar is planned, not a stop"). Running or
+setup inside a break was work: it is APT or AUST, and the break's time worked through is no
+longer planned downtime, so planned busy time (PBT) grows by it. Time outside every shift goes
+to the local day's ``unscheduled`` bucket: it has no planned operation time, so no
+availability, but its parts and its time count in the day's figures.
+
+For a shift, with POT its length in real time:
+
+    POT = planned downtime not worked + APT + AUST + ADET + ADOT + unbooked
+
+where *unbooked* is time the gateway did not see (it was off). Then (ISO 22400-2, 5.x):
+
+- PBT = POT - planned downtime not worked; AUPT = APT + AUST; AUBT = AUPT + ADET
+- availability = APT / PBT; effectiveness = PRU x PQ / APT (PRU the planned run time per unit
+  of each operation; above 1 when parts came faster than the standard); quality ratio = GQ / PQ
+  with PQ = GQ + SQ + RQ; OEE = availability x effectiveness x quality ratio;
+- setup rate = AUST / AUPT; technical efficiency = APT / (APT + ADET);
+- MTBF = APT / failures and MTTR = the failures' delay time / failures, where a failure is a stop
+  with an unplanned (or no) reason, not a micro-stop, that started in the shift.
+
+A ratio whose denominator is 0 is None (not 0: "no production" is not "bad production").
+Availability, quality ratio, setup rate and technical efficiency never leave [0, 1].
+
+Pure: moments come in as epoch milliseconds, nothing is read or written here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from edge.domain.calendar import ShiftCalendar, ShiftInstance, zone
+
+UNSCHEDULED = "unscheduled"
+ZERO = Decimal(0)
+
+
+class Condition(StrEnum):
+    RUNNING = "running"
+    SETUP = "setup"
+    STOPPED = "stopped"
+    WAITING = "waiting"
+    IDLE = "idle"
+
+
+@dataclass(slots=True)
+class ShiftTimes:
+    """What was booked in one shift (or a day's unscheduled time): milliseconds and parts."""
+
+    shift_id: str
+    name: str
+    day: date
+    start_ms: int
+    end_ms: int
+    operating_ms: int  # POT: 0 for unscheduled time
+    planned_ms: int  # the calendar's planned downtime inside
+    running_ms: int = 0
+    setup_ms: int = 0
+    waiting_ms: int = 0
+    idle_ms: int = 0
+    worked_planned_ms: int = 0  # running or setup inside planned downtime
+    stop_ms: dict[str, int] = field(default_factory=dict)  # stop id -> ms outside planned time
+    good: Decimal = ZERO
+    scrap: Decimal = ZERO
+    rework: Decimal = ZERO
+    standard_ms: float = 0.0  # sum of PRU x PQ
+
+    @classmethod
+    def of(cls, inst: ShiftInstance) -> ShiftTimes:
+        return cls(
+            inst.shift_id,
+            inst.name,
+            inst.day,
+            inst.start_ms,
+            inst.end_ms,
+            inst.operating_ms,
+            inst.planned_down_ms,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StopFacts:
+    """What the KPIs need of a stop, by its latest reason."""
+
+    started_ms: int
+    reason: str  # the code, "MICRO" or "PENDING"
+    planned: bool = False
+    micro: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis:
+    """The time elements and KPIs of one shift, one day, or any set of shifts."""
+
+    shift_id: str
+    name: str
+    day: date
+    start_ms: int
+    end_ms: int
+    pot_ms: int
+    planned_down_ms: int  # planned downtime not worked
+    pbt_ms: int
+    apt_ms: int
+    aust_ms: int
+    adet_ms: int
+    adot_ms: int
+    unbooked_ms: int
+    down_by_reason_ms: Mapping[str, int]
+    good: Decimal
+    scrap: Decimal
+    rework: Decimal
+    standard_ms: float
+    failures: int
+    failure_ms: int
+
+    @property
+    def produced(self) -> Decimal:
+        return self.good + self.scrap + self.rework
+
+    @property
+    def aupt_ms(self) -> int:
+        return self.apt_ms + self.aust_ms
+
+    @property
+    def aubt_ms(self) -> int:
+        return self.aupt_ms + self.adet_ms
+
+    @property
+    def availability(self) -> float | None:
+        return _ratio(self.apt_ms, self.pbt_ms)
+
+    @property
+    def effectiveness(self) -> float | None:
+        return _ratio(self.standard_ms, self.apt_ms)
+
+    @property
+    def quality_ratio(self) -> float | None:
+        return _ratio(float(self.good), float(self.produced))
+
+    @property
+    def oee(self) -> float | None:
+        a, e, q = self.availability, self.effectiveness, self.quality_ratio
+        return None if a is None or e is None or q is None else a * e * q
+
+    @property
+    def setup_rate(self) -> float | None:
+        return _ratio(self.aust_ms, self.aupt_ms)
+
+    @property
+    def technical_efficiency(self) -> float | None:
+        return _ratio(self.apt_ms, self.apt_ms + self.adet_ms)
+
+    @property
+    def mtbf_s(self) -> float | None:
+        return None if not self.failures else self.apt_ms / self.failures / 1000
+
+    @property
+    def mttr_s(self) -> float | None:
+        return None if not self.failures else self.failure_ms / self.failures / 1000
+
+
+def _ratio(top: float, bottom: float) -> float | None:
+    return None if bottom <= 0 else top / bottom
+
+
+class ShiftBook:
+    """The booked shifts of one work center, by shift id (``2026-03-29/night``, and
+    ``2026-03-29/unscheduled`` for a day's time outside every shift)."""
+
+    def __init__(self, calendar: ShiftCalendar) -> None:
+        self.calendar = calendar
+        self.shifts: dict[str, ShiftTimes] = {}
+
+    # ------------------------------------------------------------------ booking
+
+    def book(
+        self, condition: Condition, start_ms: int, end_ms: int, stop_id: str | None = None
+    ) -> None:
+        """``[start_ms, end_ms)`` spent in ``condition`` (``stop_id``: the open stop)."""
+        if end_ms <= start_ms:
+            return
+        if condition is Condition.STOPPED and not stop_id:
+            raise ValueError("a stopped span names its stop")
+        cursor = start_ms
+        for inst in self.calendar.instances(start_ms, end_ms):
+            a, b = max(start_ms, inst.start_ms), min(end_ms, inst.end_ms)
+            if a > cursor:
+                self._unscheduled(condition, cursor, a, stop_id)
+            self._add(self._times(inst), condition, b - a, inst.planned_in(a, b), stop_id)
+            cursor = max(cursor, b)
+        if cursor < end_ms:
+            self._unscheduled(condition, cursor, end_ms, stop_id)
+
+    def count(
+        self,
+        at_ms: int,
+        *,
+        good: Decimal = ZERO,
+        scrap: Decimal = ZERO,
+        rework: Decimal = ZERO,
+        run_s_per_unit: float = 0.0,
+    ) -> None:
+        """Parts made at ``at_ms`` (``run_s_per_unit``: the operation's PRU)."""
+        inst = self.calendar.instance_at(at_ms)
+        t = self._times(inst) if inst is not None else self._day_bucket(at_ms)
+        t.good += good
+        t.scrap += scrap
+        t.rework += rework
+        t.standard_ms += float(good + scrap + rework) * run_s_per_unit * 1000
+
+    def _add(
+        self,
+        t: ShiftTimes,
+        condition: Condition,
+        ms: int,
+        planned: int,
+        stop_id: str | None,
+    ) -> None:
+        if condition is Condition.RUNNING:
+            t.running_ms += ms
+            t.worked_planned_ms += planned
+        elif condition is Condition.SETUP:
+            t.setup_ms += ms
+            t.worked_planned_ms += planned
+        elif condition is Condition.STOPPED:
+            assert stop_id is not None
+            if ms - planned:
+                t.stop_ms[stop_id] = t.stop_ms.get(stop_id, 0) + ms - planned
+        elif condition is Condition.WAITING:
+            t.waiting_ms += ms - planned
+        else:
+            t.idle_ms += ms - planned
+
+    def _unscheduled(
+        self, condition: Condition, start_ms: int, end_ms: int, stop_id: str | None
+    ) -> None:
+        tz = zone(self.calendar.timezone)
+        cursor = start_ms
+        while cursor < end_ms:
+            t = self._day_bucket(cursor)
+            local = datetime.fromtimestamp(cursor / 1000, tz=UTC).astimezone(tz).date()
+            nxt = local + timedelta(days=1)
+            midnight = round(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp() * 1000)
+            b = min(end_ms, midnight)
+            self._add(t, condition, b - cursor, 0, stop_id)
+            cursor = b
+
+    def _times(self, inst: ShiftInstance) -> ShiftTimes:
+        t = self.shifts.get(inst.shift_id)
+        if t is None:
+            t = self.shifts[inst.shift_id] = ShiftTimes.of(inst)
+        return t
+
+    def _day_bucket(self, ms: int) -> ShiftTimes:
+        tz = zone(self.calendar.timezone)
+        day = datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone(tz).date()
+        key = f"{day.isoformat()}/{UNSCHEDULED}"
+        t = self.shifts.get(key)
+        if t is None:
+            nxt = day + timedelta(days=1)
+            start = round(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
+            end = round(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp() * 1000)
+            t = self.shifts[key] = ShiftTimes(key, UNSCHEDULED, day, start, end, 0, 0)
+        return t
+
+    # ------------------------------------------------------------------ reading
+
+    def kpis(self, shift_id: str, stops: Mapping[str, StopFacts]) -> Kpis | None:
+        t = self.shifts.get(shift_id)
+        return None if t is None else shift_kpis(t, stops)
+
+    def day(self, day: date, stops: Mapping[str, StopFacts]) -> Kpis | None:
+        """The shifts that start on ``day`` (those not booked at all too: their time is
+        unbooked) and its unscheduled time, together; None for a day with neither."""
+        tz = zone(self.calendar.timezone)
+        nxt = day + timedelta(days=2)
+        start = round(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
+        end = round(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp() * 1000)
+        times = {t.shift_id: t for t in self.shifts.values() if t.day == day}
+        for inst in self.calendar.instances(start, end):
+            if inst.day == day and inst.shift_id not in times:
+                times[inst.shift_id] = ShiftTimes.of(inst)
+        parts = [shift_kpis(t, stops) for t in sorted(times.values(), key=lambda t: t.start_ms)]
+        return combine(parts, shift_id=day.isoformat(), name="day") if parts else None
+
+
+def shift_kpis(t: ShiftTimes, stops: Mapping[str, StopFacts]) -> Kpis:
+    """The time elements and KPIs of one booked shift, stops judged by ``stops`` (a stop not
+    in it counts as unplanned, reason pending)."""
+    adet = adot_stops = failures = failure_ms = 0
+    by_reason: dict[str, int] = {}
+    for stop_id, ms in t.stop_ms.items():
+        facts = stops.get(stop_id) or StopFacts(t.start_ms, "PENDING")
+        by_reason[facts.reason] = by_reason.get(facts.reason, 0) + ms
+        if facts.planned:
+            adot_stops += ms
+            continue
+        adet += ms
+        if not facts.micro and t.start_ms <= facts.started_ms < t.end_ms:
+            failures += 1
+            failure_ms += ms
+    planned_down = max(0, t.planned_ms - t.worked_planned_ms)
+    adot = t.waiting_ms + t.idle_ms + adot_stops
+    booked = t.running_ms + t.setup_ms + adet + adot
+    return Kpis(
+        shift_id=t.shift_id,
+        name=t.name,
+        day=t.day,
+        start_ms=t.start_ms,
+        end_ms=t.end_ms,
+        pot_ms=t.operating_ms,
+        planned_down_ms=planned_down if t.operating_ms else 0,
+        pbt_ms=max(0, t.operating_ms - planned_down) if t.operating_ms else 0,
+        apt_ms=t.running_ms,
+        aust_ms=t.setup_ms,
+        adet_ms=adet,
+        adot_ms=adot,
+        unbooked_ms=max(0, t.operating_ms - planned_down - booked) if t.operating_ms else 0,
+        down_by_reason_ms=by_reason,
+        good=t.good,
+        scrap=t.scrap,
+        rework=t.rework,
+        standard_ms=t.standard_ms,
+        failures=failures,
+        failure_ms=failure_ms,
+    )
+
+
+def combine(parts: Iterable[Kpis], *, shift_id: str, name: str) -> Kpis:
+    """Several shifts' figures as one (a day, a week): time elements and parts add up."""
+    items = list(parts)
+    if not items:
+        raise ValueError("nothing to combine")
+    by_reason: dict[str, int] = {}
+    for k in items:
+        for code, ms in k.down_by_reason_ms.items():
+            by_reason[code] = by_reason.get(code, 0) + ms
+    return Kpis(
+        shift_id=shift_id,
+        name=name,
+        day=min(k.day for k in items),
+        start_ms=min(k.start_ms for k in items),
+        end_ms=max(k.end_ms for k in items),
+        pot_ms=sum(k.pot_ms for k in items),
+        planned_down_ms=sum(k.planned_down_ms for k in items),
+        pbt_ms=sum(k.pbt_ms for k in items),
+        apt_ms=sum(k.apt_ms for k in items),
+        aust_ms=sum(k.aust_ms for k in items),
+        adet_ms=sum(k.adet_ms for k in items),
+        adot_ms=sum(k.adot_ms for k in items),
+        unbooked_ms=sum(k.unbooked_ms for k in items),
+        down_by_reason_ms=by_reason,
+        good=sum((k.good for k in items), ZERO),
+        scrap=sum((k.scrap for k in items), ZERO),
+        rework=sum((k.rework for k in items), ZERO),
+        standard_ms=sum(k.standard_ms for k in items),
+        failures=sum(k.failures for k in items),
+        failure_ms=sum(k.failure_ms for k in items),
+    )
