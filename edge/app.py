@@ -213,6 +213,10 @@ def retention_policy(cfg: GatewayConfig) -> RetentionPolicy:
         command_id_days=r.command_id_days,
         batch_rows=r.batch_rows,
         vacuum_pages=r.vacuum_pages,
+        export_dir=r.export_dir,
+        export_prefix=f"edge-{cfg.gateway.edge_id}",
+        export_max_bytes=r.export_max_bytes,
+        export_keep_files=r.export_keep_files,
     )
 
 

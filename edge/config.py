@@ -215,6 +215,10 @@ class RetentionSection(_Section):
     command_id_days: Annotated[float, Field(ge=1, le=3650)] = 7.0
     batch_rows: Annotated[int, Field(ge=100, le=50_000)] = 2000
     vacuum_pages: Annotated[int, Field(ge=16, le=65_536)] = 1024
+    # What retention deletes is first appended to gzip JSON-lines files here (None: off).
+    export_dir: Annotated[Path, Field(strict=False)] | None = None
+    export_max_bytes: Annotated[int, Field(ge=1_048_576, le=4_294_967_296)] = 67_108_864
+    export_keep_files: Annotated[int, Field(ge=1, le=10_000)] = 30
 
 
 _TOPIC_LEVEL: Final = r"^[^/+#\x00-\x20\x7f]{1,64}$"

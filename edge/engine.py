@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from edge.clock import GatewayClock, TimeSource
+from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
 from edge.domain.inputs import Input, RulesApplied, Tick
@@ -31,6 +32,7 @@ from edge.errors import DuplicateCommand, EngineStopped, StoreError
 from edge.logging import Logger, get_logger
 from edge.ports import CommitHook, CommitListener, EngineStats, Outbound
 from edge.store import codec, retention
+from edge.store.archive import Archive, ExportFailed
 from edge.store.retention import Checkpoint, Pruned, RetentionPolicy, RetentionStats
 from edge.store.store import JournalEntry, OutboxRow, Store
 
@@ -88,6 +90,7 @@ class Engine:
         self.retention = RetentionStats()
         self._told_no_vacuum = False
         self._pruned_at_mono = -1  # when maintenance_step last ran the retention
+        self._archive: Archive | None = None  # [retention] export_dir
 
     # ------------------------------------------------------------------ opening
 
@@ -114,9 +117,7 @@ class Engine:
         # The clock goes on from the last journaled instant (edge.clock judges by how much)
         # and its anchor is kept beside the database for the next start.
         previous = store.previous_identity
-        clock = GatewayClock(
-            last, anchor=previous.clock if previous else None, source=time_source
-        )
+        clock = GatewayClock(last, anchor=previous.clock if previous else None, source=time_source)
         clock.report()
         await loop.run_in_executor(executor, store.record_clock, clock.anchor)
         engine = cls(
@@ -539,36 +540,28 @@ class Engine:
         least ``command_id_days`` (RetentionPolicy.journal_keep_ms): a duplicate of a command
         younger than that is always refused."""
         pruned = Pruned()
-        store, limit = self.store, policy.batch_rows
         now = self.clock.now()
-        # Outbox ages are wall times: not while the wall clock is implausible (edge.clock).
-        if self.clock.trusted:
-            cutoff = now.wall_ms - policy.outbox_keep_ms
-            while n := await self._in_store(retention.prune_outbox_batch, store, cutoff, limit):
-                pruned.add("outbox", n)
-                await asyncio.sleep(0)
-        point = await self._in_store(retention.prune_point, store, now, policy.journal_keep_ms)
-        if point is not None:
-            cursor = 0
-            while True:
-                cursor, n = await self._in_store(
-                    retention.prune_events_batch, store, point.journal_id, cursor, limit
-                )
-                if not cursor:
-                    break
-                pruned.add("events", n)
-                await asyncio.sleep(0)
-            while True:
-                cursor, n, ids = await self._in_store(
-                    retention.prune_journal_batch, store, point.journal_id, cursor, limit
-                )
-                if not cursor:
-                    break
-                pruned.add("journal", n)
-                pruned.command_ids |= ids
-                self._commands -= ids
-                await asyncio.sleep(0)
-        pruned.checkpoints = await self._in_store(retention.prune_checkpoints, store, point)
+        archive = self._archive_for(policy)
+        export = archive.exporter(now.wall_ms) if archive is not None else None
+        written = archive.rows_written if archive is not None else 0
+        try:
+            point = await self._prune_rows(policy, now, export, pruned)
+            pruned.checkpoints = await self._in_store(
+                retention.prune_checkpoints, self.store, point
+            )
+        except ExportFailed as exc:
+            # Nothing more is deleted in this run (what was deleted before it is in the
+            # archive); the next run tries again. The daemon goes on.
+            pruned.export_failed = str(exc)
+            self.log.error(
+                "retention: exporting before deletion failed; nothing more is deleted in this "
+                "run (tried again at the next one)",
+                path=str(exc.path),
+                error=exc.reason,
+                deleted_before=pruned.journal + pruned.events + pruned.outbox,
+            )
+        if archive is not None:
+            pruned.exported = archive.rows_written - written
         if pruned.journal or pruned.events or pruned.outbox:
             pruned.vacuumed_pages = await self._give_back(policy)
         self.retention.count(pruned)
@@ -581,8 +574,69 @@ class Engine:
                 checkpoints=pruned.checkpoints,
                 pages_returned=pruned.vacuumed_pages,
                 command_ids=len(self._commands),
+                exported=pruned.exported,
+                archive=str(archive.current) if archive and archive.current else None,
             )
         return pruned
+
+    async def _prune_rows(
+        self,
+        policy: RetentionPolicy,
+        now: Instant,
+        export: retention.Exporter | None,
+        pruned: Pruned,
+    ) -> Checkpoint | None:
+        """The outbox, the events and the journal, batch by batch; returns the prune point."""
+        store, limit = self.store, policy.batch_rows
+        # Outbox ages are wall times: not while the wall clock is implausible (edge.clock).
+        if self.clock.trusted:
+            cutoff = now.wall_ms - policy.outbox_keep_ms
+            while n := await self._in_store(
+                retention.prune_outbox_batch, store, cutoff, limit, export
+            ):
+                pruned.add("outbox", n)
+                await asyncio.sleep(0)
+        point = await self._in_store(retention.prune_point, store, now, policy.journal_keep_ms)
+        if point is not None:
+            cursor = 0
+            while True:
+                cursor, n = await self._in_store(
+                    retention.prune_events_batch, store, point.journal_id, cursor, limit, export
+                )
+                if not cursor:
+                    break
+                pruned.add("events", n)
+                await asyncio.sleep(0)
+            while True:
+                cursor, n, ids = await self._in_store(
+                    retention.prune_journal_batch, store, point.journal_id, cursor, limit, export
+                )
+                if not cursor:
+                    break
+                pruned.add("journal", n)
+                pruned.command_ids |= ids
+                self._commands -= ids
+                await asyncio.sleep(0)
+        return point
+
+    def _archive_for(self, policy: RetentionPolicy) -> Archive | None:
+        """The archive of ``policy.export_dir`` (one per folder and prefix, kept open)."""
+        if policy.export_dir is None:
+            return None
+        a = self._archive
+        if (
+            a is None
+            or a.folder != policy.export_dir
+            or a.prefix != policy.export_prefix
+            or (a.max_bytes, a.keep_files) != (policy.export_max_bytes, policy.export_keep_files)
+        ):
+            a = self._archive = Archive(
+                policy.export_dir,
+                policy.export_prefix,
+                max_bytes=policy.export_max_bytes,
+                keep_files=policy.export_keep_files,
+            )
+        return a
 
     async def _give_back(self, policy: RetentionPolicy) -> int:
         """PRAGMA incremental_vacuum in steps, when the database was made for it."""

@@ -19,6 +19,10 @@ the writer is never held long. What is deleted and what never is:
   or 'published' is never deleted, whatever its age or the disk's state;
 - checkpoints before the one the journal was cut at; of those older than a day, the newest of
   each day is kept (the newest checkpoint always is).
+
+With an exporter (``[retention] export_dir``, edge.store.archive) every journal entry, event and
+outbox row a batch deletes is handed to it inside the deleting transaction, before the DELETE:
+an export that fails rolls the batch back, so nothing is deleted that was not archived.
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from edge.domain.clock import Instant
 from edge.errors import StoreError
@@ -48,6 +55,11 @@ class RetentionPolicy:
     command_id_days: float = 7.0
     batch_rows: int = 2000
     vacuum_pages: int = 1024
+    # Before deletion, the rows go to a rotating gzip JSON-lines archive (edge.store.archive).
+    export_dir: Path | None = None
+    export_prefix: str = "edge"  # edge-<edge_id>
+    export_max_bytes: int = 64 * 1024 * 1024
+    export_keep_files: int = 30
 
     @property
     def journal_keep_ms(self) -> int:
@@ -79,6 +91,8 @@ class Pruned:
     largest_batch: int = 0  # rows in the largest single transaction
     command_ids: set[str] = field(default_factory=set)  # of the journal entries that went
     vacuumed_pages: int = 0
+    exported: int = 0  # rows written to the archive
+    export_failed: str | None = None  # why the run stopped deleting
 
     def add(self, table: str, rows: int) -> None:
         setattr(self, table, getattr(self, table) + rows)
@@ -197,6 +211,16 @@ def prune_point(store: Store, now: Instant, keep_ms: int) -> Checkpoint | None:
     return Checkpoint(*row) if row else None
 
 
+# Called with (table, the column identifying a row, the rows as {column: value}) on the store's
+# thread inside the deleting transaction; raises to delete nothing (edge.store.archive).
+Exporter = Callable[[str, str, list[dict[str, Any]]], None]
+
+
+def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 def _set_floor(conn: sqlite3.Connection, key: str, value: int | None) -> None:
     """The highest number deleted, so that no number is given out again (Store._reset_ids)."""
     if value is None:
@@ -208,30 +232,40 @@ def _set_floor(conn: sqlite3.Connection, key: str, value: int | None) -> None:
     )
 
 
-def prune_outbox_batch(store: Store, before_wall_ms: int, limit: int) -> int:
-    """Delete up to ``limit`` finished outbox rows made before ``before_wall_ms``.
+def prune_outbox_batch(
+    store: Store, before_wall_ms: int, limit: int, export: Exporter | None = None
+) -> int:
+    """Delete up to ``limit`` finished outbox rows made before ``before_wall_ms``, each given
+    to ``export`` first (in the transaction, before the DELETE: an export that fails deletes
+    nothing).
 
     Only ``state = 'done'``: a pending or published row is never deleted."""
     with store.transaction("pruning the outbox failed, nothing of it was stored") as conn:
         # The partial index outbox_done: only finished rows, oldest first, no table scan.
-        rows = conn.execute(
-            "SELECT seq, env_seq FROM outbox WHERE state = 'done' AND at_wall_ms < ? LIMIT ?",
-            (before_wall_ms, limit),
-        ).fetchall()
+        cols = "*" if export is not None else "seq, env_seq"
+        rows = _dicts(
+            conn.execute(
+                f"SELECT {cols} FROM outbox WHERE state = 'done' AND at_wall_ms < ? LIMIT ?",
+                (before_wall_ms, limit),
+            )
+        )
         if not rows:
             return 0
-        _set_floor(conn, "pruned_env_seq", max((r[1] or 0 for r in rows), default=None))
-        seqs = [(r[0],) for r in rows]
+        if export is not None:
+            export("outbox", "seq", rows)
+        _set_floor(conn, "pruned_env_seq", max((r["env_seq"] or 0 for r in rows), default=None))
+        seqs = [(r["seq"],) for r in rows]
         conn.executemany("DELETE FROM outbox WHERE seq = ? AND state = 'done'", seqs)
         deleted = len(seqs)
     return deleted
 
 
 def prune_events_batch(
-    store: Store, upto_journal_id: int, after_id: int, limit: int
+    store: Store, upto_journal_id: int, after_id: int, limit: int, export: Exporter | None = None
 ) -> tuple[int, int]:
     """Delete the events of journal entries up to ``upto_journal_id`` in an id window of
-    ``limit`` after ``after_id``, except those an outbox row points at.
+    ``limit`` after ``after_id``, except those an outbox row points at (each given to
+    ``export`` first, as in :func:`prune_outbox_batch`).
 
     Returns (the window's end or 0 when no such events are left, rows deleted)."""
     conn = store.conn
@@ -252,19 +286,31 @@ def prune_events_batch(
             f"SELECT MAX(id) FROM event WHERE {window}", (start, end, upto_journal_id)
         ).fetchone()[0]
         _set_floor(conn, "pruned_event_id", highest)
-        deleted = conn.execute(
-            f"DELETE FROM event WHERE {window} "
-            "AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.event_id = event.id)",
-            (start, end, upto_journal_id),
-        ).rowcount
+        unpinned = "AND NOT EXISTS (SELECT 1 FROM outbox WHERE outbox.event_id = event.id)"
+        if export is None:
+            deleted = conn.execute(
+                f"DELETE FROM event WHERE {window} {unpinned}", (start, end, upto_journal_id)
+            ).rowcount
+        else:
+            rows = _dicts(
+                conn.execute(
+                    f"SELECT * FROM event WHERE {window} {unpinned} ORDER BY id",
+                    (start, end, upto_journal_id),
+                )
+            )
+            if rows:
+                export("event", "id", rows)
+            conn.executemany("DELETE FROM event WHERE id = ?", [(r["id"],) for r in rows])
+            deleted = len(rows)
     return end, deleted
 
 
 def prune_journal_batch(
-    store: Store, upto_journal_id: int, after_id: int, limit: int
+    store: Store, upto_journal_id: int, after_id: int, limit: int, export: Exporter | None = None
 ) -> tuple[int, int, set[str]]:
     """Delete the journal entries in the id window (``after_id``, ``after_id + limit``] up to
-    ``upto_journal_id`` that no event belongs to any more, never the newest entry.
+    ``upto_journal_id`` that no event belongs to any more, never the newest entry (each given
+    to ``export`` first, as in :func:`prune_outbox_batch`).
 
     Returns (the window's end or 0 when nothing is left, rows deleted, their command ids)."""
     conn = store.conn
@@ -290,7 +336,16 @@ def prune_journal_batch(
             )
         }
         _set_floor(conn, "pruned_journal_id", end)
-        deleted = conn.execute(f"DELETE FROM journal WHERE {where}", (start, end)).rowcount
+        if export is None:
+            deleted = conn.execute(f"DELETE FROM journal WHERE {where}", (start, end)).rowcount
+        else:
+            rows = _dicts(
+                conn.execute(f"SELECT * FROM journal WHERE {where} ORDER BY id", (start, end))
+            )
+            if rows:
+                export("journal", "id", rows)
+            conn.executemany("DELETE FROM journal WHERE id = ?", [(r["id"],) for r in rows])
+            deleted = len(rows)
     return end, deleted, ids
 
 
@@ -349,6 +404,8 @@ class RetentionStats:
     pages_returned: int = 0
     runs: int = 0
     failures: int = 0  # maintenance steps that failed (a StoreError; tried again)
+    exported: int = 0  # rows written to the archive before their deletion
+    export_failures: int = 0  # runs that deleted nothing more because the export failed
     last_checkpoint: Checkpoint | None = None
 
     def count(self, pruned: Pruned) -> None:
@@ -358,3 +415,5 @@ class RetentionStats:
         self.outbox_pruned += pruned.outbox
         self.checkpoints_pruned += pruned.checkpoints
         self.pages_returned += pruned.vacuumed_pages
+        self.exported += pruned.exported
+        self.export_failures += pruned.export_failed is not None

@@ -5,10 +5,12 @@ durable, so the parent knows what was acknowledged before its SIGKILL.
 
 Beside the readings it runs the daemon's own maintenance (``Engine.maintain``) with a policy
 squeezed into milliseconds: a checkpoint every 40 ms or 300 entries, the journal, events and
-finished outbox rows deleted once a few milliseconds old, in batches of 500, and the pages given
-back 8 at a time. A stand-in for the broker marks the outbox rows done (so they may be
-deleted), except seq % 50 == 25, published (awaiting the relay for ever), and seq % 50 == 0,
-left pending: those are never finished and must all survive every kill (:func:`unfinished`).
+finished outbox rows deleted once a few milliseconds old, in batches of 500, the pages given
+back 8 at a time, every deleted row exported first to ``archive/`` beside the database
+(``[retention] export_dir``, files of 256 KiB). A stand-in for the broker marks the outbox
+rows done (so they may be deleted), except seq % 50 == 25, published (awaiting the relay for
+ever), and seq % 50 == 0, left pending: those are never finished and must all survive every
+kill (:func:`unfinished`).
 
 With a target (``argv[2]``), the child stops for a moment at the chosen point of the store's
 work and says so (``IN <target>``), so that the parent's kill lands exactly there: inside the
@@ -20,6 +22,7 @@ occurrences first.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sqlite3
 import sys
@@ -48,7 +51,15 @@ POLICY = RetentionPolicy(
     command_id_days=3 * MS,
     batch_rows=500,
     vacuum_pages=8,
+    export_prefix="edge-crash",
+    export_max_bytes=256 * 1024,
+    export_keep_files=1_000_000,  # all kept: the parent checks every deleted row is there
 )
+
+
+def archive_dir(db: Path) -> Path:
+    return db.parent / "archive"
+
 
 # target: (where it pauses, the statement it is about)
 TARGETS: dict[str, tuple[str, str]] = {
@@ -129,6 +140,8 @@ async def broker(engine: Engine) -> None:
 
 async def main(db: Path, target: str | None, skip: int) -> None:
     configure_logging("warning", json=True)
+    archive_dir(db).mkdir(exist_ok=True)
+    policy = dataclasses.replace(POLICY, export_dir=archive_dir(db))
     # The computer's clocks, but NTP-synchronised (the outbox's ages are wall times).
     source = TimeSource(ntp_synchronized=lambda: True)
     engine = await Engine.open(
@@ -151,7 +164,7 @@ async def main(db: Path, target: str | None, skip: int) -> None:
     value = (track.last_value or 0) if track else 0
     print("READY", value, flush=True)
     helpers = [
-        asyncio.create_task(engine.maintain(POLICY, poll_s=0.005)),
+        asyncio.create_task(engine.maintain(policy, poll_s=0.005)),
         asyncio.create_task(broker(engine)),
     ]
     while True:

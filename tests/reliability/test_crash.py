@@ -14,7 +14,11 @@ vacuum. After every kill the store opens as the daemon opens it, and:
 - no unfinished outbox row is missing (crash_child.unfinished: never finished) or finished;
 - the counts are exact: the counter holds at least every acknowledged reading, the operation
   counted each reading after the first once, and the journal since its last gap holds every
-  reading from there on once, in order.
+  reading from there on once, in order;
+- every row ever written is in the database or in the archive the child exports to before it
+  deletes (``[retention] export_dir``), a row archived twice (a kill between the export and
+  the deletion) the same both times, finished outbox rows only; and the journal's entries,
+  from the archive and the database, hold every reading from 1 on exactly once, in order.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +42,7 @@ from edge.store import retention
 from edge.store.replay import verify_all
 from edge.store.store import Store
 from tests.engine.helpers import spec
-from tests.reliability.crash_child import unfinished
+from tests.reliability.crash_child import archive_dir, unfinished
 
 ROOT = Path(__file__).resolve().parents[2]
 # None: a random moment; the others: crash_child.TARGETS
@@ -130,12 +135,100 @@ def run_and_kill(db: Path, rng: random.Random, mode: str | None, log: Path) -> K
     return Kill(acked, mode, landed)
 
 
+TABLES = {"journal": "id", "event": "id", "outbox": "seq"}
+
+
+@dataclass
+class Ledger:
+    """Every row written so far, in the database or in the archive; kept across the kills
+    with only what the database holds (bounded by the retention) and the archive's new bytes."""
+
+    offsets: dict[str, int] = field(default_factory=dict)  # file -> bytes of whole members read
+    present: dict[str, set[int]] = field(default_factory=dict)  # ids in the database last time
+    upto: dict[str, int] = field(default_factory=dict)  # the highest id last time
+    early: dict[tuple[str, int], dict[str, object]] = field(default_factory=dict)  # archived,
+    # not yet deleted (a kill between the export and the deletion)
+    readings_upto: int = 0  # the journal entry up to which the readings were followed
+    next_value: int = 1  # the reading expected next
+    archived: int = 0
+    twice: int = 0  # rows archived again after a kill between the export and the deletion
+
+
 @dataclass
 class Seen:
     last_value: int = 0
     pruned_journal: bool = False  # some kill found the journal cut (retention did run)
     pruned_outbox: bool = False
     kills: list[Kill] = field(default_factory=list)
+    ledger: Ledger = field(default_factory=Ledger)
+
+
+def new_archive_records(folder: Path, offsets: dict[str, int]) -> list[dict[str, object]]:
+    """The records of the whole gzip members appended since the last call."""
+    out: list[dict[str, object]] = []
+    for path in sorted(folder.iterdir()):
+        start = offsets.get(path.name, 0)
+        with path.open("rb") as f:
+            f.seek(start)
+            data = f.read()
+        pos = 0
+        while pos < len(data):
+            inflater = zlib.decompressobj(wbits=31)
+            text = inflater.decompress(data[pos:])  # a kill cannot damage what was written
+            if not inflater.eof:
+                break  # the member being written when the child was killed
+            out.extend(json.loads(line) for line in text.decode().splitlines() if line)
+            pos = len(data) - len(inflater.unused_data)
+        offsets[path.name] = start + pos
+    return out
+
+
+def check_ledger(store: Store, folder: Path, ledger: Ledger, last_value: int) -> None:
+    conn = store.conn
+    archived: dict[tuple[str, int], dict[str, object]] = dict(ledger.early)
+    for record in new_archive_records(folder, ledger.offsets):
+        key = (str(record["table"]), int(record["id"]))  # type: ignore[call-overload]
+        row = record["row"]
+        assert isinstance(row, dict)
+        if key in archived:
+            assert archived[key] == row, f"{key} archived twice, differently"
+            ledger.twice += 1
+        archived[key] = row
+        ledger.archived += 1
+    for table, key in TABLES.items():
+        db_ids = {r[0] for r in conn.execute(f"SELECT {key} FROM {table}")}
+        mine = {i for t, i in archived if t == table}
+        top = max([ledger.upto.get(table, 0), *db_ids, *mine])
+        written = ledger.present.get(table, set()) | set(
+            range(ledger.upto.get(table, 0) + 1, top + 1)
+        )
+        gone = written - db_ids
+        missing = sorted(gone - mine)
+        assert not missing, f"{table} rows deleted without being archived: {missing[:10]}"
+        if table == "outbox":
+            assert all(archived[("outbox", i)]["state"] == "done" for i in gone)
+        ledger.present[table], ledger.upto[table] = db_ids, top
+    # The readings, from the archive and the database, in journal order: 1, 2, 3, ...
+    top = ledger.upto["journal"]
+    in_db = {
+        jid: (name, body)
+        for jid, name, body in conn.execute(
+            "SELECT id, input_type, body FROM journal WHERE id > ?", (ledger.readings_upto,)
+        )
+    }
+    for jid in range(ledger.readings_upto + 1, top + 1):
+        if jid in in_db:
+            name, body = in_db[jid]
+        else:
+            row = archived[("journal", jid)]
+            name, body = row["input_type"], row["body"]
+        if name == "CounterReading":
+            value = json.loads(str(body))["value"]
+            assert value == ledger.next_value, f"entry {jid}: {value}, not {ledger.next_value}"
+            ledger.next_value += 1
+    ledger.readings_upto = top
+    assert ledger.next_value - 1 == last_value
+    ledger.early = {k: row for k, row in archived.items() if k[1] in ledger.present[k[0]]}
 
 
 def check(db: Path, kill: Kill, seen: Seen) -> None:
@@ -177,6 +270,7 @@ def check(db: Path, kill: Kill, seen: Seen) -> None:
         if tail:
             assert tail == list(range(tail[0], tail[0] + len(tail))), "a reading is missing"
             assert tail[-1] == last
+        check_ledger(store, archive_dir(db), seen.ledger, last)
     finally:
         store.close()
 
@@ -195,6 +289,7 @@ def crash_cycles(tmp_path: Path, cycles: int, seed: int) -> Seen:
     assert acked_total > 0
     assert seen.pruned_journal, "retention never cut the journal: the test tests nothing"
     assert seen.pruned_outbox, "retention never deleted a finished outbox row"
+    assert seen.ledger.archived > 0
     targeted = [k for k in seen.kills if k.mode is not None]
     missed = [k.mode for k in targeted if not k.landed]
     # A target may not come within the wait (a vacuum needs free pages); most must land.

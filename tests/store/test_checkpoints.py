@@ -200,7 +200,8 @@ def test_the_config_section_reaches_the_policy() -> None:
 
     cfg = load_config(Path(__file__).resolve().parents[2] / "config" / "example.toml")
     policy = retention_policy(cfg)
-    assert policy == retention.RetentionPolicy()  # the example shows the defaults
+    # The example shows the defaults (export off; its files would be named after the edge).
+    assert policy == retention.RetentionPolicy(export_prefix=f"edge-{cfg.gateway.edge_id}")
     assert policy.journal_keep_ms == 90 * DAY_MS
     assert retention.RetentionPolicy(journal_days=1, command_id_days=7).journal_keep_ms == (
         7 * DAY_MS
