@@ -172,9 +172,18 @@ async def secure_client(
     ``certificate_dir`` (made on first use). The server's: the one the endpoint offers, taken
     only when it is ``server_certificate`` or in ``certificate_dir/trusted`` (else it is kept
     under ``rejected/`` and the error says which file to move)."""
-    if certificate is None or private_key is None:
-        certificate, private_key = ensure_certificate(certificate_dir, uri)
-    client.application_uri = certificate_uri(certificate) or uri
+    try:
+        if certificate is None or private_key is None:
+            certificate, private_key = ensure_certificate(certificate_dir, uri)
+        client.application_uri = certificate_uri(certificate) or uri
+    except OSError as exc:
+        raise SourceUnavailable(
+            f"the gateway's certificate in {certificate_dir} cannot be made or read: "
+            f"{exc.strerror or exc} ({exc.filename or certificate_dir}); run as the gateway's "
+            "user, or point certificate_dir (edge browse: --certificate-dir) elsewhere"
+        ) from None
+    except ValueError as exc:
+        raise SourceUnavailable(f"{certificate} is no certificate: {exc}") from None
     policy = POLICIES[policy_name]
     mode = MODES[mode_name]
     try:
@@ -184,6 +193,8 @@ async def secure_client(
         where = Where(endpoint, timeout_s=timeout_s)
         phase = getattr(client, "phase", "socket")
         raise SourceUnavailable(f"cannot reach {explain(exc, where, phase)}") from None
+    if hasattr(client, "phase"):
+        client.phase = "socket"  # the session's connect comes next
     wanted = [e for e in endpoints if e.SecurityPolicyUri == policy.URI and e.SecurityMode == mode]
     if not wanted:
         offered = sorted(
@@ -195,7 +206,11 @@ async def secure_client(
         )
     server_cert = bytes(wanted[0].ServerCertificate)
     if server_certificate is not None:
-        if _der(server_certificate) != server_cert:
+        try:
+            given = _der(server_certificate)
+        except (OSError, ValueError) as exc:
+            raise SourceUnavailable(f"{server_certificate} cannot be read: {exc}") from None
+        if given != server_cert:
             raise SourceUnavailable(
                 f"{endpoint} presents another certificate than {server_certificate} "
                 f"(SHA-1 {thumbprint(server_cert)}); refused"

@@ -97,6 +97,11 @@ async def test_browse_a_server_with_only_secure_endpoints_and_a_user(tmp_path: P
         assert code == 0, out
         assert "(Basic256Sha256/SignAndEncrypt)" in out
         assert f"nsu={machine.namespace_uri};s=Press07.Counters.GoodCount" in out
+        not_a_dir = tmp_path / "a-file"
+        not_a_dir.write_text("")
+        code, out = await edge(*args, "--certificate-dir", str(not_a_dir / "pki"))
+        assert code == 1
+        assert f"the gateway's certificate in {not_a_dir / 'pki'} cannot be made" in out
         secret.write_text("wrong\n")
         code, out = await edge(*args, "--server-certificate", str(machine.cert_path))
         assert code == 1

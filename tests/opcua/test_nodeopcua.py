@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from bench.npm import Unavailable, npm_install
 from edge.config import GatewayConfig, load_config
 from edge.engine import Engine
 from tests.opcua.nodeopcua_server import OUR_URI, VENDOR_URI, NodeOpcUaServer, installed, nid
@@ -75,7 +76,7 @@ node = "{scrap}"
 def _node_opcua() -> None:
     try:
         installed()  # once per machine (npm), then cached in tests/opcua/.nodeopcua/
-    except Exception as exc:  # bench.npm.Unavailable: no node/npm, or no registry
+    except Unavailable as exc:  # no node/npm, node too old, or no registry
         pytest.skip(f"node-opcua cannot be installed here: {exc}")
 
 
@@ -227,6 +228,12 @@ async def test_sign_and_encrypt_trust_both_ways_then_a_wrap_and_a_restart(
         assert not any("Traceback" in str(e) for e in logs)
     code, out = await edge("verify", "--db", str(tmp_path / "edge.db"))
     assert code == 0, out
+
+
+def test_without_node_the_install_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node, no npm
+    with pytest.raises(Unavailable, match="node and npm are needed for node-opcua"):
+        npm_install(tmp_path / "npm", "{}", ("node-opcua",), what="node-opcua")
 
 
 if __name__ == "__main__":  # pragma: no cover - `python tests/opcua/test_nodeopcua.py`
