@@ -135,25 +135,19 @@ async def test_browse_and_check_name_namespaces_and_types(tmp_path: Path) -> Non
         assert f"ns=3 {OUR_URI}" in out
         assert f"nsu={VENDOR_URI};s=Press.GoodCount" in out  # the decoy, in its own namespace
 
-        ok = tmp_path / "ok"
-        ok.mkdir()
-        code, out = await edge("check", "-c", str(write_config(ok, server)))
-        assert "opcua press counter" in out, out
-        assert f"{nid('AbstractCount')} found" in out, out
-        assert "FAIL  opcua" not in out, out
-
-        bad = tmp_path / "bad"
-        bad.mkdir()
         path = write_config(
-            bad,
+            tmp_path,
             server,
+            'alarm_node = "ns=7;s=Press.Alarm"',
             good="nsu=urn:nobody:registered-this;s=Press.GoodCount",
             scrap=nid("Ratio"),
-            state="ns=7;s=Press.State",
         )
         code, out = await edge("check", "-c", str(path))
         assert code == 1
         assert "Traceback" not in out
+        state = next(ln for ln in out.splitlines() if "opcua press state" in ln)
+        assert state.startswith("ok")
+        assert state.endswith(f"{nid('State')} found")
         lines = out.splitlines()
         unknown = next(ln for ln in lines if "urn:nobody:registered-this" in ln)
         assert "the server has no namespace 'urn:nobody:registered-this'" in unknown
@@ -161,7 +155,7 @@ async def test_browse_and_check_name_namespaces_and_types(tmp_path: Path) -> Non
         double = next(ln for ln in lines if nid("Ratio") in ln)
         assert "has type Double" in double
         assert "a counter needs an integer type" in double
-        missing = next(ln for ln in lines if "ns=7;s=Press.State" in ln)
+        missing = next(ln for ln in lines if "ns=7;s=Press.Alarm" in ln)
         assert "BadNodeIdUnknown" in missing
         assert f"ns=2 {VENDOR_URI}" in missing
 

@@ -105,7 +105,10 @@ async def test_a_server_that_refuses_our_certificate_is_told_once_with_the_fix(
 ) -> None:
     """BadCertificateUntrusted names the file to give the machine builder and `edge certs`,
     once however often the gateway retries; `edge check` says the same in one line, and
-    `edge browse` with the source's security options says it too."""
+    `edge browse` with the source's security options says it too (without them, that the
+    server wants security)."""
+    from edge.check import check_opcua
+    from edge.sources.opcua_browse import Security, browse
     from tests.opcua.test_browse_and_check import edge
 
     pki = tmp_path / "pki"
@@ -124,19 +127,17 @@ async def test_a_server_that_refuses_our_certificate_is_told_once_with_the_fix(
         said = [e for e in logs if e.get("event") == "opc ua source unavailable; retrying"]
         assert [e["reason"] for e in said] == [error]  # once, not at every retry
 
-        code, out = await edge("check", "-c", str(tmp_path / "edge.toml"))
-        assert code == 1
-        assert "Traceback" not in out
-        line = next(ln for ln in out.splitlines() if ln.startswith("FAIL  opcua press"))
+        checks = await check_opcua(cfg)  # `edge check`'s OPC UA part, in this process
+        line = next(c.detail for c in checks if c.name == "opcua press")
+        assert not next(c.ok for c in checks if c.name == "opcua press")
         assert "BadCertificateUntrusted" in line
         assert "own/cert.der" in line
 
-        browse = ["browse", machine.endpoint, "--filter", "GoodCount"]
-        code, out = await edge(*browse)  # the server offers no unsecured endpoint
+        code, out = await edge("browse", machine.endpoint)  # no unsecured endpoint offered
         assert code == 1
         assert "security_policy and security_mode" in out
-        secure_args = ["--security-policy", "Basic256Sha256", "--security-mode", "SignAndEncrypt"]
-        code, out = await edge(*browse, *secure_args, "--certificate-dir", str(pki))
-        assert code == 1
-        assert "BadCertificateUntrusted" in out
         assert "Traceback" not in out
+        lines: list[str] = []
+        sec = Security("Basic256Sha256", "SignAndEncrypt", pki)
+        assert await browse(machine.endpoint, security=sec, out=lines.append) == 1
+        assert "BadCertificateUntrusted" in lines[0]
