@@ -58,10 +58,13 @@ class NodeOpcUaServer:
     """``async with NodeOpcUaServer(pki, secure=...) as server``; the port stays the same
     across :meth:`restart` (the process starts again: counters at 0, a new StartTime)."""
 
-    def __init__(self, pki: Path, *, secure: bool = False, good: int = 0) -> None:
+    def __init__(
+        self, pki: Path, *, secure: bool = False, good: int = 0, sign_only: bool = False
+    ) -> None:
         self.install = installed()
         self.pki = pki
         self.secure = secure
+        self.sign_only = sign_only  # Basic256Sha256 Sign instead of SignAndEncrypt
         self.port = free_port()
         self.good_at_start = good
         self.proc: asyncio.subprocess.Process | None = None
@@ -102,7 +105,7 @@ class NodeOpcUaServer:
             str(self.install.node),
             str(SCRIPT),
             str(self.port),
-            "encrypt" if self.secure else "none",
+            ("sign" if self.sign_only else "encrypt") if self.secure else "none",
             str(self.pki),
             str(self.good_at_start),
             stdin=asyncio.subprocess.PIPE,

@@ -1,6 +1,7 @@
 """The gateway against a second OPC UA stack: a node-opcua server (tests/opcua/nodeopcua/).
 
-Software we did not write, with its own ideas: namespace 1 is the server's, a vendor namespace
+Security None, Sign and SignAndEncrypt (Basic256Sha256). Software we did not write, with its
+own ideas: namespace 1 is the server's, a vendor namespace
 is registered before ours (ours is ns=3, and the vendor's ns=2 has a decoy node with the same
 string id), one counter is declared with the abstract UInteger type, and node-opcua closes the
 secure channel of an untrusted client with an ERR message asyncua cannot read. The real source
@@ -222,6 +223,34 @@ async def test_sign_and_encrypt_trust_both_ways_then_a_wrap_and_a_restart(
         assert not any("Traceback" in str(e) for e in logs)
     code, out = await edge("verify", "--db", str(tmp_path / "edge.db"))
     assert code == 0, out
+
+
+async def test_sign_with_certificates_trusted_beforehand(tmp_path: Path) -> None:
+    """Installed as the README says: `edge certs` made the gateway's certificate, the machine
+    builder trusted it before the server started, the server's is in trusted/."""
+    from edge.sources.opcua_security import application_uri, ensure_certificate
+
+    pki = tmp_path / "pki"
+    own, _ = ensure_certificate(pki, application_uri("press"))
+    server = NodeOpcUaServer(tmp_path / "server", secure=True, sign_only=True)
+    (tmp_path / "server" / "trusted" / "certs").mkdir(parents=True)
+    shutil.copy(own, tmp_path / "server" / "trusted" / "certs" / "edge-gateway.der")
+    async with server:
+        cert = next((tmp_path / "server" / "own" / "certs").glob("*.pem"))
+        (pki / "trusted" / "server.der").write_bytes(_der(cert))
+        extra = secure(pki).replace('"SignAndEncrypt"', '"Sign"')
+        async with gateway(config(tmp_path, server, extra)) as (engine, link):
+            await until(lambda: link.link_status == "ok", 15, "the signed session")
+            await server.add("GoodCount", 9)
+            await until(lambda: good(engine) == 9, 10, "exact counts")
+            assert link.state.errors == 0
+
+
+def _der(pem: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.load_pem_x509_certificate(pem.read_bytes()).public_bytes(Encoding.DER)
 
 
 def test_without_node_the_install_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

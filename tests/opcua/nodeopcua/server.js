@@ -1,6 +1,6 @@
 // A small node-opcua server: the second OPC UA stack the gateway is tested against.
 //
-//   node server.js <port> <none|encrypt> <pki root folder> [<GoodCount at start>]
+//   node server.js <port> <none|sign|encrypt> <pki root folder> [<GoodCount at start>]
 //
 // Namespaces: a vendor namespace is registered before ours, so ours is not ns=2 (ns=1 is the
 // server's own). Under Objects/Press (our namespace):
@@ -11,7 +11,7 @@
 // The vendor namespace has a Decoy folder with a GoodCount of its own (ns=2;s=Press.GoodCount
 // in the first namespace): a gateway that took an old index would read the wrong node.
 //
-// With "encrypt" only Basic256Sha256 SignAndEncrypt is offered and client certificates are
+// With "encrypt" only Basic256Sha256 SignAndEncrypt is offered ("sign": Sign) and client certificates are
 // checked against <pki>/trusted/certs (an unknown one lands in <pki>/rejected).
 //
 // When listening it prints one JSON line ({"ready": true, ...}); then it takes commands on
@@ -38,7 +38,8 @@ const WRAP = 2 ** 32;
 async function main() {
     const [portArg, security, pkiRoot, goodArg] = process.argv.slice(2);
     const port = Number(portArg);
-    const secure = security === "encrypt";
+    const secure = security === "encrypt" || security === "sign";
+    const mode = security === "sign" ? MessageSecurityMode.Sign : MessageSecurityMode.SignAndEncrypt;
     const certificateManager = new OPCUACertificateManager({
         rootFolder: pkiRoot,
         name: "pki",
@@ -54,7 +55,7 @@ async function main() {
         hostname: "127.0.0.1",
         resourcePath: "",
         serverCertificateManager: certificateManager,
-        securityModes: secure ? [MessageSecurityMode.SignAndEncrypt] : [MessageSecurityMode.None],
+        securityModes: secure ? [mode] : [MessageSecurityMode.None],
         securityPolicies: secure ? [SecurityPolicy.Basic256Sha256] : [SecurityPolicy.None],
         allowAnonymous: true,
         serverInfo: { applicationUri: "urn:edge-gateway:tests:nodeopcua-server" },
