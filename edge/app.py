@@ -118,7 +118,8 @@ async def run_gateway(
     metrics = MetricsSources(
         links=links, adapters=lambda: {s.link: s.adapter for s in sources if s.adapter}
     )
-    if cfg.retention.enabled:
+    if cfg.retention.enabled or cfg.retention.min_free_mb > 0:
+        # Checkpoints and retention, and the disk watermark (also without retention).
         policy = retention_policy(cfg)
 
         async def retention(_: Engine) -> None:
@@ -217,6 +218,8 @@ def retention_policy(cfg: GatewayConfig) -> RetentionPolicy:
         export_prefix=f"edge-{cfg.gateway.edge_id}",
         export_max_bytes=r.export_max_bytes,
         export_keep_files=r.export_keep_files,
+        min_free_mb=r.min_free_mb,
+        disk_check_s=r.disk_check_s,
     )
 
 

@@ -219,6 +219,9 @@ class RetentionSection(_Section):
     export_dir: Annotated[Path, Field(strict=False)] | None = None
     export_max_bytes: Annotated[int, Field(ge=1_048_576, le=4_294_967_296)] = 67_108_864
     export_keep_files: Annotated[int, Field(ge=1, le=10_000)] = 30
+    # Disk watermark: below this free space (MB) machine counts are refused; 0: none.
+    min_free_mb: Annotated[float, Field(ge=0, le=1_000_000)] = 256.0
+    disk_check_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
 
 
 _TOPIC_LEVEL: Final = r"^[^/+#\x00-\x20\x7f]{1,64}$"

@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from edge.clock import GatewayClock, TimeSource
 from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
-from edge.domain.inputs import Input, RulesApplied, Tick
+from edge.domain.inputs import CounterReading, Input, Pulses, RulesApplied, Tick
 from edge.domain.model import OperationKey
 from edge.domain.rules import WorkCenterRules
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
@@ -33,7 +34,7 @@ from edge.logging import Logger, get_logger
 from edge.ports import CommitHook, CommitListener, EngineStats, Outbound
 from edge.store import codec, retention
 from edge.store.archive import Archive, ExportFailed
-from edge.store.retention import Checkpoint, Pruned, RetentionPolicy, RetentionStats
+from edge.store.retention import Checkpoint, DiskLow, Pruned, RetentionPolicy, RetentionStats
 from edge.store.store import JournalEntry, OutboxRow, Store
 
 T = TypeVar("T")
@@ -62,6 +63,7 @@ class Engine:
         max_batch: int = 1000,
         logger: Logger | None = None,
         executor: ThreadPoolExecutor | None = None,
+        free_space: Callable[[Path], int] | None = None,
     ) -> None:
         self.store = store
         self.wc = wc
@@ -91,6 +93,10 @@ class Engine:
         self._told_no_vacuum = False
         self._pruned_at_mono = -1  # when maintenance_step last ran the retention
         self._archive: Archive | None = None  # [retention] export_dir
+        # Free bytes on the file system of the database (a path in it); statvfs.
+        self._free_space = free_space or retention.disk_free_bytes
+        self._disk_checked_mono: int | None = None
+        self._refusals_told_mono: int | None = None
 
     # ------------------------------------------------------------------ opening
 
@@ -330,6 +336,8 @@ class Engine:
 
     async def _process_batch(self, batch: list[_Queued]) -> None:
         batch = self._drop_duplicates(batch)
+        if self.retention.disk_low:
+            batch = self._refuse_counts(batch)
         outcomes, entries = await self._apply(batch)
         try:
             rows = [
@@ -474,6 +482,8 @@ class Engine:
     async def maintain(self, policy: RetentionPolicy, *, poll_s: float | None = None) -> None:
         """Checkpoints and retention, until cancelled (a component of edge.app)."""
         poll = poll_s if poll_s is not None else min(60.0, policy.checkpoint_interval_s)
+        if poll_s is None and policy.floor_bytes > 0:
+            poll = min(poll, policy.disk_check_s)
         while True:
             try:
                 await self.maintenance_step(policy)
@@ -485,9 +495,17 @@ class Engine:
             await asyncio.sleep(poll)
 
     async def maintenance_step(self, policy: RetentionPolicy, *, force: bool = False) -> Pruned:
-        """A checkpoint when one is due (or ``force``), then retention after each checkpoint."""
+        """The disk watermark when its check is due, then a checkpoint when one is due (or
+        ``force``), then retention after each checkpoint (without ``policy.enabled`` only the
+        watermark)."""
         pruned = Pruned()
         if self.stopped:
+            return pruned
+        if policy.floor_bytes > 0:
+            await self.watch_disk(policy, force=force)
+        elif self.retention.disk_low:
+            self._disk_back(None, policy)  # the watermark was switched off
+        if not policy.enabled:
             return pruned
         last = self.retention.last_checkpoint
         if last is None and self.retention.runs == 0:
@@ -511,6 +529,112 @@ class Engine:
             pruned = await self.prune(policy)
             self._pruned_at_mono = self.clock.now().mono_ms
         return pruned
+
+    # ------------------------------------------------------------------ disk watermark
+
+    @property
+    def disk_low(self) -> bool:
+        """Machine counts are refused: the database's disk is below [retention] min_free_mb."""
+        return self.retention.disk_low
+
+    async def free_bytes(self) -> int:
+        """Room for the database: its file system's free space (statvfs, off the store's
+        thread: a hung disk must not stop the probe's caller) plus the database's free pages."""
+        loop = asyncio.get_running_loop()
+        outside = await loop.run_in_executor(None, self._free_space, self.store.path)
+        inside = await self._in_store(retention.free_page_bytes, self.store)
+        return outside + inside
+
+    async def watch_disk(self, policy: RetentionPolicy, *, force: bool = False) -> bool:
+        """Measure the free space (every ``disk_check_s``, or now with ``force``): below the
+        floor, first delete what retention allows, then refuse machine counts until it is back
+        above the floor plus a margin. Returns whether counts are refused."""
+        stats = self.retention
+        now = self.clock.now()
+        last = self._disk_checked_mono
+        if not force and last is not None and now.mono_ms - last < policy.disk_check_s * 1000:
+            return stats.disk_low
+        self._disk_checked_mono = now.mono_ms
+        stats.floor_bytes = policy.floor_bytes
+        try:
+            free = await self.free_bytes()
+            if free < policy.floor_bytes and not stats.disk_low and policy.enabled:
+                try:
+                    await self.prune(policy)
+                except StoreError as exc:  # deleting needs a little room too
+                    self.log.warning("retention on a full disk failed", error=str(exc))
+                free = await self.free_bytes()
+        except (OSError, StoreError) as exc:
+            self.log.warning(
+                "the free space of the database's disk cannot be read; the watermark waits",
+                path=str(self.store.path.parent),
+                error=str(exc),
+            )
+            return stats.disk_low
+        stats.free_bytes = free
+        if free < policy.floor_bytes and not stats.disk_low:
+            stats.disk_low = True
+            stats.disk_low_since_ms = now.wall_ms
+            self._refusals_told_mono = None
+            self.log.error(
+                "disk space below the floor: new machine counts are refused until it returns "
+                "(sources keep them and hand them over again); operator actions, relay "
+                "answers and sending the backlog go on",
+                path=str(self.store.path.parent),
+                free_mb=_mb(free),
+                floor_mb=_mb(policy.floor_bytes),
+                resume_mb=_mb(policy.resume_bytes),
+            )
+        elif stats.disk_low and free >= policy.resume_bytes:
+            self._disk_back(free, policy)
+        return stats.disk_low
+
+    def _disk_back(self, free: int | None, policy: RetentionPolicy) -> None:
+        stats = self.retention
+        stats.disk_low = False
+        stats.disk_low_since_ms = None
+        self.log.warning(
+            "disk space back above the floor: machine counts are taken again",
+            path=str(self.store.path.parent),
+            free_mb=_mb(free) if free is not None else None,
+            floor_mb=_mb(policy.floor_bytes),
+            refused_so_far=stats.counts_refused,
+        )
+
+    def _refuse_counts(self, batch: list[_Queued]) -> list[_Queued]:
+        """While the disk is low: every submission with a machine count is refused whole (a
+        source's batch stays together), the rest goes on."""
+        stats = self.retention
+        kept: list[_Queued] = []
+        refused = 0
+        error: DiskLow | None = None
+        for queued in batch:
+            if not any(isinstance(i, _MACHINE_COUNTS) for i in queued.inputs):
+                kept.append(queued)
+                continue
+            refused += len(queued.inputs)
+            if error is None:
+                free = stats.free_bytes or 0
+                error = DiskLow(
+                    f"machine counts refused: {_mb(free)} MB free for the database in "
+                    f"{self.store.path.parent}, below the floor of {_mb(stats.floor_bytes)} MB "
+                    "([retention] min_free_mb); kept by their source and handed over again "
+                    "once space returns"
+                )
+            if queued.future is not None and not queued.future.done():
+                queued.future.set_exception(error)
+        if refused:
+            stats.counts_refused += refused
+            now = self.clock.now().mono_ms
+            told = self._refusals_told_mono
+            if told is None or now - told >= 60_000:  # the first, then once a minute
+                self._refusals_told_mono = now
+                self.log.error(
+                    str(error),
+                    refused_now=refused,
+                    refused_so_far=stats.counts_refused,
+                )
+        return kept
 
     async def checkpoint(self) -> Checkpoint | None:
         """Write a checkpoint now, on the store's thread between two commits."""
@@ -684,6 +808,13 @@ class Engine:
         if op:
             fields["op"] = op
         self.log.warning(f"rejected: {rej.message}", **fields)
+
+
+_MACHINE_COUNTS = (CounterReading, Pulses)
+
+
+def _mb(n: int) -> float:
+    return round(n / retention.MB, 1)
 
 
 _LOGGED_FIELDS = frozenset(

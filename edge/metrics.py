@@ -93,8 +93,41 @@ def _retention(engine: MetricsFace) -> list[str]:
         ("edge_checkpoints_written_total", r.checkpoints_written, "Checkpoints written."),
         ("edge_retention_pages_returned_total", r.pages_returned, "Pages given back (vacuum)."),
         ("edge_retention_failures_total", r.failures, "Maintenance steps that failed (retried)."),
+        (
+            "edge_retention_exported_rows_total",
+            r.exported,
+            "Rows written to the archive before their deletion ([retention] export_dir).",
+        ),
+        (
+            "edge_retention_export_failures_total",
+            r.export_failures,
+            "Retention runs that stopped deleting because the export failed.",
+        ),
+        (
+            "edge_counts_refused_total",
+            r.counts_refused,
+            "Machine-count inputs refused while the disk was below the floor.",
+        ),
     ):
         out += _one(name, "counter", help_text, value)
+    out += _one(
+        "edge_disk_free_bytes",
+        "gauge",
+        "Free space for the database: its file system's and its own free pages (-1: unknown).",
+        -1 if r.free_bytes is None else r.free_bytes,
+    )
+    out += _one(
+        "edge_disk_floor_bytes",
+        "gauge",
+        "The disk watermark, [retention] min_free_mb (0: none).",
+        r.floor_bytes,
+    )
+    out += _one(
+        "edge_disk_low",
+        "gauge",
+        "1 while machine counts are refused: free space below the floor.",
+        1 if r.disk_low else 0,
+    )
     age = engine.checkpoint_age_s()
     out += _one(
         "edge_checkpoint_age_seconds",

@@ -146,6 +146,7 @@ class PanelHub:
             boot=engine.boot_seq,
             revision=self.revision,
             engine_healthy=engine.healthy,
+            disk_low=engine.retention.disk_low,
         )
 
     async def metrics(self, sources: MetricsSources) -> str:

@@ -309,3 +309,5 @@ class Health(_Out):
     boot: int
     revision: int
     engine_healthy: bool
+    # Machine counts are refused: the database's disk is below [retention] min_free_mb.
+    disk_low: bool = False

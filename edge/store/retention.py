@@ -28,6 +28,7 @@ an export that fails rolls the batch back, so nothing is deleted that was not ar
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import zlib
 from collections.abc import Callable
@@ -41,6 +42,27 @@ from edge.store.schema import CHECKPOINT_FORMAT
 from edge.store.store import Store
 
 DAY_MS = 86_400_000
+MB = 1_000_000
+RESUME_MARGIN = 0.1  # counts resume at the floor plus 10 %
+
+
+class DiskLow(StoreError):
+    """Machine counts are refused: the database's disk is below ``[retention] min_free_mb``.
+    Nothing of the submission was applied; a source keeps it and hands it over again."""
+
+
+def disk_free_bytes(path: Path) -> int:
+    """Free space for an unprivileged writer on the file system of ``path``'s folder."""
+    st = os.statvfs(path.parent)
+    return st.f_bavail * st.f_frsize
+
+
+def free_page_bytes(store: Store) -> int:
+    """Room inside the database file: its free pages take new rows before it grows."""
+    conn = store.conn
+    pages: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size: int = conn.execute("PRAGMA page_size").fetchone()[0]
+    return pages * size
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +82,10 @@ class RetentionPolicy:
     export_prefix: str = "edge"  # edge-<edge_id>
     export_max_bytes: int = 64 * 1024 * 1024
     export_keep_files: int = 30
+    # Disk watermark: below this much free space for the database, machine counts are refused
+    # (after a prune); they are taken again above it plus RESUME_MARGIN. 0: no watermark.
+    min_free_mb: float = 256.0
+    disk_check_s: float = 10.0
 
     @property
     def journal_keep_ms(self) -> int:
@@ -70,6 +96,16 @@ class RetentionPolicy:
     @property
     def outbox_keep_ms(self) -> int:
         return round(self.outbox_days * DAY_MS)
+
+    @property
+    def floor_bytes(self) -> int:
+        return round(self.min_free_mb * MB)
+
+    @property
+    def resume_bytes(self) -> int:
+        """Counts are taken again from here: a margin above the floor, so that a disk at the
+        floor does not flip between refusing and taking at every check."""
+        return round(self.floor_bytes * (1 + RESUME_MARGIN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +443,12 @@ class RetentionStats:
     exported: int = 0  # rows written to the archive before their deletion
     export_failures: int = 0  # runs that deleted nothing more because the export failed
     last_checkpoint: Checkpoint | None = None
+    # The disk watermark ([retention] min_free_mb): the last measurement and its verdict.
+    free_bytes: int | None = None  # the file system's free space plus the database's free pages
+    floor_bytes: int = 0  # 0: no watermark
+    disk_low: bool = False  # machine counts are refused
+    disk_low_since_ms: int | None = None  # wall time it began
+    counts_refused: int = 0  # machine-count inputs refused since the start
 
     def count(self, pruned: Pruned) -> None:
         self.runs += 1
