@@ -16,12 +16,14 @@ import pytest
 
 
 @contextlib.contextmanager
-def small_disk(where: Path, size: str = "1M") -> Iterator[Path]:
+def small_disk(where: Path, size: str = "1M", *, read_only: bool = False) -> Iterator[Path]:
+    """``read_only``: mounted read-only (writing fails with EROFS, also for root)."""
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
+    options = f"size={size},mode=0755" + (",ro" if read_only else "")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
         capture_output=True,
         text=True,
     )

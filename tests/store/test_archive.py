@@ -192,6 +192,21 @@ async def test_a_full_disk_under_the_archive_keeps_the_rows(tmp_path: Path) -> N
             assert got == deleted
 
 
+async def test_a_read_only_folder_keeps_the_rows(tmp_path: Path) -> None:
+    clocks = Clocks()
+    with small_disk(tmp_path / "ro", "256k", read_only=True) as folder:
+        async with running(tmp_path / "edge.db", clocks) as engine:
+            await two_old_days(engine, clocks)
+            before = rows_of(engine.store.conn)
+            with capture_logs() as logs:
+                pruned = await engine.prune(policy(folder))
+            assert rows_of(engine.store.conn) == before
+            assert pruned.export_failed is not None
+            (error,) = [e for e in logs if e["log_level"] == "error"]
+            assert error["path"] == str(folder)
+            assert "Read-only file system" in error["error"]
+
+
 def test_the_config_section_reaches_the_policy(tmp_path: Path) -> None:
     from edge.app import retention_policy
     from edge.config import ConfigError, load_config
