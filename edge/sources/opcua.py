@@ -454,10 +454,14 @@ class OpcUaLink:
                 held = dv.Value.VariantType if dv.Value is not None else None
                 if held in INTEGER_TYPES:
                     return
+                what = (
+                    "no value yet"
+                    if held in (None, ua.VariantType.Null)
+                    else f"a {held.name} value"
+                )
                 raise SourceUnavailable(
                     f"node {m.ref!r} for counter {m.counter!r} has type {declared} and holds "
-                    f"a {held.name if held is not None else 'no'} value; "
-                    "a counter needs an integer type"
+                    f"{what}; a counter needs an integer type"
                 )
         raise SourceUnavailable(
             f"node {m.ref!r} for counter {m.counter!r} has type {declared}; "

@@ -23,8 +23,10 @@ import pytest
 import structlog
 
 from bench.npm import Unavailable, npm_install
+from edge.check import check_opcua
 from edge.config import GatewayConfig, load_config
 from edge.engine import Engine
+from edge.sources.opcua_browse import browse
 from tests.opcua.nodeopcua_server import OUR_URI, VENDOR_URI, NodeOpcUaServer, installed, nid
 from tests.opcua.test_browse_and_check import edge
 from tests.opcua.test_opcua_source import KEY, gateway, good, until
@@ -129,8 +131,9 @@ async def test_nsu_ids_shifted_namespaces_and_an_abstract_counter_count_exactly(
 
 async def test_browse_and_check_name_namespaces_and_types(tmp_path: Path) -> None:
     async with NodeOpcUaServer(tmp_path / "server") as server:
-        code, out = await edge("browse", server.endpoint, "--filter", "Count")
-        assert code == 0, out
+        lines: list[str] = []
+        assert await browse(server.endpoint, text_filter="Count", out=lines.append) == 0
+        out = "\n".join(lines)
         assert f"[{nid('GoodCount')}]  UInt32 = 0" in out
         assert f"[{nid('AbstractCount')}]  UInteger = 0" in out
         assert f"ns=3 {OUR_URI}" in out
@@ -140,22 +143,21 @@ async def test_browse_and_check_name_namespaces_and_types(tmp_path: Path) -> Non
             tmp_path,
             server,
             'alarm_node = "ns=7;s=Press.Alarm"',
-            good="nsu=urn:nobody:registered-this;s=Press.GoodCount",
+            good=nid("AbstractRatio"),
             scrap=nid("Ratio"),
+            state="nsu=urn:nobody:registered-this;s=Press.State",
         )
-        code, out = await edge("check", "-c", str(path))
-        assert code == 1
-        assert "Traceback" not in out
-        state = next(ln for ln in out.splitlines() if "opcua press state" in ln)
-        assert state.startswith("ok")
-        assert state.endswith(f"{nid('State')} found")
-        lines = out.splitlines()
+        checks = await check_opcua(load_config(path, env={}))  # `edge check`, OPC UA part
+        assert [c.ok for c in checks] == [True, False, False, False, False]
+        lines = [c.detail for c in checks]
         unknown = next(ln for ln in lines if "urn:nobody:registered-this" in ln)
         assert "the server has no namespace 'urn:nobody:registered-this'" in unknown
         assert f"ns=3 {OUR_URI}" in unknown  # the server's namespace array, to pick from
-        double = next(ln for ln in lines if nid("Ratio") in ln)
-        assert "has type Double" in double
+        double = next(ln for ln in lines if f"{nid('Ratio')}'" in ln)
+        assert "has type Double;" in double
         assert "a counter needs an integer type" in double
+        number = next(ln for ln in lines if nid("AbstractRatio") in ln)
+        assert "has type Number and holds a Double value" in number
         missing = next(ln for ln in lines if "ns=7;s=Press.Alarm" in ln)
         assert "BadNodeIdUnknown" in missing
         assert f"ns=2 {VENDOR_URI}" in missing
@@ -168,7 +170,10 @@ def secure(pki: Path) -> str:
     )
 
 
-@pytest.mark.timeout(180)  # three server starts and the trust handshake: about 10 s
+# Three server starts and the trust handshake: 10-15 s on 2 cores, more than the normal suite's
+# share for these tests; ./scripts/test --long runs it. (Sign, below, runs in the normal suite.)
+@pytest.mark.slow
+@pytest.mark.timeout(180)
 async def test_sign_and_encrypt_trust_both_ways_then_a_wrap_and_a_restart(
     tmp_path: Path,
 ) -> None:
@@ -190,7 +195,7 @@ async def test_sign_and_encrypt_trust_both_ways_then_a_wrap_and_a_restart(
                 assert "edge certs" in error
                 assert "trust" in error
                 seen = link.state.errors
-                await until(lambda: link.state.errors >= seen + 2, 10, "two more retries")
+                await until(lambda: link.state.errors > seen, 10, "another retry")
                 refusals = [e for e in logs if e.get("reason") == error]
                 assert len(refusals) == 1, refusals  # logged once, not at every retry
                 # The machine builder puts own/cert.der into the server's trust list and

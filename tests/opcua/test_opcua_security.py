@@ -119,7 +119,7 @@ async def test_a_server_that_refuses_our_certificate_is_told_once_with_the_fix(
         cfg = secure_config(tmp_path, machine, security(pki, "SignAndEncrypt"))
         with structlog.testing.capture_logs() as logs:
             async with gateway(cfg) as (_engine, link):
-                await until(lambda: link.state.errors >= 3, 15, "three refusals")
+                await until(lambda: link.state.errors >= 2, 15, "two refusals")
         error = link.state.last_error or ""
         assert "BadCertificateUntrusted" in error
         assert str(pki / "own" / "cert.der") in error

@@ -7,6 +7,7 @@
 //   GoodCount      UInt32                      the good-parts counter
 //   AbstractCount  declared UInteger (abstract), its values are UInt32
 //   Ratio          Double                      not a counter
+//   AbstractRatio  declared Number (abstract), its value a Double: not a counter either
 //   State          String                      "running" / "idle" / "down"
 // The vendor namespace has a Decoy folder with a GoodCount of its own (ns=2;s=Press.GoodCount
 // in the first namespace): a gateway that took an old index would read the wrong node.
@@ -81,6 +82,7 @@ async function main() {
         GoodCount: ["UInt32", DataType.UInt32, Number(goodArg || 0)],
         AbstractCount: ["UInteger", DataType.UInt32, 0],
         Ratio: ["Double", DataType.Double, 0.5],
+        AbstractRatio: ["Number", DataType.Double, 0.25],
         State: ["String", DataType.String, "running"],
     };
     const nodes = {};
