@@ -59,12 +59,19 @@ class NodeOpcUaServer:
     across :meth:`restart` (the process starts again: counters at 0, a new StartTime)."""
 
     def __init__(
-        self, pki: Path, *, secure: bool = False, good: int = 0, sign_only: bool = False
+        self,
+        pki: Path,
+        *,
+        secure: bool = False,
+        good: int = 0,
+        sign_only: bool = False,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.install = installed()
         self.pki = pki
         self.secure = secure
         self.sign_only = sign_only  # Basic256Sha256 Sign instead of SignAndEncrypt
+        self.users = users or {}  # only these users get a session (none: anonymous)
         self.port = free_port()
         self.good_at_start = good
         self.proc: asyncio.subprocess.Process | None = None
@@ -101,6 +108,8 @@ class NodeOpcUaServer:
             self.good_at_start = good
         self.pki.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "NODE_PATH": str(self.install.module(""))}
+        if self.users:
+            env["NODEOPCUA_USERS"] = ",".join(f"{u}:{p}" for u, p in self.users.items())
         self.proc = await asyncio.create_subprocess_exec(
             str(self.install.node),
             str(SCRIPT),

@@ -230,25 +230,36 @@ async def test_sign_and_encrypt_trust_both_ways_then_a_wrap_and_a_restart(
     assert code == 0, out
 
 
-async def test_sign_with_certificates_trusted_beforehand(tmp_path: Path) -> None:
+async def test_sign_with_certificates_trusted_beforehand_and_a_user(tmp_path: Path) -> None:
     """Installed as the README says: `edge certs` made the gateway's certificate, the machine
-    builder trusted it before the server started, the server's is in trusted/."""
+    builder trusted it before the server started, the server's is in trusted/. The server
+    wants a user (node-opcua offers user names only on secure endpoints): a wrong password is
+    refused in words and never shown; the right one gets in."""
     from edge.sources.opcua_security import application_uri, ensure_certificate
 
     pki = tmp_path / "pki"
     own, _ = ensure_certificate(pki, application_uri("press"))
-    server = NodeOpcUaServer(tmp_path / "server", secure=True, sign_only=True)
+    users = {"tech": "s3cret"}
+    server = NodeOpcUaServer(tmp_path / "server", secure=True, sign_only=True, users=users)
     (tmp_path / "server" / "trusted" / "certs").mkdir(parents=True)
     shutil.copy(own, tmp_path / "server" / "trusted" / "certs" / "edge-gateway.der")
+    secret = tmp_path / "password"
+    secret.write_text("not-it\n")
     async with server:
         cert = next((tmp_path / "server" / "own" / "certs").glob("*.pem"))
         (pki / "trusted" / "server.der").write_bytes(_der(cert))
         extra = secure(pki).replace('"SignAndEncrypt"', '"Sign"')
+        extra += f'\nusername = "tech"\npassword_file = "{secret}"'
         async with gateway(config(tmp_path, server, extra)) as (engine, link):
+            await until(lambda: link.state.last_error is not None, 15, "the refusal")
+            error = link.state.last_error or ""
+            assert "refused the user 'tech'" in error, error
+            assert "password_file" in error
+            assert "not-it" not in error
+            secret.write_text("s3cret\n")  # the installer fixes it: the next attempt gets in
             await until(lambda: link.link_status == "ok", 15, "the signed session")
             await server.add("GoodCount", 9)
             await until(lambda: good(engine) == 9, 10, "exact counts")
-            assert link.state.errors == 0
 
 
 def _der(pem: Path) -> bytes:

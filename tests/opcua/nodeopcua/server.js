@@ -15,6 +15,8 @@
 // With "encrypt" only Basic256Sha256 SignAndEncrypt is offered ("sign": Sign) and client certificates are
 // checked against <pki>/trusted/certs (an unknown one lands in <pki>/rejected).
 //
+// With NODEOPCUA_USERS="name:password" only that user gets a session (no anonymous one).
+//
 // When listening it prints one JSON line ({"ready": true, ...}); then it takes commands on
 // stdin, one a line, and answers each with one JSON line:
 //   set <GoodCount|AbstractCount|State|Ratio> <value>
@@ -39,6 +41,9 @@ const WRAP = 2 ** 32;
 async function main() {
     const [portArg, security, pkiRoot, goodArg] = process.argv.slice(2);
     const port = Number(portArg);
+    const users = process.env.NODEOPCUA_USERS
+        ? Object.fromEntries(process.env.NODEOPCUA_USERS.split(",").map((u) => u.split(":")))
+        : null;
     const secure = security === "encrypt" || security === "sign";
     const mode = security === "sign" ? MessageSecurityMode.Sign : MessageSecurityMode.SignAndEncrypt;
     const certificateManager = new OPCUACertificateManager({
@@ -58,7 +63,10 @@ async function main() {
         serverCertificateManager: certificateManager,
         securityModes: secure ? [mode] : [MessageSecurityMode.None],
         securityPolicies: secure ? [SecurityPolicy.Basic256Sha256] : [SecurityPolicy.None],
-        allowAnonymous: true,
+        allowAnonymous: !users,
+        userManager: users
+            ? { isValidUser: (name, password) => users[name] !== undefined && users[name] === password }
+            : undefined,
         serverInfo: { applicationUri: "urn:edge-gateway:tests:nodeopcua-server" },
         buildInfo: { productName: "edge-gateway node-opcua test server" },
     });
