@@ -8,7 +8,9 @@ The plant's rules live in one module per chapter of rules.md, each rule named wh
 - ``times``: the time elements of an operation (§5);
 - ``confirmations``: confirmations, reversal, resend, the ERP's verdict (§6, §9);
 - ``dispatch``: the dispatch list, master data, what may change once started (§7);
-- ``andon``: calls for help and what the stack light and panel show (§8).
+- ``andon``: calls for help and what the stack light and panel show (§8);
+- ``calendar`` and ``kpis``: the shift calendar, and ISO 22400 time elements and KPIs per shift,
+  booked after every input that changed the state.
 
 :class:`WorkCenter` owns the state (:class:`edge.domain.state.WorkCenterState`) and routes each
 input to its chapter. It is synchronous and pure: time comes in with each input, nothing is read
@@ -26,7 +28,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from edge.domain import andon, confirmations, counting, dispatch, lifecycle, stops
+from edge.domain import andon, confirmations, counting, dispatch, kpis, lifecycle, stops
 from edge.domain.andon import AndonState, andon_state
 from edge.domain.clock import Instant
 from edge.domain.confirmations import index_confirmation, next_verdict
@@ -57,6 +59,7 @@ from edge.domain.inputs import (
     Tick,
     Transition,
 )
+from edge.domain.kpis import Kpis, ShiftBook, ShiftTimes, calendar_of
 from edge.domain.lifecycle import TRANSITIONS
 from edge.domain.model import (
     Confirmation,
@@ -121,6 +124,7 @@ class WorkCenter(WorkCenterState):
         stops: list[Stop],
         confirmations: list[Confirmation],
         unassigned: list[UnassignedProduction],
+        shifts: list[ShiftTimes],
     ) -> WorkCenter:
         """Rebuild from stored rows (the projections); derived indexes are recomputed."""
         wc = cls(header.rules)
@@ -133,6 +137,7 @@ class WorkCenter(WorkCenterState):
         wc.active_keys = sorted(k for k, op in wc.operations.items() if op.status.active)
         for conf in confirmations:
             index_confirmation(wc, conf)
+        wc.shift_book = ShiftBook(calendar_of(wc.shifts, wc.rules.timezone), shifts)
         return wc
 
     # ------------------------------------------------------------------ apply
@@ -148,6 +153,7 @@ class WorkCenter(WorkCenterState):
                 ),
                 changed=False,
             )
+        before = kpis.condition_of(self)
         try:
             actor = getattr(inp, "actor", None)
             if actor is not None:
@@ -158,7 +164,11 @@ class WorkCenter(WorkCenterState):
             return Outcome(rejection=rej.rejection, changed=False)
         events = tuple(self.emitted)
         self.emitted = []
-        return Outcome(events, changed=bool(events) or changed is not False)
+        outcome = Outcome(events, changed=bool(events) or changed is not False)
+        at = getattr(inp, "at", None)
+        if outcome.changed and isinstance(at, Instant):
+            kpis.on_change(self, before, at)
+        return outcome
 
     def _on_tick(self, t: Tick) -> bool:
         """Time passes: stops, the shift, calls for help and timed confirmations, in this order."""
@@ -179,6 +189,15 @@ class WorkCenter(WorkCenterState):
     def time_elements(self, op: Operation, now: Instant | None = None) -> TimeElements:
         """ISO 22400 time elements of one operation, down time by its stops' latest reasons."""
         return time_elements(self, op, now)
+
+    def shift_kpis(self, now: Instant) -> Kpis | None:
+        """ISO 22400 KPIs of the shift ``now`` falls in, up to ``now``."""
+        return kpis.current(self, now)
+
+    def booked_kpis(self, shift_id: str) -> Kpis | None:
+        """ISO 22400 KPIs of a booked shift (``2026-03-04/early``), stops by their latest
+        reason."""
+        return self.shift_book.kpis(shift_id, kpis.stop_facts(self))
 
     def blocking_confirmation(self, op: Operation) -> Confirmation | None:
         """The confirmation of ``op`` the ERP rejected and nobody resent or reversed yet."""

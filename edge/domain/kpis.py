@@ -41,13 +41,22 @@ Pure: moments come in as epoch milliseconds, nothing is read or written here.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from edge.domain.calendar import ShiftCalendar, ShiftInstance, zone
+from edge.domain.calendar import ShiftCalendar, ShiftInstance, ShiftPattern, zone
+from edge.domain.clock import Instant
+from edge.domain.model import Operation, OperationKey, OperationStatus, Tally
+from edge.domain.rules import MINUTES_PER_DAY, Shift
+
+if TYPE_CHECKING:
+    from edge.domain.state import WorkCenterState
 
 UNSCHEDULED = "unscheduled"
 ZERO = Decimal(0)
@@ -82,6 +91,9 @@ class ShiftTimes:
     scrap: Decimal = ZERO
     rework: Decimal = ZERO
     standard_ms: float = 0.0  # sum of PRU x PQ
+    # The book was written up to here when this row last changed (the newest row's is the
+    # book's mark: where the next booking starts).
+    marked: Instant | None = None
 
     @classmethod
     def of(cls, inst: ShiftInstance) -> ShiftTimes:
@@ -185,9 +197,28 @@ class ShiftBook:
     """The booked shifts of one work center, by shift id (``2026-03-29/night``, and
     ``2026-03-29/unscheduled`` for a day's time outside every shift)."""
 
-    def __init__(self, calendar: ShiftCalendar) -> None:
+    def __init__(self, calendar: ShiftCalendar, shifts: Iterable[ShiftTimes] = ()) -> None:
         self.calendar = calendar
-        self.shifts: dict[str, ShiftTimes] = {}
+        self.shifts: dict[str, ShiftTimes] = {t.shift_id: t for t in shifts}
+        self.touched: set[str] = set()  # shift ids changed since the state last said so
+        self._current: ShiftInstance | None = None  # the shift of the last lookup
+        marks = [t.marked for t in self.shifts.values() if t.marked is not None]
+        self._mark = max(marks, key=lambda m: m.mono_ms) if marks else None
+
+    @property
+    def marked(self) -> Instant | None:
+        """How far the book is written (None before the first booking)."""
+        return self._mark
+
+    def mark(self, now: Instant) -> bool:
+        """The book is written up to ``now``; True when that starts a new bucket."""
+        inst = self._instance_at(now.wall_ms)
+        fresh = (inst.shift_id if inst else None) not in self.shifts
+        t = self._times(inst) if inst is not None else self._day_bucket(now.wall_ms)
+        t.marked = now
+        self._mark = now
+        self.touched.add(t.shift_id)
+        return fresh
 
     # ------------------------------------------------------------------ booking
 
@@ -199,6 +230,17 @@ class ShiftBook:
             return
         if condition is Condition.STOPPED and not stop_id:
             raise ValueError("a stopped span names its stop")
+        inst = self._current
+        if inst is not None and inst.start_ms <= start_ms and end_ms <= inst.end_ms:
+            # the common case: a span inside the shift of the last booking
+            self._add(
+                self._times(inst),
+                condition,
+                end_ms - start_ms,
+                inst.planned_in(start_ms, end_ms),
+                stop_id,
+            )
+            return
         cursor = start_ms
         for inst in self.calendar.instances(start_ms, end_ms):
             a, b = max(start_ms, inst.start_ms), min(end_ms, inst.end_ms)
@@ -219,8 +261,9 @@ class ShiftBook:
         run_s_per_unit: float = 0.0,
     ) -> None:
         """Parts made at ``at_ms`` (``run_s_per_unit``: the operation's PRU)."""
-        inst = self.calendar.instance_at(at_ms)
+        inst = self._instance_at(at_ms)
         t = self._times(inst) if inst is not None else self._day_bucket(at_ms)
+        self.touched.add(t.shift_id)
         t.good += good
         t.scrap += scrap
         t.rework += rework
@@ -234,6 +277,7 @@ class ShiftBook:
         planned: int,
         stop_id: str | None,
     ) -> None:
+        self.touched.add(t.shift_id)
         if condition is Condition.RUNNING:
             t.running_ms += ms
             t.worked_planned_ms += planned
@@ -262,6 +306,19 @@ class ShiftBook:
             b = min(end_ms, midnight)
             self._add(t, condition, b - cursor, 0, stop_id)
             cursor = b
+
+    def _instance_at(self, ms: int) -> ShiftInstance | None:
+        inst = self._current
+        if inst is None or not inst.contains(ms):
+            inst = self.calendar.instance_at(ms)
+            if inst is not None:
+                self._current = inst
+        return inst
+
+    def set_calendar(self, calendar: ShiftCalendar) -> None:
+        """New shifts from now on; what is booked stays as it was."""
+        self.calendar = calendar
+        self._current = None
 
     def _times(self, inst: ShiftInstance) -> ShiftTimes:
         t = self.shifts.get(inst.shift_id)
@@ -375,3 +432,114 @@ def combine(parts: Iterable[Kpis], *, shift_id: str, name: str) -> Kpis:
         failures=sum(k.failures for k in items),
         failure_ms=sum(k.failure_ms for k in items),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The work center's book: fed by WorkCenter.apply
+
+KEEP_DAYS = 62  # booked shifts older than this leave the state (two months of history)
+DAY_MS = 86_400_000
+
+
+@lru_cache(maxsize=16)
+def calendar_of(shifts: tuple[Shift, ...], timezone: str) -> ShiftCalendar:
+    """The calendar of the configured (or central's) shifts, on every weekday, no breaks. A
+    shift ends where the next one starts, should it be configured longer (the shift a moment
+    belongs to is the one that started last before it, as for a confirmation's posting date)."""
+    starts = [s.start_minute for s in shifts]
+    patterns = []
+    for s in shifts:
+        gap = min((t - s.start_minute) % MINUTES_PER_DAY or MINUTES_PER_DAY for t in starts)
+        patterns.append(ShiftPattern(s.name[:40], s.start_minute, min(s.length_minutes, gap)))
+    return ShiftCalendar(timezone, tuple(patterns))
+
+
+def condition_of(s: WorkCenterState) -> tuple[Condition, str | None]:
+    """What the work center is doing now, and the open stop when it stands still."""
+    statuses = {op.status for op in s.active}
+    if OperationStatus.RUNNING in statuses:
+        stop = s.open_stop
+        return (Condition.STOPPED, stop.stop_id) if stop is not None else (Condition.RUNNING, None)
+    if OperationStatus.SETUP in statuses:
+        return Condition.SETUP, None
+    if statuses:
+        return Condition.WAITING, None
+    return Condition.IDLE, None
+
+
+def on_change(s: WorkCenterState, before: tuple[Condition, str | None], now: Instant) -> None:
+    """An input changed the state at ``now``: book the time since the last change in the
+    condition that held until now (nothing else could change it: only inputs that change the
+    state are journaled, so a replay books the same), and the parts counted by it."""
+    book = s.shift_book
+    calendar = calendar_of(s.shifts, s.rules.timezone)
+    if calendar is not book.calendar and calendar != book.calendar:
+        book.set_calendar(calendar)  # new shifts apply from now; booked shifts stay as they were
+    mark = book.marked
+    if mark is not None:
+        # Durations come from the monotonic clock, placed by the wall clock: a wall-clock step
+        # back books nothing twice, one forward leaves the gap unbooked.
+        end = now.wall_ms
+        start = max(mark.wall_ms, end - now.since(mark))
+        book.book(before[0], start, end, before[1])
+    for active in s.active_keys:
+        _count(book, s.operations[active], now)
+    for table, ref in list(s.dirty):
+        if table == "operation":
+            changed = s.operations.get(OperationKey.parse(ref))
+            if changed is not None and not changed.status.active:
+                _count(book, changed, now)  # completed or held by this input: its last parts
+    if book.mark(now):  # a new shift began: those too old to keep leave
+        cutoff = now.wall_ms - KEEP_DAYS * DAY_MS
+        for old in [k for k, t in book.shifts.items() if t.end_ms < cutoff]:
+            del book.shifts[old]
+            book.touched.add(old)
+    for shift_id in book.touched:
+        s.touch("shift", shift_id)
+    book.touched.clear()
+
+
+def _count(book: ShiftBook, op: Operation, now: Instant) -> None:
+    counted, booked = op.counted, op.booked
+    good = counted.good - booked.good
+    scrap = counted.scrap_total - booked.scrap_total
+    rework = counted.rework_total - booked.rework_total
+    if good or scrap or rework:
+        book.count(
+            now.wall_ms,
+            good=good,
+            scrap=scrap,
+            rework=rework,
+            run_s_per_unit=op.spec.std_cycle_s,
+        )
+        op.booked = Tally(counted.good, dict(counted.scrap), dict(counted.rework))
+
+
+def stop_facts(s: WorkCenterState) -> dict[str, StopFacts]:
+    """Every known stop as the KPIs judge it: by its latest reason."""
+    out: dict[str, StopFacts] = {}
+    for stop in s.stops.values():
+        reason = s.master_data.stop_reason(stop.reason) if stop.reason else None
+        code = stop.reason or ("MICRO" if stop.micro else "PENDING")
+        out[stop.stop_id] = StopFacts(
+            stop.start.wall_ms, code, planned=bool(reason and reason.planned), micro=stop.micro
+        )
+    return out
+
+
+def current(s: WorkCenterState, now: Instant) -> Kpis | None:
+    """The KPIs of the shift ``now`` falls in (or the day's unscheduled time), with the time
+    since the last change booked as the condition that holds now."""
+    book = s.shift_book
+    probe = ShiftBook(book.calendar)
+    inst = book.calendar.instance_at(now.wall_ms)
+    bucket = inst.shift_id if inst is not None else probe._day_bucket(now.wall_ms).shift_id
+    probe.shifts.clear()
+    if bucket in book.shifts:
+        probe.shifts[bucket] = copy.deepcopy(book.shifts[bucket])
+    mark = book.marked
+    if mark is not None:
+        start = max(mark.wall_ms, now.wall_ms - now.since(mark))
+        condition, stop_id = condition_of(s)
+        probe.book(condition, start, now.wall_ms, stop_id)
+    return probe.kpis(bucket, stop_facts(s)) if bucket in probe.shifts else None

@@ -181,6 +181,8 @@ class Operation:
     # ERP (domain.md §10.5 rule 2); it is made when that one is resent or reversed.
     final_withheld: bool = False
     final_withheld_variance: str | None = None
+    # The quantities of ``counted`` already booked to the shift KPIs (edge.domain.kpis).
+    booked: Tally = field(default_factory=Tally)
 
     @property
     def key(self) -> OperationKey:

@@ -21,6 +21,7 @@ from typing import Any
 from edge.domain.clock import Instant
 from edge.domain.events import Event, EventType, Rejection, RejectionCode
 from edge.domain.inputs import ACTOR_KINDS, MachineState
+from edge.domain.kpis import ShiftBook, calendar_of
 from edge.domain.limits import MAX_DELTA, MAX_QUANTITY, MAX_TEXT, QUANTITY_PLACES, out_of_range
 from edge.domain.model import (
     ZERO,
@@ -152,6 +153,8 @@ class WorkCenterState:
         self.idem_index: dict[str, tuple[str, bool]] = {}  # idem key -> (conf id, is reversal)
         self.dirty: set[tuple[str, str]] = set()  # (table, key) rows changed since take_dirty
         self.emitted: list[Event] = []  # the events of the input being applied
+        # The shifts' ISO 22400 time elements and parts (edge.domain.kpis), booked per change.
+        self.shift_book = ShiftBook(calendar_of(self.shifts, rules.timezone))
 
     # ------------------------------------------------------------------ state access
 

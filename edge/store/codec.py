@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 from edge.domain.core import WorkCenter, WorkCenterHeader
 from edge.domain.events import Event
 from edge.domain.inputs import INPUT_TYPES, Input
+from edge.domain.kpis import ShiftTimes
 from edge.domain.model import (
     Confirmation,
     CounterTrack,
@@ -34,8 +35,9 @@ COUNTER = TypeAdapter(CounterTrack)
 STOP = TypeAdapter(Stop)
 CONFIRMATION = TypeAdapter(Confirmation)
 UNASSIGNED = TypeAdapter(UnassignedProduction)
+SHIFT = TypeAdapter(ShiftTimes)
 
-TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned")
+TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned", "shift")
 
 
 def encode_input(inp: Input) -> tuple[str, str]:
@@ -86,6 +88,9 @@ def entity_doc(wc: WorkCenter, table: str, key: str) -> str | None:
     if table == "unassigned":
         rec = wc.unassigned.get(key)
         return UNASSIGNED.dump_json(rec).decode() if rec is not None else None
+    if table == "shift":
+        times = wc.shift_book.shifts.get(key)
+        return SHIFT.dump_json(times).decode() if times is not None else None
     raise ValueError(f"unknown projection table {table!r}")
 
 
@@ -97,6 +102,7 @@ def all_keys(wc: WorkCenter) -> dict[str, list[str]]:
         "stop": list(wc.stops),
         "confirmation": list(wc.confirmations),
         "unassigned": list(wc.unassigned),
+        "shift": list(wc.shift_book.shifts),
     }
 
 
@@ -124,4 +130,5 @@ def restore(docs: dict[str, dict[str, str]]) -> WorkCenter | None:
         [STOP.validate_json(d) for d in docs.get("stop", {}).values()],
         [CONFIRMATION.validate_json(d) for d in docs.get("confirmation", {}).values()],
         [UNASSIGNED.validate_json(d) for d in docs.get("unassigned", {}).values()],
+        [SHIFT.validate_json(d) for d in docs.get("shift", {}).values()],
     )

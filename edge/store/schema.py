@@ -126,13 +126,32 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX outbox_event ON outbox(event_id) WHERE event_id IS NOT NULL;
     CREATE INDEX outbox_done ON outbox(at_wall_ms) WHERE state = 'done';
     """,
+    # 5: the shifts' ISO 22400 time elements and parts (edge.domain.kpis), one row per shift
+    # (key "2026-03-04/early", or "<day>/unscheduled" for time outside every shift).
+    """
+    CREATE TABLE shift (
+        key TEXT PRIMARY KEY,
+        doc TEXT NOT NULL,
+        day TEXT GENERATED ALWAYS AS (json_extract(doc, '$.day')) VIRTUAL,
+        name TEXT GENERATED ALWAYS AS (json_extract(doc, '$.name')) VIRTUAL,
+        good TEXT GENERATED ALWAYS AS (json_extract(doc, '$.good')) VIRTUAL
+    );
+    """,
 )
 
 # How a checkpoint's docs are encoded: 1 = zlib(JSON of {table: {key: doc}}), each doc as
 # codec writes it into the projection tables.
 CHECKPOINT_FORMAT = 1
 
-PROJECTION_TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned")
+PROJECTION_TABLES = (
+    "work_center",
+    "operation",
+    "counter",
+    "stop",
+    "confirmation",
+    "unassigned",
+    "shift",
+)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -114,6 +114,7 @@ def snapshot(wc: WorkCenter) -> Any:
             wc.confirmations,
             wc.unassigned,
             [op.key for op in wc.active],
+            wc.shift_book.shifts,
         )
     )
 

@@ -75,7 +75,7 @@ def work_center(
         Operation(OperationSpec("4711", f"00{i}0", "FG-1", Decimal(100), sequence=i), status)
         for i, status in enumerate(active, 1)
     ]
-    return WorkCenter.restore(header, ops, [], stop_rows, [], [])
+    return WorkCenter.restore(header, ops, [], stop_rows, [], [], [])
 
 
 def most_urgent(lights: Lights) -> str:

@@ -145,6 +145,7 @@ def test_gateway_restart_restores_the_last_reading_and_applies_the_gap_rule() ->
         copy.deepcopy(list(wc.stops.values())),
         copy.deepcopy(list(wc.confirmations.values())),
         copy.deepcopy(list(wc.unassigned.values())),
+        copy.deepcopy(list(wc.shift_book.shifts.values())),
     )
     assert [op.key for op in restored.active] == [OP]
     feed(restored, [(1350, 300)])

@@ -69,6 +69,7 @@ def restored(wc: WorkCenter) -> WorkCenter:
         copy.deepcopy(list(wc.stops.values())),
         copy.deepcopy(list(wc.confirmations.values())),
         copy.deepcopy(list(wc.unassigned.values())),
+        copy.deepcopy(list(wc.shift_book.shifts.values())),
     )
 
 

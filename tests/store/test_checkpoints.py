@@ -135,20 +135,19 @@ def test_numbers_go_on_after_everything_with_them_was_deleted(tmp_path: Path) ->
         store.close()
 
 
-def _header_after_replay(store: Store) -> str:
+def _projections_after_replay(store: Store) -> list[tuple[str, str, str]]:
     from edge.store import codec
     from edge.store.replay import replay
 
     wc = replay(store)[0]
     assert wc is not None
-    doc = codec.all_docs(wc)["work_center"][""]
-    return doc
+    return [(t, k, doc) for t, rows in codec.all_docs(wc).items() for k, doc in rows.items()]
 
 
 def test_edge_verify_checks_the_checkpoints_too(tmp_path: Path, capsys: object) -> None:
     db = tmp_path / "edge.db"
     store = _store(db)
-    store.commit([], [("work_center", "", _header_after_replay(store))])
+    store.commit([], _projections_after_replay(store))
     assert retention.write_checkpoint(store, Instant(NOW_MS, 5)) is not None
     store.close()
     assert main(["verify", "--db", str(db)]) == 0
