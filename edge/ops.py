@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import GatewayConfig, config_path, load_config
+from edge.domain.clock import Instant
+from edge.domain.kpis import kpis_payload
 from edge.errors import StoreError
 from edge.store.store import Store
 
@@ -195,6 +197,11 @@ def gather_status(
         }
     if wc is None:
         return out
+    # The current shift up to now (the daemon's monotonic clock goes on with the wall clock
+    # from the last journaled input, as far as this tool can tell).
+    mark = last or Instant(now_ms, 0)
+    kpis = wc.shift_kpis(Instant(now_ms, mark.mono_ms + max(0, now_ms - mark.wall_ms)))
+    out["shift"] = kpis_payload(kpis) if kpis is not None else None
     header = wc.header
     out["machine"] = {
         "state": header.machine_state.value if header.machine_state else None,
@@ -236,6 +243,20 @@ def gather_status(
     return out
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f} %"
+
+
+def shift_line(k: dict[str, Any]) -> str:
+    """One line of a shift's KPIs (kpis_payload) for a terminal."""
+    top = ", ".join(f"{r['code']} {r['s'] / 60:.0f} min" for r in k["down_by_reason_s"][:3])
+    return (
+        f"{k['shift_id']}: OEE {_pct(k['oee'])} (availability {_pct(k['availability'])}, "
+        f"effectiveness {_pct(k['effectiveness'])}, quality {_pct(k['quality_ratio'])}), "
+        f"good {k['good']}, scrap {k['scrap']}; stops {top or 'none'}"
+    )
+
+
 def render_status(s: dict[str, Any]) -> str:
     lines = [f"gateway {s['edge_id']}, work center {s['work_center']}"]
     db = s["database"]
@@ -266,6 +287,8 @@ def render_status(s: dict[str, Any]) -> str:
             f"good {op['good']}, scrap {op['scrap']} of {op['target']} {op['unit']} "
             f"({op['confirmations']} confirmations)"
         )
+    if s.get("shift"):
+        lines.append(f"  shift      {shift_line(s['shift'])}")
     o = s["outbox"]
     oldest = f", oldest unfinished {o['oldest_unfinished_age_s']} s old" if o["depth"] else ""
     lines.append(

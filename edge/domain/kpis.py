@@ -543,3 +543,55 @@ def current(s: WorkCenterState, now: Instant) -> Kpis | None:
         condition, stop_id = condition_of(s)
         probe.book(condition, start, now.wall_ms, stop_id)
     return probe.kpis(bucket, stop_facts(s)) if bucket in probe.shifts else None
+
+
+def _seconds(ms: float) -> float:
+    return round(ms / 1000, 3)
+
+
+def _share(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def kpis_payload(k: Kpis) -> dict[str, object]:
+    """The KPIs of a shift or day as everyone shows them (``edge status``, the panel, the
+    contract): seconds, parts as numbers or exact text, ratios rounded to 4 places, None where
+    undefined, the stop reasons by time lost, longest first."""
+
+    def number(value: Decimal) -> int | str:
+        return int(value) if value == value.to_integral_value() else str(value)
+
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+    reasons = sorted(k.down_by_reason_ms.items(), key=lambda item: (-item[1], item[0]))
+    return {
+        "shift_id": k.shift_id,
+        "shift": k.name,
+        "day": k.day.isoformat(),
+        "start": iso(k.start_ms),
+        "end": iso(k.end_ms),
+        "time_s": {
+            "POT": _seconds(k.pot_ms),
+            "planned_down": _seconds(k.planned_down_ms),
+            "PBT": _seconds(k.pbt_ms),
+            "APT": _seconds(k.apt_ms),
+            "AUST": _seconds(k.aust_ms),
+            "ADET": _seconds(k.adet_ms),
+            "ADOT": _seconds(k.adot_ms),
+            "unbooked": _seconds(k.unbooked_ms),
+        },
+        "good": number(k.good),
+        "scrap": number(k.scrap),
+        "rework": number(k.rework),
+        "availability": _share(k.availability),
+        "effectiveness": _share(k.effectiveness),
+        "quality_ratio": _share(k.quality_ratio),
+        "oee": _share(k.oee),
+        "setup_rate": _share(k.setup_rate),
+        "technical_efficiency": _share(k.technical_efficiency),
+        "failures": k.failures,
+        "mtbf_s": None if k.mtbf_s is None else round(k.mtbf_s, 1),
+        "mttr_s": None if k.mttr_s is None else round(k.mttr_s, 1),
+        "down_by_reason_s": [{"code": code, "s": _seconds(ms)} for code, ms in reasons],
+    }

@@ -51,6 +51,16 @@ def test_status_json_shows_the_work_center_state(plant: tuple[Path, Path]) -> No
     assert o["oldest_unfinished_age_s"] is not None
     assert o["last_acked_message_at"] is not None
     assert s["mqtt"]["enabled"] is False
+    # The shift so far (the default calendar: one shift a day): the same parts, the machine
+    # down now, so the open stop's time is delay time (ADET), reason pending.
+    shift = s["shift"]
+    assert shift["shift_id"].endswith("/day")
+    assert (shift["good"], shift["scrap"]) == (30, 2)
+    assert shift["quality_ratio"] == round(30 / 32, 4)
+    assert shift["time_s"]["ADET"] > 0
+    assert shift["down_by_reason_s"][0]["code"] == "PENDING"
+    total = sum(v for k, v in shift["time_s"].items() if k not in ("POT", "PBT"))
+    assert total == pytest.approx(shift["time_s"]["POT"], abs=0.01)
     # A status read is not a boot, and leaves the database as it was.
     assert _boot_seq(db) == before
 
@@ -65,6 +75,8 @@ def test_status_text_without_a_config(plant: tuple[Path, Path]) -> None:
     assert "reason NOT GIVEN" in out
     assert "4711/0020 running: good 30, scrap 2 of 100 PC" in out
     assert "2 awaiting the relay" in out
+    assert "/day: OEE " in out
+    assert "stops PENDING" in out
 
 
 def test_status_of_a_missing_database_fails_cleanly(tmp_path: Path) -> None:
