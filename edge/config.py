@@ -62,6 +62,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from edge.domain.kpis import calendar_problem
 from edge.domain.rules import (
     HELP_CATEGORIES,
     ConfirmationPolicy,
@@ -820,12 +821,53 @@ def _time_to_text(value: object) -> object:
     return value
 
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class BreakEntry(_Section):
+    """``[[shifts.breaks]]``: a planned break inside its shift, by local start and end."""
+
+    name: Name
+    start: str
+    end: str
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time_literal(cls, value: object) -> object:
+        return _time_to_text(value)
+
+    @field_validator("start")
+    @classmethod
+    def _valid_start(cls, value: str) -> str:
+        _minute_of_day(value, allow_24=False)
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _valid_end(cls, value: str) -> str:
+        _minute_of_day(value, allow_24=True)
+        return value
+
+
 class ShiftEntry(_Section):
     """``[[shifts]]``: a shift by local start and end time; end <= start runs past midnight."""
 
     name: Name
     start: str
     end: str
+    # The weekdays the shift starts on (a night shift Friday 22:00 to Saturday 06:00: "fri").
+    weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    breaks: Annotated[list[BreakEntry], Field(max_length=10)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _breaks_inside(self) -> ShiftEntry:
+        try:
+            self.to_domain()
+        except ValueError as exc:
+            raise _problems([(("breaks",), [b.name for b in self.breaks], str(exc))]) from None
+        return self
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -854,7 +896,49 @@ class ShiftEntry(_Section):
         return self.to_domain().length_minutes
 
     def to_domain(self) -> Shift:
-        return Shift.parse(self.name, self.start, self.end)
+        return Shift.parse(
+            self.name,
+            self.start,
+            self.end,
+            list(self.weekdays),
+            [(b.name, b.start, b.end) for b in self.breaks],
+        )
+
+
+class PlannedDowntimeEntry(_Section):
+    """``[[calendar.planned_downtime]]``: planned downtime by the clock (maintenance, a
+    stocktake, no orders), local time of the gateway's time zone unless it carries an offset."""
+
+    start: dt.datetime
+    end: dt.datetime
+    reason: Text = "planned"
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> PlannedDowntimeEntry:
+        if (self.start.tzinfo is None) != (self.end.tzinfo is None):
+            raise _problems([(("end",), str(self.end), "both or neither with a UTC offset")])
+        if self.end <= self.start:
+            raise _problems([(("end",), str(self.end), "must be after start")])
+        return self
+
+
+class CalendarSection(_Section):
+    """``[calendar]``: the shift calendar's days off and planned downtime (the shifts
+    themselves are ``[[shifts]]``), for the ISO 22400 KPIs."""
+
+    holidays: Annotated[list[dt.date], Field(max_length=1000)] = Field(default_factory=list)
+    planned_downtime: Annotated[list[PlannedDowntimeEntry], Field(max_length=1000)] = Field(
+        default_factory=list
+    )
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _dates_not_times(cls, value: object) -> object:
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, dt.datetime):
+                    raise PydanticCustomError("date_type", "holidays are dates, not date-times")
+        return value
 
 
 class StopReasonEntry(_Section):
@@ -1016,6 +1100,7 @@ class GatewayConfig(BaseSettings):
     shifts: Annotated[list[ShiftEntry], Field(min_length=1)] = Field(
         default_factory=_default_shifts
     )
+    calendar: CalendarSection = Field(default_factory=CalendarSection)
     master_data: MasterDataSection = Field(default_factory=MasterDataSection)
     gpio: GpioSection = Field(default_factory=GpioSection)
     operator: OperatorSection = Field(default_factory=OperatorSection)
@@ -1215,7 +1300,6 @@ class GatewayConfig(BaseSettings):
     def _distinct_shifts(cls, shifts: list[ShiftEntry]) -> list[ShiftEntry]:
         problems: list[_SubProblem] = []
         names: dict[str, int] = {}
-        starts: dict[int, str] = {}
         for i, shift in enumerate(shifts):
             if shift.name in names:
                 problems.append(
@@ -1226,15 +1310,22 @@ class GatewayConfig(BaseSettings):
                     )
                 )
             names.setdefault(shift.name, i)
-            if shift.start_minute in starts:
-                problems.append(
-                    (
-                        (i, "start"),
-                        shift.start,
-                        f"shift {starts[shift.start_minute]!r} starts at the same time",
+            for other in shifts[:i]:
+                if other.start_minute == shift.start_minute and set(other.weekdays) & set(
+                    shift.weekdays
+                ):
+                    problems.append(
+                        (
+                            (i, "start"),
+                            shift.start,
+                            f"shift {other.name!r} starts at the same time on the same day",
+                        )
                     )
-                )
-            starts.setdefault(shift.start_minute, shift.name)
+                    break
+        if not problems:
+            why = calendar_problem(tuple(s.to_domain() for s in shifts), "UTC")
+            if why is not None:
+                problems.append(((), [s.name for s in shifts], why))
         if problems:
             raise _problems(problems)
         return shifts
@@ -1506,6 +1597,18 @@ def _step(node: Any, part: str | int) -> Any:
 _SYSTEM_SCRAP_TEXTS: Final = {"setup": "Setup scrap", "machine": "Machine scrap"}
 
 
+def planned_windows(cfg: GatewayConfig) -> tuple[tuple[int, int, str], ...]:
+    """``[[calendar.planned_downtime]]`` as UTC epoch milliseconds (a local time read in the
+    gateway's time zone)."""
+    zone = ZoneInfo(cfg.gateway.timezone)
+
+    def ms(moment: dt.datetime) -> int:
+        aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=zone)
+        return round(aware.timestamp() * 1000)
+
+    return tuple((ms(w.start), ms(w.end), w.reason) for w in cfg.calendar.planned_downtime)
+
+
 def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
     """The core's :class:`WorkCenterRules` from a validated configuration.
 
@@ -1561,6 +1664,8 @@ def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
             at_shift_end=conf.at_shift_end,
         ),
         shifts=tuple(s.to_domain() for s in cfg.shifts),
+        holidays=tuple(cfg.calendar.holidays),
+        planned_downtime=planned_windows(cfg),
         variance_threshold=conf.variance_threshold,
         variance_reason=conf.variance_reason,
         master_data=master,

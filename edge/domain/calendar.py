@@ -108,8 +108,8 @@ class ShiftPattern:
     breaks: tuple[Break, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.name or len(self.name) > 40:
-            raise ValueError(f"shift name = {self.name!r}: 1 to 40 characters")
+        if not self.name or len(self.name) > 64:
+            raise ValueError(f"shift name = {self.name!r}: 1 to 64 characters")
         if not 0 <= self.start_minute < MINUTES_PER_DAY:
             raise ValueError(f"shift {self.name!r}: start minute {self.start_minute} not 0-1439")
         if not 0 < self.length_minutes <= MINUTES_PER_DAY:

@@ -18,11 +18,10 @@ corrected or reverses it (:func:`blocking_confirmation`). The relay's verdict on
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
-from functools import lru_cache
-from zoneinfo import ZoneInfo
 
+from edge.domain.calendar import ShiftCalendar, zone
 from edge.domain.clock import Instant
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
@@ -49,7 +48,6 @@ from edge.domain.model import (
 )
 from edge.domain.rules import (
     ConfirmationPolicy,
-    Shift,
 )
 from edge.domain.state import (
     WorkCenterState,
@@ -75,35 +73,27 @@ def reversal_idem_key(edge_id: str, key: OperationKey, counter: int) -> str:
     return hashlib.sha256(f"{_key_text(edge_id, key)}|rev|{counter}".encode()).hexdigest()
 
 
-@lru_cache(maxsize=8)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
+WEEK_MS = 7 * 86_400_000
 
 
-def shift_of(at: Instant, shifts: tuple[Shift, ...], timezone: str) -> tuple[str, date]:
+def shift_of(at: Instant, calendar: ShiftCalendar) -> tuple[str, date]:
     """The shift ``at`` falls in: (shift name, the local date the shift started on).
 
     A night shift 22:00-06:00 that ends at 02:00 on the 4th belongs to the 3rd. Where the
-    calendar has a gap, the shift that started last before ``at`` is taken.
+    calendar has a gap (a weekend, a holiday, between shifts), the shift that started last
+    before ``at`` (within a week) is taken; with none, the calendar day ("day").
     """
-    zone = _zone(timezone)
-    local = at.wall().astimezone(zone)
-    best: tuple[datetime, str, date] | None = None
-    for day in (local.date() - timedelta(days=1), local.date()):
-        for shift in shifts:
-            start = datetime(day.year, day.month, day.day, tzinfo=zone) + timedelta(
-                minutes=shift.start_minute
-            )
-            if start <= local and (best is None or start > best[0]):
-                best = (start, shift.name, day)
-    if best is None:  # no shifts configured: the calendar day
-        return "day", local.date()
-    return best[1], best[2]
-
-
-def shift_id(at: Instant, shifts: tuple[Shift, ...], timezone: str) -> str:
-    name, day = shift_of(at, shifts, timezone)
-    return f"{day.isoformat()}/{name}"
+    inst = calendar.instance_at(at.wall_ms)
+    if inst is None:
+        earlier = [
+            i
+            for i in calendar.instances(at.wall_ms - WEEK_MS, at.wall_ms + 1)
+            if i.start_ms <= at.wall_ms
+        ]
+        inst = max(earlier, key=lambda i: i.start_ms) if earlier else None
+    if inst is None:
+        return "day", at.wall().astimezone(zone(calendar.timezone)).date()
+    return inst.name, inst.day
 
 
 def number(value: Decimal) -> int | str:
@@ -203,7 +193,7 @@ def confirm(
     pending = op.pending
     rules = s.rules
     if posting is None:
-        name, day = shift_of(now, s.shifts, rules.timezone)
+        name, day = shift_of(now, s.calendar)
         posting = (day.isoformat(), f"{day.isoformat()}/{name}")
     variance = variance_reason or cycle_variance(s, op.spec, pending)
     crew = op.spec.crew_size if op.spec.crew_size is not None else s.master_data.crew_size
@@ -459,8 +449,7 @@ def on_result(s: WorkCenterState, r: ConfirmationResult) -> bool:
 
 
 def at_shift_change(s: WorkCenterState, now: Instant) -> None:
-    rules = s.rules
-    name, day = shift_of(now, s.shifts, rules.timezone)
+    name, day = shift_of(now, s.calendar)
     current = f"{day.isoformat()}/{name}"
     previous = s.header.shift_id
     if current == previous:

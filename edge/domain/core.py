@@ -59,7 +59,7 @@ from edge.domain.inputs import (
     Tick,
     Transition,
 )
-from edge.domain.kpis import Kpis, ShiftBook, ShiftTimes, calendar_of
+from edge.domain.kpis import Kpis, ShiftBook, ShiftTimes
 from edge.domain.lifecycle import TRANSITIONS
 from edge.domain.model import (
     Confirmation,
@@ -137,7 +137,7 @@ class WorkCenter(WorkCenterState):
         wc.active_keys = sorted(k for k, op in wc.operations.items() if op.status.active)
         for conf in confirmations:
             index_confirmation(wc, conf)
-        wc.shift_book = ShiftBook(calendar_of(wc.shifts, wc.rules.timezone), shifts)
+        wc.shift_book = ShiftBook(wc.calendar, shifts)
         return wc
 
     # ------------------------------------------------------------------ apply
@@ -207,4 +207,3 @@ class WorkCenter(WorkCenterState):
     def andon(self) -> AndonState:
         """What the stack light and the panel show (rules.md §4, §8)."""
         return andon_state(self)
-

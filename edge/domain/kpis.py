@@ -50,7 +50,14 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from edge.domain.calendar import ShiftCalendar, ShiftInstance, ShiftPattern, zone
+from edge.domain.calendar import (
+    Break,
+    PlannedWindow,
+    ShiftCalendar,
+    ShiftInstance,
+    ShiftPattern,
+    zone,
+)
 from edge.domain.clock import Instant
 from edge.domain.model import Operation, OperationKey, OperationStatus, Tally
 from edge.domain.rules import MINUTES_PER_DAY, Shift
@@ -441,17 +448,66 @@ KEEP_DAYS = 62  # booked shifts older than this leave the state (two months of h
 DAY_MS = 86_400_000
 
 
+def calendar_problem(
+    shifts: tuple[Shift, ...],
+    timezone: str,
+    holidays: tuple[date, ...] = (),
+    planned: tuple[tuple[int, int, str], ...] = (),
+) -> str | None:
+    """Why these shifts make no calendar (for the config to refuse them), or None."""
+    try:
+        _calendar(shifts, timezone, holidays, planned)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 @lru_cache(maxsize=16)
-def calendar_of(shifts: tuple[Shift, ...], timezone: str) -> ShiftCalendar:
-    """The calendar of the configured (or central's) shifts, on every weekday, no breaks. A
-    shift ends where the next one starts, should it be configured longer (the shift a moment
-    belongs to is the one that started last before it, as for a confirmation's posting date)."""
-    starts = [s.start_minute for s in shifts]
+def calendar_of(
+    shifts: tuple[Shift, ...],
+    timezone: str,
+    holidays: tuple[date, ...] = (),
+    planned: tuple[tuple[int, int, str], ...] = (),
+) -> ShiftCalendar:
+    """The calendar of the configured (or central's) shifts with their weekdays and breaks,
+    holidays and planned downtime. A shift ends where the next one on the same day starts,
+    should it be configured longer (the shift a moment belongs to is the one that started last
+    before it, as for a confirmation's posting date), and a break cut off with it is dropped.
+    It never fails: what cannot be a calendar (validated before it reaches the core, so a bug)
+    becomes one whole-day shift."""
+    try:
+        return _calendar(shifts, timezone, holidays, planned)
+    except ValueError:
+        return ShiftCalendar("UTC", (ShiftPattern("day", 0, MINUTES_PER_DAY),))
+
+
+def _calendar(
+    shifts: tuple[Shift, ...],
+    timezone: str,
+    holidays: tuple[date, ...],
+    planned: tuple[tuple[int, int, str], ...],
+) -> ShiftCalendar:
     patterns = []
     for s in shifts:
-        gap = min((t - s.start_minute) % MINUTES_PER_DAY or MINUTES_PER_DAY for t in starts)
-        patterns.append(ShiftPattern(s.name[:40], s.start_minute, min(s.length_minutes, gap)))
-    return ShiftCalendar(timezone, tuple(patterns))
+        gap = min(
+            (
+                (o.start_minute - s.start_minute) % MINUTES_PER_DAY or MINUTES_PER_DAY
+                for o in shifts
+                if o.weekdays & s.weekdays or o is s
+            ),
+            default=MINUTES_PER_DAY,
+        )
+        length = min(s.length_minutes, gap)
+        breaks = tuple(
+            Break(name, start, minutes)
+            for name, start, minutes in s.breaks
+            if (start - s.start_minute) % MINUTES_PER_DAY + minutes <= length
+        )
+        patterns.append((s.name, s.start_minute, length, s.weekdays, breaks))
+    windows = tuple(PlannedWindow(a, b, r) for a, b, r in planned if b > a)
+    return ShiftCalendar(
+        timezone, tuple(ShiftPattern(*p) for p in patterns), frozenset(holidays), windows
+    )
 
 
 def condition_of(s: WorkCenterState) -> tuple[Condition, str | None]:
@@ -472,7 +528,7 @@ def on_change(s: WorkCenterState, before: tuple[Condition, str | None], now: Ins
     condition that held until now (nothing else could change it: only inputs that change the
     state are journaled, so a replay books the same), and the parts counted by it."""
     book = s.shift_book
-    calendar = calendar_of(s.shifts, s.rules.timezone)
+    calendar = s.calendar
     if calendar is not book.calendar and calendar != book.calendar:
         book.set_calendar(calendar)  # new shifts apply from now; booked shifts stay as they were
     mark = book.marked

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from itertools import pairwise
 
 
 class CountKind(StrEnum):
@@ -58,22 +60,63 @@ def minute_of_day(hhmm: str, *, allow_24: bool = False) -> int:
     return hours * 60 + minutes
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EVERY_DAY = frozenset(range(7))
+
+
 @dataclass(frozen=True, slots=True)
 class Shift:
-    """A shift by its local start time; the posting date is the date the shift starts on."""
+    """A shift by its local start time on the weekdays it starts on (0 Monday ... 6 Sunday),
+    with its breaks (name, local start minute, length in minutes); the posting date is the
+    date the shift starts on."""
 
     name: str
     start_minute: int  # minutes after local midnight
     length_minutes: int
+    weekdays: frozenset[int] = EVERY_DAY
+    breaks: tuple[tuple[str, int, int], ...] = ()
 
     @classmethod
-    def parse(cls, name: str, start: str, end: str) -> Shift:
+    def parse(
+        cls,
+        name: str,
+        start: str,
+        end: str,
+        weekdays: tuple[str, ...] | list[str] | None = None,
+        breaks: tuple[tuple[str, str, str], ...] | list[tuple[str, str, str]] = (),
+    ) -> Shift:
         """A shift from its local start and end "HH:MM" (the config's ``[[shifts]]``, central's
         shift calendar). An end not after the start runs past midnight; an end equal to the
-        start is a whole day; "24:00" ends at midnight. Raises ValueError for a bad time."""
+        start is a whole day; "24:00" ends at midnight. ``weekdays``: ``mon`` .. ``sun`` (None:
+        every day); ``breaks``: (name, start, end). Raises ValueError naming what is wrong (a
+        bad time, an unknown weekday, a break outside the shift or overlapping another)."""
         begin = minute_of_day(start)
         finish = minute_of_day(end, allow_24=True)
-        return cls(name, begin, (finish - begin) % MINUTES_PER_DAY or MINUTES_PER_DAY)
+        length = (finish - begin) % MINUTES_PER_DAY or MINUTES_PER_DAY
+        days = EVERY_DAY
+        if weekdays is not None:
+            unknown = [d for d in weekdays if d.lower() not in WEEKDAYS]
+            if unknown:
+                raise ValueError(f"weekday {unknown[0]!r} is not one of {', '.join(WEEKDAYS)}")
+            days = frozenset(WEEKDAYS.index(d.lower()) for d in weekdays)
+            if not days:
+                raise ValueError("a shift needs at least one weekday")
+        parsed: list[tuple[str, int, int]] = []
+        for break_name, break_start, break_end in breaks:
+            b_begin = minute_of_day(break_start)
+            b_length = (minute_of_day(break_end, allow_24=True) - b_begin) % MINUTES_PER_DAY
+            offset = (b_begin - begin) % MINUTES_PER_DAY
+            if not b_length or offset + b_length > length:
+                raise ValueError(
+                    f"break {break_name!r} ({break_start}-{break_end}) is not inside the shift "
+                    f"({start}-{end})"
+                )
+            parsed.append((break_name, b_begin, b_length))
+        spans = sorted(((b[1] - begin) % MINUTES_PER_DAY, b[2], b[0]) for b in parsed)
+        for (first_at, first_len, first), (second_at, _, second) in pairwise(spans):
+            if second_at < first_at + first_len:
+                raise ValueError(f"breaks {first!r} and {second!r} overlap")
+        return cls(name, begin, length, days, tuple(parsed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +156,9 @@ class MasterData:
     crew_size: Decimal = Decimal(1)
     # From central, when it plans them; None: the configured shifts and policy stay in force.
     shifts: tuple[Shift, ...] | None = None
+    # With central's shifts: its holidays and planned downtime (else the configured ones).
+    holidays: tuple[date, ...] = ()
+    planned_downtime: tuple[tuple[int, int, str], ...] = ()
     policy: ConfirmationPolicy | None = None
 
     def stop_reason(self, code: str) -> StopReason | None:
@@ -159,6 +205,10 @@ class WorkCenterRules:
     # Confirmations (rules.md §6)
     policy: ConfirmationPolicy = field(default_factory=ConfirmationPolicy)
     shifts: tuple[Shift, ...] = (Shift("day", 0, 24 * 60),)
+    # The shift calendar's days off (local dates: no shift starts on them) and planned downtime
+    # by the clock (UTC epoch ms start, end, reason), for the KPIs (edge.domain.kpis).
+    holidays: tuple[date, ...] = ()
+    planned_downtime: tuple[tuple[int, int, str], ...] = ()
     variance_threshold: float = 0.25  # relative deviation of the actual from the standard cycle
     variance_reason: str = "CYCLE"
     master_data: MasterData = field(default_factory=MasterData)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from edge.domain.calendar import ShiftCalendar
 from edge.domain.clock import Instant
 from edge.domain.events import Event, EventType, Rejection, RejectionCode
 from edge.domain.inputs import ACTOR_KINDS, MachineState
@@ -154,7 +155,7 @@ class WorkCenterState:
         self.dirty: set[tuple[str, str]] = set()  # (table, key) rows changed since take_dirty
         self.emitted: list[Event] = []  # the events of the input being applied
         # The shifts' ISO 22400 time elements and parts (edge.domain.kpis), booked per change.
-        self.shift_book = ShiftBook(calendar_of(self.shifts, rules.timezone))
+        self.shift_book = ShiftBook(self.calendar)
 
     # ------------------------------------------------------------------ state access
 
@@ -170,6 +171,16 @@ class WorkCenterState:
     def shifts(self) -> tuple[Shift, ...]:
         """The shift calendar: central's when it sent one, else the configured one."""
         return self.master_data.shifts or self.rules.shifts
+
+    @property
+    def calendar(self) -> ShiftCalendar:
+        """The shift calendar with its holidays and planned downtime: central's when it sent
+        shifts, else the configured one."""
+        md = self.master_data
+        if md.shifts:
+            return calendar_of(md.shifts, self.rules.timezone, md.holidays, md.planned_downtime)
+        rules = self.rules
+        return calendar_of(rules.shifts, rules.timezone, rules.holidays, rules.planned_downtime)
 
     @property
     def policy(self) -> ConfirmationPolicy:

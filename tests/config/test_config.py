@@ -66,11 +66,14 @@ def test_example_loads_and_gives_valid_rules() -> None:
     assert press_scrap.bits == 16
     assert press_scrap.authoritative
     assert not rules.counts_total()
+    weekdays, nights = frozenset(range(5)), frozenset({6, 0, 1, 2, 3})
     assert rules.shifts == (
-        Shift("early", 6 * 60, 8 * 60),
-        Shift("late", 14 * 60, 8 * 60),
-        Shift("night", 22 * 60, 8 * 60),
+        Shift("early", 6 * 60, 8 * 60, weekdays, (("breakfast", 9 * 60, 15),)),
+        Shift("late", 14 * 60, 8 * 60, weekdays),
+        Shift("night", 22 * 60, 8 * 60, nights, (("meal", 2 * 60, 30),)),
     )
+    assert len(rules.holidays) == 4
+    assert rules.planned_downtime == ()
     assert rules.policy == ConfirmationPolicy(every_good=Decimal(250), at_shift_end=True)
     md = rules.master_data
     assert [r.code for r in md.scrap_reasons][:5] == ["S01", "S02", "S03", "S04", "S05"]
@@ -515,3 +518,95 @@ def test_gateway_config_is_frozen() -> None:
     assert isinstance(cfg, GatewayConfig)
     with pytest.raises(ValueError, match="frozen"):
         cfg.gateway.edge_id = "other"  # type: ignore[misc]
+
+
+# -- the shift calendar: weekdays, breaks, holidays, planned downtime ---------------------------
+
+CALENDAR = (
+    MINIMAL
+    + """\
+timezone = "Europe/Berlin"
+
+[[shifts]]
+name = "early"
+start = "06:00"
+end = "14:00"
+weekdays = ["mon", "tue", "wed", "thu", "fri"]
+breaks = [{ name = "breakfast", start = "09:00", end = "09:15" }]
+
+[[shifts]]
+name = "sat"
+start = "06:00"
+end = "12:00"
+weekdays = ["sat"]
+
+[calendar]
+holidays = [2026-12-25, 2026-12-26]
+
+[[calendar.planned_downtime]]
+start = 2026-12-28T06:00:00
+end = 2026-12-28T10:00:00
+reason = "stocktake"
+"""
+)
+
+
+def test_the_shift_calendar_reaches_the_rules(tmp_path: Path) -> None:
+    import datetime as dt
+
+    rules = rules_from_config(load_config(write(tmp_path, CALENDAR), env={}))
+    early, sat = rules.shifts
+    assert early.weekdays == frozenset({0, 1, 2, 3, 4})
+    assert early.breaks == (("breakfast", 9 * 60, 15),)
+    assert sat.weekdays == frozenset({5})  # the same start on another day is fine
+    assert rules.holidays == (dt.date(2026, 12, 25), dt.date(2026, 12, 26))
+    # local time in Berlin (CET, +1)
+    start = dt.datetime(2026, 12, 28, 5, tzinfo=dt.UTC).timestamp() * 1000
+    assert rules.planned_downtime == ((start, start + 4 * 3_600_000, "stocktake"),)
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "says"),
+    [
+        (
+            ('weekdays = ["mon", "tue", "wed", "thu", "fri"]', 'weekdays = ["monday"]'),
+            "shifts[early].weekdays.0",
+            "Input should be",
+        ),
+        (
+            ('start = "09:00", end = "09:15"', 'start = "15:00", end = "15:15"'),
+            "shifts[early].breaks",
+            "is not inside the shift",
+        ),
+        (
+            ("holidays = [2026-12-25, 2026-12-26]", "holidays = [2026-12-25T00:00:00]"),
+            "calendar.holidays",
+            "dates, not date-times",
+        ),
+        (
+            ("end = 2026-12-28T10:00:00", "end = 2026-12-28T05:00:00"),
+            "calendar.planned_downtime.0.end",
+            "must be after start",
+        ),
+        (('weekdays = ["sat"]', 'weekdays = ["fri"]'), "shifts[sat].start", "same day"),
+        (
+            (
+                'name = "sat"\nstart = "06:00"\nend = "12:00"',
+                'name = "sat"\nstart = "22:00"\nend = "08:00"',
+            ),
+            "shifts",
+            "overlap",
+        ),
+    ],
+)
+def test_a_calendar_that_cannot_be_is_refused_naming_the_field(
+    tmp_path: Path, change: tuple[str, str], where: str, says: str
+) -> None:
+    old, new = change
+    assert old in CALENDAR
+    text = CALENDAR.replace(old, new)
+    if "22:00" in new:  # Sunday's night into Monday's early shift
+        text = text.replace('weekdays = ["sat"]', 'weekdays = ["sun"]')
+    err = load_error(tmp_path, text)
+    assert where in paths(err), (paths(err), str(err))
+    assert says in str(err)

@@ -90,3 +90,38 @@ def test_the_book_is_the_same_after_a_restore_and_idle_ticks_book_nothing() -> N
     early = wc.booked_kpis("2024-03-04/early")
     assert early is not None
     assert early.good == Decimal(10)
+
+
+def test_weekdays_breaks_holidays_and_planned_downtime_from_the_rules() -> None:
+    from datetime import date
+
+    from edge.domain.confirmations import shift_of
+
+    from .builders import at
+
+    weekdays = ["mon", "tue", "wed", "thu", "fri"]
+    early = Shift.parse("early", "06:00", "14:00", weekdays, [("breakfast", "09:00", "09:15")])
+    maintenance = (clock("12:00").wall_ms, clock("13:00").wall_ms, "maintenance")
+    wc = make_wc(
+        spec(std_cycle_s=10.0),
+        sources=(pulse_source("press1"),),
+        shifts=(early,),
+        holidays=(date(2024, 3, 5),),  # Tuesday
+        planned_downtime=(maintenance,),
+    )
+    inst = wc.calendar.instance_at(clock("10:00").wall_ms)
+    assert inst is not None
+    assert inst.shift_id == "2024-03-04/early"
+    assert inst.planned_down_ms == 75 * MIN
+    assert wc.calendar.instance_at(clock("10:00").wall_ms + 86_400_000) is None  # the holiday
+    # Saturday 10:00: no shift; a confirmation then is posted on Friday's early shift
+    saturday = at(5 * 86_400)
+    assert shift_of(saturday, wc.calendar) == ("early", date(2024, 3, 8))
+    # idle all morning from 09:00 (dispatched): the break and the maintenance are planned
+    ok(wc, MachineStateChanged("press1", MachineState.IDLE, clock("14:00")))
+    k = wc.booked_kpis("2024-03-04/early")
+    assert k is not None
+    assert k.planned_down_ms == 75 * MIN
+    assert k.adot_ms == (300 - 75) * MIN
+    assert k.unbooked_ms == 180 * MIN
+    assert k.pbt_ms == 405 * MIN
