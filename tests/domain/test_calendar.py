@@ -110,9 +110,7 @@ def test_planned_windows_join_the_breaks_and_are_clipped_to_the_shift() -> None:
     assert early.planned == ((utc(2026, 3, 4, 7, 30), utc(2026, 3, 4, 13), "maintenance"),)
     late = cal.instance_at(utc(2026, 3, 4, 13, 30))
     assert late is not None
-    assert late.planned == (
-        (utc(2026, 3, 4, 13), utc(2026, 3, 4, 14), "maintenance"),
-    )
+    assert late.planned == ((utc(2026, 3, 4, 13), utc(2026, 3, 4, 14), "maintenance"),)
     assert early.planned_in(utc(2026, 3, 4, 7), utc(2026, 3, 4, 8)) == 30 * MIN
 
 

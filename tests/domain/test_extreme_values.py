@@ -146,9 +146,7 @@ def extreme_spec(draw: st.DrawFn) -> OperationSpec:
 
 @st.composite
 def extreme_master_data(draw: st.DrawFn) -> MasterData:
-    reasons = draw(
-        st.sampled_from([(), (StopReason("M01", "mechanical"),), (StopReason("", ""),)])
-    )
+    reasons = draw(st.sampled_from([(), (StopReason("M01", "mechanical"),), (StopReason("", ""),)]))
     policy = draw(
         st.one_of(
             st.none(),
@@ -259,9 +257,7 @@ def test_a_posted_verdict_is_final_whatever_follows(verdicts: list[tuple[int, An
         for c in confs:
             assert c.status.value == model[c.conf_id]
             assert c.verdict_conflicts == conflicts[c.conf_id]
-    assert all(
-        c.status is ConfirmationStatus.POSTED for c in confs if model[c.conf_id] == "posted"
-    )
+    assert all(c.status is ConfirmationStatus.POSTED for c in confs if model[c.conf_id] == "posted")
 
 
 def test_the_dispatch_fuzz_reaches_past_the_first_checks() -> None:
