@@ -32,6 +32,7 @@ from functools import lru_cache
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+from edge.domain.clock import Instant
 from edge.domain.rules import MINUTES_PER_DAY, minute_of_day
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -289,3 +290,26 @@ class ShiftCalendar:
                 spans.append((max(w.start_ms, start), min(w.end_ms, end), w.reason))
         clipped = [(max(s, start), min(e, end), r) for s, e, r in spans]
         return ShiftInstance(pattern.name, day, start, max(end, start), merge(clipped))
+
+
+WEEK_MS = 7 * 86_400_000
+
+
+def shift_of(at: Instant, calendar: ShiftCalendar) -> tuple[str, date]:
+    """The shift ``at`` falls in: (shift name, the local date the shift started on).
+
+    A night shift 22:00-06:00 that ends at 02:00 on the 4th belongs to the 3rd. Where the
+    calendar has a gap (a weekend, a holiday, between shifts), the shift that started last
+    before ``at`` (within a week) is taken; with none, the calendar day ("day").
+    """
+    inst = calendar.instance_at(at.wall_ms)
+    if inst is None:
+        earlier = [
+            i
+            for i in calendar.instances(at.wall_ms - WEEK_MS, at.wall_ms + 1)
+            if i.start_ms <= at.wall_ms
+        ]
+        inst = max(earlier, key=lambda i: i.start_ms) if earlier else None
+    if inst is None:
+        return "day", at.wall().astimezone(zone(calendar.timezone)).date()
+    return inst.name, inst.day

@@ -18,10 +18,9 @@ corrected or reverses it (:func:`blocking_confirmation`). The relay's verdict on
 from __future__ import annotations
 
 import hashlib
-from datetime import date
 from decimal import Decimal
 
-from edge.domain.calendar import ShiftCalendar, zone
+from edge.domain.calendar import shift_of
 from edge.domain.clock import Instant
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
@@ -71,29 +70,6 @@ def confirmation_idem_key(edge_id: str, key: OperationKey, counter: int, retry: 
 
 def reversal_idem_key(edge_id: str, key: OperationKey, counter: int) -> str:
     return hashlib.sha256(f"{_key_text(edge_id, key)}|rev|{counter}".encode()).hexdigest()
-
-
-WEEK_MS = 7 * 86_400_000
-
-
-def shift_of(at: Instant, calendar: ShiftCalendar) -> tuple[str, date]:
-    """The shift ``at`` falls in: (shift name, the local date the shift started on).
-
-    A night shift 22:00-06:00 that ends at 02:00 on the 4th belongs to the 3rd. Where the
-    calendar has a gap (a weekend, a holiday, between shifts), the shift that started last
-    before ``at`` (within a week) is taken; with none, the calendar day ("day").
-    """
-    inst = calendar.instance_at(at.wall_ms)
-    if inst is None:
-        earlier = [
-            i
-            for i in calendar.instances(at.wall_ms - WEEK_MS, at.wall_ms + 1)
-            if i.start_ms <= at.wall_ms
-        ]
-        inst = max(earlier, key=lambda i: i.start_ms) if earlier else None
-    if inst is None:
-        return "day", at.wall().astimezone(zone(calendar.timezone)).date()
-    return inst.name, inst.day
 
 
 def number(value: Decimal) -> int | str:

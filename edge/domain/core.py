@@ -153,7 +153,7 @@ class WorkCenter(WorkCenterState):
                 ),
                 changed=False,
             )
-        before = kpis.condition_of(self)
+        before = self.condition_before = kpis.condition_of(self)
         try:
             actor = getattr(inp, "actor", None)
             if actor is not None:
@@ -168,12 +168,14 @@ class WorkCenter(WorkCenterState):
         at = getattr(inp, "at", None)
         if outcome.changed and isinstance(at, Instant):
             kpis.on_change(self, before, at)
+        self.condition_before = None
         return outcome
 
     def _on_tick(self, t: Tick) -> bool:
         """Time passes: stops, the shift, calls for help and timed confirmations, in this order."""
         now = t.at
         stops.on_time(self, now)
+        kpis.at_shift_change(self, now)
         confirmations.at_shift_change(self, now)
         andon.escalate(self, now)
         confirmations.by_time(self, now)

@@ -53,6 +53,7 @@ class EventType(StrEnum):
     HELP_ESCALATED = "help_escalated"
     HELP_CLOSED = "help_closed"
     SHIFT_CHANGED = "shift_changed"
+    SHIFT_CLOSED = "shift_closed"  # a shift ended: its ISO 22400 KPIs (edge.domain.kpis)
     MASTER_DATA_APPLIED = "master_data_applied"
     RULES_APPLIED = "rules_applied"
 

@@ -56,9 +56,11 @@ from edge.domain.calendar import (
     ShiftCalendar,
     ShiftInstance,
     ShiftPattern,
+    shift_of,
     zone,
 )
 from edge.domain.clock import Instant
+from edge.domain.events import EventType
 from edge.domain.model import Operation, OperationKey, OperationStatus, Tally
 from edge.domain.rules import MINUTES_PER_DAY, Shift
 
@@ -533,11 +535,7 @@ def on_change(s: WorkCenterState, before: tuple[Condition, str | None], now: Ins
         book.set_calendar(calendar)  # new shifts apply from now; booked shifts stay as they were
     mark = book.marked
     if mark is not None:
-        # Durations come from the monotonic clock, placed by the wall clock: a wall-clock step
-        # back books nothing twice, one forward leaves the gap unbooked.
-        end = now.wall_ms
-        start = max(mark.wall_ms, end - now.since(mark))
-        book.book(before[0], start, end, before[1])
+        book_since(book, s, before, mark, now)
     for active in s.active_keys:
         _count(book, s.operations[active], now)
     for table, ref in list(s.dirty):
@@ -553,6 +551,29 @@ def on_change(s: WorkCenterState, before: tuple[Condition, str | None], now: Ins
     for shift_id in book.touched:
         s.touch("shift", shift_id)
     book.touched.clear()
+
+
+def book_since(
+    book: ShiftBook,
+    s: WorkCenterState,
+    before: tuple[Condition, str | None],
+    mark: Instant,
+    now: Instant,
+) -> None:
+    """Book the time from ``mark`` to ``now`` in ``before``; a stop that opened in it, dated
+    back (a no-count stop starts at the last count), stands from its own start."""
+    # Durations come from the monotonic clock, placed by the wall clock: a wall-clock step
+    # back books nothing twice, one forward leaves the gap unbooked.
+    end = now.wall_ms
+    start = max(mark.wall_ms, end - now.since(mark))
+    stop = s.open_stop
+    standing = stop is not None and condition_of(s) == (Condition.STOPPED, stop.stop_id)
+    if stop is not None and standing and before != (Condition.STOPPED, stop.stop_id):
+        split = min(max(stop.start.wall_ms, start), end)
+        book.book(before[0], start, split, before[1])
+        book.book(Condition.STOPPED, split, end, stop.stop_id)
+        return
+    book.book(before[0], start, end, before[1])
 
 
 def _count(book: ShiftBook, op: Operation, now: Instant) -> None:
@@ -583,6 +604,33 @@ def stop_facts(s: WorkCenterState) -> dict[str, StopFacts]:
     return out
 
 
+def at_shift_change(s: WorkCenterState, now: Instant) -> None:
+    """The shift changed (the confirmations' chapter says so right after): the one that
+    ended goes out with its KPIs (``shift_closed``)."""
+    previous = s.header.shift_id
+    if previous is None:
+        return
+    name, day = shift_of(now, s.calendar)
+    if f"{day.isoformat()}/{name}" == previous:
+        return
+    ended = closing(s, previous, now)
+    if ended is not None:
+        s.emit(EventType.SHIFT_CLOSED, now, None, None, **kpis_payload(ended))
+
+
+def closing(s: WorkCenterState, shift_id: str, now: Instant) -> Kpis | None:
+    """The KPIs of a booked shift that ended by ``now``, with the time since the last change
+    booked as the condition that held (what the next booking will add)."""
+    book = s.shift_book
+    if shift_id not in book.shifts:
+        return None
+    probe = ShiftBook(book.calendar, [copy.deepcopy(book.shifts[shift_id])])
+    mark = book.marked
+    if mark is not None:
+        book_since(probe, s, s.condition_before or condition_of(s), mark, now)
+    return probe.kpis(shift_id, stop_facts(s))
+
+
 def current(s: WorkCenterState, now: Instant) -> Kpis | None:
     """The KPIs of the shift ``now`` falls in (or the day's unscheduled time), with the time
     since the last change booked as the condition that holds now."""
@@ -595,9 +643,7 @@ def current(s: WorkCenterState, now: Instant) -> Kpis | None:
         probe.shifts[bucket] = copy.deepcopy(book.shifts[bucket])
     mark = book.marked
     if mark is not None:
-        start = max(mark.wall_ms, now.wall_ms - now.since(mark))
-        condition, stop_id = condition_of(s)
-        probe.book(condition, start, now.wall_ms, stop_id)
+        book_since(probe, s, condition_of(s), mark, now)
     return probe.kpis(bucket, stop_facts(s)) if bucket in probe.shifts else None
 
 

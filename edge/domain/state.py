@@ -22,7 +22,7 @@ from edge.domain.calendar import ShiftCalendar
 from edge.domain.clock import Instant
 from edge.domain.events import Event, EventType, Rejection, RejectionCode
 from edge.domain.inputs import ACTOR_KINDS, MachineState
-from edge.domain.kpis import ShiftBook, calendar_of
+from edge.domain.kpis import Condition, ShiftBook, calendar_of
 from edge.domain.limits import MAX_DELTA, MAX_QUANTITY, MAX_TEXT, QUANTITY_PLACES, out_of_range
 from edge.domain.model import (
     ZERO,
@@ -156,6 +156,8 @@ class WorkCenterState:
         self.emitted: list[Event] = []  # the events of the input being applied
         # The shifts' ISO 22400 time elements and parts (edge.domain.kpis), booked per change.
         self.shift_book = ShiftBook(self.calendar)
+        # What the work center was doing when the input being applied came (edge.domain.kpis).
+        self.condition_before: tuple[Condition, str | None] | None = None
 
     # ------------------------------------------------------------------ state access
 

@@ -24,7 +24,7 @@ from pydantic_core import from_json
 
 from edge.domain import limits as L
 
-CONTRACT_VERSION = "1.2.0"
+CONTRACT_VERSION = "1.3.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -584,6 +584,69 @@ class RelayKpiBody(_Open):
     ts_ms: int = Field(ge=0, le=L.MAX_INT)
 
 
+_Secs = Annotated[float, Field(ge=0, le=1e9)]
+_Share = Annotated[float, Field(ge=0, le=1)]
+_Rate = Annotated[float, Field(ge=0, le=1e6)]
+
+
+class ShiftTimesMsg(_Open):
+    """ISO 22400-2 time elements of the shift, in seconds: POT = planned_down + APT + AUST +
+    ADET + ADOT + unbooked (time the gateway did not see); PBT = POT - planned_down."""
+
+    POT: _Secs
+    planned_down: _Secs
+    PBT: _Secs
+    APT: _Secs
+    AUST: _Secs
+    ADET: _Secs
+    ADOT: _Secs
+    unbooked: _Secs
+
+
+class ReasonTime(_Open):
+    code: str = Field(max_length=40, description="a stop reason, MICRO or PENDING")
+    s: _Secs
+
+
+class ShiftKpiFields(_Open):
+    """A shift's ISO 22400-2 KPIs (edge.domain.kpis); a ratio is null where it is undefined
+    (no planned busy time, no production)."""
+
+    shift_id: str = Field(max_length=80, description="<local date it started>/<shift name>")
+    shift: str = Field(max_length=64, description="the shift's name, or 'unscheduled'")
+    day: str = Field(max_length=10, description="the local date the shift started on")
+    start: str = Field(max_length=40)
+    end: str = Field(max_length=40)
+    time_s: ShiftTimesMsg
+    good: Quantity
+    scrap: Quantity
+    rework: Quantity
+    availability: _Share | None = Field(description="APT / PBT")
+    effectiveness: _Rate | None = Field(description="planned run time x produced / APT")
+    quality_ratio: _Share | None = Field(description="good / (good + scrap + rework)")
+    oee: _Rate | None = Field(description="availability x effectiveness x quality ratio")
+    setup_rate: _Share | None = Field(description="AUST / (APT + AUST)")
+    technical_efficiency: _Share | None = Field(description="APT / (APT + ADET)")
+    failures: int = Field(ge=0, le=L.MAX_INT, description="unplanned stops, not micro-stops")
+    mtbf_s: _Secs | None = None
+    mttr_s: _Secs | None = None
+    down_by_reason_s: list[ReasonTime] = Field(max_length=1000)
+
+
+class ShiftClosedBody(ShiftKpiFields):
+    """A shift ended: its KPIs as they stand at its end (later reason changes do not follow)."""
+
+    type: Literal["shift_closed"]
+    event_time: str
+
+
+class ShiftNowBody(ShiftKpiFields):
+    """Retained: the current shift's KPIs so far, refreshed with the health message."""
+
+    edge_id: str
+    ts_ms: int = Field(ge=0, le=L.MAX_INT)
+
+
 class HistorianValue(_Open):
     """UMH ``_historian`` shape: one tag per topic."""
 
@@ -725,6 +788,13 @@ TOPICS: tuple[Topic, ...] = (
     Topic("_mes_v1/counter/event", UP, CounterEventBody, 1, False,
           "Counter resets, wraps, discontinuities and unassigned production.",
           schema="mes.counter-event/1"),
+    Topic("_mes_v1/kpi/shift", UP, ShiftClosedBody, 1, False,
+          "A shift ended: its ISO 22400 time elements and KPIs (availability, effectiveness, "
+          "quality ratio, OEE, setup rate, technical efficiency, MTBF, MTTR).",
+          schema="mes.shift-kpi/1"),
+    Topic("_mes_v1/kpi/current", UP, ShiftNowBody, 1, True,
+          "The current shift's ISO 22400 KPIs so far (retained, with each health message).",
+          enveloped=False),
     Topic("_mes_v1/rejected", UP, RejectedBody, 1, False,
           "Inbound messages the gateway refused, with the reason.", enveloped=False),
     Topic("_mes_v1/snapshot", UP, SnapshotBody, 1, True,

@@ -13,15 +13,23 @@ from collections.abc import Callable, Sequence
 from edge import __version__
 from edge.aio import wait_set, within
 from edge.domain.events import Event
+from edge.domain.kpis import kpis_payload
 from edge.domain.model import OperationStatus
 from edge.logging import Logger, get_logger
 from edge.ports import PresenceFace
 from edge.store.codec import dumps
-from edge.sync.contract import ActiveOperation, HealthBody, SnapshotBody, gateway_last_will
+from edge.sync.contract import (
+    ActiveOperation,
+    HealthBody,
+    ShiftNowBody,
+    SnapshotBody,
+    gateway_last_will,
+)
 from edge.sync.mqtt import MqttLink, Will
 
 HEALTH = "_mes_v1/health"
 SNAPSHOT = "_mes_v1/snapshot"
+KPI_NOW = "_mes_v1/kpi/current"
 SNAPSHOT_DEBOUNCE_S = 0.5
 
 
@@ -105,7 +113,24 @@ class Presence:
 
     async def publish_health(self, online: bool = True) -> asyncio.Future[int]:
         body = await self.health(online)
-        return self.link.publish(f"{self.root}/{HEALTH}", dumps(body.model_dump()), retain=True)
+        future = self.link.publish(f"{self.root}/{HEALTH}", dumps(body.model_dump()), retain=True)
+        if online:
+            self.publish_kpis()
+        return future
+
+    def kpis(self) -> ShiftNowBody | None:
+        """The current shift's KPIs so far (None before anything was booked)."""
+        found = self.engine.work_center.shift_kpis(self.engine.now())
+        if found is None:
+            return None
+        return ShiftNowBody.model_validate(
+            {**kpis_payload(found), "edge_id": self.edge_id, "ts_ms": _ms()}
+        )
+
+    def publish_kpis(self) -> None:
+        body = self.kpis()
+        if body is not None:
+            self.link.publish(f"{self.root}/{KPI_NOW}", dumps(body.model_dump()), retain=True)
 
     def snapshot(self) -> SnapshotBody:
         wc = self.engine.work_center

@@ -35,6 +35,7 @@ from edge.domain.inputs import (
     ReportScrap,
     ReverseConfirmation,
     SourceRestarted,
+    Tick,
     Transition,
 )
 from edge.domain.model import ConfirmationStatus, OperationKey, OperationStatus
@@ -195,6 +196,11 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
         await until(lambda: relay.stats.answers.get("posted", 0) >= 2, 15, "the reversal")
         await until(lambda: bool(capture.on("/_mes_v1/rejected")), 10, "the refusal")
         await until(lambda: bool(capture.on("/_mes_v1/andon")), 10, "the andon call")
+        await until(lambda: bool(capture.on("/_mes_v1/kpi/current")), 10, "the shift so far")
+        # a shift ends (a tick a day on: the default calendar has one shift a day): the closed
+        # shift's KPIs go out
+        await e.submit(Tick(e.now().after_ms(86_400_000)))
+        await until(lambda: bool(capture.on("/_mes_v1/kpi/shift")), 10, "the closed shift")
     await asyncio.sleep(0.3)  # the offline health and relay state of the clean stops
 
 

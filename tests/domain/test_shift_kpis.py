@@ -95,7 +95,7 @@ def test_the_book_is_the_same_after_a_restore_and_idle_ticks_book_nothing() -> N
 def test_weekdays_breaks_holidays_and_planned_downtime_from_the_rules() -> None:
     from datetime import date
 
-    from edge.domain.confirmations import shift_of
+    from edge.domain.calendar import shift_of
 
     from .builders import at
 
@@ -125,3 +125,27 @@ def test_weekdays_breaks_holidays_and_planned_downtime_from_the_rules() -> None:
     assert k.adot_ms == (300 - 75) * MIN
     assert k.unbooked_ms == 180 * MIN
     assert k.pbt_ms == 405 * MIN
+
+
+def test_the_shift_that_ends_goes_out_with_its_kpis() -> None:
+    from edge.domain.events import EventType
+    from edge.domain.kpis import kpis_payload
+
+    wc = make_wc(spec(std_cycle_s=10.0), sources=(pulse_source("press1"),), shifts=SHIFTS)
+    ok(wc, Tick(clock("09:30")))  # the early shift begins for the gateway
+    act(wc, Action.START_PRODUCTION, 0)  # 10:00
+    ok(wc, Pulses("press1", 100, clock("13:00")))
+    out = ok(wc, Tick(clock("14:00:01")))
+    (closed,) = [e for e in out.events if e.type is EventType.SHIFT_CLOSED]
+    assert closed.data["shift_id"] == "2024-03-04/early"
+    assert closed.data["good"] == 100
+    # up to the shift's end: the no-count stop the tick found, dated back to the last count
+    times = closed.data["time_s"]
+    assert times["APT"] == 3 * 3600  # type: ignore[index]
+    assert times["ADET"] == 3600  # type: ignore[index]
+    early = wc.booked_kpis("2024-03-04/early")
+    assert early is not None
+    assert kpis_payload(early) == dict(closed.data)  # what the book says afterwards, too
+    assert [e.type for e in out.events].index(EventType.SHIFT_CLOSED) < [
+        e.type for e in out.events
+    ].index(EventType.SHIFT_CHANGED)
