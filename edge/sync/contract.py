@@ -16,13 +16,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import from_json
 
 from edge.domain import limits as L
+from edge.domain.kpis import calendar_problem
+from edge.domain.rules import Shift
 
 CONTRACT_VERSION = "1.3.0"
 MAX_INBOUND_BYTES = 256 * 1024
@@ -213,12 +223,78 @@ class ScrapReasonMsg(_Strict):
     text: str = Field(max_length=L.MAX_TEXT)
 
 
-class ShiftMsg(_Strict):
-    """A shift by local start and end ("HH:MM"); an end not after the start runs past midnight."""
+_HHMM = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+_HHMM_END = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+
+
+class BreakMsg(_Strict):
+    """A planned break inside its shift, by local start and end ("HH:MM")."""
 
     name: Code
-    start: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
-    end: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$")]
+    start: _HHMM
+    end: _HHMM_END
+
+
+class ShiftMsg(_Strict):
+    """A shift by local start and end ("HH:MM"); an end not after the start runs past midnight.
+    ``weekdays``: the days it starts on (default every day); ``breaks`` inside it."""
+
+    name: Code
+    start: _HHMM
+    end: _HHMM_END
+    weekdays: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        None, min_length=1, max_length=7
+    )
+    breaks: list[BreakMsg] = Field(default_factory=list, max_length=10)
+
+    def to_domain(self) -> Shift:
+        """The core's shift; ValueError names a break outside the shift or overlapping."""
+        return Shift.parse(
+            self.name,
+            self.start,
+            self.end,
+            None if self.weekdays is None else list(self.weekdays),
+            [(b.name, b.start, b.end) for b in self.breaks],
+        )
+
+    @model_validator(mode="after")
+    def _breaks_inside(self) -> ShiftMsg:
+        self.to_domain()  # a ValueError becomes the message's validation error
+        return self
+
+
+_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_ISO_MOMENT = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+IsoDate = Annotated[str, StringConstraints(pattern=_ISO_DATE)]
+IsoMoment = Annotated[str, StringConstraints(pattern=_ISO_MOMENT, max_length=40)]
+
+
+def _moment(text: str, name: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} = {text!r}: not a date-time") from None
+
+
+class PlannedWindowMsg(_Strict):
+    """Planned downtime by the clock (ISO 8601 date-times with an offset: ``Z`` or ``+01:00``)."""
+
+    start: IsoMoment
+    end: IsoMoment
+    reason: str = Field("planned", min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _end_after_start(self) -> PlannedWindowMsg:
+        if _moment(self.end, "end") <= _moment(self.start, "start"):
+            raise ValueError("end must be after start")
+        return self
+
+    def span_ms(self) -> tuple[int, int]:
+        start, end = _moment(self.start, "start"), _moment(self.end, "end")
+        return round(start.timestamp() * 1000), round(end.timestamp() * 1000)
 
 
 class ConfirmationPolicyMsg(_Strict):
@@ -240,7 +316,23 @@ class MasterDataBody(_Strict):
     alarm_reasons: dict[Code, Code] = Field(default_factory=dict, max_length=L.MAX_CATALOGUE)
     crew_size: Crew = Decimal(1)
     shifts: list[ShiftMsg] | None = Field(None, min_length=1, max_length=24)
+    # With shifts: the calendar's days off (local dates) and planned downtime.
+    holidays: list[IsoDate] = Field(default_factory=list, max_length=1000)
+    planned_downtime: list[PlannedWindowMsg] = Field(default_factory=list, max_length=1000)
     confirmation_policy: ConfirmationPolicyMsg | None = None
+
+    @model_validator(mode="after")
+    def _a_calendar(self) -> MasterDataBody:
+        for text in self.holidays:
+            try:
+                date.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"holidays: {text!r} is not a date") from None
+        if self.shifts:
+            why = calendar_problem(tuple(s.to_domain() for s in self.shifts), "UTC")
+            if why is not None:
+                raise ValueError(f"shifts: {why}")
+        return self
 
 
 class ErpError(_Strict):

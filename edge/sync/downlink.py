@@ -12,6 +12,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -27,7 +28,7 @@ from edge.domain.inputs import (
     Transition,
 )
 from edge.domain.model import OperationKey, OperationSpec
-from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, Shift, StopReason
+from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, StopReason
 from edge.errors import DuplicateCommand, EngineStopped, GatewayError
 from edge.logging import Logger, get_logger
 from edge.ports import InputSink
@@ -385,7 +386,11 @@ def _master_data(b: MasterDataBody, at: Any) -> MasterDataReceived:
         scrap_reasons=tuple(ScrapReason(r.code, r.text) for r in b.scrap_reasons),
         alarm_reasons=tuple(sorted(b.alarm_reasons.items())),
         crew_size=b.crew_size,
-        shifts=tuple(Shift.parse(s.name, s.start, s.end) for s in b.shifts) if b.shifts else None,
+        shifts=tuple(s.to_domain() for s in b.shifts) if b.shifts else None,
+        holidays=tuple(date.fromisoformat(d) for d in b.holidays) if b.shifts else (),
+        planned_downtime=tuple((*w.span_ms(), w.reason) for w in b.planned_downtime)
+        if b.shifts
+        else (),
         policy=ConfirmationPolicy(policy.every_good, policy.every_minutes, policy.at_shift_end)
         if policy
         else None,

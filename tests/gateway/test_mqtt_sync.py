@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -188,7 +189,17 @@ async def test_master_data_from_central_sets_reasons_shifts_and_policy(
             "alarm_reasons": {"E-217": "M01"},
             "shifts": [
                 {"name": "night", "start": "22:00", "end": "06:00"},
-                {"name": "day", "start": "06:00", "end": "22:00"},
+                {
+                    "name": "day",
+                    "start": "06:00",
+                    "end": "22:00",
+                    "weekdays": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                    "breaks": [{"name": "lunch", "start": "12:00", "end": "12:30"}],
+                },
+            ],
+            "holidays": ["2026-12-25"],
+            "planned_downtime": [
+                {"start": "2026-12-28T06:00:00+01:00", "end": "2026-12-28T10:00:00+01:00"}
             ],
             "confirmation_policy": {"every_good": 4},
         }
@@ -201,6 +212,13 @@ async def test_master_data_from_central_sets_reasons_shifts_and_policy(
             await asyncio.sleep(0.05)
         assert wc.policy.every_good == 4
         assert {s.name: s.length_minutes for s in wc.shifts} == {"night": 480, "day": 960}
+        # the calendar of the KPIs and posting dates is central's, with its breaks and days off
+        calendar = wc.calendar
+        assert calendar.shifts[1].breaks[0].name == "lunch"
+        assert calendar.holidays == frozenset({dt.date(2026, 12, 25)})
+        assert [(w.start_ms, w.reason) for w in calendar.planned] == [
+            (int(dt.datetime(2026, 12, 28, 5, tzinfo=dt.UTC).timestamp() * 1000), "planned")
+        ]
         assert wc.master_data.has_scrap_reason("S07")
         await gw.engine.submit(Pulses("press_good", 4, gw.engine.now()))
         conf = (await collector.wait_for("/_mes_v1/confirmation"))[0].json()
