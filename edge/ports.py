@@ -170,6 +170,11 @@ class PresenceFace(StateView, Protocol):
     @property
     def clock_trusted(self) -> bool: ...
 
+    @property
+    def disk_low(self) -> bool:
+        """Free space below the floor: new machine counts are refused."""
+        ...
+
     def now(self) -> Instant:
         """The engine's clock (the shift KPIs so far are read up to it)."""
         ...

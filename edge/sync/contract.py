@@ -638,6 +638,10 @@ class HealthBody(_Open):
     # False while the gateway's wall clock is before a plausible time (a Pi without a real-time
     # clock before NTP): event times are then not to be trusted; durations still are.
     clock_trusted: bool | None = None
+    # True while the database's disk has less free space than [retention] min_free_mb: new
+    # machine counts are refused (the sources keep them) until space returns; the backlog and
+    # everything else go on.
+    disk_low: bool | None = None
     links: dict[str, str] = Field(default_factory=dict)
     ts_ms: int | None = None
 

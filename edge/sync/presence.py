@@ -107,6 +107,7 @@ class Presence:
             last_puback_ms=self._last_puback(),
             relay_online=self._relay_online() if self._relay_online else None,
             clock_trusted=self.engine.clock_trusted,
+            disk_low=self.engine.disk_low,
             links={"mqtt": "ok" if self.link.connected.is_set() else "down", **self._links()},
             ts_ms=now,
         )

@@ -24,6 +24,8 @@ from edge.metrics import MetricsSources, render
 from edge.store import retention
 from edge.store.replay import verify_all
 from edge.store.retention import DiskLow, RetentionPolicy
+from edge.sync.mqtt import MqttLink
+from edge.sync.presence import Presence
 from tests.engine.helpers import spec
 from tests.engine.test_retention_engine import OP, START_MS, Clocks, a_shift, running
 from tests.small_disk import small_disk
@@ -125,6 +127,11 @@ async def test_below_the_floor_counts_are_refused_the_rest_goes_on_and_it_resume
             assert metric(text, "edge_disk_floor_bytes") == 2 * MB
             assert 0 <= metric(text, "edge_disk_free_bytes") < 2 * MB
             assert metric(text, "edge_counts_refused_total") == 4
+            # and the MQTT health message says so (a link that is not started: nothing is sent)
+            presence = Presence(
+                engine, MqttLink(host="127.0.0.1", port=1, client_id="t"), root="r", edge_id="e"
+            )
+            assert (await presence.health()).disk_low is True
 
             # Not yet 10 s later: not measured again; a little space is not enough (margin).
             os.truncate(filler, filler.stat().st_size - MB - 100_000)  # 2.1 MB free
