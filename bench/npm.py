@@ -9,10 +9,12 @@ that cannot be reached is said within a minute, not after npm's default retries)
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,8 +86,30 @@ def npm_install(
         return all((directory / "node_modules" / r / "package.json").exists() for r in required)
 
     install_s = 0.0
+    directory.mkdir(parents=True, exist_ok=True)
+    # One install at a time per folder: tests running in parallel processes share it.
+    with open(directory / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        install_s = _install(directory, package_json, stamp, npm, present, what, timeout)
+    versions = {}
+    for name in required:
+        pkg = directory / "node_modules" / name / "package.json"
+        versions[name] = str(json.loads(pkg.read_text()).get("version"))
+    return Installed(directory, node, version, round(install_s, 1), versions)
+
+
+def _install(
+    directory: Path,
+    package_json: str,
+    stamp: Path,
+    npm: str,
+    present: Callable[[], bool],
+    what: str,
+    timeout: float,
+) -> float:
+    """npm install unless the stamp says the same package.json is installed; its seconds."""
+    install_s = 0.0
     if not (stamp.exists() and stamp.read_text() == package_json and present()):
-        directory.mkdir(parents=True, exist_ok=True)
         (directory / "package.json").write_text(package_json)
         t0 = time.monotonic()
         try:
@@ -110,8 +134,4 @@ def npm_install(
                 + " / ".join(first[:4])[:600]
             )
         stamp.write_text(package_json)
-    versions = {}
-    for name in required:
-        pkg = directory / "node_modules" / name / "package.json"
-        versions[name] = str(json.loads(pkg.read_text()).get("version"))
-    return Installed(directory, node, version, round(install_s, 1), versions)
+    return install_s

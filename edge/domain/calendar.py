@@ -183,10 +183,10 @@ class ShiftInstance:
     start_ms: int
     end_ms: int
     planned: tuple[tuple[int, int, str], ...] = ()  # merged, sorted, inside [start, end)
+    shift_id: str = field(init=False, compare=False)  # "<day>/<name>"
 
-    @property
-    def shift_id(self) -> str:
-        return f"{self.day.isoformat()}/{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shift_id", f"{self.day.isoformat()}/{self.name}")
 
     @property
     def operating_ms(self) -> int:

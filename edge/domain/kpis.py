@@ -536,12 +536,14 @@ def on_change(s: WorkCenterState, before: tuple[Condition, str | None], now: Ins
     mark = book.marked
     if mark is not None:
         book_since(book, s, before, mark, now)
+    active_refs = []
     for active in s.active_keys:
         _count(book, s.operations[active], now)
-    for table, ref in list(s.dirty):
-        if table == "operation":
+        active_refs.append(str(active))
+    for table, ref in s.dirty:
+        if table == "operation" and ref not in active_refs:
             changed = s.operations.get(OperationKey.parse(ref))
-            if changed is not None and not changed.status.active:
+            if changed is not None:
                 _count(book, changed, now)  # completed or held by this input: its last parts
     if book.mark(now):  # a new shift began: those too old to keep leave
         cutoff = now.wall_ms - KEEP_DAYS * DAY_MS

@@ -155,6 +155,7 @@ class WorkCenterState:
         self.dirty: set[tuple[str, str]] = set()  # (table, key) rows changed since take_dirty
         self.emitted: list[Event] = []  # the events of the input being applied
         # The shifts' ISO 22400 time elements and parts (edge.domain.kpis), booked per change.
+        self._calendar: tuple[MasterData, WorkCenterRules, ShiftCalendar] | None = None
         self.shift_book = ShiftBook(self.calendar)
         # What the work center was doing when the input being applied came (edge.domain.kpis).
         self.condition_before: tuple[Condition, str | None] | None = None
@@ -178,11 +179,18 @@ class WorkCenterState:
     def calendar(self) -> ShiftCalendar:
         """The shift calendar with its holidays and planned downtime: central's when it sent
         shifts, else the configured one."""
-        md = self.master_data
+        md, rules = self.master_data, self.rules
+        cached = self._calendar
+        if cached is not None and cached[0] is md and cached[1] is rules:
+            return cached[2]  # asked at every input: the same rules give the same calendar
         if md.shifts:
-            return calendar_of(md.shifts, self.rules.timezone, md.holidays, md.planned_downtime)
-        rules = self.rules
-        return calendar_of(rules.shifts, rules.timezone, rules.holidays, rules.planned_downtime)
+            found = calendar_of(md.shifts, rules.timezone, md.holidays, md.planned_downtime)
+        else:
+            found = calendar_of(
+                rules.shifts, rules.timezone, rules.holidays, rules.planned_downtime
+            )
+        self._calendar = (md, rules, found)
+        return found
 
     @property
     def policy(self) -> ConfirmationPolicy:
