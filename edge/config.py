@@ -824,50 +824,12 @@ def _time_to_text(value: object) -> object:
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-class BreakEntry(_Section):
-    """``[[shifts.breaks]]``: a planned break inside its shift, by local start and end."""
+class _LocalSpan(_Section):
+    """A named span of local time of day, "HH:MM" to "HH:MM" (a TOML time literal too)."""
 
     name: Name
     start: str
     end: str
-
-    @field_validator("start", "end", mode="before")
-    @classmethod
-    def _time_literal(cls, value: object) -> object:
-        return _time_to_text(value)
-
-    @field_validator("start")
-    @classmethod
-    def _valid_start(cls, value: str) -> str:
-        _minute_of_day(value, allow_24=False)
-        return value
-
-    @field_validator("end")
-    @classmethod
-    def _valid_end(cls, value: str) -> str:
-        _minute_of_day(value, allow_24=True)
-        return value
-
-
-class ShiftEntry(_Section):
-    """``[[shifts]]``: a shift by local start and end time; end <= start runs past midnight."""
-
-    name: Name
-    start: str
-    end: str
-    # The weekdays the shift starts on (a night shift Friday 22:00 to Saturday 06:00: "fri").
-    weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    )
-    breaks: Annotated[list[BreakEntry], Field(max_length=10)] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _breaks_inside(self) -> ShiftEntry:
-        try:
-            self.to_domain()
-        except ValueError as exc:
-            raise _problems([(("breaks",), [b.name for b in self.breaks], str(exc))]) from None
-        return self
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -885,6 +847,28 @@ class ShiftEntry(_Section):
     def _valid_end(cls, value: str) -> str:
         _minute_of_day(value, allow_24=True)  # "24:00" = midnight at the end of the day
         return value
+
+
+class BreakEntry(_LocalSpan):
+    """``[[shifts.breaks]]``: a planned break inside its shift, by local start and end."""
+
+
+class ShiftEntry(_LocalSpan):
+    """``[[shifts]]``: a shift by local start and end time; end <= start runs past midnight."""
+
+    # The weekdays the shift starts on (a night shift Friday 22:00 to Saturday 06:00: "fri").
+    weekdays: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    breaks: Annotated[list[BreakEntry], Field(max_length=10)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _breaks_inside(self) -> ShiftEntry:
+        try:
+            self.to_domain()
+        except ValueError as exc:
+            raise _problems([(("breaks",), [b.name for b in self.breaks], str(exc))]) from None
+        return self
 
     @property
     def start_minute(self) -> int:

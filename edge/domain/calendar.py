@@ -33,7 +33,7 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 from edge.domain.clock import Instant
-from edge.domain.rules import MINUTES_PER_DAY, minute_of_day
+from edge.domain.rules import MINUTES_PER_DAY, Shift
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ALL_DAYS = frozenset(range(7))
@@ -88,15 +88,6 @@ class Break:
     start_minute: int
     length_minutes: int
 
-    @classmethod
-    def parse(cls, name: str, start: str, end: str) -> Break:
-        begin = minute_of_day(start)
-        finish = minute_of_day(end, allow_24=True)
-        length = (finish - begin) % MINUTES_PER_DAY
-        if not length:
-            raise ValueError(f"break {name!r}: {start}-{end} has no length")
-        return cls(name, begin, length)
-
 
 @dataclass(frozen=True, slots=True)
 class ShiftPattern:
@@ -117,19 +108,26 @@ class ShiftPattern:
             raise ValueError(f"shift {self.name!r}: length {self.length_minutes} min not 1-1440")
         if not self.weekdays or not self.weekdays <= ALL_DAYS:
             raise ValueError(f"shift {self.name!r}: weekdays {sorted(self.weekdays)} not 0-6")
-        spans = []
+        # Breaks inside the shift and apart from each other: Shift.parse (rules) is where that
+        # is judged; here only what a break outside would break, its time.
         for b in self.breaks:
-            offset = self.break_offset(b)
-            if offset + b.length_minutes > self.length_minutes:
+            if self.break_offset(b) + b.length_minutes > self.length_minutes:
                 raise ValueError(f"shift {self.name!r}: break {b.name!r} is not inside the shift")
-            spans.append((offset, offset + b.length_minutes, b.name))
-        for (_, end, first), (start, _, second) in pairwise(sorted(spans)):
-            if start < end:
-                raise ValueError(f"shift {self.name!r}: breaks {first!r} and {second!r} overlap")
 
     def break_offset(self, b: Break) -> int:
         """Minutes from the shift's start to the break's (a 02:00 break in a 22:00 shift: 240)."""
         return (b.start_minute - self.start_minute) % MINUTES_PER_DAY
+
+    @classmethod
+    def of(cls, shift: Shift) -> ShiftPattern:
+        """The pattern of a shift of the rules (whose parse judged its times and breaks)."""
+        return cls(
+            shift.name,
+            shift.start_minute,
+            shift.length_minutes,
+            shift.weekdays,
+            tuple(Break(name, start, minutes) for name, start, minutes in shift.breaks),
+        )
 
     @classmethod
     def parse(
@@ -137,26 +135,13 @@ class ShiftPattern:
         name: str,
         start: str,
         end: str,
-        weekdays: Sequence[str] = WEEKDAYS,
+        weekdays: Sequence[str] | None = None,
         breaks: Sequence[tuple[str, str, str]] = (),
     ) -> ShiftPattern:
-        """From local "HH:MM" times (an end not after the start runs past midnight, an end equal
-        to the start is a whole day), weekday names ``mon``..``sun`` and breaks as (name, start,
-        end). ValueError names what is wrong."""
-        begin = minute_of_day(start)
-        finish = minute_of_day(end, allow_24=True)
-        days = set()
-        for day in weekdays:
-            if day.lower() not in WEEKDAYS:
-                raise ValueError(f"shift {name!r}: weekday {day!r} is not one of {WEEKDAYS}")
-            days.add(WEEKDAYS.index(day.lower()))
-        return cls(
-            name,
-            begin,
-            (finish - begin) % MINUTES_PER_DAY or MINUTES_PER_DAY,
-            frozenset(days),
-            tuple(Break.parse(*b) for b in breaks),
-        )
+        """From local "HH:MM" times, weekday names and breaks (name, start, end), as
+        :meth:`edge.domain.rules.Shift.parse` reads them; ValueError names what is wrong."""
+        days = None if weekdays is None else list(weekdays)
+        return cls.of(Shift.parse(name, start, end, days, list(breaks)))
 
 
 @dataclass(frozen=True, slots=True)

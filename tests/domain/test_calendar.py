@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime
 import pytest
 
 from edge.domain.calendar import (
-    Break,
     PlannedWindow,
     ShiftCalendar,
     ShiftPattern,
@@ -136,7 +135,10 @@ def test_merge() -> None:
         ),
         (lambda: ShiftPattern.parse("a", "06:00", "14:00", weekdays=["monday"]), "weekday"),
         (lambda: ShiftPattern.parse("a", "6:00", "14:00"), "HH:MM"),
-        (lambda: Break.parse("x", "09:00", "09:00"), "no length"),
+        (
+            lambda: ShiftPattern.parse("a", "06:00", "14:00", breaks=[("x", "09:00", "09:00")]),
+            "not inside",
+        ),
         (lambda: ShiftPattern("", 0, 60), "shift name"),
         (
             lambda: ShiftCalendar(
