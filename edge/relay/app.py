@@ -90,10 +90,10 @@ class LedgerLiveness:
 
     :meth:`probe` asks the ledger a cheap question (the rows per state) every so often; a
     question that has had no answer for ``stall_s`` (half the watchdog's interval) means the
-    relay is stuck (a connection
-    that hangs after a network fault, a lock never given back) and a restart is what helps. A
-    ledger that answers with an error (PostgreSQL down) is not a reason: a restart would not
-    bring it back, and the relay retries on its own, as it does with the broker.
+    relay is stuck (a connection that hangs after a network fault, a lock never given back)
+    and a restart is what helps. A ledger that answers with an error (PostgreSQL down) is not
+    a reason: a restart would not bring it back, and the relay retries on its own, as it does
+    with the broker.
     """
 
     def __init__(
