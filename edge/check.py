@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from edge.config import GatewayConfig, mqtt_password
+from edge.config import GatewayConfig, file_problems, mqtt_password
 from edge.errors import SourceUnavailable
 
 EARLIEST_PLAUSIBLE = datetime(2025, 1, 1, tzinfo=UTC)
@@ -88,6 +88,9 @@ def check_broker(cfg: GatewayConfig, timeout_s: float = 5.0) -> Check:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
+    unusable = [f"{k} = {v!r}: {why}" for k, v, why in file_problems(cfg) if k.startswith("mqtt.")]
+    if unusable:
+        return Check("broker", False, "; ".join(unusable))
     result: dict[str, str] = {}
     # With a client certificate the broker (use_username_as_clientid) gives this connection the
     # gateway's own client id, the CN, whatever we ask for: it then resumes the gateway's

@@ -17,6 +17,7 @@ from edge.config import (
     GatewayConfig,
     config_path,
     config_report,
+    file_problems,
     load_config,
     rules_from_config,
 )
@@ -36,10 +37,18 @@ def _load(args: argparse.Namespace) -> GatewayConfig:
     return cfg
 
 
+def _usable_files(cfg: GatewayConfig, path: Path) -> None:
+    """A config naming a file the gateway cannot use is refused here, naming key and path."""
+    problems = file_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source=str(path))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_gateway
 
     cfg = _load(args)
+    _usable_files(cfg, config_path(args.config))
     asyncio.run(run_gateway(cfg, new_database=args.new_database))
     return EXIT_OK
 
@@ -83,6 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = config_path(args.config)
     cfg = load_config(path)
+    _usable_files(cfg, path)
     rules = rules_from_config(cfg)
     print(f"{path}: OK")
     print(

@@ -1331,6 +1331,66 @@ def config_path(given: str | None, env: Mapping[str, str] | None = None) -> Path
     return Path(given or environ.get("EDGE_CONFIG") or DEFAULT_CONFIG_PATH)
 
 
+def file_problems(cfg: GatewayConfig) -> list[tuple[str, object, str]]:
+    """Every file the config names that the gateway could not use, as (key, path, why): one
+    that is missing, not a file, unreadable, or (TLS) not what the TLS library can load. A path
+    is not a secret, so it is shown; a file's contents never are. ``edge check-config`` and
+    ``edge run`` refuse such a config (exit 2), instead of a traceback at the first connect."""
+    problems: list[tuple[str, object, str]] = []
+
+    def usable(key: str, path: Path | None) -> bool:
+        if path is None:
+            return False
+        if not path.exists():
+            problems.append((key, str(path), "no such file"))
+        elif not path.is_file():
+            problems.append((key, str(path), "is not a file"))
+        elif not os.access(path, os.R_OK):
+            problems.append((key, str(path), "cannot be read (permissions)"))
+        else:
+            return True
+        return False
+
+    m = cfg.mqtt
+    if m.enabled:
+        usable("mqtt.password_file", m.password_file)
+        ca = usable("mqtt.tls_ca_file", m.tls_ca_file)
+        cert = usable("mqtt.tls_cert_file", m.tls_cert_file)
+        key = usable("mqtt.tls_key_file", m.tls_key_file)
+        problems.extend(_tls_problems(m, ca, cert, key or m.tls_key_file is None))
+    for link in cfg.sources.opcua:
+        usable(f"sources.opcua[{link.name}].password_file", link.password_file)
+    if cfg.panel.enabled:
+        usable("panel.supervisor_pin_file", cfg.panel.supervisor_pin_file)
+    return problems
+
+
+def _tls_problems(m: MqttSection, ca: bool, cert: bool, key: bool) -> list[tuple[str, object, str]]:
+    """What the TLS library says of the files that are there (the same calls the link makes)."""
+    import ssl
+
+    out: list[tuple[str, object, str]] = []
+    if ca and m.tls_ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=str(m.tls_ca_file))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            out.append(("mqtt.tls_ca_file", str(m.tls_ca_file), f"not a CA certificate: {exc}"))
+    if cert and key and m.tls_cert_file is not None:
+        context = ssl.create_default_context()
+        key_file = m.tls_key_file or m.tls_cert_file
+        try:
+            context.load_cert_chain(str(m.tls_cert_file), str(key_file))
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            out.append(
+                (
+                    "mqtt.tls_cert_file",
+                    str(m.tls_cert_file),
+                    f"the certificate and key {key_file} do not load together: {exc}",
+                )
+            )
+    return out
+
+
 def mqtt_password(cfg: GatewayConfig) -> str | None:
     """The broker password, read from ``[mqtt] password_file`` (None without one); a file that
     cannot be read is a config error naming the key and the path, never the contents."""

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli.test_cli import example_without_tls
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -69,7 +71,7 @@ def test_the_installed_copy_runs_from_anywhere(wheel: Path, tmp_path: Path) -> N
     assert found.stdout.strip().startswith(str(target))
     checked = subprocess.run(
         [sys.executable, "-m", "edge.cli", "check-config", "-c",
-         str(REPO / "config" / "example.toml")],
+         str(example_without_tls(tmp_path))],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -96,7 +98,7 @@ def test_pipx_install_from_pypi_gives_a_working_edge_command(wheel: Path, tmp_pa
     )  # fmt: skip
     edge = tmp_path / "bin" / "edge"
     result = subprocess.run(
-        [str(edge), "check-config", "-c", str(REPO / "config" / "example.toml")],
+        [str(edge), "check-config", "-c", str(example_without_tls(tmp_path))],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
