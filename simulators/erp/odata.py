@@ -6,6 +6,7 @@ faults."""
 
 from __future__ import annotations
 
+import abc
 import argparse
 import base64
 import contextlib
@@ -262,7 +263,7 @@ def compare(op: str, left: Any, right: Any) -> bool:
         return False
 
 
-class Filter(Generic[F]):
+class Filter(abc.ABC, Generic[F]):
     """A ``$filter`` expression as a predicate over rows: ``or`` of ``and`` of (``not``)
     comparisons ``<property> <op> <literal>`` or parenthesised expressions.
 
@@ -292,14 +293,14 @@ class Filter(Generic[F]):
 
     # -- what a subclass says
 
-    def error(self, message: str) -> Exception:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def error(self, message: str) -> Exception: ...
 
-    def field(self, kind: str, name: str) -> F:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def field(self, kind: str, name: str) -> F: ...
 
-    def leaf(self, field: F, op: str, literal: Token) -> Predicate:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def leaf(self, field: F, op: str, literal: Token) -> Predicate: ...
 
     # -- the grammar
 
@@ -554,8 +555,8 @@ class ServiceStandIn(ThreadedServer, Generic[S]):
         )
 
     @staticmethod
-    def _app(state: S) -> FastAPI:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _app(state: S) -> FastAPI: ...
 
     @property
     def url(self) -> str:

@@ -4,6 +4,7 @@ outage knobs, and the command-line wait for SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import random
@@ -36,14 +37,14 @@ __all__ = [
 # The life cycle
 
 
-class AsyncLifecycle:
+class AsyncLifecycle(abc.ABC):
     """``async with``: :meth:`_astart` on entry, :meth:`_astop` on exit."""
 
-    async def _astart(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _astart(self) -> None: ...
 
-    async def _astop(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def _astop(self) -> None: ...
 
     async def __aenter__(self) -> Self:
         await self._astart()
@@ -62,11 +63,11 @@ class Lifecycle(AsyncLifecycle):
     """``with`` and ``async with`` over a blocking :meth:`start` and :meth:`close` (the async
     form runs them on a worker thread)."""
 
-    def start(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def start(self) -> None: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     async def _astart(self) -> None:
         await asyncio.to_thread(self.start)
