@@ -63,6 +63,11 @@ def _local(day: date, minute: int, tz: ZoneInfo) -> datetime:
     return datetime(d.year, d.month, d.day, rest // 60, rest % 60, tzinfo=tz)
 
 
+def local_midnight_ms(day: date, tz: ZoneInfo) -> int:
+    """Epoch milliseconds of the local midnight that begins ``day``."""
+    return _ms(_local(day, 0, tz))
+
+
 def merge(spans: Iterable[tuple[int, int, str]]) -> tuple[tuple[int, int, str], ...]:
     """Sorted, overlapping or touching spans joined (the first's reason names the union);
     empty spans dropped."""

@@ -44,6 +44,7 @@ from edge.domain.model import (
     OperationSpec,
     OperationStatus,
     Tally,
+    number,
 )
 from edge.domain.rules import (
     ConfirmationPolicy,
@@ -70,11 +71,6 @@ def confirmation_idem_key(edge_id: str, key: OperationKey, counter: int, retry: 
 
 def reversal_idem_key(edge_id: str, key: OperationKey, counter: int) -> str:
     return hashlib.sha256(f"{_key_text(edge_id, key)}|rev|{counter}".encode()).hexdigest()
-
-
-def number(value: Decimal) -> int | str:
-    """A quantity for a payload: an int when whole, else the exact decimal as text."""
-    return int(value) if value == value.to_integral_value() else str(value)
 
 
 def tally_payload(tally: Tally) -> dict[str, object]:

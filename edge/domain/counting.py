@@ -24,7 +24,7 @@ from enum import StrEnum
 
 from edge.domain import lifecycle
 from edge.domain.clock import Instant
-from edge.domain.confirmations import confirm, number, tally_payload
+from edge.domain.confirmations import confirm, tally_payload
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
     AcknowledgeOverDelivery,
@@ -44,6 +44,7 @@ from edge.domain.model import (
     StopOrigin,
     Tally,
     UnassignedProduction,
+    number,
 )
 from edge.domain.rules import (
     CountKind,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
-from edge.domain.confirmations import check_policy, number
+from edge.domain.confirmations import check_policy
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
     DispatchList,
@@ -49,6 +49,7 @@ from edge.domain.model import (
     OperationKey,
     OperationSpec,
     OperationStatus,
+    number,
 )
 from edge.domain.rules import (
     MasterData,

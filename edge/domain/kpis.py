@@ -56,12 +56,13 @@ from edge.domain.calendar import (
     ShiftCalendar,
     ShiftInstance,
     ShiftPattern,
+    local_midnight_ms,
     shift_of,
     zone,
 )
 from edge.domain.clock import Instant
 from edge.domain.events import EventType
-from edge.domain.model import Operation, OperationKey, OperationStatus, Tally
+from edge.domain.model import Operation, OperationKey, OperationStatus, Tally, number
 from edge.domain.rules import MINUTES_PER_DAY, Shift
 
 if TYPE_CHECKING:
@@ -311,7 +312,7 @@ class ShiftBook:
             t = self._day_bucket(cursor)
             local = datetime.fromtimestamp(cursor / 1000, tz=UTC).astimezone(tz).date()
             nxt = local + timedelta(days=1)
-            midnight = round(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp() * 1000)
+            midnight = local_midnight_ms(nxt, tz)
             b = min(end_ms, midnight)
             self._add(t, condition, b - cursor, 0, stop_id)
             cursor = b
@@ -342,8 +343,7 @@ class ShiftBook:
         t = self.shifts.get(key)
         if t is None:
             nxt = day + timedelta(days=1)
-            start = round(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
-            end = round(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp() * 1000)
+            start, end = local_midnight_ms(day, tz), local_midnight_ms(nxt, tz)
             t = self.shifts[key] = ShiftTimes(key, UNSCHEDULED, day, start, end, 0, 0)
         return t
 
@@ -358,8 +358,7 @@ class ShiftBook:
         unbooked) and its unscheduled time, together; None for a day with neither."""
         tz = zone(self.calendar.timezone)
         nxt = day + timedelta(days=2)
-        start = round(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
-        end = round(datetime(nxt.year, nxt.month, nxt.day, tzinfo=tz).timestamp() * 1000)
+        start, end = local_midnight_ms(day, tz), local_midnight_ms(nxt, tz)
         times = {t.shift_id: t for t in self.shifts.values() if t.day == day}
         for inst in self.calendar.instances(start, end):
             if inst.day == day and inst.shift_id not in times:
@@ -661,9 +660,6 @@ def kpis_payload(k: Kpis) -> dict[str, object]:
     """The KPIs of a shift or day as everyone shows them (``edge status``, the panel, the
     contract): seconds, parts as numbers or exact text, ratios rounded to 4 places, None where
     undefined, the stop reasons by time lost, longest first."""
-
-    def number(value: Decimal) -> int | str:
-        return int(value) if value == value.to_integral_value() else str(value)
 
     def iso(ms: int) -> str:
         return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")

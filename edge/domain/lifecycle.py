@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from edge.domain import counting
 from edge.domain.clock import Instant
-from edge.domain.confirmations import confirm, number
+from edge.domain.confirmations import confirm
 from edge.domain.dispatch import note_sequence, spec_data
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
@@ -29,6 +29,7 @@ from edge.domain.model import (
     Operation,
     OperationStatus,
     StopOrigin,
+    number,
 )
 from edge.domain.state import (
     WorkCenterState,

@@ -323,3 +323,8 @@ class UnassignedProduction:
     tally: Tally = field(default_factory=Tally)
     open: bool = True
     assigned_to: str | None = None
+
+
+def number(value: Decimal) -> int | str:
+    """A quantity for a payload: an int when whole, else the exact decimal as text."""
+    return int(value) if value == value.to_integral_value() else str(value)
