@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,7 @@ from typing import Any
 from edge.domain.inputs import MachineState
 from edge.engine import Engine
 from simulators.opcua_machine import MachineSimulator
-from tests.opcua.test_opcua_source import OP, config, gateway, until
-
-# A standard cycle long enough that no no-count stop (3 x cycle without a part) can open while
-# the source connects, however slow a busy machine makes that: the stop must come from the
-# machine's own down state, with its alarm.
-SLOW_OP = dataclasses.replace(OP, std_cycle_s=60.0)
+from tests.opcua.test_opcua_source import config, gateway, until
 
 
 def events(engine: Engine, *types: str) -> list[tuple[str, dict[str, Any]]]:
@@ -37,7 +31,7 @@ def journaled(engine: Engine, input_type: str) -> int:
 async def test_a_stop_found_at_connect_is_one_change_with_its_alarm(tmp_path: Path) -> None:
     async with MachineSimulator(cycle_s=0.02, seed=31) as machine:
         await machine.stop(alarm="E-217")  # down with an alarm before the gateway looks
-        async with gateway(config(tmp_path, machine), SLOW_OP) as (engine, link):
+        async with gateway(config(tmp_path, machine)) as (engine, link):
             await until(lambda: link.link_status == "ok", 10, "the connection")
             await until(lambda: engine.wc.open_stop is not None, 5, "the stop")
             await until(lambda: journaled(engine, "MachineStateChanged") >= 1, 5, "the commit")

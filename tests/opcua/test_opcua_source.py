@@ -20,7 +20,10 @@ from edge.engine import Engine
 from edge.sources.opcua import OpcUaLink
 from simulators.opcua_machine import MachineSimulator
 
-OP = OperationSpec("4711", "0020", "FG-4711", Decimal(10**6), std_cycle_s=0.01)
+# No standard cycle: these tests are about what the source reports, so no no-count stop (the
+# stop rule's own timer, 3 x cycle without a part) may open in between when a busy machine
+# delays a notification or the first connect; the stop rule has its own tests.
+OP = OperationSpec("4711", "0020", "FG-4711", Decimal(10**6), std_cycle_s=0)
 KEY = OperationKey("4711", "0020")
 
 CONFIG = """
