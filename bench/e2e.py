@@ -447,6 +447,8 @@ class Peer(abc.ABC):
 
 class Ours(Peer):
     name = "ours"
+    extra_toml = ""  # appended to the config (a variant's own settings, e.g. bench/wear.py's)
+    publishing_ms = PUBLISHING_MS
 
     def start(self, base: int, mark: int) -> None:
         self.base = base
@@ -463,8 +465,9 @@ class Ours(Peer):
                 link=LINK,
                 endpoint=self.ctx.endpoint,
                 node=self.ctx.node,
-                publishing_ms=PUBLISHING_MS,
+                publishing_ms=self.publishing_ms,
             )
+            + self.extra_toml
         )
         edge = Path(sys.executable).with_name("edge")
         argv = [str(edge)] if edge.exists() else [sys.executable, "-m", "edge"]

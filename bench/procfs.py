@@ -45,6 +45,25 @@ def tree_cpu_s(root: int) -> float:
     return sum(cpu_seconds(pid) or 0.0 for pid in process_tree(root))
 
 
+def io_write_bytes(pid: int) -> int:
+    """Bytes ``pid`` (every thread) caused to be written to storage so far (``write_bytes`` of
+    ``/proc/<pid>/io``: what reaches the block layer, fsyncs and page-cache writeback included,
+    counted when the page is dirtied); 0 when it is gone or unreadable."""
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith("write_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def tree_write_bytes(root: int) -> int:
+    """``io_write_bytes`` summed over the tree."""
+    return sum(io_write_bytes(pid) for pid in process_tree(root))
+
+
 def mem_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) of ``pid`` in MB; zeros when it is gone."""
     rss = hwm = 0
