@@ -69,6 +69,7 @@ class Floor:
         out = self.wc.apply(inp)
         assert out.rejection is None, f"{inp} was rejected: {out.rejection}"
         self.entries.append(JournalEntry(inp, out.events))
+        self.wc.take_dirty()  # as the engine does after each commit; store() writes every row
 
     def operation(
         self,
