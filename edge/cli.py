@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 
-from edge import __version__, ops
+from edge import __version__, ops, report
 from edge.config import (
     DEFAULT_CONFIG_PATH,
     GatewayConfig,
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pin.set_defaults(fn=cmd_panel_pin)
     ops.register(sub)
+    report.register(sub)
     relay_cli.register(sub)
     return parser
 
