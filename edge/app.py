@@ -220,6 +220,8 @@ def retention_policy(cfg: GatewayConfig) -> RetentionPolicy:
         export_keep_files=r.export_keep_files,
         min_free_mb=r.min_free_mb,
         disk_check_s=r.disk_check_s,
+        finished_in_memory_h=r.finished_in_memory_h,
+        finished_days=r.finished_days,
     )
 
 

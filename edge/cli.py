@@ -10,7 +10,6 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from edge import __version__, ops, report
 from edge.config import (
@@ -27,7 +26,6 @@ from edge.logging import configure_logging
 from edge.relay import cli as relay_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_USAGE = 2  # a command line argparse cannot take, as argparse itself exits
 # The database needs a person (lost, damaged, unusable): systemd does not restart on it.
 EXIT_REFUSED = 3
 EXIT_BROKEN_PIPE = 141  # what a shell shows for a command killed by SIGPIPE (128 + 13)
@@ -220,7 +218,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = load_config(config_path(args.config))
     configure_logging("error", json=False)
-    return run_checks(cfg, service_user=args.service_user)
+    return run_checks(cfg)
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -273,91 +271,17 @@ def cmd_panel_pin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class EdgeParser(argparse.ArgumentParser):
-    """argparse's parser; a command that is not one of the choices lists them in words."""
-
-    def error(self, message: str) -> NoReturn:
-        commands = _commands(self)
-        if commands is not None and message.startswith(f"argument {commands.dest}: invalid"):
-            given = message.split("invalid choice: ", 1)[-1].split(" (choose", 1)[0]
-            self.exit(EXIT_USAGE, f"{self.prog}: no command {given}\n{choices_text(self)}")
-        super().error(message)
-
-
-def _commands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:  # type: ignore[type-arg]
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
-def choices_text(parser: argparse.ArgumentParser) -> str:
-    """The commands ``parser`` takes, one a line with what it does."""
-    commands = _commands(parser)
-    assert commands is not None
-    named = [(a.dest, a.help or "") for a in commands._get_subactions()]
-    width = max(len(name) for name, _ in named)
-    lines = [f"{parser.prog} needs one of these commands:"]
-    lines += [f"  {name:<{width}}  {text}" for name, text in named]
-    lines.append(f"{parser.prog} <command> --help shows a command's options.")
-    return "\n".join(lines) + "\n"
-
-
-OUTER_CONFIG = "config_before_"  # dests of -c/--config given before a (sub)command
-CONFIG_HELP = f"config file (default: $EDGE_CONFIG or {DEFAULT_CONFIG_PATH})"
-
-
-def _finish(parser: argparse.ArgumentParser, depth: int = 0) -> None:
-    """Every parser with commands: without one it names them (exit 2); and it takes
-    ``-c/--config`` before the command too, for the command's own (:func:`_outer_config`)."""
-    commands = _commands(parser)
-    if commands is None:
-        parser.set_defaults(command_prog=parser.prog)
-        return
-    commands.required = False
-
-    def choose(_args: argparse.Namespace) -> int:
-        print(choices_text(parser), end="", file=sys.stderr)
-        return EXIT_USAGE
-
-    parser.set_defaults(fn=choose)
-    parser.add_argument(
-        "-c",
-        "--config",
-        dest=f"{OUTER_CONFIG}{depth}",
-        default=argparse.SUPPRESS,
-        help=f"{CONFIG_HELP}; before or after the command",
-    )
-    for sub in commands.choices.values():
-        _finish(sub, depth + 1)
-
-
-def _outer_config(args: argparse.Namespace) -> str | None:
-    """``edge -c f status`` is ``edge status -c f``; None, or what is wrong with the line."""
-    outer = {k: v for k, v in vars(args).items() if k.startswith(OUTER_CONFIG)}
-    for key in outer:
-        delattr(args, key)
-    prog = getattr(args, "command_prog", None)
-    if not outer or prog is None:  # no command given: its choices are shown instead
-        return None
-    if not hasattr(args, "config"):
-        return f"{prog}: -c/--config is not one of its options (see {prog} --help)"
-    given = sorted({*outer.values(), *([args.config] if args.config is not None else [])})
-    if len(given) > 1:
-        return f"{prog}: -c/--config given twice, as {' and '.join(given)}: give it once"
-    args.config = given[0]
-    return None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = EdgeParser(
+    parser = argparse.ArgumentParser(
         prog="edge", description="Work-center edge gateway for manufacturing order management."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("-c", "--config", help=CONFIG_HELP)
+        p.add_argument(
+            "-c", "--config", help=f"config file (default: $EDGE_CONFIG or {DEFAULT_CONFIG_PATH})"
+        )
         return p
 
     run = with_config(sub.add_parser("run", help="run the gateway"))
@@ -427,19 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     browse.add_argument("--user", help="user name, as username")
     browse.add_argument("--password-file", help="a file whose first line is the password")
     browse.set_defaults(fn=cmd_browse)
-    check = with_config(
+    with_config(
         sub.add_parser(
-            "check",
-            help="check every link in the config: database, clock, broker, OPC UA nodes "
-            "(it only reads)",
+            "check", help="check every link in the config: database, clock, broker, OPC UA nodes"
         )
-    )
-    check.add_argument(
-        "--service-user",
-        help="judge the files for this user (default: as root, edge-gateway when it exists, "
-        "the user of systemd/edge-gateway.service)",
-    )
-    check.set_defaults(fn=cmd_check)
+    ).set_defaults(fn=cmd_check)
     with_config(
         sub.add_parser("certs", help="make (once) and show the OPC UA application certificate")
     ).set_defaults(fn=cmd_certs)
@@ -464,17 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     ops.register(sub)
     report.register(sub)
     relay_cli.register(sub)
-    _finish(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        wrong = _outer_config(args)
-        if wrong is not None:
-            print(wrong, file=sys.stderr)
-            return EXIT_USAGE
         code: int = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except ConfigError as err:

@@ -223,6 +223,10 @@ class RetentionSection(_Section):
     # Disk watermark: below this free space (MB) machine counts are refused; 0: none.
     min_free_mb: Annotated[float, Field(ge=0, le=1_000_000)] = 256.0
     disk_check_s: Annotated[float, Field(ge=1, le=3600)] = 10.0
+    # Finished operations, their confirmations and stops leave memory this many hours after
+    # they ended (once nothing needs them there); their rows stay stored finished_days more.
+    finished_in_memory_h: Annotated[float, Field(ge=24, le=8760)] = 72.0
+    finished_days: Annotated[float, Field(ge=1, le=3650)] = 365.0
 
 
 _TOPIC_LEVEL: Final = r"^[^/+#\x00-\x20\x7f]{1,64}$"

@@ -26,8 +26,20 @@ from edge.clock import GatewayClock, TimeSource
 from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
-from edge.domain.inputs import CounterReading, Input, Pulses, RulesApplied, Tick
+from edge.domain.inputs import (
+    ConfirmationResult,
+    CounterReading,
+    DispatchList,
+    Input,
+    Pulses,
+    ResultStatus,
+    RetireFinished,
+    RulesApplied,
+    SetStopReason,
+    Tick,
+)
 from edge.domain.model import OperationKey
+from edge.domain.retire import MAX_PER_INPUT
 from edge.domain.rules import WorkCenterRules
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
 from edge.logging import Logger, get_logger
@@ -35,7 +47,8 @@ from edge.ports import CommitHook, CommitListener, EngineStats, Outbound
 from edge.store import codec, retention
 from edge.store.archive import Archive, ExportFailed
 from edge.store.retention import Checkpoint, DiskLow, Pruned, RetentionPolicy, RetentionStats
-from edge.store.store import JournalEntry, OutboxRow, Store
+from edge.store.schema import RETIRING_TABLES
+from edge.store.store import JournalEntry, OutboxRow, Store, retired_rows
 
 T = TypeVar("T")
 
@@ -97,6 +110,7 @@ class Engine:
         self._free_space = free_space or retention.disk_free_bytes
         self._disk_checked_mono: int | None = None
         self._refusals_told_mono: int | None = None
+        self._retired_at_mono = -1  # when retire_finished last ran
 
     # ------------------------------------------------------------------ opening
 
@@ -344,13 +358,14 @@ class Engine:
                 (table, key, codec.entity_doc(self.wc, table, key))
                 for table, key in sorted(self.wc.take_dirty())
             ]
+            retired = retired_rows(self.wc)
             if entries:
                 entries[-1].outbox.extend(
                     self._outbound.counter_messages(
                         self.wc.active, self._published, entries[-1].input.at.wall_ms
                     )
                 )
-                added = await self._in_store(self.store.commit, entries, rows)
+                added = await self._in_store(self.store.commit, entries, rows, retired)
         except StoreError as exc:
             await self._commit_failed(batch, exc)
             return
@@ -400,7 +415,11 @@ class Engine:
                 # encoding of the input for the journal and of its events as messages. A value
                 # that cannot be encoded rejects that input only; nothing of it is kept.
                 try:
+                    if isinstance(inp, DispatchList):
+                        inp = await self._without_retired(inp)
                     outcome = self.wc.apply(inp)
+                    if outcome.rejection is not None and outcome.rejection.code in _NOT_HERE:
+                        outcome = await self._left_memory(inp, outcome)
                     entry = None
                     if outcome.rejection is None and outcome.changed:
                         events = outcome.events
@@ -459,6 +478,7 @@ class Engine:
         except StoreError as load_exc:
             self.log.error("reloading the state failed", error=str(load_exc))
         self.wc.take_dirty()
+        self.wc.take_retired()
         self._published.clear()
         for queued in batch:
             if queued.future is not None and not queued.future.done():
@@ -505,6 +525,12 @@ class Engine:
             await self.watch_disk(policy, force=force)
         elif self.retention.disk_low:
             self._disk_back(None, policy)  # the watermark was switched off
+        # Before the checkpoint, so that it holds what is in memory after. Also without
+        # retention: leaving memory deletes nothing.
+        since = self.clock.now().mono_ms - self._retired_at_mono
+        if self._retired_at_mono < 0 or since >= _RETIRE_EVERY_MS or force:
+            await self.retire_finished(policy)
+            self._retired_at_mono = self.clock.now().mono_ms
         if not policy.enabled:
             return pruned
         last = self.retention.last_checkpoint
@@ -529,6 +555,85 @@ class Engine:
             pruned = await self.prune(policy)
             self._pruned_at_mono = self.clock.now().mono_ms
         return pruned
+
+    # ------------------------------------------------------------------ leaving memory
+
+    async def retire_finished(self, policy: RetentionPolicy) -> tuple[int, int]:
+        """Finished operations (with their confirmations and stops) leave memory once nothing
+        needs them there (edge.domain.retire): the core names the candidates, the ones an
+        unfinished outbox row is about stay, and a journaled ``RetireFinished`` takes the rest
+        through the core like any input. Returns (operations, stops) that left."""
+        ops_total = stops_total = 0
+        kept_h = policy.finished_in_memory_h
+        for _ in range(1000):  # each round takes up to MAX_PER_INPUT; the rest next time
+            now = self.clock.now()
+            ops, stops = self.wc.retire_candidates(now, kept_h)
+            if ops:
+                held = await self._in_store(self.store.ops_in_outbox)
+                ops = [key for key in ops if key not in held]
+            if not ops and not stops:
+                break
+            outcome = await self.submit(RetireFinished(tuple(ops), kept_h, now))
+            events = [e for e in outcome.events if e.type is EventType.OPERATIONS_RETIRED]
+            if not events:
+                break
+            left_ops, left_stops = (_count(events[0].data.get(k)) for k in ("ops", "stops"))
+            ops_total += left_ops
+            stops_total += left_stops
+            if left_ops < MAX_PER_INPUT and left_stops < MAX_PER_INPUT:
+                break
+        self.retention.ops_retired += ops_total
+        self.retention.stops_retired += stops_total
+        if ops_total or stops_total:
+            self.log.info(
+                "finished operations left memory (their rows stay in the database)",
+                operations=ops_total,
+                stops=stops_total,
+                in_memory=len(self.wc.operations),
+                stops_in_memory=len(self.wc.stops),
+                kept_h=kept_h,
+            )
+        return ops_total, stops_total
+
+    async def _without_retired(self, d: DispatchList) -> DispatchList:
+        """A dispatch list naming an operation that finished and left memory: that entry is
+        left out (and said so in the log), the rest applies. In memory the core would keep the
+        finished operation as it is (a conflict event); out of memory it would take it for a
+        new one, whose confirmation #1 would reuse the idempotency key the ERP posted. The list
+        the core applied is the one journaled, so a replay does the same."""
+        if d.version <= self.wc.header.dispatch_version:
+            return d  # stale: the core refuses it whole
+        unknown = [str(spec.key) for spec in d.operations if spec.key not in self.wc.operations]
+        if not unknown:
+            return d
+        stored = await self._in_store(self.store.stored_operations, unknown)
+        if not stored:
+            return d
+        for i, spec in enumerate(d.operations):
+            if str(spec.key) in stored:
+                self.log.warning(
+                    f"dispatch list version {d.version}: operations[{i}] = {str(spec.key)!r} "
+                    "finished and left memory; a finished operation is never dispatched "
+                    "again, so this entry is left out and the rest of the list applies",
+                    field=f"operations[{i}]",
+                    value=str(spec.key),
+                    version=d.version,
+                )
+        kept = tuple(spec for spec in d.operations if str(spec.key) not in stored)
+        return dataclasses.replace(d, operations=kept)
+
+    async def _left_memory(self, inp: Input, outcome: Outcome) -> Outcome:
+        """The core did not find what ``inp`` names: if it left memory, say so in words (the
+        row is in the database), or take a relay's repeated good news for a confirmation that
+        left. Nothing is changed either way."""
+        rej = outcome.rejection
+        assert rej is not None
+        try:
+            better = await self._in_store(_explain_left_memory, self.store, inp, rej)
+        except Exception as exc:  # the plain rejection stands
+            self.log.warning("looking up a row that left memory failed", error=repr(exc))
+            return outcome
+        return better if better is not None else outcome
 
     # ------------------------------------------------------------------ disk watermark
 
@@ -686,15 +791,16 @@ class Engine:
             )
         if archive is not None:
             pruned.exported = archive.rows_written - written
-        if pruned.journal or pruned.events or pruned.outbox:
+        if pruned.journal or pruned.events or pruned.outbox or pruned.retired:
             pruned.vacuumed_pages = await self._give_back(policy)
         self.retention.count(pruned)
-        if pruned.journal or pruned.events or pruned.outbox or pruned.checkpoints:
+        if pruned.journal or pruned.events or pruned.outbox or pruned.checkpoints or pruned.retired:
             self.log.info(
                 "retention: old rows deleted",
                 journal=pruned.journal,
                 events=pruned.events,
                 outbox=pruned.outbox,
+                finished=pruned.retired,
                 checkpoints=pruned.checkpoints,
                 pages_returned=pruned.vacuumed_pages,
                 command_ids=len(self._commands),
@@ -720,6 +826,14 @@ class Engine:
             ):
                 pruned.add("outbox", n)
                 await asyncio.sleep(0)
+            # What left memory stays stored finished_days after it left (wall times too).
+            cutoff = now.wall_ms - policy.finished_keep_ms
+            for table in RETIRING_TABLES:
+                while n := await self._in_store(
+                    retention.prune_retired_batch, store, table, cutoff, limit, export
+                ):
+                    pruned.add("retired", n)
+                    await asyncio.sleep(0)
         point = await self._in_store(retention.prune_point, store, now, policy.journal_keep_ms)
         if point is not None:
             cursor = 0
@@ -811,6 +925,98 @@ class Engine:
 
 
 _MACHINE_COUNTS = (CounterReading, Pulses)
+# The core's answers when what an input names is not in memory (perhaps it left it).
+_NOT_HERE = frozenset(
+    {
+        RejectionCode.UNKNOWN_OPERATION,
+        RejectionCode.UNKNOWN_STOP,
+        RejectionCode.UNKNOWN_CONFIRMATION,
+    }
+)
+_RETIRE_EVERY_MS = 600_000  # finished operations are looked at every 10 minutes
+
+
+def _count(listed: object) -> int:
+    return len(listed) if isinstance(listed, list) else 0
+
+
+def _left_on(at_ms: int) -> str:
+    return Instant(at_ms, 0).iso()
+
+
+def _explain_left_memory(store: Store, inp: Input, rej: Rejection) -> Outcome | None:
+    """On the store's thread: a better outcome for ``rej`` when what ``inp`` names left memory
+    (see edge.domain.retire), else None.
+
+    A relay's verdict for a confirmation that left memory: the same good news again (posted or
+    duplicate after posted) is taken as done, changing nothing, so the relay is not told off
+    for a resend; anything else contradicts the verdict the confirmation left with and is
+    refused naming it (clear it in the ERP). An operation or a stop named by an operator,
+    supervisor or central is refused naming the field, the value and when it left."""
+    if isinstance(inp, ConfirmationResult):
+        found = store.retired_confirmation(inp.idem_key)
+        if found is None:
+            return None
+        doc, at_ms, reversal = found
+        status = doc.get("reversal_status") if reversal else doc.get("status")
+        conf_id = f"{doc['key']['order']}/{doc['key']['operation']}" + (
+            f"/{doc['key']['split']}" if doc["key"].get("split") else ""
+        )
+        conf_id += f"#{doc['counter']}"
+        if status == "posted" and inp.status in (ResultStatus.POSTED, ResultStatus.DUPLICATE):
+            return Outcome(changed=False)
+        what = "reversal of confirmation" if reversal else "confirmation"
+        return Outcome(
+            rejection=Rejection(
+                RejectionCode.CONFIRMATION_STATE,
+                f"idem_key = {inp.idem_key!r}: the {what} {conf_id} left memory on "
+                f"{_left_on(at_ms)} with the ERP's verdict {status}; this verdict "
+                f"({inp.status.value}) contradicts it and is not applied: clear it in the ERP",
+                field="idem_key",
+                value=inp.idem_key,
+                state=str(status),
+            ),
+            changed=False,
+        )
+    if isinstance(inp, SetStopReason) and inp.stop_id:
+        found_stop = store.left_memory("stop", inp.stop_id)
+        if found_stop is None:
+            return None
+        return Outcome(
+            rejection=Rejection(
+                RejectionCode.UNKNOWN_STOP,
+                f"stop_id = {inp.stop_id!r}: the stop ended and left memory on "
+                f"{_left_on(found_stop[1])}; its reason can no longer be given or changed "
+                "(the stop table keeps it as it was)",
+                field="stop_id",
+                value=inp.stop_id,
+            ),
+            changed=False,
+        )
+    ref = getattr(inp, "op", None)
+    if not isinstance(ref, str) or not ref or rej.code is not RejectionCode.UNKNOWN_OPERATION:
+        return None
+    try:
+        key = str(OperationKey.parse(ref))
+    except ValueError:
+        return None
+    found_op = store.left_memory("operation", key)
+    if found_op is None:
+        return None
+    status = str(found_op[0].get("status"))
+    return Outcome(
+        rejection=Rejection(
+            RejectionCode.OPERATION_FINISHED,
+            f"op = {ref!r}: operation {key} is {status} and left memory on "
+            f"{_left_on(found_op[1])}; nothing more can be done to it or its confirmations "
+            "here (a reversal or correction now goes to the ERP directly); its rows stay in "
+            "the database (the operation and confirmation tables)",
+            field="op",
+            value=ref,
+            state=status,
+        ),
+        changed=False,
+    )
 
 
 def _mb(n: int) -> float:

@@ -10,7 +10,9 @@ The plant's rules live in one module per chapter of rules.md, each rule named wh
 - ``dispatch``: the dispatch list, master data, what may change once started (§7);
 - ``andon``: calls for help and what the stack light and panel show (§8);
 - ``calendar`` and ``kpis``: the shift calendar, and ISO 22400 time elements and KPIs per shift,
-  booked after every input that changed the state.
+  booked after every input that changed the state;
+- ``retire``: finished operations, their confirmations and stops leave memory once nothing
+  needs them there (their rows stay stored).
 
 :class:`WorkCenter` owns the state (:class:`edge.domain.state.WorkCenterState`) and routes each
 input to its chapter. It is synchronous and pure: time comes in with each input, nothing is read
@@ -28,7 +30,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from edge.domain import andon, confirmations, counting, dispatch, kpis, lifecycle, stops
+from edge.domain import andon, confirmations, counting, dispatch, kpis, lifecycle, retire, stops
 from edge.domain.andon import AndonState, andon_state
 from edge.domain.clock import Instant
 from edge.domain.confirmations import index_confirmation, next_verdict
@@ -52,6 +54,7 @@ from edge.domain.inputs import (
     ReportScrap,
     RequestConfirmation,
     ResendConfirmation,
+    RetireFinished,
     ReverseConfirmation,
     RulesApplied,
     SetStopReason,
@@ -111,6 +114,7 @@ class WorkCenter(WorkCenterState):
             CloseHelp: partial(andon.on_close_help, self),
             DispatchList: partial(dispatch.on_dispatch, self),
             MasterDataReceived: partial(dispatch.on_master_data, self),
+            RetireFinished: partial(retire.on_retire, self),
             Tick: self._on_tick,
             RulesApplied: self._on_rules,
         }
@@ -200,6 +204,12 @@ class WorkCenter(WorkCenterState):
         """ISO 22400 KPIs of a booked shift (``2026-03-04/early``), stops by their latest
         reason."""
         return self.shift_book.kpis(shift_id, kpis.stop_facts(self))
+
+    def retire_candidates(self, now: Instant, kept_h: float) -> tuple[list[str], list[str]]:
+        """The finished operations that may leave memory at ``now`` and the stops that would
+        leave with them (edge.domain.retire); what the outbox still holds is the engine's to
+        leave out."""
+        return retire.candidates(self, now, kept_h)
 
     def blocking_confirmation(self, op: Operation) -> Confirmation | None:
         """The confirmation of ``op`` the ERP rejected and nobody resent or reversed yet."""

@@ -54,7 +54,10 @@ class EventType(StrEnum):
     HELP_CLOSED = "help_closed"
     SHIFT_CHANGED = "shift_changed"
     SHIFT_CLOSED = "shift_closed"  # a shift ended: its ISO 22400 KPIs (edge.domain.kpis)
+    DAY_CLOSED = "day_closed"  # a day's figures are complete: its KPIs (edge.domain.kpis)
     MASTER_DATA_APPLIED = "master_data_applied"
+    # Finished operations, their confirmations and stops left memory (rows stay stored)
+    OPERATIONS_RETIRED = "operations_retired"
     RULES_APPLIED = "rules_applied"
 
 

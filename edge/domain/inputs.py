@@ -253,6 +253,18 @@ class MasterDataReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class RetireFinished:
+    """Finished operations, with their confirmations and stops, leave memory (their rows stay
+    in the database). The engine names the operations it found ready (edge.domain.retire):
+    finished at least ``kept_h`` hours ago, every confirmation answered by the ERP, nothing
+    left in the outbox; the core takes those that still are, and the stops nobody needs."""
+
+    ops: tuple[str, ...]
+    kept_h: float
+    at: Instant
+
+
+@dataclass(frozen=True, slots=True)
 class RulesApplied:
     """The configured rules in force from now on (journaled at start when they changed)."""
 
@@ -282,6 +294,7 @@ Input = (
     | CloseHelp
     | DispatchList
     | MasterDataReceived
+    | RetireFinished
     | RulesApplied
 )
 
@@ -309,6 +322,7 @@ INPUT_TYPES: dict[str, type[Input]] = {
         CloseHelp,
         DispatchList,
         MasterDataReceived,
+        RetireFinished,
         RulesApplied,
     )
 }

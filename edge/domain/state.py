@@ -153,6 +153,9 @@ class WorkCenterState:
         self.active_keys: list[OperationKey] = []  # the active operations, sorted
         self.idem_index: dict[str, tuple[str, bool]] = {}  # idem key -> (conf id, is reversal)
         self.dirty: set[tuple[str, str]] = set()  # (table, key) rows changed since take_dirty
+        # Rows that left memory since take_retired (edge.domain.retire): the entity as it was
+        # and when it left; the store keeps the row, marked, instead of deleting it.
+        self.retired: dict[tuple[str, str], tuple[Operation | Stop | Confirmation, Instant]] = {}
         self.emitted: list[Event] = []  # the events of the input being applied
         # The shifts' ISO 22400 time elements and parts (edge.domain.kpis), booked per change.
         self._calendar: tuple[MasterData, WorkCenterRules, ShiftCalendar] | None = None
@@ -220,6 +223,14 @@ class WorkCenterState:
         dirty, self.dirty = self.dirty, set()
         return dirty
 
+    def take_retired(
+        self,
+    ) -> dict[tuple[str, str], tuple[Operation | Stop | Confirmation, Instant]]:
+        """Which rows left memory since the last call, each with its entity and the instant:
+        the store writes them one last time, marked, and no longer loads them."""
+        retired, self.retired = self.retired, {}
+        return retired
+
     # ------------------------------------------------------------------ changes
 
     def emit(
@@ -237,6 +248,14 @@ class WorkCenterState:
 
     def touch(self, table: str, key: object) -> None:
         self.dirty.add((table, str(key)))
+
+    def retire(
+        self, table: str, key: object, entity: Operation | Stop | Confirmation, at: Instant
+    ) -> None:
+        """``entity`` (already taken out of its dict) leaves memory; its row stays stored."""
+        row = (table, str(key))
+        self.dirty.discard(row)
+        self.retired[row] = (entity, at)
 
     # ------------------------------------------------------------------ lookups
 

@@ -13,15 +13,23 @@ from edge.domain.inputs import RulesApplied
 from edge.errors import StoreError
 from edge.store import codec, retention
 from edge.store.retention import Checkpoint
-from edge.store.store import Store
+from edge.store.schema import RETIRING_TABLES
+from edge.store.store import Store, retired_rows
+
+# (table, key) -> (doc, wall ms it left) of the rows a replay saw leave memory
+Retired = dict[tuple[str, str], tuple[str, int]]
 
 
 def replay(
-    store: Store, wc: WorkCenter | None = None, after_id: int = 0, upto_id: int | None = None
+    store: Store,
+    wc: WorkCenter | None = None,
+    after_id: int = 0,
+    upto_id: int | None = None,
+    retired: Retired | None = None,
 ) -> tuple[WorkCenter | None, int]:
     """Apply the journal's inputs in order through the core: from the start, or continuing a
     replayed ``wc`` after journal entry ``after_id`` (up to ``upto_id``). Returns the state
-    and the last entry id."""
+    and the last entry id; the rows that left memory on the way go into ``retired``."""
     last_id = after_id
     for journal_id, inp in store.iter_journal(after_id, upto_id):
         if wc is None:
@@ -34,6 +42,10 @@ def replay(
                 f"journal entry {journal_id} ({type(inp).__name__}) is rejected on replay: "
                 f"{outcome.rejection.message}"
             )
+        if wc.retired:
+            for table, key, doc, at_ms in retired_rows(wc):
+                if retired is not None:
+                    retired[(table, key)] = (doc, at_ms)
         last_id = journal_id
     if wc is not None:
         wc.take_dirty()
@@ -75,6 +87,24 @@ def verify(store: Store, replayed_wc: WorkCenter | None = None) -> list[Differen
     return compare(stored, wc)
 
 
+def compare_retired(store: Store, retired: Retired) -> list[Difference]:
+    """Every row a replay saw leave memory that is stored otherwise (another doc, or another
+    time it left). A row no longer there was deleted by its retention (finished_days)."""
+    diffs: list[Difference] = []
+    for table in RETIRING_TABLES:
+        keys = sorted(k for t, k in retired if t == table)
+        stored = store.retired_docs(table, keys)
+        live = store.projection_docs()[table] if len(stored) < len(keys) else {}
+        for key in keys:
+            doc, at_ms = retired[(table, key)]
+            if key in stored:
+                if stored[key] != (doc, at_ms):
+                    diffs.append(Difference(table, key, stored[key][0], doc))
+            elif key in live:  # still marked as in memory: it never left
+                diffs.append(Difference(table, key, live[key], doc))
+    return diffs
+
+
 @dataclass(frozen=True, slots=True)
 class Check:
     """One comparison ``edge verify`` made, and what differed."""
@@ -110,8 +140,16 @@ def verify_all(store: Store) -> list[Check]:
                     compare(retention.checkpoint_docs(store, cp.id), wc),
                 )
             )
-        wc, at = replay(store, wc, at)
+        retired: Retired = {}
+        wc, at = replay(store, wc, at, retired=retired)
         checks.append(Check(f"projections = replay from {origin}", compare(stored, wc)))
+        if retired:
+            checks.append(
+                Check(
+                    f"rows that left memory = replay from {origin}",
+                    compare_retired(store, retired),
+                )
+            )
         newest = points[-1] if points else None
         if newest is not None and (start is None or newest.id != start.id):
             wc = replay(store, _restore(store, newest), newest.journal_id)[0]

@@ -18,7 +18,10 @@ the writer is never held long. What is deleted and what never is:
 - finished outbox rows (``state = 'done'``) older than ``outbox_days``; a row that is 'pending'
   or 'published' is never deleted, whatever its age or the disk's state;
 - checkpoints before the one the journal was cut at; of those older than a day, the newest of
-  each day is kept (the newest checkpoint always is).
+  each day is kept (the newest checkpoint always is);
+- rows of operations, confirmations and stops that left memory (``retired_ms`` set, see
+  edge.domain.retire) once they left it more than ``finished_days`` ago; a row in memory is
+  never deleted here.
 
 With an exporter (``[retention] export_dir``, edge.store.archive) every journal entry, event and
 outbox row a batch deletes is handed to it inside the deleting transaction, before the DELETE:
@@ -38,7 +41,7 @@ from typing import Any
 
 from edge.domain.clock import Instant
 from edge.errors import StoreError
-from edge.store.schema import CHECKPOINT_FORMAT
+from edge.store.schema import CHECKPOINT_FORMAT, RETIRING_TABLES
 from edge.store.store import Store
 
 DAY_MS = 86_400_000
@@ -86,6 +89,15 @@ class RetentionPolicy:
     # (after a prune); they are taken again above it plus RESUME_MARGIN. 0: no watermark.
     min_free_mb: float = 256.0
     disk_check_s: float = 10.0
+    # Finished operations (with their confirmations and stops) leave memory this long after
+    # they ended, once nothing needs them there (edge.domain.retire); their rows stay stored
+    # for finished_days after that.
+    finished_in_memory_h: float = 72.0
+    finished_days: float = 365.0
+
+    @property
+    def finished_keep_ms(self) -> int:
+        return round(self.finished_days * DAY_MS)
 
     @property
     def journal_keep_ms(self) -> int:
@@ -124,6 +136,7 @@ class Pruned:
     events: int = 0
     outbox: int = 0
     checkpoints: int = 0
+    retired: int = 0  # rows of operations, confirmations and stops that had left memory
     largest_batch: int = 0  # rows in the largest single transaction
     command_ids: set[str] = field(default_factory=set)  # of the journal entries that went
     vacuumed_pages: int = 0
@@ -296,6 +309,33 @@ def prune_outbox_batch(
     return deleted
 
 
+def prune_retired_batch(
+    store: Store, table: str, before_wall_ms: int, limit: int, export: Exporter | None = None
+) -> int:
+    """Delete up to ``limit`` rows of ``table`` (operation, stop, confirmation) that left
+    memory before ``before_wall_ms``, each given to ``export`` first (as in
+    :func:`prune_outbox_batch`). A row in memory (``retired_ms`` NULL) is never deleted."""
+    if table not in RETIRING_TABLES:
+        raise ValueError(f"{table!r} is not a table whose rows retire")
+    with store.transaction(f"pruning {table} rows failed, nothing of it was stored") as conn:
+        rows = _dicts(
+            conn.execute(
+                f"SELECT key, doc, retired_ms FROM {table} "
+                "WHERE retired_ms IS NOT NULL AND retired_ms < ? LIMIT ?",
+                (before_wall_ms, limit),
+            )
+        )
+        if not rows:
+            return 0
+        if export is not None:
+            export(table, "key", rows)
+        conn.executemany(
+            f"DELETE FROM {table} WHERE key = ? AND retired_ms IS NOT NULL",
+            [(r["key"],) for r in rows],
+        )
+    return len(rows)
+
+
 def prune_events_batch(
     store: Store, upto_journal_id: int, after_id: int, limit: int, export: Exporter | None = None
 ) -> tuple[int, int]:
@@ -437,6 +477,10 @@ class RetentionStats:
     events_pruned: int = 0
     outbox_pruned: int = 0
     checkpoints_pruned: int = 0
+    retired_pruned: int = 0  # stored rows of what had left memory, deleted by age
+    # Finished operations and stops that left memory since the start (edge.domain.retire).
+    ops_retired: int = 0
+    stops_retired: int = 0
     pages_returned: int = 0
     runs: int = 0
     failures: int = 0  # maintenance steps that failed (a StoreError; tried again)
@@ -456,6 +500,7 @@ class RetentionStats:
         self.events_pruned += pruned.events
         self.outbox_pruned += pruned.outbox
         self.checkpoints_pruned += pruned.checkpoints
+        self.retired_pruned += pruned.retired
         self.pages_returned += pruned.vacuumed_pages
         self.exported += pruned.exported
         self.export_failures += pruned.export_failed is not None

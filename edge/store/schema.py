@@ -137,7 +137,29 @@ MIGRATIONS: tuple[str, ...] = (
         good TEXT GENERATED ALWAYS AS (json_extract(doc, '$.good')) VIRTUAL
     );
     """,
+    # 6: finished operations, their confirmations and stops leave memory (edge.domain.retire)
+    # and their rows stay: retired_ms is the wall time they left (NULL: in memory). The start,
+    # the checkpoints and edge verify read the rows in memory only (the *_live indexes); the
+    # engine looks a retired row up by its key or idempotency key to name it in a refusal;
+    # retention deletes retired rows by age (the *_retired indexes).
+    """
+    ALTER TABLE operation ADD COLUMN retired_ms INTEGER;
+    ALTER TABLE stop ADD COLUMN retired_ms INTEGER;
+    ALTER TABLE confirmation ADD COLUMN retired_ms INTEGER;
+    CREATE INDEX operation_live ON operation(key) WHERE retired_ms IS NULL;
+    CREATE INDEX stop_live ON stop(key) WHERE retired_ms IS NULL;
+    CREATE INDEX confirmation_live ON confirmation(key) WHERE retired_ms IS NULL;
+    CREATE INDEX operation_retired ON operation(retired_ms) WHERE retired_ms IS NOT NULL;
+    CREATE INDEX stop_retired ON stop(retired_ms) WHERE retired_ms IS NOT NULL;
+    CREATE INDEX confirmation_retired ON confirmation(retired_ms) WHERE retired_ms IS NOT NULL;
+    CREATE INDEX confirmation_idem ON confirmation(idem_key) WHERE retired_ms IS NOT NULL;
+    CREATE INDEX confirmation_rev_idem ON confirmation(json_extract(doc, '$.reversal_idem_key'))
+        WHERE retired_ms IS NOT NULL;
+    """,
 )
+
+# The projection tables whose rows leave memory and stay stored, marked (migration 6).
+RETIRING_TABLES = ("operation", "stop", "confirmation")
 
 # How a checkpoint's docs are encoded: 1 = zlib(JSON of {table: {key: doc}}), each doc as
 # codec writes it into the projection tables.

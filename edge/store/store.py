@@ -8,6 +8,7 @@ the batch survives a power cut; nothing is acknowledged before that.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import sqlite3
 import time
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -22,6 +24,7 @@ from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event
 from edge.domain.inputs import Input
+from edge.domain.model import Operation, Stop
 from edge.errors import StoreError, StoreRefused
 from edge.store import codec, integrity
 from edge.store.identity import (
@@ -32,7 +35,7 @@ from edge.store.identity import (
     read_identity,
     write_identity,
 )
-from edge.store.schema import PROJECTION_TABLES, check_version, migrate
+from edge.store.schema import PROJECTION_TABLES, RETIRING_TABLES, check_version, migrate
 
 log = structlog.get_logger("edge.store")
 
@@ -505,11 +508,88 @@ class Store:
             conn.execute("COMMIT")
 
     def projection_docs(self) -> dict[str, dict[str, str]]:
+        """Every projection row of what is in memory: rows that left it (``retired_ms`` set,
+        edge.domain.retire) stay stored but are neither loaded nor checkpointed."""
         docs: dict[str, dict[str, str]] = {}
         for table in PROJECTION_TABLES:
-            rows = self.conn.execute(f"SELECT key, doc FROM {table} ORDER BY key").fetchall()
+            live = " WHERE retired_ms IS NULL" if table in RETIRING_TABLES else ""
+            rows = self.conn.execute(f"SELECT key, doc FROM {table}{live} ORDER BY key").fetchall()
             docs[table] = dict(rows)
         return docs
+
+    def retired_docs(self, table: str, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """The retired rows of ``table`` among ``keys``: key -> (doc, retired_ms)."""
+        if table not in RETIRING_TABLES:
+            raise ValueError(f"{table!r} is not a table whose rows retire")
+        found: dict[str, tuple[str, int]] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for key, doc, at in self.conn.execute(
+                f"SELECT key, doc, retired_ms FROM {table} "
+                f"WHERE key IN ({marks}) AND retired_ms IS NOT NULL",
+                tuple(part),
+            ):
+                found[key] = (doc, at)
+        return found
+
+    def retired_counts(self) -> dict[str, int]:
+        """Rows that left memory and stay stored, per table."""
+        return {
+            table: int(
+                self.conn.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE retired_ms IS NOT NULL"
+                ).fetchone()[0]
+            )
+            for table in RETIRING_TABLES
+        }
+
+    def left_memory(self, table: str, key: str) -> tuple[dict[str, Any], int] | None:
+        """The stored row of an operation, stop or confirmation that left memory (its doc and
+        when it left), or None: for naming it in a refusal."""
+        if table not in RETIRING_TABLES:
+            raise ValueError(f"{table!r} is not a table whose rows retire")
+        row = self.conn.execute(
+            f"SELECT doc, retired_ms FROM {table} WHERE key = ? AND retired_ms IS NOT NULL",
+            (key,),
+        ).fetchone()
+        return (json.loads(row[0]), int(row[1])) if row else None
+
+    def retired_confirmation(self, idem_key: str) -> tuple[dict[str, Any], int, bool] | None:
+        """The retired confirmation a relay verdict's ``idem_key`` names (its current key, or
+        its reversal's): (doc, retired_ms, is the reversal), or None."""
+        row = self.conn.execute(
+            "SELECT doc, retired_ms, 0 FROM confirmation WHERE idem_key = ? "
+            "AND retired_ms IS NOT NULL UNION ALL "
+            "SELECT doc, retired_ms, 1 FROM confirmation "
+            "WHERE json_extract(doc, '$.reversal_idem_key') = ? AND retired_ms IS NOT NULL "
+            "LIMIT 1",
+            (idem_key, idem_key),
+        ).fetchone()
+        return (json.loads(row[0]), int(row[1]), bool(row[2])) if row else None
+
+    def stored_operations(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` have a row in the operation table (in memory or not)."""
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            found.update(
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT key FROM operation WHERE key IN ({marks})", tuple(part)
+                )
+            )
+        return found
+
+    def ops_in_outbox(self) -> set[str]:
+        """The operations an unfinished outbox row is about (one not yet acknowledged by the
+        broker, or a confirmation awaiting the relay): they stay in memory."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT event.op FROM outbox JOIN event ON event.id = outbox.event_id "
+            "WHERE outbox.state != 'done' AND event.op IS NOT NULL"
+        )
+        return {str(r[0]) for r in rows}
 
     def load(self) -> WorkCenter | None:
         """The work center as the projections hold it (None for a new database)."""
@@ -548,9 +628,16 @@ class Store:
     # ------------------------------------------------------------------ the one write
 
     def commit(
-        self, entries: Sequence[JournalEntry], rows: Sequence[tuple[str, str, str | None]]
+        self,
+        entries: Sequence[JournalEntry],
+        rows: Sequence[tuple[str, str, str | None]],
+        retired: Sequence[tuple[str, str, str, int]] = (),
     ) -> list[OutboxRow]:
         """Write a batch in ONE transaction: journal, events, outbox rows and projection rows.
+
+        ``rows`` are (table, key, doc) of what is in memory (doc None: it is gone, delete the
+        row); ``retired`` are (table, key, doc, wall ms) of rows that left memory: written
+        one last time and marked, never deleted here (see :func:`retired_rows`).
 
         On any failure the transaction is rolled back and :class:`StoreError` raised: then
         nothing of the batch is stored and the caller must not acknowledge any of it.
@@ -645,11 +732,19 @@ class Store:
                     if doc is None:
                         conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
                     else:
+                        live = ", retired_ms = NULL" if table in RETIRING_TABLES else ""
                         conn.execute(
                             f"INSERT INTO {table}(key, doc) VALUES (?, ?) "
-                            "ON CONFLICT(key) DO UPDATE SET doc = excluded.doc",
+                            f"ON CONFLICT(key) DO UPDATE SET doc = excluded.doc{live}",
                             (key, doc),
                         )
+                for table, key, doc, at_ms in retired:
+                    conn.execute(
+                        f"INSERT INTO {table}(key, doc, retired_ms) VALUES (?, ?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET doc = excluded.doc, "
+                        "retired_ms = excluded.retired_ms",
+                        (key, doc, at_ms),
+                    )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -824,6 +919,29 @@ class Store:
                 target.close()
         except sqlite3.Error as exc:
             raise StoreError(f"backup of {self.path} to {dest} failed: {exc}") from exc
+
+
+def retired_rows(wc: WorkCenter) -> list[tuple[str, str, str, int]]:
+    """What left memory in ``wc`` since the last call, as rows for :meth:`Store.commit`:
+    (table, key, the entity's doc as it was, the wall ms it left), in key order. Each doc is
+    the one ``codec.entity_doc`` writes for the entity (asked of a holder with it alone)."""
+    taken = wc.take_retired()
+    if not taken:
+        return []
+    holder = WorkCenter(wc.rules)
+    for (_table, key), (entity, _) in taken.items():
+        if isinstance(entity, Operation):
+            holder.operations[entity.key] = entity
+        elif isinstance(entity, Stop):
+            holder.stops[key] = entity
+        else:
+            holder.confirmations[key] = entity
+    out: list[tuple[str, str, str, int]] = []
+    for (table, key), (_, at) in sorted(taken.items()):
+        doc = codec.entity_doc(holder, table, key)
+        assert doc is not None
+        out.append((table, key, doc, at.wall_ms))
+    return out
 
 
 def _runs(seqs: Sequence[int]) -> list[tuple[int, int]]:

@@ -121,6 +121,8 @@ def _for(hint: Any, name: str) -> st.SearchStrategy[Any]:
         return one if hint is OperationSpec else st.lists(one, max_size=3).map(tuple)
     if hint is MasterData:
         return extreme_master_data()
+    if origin is tuple and typing.get_args(hint)[0] is str:
+        return st.lists(_for(str, name), max_size=3).map(tuple)
     raise AssertionError(f"no strategy for {hint!r} ({name})")
 
 
