@@ -118,10 +118,10 @@ def _last_will() -> dict[str, Any]:
 
 # Who is at the other end of each channel, for the descriptions.
 def _sender(t: Topic) -> str:
-    if t.gateway and t.direction == "up":
-        return "gateway"
     if "send" in t.relay:
         return "ERP relay"
+    if t.direction == "up" and t.scope == "root":
+        return "gateway"  # a report the gateway makes but does not send yet is the gateway's too
     return "central"
 
 

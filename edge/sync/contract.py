@@ -30,11 +30,12 @@ from pydantic import (
 )
 from pydantic_core import from_json
 
+from edge.domain import drift as D
 from edge.domain import limits as L
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import Shift
 
-CONTRACT_VERSION = "1.3.0"
+CONTRACT_VERSION = "1.4.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -743,6 +744,84 @@ class ShiftNowBody(ShiftKpiFields):
     ts_ms: int = Field(ge=0, le=L.MAX_INT)
 
 
+# The routing-drift report (edge.domain.drift: one definition for `edge report drift` and this
+# message); every number bounded where drift_payload caps it.
+_DriftS = Annotated[float, Field(ge=0, le=D.MAX_PAYLOAD_S)]
+_DriftH = Annotated[float, Field(ge=0, le=D.MAX_PAYLOAD_H)]
+_ImpactH = Annotated[float, Field(ge=-D.MAX_PAYLOAD_H, le=D.MAX_PAYLOAD_H)]
+_Count = Annotated[int, Field(ge=0, le=L.MAX_INT)]
+_PARTS_MAX = Decimal(10**15)
+PartsTotal = Annotated[Decimal, _limits(_ZERO, _PARTS_MAX), _schema(_ZERO, _PARTS_MAX)]
+
+
+class DriftFigureMsg(_Open):
+    """Actual against the ERP's standard for one time (cycle per unit, or setup) of a material
+    and operation, over its completed operations."""
+
+    standard_s: _DriftS = Field(
+        description="the standard of the latest completed operation (the routing in force); "
+        "0: the ERP gave none"
+    )
+    samples: _Count = Field(description="operations that gave a value")
+    median_s: _DriftS | None
+    q1_s: _DriftS | None = Field(description="first quartile (the spread: q1_s to q3_s)")
+    q3_s: _DriftS | None
+    drift_pct: float | None = Field(
+        ge=-100, le=D.MAX_PAYLOAD_PCT, description="median / standard - 1, in percent"
+    )
+    flagged: bool = Field(description="drift beyond the threshold, with enough operations")
+    impact_h: _ImpactH = Field(
+        description="hours misplanned: sum over the operations of (actual - standard) x quantity"
+    )
+    standards_s: list[_DriftS] = Field(
+        max_length=1000, description="every standard seen in the period, when they differ"
+    )
+
+
+class DriftRowMsg(_Open):
+    rank: int = Field(ge=1, le=L.MAX_INT, description="by the size of impact_h, largest first")
+    material: str = Field(max_length=40)
+    material_text: str = Field(max_length=L.MAX_TEXT)
+    operation: str = Field(max_length=40)
+    unit: str = Field(max_length=40)
+    operations: int = Field(ge=1, le=L.MAX_INT, description="completed in the period")
+    parts: PartsTotal = Field(description="good + scrap + rework, in `unit`")
+    run_h: _DriftH
+    micro_stop_h: _DriftH
+    planned_stop_h: _DriftH
+    unplanned_stop_h: _DriftH
+    cycle: DriftFigureMsg
+    setup: DriftFigureMsg
+    impact_h: _ImpactH = Field(description="cycle and setup together")
+    flagged: bool
+
+
+class DriftReportBody(_Open):
+    """The ERP's standard setup and cycle times against the work center's completed operations
+    of a period, per material and operation, by hours of capacity misplanned."""
+
+    type: Literal["routing_drift"]
+    event_time: str = Field(max_length=40, description="when the report was made")
+    work_center: str = Field(max_length=80)
+    period_start: str = Field(max_length=40)
+    period_end: str = Field(max_length=40, description="exclusive")
+    threshold_pct: float = Field(gt=0, le=1000)
+    min_operations: int = Field(ge=1, le=1_000_000)
+    micro_stops: Literal["in_cycle", "excluded"] = Field(
+        description="whether micro-stops count as run time in the actual cycle time"
+    )
+    planned_stops: Literal["excluded"] = Field(
+        description="planned stops are never run time (down time)"
+    )
+    definitions: dict[str, Annotated[str, StringConstraints(max_length=400)]] = Field(
+        max_length=20, description="how each figure is counted, in words"
+    )
+    operations: _Count = Field(description="operations completed in the period")
+    materials: _Count = Field(description="material and operation pairs, rows beyond the list too")
+    flagged: _Count
+    rows: list[DriftRowMsg] = Field(max_length=D.MAX_ROWS)
+
+
 class HistorianValue(_Open):
     """UMH ``_historian`` shape: one tag per topic."""
 
@@ -922,8 +1001,19 @@ RELAY_TOPICS: tuple[Topic, ...] = (
           enveloped=False, relay=SEND, gateway=False),
 )  # fmt: skip
 
+# Reports for central planning under the work center's root, made by edge.domain.drift (the
+# same body `edge report drift --json` prints). The gateway does not send them on a schedule in
+# this version: no gateway operation, no line of its ACL (gateway=False) until it does.
+REPORT_TOPICS: tuple[Topic, ...] = (
+    Topic("_mes_v1/report/drift", UP, DriftReportBody, 1, False,
+          "Routing drift: actual setup and cycle times (median and spread) against the ERP's "
+          "standards per material and operation over a period, flagged beyond a threshold, "
+          "by hours of capacity misplanned.",
+          schema="mes.routing-drift/1", gateway=False),
+)  # fmt: skip
+
 # Every channel of the published contract (AsyncAPI document and schemas).
-CHANNELS: tuple[Topic, ...] = TOPICS + RELAY_TOPICS
+CHANNELS: tuple[Topic, ...] = TOPICS + RELAY_TOPICS + REPORT_TOPICS
 
 # The gateway's work-center topics (what its ACL and downlink are built from).
 BY_PATH: dict[str, Topic] = {t.path: t for t in TOPICS}
