@@ -166,10 +166,12 @@ class WorkCenter(WorkCenterState):
         except Reject as rej:
             self.emitted = []
             return Outcome(rejection=rej.rejection, changed=False)
+        at = getattr(inp, "at", None)
+        if isinstance(at, Instant) and (self.emitted or changed is not False or type(inp) is Tick):
+            kpis.at_day_change(self, at)  # before the booking below moves the book's mark
         events = tuple(self.emitted)
         self.emitted = []
         outcome = Outcome(events, changed=bool(events) or changed is not False)
-        at = getattr(inp, "at", None)
         if outcome.changed and isinstance(at, Instant):
             kpis.on_change(self, before, at)
         self.condition_before = None

@@ -212,6 +212,8 @@ class ShiftBook:
         self.shifts: dict[str, ShiftTimes] = {t.shift_id: t for t in shifts}
         self.touched: set[str] = set()  # shift ids changed since the state last said so
         self._current: ShiftInstance | None = None  # the shift of the last lookup
+        # (calendar, from ms, day, its close ms): the next day to close after "from"
+        self._next_close: tuple[ShiftCalendar, int, date, int] | None = None
         marks = [t.marked for t in self.shifts.values() if t.marked is not None]
         self._mark = max(marks, key=lambda m: m.mono_ms) if marks else None
 
@@ -324,6 +326,23 @@ class ShiftBook:
             if inst is not None:
                 self._current = inst
         return inst
+
+    def next_day_close(self, calendar: ShiftCalendar, after_ms: int) -> tuple[date, int]:
+        """The first day whose figures are complete after ``after_ms``, and when (see
+        :func:`day_close_ms`); cached, since every input that changes the state asks."""
+        cached = self._next_close
+        if cached is not None and cached[0] is calendar and cached[1] <= after_ms < cached[3]:
+            return cached[2], cached[3]
+        tz = zone(calendar.timezone)
+        # a night shift of the day before may still be open after midnight
+        day = datetime.fromtimestamp(after_ms / 1000, tz=UTC).astimezone(tz).date()
+        day -= timedelta(days=1)
+        close = day_close_ms(calendar, day)
+        while close <= after_ms:
+            day += timedelta(days=1)
+            close = day_close_ms(calendar, day)
+        self._next_close = (calendar, after_ms, day, close)
+        return day, close
 
     def set_calendar(self, calendar: ShiftCalendar) -> None:
         """New shifts from now on; what is booked stays as it was."""
@@ -617,6 +636,61 @@ def at_shift_change(s: WorkCenterState, now: Instant) -> None:
     ended = closing(s, previous, now)
     if ended is not None:
         s.emit(EventType.SHIFT_CLOSED, now, None, None, **kpis_payload(ended))
+
+
+def day_close_ms(calendar: ShiftCalendar, day: date) -> int:
+    """When ``day``'s figures are complete: at the local midnight that ends it, or when the
+    last shift that started on it ends (a night shift), whichever is later."""
+    tz = zone(calendar.timezone)
+    midnight = local_midnight_ms(day + timedelta(days=1), tz)
+    after = local_midnight_ms(day + timedelta(days=2), tz)
+    ends = [i.end_ms for i in calendar.instances(local_midnight_ms(day, tz), after) if i.day == day]
+    return max([midnight, *ends])
+
+
+def days_closed(book: ShiftBook, calendar: ShiftCalendar, start_ms: int, end_ms: int) -> list[date]:
+    """The days whose figures became complete in ``(start_ms, end_ms]``, oldest first; of a
+    longer gap only the last ``KEEP_DAYS`` (older ones are no longer kept)."""
+    out: list[date] = []
+    after = max(start_ms, end_ms - KEEP_DAYS * DAY_MS)
+    while after < end_ms:
+        day, close = book.next_day_close(calendar, after)
+        if close > end_ms:
+            break
+        out.append(day)
+        after = close
+    return out
+
+
+def at_day_change(s: WorkCenterState, now: Instant) -> None:
+    """Before the book is written up to ``now``: each day whose figures became complete since
+    its mark goes out with its KPIs (``day_closed``; the shifts that started on the day and
+    its unscheduled time together), oldest first. The book's mark moves to ``now`` with the
+    booking that follows, so a day goes out once; an input that books nothing asks again at the
+    next one (a tick comes every second)."""
+    book = s.shift_book
+    mark = book.marked
+    if mark is None:
+        return
+    end = now.wall_ms
+    start = max(mark.wall_ms, end - now.since(mark))  # as book_since places the span
+    for day in days_closed(book, s.calendar, start, end):
+        k = closing_day(s, day, now)
+        if k is not None:
+            s.emit(EventType.DAY_CLOSED, now, None, None, **kpis_payload(k))
+
+
+def closing_day(s: WorkCenterState, day: date, now: Instant) -> Kpis | None:
+    """The KPIs of ``day`` with the time since the last change booked as the condition that
+    held (what the next booking will add)."""
+    book = s.shift_book
+    probe = ShiftBook(
+        book.calendar, [copy.deepcopy(t) for t in book.shifts.values() if t.day == day]
+    )
+    mark = book.marked
+    if mark is not None:
+        book_since(probe, s, s.condition_before or condition_of(s), mark, now)
+    return probe.day(day, stop_facts(s))
 
 
 def closing(s: WorkCenterState, shift_id: str, now: Instant) -> Kpis | None:
