@@ -1,6 +1,10 @@
 """A work center on simulated time for the drift report's tests: operations set up, run, stop and
-complete through the real core (edge.domain.core.WorkCenter), and the result stored the way the
-engine stores it (journal, events and projection rows in one commit of edge.store.Store).
+complete through the real core (edge.domain.core.WorkCenter), and, given a database, stored the
+way the engine stores them: after each operation one commit of edge.store.Store with the
+journal and its events, the rows that changed and the rows that left memory. As in the running
+gateway, the ERP's relay answers every confirmation ("posted") and the maintenance lets
+finished operations leave memory after ``kept_h`` (edge.domain.retire): a year's history is
+then in the database, not in the core.
 
 Time is counted in seconds after 2025-01-06 06:00 UTC (a Monday) on both clocks.
 """
@@ -16,18 +20,21 @@ from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.inputs import (
     Action,
+    ConfirmationResult,
     DispatchList,
     Input,
     MachineState,
     MachineStateChanged,
     Pulses,
+    ResultStatus,
+    RetireFinished,
     SetStopReason,
     Transition,
 )
-from edge.domain.model import OperationSpec
+from edge.domain.model import ConfirmationStatus, OperationSpec
 from edge.domain.rules import CountKind, CountSource, SignalType
 from edge.store import codec
-from edge.store.store import JournalEntry, Store
+from edge.store.store import JournalEntry, Store, retired_rows
 from tests.domain.builders import WC_NAME, make_rules
 
 T0_WALL_MS = int(datetime(2025, 1, 6, 6, 0, tzinfo=UTC).timestamp() * 1000)
@@ -36,6 +43,7 @@ PULSE = CountSource("press1", CountKind.GOOD, SignalType.PULSE)
 OPERATOR = "operator:17"
 PLANNED = "BRK"  # planned in tests.domain.builders.MASTER
 UNPLANNED = "M01"
+KEPT_H = 72.0  # [retention] finished_in_memory_h's default
 
 
 def at(seconds: float) -> Instant:
@@ -58,18 +66,37 @@ class StopPlan:
 class Floor:
     """One work center; every input goes through the core and must be accepted."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Path | None = None) -> None:
         self.wc = WorkCenter(make_rules(sources=(PULSE,)))
         self.t = 0.0
         self.version = 0
         self.orders = 0
         self.entries: list[JournalEntry] = []
+        self.dirty: set[tuple[str, str]] = set()
+        self.store: Store | None = None
+        if db is not None:
+            self.store = Store(db)
+            self.store.open()
 
     def apply(self, inp: Input) -> None:
         out = self.wc.apply(inp)
         assert out.rejection is None, f"{inp} was rejected: {out.rejection}"
         self.entries.append(JournalEntry(inp, out.events))
-        self.wc.take_dirty()  # as the engine does after each commit; store() writes every row
+        self.dirty |= self.wc.take_dirty()
+
+    def commit(self) -> None:
+        """What the engine writes after a batch: the journal, the changed rows, the rows that
+        left memory."""
+        if self.store is None:
+            return
+        rows = [(t, k, codec.entity_doc(self.wc, t, k)) for t, k in sorted(self.dirty)]
+        self.store.commit(self.entries, rows, retired_rows(self.wc))
+        self.entries, self.dirty = [], set()
+
+    def close(self) -> None:
+        self.commit()
+        if self.store is not None:
+            self.store.close()
 
     def operation(
         self,
@@ -117,8 +144,20 @@ class Floor:
                 self.stop(stops[i])
         if self.wc.operations[spec.key].status.active:
             self.apply(Transition(Action.COMPLETE, key, OPERATOR, at(self.t)))
+        self.t += 1
+        for conf in list(self.wc.confirmations.values()):  # the relay: posted
+            if conf.status is ConfirmationStatus.AWAITING_RESULT:
+                self.apply(ConfirmationResult(conf.idem_key, ResultStatus.POSTED, at(self.t)))
+        self.retire()
+        self.commit()
         self.t += gap_s
         return key
+
+    def retire(self) -> None:
+        """The engine's maintenance: what is ready leaves memory (its rows stay stored)."""
+        ops, stops = self.wc.retire_candidates(at(self.t), KEPT_H)
+        if ops or stops:
+            self.apply(RetireFinished(tuple(ops), KEPT_H, at(self.t)))
 
     def stop(self, plan: StopPlan) -> None:
         self.apply(MachineStateChanged(PULSE.name, MachineState.DOWN, at(self.t)))
@@ -128,19 +167,3 @@ class Floor:
         self.apply(MachineStateChanged(PULSE.name, MachineState.RUNNING, at(self.t)))
         if plan.kind == "unplanned":
             self.apply(SetStopReason(UNPLANNED, OPERATOR, at(self.t)))
-
-    def store(self, path: Path) -> Path:
-        """Everything applied, stored as the engine stores it: the journal with its events and
-        the projection rows, in one transaction of the real store."""
-        store = Store(path)
-        store.open()
-        try:
-            rows = [
-                (table, key, doc)
-                for table, docs in codec.all_docs(self.wc).items()
-                for key, doc in docs.items()
-            ]
-            store.commit(self.entries, rows)
-        finally:
-            store.close()
-        return path

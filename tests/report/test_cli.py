@@ -25,7 +25,8 @@ PERIOD = ("--since", "2025-01-01", "--until", "2025-01-31")
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three materials of three operations each in January 2025: one cycle 20 % slow, one
     setup 50 % long, one on standard (with micro-stops and a break)."""
-    floor = Floor()
+    db = tmp_path_factory.mktemp("db") / "edge.db"
+    floor = Floor(db)
     for _ in range(3):
         floor.operation("MAT-SLOW", std_cycle_s=10, production_s=1200, parts=100)
         floor.operation(
@@ -36,7 +37,8 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "MAT-OK", std_cycle_s=10, production_s=960, parts=100,
             stops=(StopPlan("micro", 20), StopPlan("micro", 20), StopPlan("planned", 1800)),
         )  # fmt: skip
-    return floor.store(tmp_path_factory.mktemp("db") / "edge.db")
+    floor.close()
+    return db
 
 
 def listing(folder: Path) -> dict[str, str]:

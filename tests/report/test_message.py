@@ -24,6 +24,7 @@ from edge.domain.drift import (
     drift_report,
     report_of,
 )
+from edge.report import read_work_center
 from edge.sync import asyncapi
 from edge.sync.contract import DriftReportBody, Envelope, envelope_json, topic
 from tests.report.floor import wall_ms
@@ -58,9 +59,11 @@ def enveloped(body: dict[str, object]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def body() -> dict[str, object]:
-    floor, _ = generate()
-    wc = floor.wc
+def body(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    db = tmp_path_factory.mktemp("year") / "edge.db"
+    generate(db)
+    wc = read_work_center(db)
+    assert wc is not None
     report = drift_report(
         wc.operations.values(), wc.stops.values(), wc.master_data,
         Period(wall_ms(-86_400), wall_ms(YEAR_S + 86_400)), work_center=wc.rules.work_center,
@@ -73,7 +76,7 @@ def test_the_year_s_report_is_valid_against_the_published_schema_and_the_model(
 ) -> None:
     message = enveloped(body)
     jsonschema.Draft202012Validator(schema()).validate(message)
-    parsed = Envelope[DriftReportBody].model_validate(message)  # type: ignore[type-var]
+    parsed = Envelope[DriftReportBody].model_validate(message)
     assert parsed.body.flagged == 3
     assert len(parsed.body.rows) == 10
     assert parsed.body.micro_stops == "in_cycle"

@@ -4,13 +4,14 @@ its hours are the generated ones."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 from edge.domain.core import WorkCenter
-from edge.domain.drift import DriftReport, DriftSettings, Period, drift_payload, drift_report
+from edge.domain.drift import DriftReport, DriftSettings, Period, drift_report
 from edge.report import read_work_center
 from tests.report.floor import Floor, wall_ms
 from tests.report.year import DRIFTED, OPERATIONS, REROUTED, YEAR_S, Truth, generate
@@ -23,10 +24,16 @@ def year(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Floor, dict[tuple[str, str], Truth], Path]:
     started = time.monotonic()
-    floor, truth = generate()
-    db = floor.store(tmp_path_factory.mktemp("year") / "edge.db")
+    db = tmp_path_factory.mktemp("year") / "edge.db"
+    floor, truth = generate(db)
     assert time.monotonic() - started < 30, "the year should take seconds"
     return floor, truth, db
+
+
+def stored(db: Path) -> WorkCenter:
+    wc = read_work_center(db)
+    assert wc is not None
+    return wc
 
 
 def report_of(wc: WorkCenter, settings: DriftSettings = DriftSettings()) -> DriftReport:  # noqa: B008
@@ -39,8 +46,8 @@ def report_of(wc: WorkCenter, settings: DriftSettings = DriftSettings()) -> Drif
 def test_the_year_finds_exactly_the_injected_drifts(
     year: tuple[Floor, dict[tuple[str, str], Truth], Path],
 ) -> None:
-    floor, truth, _ = year
-    report = report_of(floor.wc)
+    _, truth, db = year
+    report = report_of(stored(db))
     assert report.operations == OPERATIONS
     assert len(report.rows) == len(truth)
     found = {
@@ -69,8 +76,8 @@ def test_the_year_finds_exactly_the_injected_drifts(
 def test_the_hours_are_the_generated_ones(
     year: tuple[Floor, dict[tuple[str, str], Truth], Path],
 ) -> None:
-    floor, truth, _ = year
-    for r in report_of(floor.wc).rows:
+    _, truth, db = year
+    for r in report_of(stored(db)).rows:
         t = truth[r.material, r.operation]
         assert r.operations == t.operations
         assert r.parts == t.parts
@@ -80,7 +87,7 @@ def test_the_hours_are_the_generated_ones(
         assert r.unplanned_stop_h == pytest.approx(t.unplanned_s / 3600, abs=0.01)
         assert r.cycle.impact_h == pytest.approx((t.run_s - t.std_run_s) / 3600, abs=0.01)
         assert r.setup.impact_h == pytest.approx((t.setup_s - t.std_setup_s) / 3600, abs=0.01)
-    ranked = report_of(floor.wc).rows
+    ranked = report_of(stored(db)).rows
     assert [abs(r.impact_h) for r in ranked] == sorted(
         (abs(r.impact_h) for r in ranked), reverse=True
     )
@@ -92,18 +99,25 @@ def test_micro_stops_left_out_move_no_flag_here(
     year: tuple[Floor, dict[tuple[str, str], Truth], Path],
 ) -> None:
     """The generated micro-stops are a small share of run time: either way the same drifts."""
-    floor, _, _ = year
-    excluded = report_of(floor.wc, DriftSettings(micro_stops_in_cycle=False))
+    _, _, db = year
+    excluded = report_of(stored(db), DriftSettings(micro_stops_in_cycle=False))
     flagged = {(r.material, r.operation) for r in excluded.flagged}
     assert flagged == set(DRIFTED)
 
 
-def test_the_stored_database_gives_the_same_report(
+def test_the_history_is_the_database_s_not_the_core_s(
     year: tuple[Floor, dict[tuple[str, str], Truth], Path],
 ) -> None:
-    """What the gateway stores (its projections, read back read-only) is what the core held."""
+    """Finished operations left the core's memory days after they ended (edge.domain.retire);
+    their rows stayed in the database, and the report reads them there, read-only."""
     floor, _, db = year
-    stored = read_work_center(db)
-    assert stored is not None
-    assert drift_payload(report_of(stored), 1) == drift_payload(report_of(floor.wc), 1)
+    in_memory = report_of(floor.wc)
+    assert in_memory.operations < 10  # the last three days' only
+    assert report_of(stored(db)).operations == OPERATIONS
+    with sqlite3.connect(db) as conn:
+        retired = conn.execute(
+            "SELECT COUNT(*) FROM operation WHERE retired_ms IS NOT NULL"
+        ).fetchone()[0]
+    conn.close()
+    assert retired == OPERATIONS - len(floor.wc.operations)
     assert not db.with_name("edge.db-shm").exists()

@@ -10,13 +10,15 @@ no drift); three injected drifts, the ground truth the report must find and noth
 - M-A00/0010: setup 40 % longer.
 
 Every operation's true run, setup and parts are kept (``Truth``), so a test can check the
-report's hours against what was generated.
+report's hours against what was generated. As in the gateway, finished operations leave the
+core's memory three days after they ended; the database keeps them.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tests.report.floor import Floor, StopPlan
 
@@ -68,9 +70,12 @@ class Truth:
     keys: list[str] = field(default_factory=list)
 
 
-def generate(seed: int = 22400) -> tuple[Floor, dict[tuple[str, str], Truth]]:
+def generate(
+    db: Path | None = None, seed: int = 22400
+) -> tuple[Floor, dict[tuple[str, str], Truth]]:
+    """The year, stored in ``db`` (then closed) when given."""
     rng = random.Random(seed)
-    floor = Floor()
+    floor = Floor(db)
     truth: dict[tuple[str, str], Truth] = {}
     slot = YEAR_S / OPERATIONS
     for i in range(OPERATIONS):
@@ -121,4 +126,5 @@ def generate(seed: int = 22400) -> tuple[Floor, dict[tuple[str, str], Truth]]:
         t.planned_s += sum(s.s for s in stops if s.kind == "planned")
         t.unplanned_s += sum(s.s for s in stops if s.kind == "unplanned")
         t.keys.append(key)
+    floor.close()
     return floor, truth
