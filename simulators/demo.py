@@ -27,6 +27,7 @@ import logging
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -304,9 +305,9 @@ async def until(what: str, check: Callable[[], bool], timeout: float = WAIT_S) -
         await asyncio.sleep(0.05)
 
 
-def confirmations(engine: Engine) -> list[Confirmation]:
+def confirmations(engine: Engine, key: OperationKey = ORDER) -> list[Confirmation]:
     return sorted(
-        (c for c in engine.wc.confirmations.values() if c.key == ORDER), key=lambda c: c.counter
+        (c for c in engine.wc.confirmations.values() if c.key == key), key=lambda c: c.counter
     )
 
 
@@ -317,6 +318,31 @@ def business_waiting(store: Store) -> int:
         "ESCAPE '\\'"
     ).fetchone()[0]
     return n
+
+
+def panel_url(cfg: GatewayConfig) -> str:
+    host = "127.0.0.1" if cfg.panel.host in ("0.0.0.0", "") else cfg.panel.host
+    return f"http://{host}:{cfg.panel.port}/"
+
+
+async def panel_answers(cfg: GatewayConfig) -> bool:
+    """Does the operator panel answer at its address (and not some other program)?"""
+    host = "127.0.0.1" if cfg.panel.host in ("0.0.0.0", "") else cfg.panel.host
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, cfg.panel.port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    try:
+        writer.write(b"GET / HTTP/1.0\r\nHost: demo\r\n\r\n")
+        await writer.drain()
+        page = await asyncio.wait_for(reader.read(), 2.0)
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    return b"Operator panel" in page
 
 
 class Story:
@@ -338,6 +364,7 @@ class Story:
         self.gateway_online = asyncio.Event()
         self.finished = False
         self.failure: str | None = None
+        self.stay = False
         central.link.subscribe(f"{root}/_mes_v1/health", self._on_health)
 
     def _on_health(self, _topic: str, payload: bytes) -> None:
@@ -346,6 +373,8 @@ class Story:
                 self.gateway_online.set()
 
     async def run(self, engine: Engine, stop: asyncio.Event, *, stay: bool = False) -> None:
+        self.stay = stay
+        panel = asyncio.create_task(self._announce_panel(), name="demo-panel-url")
         try:
             await self._run(engine)
             self.finished = True
@@ -357,19 +386,41 @@ class Story:
             try:
                 await self._free_play(engine)
             finally:
+                panel.cancel()
                 stop.set()
         else:
+            panel.cancel()
             stop.set()
+
+    async def _announce_panel(self) -> None:
+        """The panel's address as soon as it answers (it starts with the gateway)."""
+        panel = self.cfg.panel
+        if not panel.enabled:
+            return
+        url = panel_url(self.cfg)
+        deadline = time.monotonic() + WAIT_S
+        while not await panel_answers(self.cfg):
+            if time.monotonic() > deadline:
+                self.narrator.say(
+                    f"the operator panel does not answer at {url} (is another program using "
+                    f"port {panel.port}? --panel-port N moves it); it keeps trying"
+                )
+                return
+            await asyncio.sleep(0.2)
+        later = "; after the story it is yours" if self.stay else ""
+        self.narrator.say(
+            f"the operator panel is up: open {url} in a browser on this machine to watch{later}"
+        )
 
     async def _free_play(self, engine: Engine) -> None:
         """After the story: the panel is the user's. The press follows what the operator does
         on it (setup, production, interruption), and jams now and then, so that a stop asks
         for its reason."""
-        panel = self.cfg.panel
         self.narrator.say(
-            f"the story is over; the gateway keeps running. Open http://{panel.host}:{panel.port}/ "
-            "and work the next order with taps: the press follows, jams every 45 parts or so, "
-            "and the ERP answers every confirmation. Ctrl-C stops everything."
+            "the story is over, every confirmation answered, the outbox is empty; the gateway "
+            f"keeps running. Open {panel_url(self.cfg)} and work the next order with taps: "
+            "the press follows, jams every 45 parts or so, and the ERP answers every "
+            "confirmation. Ctrl-C stops everything and prints the summary."
         )
         press = self.press
         doing: str | None = None
@@ -519,9 +570,10 @@ class Story:
                     f"{waiting} business messages are still waiting"
                 )
             await asyncio.sleep(0.1)
-        self.narrator.say(
-            "every confirmation answered, the outbox is empty: the demo stops the gateway"
-        )
+        if not self.stay:
+            self.narrator.say(
+                "every confirmation answered, the outbox is empty: the demo stops the gateway"
+            )
 
 
 # -------------------------------------------------------------------------------- the summary
@@ -533,12 +585,23 @@ def _scrap_text(scrap: Mapping[str, Decimal]) -> str:
     return f"{total} ({parts})" if parts else str(total)
 
 
-def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> bool:
-    """Print what the gateway, the ERP ledger and the SQLite file hold; True if all agree."""
-    ok = True
+def worked(engine: Engine) -> list[OperationKey]:
+    """The operations worked: the story's first, then any other (the user's, with --stay)."""
+    keys = [
+        key
+        for key, op in engine.wc.operations.items()
+        if op.status is not OperationStatus.DISPATCHED or confirmations(engine, key)
+    ]
+    return sorted(keys, key=lambda k: (k != ORDER, str(k)))
+
+
+def order_summary(engine: Engine, central: Central, key: OperationKey) -> list[str]:
+    """Print what the gateway and SAP hold for one operation; what does not hold, in words."""
+    failed: list[str] = []
     wc = engine.wc
-    op = wc.operations[ORDER]
-    print(f"\nWhat the gateway holds for {ORDER}:")
+    op = wc.operations[key]
+    completed = op.status is OperationStatus.COMPLETED
+    print(f"\nWhat the gateway holds for {key}:")
     print(
         f"  status {op.status.value}; counted good {op.counted.good}, "
         f"scrap {_scrap_text(op.counted.scrap)}"
@@ -547,11 +610,11 @@ def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> bool:
     by_reason = ", ".join(f"{k} {v / 1000:.1f} s" for k, v in te.down_by_reason_ms.items())
     print(
         f"  time elements: setup {te.setup_ms / 1000:.1f} s, production "
-        f"{te.production_ms / 1000:.1f} s, down {te.down_ms / 1000:.1f} s ({by_reason}), "
-        f"waiting {te.waiting_ms / 1000:.1f} s"
+        f"{te.production_ms / 1000:.1f} s, down {te.down_ms / 1000:.1f} s"
+        f"{f' ({by_reason})' if by_reason else ''}, waiting {te.waiting_ms / 1000:.1f} s"
     )
-    confs = confirmations(engine)
-    print("  confirmations and the ERP's verdicts:")
+    confs = confirmations(engine, key)
+    print("  confirmations and the ERP's verdicts:" if confs else "  no confirmation yet")
     for c in confs:
         resent = f", after {c.retries} resend" if c.retries == 1 else ""
         if c.retries > 1:
@@ -562,21 +625,30 @@ def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> bool:
             f"scrap {c.tally.scrap_total:>2}  posting date {c.posting_date}  "
             f"{c.status.value}{ref}{resent}"
         )
-        ok = ok and c.status is ConfirmationStatus.POSTED
+        if c.status is not ConfirmationStatus.POSTED:
+            what = (
+                "has no verdict from the ERP yet"
+                if c.status is ConfirmationStatus.AWAITING_RESULT
+                else f"is {c.status.value}"
+            )
+            failed.append(f"{key} confirmation #{c.counter} {what}")
     total = sum((c.tally.good for c in confs), Decimal(0))
-    print(f"  yields sum to {total} = counted good {op.counted.good}")
+    if completed:
+        same = total == op.counted.good
+        print(f"  yields sum to {total} {'=' if same else '!='} counted good {op.counted.good}")
+        if not same:
+            failed.append(f"{key}: the confirmations' yields ({total}) are not the count")
 
     sap = central.sap.state
     records = [
         r
         for r in sap.ledger()
-        if r.order_id.lstrip("0") == ORDER.order and r.operation == ORDER.operation
+        if r.order_id.lstrip("0") == key.order and r.operation == key.operation
     ]
     posted = [r for r in records if not r.is_reversal and not r.is_reversed]
-    erp = sap.totals(ORDER.order, ORDER.operation)
-    counted_scrap = sum(op.counted.scrap.values(), Decimal(0))
+    erp = sap.totals(key.order, key.operation)
     final = any(r.is_final for r in posted)
-    print(f"\nWhat SAP posted for {ORDER} (the SAP stand-in's ledger, through the ERP relay):")
+    print(f"\nWhat SAP posted for {key} (the SAP stand-in's ledger, through the ERP relay):")
     for r in posted:
         print(
             f"    confirmation {r.group}/{r.count}  yield {r.yield_qty:>7}  scrap "
@@ -588,13 +660,65 @@ def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> bool:
         f"yield {erp['yield']}, scrap {erp['scrap']}"
     )
     twice = sap.duplicates()
-    match = erp["yield"] == op.counted.good and erp["scrap"] == counted_scrap
-    ok = ok and match and final and not twice
+    if completed:  # everything counted is confirmed: SAP must hold the count
+        good = op.counted.good
+        scrap = sum(op.counted.scrap.values(), Decimal(0))
+        against = f"gateway counted good {good} / scrap {scrap}"
+        if not final:
+            failed.append(f"{key} is completed but SAP has no final confirmation")
+    else:  # SAP holds what was confirmed so far
+        ok_confs = [c for c in confs if c.status is ConfirmationStatus.POSTED]
+        good = sum((c.tally.good for c in ok_confs), Decimal(0))
+        scrap = sum((c.tally.scrap_total for c in ok_confs), Decimal(0))
+        against = (
+            f"the gateway's posted confirmations yield {good} / scrap {scrap} ({op.status.value}"
+            f", counted good {op.counted.good} so far)"
+        )
+    match = erp["yield"] == good and erp["scrap"] == scrap
     print(
-        f"  SAP yield {erp['yield']} / scrap {erp['scrap']} vs. gateway counted good "
-        f"{op.counted.good} / scrap {counted_scrap}: {'they match' if match else 'MISMATCH'}; "
-        f"posted twice: {len(twice) or 'none'}"
+        f"  SAP yield {erp['yield']} / scrap {erp['scrap']} vs. {against}: "
+        f"{'they match' if match else 'MISMATCH'}; posted twice: {len(twice) or 'none'}"
     )
+    if not match:
+        failed.append(
+            f"SAP's yield {erp['yield']} / scrap {erp['scrap']} for {key} differ from the "
+            f"gateway's {good} / {scrap}"
+        )
+    return failed
+
+
+def stops_summary(engine: Engine) -> None:
+    """Every stop still open, or still waiting for its reason; how many there were."""
+    stops = list(engine.wc.stops.values())
+    micro = sum(st.micro for st in stops)
+    print(f"\nStops: {len(stops)} ({micro} micro-stop{'' if micro == 1 else 's'})")
+    waiting = [st for st in stops if st.open or st.reason_pending]
+    for st in waiting:
+        since = time.strftime("%H:%M:%S", time.localtime(st.start.wall_ms / 1000))
+        alarm = f", alarm {st.alarm}" if st.alarm else ""
+        reason = st.reason or "NOT GIVEN (the panel asks for it)"
+        state = "open" if st.open else "ended"
+        print(
+            f"  stop {st.stop_id} {state}, since {since} ({st.origin.value}{alarm}, "
+            f"{', '.join(st.operations) or 'no operation'}): reason {reason}"
+        )
+    if not waiting:
+        print("  none open, none waiting for a reason")
+
+
+def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> list[str]:
+    """Print what the gateway, the ERP ledger and the SQLite file hold for every operation
+    worked; return what does not hold, in words (empty when every check holds)."""
+    failed: list[str] = []
+    keys = worked(engine)
+    if ORDER not in keys:
+        failed.append(f"the story's order {ORDER} was not worked")
+    for key in keys:
+        failed += order_summary(engine, central, key)
+    stops_summary(engine)
+    twice = central.sap.state.duplicates()
+    if twice:
+        failed.append(f"SAP posted {len(twice)} confirmations twice")
 
     store = engine.store
     print(f"\nThe SQLite file {cfg.store.path}:")
@@ -603,6 +727,8 @@ def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> bool:
         f"  journal: {store.journal_count()} inputs; outbox: {waiting} business messages "
         f"waiting ({store.outbox_depth()} of any kind, historian values included)"
     )
+    if waiting:
+        failed.append(f"{waiting} business messages still in the outbox")
     print("  sent to central over MQTT, by topic:")
     for topic, n in store.conn.execute(
         "SELECT topic, COUNT(*) FROM outbox WHERE state = 'done' GROUP BY topic ORDER BY topic"
@@ -611,10 +737,9 @@ def summary(engine: Engine, cfg: GatewayConfig, central: Central) -> bool:
     diffs = verify(store)
     agree = "yes" if not diffs else f"NO ({len(diffs)} rows differ)"
     print(f"  projections equal the journal replay: {agree}")
-    return ok and waiting == 0 and not diffs
-
-
-# ---------------------------------------------------------------------------------- the run
+    if diffs:
+        failed.append(f"the projections differ from the journal replay in {len(diffs)} rows")
+    return failed
 
 
 async def _stop_quietly(what: str, stop: Callable[[], Awaitable[None]]) -> None:
@@ -644,13 +769,45 @@ node = "{ids["good"]}"
 """
 
 
+PASSED = (
+    "every confirmation posted once, SAP's ledger equals what the gateway confirmed, the "
+    "outbox is empty, the projections equal the journal replay"
+)
+
+
 async def run_demo(
     data_dir: Path, keep: bool, stay: bool = False, panel_port: int | None = None
+) -> int:
+    """The demo; its last line says PASS or FAIL with what failed, and the exit code follows
+    it (0 only for PASS; 130 when interrupted before the story's end)."""
+    failed: list[str] = []
+    code = EXIT_FAILED
+    try:
+        code = await _demo(data_dir, keep, stay, panel_port, failed)
+    except asyncio.CancelledError:  # Ctrl-C outside the gateway's run (starting, stopping)
+        failed.append("interrupted (Ctrl-C)")
+        code = EXIT_INTERRUPTED
+        raise
+    except Exception as exc:  # said in the last line; the traceback is for whoever digs
+        traceback.print_exc()
+        failed.append(f"{type(exc).__name__}: {exc}")
+        code = EXIT_FAILED
+    finally:
+        if code == 0 and not failed:
+            print(f"\nedge demo: PASS: {PASSED}", flush=True)
+        else:
+            print(f"\nedge demo: FAIL: {'; '.join(failed) or 'see above'}", flush=True)
+    return 0 if code == 0 and not failed else code or EXIT_FAILED
+
+
+async def _demo(
+    data_dir: Path, keep: bool, stay: bool, panel_port: int | None, failed: list[str]
 ) -> int:
     try:
         mqtt_broker.find_mosquitto()
     except FileNotFoundError:
         print(MOSQUITTO_MISSING, file=sys.stderr)
+        failed.append("mosquitto is not installed")
         return EXIT_FAILED
     if not keep and data_dir.exists():
         shutil.rmtree(data_dir)
@@ -693,6 +850,7 @@ async def run_demo(
                 f"(that removes {data_dir}).",
                 file=sys.stderr,
             )
+            failed.append(f"{db} already holds the story's order (--keep)")
             return EXIT_FAILED
         print(
             f"edge demo: work center {cfg.gateway.work_center}, database {db}\n"
@@ -711,19 +869,20 @@ async def run_demo(
 
         await run_gateway(cfg, components=(scripted,), stop=stop, engine=engine)
         if story.failure is not None:
-            print(f"\nedge demo FAILED: {story.failure}", file=sys.stderr)
+            failed.append(story.failure)
             return EXIT_FAILED
         if not story.finished:
             print("\nedge demo: interrupted; everything is stopped", file=sys.stderr)
+            failed.append("interrupted (Ctrl-C) before the story's end")
             return EXIT_INTERRUPTED
+        if stay:
+            print("\nCtrl-C: everything is stopped. What was worked, the story's order first:")
         engine.store.open(boot=False)  # read what was committed, as a new start would
         try:
-            ok = summary(engine, cfg, central)
+            failed += summary(engine, cfg, central)
         finally:
             engine.store.close()
-        if not ok:
-            print("\nedge demo FAILED: see the summary above", file=sys.stderr)
-        return 0 if ok else EXIT_FAILED
+        return EXIT_FAILED if failed else 0
     finally:
         if central is not None:
             await _stop_quietly("central (dispatcher, relay, SAP)", central.stop)

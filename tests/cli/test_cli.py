@@ -176,6 +176,8 @@ def test_demo_runs_an_order_to_its_final_confirmation(tmp_path: Path) -> None:
     assert_story(result.stdout)
     assert "Traceback" not in result.stderr
     assert took < 60, f"the demo took {took:.0f} s"
+    assert "the operator panel is up: open http://127.0.0.1:" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("edge demo: PASS: ")
 
 
 def test_demo_without_mosquitto_says_how_to_install_it(
@@ -185,8 +187,9 @@ def test_demo_without_mosquitto_says_how_to_install_it(
     from simulators.demo import run_demo
 
     monkeypatch.setattr(broker, "CANDIDATES", (str(tmp_path / "no-mosquitto-here"),))
-    assert asyncio.run(run_demo(tmp_path / "demo", keep=False)) != 0
-    err = capsys.readouterr().err
+    assert asyncio.run(run_demo(tmp_path / "demo", keep=False)) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == "edge demo: FAIL: mosquitto is not installed"
     assert "mosquitto is not installed" in err
     assert "./scripts/demo" in err
     assert "sudo apt-get install mosquitto" in err

@@ -4,6 +4,7 @@ panel in Chromium with taps only, the press following, and the ERP's verdicts on
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -103,7 +104,18 @@ async def test_a_new_user_works_the_next_order_on_the_panel_in_the_demo(tmp_path
             await s.shot("02-verdicts")
     finally:
         code = demo.stop()
-    assert code == 0, demo.output
-    assert "JAM" in demo.output
-    assert_story(demo.output)  # the story before the user took over, and the summary
-    assert "Traceback" not in demo.output
+    out = demo.output
+    assert code == 0, out
+    assert "JAM" in out
+    assert_story(out)  # the story before the user took over, and the summary
+    assert "Traceback" not in out
+    # The panel's address as soon as it answers, long before the story ends.
+    up = out.index(f"the operator panel is up: open http://127.0.0.1:{port}/")
+    assert up < out.index("master data v1 from central applied") < out.index("the story is over")
+    assert "the demo stops the gateway" not in out  # it keeps running: --stay
+    # The summary covers the order the user worked too, and the stops.
+    mine = out[out.index(f"What the gateway holds for {NEXT}:") :]
+    assert mine.index("status completed") < mine.index(f"What SAP posted for {NEXT}")
+    assert re.search(r"SAP yield .* vs\. gateway counted good .*: they match", mine), mine
+    assert "\nStops: " in mine
+    assert demo.lines[-1].startswith("edge demo: PASS: every confirmation posted once"), out
