@@ -5,7 +5,8 @@ Run it::
     python -m simulators.opcua_machine --port 4840 [--host 127.0.0.1] [--cycle-s 1.0] \\
         [--jitter 0.1] [--scrap-rate 0.02] [--bits 32] [--start-value 0] \\
         [--security none|sign|encrypt|all] [--cert-dir DIR] [--trust-dir DIR] \\
-        [--user NAME --password-file FILE] [--machine Press07] [--scenario] [--seed N]
+        [--user NAME --password-file FILE] [--machine Press07] [--scenario] [--seed N] \\
+        [--control-port N]
 
 or use it from a test::
 
@@ -50,6 +51,14 @@ the ``Machines`` folder, with ``<M>`` the machine name (default ``Press07``)::
     i=2256  Server.ServerStatus            (standard; State Running)
     i=2257  Server.ServerStatus.StartTime  (standard; a new value after every restart())
 
+From another process (``--control-port``, 0 = a free one, printed as ``control <port>``): one
+JSON object per line over TCP, one answer line each: ``{"cmd": "run"}`` (also ``setup``,
+``idle``, ``stop`` with an optional ``"alarm"``, ``restart`` with ``"keep_counters"``) answers
+``{"ok": true}``; ``{"cmd": "values"}`` answers :meth:`MachineSimulator.report`: what the server
+shows, the parts made since start (:attr:`MachineSimulator.made`, never wrapped) and every state
+change with its time (:attr:`MachineSimulator.history`). Unknown commands answer
+``{"ok": false, "error": ...}``.
+
 All machine variables are read-only for clients (AccessLevel CurrentRead) and carry a
 SourceTimestamp of the moment the machine changed them.
 
@@ -91,11 +100,13 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 import random
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -372,6 +383,10 @@ class MachineSimulator:
         self._changed = asyncio.Condition()
         self.start_time: datetime | None = None
         self.restarts = 0
+        # Parts made since this simulator was made (never wrapped, never reset by restart()),
+        # and every state change: (wall-clock ms, MachineryItemState, alarm code).
+        self.made: dict[str, int] = {"good": 0, "scrap": 0}
+        self.history: list[tuple[int, str, str]] = []
         self.cert_path: Path | None = None
         self.key_path: Path | None = None
 
@@ -597,9 +612,11 @@ class MachineSimulator:
                     continue
                 if self.rng.random() < self.scrap_rate:
                     self._st.scrap = (self._st.scrap + 1) % self.modulo
+                    self.made["scrap"] += 1
                     await self._publish("scrap", "total")
                 else:
                     self._st.good = (self._st.good + 1) % self.modulo
+                    self.made["good"] += 1
                     await self._publish("good", "total")
 
     async def _set_state(
@@ -614,6 +631,7 @@ class MachineSimulator:
             )
             for key, value in job.items():
                 setattr(self._st, key, value)
+            self.history.append((time.time_ns() // 1_000_000, state, alarm))
             await self._publish(
                 "state",
                 "state_number",
@@ -717,6 +735,62 @@ class MachineSimulator:
 
         return await asyncio.wait_for(_wait(), timeout)
 
+    def report(self) -> dict[str, Any]:
+        """What the control port's ``values`` answers: the values shown (``start_time`` as
+        ISO text), :attr:`made` and :attr:`history`, as JSON types."""
+        values = dict(self.values)
+        start = values.pop("start_time")
+        values["start_time"] = start.isoformat() if start is not None else None
+        return {
+            "values": values,
+            "made": dict(self.made),
+            "history": [list(h) for h in self.history],
+            "restarts": self.restarts,
+        }
+
+    async def control(self, command: Mapping[str, Any]) -> dict[str, Any]:
+        """One command of the control port (module docstring); the answer to send back."""
+        match command.get("cmd"):
+            case "run":
+                await self.run()
+            case "setup":
+                await self.setup()
+            case "idle":
+                await self.idle()
+            case "stop":
+                await self.stop(alarm=command.get("alarm") or None)
+            case "restart":
+                await self.restart(keep_counters=bool(command.get("keep_counters", False)))
+            case "values":
+                return {"ok": True, **self.report()}
+            case other:
+                return {"ok": False, "error": f"unknown command {other!r}"}
+        return {"ok": True}
+
+    async def serve_control(self, host: str, port: int) -> asyncio.Server:
+        """Listen for control connections (module docstring) on ``host:port`` (0: free)."""
+
+        async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while line := await reader.readline():
+                    try:
+                        command = json.loads(line)
+                        answer = (
+                            await self.control(command)
+                            if isinstance(command, dict)
+                            else {"ok": False, "error": "not a JSON object"}
+                        )
+                    except ValueError as exc:
+                        answer = {"ok": False, "error": f"not JSON: {exc}"}
+                    writer.write(json.dumps(answer).encode() + b"\n")
+                    await writer.drain()
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        return await asyncio.start_server(client, host, port)
+
     # ------------------------------------------------------------------ scenario
 
     def start_scenario(
@@ -778,6 +852,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scenario", action="store_true", help="autonomous demo: runs, stops, setups")
     p.add_argument("--idle", action="store_true", help="start idle instead of running")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--control-port", type=int, default=None, help="JSON-lines control over TCP (0 = free)"
+    )
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if (args.user is None) != (args.password_file is None):
@@ -816,10 +893,16 @@ async def _amain(args: argparse.Namespace) -> None:
             sim.start_scenario()
         elif not args.idle:
             await sim.run()
+        control = None
+        if args.control_port is not None:
+            control = await sim.serve_control(args.host, args.control_port)
+            print(f"control {control.sockets[0].getsockname()[1]}", flush=True)
         print(f"{sim.endpoint} ready", flush=True)
         for role, node_id in sim.node_ids.items():
             print(f"  {role:20s} {node_id}", flush=True)
         await stop.wait()
+        if control is not None:
+            control.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,7 +68,9 @@ stand-in is strict where SAP's exact behaviour is not published, to catch client
 
 Faults on command (:class:`SapState`): latency, outage, ``fail_next``, commit-then-drop
 (``drop_after_commit``: the posting is in the ledger, the connection is closed without an answer;
-``timeout_after_commit``: in the ledger, then HTTP 504), a concurrency limit, lock knobs, expiry of
+``timeout_after_commit``: in the ledger, then HTTP 504; ``commit_late``: the body read, the
+posting committed only after a delay, whether the client still waits or not, as a slow work
+process finishes after the caller timed out), a concurrency limit, lock knobs, expiry of
 the CSRF and OAuth tokens, "posted but goods movement failed".
 
 The ledger (:meth:`SapState.ledger`, ``GET /_control/ledger``) is the judge of exactly once:
@@ -849,6 +851,7 @@ class SapState(odata.SapServiceState):
         self._period_closed = False
         self._period_closed_before: date | None = None
         self._after_commit: deque[tuple[Literal["drop", "timeout"], float]] = deque()
+        self._late_commits: deque[float] = deque()
         self._gm_fail = 0
         self._sessions: dict[str, str] = {}  # session cookie -> CSRF token
         self._records: list[Confirmation] = []
@@ -1051,6 +1054,16 @@ class SapState(odata.SapServiceState):
         with self._lock:
             return self._after_commit.popleft() if self._after_commit else None
 
+    def commit_late(self, n: int = 1, delay_s: float = 5.0) -> None:
+        """The next ``n`` creates are committed ``delay_s`` after their body arrived (then
+        answered as usual), also when the client gave up waiting meanwhile."""
+        with self._lock:
+            self._late_commits.extend([delay_s] * n)
+
+    def take_late_commit(self) -> float | None:
+        with self._lock:
+            return self._late_commits.popleft() if self._late_commits else None
+
     def goods_movement_fails(self, n: int = 1) -> None:
         """The next ``n`` creates with goods movements are posted (201) without their material
         document, as when the goods movement fails after the confirmation (SAP's COGI)."""
@@ -1082,6 +1095,7 @@ class SapState(odata.SapServiceState):
             self._outage = False
             self._faults.clear()
             self._after_commit.clear()
+            self._late_commits.clear()
             self._gm_fail = 0
             self._locks.clear()
             self._period_closed = False
@@ -1101,6 +1115,7 @@ class SapState(odata.SapServiceState):
                 "outage": self._outage,
                 "queued_faults": len(self._faults),
                 "queued_after_commit": len(self._after_commit),
+                "queued_late_commits": len(self._late_commits),
             }
 
     # -- the ledger ----------------------------------------------------------------------------
@@ -2165,6 +2180,9 @@ class _ServiceHandler:
         self, request: Request, user: str, service_url: str, sap_client: str
     ) -> Response:
         body = await self._body(request)
+        late = self.state.take_late_commit()
+        if late is not None:
+            await asyncio.sleep(late)
         record = self.state.create(body, user, sap_client)
         dropped = await self._after_commit(request)
         if dropped is not None:
@@ -2345,7 +2363,8 @@ def create_app(state: SapState) -> FastAPI:
     ``GET /_control/ledger``, ``GET /_control/stats``, ``POST /_control/latency``
     ``{"min_s","max_s"}`` or ``{"latency": "0.05-0.2"}``, ``/outage {"on"}``, ``/fail_next
     {"n","status","code","text","method"}``, ``/drop_after_commit {"n"}``,
-    ``/timeout_after_commit {"n","delay_s"}``, ``/goods_movement_fails {"n"}``,
+    ``/timeout_after_commit {"n","delay_s"}``, ``/commit_late {"n","delay_s"}``,
+    ``/goods_movement_fails {"n"}``,
     ``/max_concurrency {"limit"}``, ``/lock_order {"order_id","user","times"}``,
     ``/unlock_order {"order_id"}``, ``/release_order {"order_id","released"}``, ``/orders``
     (register an order), ``/operations`` (register an operation), ``/period {"closed","before"}``,
@@ -2408,6 +2427,7 @@ def create_app(state: SapState) -> FastAPI:
             _TimeoutAfter,
             lambda b: state.timeout_after_commit(b.n, b.delay_s),
         ),
+        "commit_late": (_TimeoutAfter, lambda b: state.commit_late(b.n, b.delay_s)),
         "goods_movement_fails": (_N, lambda b: state.goods_movement_fails(b.n)),
         "max_concurrency": (_Limit, lambda b: state.set_max_concurrency(b.limit)),
         "lock_order": (_LockOrder, lambda b: state.lock_order(b.order_id, b.user, b.times)),
