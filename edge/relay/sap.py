@@ -19,8 +19,10 @@ What is transient and what is final:
 - not sent (connection refused, DNS, connect timeout), 408, 423, 429, 5xx, and a 400 whose SAP
   message code is one of ``transient_codes`` (an order locked by a user: ``CO/469`` by default,
   with ``MC/601`` and ``M3/897``, the lock messages): retried with backoff;
-- sent but no answer (read timeout, connection dropped): :class:`Unknown`; the relay asks SAP
-  before posting again, by ``$filter=ExternalSystemConfirmation eq guid'...'``;
+- sent but no answer (read timeout, connection dropped), and a 502 or 504 to a POST (a web
+  dispatcher or proxy that gave up waiting for SAP, which may have posted it meanwhile):
+  :class:`Unknown`; the relay asks SAP before posting again, by
+  ``$filter=ExternalSystemConfirmation eq guid'...'``;
 - any other 400 (already finally confirmed, unknown variance reason, over tolerance, period
   closed): :class:`Rejected` with SAP's own message text and code, shown to the operator.
 
@@ -62,6 +64,9 @@ from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, Token
 
 SERVICE: Final = "API_PROD_ORDER_CONFIRMATION_2_SRV"
 _RETRY_STATUSES: Final = frozenset({408, 423, 425, 429, 500, 502, 503, 504})
+# A proxy's answer to a request it passed on and then gave up waiting for (bad gateway, gateway
+# timeout): SAP may have posted it. Retrying without asking first could post it twice.
+_SENT_UNKNOWN_STATUSES: Final = frozenset({502, 504})
 # SAP's Decimal(13,3): at most 10 digits before the point and 3 after.
 _MAX_PLACES: Final = 3
 _MAX_QTY: Final = Decimal("9999999999.999")
@@ -510,6 +515,12 @@ class SapAdapter(SapService[Settings], ErpAdapter):
                     self._tokens.forget()
                 token = None
                 continue
+            if response.status_code in _SENT_UNKNOWN_STATUSES:
+                text, _ = sap_error(response)
+                return Unknown(
+                    f"SAP answered HTTP {response.status_code} after the request was sent; "
+                    f"whether it posted is not known: {text}"
+                )
             return self._classify(response)
         return Transient("SAP refused the session twice (CSRF or credentials)")
 
