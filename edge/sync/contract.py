@@ -737,6 +737,15 @@ class ShiftClosedBody(ShiftKpiFields):
     event_time: str
 
 
+class DayClosedBody(ShiftKpiFields):
+    """A day's figures are complete (at its local midnight, or when a night shift that started
+    on it ends): the shifts that started on it and its unscheduled time together, as they
+    stand then. ``shift_id`` is the local date and ``shift`` is ``day``."""
+
+    type: Literal["day_closed"]
+    event_time: str
+
+
 class ShiftNowBody(ShiftKpiFields):
     """Retained: the current shift's KPIs so far, refreshed with the health message."""
 
@@ -967,6 +976,10 @@ TOPICS: tuple[Topic, ...] = (
           "A shift ended: its ISO 22400 time elements and KPIs (availability, effectiveness, "
           "quality ratio, OEE, setup rate, technical efficiency, MTBF, MTTR).",
           schema="mes.shift-kpi/1"),
+    Topic("_mes_v1/kpi/day", UP, DayClosedBody, 1, False,
+          "A day's figures are complete: the ISO 22400 time elements and KPIs of the shifts "
+          "that started on it and of its unscheduled time, together.",
+          schema="mes.day-kpi/1"),
     Topic("_mes_v1/kpi/current", UP, ShiftNowBody, 1, True,
           "The current shift's ISO 22400 KPIs so far (retained, with each health message).",
           enveloped=False),

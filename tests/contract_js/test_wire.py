@@ -198,9 +198,10 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
         await until(lambda: bool(capture.on("/_mes_v1/andon")), 10, "the andon call")
         await until(lambda: bool(capture.on("/_mes_v1/kpi/current")), 10, "the shift so far")
         # a shift ends (a tick a day on: the default calendar has one shift a day): the closed
-        # shift's KPIs go out
+        # shift's KPIs go out, and the day's
         await e.submit(Tick(e.now().after_ms(86_400_000)))
         await until(lambda: bool(capture.on("/_mes_v1/kpi/shift")), 10, "the closed shift")
+        await until(lambda: bool(capture.on("/_mes_v1/kpi/day")), 10, "the closed day")
     await asyncio.sleep(0.3)  # the offline health and relay state of the clean stops
 
 

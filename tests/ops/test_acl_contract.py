@@ -56,3 +56,14 @@ def test_the_central_user_may_do_all_the_relay_does() -> None:
         kind = "write" if action == "send" else "read"
         allowed = central[kind] + central["readwrite"]
         assert any(topic_matches_sub(p, topic) for p in allowed), (op_id, topic)
+
+
+def test_each_example_gateway_block_is_what_edge_mqtt_acl_prints() -> None:
+    """A topic the contract adds for the gateway and the example file lacks would be refused by
+    the broker (reason 135) at the first publish: the file is what the command makes."""
+    from edge.ops import acl_block
+
+    text = ACL.read_text()
+    for edge_id, work_center in (("wc-press-07", "PRESS07"), ("wc-press-08", "PRESS08")):
+        block = acl_block(edge_id, f"umh/v1/acme/plant1/stamping/line4/{work_center}")
+        assert block in text, f"{edge_id}: the example ACL differs from `edge mqtt-acl`"
