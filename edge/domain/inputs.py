@@ -106,6 +106,7 @@ class Transition:
     at: Instant
     quantity: Decimal | None = None  # split: the remaining quantity handed back
     variance_reason: str | None = None  # complete or split below the under-delivery tolerance
+    reason: str | None = None  # hold or cancel: why, in words (kept on the operation, shown)
 
 
 @dataclass(frozen=True, slots=True)

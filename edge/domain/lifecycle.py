@@ -25,6 +25,7 @@ from edge.domain.inputs import (
     MachineState,
     Transition,
 )
+from edge.domain.limits import MAX_TEXT
 from edge.domain.model import (
     Operation,
     OperationStatus,
@@ -72,7 +73,13 @@ TRANSITIONS: dict[tuple[OperationStatus, Action], OperationStatus | None] = {
 
 
 def set_status(
-    s: WorkCenterState, op: Operation, new: OperationStatus, now: Instant, actor: str, action: str
+    s: WorkCenterState,
+    op: Operation,
+    new: OperationStatus,
+    now: Instant,
+    actor: str,
+    action: str,
+    reason: str | None = None,
 ) -> None:
     accrue(s, op, now)
     old = op.status
@@ -92,14 +99,14 @@ def set_status(
         counting.close_unassigned(s, now)
     if old is OperationStatus.RUNNING and new is not OperationStatus.RUNNING:
         end_losses_of_running(s, now, actor)
+    # The reason of a hold or cancel stays while the operation is held, or for good once it is
+    # cancelled; any other change of status ends it.
+    op.status_reason = reason if new in (OperationStatus.HELD, OperationStatus.CANCELLED) else None
     s.touch("operation", op.key)
-    s.emit(
-        EventType.OPERATION_STATE_CHANGED,
-        now,
-        op,
-        actor,
-        **{"from": old.value, "to": new.value, "action": action},
-    )
+    data: dict[str, object] = {"from": old.value, "to": new.value, "action": action}
+    if reason is not None:
+        data["reason"] = reason
+    s.emit(EventType.OPERATION_STATE_CHANGED, now, op, actor, **data)
 
 
 def end_losses_of_running(s: WorkCenterState, now: Instant, actor: str) -> None:
@@ -147,6 +154,7 @@ def on_transition(s: WorkCenterState, t: Transition) -> None:
     if target.active and not status.active:
         check_may_activate(s, op)
     variance = check_variance_reason(s, op, t)
+    reason = check_status_reason(t)
     remainder = check_split(s, op, t) if t.action is Action.SPLIT else None
 
     if t.action in (Action.INTERRUPT,):
@@ -166,7 +174,7 @@ def on_transition(s: WorkCenterState, t: Transition) -> None:
             confirm(s, op, t.at, t.actor, final=True)
     elif t.action in (Action.COMPLETE, Action.SPLIT):
         confirm(s, op, t.at, t.actor, final=True, variance_reason=variance)
-    set_status(s, op, target, t.at, t.actor, t.action.value)
+    set_status(s, op, target, t.at, t.actor, t.action.value, reason)
     if remainder is not None:
         hand_back_remainder(s, op, remainder, t)
 
@@ -182,6 +190,31 @@ def check_may_activate(s: WorkCenterState, op: Operation) -> None:
         field="op",
         value=str(op.key),
         state=other.status.value,
+    )
+
+
+def check_status_reason(t: Transition) -> str | None:
+    """The reason in words a hold or cancel may carry: printable, at most MAX_TEXT characters
+    (a blank one is none). Another action has no use for one and is refused with it, so
+    nothing is kept that no one will see."""
+    reason = (t.reason or "").strip()
+    if not reason:
+        return None
+    shown = reason if len(reason) <= 40 else reason[:40] + "..."
+    if t.action not in (Action.HOLD, Action.CANCEL):
+        why = "only a hold or a cancel carries a reason"
+    elif len(reason) > MAX_TEXT:
+        why = f"at most {MAX_TEXT} characters"
+    elif not reason.isprintable():
+        why = "only printable characters"
+    else:
+        return reason
+    raise reject(
+        RejectionCode.INVALID_VALUE,
+        f"reason = {shown!r}: {why}",
+        field="reason",
+        value=shown,
+        action=t.action.value,
     )
 
 

@@ -183,6 +183,9 @@ class Operation:
     final_withheld_variance: str | None = None
     # The quantities of ``counted`` already booked to the shift KPIs (edge.domain.kpis).
     booked: Tally = field(default_factory=Tally)
+    # Why it is held, or why it was cancelled, in words (from central or a supervisor); None
+    # otherwise. Last, so that the stored form of an operation without one stays as it was.
+    status_reason: str | None = None
 
     @property
     def key(self) -> OperationKey:

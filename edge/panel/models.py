@@ -12,11 +12,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from edge.domain.limits import MAX_TEXT
 from edge.domain.model import ConfirmationStatus, OperationStatus
 
 OP_PATTERN = r"^[^/\s]{1,64}/[^/\s]{1,64}(/\d{1,4})?$"
 CODE_PATTERN = r"^[A-Za-z0-9_.:/-]{1,40}$"
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# A reason in words from the panel's keyboard: printable on one line (no control characters).
+WORDS_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 
 
 def _number(value: Decimal) -> int | float:
@@ -109,6 +112,17 @@ class ReclassifyCommand(Command):
     reason: Annotated[str, Field(pattern=CODE_PATTERN)]
 
 
+Words = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=WORDS_PATTERN)]
+
+
+class HoldCommand(OpCommand):
+    reason: Words = Field(description="why, in words: shown on the panel while it is held")
+
+
+class CancelCommand(OpCommand):
+    reason: Words | None = Field(None, description="why, in words: shown with the cancelled order")
+
+
 class ConfirmationCommand(OpCommand):
     counter: Annotated[int, Field(ge=1, le=1_000_000)]
 
@@ -197,6 +211,10 @@ class OperationOut(_Out):
     under_tolerance_pct: Qty | None
     first_start: str | None
     ended: str | None
+    status_reason: str | None = Field(
+        None, description="why it is held, or was cancelled (central's or a supervisor's words)"
+    )
+    parts_per_signal: Qty = Field(Decimal(1), description="parts per machine signal")
 
 
 class ActiveOperation(OperationOut):
@@ -287,6 +305,7 @@ class PanelState(_Out):
     help_categories: list[str]
     help_calls: list[HelpCallOut]
     supervisor_configured: bool
+    max_text: int = Field(MAX_TEXT, description="the longest reason in words the gateway takes")
 
 
 class CommandResult(_Out):

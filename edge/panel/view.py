@@ -85,6 +85,8 @@ def _operation_fields(op: Operation) -> dict[str, object]:
         "under_tolerance_pct": spec.under_tolerance_pct,
         "first_start": _iso(op.first_start),
         "ended": _iso(op.ended),
+        "status_reason": op.status_reason,
+        "parts_per_signal": spec.parts_per_signal,
     }
 
 

@@ -1,7 +1,10 @@
 """JSON for what the store keeps: inputs for the journal, entities for the projections.
 
 The domain stays free of serialisation; pydantic's TypeAdapters read the domain's dataclasses as
-they are, so a new field in the core needs no code here.
+they are, so a new field in the core needs no code here, except where documents stored before it
+must stay as they were: an operation's ``status_reason`` is left out while it is None, so every
+operation stored (and every checkpoint taken) before the field existed reads the same as a
+replay writes it, and ``edge verify`` holds across the upgrade without a migration.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ SHIFT = TypeAdapter(ShiftTimes)
 TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned", "shift")
 
 
+# Fields of an operation written only when set (see the module's docstring).
+_OPERATION_OPTIONAL = frozenset({"status_reason"})
+
+
+def operation_doc(op: Operation) -> str:
+    """The stored form of ``op``; a field added later is left out while it is None."""
+    unset = {name for name in _OPERATION_OPTIONAL if getattr(op, name) is None}
+    return OPERATION.dump_json(op, exclude=unset or None).decode()
+
+
 def encode_input(inp: Input) -> tuple[str, str]:
     name = type(inp).__name__
     return name, _INPUT_ADAPTERS[name].dump_json(inp).decode()
@@ -75,7 +88,7 @@ def entity_doc(wc: WorkCenter, table: str, key: str) -> str | None:
         return HEADER.dump_json(wc.header).decode()
     if table == "operation":
         op = wc.operations.get(OperationKey.parse(key))
-        return OPERATION.dump_json(op).decode() if op is not None else None
+        return operation_doc(op) if op is not None else None
     if table == "counter":
         track = wc.counters.get(key)
         return COUNTER.dump_json(track).decode() if track is not None else None

@@ -83,6 +83,12 @@ def _operation_spec(m: Any) -> OperationSpec:
     )
 
 
+def _one_line(text: str | None) -> str | None:
+    """A reason in words on one line: central's line breaks and tabs become spaces (the core
+    refuses other control characters, naming the field)."""
+    return " ".join(text.split()) if text is not None else None
+
+
 def _op_ref(body: OperationRefBody) -> str:
     return str(OperationKey(body.order_id, body.operation, body.split))
 
@@ -125,11 +131,15 @@ class Downlink:
             ),
             "_mes_v1/order/cancel": (
                 OperationRefBody,
-                lambda b: Transition(Action.CANCEL, _op_ref(b), "central", now()),
+                lambda b: Transition(
+                    Action.CANCEL, _op_ref(b), "central", now(), reason=_one_line(b.reason)
+                ),
             ),
             "_mes_v1/order/hold": (
                 OperationRefBody,
-                lambda b: Transition(Action.HOLD, _op_ref(b), "central", now()),
+                lambda b: Transition(
+                    Action.HOLD, _op_ref(b), "central", now(), reason=_one_line(b.reason)
+                ),
             ),
             "_mes_v1/order/release": (
                 OperationRefBody,

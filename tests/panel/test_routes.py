@@ -111,7 +111,15 @@ COMMANDS: dict[str, tuple[dict[str, Any], Callable[[Any], bool]]] = {
         {"call_id": "h-1"},
         lambda i: isinstance(i, CloseHelp) and i.call_id == "h-1",
     ),
-    "/api/supervisor/cancel": ({"op": OP}, transition(Action.CANCEL)),
+    "/api/supervisor/cancel": (
+        {"op": OP, "reason": "Drawing changed"},
+        lambda i: transition(Action.CANCEL)(i) and i.reason == "Drawing changed",
+    ),
+    "/api/supervisor/hold": (
+        {"op": OP, "reason": "Quality hold: coil batch 88"},
+        lambda i: transition(Action.HOLD)(i) and i.reason == "Quality hold: coil batch 88",
+    ),
+    "/api/supervisor/release": ({"op": OP}, transition(Action.RELEASE)),
     "/api/supervisor/reverse": (
         {"op": OP, "counter": 2},
         lambda i: isinstance(i, ReverseConfirmation) and (i.op, i.counter) == (OP, 2),

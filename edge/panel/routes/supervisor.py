@@ -88,9 +88,19 @@ async def session(who: Supervisor) -> dict[str, str]:
 # The actor is the session's supervisor (``supervisor:<id>``), never the body's operator.
 
 
-def cancel(body: m.OpCommand, actor: str, now: Instant) -> Input:
-    """Cancel an operation (what was counted is confirmed as final first)."""
-    return Transition(Action.CANCEL, body.op, actor, now)
+def cancel(body: m.CancelCommand, actor: str, now: Instant) -> Input:
+    """Cancel an operation (what was counted is confirmed as final first), saying why."""
+    return Transition(Action.CANCEL, body.op, actor, now, reason=body.reason)
+
+
+def hold(body: m.HoldCommand, actor: str, now: Instant) -> Input:
+    """Put an operation on hold, saying why; the reason is shown until it is released."""
+    return Transition(Action.HOLD, body.op, actor, now, reason=body.reason)
+
+
+def release(body: m.OpCommand, actor: str, now: Instant) -> Input:
+    """Release a held operation: it goes back to where it was before the hold."""
+    return Transition(Action.RELEASE, body.op, actor, now)
 
 
 def reverse(body: m.ConfirmationCommand, actor: str, now: Instant) -> Input:
@@ -129,7 +139,9 @@ def correct_count(body: m.CorrectCountCommand, actor: str, now: Instant) -> Inpu
 
 
 SUPERVISOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
-    CommandRoute("/api/supervisor/cancel", "cancel", m.OpCommand, cancel),
+    CommandRoute("/api/supervisor/cancel", "cancel", m.CancelCommand, cancel),
+    CommandRoute("/api/supervisor/hold", "hold", m.HoldCommand, hold),
+    CommandRoute("/api/supervisor/release", "release", m.OpCommand, release),
     CommandRoute("/api/supervisor/reverse", "reverse", m.ConfirmationCommand, reverse),
     CommandRoute("/api/supervisor/resend", "resend", m.ResendCommand, resend),
     CommandRoute(

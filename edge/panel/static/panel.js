@@ -111,6 +111,15 @@
   const opName = (op) => op.material_text || op.material;
   const statusText = (s) => t('status.' + s);
   const groupText = (g) => (has('group.' + g) ? t('group.' + g) : g);
+  // The reasons a supervisor picks for a hold (or types another); stored in the panel's language.
+  const HOLD_REASONS = ['hold.quality', 'hold.material', 'hold.tool', 'hold.drawing'];
+  // Why an operation is held or was cancelled, as the operator reads it; '' if no one said.
+  function statusReason(op) {
+    if (!op.status_reason) return '';
+    if (op.status === 'held') return t('orders.held', { reason: op.status_reason });
+    if (op.status === 'cancelled') return t('orders.cancelled', { reason: op.status_reason });
+    return '';
+  }
 
   // ------------------------------------------------------------------ messages
 
@@ -372,6 +381,12 @@
       const next = S.dispatch.find((o) => o.status === 'dispatched');
       const main = h('div', { class: 'order-main' }, h('div', { class: 'empty' }, t('order.none')));
       const actions = h('div', { class: 'actions' });
+      for (const held of S.dispatch.filter((o) => o.status === 'held')) {
+        main.append(h('div', { class: 'held', 'data-held': held.op },
+          h('div', { class: 'held-title' }, `${t('order.held')} · ${held.op} · ${opName(held)}`),
+          held.status_reason ? h('div', { class: 'held-reason' }, held.status_reason) : null));
+        if (supervisor) actions.append(button(`${t('btn.release')} ${held.op}`, 'super wide', () => releaseSheet(held), { 'data-cmd': 'release', 'data-op': held.op }));
+      }
       if (next) {
         main.append(
           h('div', { class: 'section-title' }, t('order.next')),
@@ -441,8 +456,12 @@
       a.push(
         button(t('btn.correct_counts'), 'super', () => correctSheet(op), tag('correct')),
         button(t('btn.cancel_order'), 'super', () => cancelSheet(op), tag('cancel')),
+        button(t('btn.hold'), 'super', () => holdSheet(op), tag('hold')),
       );
     }
+    // Four rows of two fit beside the counts: with more buttons none spans both columns.
+    const slots = a.reduce((n, b) => n + (b.classList.contains('wide') ? 2 : 1), 0);
+    if (slots > 8) a.forEach((b) => b.classList.remove('wide'));
     el.append(h('div', { class: 'order' }, main, h('div', { class: 'actions' }, a)));
   }
 
@@ -451,21 +470,27 @@
     for (const op of S.dispatch) {
       const l2 = [opName(op), statusText(op.status)];
       if (op.due) l2.push(t('orders.due', { due: dateTime(op.due) }));
+      const why = statusReason(op);
       const row = h('div', { class: 'row' + (op.status === 'held' ? ' warn' : ''), 'data-op': op.op },
         h('div', { class: 'main' },
           h('div', { class: 'l1' }, `${op.sequence ? op.sequence + ' · ' : ''}${op.op} · ${qty(op.target_qty)} ${op.unit}`),
-          h('div', { class: 'l2' }, l2.join(' · '))),
+          h('div', { class: 'l2' }, l2.join(' · ')),
+          why ? h('div', { class: 'l3', 'data-field': 'status-reason' }, why) : null),
         startButtons(op));
+      if (supervisor && op.status === 'held') row.append(button(t('btn.release'), 'super', () => releaseSheet(op), { 'data-cmd': 'release' }));
+      else if (supervisor && op.status === 'dispatched') row.append(button(t('btn.hold'), 'super', () => holdSheet(op), { 'data-cmd': 'hold' }));
       if (supervisor) row.append(button(t('btn.cancel_order'), 'super', () => cancelSheet(op), { 'data-cmd': 'cancel' }));
       el.append(row);
     }
     if (S.finished.length) {
       el.append(h('div', { class: 'section-title' }, t('orders.finished')));
       for (const op of S.finished) {
+        const why = statusReason(op);
         el.append(h('div', { class: 'row', 'data-op': op.op },
           h('div', { class: 'main' },
             h('div', { class: 'l1' }, `${op.op} · ${qty(op.good)} / ${qty(op.target_qty)} ${op.unit}`),
-            h('div', { class: 'l2' }, `${opName(op)} · ${statusText(op.status)}`))));
+            h('div', { class: 'l2' }, `${opName(op)} · ${statusText(op.status)}`),
+            why ? h('div', { class: 'l3', 'data-field': 'status-reason' }, why) : null)));
       }
     }
   }
@@ -804,6 +829,71 @@
   function cancelSheet(op) {
     askSheet('cancel', t('sheet.cancel.title'), t('sheet.cancel.text', { op: op.op }), t('btn.cancel_order'), 'danger',
       () => superCommand('cancel', { op: op.op }));
+  }
+
+  // An on-screen keyboard for a reason in words (the panel has no other); ``onChange`` gets the
+  // text so far, at most ``max`` characters.
+  function keyboard(initial, onChange, max) {
+    let value = initial || '';
+    let caps = !value;
+    let join = false; // after a picked reason, what is typed next follows ": "
+    const display = h('div', { class: 'display words', 'data-field': 'words' });
+    const rows = lang === 'de'
+      ? ['1234567890', 'qwertzuiopü', 'asdfghjklöä', 'yxcvbnm,.-:']
+      : ['1234567890', 'qwertyuiop', 'asdfghjkl', 'zxcvbnm,.-:'];
+    const letters = [];
+    const paint = () => {
+      display.textContent = value;
+      for (const b of letters) b.textContent = caps ? b.dataset.key.toUpperCase() : b.dataset.key;
+    };
+    const type = (text) => {
+      let add = text;
+      if (join) add = ': ' + text.trimStart();
+      if (value.length + add.length > max) return;
+      join = false;
+      value += add;
+      caps = false;
+      paint();
+      onChange(value);
+    };
+    const keyRows = rows.map((row) => h('div', { class: 'kb-row' }, [...row].map((k) => {
+      const b = button(k, '', () => type(caps ? k.toUpperCase() : k), { 'data-key': k });
+      letters.push(b);
+      return b;
+    })));
+    keyRows.push(h('div', { class: 'kb-row' },
+      button('⇧', '', () => { caps = !caps; paint(); }, { 'data-key': 'shift' }),
+      button(t('key.space'), 'kb-space', () => { if (value && !value.endsWith(' ')) type(' '); }, { 'data-key': 'space' }),
+      button('⌫', '', () => { join = false; value = value.slice(0, -1); paint(); onChange(value); }, { 'data-key': 'back' }),
+      button('C', '', () => { join = false; value = ''; caps = true; paint(); onChange(value); }, { 'data-key': 'clear' })));
+    const kb = h('div', { class: 'kb' }, keyRows);
+    kb.display = display;
+    kb.set = (text) => { value = text.slice(0, max); caps = false; join = true; paint(); onChange(value); };
+    paint();
+    return kb;
+  }
+
+  function holdSheet(op) {
+    let reason = '';
+    openSheet('hold', (el) => {
+      const ok = button(t('btn.hold'), 'danger', async () => {
+        if (!reason.trim()) return;
+        const r = await superCommand('hold', { op: op.op, reason: reason.trim() });
+        if (r.done) closeSheet();
+      }, { 'data-cmd': 'ok' });
+      const kb = keyboard(reason, (v) => { reason = v; ok.disabled = !v.trim(); }, S.max_text);
+      const picks = h('div', { class: 'picks' }, HOLD_REASONS.map((k) =>
+        button(t(k), 'warn', () => kb.set(t(k)), { 'data-pick': k })));
+      el.append(
+        h('div', { class: 'sheet-head' }, h('h2', {}, t('sheet.hold.title', { op: op.op })), kb.display),
+        picks, kb, foot(ok));
+      ok.disabled = true;
+    });
+  }
+
+  function releaseSheet(op) {
+    askSheet('release', t('sheet.release.title'), t('sheet.release.text', { op: op.op, reason: op.status_reason || '–' }),
+      t('btn.release'), 'primary', () => superCommand('release', { op: op.op }));
   }
 
   function reverseSheet(c) {

@@ -1,0 +1,88 @@
+"""The floor's controls in the Debian chromium against the real daemon: what an operator and a
+supervisor see and tap (hold with a reason, rework, setup parts good, unassigned production),
+and what must be readable from 2 m (measured: bounding boxes and computed styles)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edge.domain.model import OperationKey, OperationStatus
+from tests.panel.conftest import PIN, panel_config, running_panel, spec, wait_until
+from tests.panel.test_browser import CHROMIUM, Screen, expect, screen
+
+OP = "4711/0020"
+KEY = OperationKey("4711", "0020")
+
+pytestmark = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"{CHROMIUM} is missing: install the Debian package chromium (./scripts/test as root)",
+)
+
+
+async def log_in(s: Screen) -> None:
+    await s.tap("#btn-super")
+    await s.keys(PIN)
+    await s.tap('#sheet [data-cmd="ok"]')
+    await s.toast("ok", "logged in")
+    await s.close_toast()
+
+
+async def type_words(s: Screen, text: str) -> None:
+    for ch in text:
+        key = "space" if ch == " " else ch.lower()
+        await s.tap(f'#sheet [data-key="{key}"]')
+
+
+async def test_a_supervisor_holds_with_a_reason_the_operator_reads(tmp_path: Path) -> None:
+    async with running_panel(panel_config(tmp_path)) as panel:
+        await panel.dispatch(
+            spec("4711", "0020", 30, 10, material_text="Bracket 30x15"),
+            spec("4712", "0010", 50, 20),
+        )
+        async with screen(panel.url, "hold") as s:
+            page = s.page
+            await s.tap('[data-cmd="start-production"]')
+            await s.lamp("green")
+            await s.close_toast()
+            await expect(page.locator('[data-cmd="hold"]')).to_have_count(0)  # supervisor only
+            await log_in(s)
+            await s.tap('[data-cmd="hold"]')
+            await expect(page.locator('#sheet[data-kind="hold"]')).to_be_visible()
+            await expect(page.locator('#sheet [data-cmd="ok"]')).to_be_disabled()
+            await s.tap('#sheet [data-pick="hold.quality"]')
+            await type_words(s, "coil batch 88")
+            await expect(page.locator('#sheet [data-field="words"]')).to_have_text(
+                "Quality hold: coil batch 88"
+            )
+            await s.shot("01-hold-reason-typed")
+            await s.tap('#sheet [data-cmd="ok"]')
+            await expect(page.locator("#sheet")).to_be_hidden()
+            op = panel.engine.wc.operations[KEY]
+            assert (op.status, op.status_reason) == (
+                OperationStatus.HELD,
+                "Quality hold: coil batch 88",
+            )
+            held = page.locator(f'.held[data-held="{OP}"]')
+            await expect(held).to_contain_text("On hold · 4711/0020 · Bracket 30x15")
+            await expect(held.locator(".held-reason")).to_have_text("Quality hold: coil batch 88")
+            await s.close_toast()
+            await s.shot("02-held-shown")
+            await s.tap("#btn-lang")
+            await expect(held).to_contain_text("Gesperrt")
+            await s.shot("03-held-shown-de")
+            await s.tap('.tab[data-view="orders"]')
+            row = page.locator(f'.row[data-op="{OP}"]')
+            await expect(row.locator('[data-field="status-reason"]')).to_have_text(
+                "Gesperrt: Quality hold: coil batch 88"
+            )
+            await s.shot("04-orders-held-de")
+            await s.tap("#btn-lang")
+            await s.tap(f'.row[data-op="{OP}"] [data-cmd="release"]')
+            await expect(page.locator("#sheet")).to_contain_text("Quality hold: coil batch 88")
+            await s.tap('#sheet [data-cmd="ok"]')
+            await wait_until(lambda: op.status is OperationStatus.RUNNING, what="release")
+            await s.lamp("green")
+            await expect(row.locator('[data-field="status-reason"]')).to_have_count(0)

@@ -1,0 +1,164 @@
+"""The floor's controls through the local API against the real daemon: hold and release by a
+supervisor with a reason (and central's reason shown), rework and setup parts good, unassigned
+production assigned by a supervisor. Every refusal names the field and stores nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edge.domain.model import OperationKey, OperationStatus
+from simulators.broker import Mosquitto
+from simulators.central import CentralSimulator
+from tests.gateway.conftest import ROOT as MQTT_ROOT
+from tests.panel.conftest import (
+    PIN,
+    SUPERVISOR,
+    Panel,
+    panel_config,
+    running_panel,
+    spec,
+    wait_until,
+)
+
+OP = "4711/0020"
+KEY = OperationKey("4711", "0020")
+STORED = (
+    "SELECT (SELECT COUNT(*) FROM journal WHERE input_type != 'Tick'),"
+    " (SELECT COUNT(*) FROM event), (SELECT COUNT(*) FROM outbox)"
+)
+
+
+def cid() -> str:
+    return str(uuid.uuid4())
+
+
+async def login(client: httpx.AsyncClient) -> dict[str, str]:
+    r = await client.post("/api/supervisor/login", json={"pin": PIN})
+    assert r.status_code == 200, r.text
+    return {"X-Supervisor-Token": r.json()["token"]}
+
+
+async def post(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None, **body: Any
+) -> httpx.Response:
+    body.setdefault("command_id", cid())
+    return await client.post(path, json=body, headers=headers)
+
+
+def listed(state: dict[str, Any], op: str) -> dict[str, Any]:
+    (found,) = [o for o in state["dispatch"] + state["finished"] if o["op"] == op]
+    return found
+
+
+async def stored(panel: Panel) -> list[tuple[Any, ...]]:
+    return await panel.rows(STORED)
+
+
+async def test_a_supervisor_holds_with_a_reason_and_releases(tmp_path: Path) -> None:
+    cfg = panel_config(tmp_path)
+    async with (
+        running_panel(cfg) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await panel.dispatch(spec("4711", "0020", 30, 10))
+        r = await post(client, "/api/commands/start-production", op=OP)
+        assert r.status_code == 200, r.text
+        # without a session: no hold
+        r = await post(client, "/api/supervisor/hold", op=OP, reason="Quality hold")
+        assert (r.status_code, r.json()["code"]) == (401, "supervisor_login_required")
+        headers = await login(client)
+        before = await stored(panel)
+        bad: list[tuple[object, str]] = [
+            ("", "reason = '': "),
+            ("   ", "reason = '   ': "),
+            ("x" * 201, "reason = 'xxxx"),
+            ("coil\x00batch", "reason = 'coil\\x00batch': not valid here"),
+            ("two\nlines", "reason = 'two\\nlines': not valid here"),
+            (17, "reason = 17: "),
+            (None, "reason = None"),
+        ]
+        for reason, message in bad:
+            r = await post(client, "/api/supervisor/hold", headers, op=OP, reason=reason)
+            assert r.status_code == 422, (reason, r.text)
+            assert (r.json()["field"], r.json()["message"][: len(message)]) == ("reason", message)
+        r = await post(client, "/api/supervisor/hold", headers, op=OP)
+        assert (r.status_code, r.json()["field"]) == (422, "reason")
+        assert await stored(panel) == before  # nothing of a refused hold was kept
+        assert panel.engine.wc.operations[KEY].status is OperationStatus.RUNNING
+
+        r = await post(
+            client, "/api/supervisor/hold", headers, op=OP, reason=" Quality hold: coil batch 88 "
+        )
+        assert r.status_code == 200, r.text
+        held = listed(r.json()["state"], OP)
+        assert (held["status"], held["status_reason"]) == ("held", "Quality hold: coil batch 88")
+        assert r.json()["state"]["active"] == []
+        ((actor, data),) = await panel.rows(
+            "SELECT actor, data FROM event WHERE type = 'operation_state_changed'"
+            " AND json_extract(data, '$.to') = 'held'"
+        )
+        assert actor == f"supervisor:{SUPERVISOR}"
+        assert json.loads(data)["reason"] == "Quality hold: coil batch 88"
+        # the operator cannot start it while it is held; the core says so
+        r = await post(client, "/api/commands/start-production", op=OP)
+        assert (r.status_code, r.json()["code"]) == (409, "illegal_transition")
+
+    # a restart keeps the hold and its reason
+    async with (
+        running_panel(cfg) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        state = (await client.get("/api/state")).json()
+        assert listed(state, OP)["status_reason"] == "Quality hold: coil batch 88"
+        headers = await login(client)
+        r = await post(client, "/api/supervisor/release", headers, op=OP)
+        assert r.status_code == 200, r.text
+        (active,) = r.json()["state"]["active"]
+        assert (active["status"], active["status_reason"]) == ("running", None)
+
+
+async def test_a_supervisor_cancel_may_say_why(tmp_path: Path) -> None:
+    async with (
+        running_panel(panel_config(tmp_path)) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await panel.dispatch(spec("4711", "0020", 30, 10))
+        headers = await login(client)
+        r = await post(client, "/api/supervisor/cancel", headers, op=OP, reason="Drawing changed")
+        assert r.status_code == 200, r.text
+        done = listed(r.json()["state"], OP)
+        assert (done["status"], done["status_reason"]) == ("cancelled", "Drawing changed")
+
+
+async def test_centrals_reason_for_a_hold_is_kept_and_shown(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    async with (
+        CentralSimulator(broker.host, broker.port, roots=[MQTT_ROOT]) as central,
+        running_panel(panel_config(tmp_path, broker=broker)) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await central.dispatcher.send_dispatch(
+            MQTT_ROOT,
+            1,
+            [{"order_id": "4711", "operation": "0020", "material": "FG-4711", "quantity": 20}],
+        )
+        await wait_until(lambda: KEY in panel.engine.wc.operations, what="dispatch")
+        r = await post(client, "/api/commands/start-production", op=OP)
+        assert r.status_code == 200, r.text
+        # central's words may hold a line break: it arrives as one line
+        await central.dispatcher.send_hold(
+            MQTT_ROOT, "4711", "0020", reason="quality hold:\ncoil batch 88"
+        )
+        op = panel.engine.wc.operations[KEY]
+        await wait_until(lambda: op.status is OperationStatus.HELD, what="central's hold")
+        state = (await client.get("/api/state")).json()
+        assert listed(state, OP)["status_reason"] == "quality hold: coil batch 88"
+        await central.dispatcher.send_release(MQTT_ROOT, "4711", "0020")
+        await wait_until(lambda: op.status is OperationStatus.RUNNING, what="central's release")
+        assert op.status_reason is None
