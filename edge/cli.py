@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from edge import __version__, ops, report
 from edge.config import (
@@ -26,6 +27,7 @@ from edge.logging import configure_logging
 from edge.relay import cli as relay_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_USAGE = 2  # a command line argparse cannot take, as argparse itself exits
 # The database needs a person (lost, damaged, unusable): systemd does not restart on it.
 EXIT_REFUSED = 3
 EXIT_BROKEN_PIPE = 141  # what a shell shows for a command killed by SIGPIPE (128 + 13)
@@ -218,19 +220,53 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     cfg = load_config(config_path(args.config))
     configure_logging("error", json=False)
-    return run_checks(cfg)
+    return run_checks(cfg, service_user=args.service_user)
+
+
+def _made_by(link_dir: Path) -> list[Path]:
+    """What making the certificate in ``link_dir`` may create: missing parents, the folders,
+    the certificate and the key."""
+    missing = [d for d in (link_dir, *link_dir.parents) if not d.exists()]
+    inside = [link_dir / n for n in ("own", "trusted", "rejected", "own/cert.der", "own/key.pem")]
+    return [*reversed(missing), *(p for p in inside if not p.exists())]
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
+    import pwd
+
+    from edge.check import SERVICE_USER
     from edge.sources.opcua_security import application_uri, ensure_certificate, thumbprint
 
     cfg = load_config(config_path(args.config))
     if not cfg.sources.opcua:
         print("no [[sources.opcua]] in the config: no OPC UA certificate needed")
         return EXIT_OK
+    # As root the new files go to the service user: it must read its key (0600) and write
+    # rejected/; root's would stop the gateway at its first secure connect.
+    owner: pwd.struct_passwd | None = None
+    try:
+        if args.service_user is not None:
+            owner = pwd.getpwnam(args.service_user)
+        elif os.geteuid() == 0:
+            owner = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        if args.service_user is not None:
+            print(f"edge certs: no user {args.service_user!r} on this machine", file=sys.stderr)
+            return EXIT_USAGE
     for link in cfg.sources.opcua:
+        new = _made_by(link.certificate_dir)
         cert, key = ensure_certificate(link.certificate_dir, application_uri(link.name))
         print(f"opcua {link.name}: certificate {cert} (key {key})")
+        made = [p for p in new if p.exists()]
+        if owner is not None and made:
+            for path in made:
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+            print(f"  made for the service user {owner.pw_name}: {', '.join(map(str, made))}")
+        elif made and os.geteuid() == 0:
+            print(
+                f"  made as root (no user {SERVICE_USER} here): give them to the user the "
+                f"gateway runs as, chown -R <user>: {link.certificate_dir}"
+            )
         print(f"  application URI {application_uri(link.name)}")
         print(f"  SHA-1 thumbprint {thumbprint(cert.read_bytes())}")
         print("  give the certificate to the server's administrator to trust this gateway;")
@@ -271,17 +307,91 @@ def cmd_panel_pin(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class EdgeParser(argparse.ArgumentParser):
+    """argparse's parser; a command that is not one of the choices lists them in words."""
+
+    def error(self, message: str) -> NoReturn:
+        commands = _commands(self)
+        if commands is not None and message.startswith(f"argument {commands.dest}: invalid"):
+            given = message.split("invalid choice: ", 1)[-1].split(" (choose", 1)[0]
+            self.exit(EXIT_USAGE, f"{self.prog}: no command {given}\n{choices_text(self)}")
+        super().error(message)
+
+
+def _commands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:  # type: ignore[type-arg]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def choices_text(parser: argparse.ArgumentParser) -> str:
+    """The commands ``parser`` takes, one a line with what it does."""
+    commands = _commands(parser)
+    assert commands is not None
+    named = [(a.dest, a.help or "") for a in commands._get_subactions()]
+    width = max(len(name) for name, _ in named)
+    lines = [f"{parser.prog} needs one of these commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in named]
+    lines.append(f"{parser.prog} <command> --help shows a command's options.")
+    return "\n".join(lines) + "\n"
+
+
+OUTER_CONFIG = "config_before_"  # dests of -c/--config given before a (sub)command
+CONFIG_HELP = f"config file (default: $EDGE_CONFIG or {DEFAULT_CONFIG_PATH})"
+
+
+def _finish(parser: argparse.ArgumentParser, depth: int = 0) -> None:
+    """Every parser with commands: without one it names them (exit 2); and it takes
+    ``-c/--config`` before the command too, for the command's own (:func:`_outer_config`)."""
+    commands = _commands(parser)
+    if commands is None:
+        parser.set_defaults(command_prog=parser.prog)
+        return
+    commands.required = False
+
+    def choose(_args: argparse.Namespace) -> int:
+        print(choices_text(parser), end="", file=sys.stderr)
+        return EXIT_USAGE
+
+    parser.set_defaults(fn=choose)
+    parser.add_argument(
+        "-c",
+        "--config",
+        dest=f"{OUTER_CONFIG}{depth}",
+        default=argparse.SUPPRESS,
+        help=f"{CONFIG_HELP}; before or after the command",
+    )
+    for sub in commands.choices.values():
+        _finish(sub, depth + 1)
+
+
+def _outer_config(args: argparse.Namespace) -> str | None:
+    """``edge -c f status`` is ``edge status -c f``; None, or what is wrong with the line."""
+    outer = {k: v for k, v in vars(args).items() if k.startswith(OUTER_CONFIG)}
+    for key in outer:
+        delattr(args, key)
+    prog = getattr(args, "command_prog", None)
+    if not outer or prog is None:  # no command given: its choices are shown instead
+        return None
+    if not hasattr(args, "config"):
+        return f"{prog}: -c/--config is not one of its options (see {prog} --help)"
+    given = sorted({*outer.values(), *([args.config] if args.config is not None else [])})
+    if len(given) > 1:
+        return f"{prog}: -c/--config given twice, as {' and '.join(given)}: give it once"
+    args.config = given[0]
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = EdgeParser(
         prog="edge", description="Work-center edge gateway for manufacturing order management."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument(
-            "-c", "--config", help=f"config file (default: $EDGE_CONFIG or {DEFAULT_CONFIG_PATH})"
-        )
+        p.add_argument("-c", "--config", help=CONFIG_HELP)
         return p
 
     run = with_config(sub.add_parser("run", help="run the gateway"))
@@ -351,14 +461,27 @@ def build_parser() -> argparse.ArgumentParser:
     browse.add_argument("--user", help="user name, as username")
     browse.add_argument("--password-file", help="a file whose first line is the password")
     browse.set_defaults(fn=cmd_browse)
-    with_config(
+    check = with_config(
         sub.add_parser(
-            "check", help="check every link in the config: database, clock, broker, OPC UA nodes"
+            "check",
+            help="check every link in the config: database, clock, broker, OPC UA nodes "
+            "(it only reads)",
         )
-    ).set_defaults(fn=cmd_check)
-    with_config(
+    )
+    check.add_argument(
+        "--service-user",
+        help="judge the files for this user (default: as root, edge-gateway when it exists, "
+        "the user of systemd/edge-gateway.service)",
+    )
+    check.set_defaults(fn=cmd_check)
+    certs = with_config(
         sub.add_parser("certs", help="make (once) and show the OPC UA application certificate")
-    ).set_defaults(fn=cmd_certs)
+    )
+    certs.add_argument(
+        "--service-user",
+        help="the user the new files go to (default: as root, edge-gateway when it exists)",
+    )
+    certs.set_defaults(fn=cmd_certs)
     contract = sub.add_parser(
         "contract", help="write the MQTT contract (AsyncAPI and JSON Schemas) from the models"
     )
@@ -380,12 +503,17 @@ def build_parser() -> argparse.ArgumentParser:
     ops.register(sub)
     report.register(sub)
     relay_cli.register(sub)
+    _finish(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        wrong = _outer_config(args)
+        if wrong is not None:
+            print(wrong, file=sys.stderr)
+            return EXIT_USAGE
         code: int = args.fn(args)
         sys.stdout.flush()  # a closed pipe shows here, not at exit
     except ConfigError as err:
