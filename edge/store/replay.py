@@ -130,17 +130,17 @@ def verify_all(store: Store) -> list[Check]:
         wc = _restore(store, start) if start is not None else None
         at = start.journal_id if start is not None else 0
         origin = "the journal" if start is None else f"checkpoint {start.id} (entry {at})"
+        retired: Retired = {}
         for cp in points:
             if cp.journal_id < at or (start is not None and cp.id == start.id):
                 continue
-            wc, at = replay(store, wc, at, cp.journal_id)
+            wc, at = replay(store, wc, at, cp.journal_id, retired=retired)
             checks.append(
                 Check(
                     f"checkpoint {cp.id} (entry {cp.journal_id}) = replay from {origin}",
                     compare(retention.checkpoint_docs(store, cp.id), wc),
                 )
             )
-        retired: Retired = {}
         wc, at = replay(store, wc, at, retired=retired)
         checks.append(Check(f"projections = replay from {origin}", compare(stored, wc)))
         if retired:
