@@ -219,3 +219,39 @@ def test_the_command_line_exit_code(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert f"edge report drift: {missing}: no such database" in done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_database_of_the_config(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        f'[gateway]\nedge_id = "wc-press-07"\nwork_center = "PRESS07"\n\n[store]\npath = "{db}"\n'
+    )
+    assert run("-c", str(config), *PERIOD, "--no-files") == 0
+    assert "9 completed operations" in capsys.readouterr().out
+    # a config naming a database that is not there: named, exit 2, nothing made
+    config.write_text(
+        '[gateway]\nedge_id = "wc-1"\nwork_center = "P1"\n\n'
+        f'[store]\npath = "{tmp_path}/no/edge.db"\n'
+    )
+    assert run("-c", str(config), "--no-files") == 2
+    assert f"{tmp_path}/no/edge.db: no such database" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+    # a config that is not valid: its problems, exit 2
+    config.write_text('[gateway]\nedge_id = "wc-1"\n')
+    assert run("-c", str(config), "--no-files") == 2
+    assert "gateway.work_center: required" in capsys.readouterr().err
+
+
+def test_the_json_is_the_message_body(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--json`` prints what the contract's _mes_v1/report/drift carries as its body."""
+    from edge.sync.contract import DriftReportBody
+
+    assert run("--db", str(db), *PERIOD, "--no-files", "--json") == 0
+    body = DriftReportBody.model_validate_json(capsys.readouterr().out)
+    assert body.type == "routing_drift"
+    assert body.flagged == 2
+    assert body.planned_stops == "excluded"
+    assert body.period_start == "2025-01-01T00:00:00Z"
+    assert body.period_end == "2025-02-01T00:00:00Z"
