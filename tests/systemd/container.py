@@ -124,20 +124,17 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _need(*tools: str, fix: str = "") -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        raise Unavailable(f"missing on this machine: {', '.join(missing)}{fix}")
+
+
 def check_host() -> None:
-    """What this machine must offer; :class:`Unavailable` names what is missing and the fix."""
+    """What every run needs; :class:`Unavailable` names what is missing."""
     if os.geteuid() != 0:
         raise Unavailable("booting a container with systemd-nspawn needs root")
-    missing = [
-        t
-        for t in ("mmdebstrap", "apt-get", "dpkg", "unshare", "nsenter", "timeout")
-        if shutil.which(t) is None
-    ]
-    if missing:
-        raise Unavailable(
-            f"missing on this machine: {', '.join(missing)} "
-            "(mmdebstrap: apt-get install -y --no-install-recommends mmdebstrap)"
-        )
+    _need("unshare", "nsenter", "timeout", "mount", "cp", "rm", "chroot")
     if (
         not any(root.is_dir() for root in CGROUP_ROOTS)
         and not Path("/sys/fs/cgroup/cgroup.controllers").exists()
@@ -153,6 +150,7 @@ def nspawn_dir() -> Path:
     with _locked(CACHE / ".lock"):
         if (target / "usr/bin/systemd-nspawn").exists():
             return target
+        _need("apt-get", "dpkg")
         work = Path(tempfile.mkdtemp(prefix="nspawn-", dir=CACHE))
         try:
             debs = work / "debs"
@@ -226,6 +224,7 @@ def cached_rootfs() -> Path:
     with _locked(CACHE / ".lock"):
         if _complete(target):
             return target
+        _need("mmdebstrap", fix=" (apt-get install -y --no-install-recommends mmdebstrap)")
         for stale in CACHE.glob("rootfs-*"):  # older recipes and half-built ones
             run(["rm", "-rf", "--one-file-system", str(stale)], timeout=120, what=f"rm {stale}")
         building = CACHE / f"building-{rootfs_key()}"
