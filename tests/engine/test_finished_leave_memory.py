@@ -8,6 +8,7 @@ database, and the journal replays to the same projections (``edge verify``).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -285,3 +286,42 @@ async def test_thousands_of_finished_operations_over_weeks_stay_bounded(tmp_path
         assert [c.what for c in verify_all(store) if c.differences] == []
     finally:
         store.close()
+
+
+async def test_rows_that_left_memory_are_deleted_after_finished_days_exported_first(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "edge.db"
+    clocks = Clocks()
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    policy = RetentionPolicy(
+        finished_in_memory_h=24, finished_days=30, min_free_mb=0, export_dir=archive
+    )
+    async with running(db, clocks) as engine:
+        await engine.submit(CounterReading("good", 1000, engine.now()))
+        counter, old = await a_day(engine, clocks, 0, 3, 1000)
+        clocks.advance(2 * DAY_MS)
+        await engine.maintenance_step(policy, force=True)
+        clocks.advance(20 * DAY_MS)
+        counter, newer = await a_day(engine, clocks, 1, 2, counter)
+        clocks.advance(2 * DAY_MS)
+        await engine.maintenance_step(policy, force=True)
+        assert engine.store.retired_counts()["operation"] == 5
+        # 31 days after the first ones left, 9 after the newer ones.
+        clocks.advance(9 * DAY_MS)
+        pruned = await engine.prune(policy)
+        assert pruned.retired == 3 * 3  # operation, confirmation and stop of each
+        conn = engine.store.conn
+        keys = {r[0] for r in conn.execute("SELECT key FROM operation")}
+        assert keys == set(newer)
+        assert pruned.exported >= 9
+        await engine.checkpoint()
+        checks = await engine.run_store(verify_all, engine.store)
+        assert [c.what for c in checks if c.differences] == []
+    lines = []
+    for path in archive.iterdir():
+        with gzip.open(path, "rt") as f:
+            lines += [json.loads(line) for line in f]
+    exported = {(r["table"], r["id"]) for r in lines if r["table"] == "operation"}
+    assert exported == {("operation", ref) for ref in old}
