@@ -13,8 +13,10 @@ without matplotlib the PNG is skipped with one line saying so).
 
 The database is only read: opened read-only through SQLite's URI (``mode=ro``; with no
 write-ahead log beside it, also ``immutable=1``, so not even a ``-shm`` file is made), beside
-a running daemon too. A missing, damaged or foreign database is named with its path, exit 2,
-and nothing is created.
+a running daemon too, in one snapshot. Every stored operation and stop is read, also those
+that left the daemon's memory (``retired_ms``, edge.domain.retire): a quarter's history is in
+the database, not in the core. A missing, damaged or foreign database is named with its path,
+exit 2, and nothing is created.
 """
 
 from __future__ import annotations
@@ -439,9 +441,9 @@ def _drift(args: argparse.Namespace) -> int:
         )
     else:  # a database the gateway has not run on yet: nothing was completed
         report = report_of((), period, settings, work_center=center)
-    payload = drift_payload(report, now_ms)
+    payload = drift_payload(report, now_ms, top=None)  # every row, for the CSV
     if args.json:
-        print(json.dumps(payload, indent=2))
+        print(json.dumps(drift_payload(report, now_ms), indent=2))  # the message's body
     else:
         print(table_text(payload, first, last, args.top))
     if args.no_files:

@@ -363,7 +363,8 @@ def definitions(settings: DriftSettings) -> dict[str, str]:
             else "left out of the run time (down time, like the other stops)"
         ),
         "planned_stops": "stops with a planned reason: left out of the run time (down time)",
-        "unplanned_stops": "other stops: left out of the run time (down time)",
+        "unplanned_stops": "stops past the micro-stop threshold without a planned reason "
+        "(breakdowns, a reason pending): left out of the run time (down time)",
         "setup": "actual setup = time in setup (its stops included), operations with a setup",
         "drift": "median of actual / standard per operation - 1; flagged beyond the threshold "
         "with enough operations",
@@ -401,12 +402,13 @@ def _figure_payload(f: Figure) -> dict[str, object]:
     }
 
 
-def drift_payload(report: DriftReport, at_ms: int, top: int | None = None) -> dict[str, object]:
-    """The report as everyone shows it (``edge report drift --json``, the message to central
+def drift_payload(report: DriftReport, at_ms: int, top: int | None = MAX_ROWS) -> dict[str, object]:
+    """The report as everyone shows it (``edge report drift``, the message to central
     planning): seconds and hours rounded, drift in percent, None where undefined, the rows by
-    impact (the first ``top`` of them, at most :data:`MAX_ROWS`; ``materials`` counts all)."""
+    impact: the first ``top`` of them (the message's bound by default; None: all, for the
+    CSV); ``materials`` counts every row."""
     s = report.settings
-    rows = report.rows[: min(MAX_ROWS, MAX_ROWS if top is None else top)]
+    rows = report.rows if top is None else report.rows[:top]
     return {
         "type": "routing_drift",
         "event_time": _iso(at_ms),

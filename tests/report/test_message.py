@@ -24,7 +24,7 @@ from edge.domain.drift import (
     drift_report,
     report_of,
 )
-from edge.report import read_work_center
+from edge.report import csv_text, read_work_center
 from edge.sync import asyncapi
 from edge.sync.contract import DriftReportBody, Envelope, envelope_json, topic
 from tests.report.floor import wall_ms
@@ -170,4 +170,7 @@ def test_extreme_reports_are_capped_at_the_bounds_and_stay_valid() -> None:
     jsonschema.Draft202012Validator(schema()).validate(enveloped(payload))
     DriftReportBody.model_validate(payload)
     assert rows[0]["cycle"]["drift_pct"] == 1e9
+    # the command's CSV has every row
+    every = drift_payload(report, wall_ms(100), top=None)
+    assert len(csv_text(every).splitlines()) == 1 + MAX_ROWS + 20
     assert isinstance(report.rows[0].cycle, Figure)
