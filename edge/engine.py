@@ -584,6 +584,12 @@ class Engine:
                 break
         self.retention.ops_retired += ops_total
         self.retention.stops_retired += stops_total
+        if ops_total:
+            # The counts last sent per operation (counter_messages) only matter for one
+            # that may run again: without this they grew with every operation ever run.
+            kept = self.wc.operations
+            for sent in [k for k in self._published if OperationKey.parse(k[0]) not in kept]:
+                del self._published[sent]
         if ops_total or stops_total:
             self.log.info(
                 "finished operations left memory (their rows stay in the database)",

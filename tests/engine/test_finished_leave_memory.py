@@ -325,3 +325,20 @@ async def test_rows_that_left_memory_are_deleted_after_finished_days_exported_fi
             lines += [json.loads(line) for line in f]
     exported = {(r["table"], r["id"]) for r in lines if r["table"] == "operation"}
     assert exported == {("operation", ref) for ref in old}
+
+
+async def test_the_engine_forgets_the_counters_it_published_for_operations_that_left(
+    tmp_path: Path,
+) -> None:
+    """The last good and scrap count sent per operation (so that an unchanged one is not
+    sent again) went on growing with every operation ever run."""
+    clocks = Clocks()
+    async with running(tmp_path / "edge.db", clocks) as engine:
+        await engine.submit(CounterReading("good", 1000, engine.now()))
+        counter = 1000
+        for day in range(3):
+            counter, _ = await a_day(engine, clocks, day, 4, counter)
+            clocks.advance(2 * DAY_MS)
+            await engine.maintenance_step(POLICY, force=True)
+        assert len(engine.wc.operations) == 0
+        assert len(engine._published) <= 2 * len(engine.wc.operations)
