@@ -47,8 +47,9 @@ DEFAULT_MIN_OPERATIONS = 3
 # At most this many rows in a payload (the largest impacts): the message's bound.
 MAX_ROWS = 500
 
-MICRO_IN_CYCLE = "in_cycle"
-MICRO_EXCLUDED = "excluded"
+# How a payload says where a kind of stop went: into the run time, or left out of it.
+IN_CYCLE = "in_cycle"
+EXCLUDED = "excluded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,8 +418,8 @@ def drift_payload(report: DriftReport, at_ms: int, top: int | None = MAX_ROWS) -
         "period_end": _iso(report.period.end_ms),
         "threshold_pct": round(s.threshold * 100, 2),
         "min_operations": s.min_operations,
-        "micro_stops": MICRO_IN_CYCLE if s.micro_stops_in_cycle else MICRO_EXCLUDED,
-        "planned_stops": MICRO_EXCLUDED,
+        "micro_stops": IN_CYCLE if s.micro_stops_in_cycle else EXCLUDED,
+        "planned_stops": EXCLUDED,
         "definitions": definitions(s),
         "operations": report.operations,
         "materials": len(report.rows),
