@@ -25,7 +25,7 @@ from typing import Literal, TypeVar
 
 from edge.aio import wait_set, within
 from edge.logging import Logger, get_logger
-from edge.relay.config import RelayConfig
+from edge.relay.config import LEASE_CALLS, RelayConfig
 from edge.relay.dispatch import Dispatcher, Target
 from edge.relay.erp import (
     ErpAdapter,
@@ -559,6 +559,12 @@ class Relay:
             delay = self._backoff_ms(entry.attempts + 1)
             if isinstance(outcome, Transient) and outcome.retry_after_s:
                 delay = max(delay, int(outcome.retry_after_s * 1000))
+            if isinstance(outcome, Unknown):
+                # The ERP may still be working on what it was sent and commit it after we gave
+                # up waiting; asked at once, it says "not there" and the post goes again (posted
+                # twice). Ask only once it has had as long again as a lease allows for a call.
+                timeout_s = float(getattr(self.cfg.erp, "timeout_s", 0.0))
+                delay = max(delay, int(LEASE_CALLS * timeout_s * 1000))
             code = outcome.code if isinstance(outcome, Transient) else "RELAY/UNKNOWN"
             await self.ledger.defer(
                 p.idem_key, self.name, status, now + delay, now, text=outcome.text, code=code
