@@ -505,6 +505,7 @@ class Schedule:
 class Ledgers:
     made: dict[str, int]  # the machine's own totals since it started
     made_by_op: dict[str, tuple[int, int]]  # good, scrap the machine made under each operation
+    op_windows: dict[str, tuple[int, int]]  # wall ms from its start to its completion
     counted: dict[str, dict[str, Decimal]]  # op -> good, scrap (the gateway's database)
     confirmations: list[dict[str, Any]]  # the gateway's confirmation docs
     postings: list[dict[str, Any]]  # SAP's records (summaries)
@@ -520,6 +521,7 @@ class Verdict:
     scrap_made: int
     confirmations: int
     posted: int
+    stops: int = 0  # the machine's alarm stops found as the gateway's
     lost: list[str] = field(default_factory=list)
     doubled: dict[str, int] = field(default_factory=dict)
     orphans: list[str] = field(default_factory=list)
@@ -529,7 +531,8 @@ class Verdict:
         return (
             f"made good {self.parts_made} scrap {self.scrap_made}; confirmations "
             f"{self.confirmations}, SAP postings {self.posted}, lost {len(self.lost)}, "
-            f"doubled {len(self.doubled)}, orphans {len(self.orphans)}"
+            f"doubled {len(self.doubled)}, orphans {len(self.orphans)}; alarm stops matched "
+            f"{self.stops}"
         )
 
 
@@ -576,6 +579,7 @@ class Chain:
         self.op_base = 0  # the machine's parts made when the running operation started
         # what produce() had the machine make for each operation (good, scrap), and when
         self.made_by_op: dict[str, tuple[int, int]] = {}
+        self.op_windows: dict[str, tuple[int, int]] = {}  # wall ms: started, completed
         self.windows: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ start and stop
@@ -775,6 +779,7 @@ class Chain:
         began = time.time_ns() // 1_000_000
         for op in (schedule or self.schedule).ops:
             self.command("/api/commands/start-production", {"op": op.ref})
+            started = time.time_ns() // 1_000_000
             base = machine.made()
             base_total = self.op_base = base["good"] + base["scrap"]
             stops = list(op.stops)
@@ -807,6 +812,7 @@ class Chain:
             if callable(before):
                 before(self, op)
             self.command("/api/commands/complete", {"op": op.ref})
+            self.op_windows[op.ref] = (started, time.time_ns() // 1_000_000)
         self.windows.append((began, time.time_ns() // 1_000_000))
 
     def confirmations(self) -> list[dict[str, Any]]:
@@ -867,6 +873,7 @@ class Chain:
         return Ledgers(
             made=report["made"],
             made_by_op=dict(self.made_by_op),
+            op_windows=dict(self.op_windows),
             counted=counted,
             confirmations=confs,
             postings=self.sap.ledger()["postings"],
@@ -999,7 +1006,8 @@ def judge(
         v.problems.append(
             f"SAP has {posted_good}/{posted_scrap}, the machine made {made_good}/{made_scrap}"
         )
-    v.problems.extend(compare_stops(led, refs, stop_tolerance_ms))
+    problems, v.stops = compare_stops(led, refs, stop_tolerance_ms)
+    v.problems.extend(problems)
     return v
 
 
@@ -1008,20 +1016,17 @@ def _ref(conf: dict[str, Any]) -> str:
     return f"{key['order']}/{key['operation']}"
 
 
-def compare_stops(led: Ledgers, refs: set[str], tolerance_ms: int) -> list[str]:
-    """Machine alarm stops while these operations ran against the gateway's alarm stops."""
+def compare_stops(led: Ledgers, refs: set[str], tolerance_ms: int) -> tuple[list[str], int]:
+    """Machine alarm stops while these operations ran against the gateway's alarm stops: what
+    does not match, and how many matched."""
     problems: list[str] = []
     gw = [
         s
         for s in led.gateway_stops
         if s.get("alarm") and s.get("origin") == "machine_state" and set(s["operations"]) & refs
     ]
-    if gw:
-        first = min(s["start"]["wall_ms"] for s in gw) - 60_000
-        last = max((s.get("end") or s["start"])["wall_ms"] for s in gw) + 60_000
-    else:
-        first = last = 0
-    machine = [m for m in led.machine_stops if m[2] and first <= m[0] <= last]
+    windows = [led.op_windows[r] for r in refs if r in led.op_windows]
+    machine = [m for m in led.machine_stops if m[2] and any(a <= m[0] <= b for a, b in windows)]
     unmatched = list(gw)
     for start, end, alarm in machine:
         match = next(
@@ -1044,7 +1049,7 @@ def compare_stops(led: Ledgers, refs: set[str], tolerance_ms: int) -> list[str]:
             f"gateway stop {s.get('stop_id')} ({s['alarm']}, {s['start']['wall_ms']}-"
             f"{(s.get('end') or {}).get('wall_ms')}): no machine stop matches"
         )
-    return problems
+    return problems, len(gw) - len(unmatched)
 
 
 def expected_stops(schedule: Schedule) -> int:

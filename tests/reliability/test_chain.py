@@ -63,6 +63,7 @@ def check(chain: Chain, schedule: Schedule, **kw: Any) -> str:
     assert not v.problems, f"seed {schedule.seed}: {v.line()}: {v.problems}"
     assert v.parts_made > 0
     assert v.confirmations >= len(schedule.ops)
+    assert v.stops == sum(len(op.stops) for op in schedule.ops), v.line()
     for name, proc in chain.relays.items():
         assert proc.poll() is None, f"{name} ended: {chain.relay_log(name)}"
     assert chain.gateway is not None
@@ -235,22 +236,25 @@ def test_relays_killed_mid_post_many_times(tmp_path: Path, pg_cluster: PostgresC
 
 
 class BrokerFaults:
-    """The broker stopped for ``down_s`` while the machine counts, then started again with its
-    persistence (first operation); then killed and started with its persistence gone (second
-    operation: sessions, queued messages and retained state lost)."""
+    """One broker fault per operation, while the machine counts: stopped for a seeded 1-4 s
+    and started again with its persistence (even operations), or killed and started with
+    its persistence gone (odd ones: sessions, queued messages and retained state lost)."""
 
-    def __init__(self, schedule: Schedule, down_s: float) -> None:
+    def __init__(self, schedule: Schedule, rng: random.Random) -> None:
         self.refs = [op.ref for op in schedule.ops]
-        self.down_s = down_s
+        self.rng = rng
         self.done: list[str] = []
+
+    def pending(self, op: Op) -> bool:
+        return self.refs.index(op.ref) >= len(self.done)
 
     def __call__(self, chain: Chain, op: Op, made: int) -> None:
         index = len(self.done)
-        if index >= 2 or made < 15 or self.refs.index(op.ref) != index:
+        if made < 15 or self.refs.index(op.ref) != index:
             return
-        if index == 0:
+        if index % 2 == 0:
             chain.broker.stop()
-            time.sleep(self.down_s)
+            time.sleep(self.rng.uniform(1.0, 4.0))
             chain.broker.start()
             self.done.append("restarted")
         else:
@@ -259,35 +263,61 @@ class BrokerFaults:
             self.done.append("persistence lost")
 
 
+def broker_faults(chain: Chain, seed: int, n_ops: int) -> str:
+    schedule = Schedule.make(seed, n_ops, (60, 80), (0, 1), first_order=seed * 10)
+    fault = BrokerFaults(schedule, random.Random(seed))
+    run(chain, schedule, fault, timeout=120)
+    assert len(fault.done) == n_ops
+    return check(chain, schedule)
+
+
 def test_the_broker_stopped_under_load_and_restarted_without_its_persistence(
     shared: Chain,
 ) -> None:
-    schedule = Schedule.make(303, 2, (60, 80), (0, 1), first_order=3030)
-    fault = BrokerFaults(schedule, down_s=3.0)
-    run(shared, schedule, fault, timeout=120)
-    assert fault.done == ["restarted", "persistence lost"]
-    print(check(shared, schedule))
+    print(broker_faults(shared, seed=303, n_ops=2))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_the_broker_stopped_and_wiped_many_times(
+    tmp_path: Path,
+    pg_cluster: PostgresCluster,  # noqa: F811
+) -> None:
+    with Chain(
+        tmp_path,
+        Schedule(0, ()),
+        ledger_url=ledger_url(pg_cluster, "chain_broker_long"),
+        relay_timeout_s=1.0,
+        result_timeout_s=4.0,
+    ) as chain:
+        print(broker_faults(chain, seed=3003, n_ops=20))
 
 
 # ----------------------------------------------------------------------- 4. the ERP
 
 
 class ErpDownThenSlow:
-    """SAP down (every request 503) for ``down_s`` while the machine counts, then slow (every
-    request 0.3-0.7 s, inside the relay's timeout) for ``slow_s``."""
+    """In each operation: SAP down (every request 503) for ``down_s`` while the machine
+    counts, then slow (every request 0.3-0.7 s, inside the relay's timeout) for ``slow_s``;
+    with ``late``, then one posting committed 3 s late (after the relay gave up on it)."""
 
-    def __init__(self, down_s: float, slow_s: float) -> None:
+    def __init__(self, down_s: float, slow_s: float, late: bool = False) -> None:
         self.down_s = down_s
         self.slow_s = slow_s
+        self.late = late
+        self.op: str | None = None
         self.step = 0
         self.since = 0.0
+        self.cycles = 0
 
     def pending(self, op: Op) -> bool:
-        return self.step < 3
+        return op.ref != self.op or self.step < 3
 
     def __call__(self, chain: Chain, op: Op, made: int) -> None:
         sap = chain.sap
         assert sap is not None
+        if op.ref != self.op:
+            self.op, self.step = op.ref, 0
         now = time.monotonic()
         if self.step == 0 and made >= 5:
             sap.set("outage", on=True)
@@ -298,15 +328,39 @@ class ErpDownThenSlow:
             self.step, self.since = 2, now
         elif self.step == 2 and now - self.since >= self.slow_s:
             sap.set("latency")
+            if self.late:
+                sap.set("commit_late", n=1, delay_s=3.0)
             self.step = 3
+            self.cycles += 1
 
 
 def test_the_erp_down_then_slow(shared: Chain) -> None:
     schedule = Schedule.make(404, 2, (60, 80), (0, 1), first_order=4040)
     fault = ErpDownThenSlow(down_s=3.0, slow_s=2.0)
     run(shared, schedule, fault, timeout=120)
-    assert fault.step == 3
+    assert fault.cycles == 2
     print(check(shared, schedule))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_the_erp_down_slow_and_late_many_times(
+    tmp_path: Path,
+    pg_cluster: PostgresCluster,  # noqa: F811
+) -> None:
+    schedule = Schedule.make(4004, 12, (150, 200), (0, 1), first_order=40040)
+    with Chain(
+        tmp_path,
+        Schedule(0, ()),
+        ledger_url=ledger_url(pg_cluster, "chain_erp_long"),
+        relay_timeout_s=1.0,
+        result_timeout_s=4.0,
+    ) as chain:
+        fault = ErpDownThenSlow(down_s=2.0, slow_s=1.5, late=True)
+        run(chain, schedule, fault, timeout=300)
+        time.sleep(4.0)  # the last late commit has landed
+        assert fault.cycles == len(schedule.ops)
+        print(check(chain, schedule))
 
 
 REJECTION = "Order is blocked for confirmation by a planner"
@@ -410,18 +464,21 @@ def test_a_rejection_after_an_outage_with_the_final_confirmation_queued_behind_i
 
 def test_the_erp_answering_after_the_relay_timed_out_posts_once(shared: Chain) -> None:
     """SAP takes one confirmation and commits it only after the relay gave up waiting
-    (``commit_late``): the relay must find it in SAP (it asks before posting again) and not
-    post it a second time."""
-    schedule = Schedule.make(505, 1, (50, 60), (0, 0), first_order=5050)
-    assert shared.sap is not None
-    armed: list[bool] = []
+    (``commit_late``: 3 s against the relay's 1 s): the relay must find it in SAP before it
+    posts again, and SAP must not end up with it twice."""
+    # long enough that the late commit lands before the final confirmation closes the operation
+    schedule = Schedule.make(505, 1, (200, 220), (0, 0), first_order=5050)
+    sap = shared.sap
+    assert sap is not None
+    delay_s = 3.0
+    armed: list[float] = []
 
     def late(chain: Chain, op: Op, made: int) -> None:
         if not armed and made >= 5:
-            assert chain.sap is not None
-            chain.sap.set("commit_late", n=1, delay_s=3.0)
-            armed.append(True)
+            sap.set("commit_late", n=1, delay_s=delay_s)
+            armed.append(time.monotonic())
 
     run(shared, schedule, late, timeout=120)
-    assert shared.sap.stats()["queued_late_commits"] == 0
+    assert sap.stats()["queued_late_commits"] == 0  # a post took it
+    time.sleep(max(0.0, armed[0] + delay_s + 1.0 - time.monotonic()))  # it committed by now
     print(check(shared, schedule))
