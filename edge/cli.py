@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import pwd
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -203,16 +204,26 @@ def cmd_browse(args: argparse.Namespace) -> int:
         user=args.user,
         password_file=Path(args.password_file) if args.password_file else None,
     )
-    return asyncio.run(
-        browse(
-            args.endpoint,
-            text_filter=args.filter,
-            max_depth=args.depth,
-            include_server=args.server,
-            timeout_s=args.timeout,
-            security=security,
+    try:
+        owner = _owner_for(args.service_user)
+    except KeyError:
+        print(f"edge browse: no user {args.service_user!r} on this machine", file=sys.stderr)
+        return EXIT_USAGE
+    before = _made_by(security.certificate_dir) if policy != "None" else []
+    try:
+        return asyncio.run(
+            browse(
+                args.endpoint,
+                text_filter=args.filter,
+                max_depth=args.depth,
+                include_server=args.server,
+                timeout_s=args.timeout,
+                security=security,
+            )
         )
-    )
+    finally:
+        if before:  # the gateway's certificate or a rejected server certificate, made as root
+            _give_away(security.certificate_dir, before, owner)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -223,17 +234,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_checks(cfg, service_user=args.service_user)
 
 
-def _made_by(link_dir: Path) -> list[Path]:
-    """What making the certificate in ``link_dir`` may create: missing parents, the folders,
-    the certificate and the key."""
-    missing = [d for d in (link_dir, *link_dir.parents) if not d.exists()]
-    inside = [link_dir / n for n in ("own", "trusted", "rejected", "own/cert.der", "own/key.pem")]
-    return [*reversed(missing), *(p for p in inside if not p.exists())]
+def _made_by(cert_dir: Path) -> list[Path]:
+    """What is there before the certificate directory is used: [the first missing parent] when
+    it does not exist yet, else what it holds (and itself)."""
+    missing = [d for d in (cert_dir, *cert_dir.parents) if not d.exists()]
+    if missing:
+        return [missing[-1]]
+    return [cert_dir, *cert_dir.rglob("*")]
+
+
+def _owner_for(name: str | None) -> pwd.struct_passwd | None:
+    """Who the files made as root go to: ``name``, or the service user when it exists."""
+    from edge.check import SERVICE_USER
+
+    if name is not None:
+        return pwd.getpwnam(name)  # KeyError: no such user
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+
+
+def _give_away(cert_dir: Path, before: list[Path], owner: pwd.struct_passwd | None) -> list[Path]:
+    """Give what was made in (or for) ``cert_dir`` since ``before`` to ``owner``; what was made."""
+    if len(before) == 1 and before[0] != cert_dir:  # the directory was made, from this parent
+        top = before[0]
+        made = [top, *top.rglob("*")] if top.exists() else []
+    else:
+        old = set(before)
+        made = [p for p in (cert_dir, *cert_dir.rglob("*")) if p not in old]
+    if owner is not None:
+        for path in made:
+            os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+    return made
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    import pwd
-
     from edge.check import SERVICE_USER
     from edge.sources.opcua_security import application_uri, ensure_certificate, thumbprint
 
@@ -243,24 +281,17 @@ def cmd_certs(args: argparse.Namespace) -> int:
         return EXIT_OK
     # As root the new files go to the service user: it must read its key (0600) and write
     # rejected/; root's would stop the gateway at its first secure connect.
-    owner: pwd.struct_passwd | None = None
     try:
-        if args.service_user is not None:
-            owner = pwd.getpwnam(args.service_user)
-        elif os.geteuid() == 0:
-            owner = pwd.getpwnam(SERVICE_USER)
+        owner = _owner_for(args.service_user)
     except KeyError:
-        if args.service_user is not None:
-            print(f"edge certs: no user {args.service_user!r} on this machine", file=sys.stderr)
-            return EXIT_USAGE
+        print(f"edge certs: no user {args.service_user!r} on this machine", file=sys.stderr)
+        return EXIT_USAGE
     for link in cfg.sources.opcua:
-        new = _made_by(link.certificate_dir)
+        before = _made_by(link.certificate_dir)
         cert, key = ensure_certificate(link.certificate_dir, application_uri(link.name))
         print(f"opcua {link.name}: certificate {cert} (key {key})")
-        made = [p for p in new if p.exists()]
+        made = _give_away(link.certificate_dir, before, owner)
         if owner is not None and made:
-            for path in made:
-                os.chown(path, owner.pw_uid, owner.pw_gid)
             print(f"  made for the service user {owner.pw_name}: {', '.join(map(str, made))}")
         elif made and os.geteuid() == 0:
             print(
@@ -457,6 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     browse.add_argument(
         "--server-certificate",
         help="the server's certificate (DER or PEM) to trust instead of the trusted/ folder",
+    )
+    browse.add_argument(
+        "--service-user",
+        help="who a certificate made in --certificate-dir goes to (default: as root, "
+        "edge-gateway when it exists)",
     )
     browse.add_argument("--user", help="user name, as username")
     browse.add_argument("--password-file", help="a file whose first line is the password")

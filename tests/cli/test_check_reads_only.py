@@ -208,3 +208,44 @@ def test_certs_as_root_makes_the_files_for_the_service_user(tmp_path: Path) -> N
     assert again.returncode == 0
     assert "made for" not in again.stdout
     assert edge("certs", "-c", str(config), "--service-user", "no-such-user").returncode == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making files for another user needs root")
+def test_browse_as_root_makes_the_certificate_for_the_service_user(tmp_path: Path) -> None:
+    """edge browse with security makes the gateway's certificate in --certificate-dir when
+    there is none (the gateway's own, as certificate_dir): as root it is the service user's."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    pki = tmp_path / "state" / "pki"
+    result = edge(
+        "browse", "opc.tcp://127.0.0.1:9", "--timeout", "1",
+        "--security-policy", "Basic256Sha256", "--security-mode", "Sign",
+        "--certificate-dir", str(pki), "--service-user", "nobody",
+    )  # fmt: skip
+    assert result.returncode == 1  # nothing listens there
+    assert (pki / "own" / "key.pem").exists()
+    for path in [tmp_path / "state", *(tmp_path / "state").rglob("*")]:
+        assert (path.stat().st_uid, path.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), path
+
+
+def test_a_log_without_its_shm_is_read_from_a_copy(tmp_path: Path) -> None:
+    """A -wal left without its -shm (a copy of a crashed gateway's files): SQLite would make
+    the -shm; the check reads the pair from a temporary copy, committed rows included."""
+    from edge.check import read_only
+
+    source, state = tmp_path / "source", tmp_path / "state"
+    source.mkdir()
+    state.mkdir()
+    writer = sqlite3.connect(source / "edge.db")
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("INSERT INTO t VALUES (42)")
+    writer.commit()
+    for name in ("edge.db", "edge.db-wal"):  # while the writer holds them: the log is full
+        shutil.copyfile(source / name, state / name)
+    writer.close()
+    with read_only(state / "edge.db") as conn:
+        assert conn.execute("SELECT x FROM t").fetchall() == [(42,)]
+    assert files(state) == ["edge.db", "edge.db-wal"]
