@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from simulators.broker import find_mosquitto
+from simulators.broker import find_mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -257,3 +258,33 @@ def test_a_reader_that_goes_away_is_no_traceback(args: list[str], tmp_path: Path
     assert "BrokenPipeError" not in result.stderr, result.stderr
     # as a command killed by SIGPIPE (argparse's --help exits before its output is flushed)
     assert result.returncode == (0 if args == ["--help"] else 141)
+
+
+def test_demo_interrupted_in_the_story_fails_with_its_reason(tmp_path: Path) -> None:
+    """Ctrl-C before the story's end: everything stops, the last line says FAIL and why, and
+    the exit code is the interrupt's."""
+    try:
+        find_mosquitto()
+    except FileNotFoundError as exc:  # pragma: no cover - the scripts install it as root
+        pytest.skip(str(exc))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "edge", "demo", "--data-dir", str(tmp_path / "demo"),
+         "--panel-port", str(free_port())],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        seen = []
+        for line in child.stdout:
+            seen.append(line)
+            if "central sends master data" in line:
+                break
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130, "".join(seen) + out + err
+    assert out.splitlines()[-1] == "edge demo: FAIL: interrupted (Ctrl-C) before the story's end"
+    assert "Traceback" not in err
