@@ -14,7 +14,9 @@ a finished operation in memory, and so keeps it there:
   the panel's lists and the current shift's KPIs (a shift is shorter than a day, so every stop
   of the current shift is in memory);
 - a message about it still in the outbox: the engine knows that, not the core, and names only
-  the operations without one (:class:`edge.domain.inputs.RetireFinished`).
+  the operations without one (:class:`edge.domain.inputs.RetireFinished`);
+- a shift change not yet booked (after a restart, before the first tick): nothing leaves
+  until the shift and day that ended are closed with their stops (:func:`shift_booked`).
 
 Who decides: the engine's maintenance asks :func:`candidates`, leaves out what the outbox still
 holds, and submits :class:`RetireFinished` with those operations; the core takes each one that
@@ -29,6 +31,7 @@ one; the engine looks the row up in the database to say so in words.
 
 from __future__ import annotations
 
+from edge.domain.calendar import shift_of
 from edge.domain.clock import Instant
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import RetireFinished
@@ -83,6 +86,16 @@ def _stops_leaving(s: WorkCenterState, now: Instant, kept_ms: int, gone: set[str
     return [stop for stop, _ in zip(found, range(MAX_PER_INPUT), strict=False)]
 
 
+def shift_booked(s: WorkCenterState, now: Instant) -> bool:
+    """Has the work center seen the shift ``now`` is in (a tick in it closed the one before,
+    with its KPIs and its day's)? Until then nothing leaves: the closing shift's and day's
+    figures judge their stops by the stops in memory. True before the first tick ever."""
+    if s.header.shift_id is None:
+        return True
+    name, day = shift_of(now, s.calendar)
+    return s.header.shift_id == f"{day.isoformat()}/{name}"
+
+
 def kept_ms_of(kept_h: float) -> int:
     if not MIN_KEPT_H <= kept_h <= MAX_KEPT_H:
         raise reject(
@@ -98,6 +111,8 @@ def candidates(s: WorkCenterState, now: Instant, kept_h: float) -> tuple[list[st
     """The operations ready to leave memory at ``now`` (by key, oldest end first) and the
     stops that would leave with them (at most :data:`MAX_PER_INPUT` of each)."""
     kept_ms = kept_ms_of(kept_h)
+    if not shift_booked(s, now):
+        return [], []
     ops = sorted(
         (op for op in s.operations.values() if ready(s, op, now, kept_ms)),
         key=lambda op: (op.ended.mono_ms if op.ended else 0, op.key),
@@ -132,7 +147,7 @@ def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
         if op is not None and ready(s, op, r.at, kept_ms)
     ]
     stops = _stops_leaving(s, r.at, kept_ms, {str(op.key) for op in leaving})
-    if not leaving and not stops:
+    if not shift_booked(s, r.at) or (not leaving and not stops):
         return False
     conf_ids: set[str] = set()
     for op in leaving:

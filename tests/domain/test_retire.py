@@ -20,6 +20,7 @@ from edge.domain.inputs import (
     RetireFinished,
     ReverseConfirmation,
     SetStopReason,
+    Tick,
     Transition,
 )
 from edge.domain.model import ConfirmationStatus, OperationStatus
@@ -353,3 +354,21 @@ def test_nothing_unfinished_ever_leaves_memory(steps: list[tuple[object, object,
             # What is still in memory is whole: every confirmation's operation is there.
             assert all(c.key in wc.operations for c in wc.confirmations.values())
             assert all(wc.idem_index[c.idem_key][0] == c.conf_id for c in wc.confirmations.values())
+
+
+def test_nothing_leaves_before_the_shift_change_is_booked() -> None:
+    """After a restart days later, the first tick closes the shift and day that ended with
+    the stops in memory; only then may they leave."""
+    wc = make_wc(spec())
+    ok(wc, Tick(at(0)))
+    finished_op(wc)
+    post_all(wc, 1801)
+    later = at(1800 + 72 * H)
+    assert wc.retire_candidates(later, 24) == ([], [])
+    out = wc.apply(RetireFinished((OP,), 24, later))
+    assert out.events == ()
+    assert key(OP) in wc.operations
+    ok(wc, Tick(later))
+    assert wc.retire_candidates(later, 24)[0] == [OP]
+    one(ok(wc, RetireFinished((OP,), 24, later)), EventType.OPERATIONS_RETIRED)
+    assert wc.stops == {}
