@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, StrictBool
 
 from edge.domain.limits import MAX_TEXT
 from edge.domain.model import ConfirmationStatus, OperationStatus
@@ -85,7 +85,12 @@ class SplitCommand(OpCommand):
 class ScrapCommand(OpCommand):
     qty: TapQty
     reason: Annotated[str, Field(pattern=CODE_PATTERN)]
-    rework: bool = False
+    # Strict: "yes", "0" or 1 must not pass for a choice between scrap and rework.
+    rework: StrictBool = False
+
+
+class SetupGoodCommand(OpCommand):
+    qty: TapQty = Field(description="first-off parts booked as setup scrap that were good")
 
 
 class StopReasonCommand(Command):
@@ -220,6 +225,9 @@ class OperationOut(_Out):
 class ActiveOperation(OperationOut):
     time_elements: TimeElementsOut
     scrap_by_reason: list[QtyByReason]
+    setup_scrap_pending: Qty = Field(
+        Decimal(0), description="setup scrap not yet confirmed: what may still be declared good"
+    )
 
 
 class StopOut(_Out):

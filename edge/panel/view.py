@@ -93,6 +93,7 @@ def _operation_fields(op: Operation) -> dict[str, object]:
 def active_out(wc: WorkCenter, op: Operation, now: Instant) -> ActiveOperation:
     te = wc.time_elements(op, now)
     texts = {r.code: r.text for r in wc.master_data.scrap_reasons}
+    setup = wc.rules.setup_scrap_reason
     return ActiveOperation(
         **_operation_fields(op),
         time_elements=TimeElementsOut(
@@ -108,6 +109,9 @@ def active_out(wc: WorkCenter, op: Operation, now: Instant) -> ActiveOperation:
             QtyByReason(code=code, text=texts.get(code, code), qty=qty)
             for code, qty in sorted(op.counted.scrap.items())
         ],
+        setup_scrap_pending=max(
+            ZERO, op.counted.scrap.get(setup, ZERO) - op.confirmed.scrap.get(setup, ZERO)
+        ),
     )
 
 

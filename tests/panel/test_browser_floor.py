@@ -86,3 +86,56 @@ async def test_a_supervisor_holds_with_a_reason_the_operator_reads(tmp_path: Pat
             await wait_until(lambda: op.status is OperationStatus.RUNNING, what="release")
             await s.lamp("green")
             await expect(row.locator('[data-field="status-reason"]')).to_have_count(0)
+
+
+async def test_rework_and_setup_parts_good_with_taps(tmp_path: Path) -> None:
+    async with running_panel(panel_config(tmp_path)) as panel:
+        await panel.dispatch(spec("4711", "0020", 30, 10))
+        async with screen(panel.url, "rework") as s:
+            page = s.page
+            await s.tap('[data-cmd="start-setup"]')
+            await s.lamp("yellow")
+            await panel.pulses(3)  # first-off parts: setup scrap
+            await expect(page.locator('[data-field="setup-scrap"]')).to_have_text("3")
+            await s.close_toast()
+            await s.tap('[data-cmd="scrap"]')
+            await s.tap('#sheet [data-mode="setup_good"]')
+            await expect(page.locator('#sheet [data-field="setup-pending"]')).to_contain_text(
+                "3 PC were booked as setup scrap"
+            )
+            await s.keys("4")  # more than there is: OK stays off
+            await expect(page.locator('#sheet [data-cmd="ok"]')).to_be_disabled()
+            await s.tap('#sheet [data-key="⌫"]')
+            await s.keys("2")
+            await expect(page.locator('#sheet [data-cmd="ok"]')).to_have_text("2 PC are good")
+            await s.shot("01-setup-parts-good")
+            await s.tap('#sheet [data-cmd="ok"]')
+            await expect(page.locator('[data-field="good"]')).to_have_text("2")
+            await expect(page.locator('[data-field="setup-scrap"]')).to_have_text("1")
+
+            await s.tap('[data-cmd="start-production"]')
+            await s.lamp("green")
+            await panel.pulses(5)
+            await expect(page.locator('[data-field="good"]')).to_have_text("7")
+            await s.tap('[data-cmd="scrap"]')
+            await s.tap('#sheet [data-mode="rework"]')
+            await s.tap('#sheet [data-reason="S03"]')
+            await s.keys("2")
+            ok = page.locator('#sheet [data-cmd="ok"]')
+            await expect(ok).to_have_text("Rework 2 \u00d7 Burr")
+            await s.shot("03-rework")
+            await s.tap('#sheet [data-cmd="ok"]')
+            await expect(page.locator('[data-field="rework"]')).to_have_text("2")
+            op = panel.engine.wc.operations[KEY]
+            assert op.counted.rework == {"S03": 2}
+            await s.close_toast()
+            await s.shot("04-rework-shown")
+            await s.tap("#btn-lang")  # German words are longer: they must fit as well
+            await s.tap('[data-cmd="scrap"]')
+            await s.tap('#sheet [data-mode="setup_good"]')
+            await expect(page.locator('#sheet [data-mode="setup_good"]')).to_have_text(
+                "Rüstteile gut"
+            )
+            await s.shot("05-setup-parts-good-de")
+            await s.tap('#sheet [data-mode="rework"]')
+            await s.shot("06-rework-de")

@@ -27,9 +27,14 @@ from tests.panel.conftest import (
 
 OP = "4711/0020"
 KEY = OperationKey("4711", "0020")
+# What the panel's commands leave: journal entries, their events and the messages of those
+# (the ticks' own, a shift change or a no-count stop, may come at any time).
 STORED = (
     "SELECT (SELECT COUNT(*) FROM journal WHERE input_type != 'Tick'),"
-    " (SELECT COUNT(*) FROM event), (SELECT COUNT(*) FROM outbox)"
+    " (SELECT COUNT(*) FROM event e JOIN journal j ON j.id = e.journal_id"
+    "  WHERE j.input_type != 'Tick'),"
+    " (SELECT COUNT(*) FROM outbox o JOIN event e ON e.id = o.event_id"
+    "  JOIN journal j ON j.id = e.journal_id WHERE j.input_type != 'Tick')"
 )
 
 
@@ -162,3 +167,59 @@ async def test_centrals_reason_for_a_hold_is_kept_and_shown(
         await central.dispatcher.send_release(MQTT_ROOT, "4711", "0020")
         await wait_until(lambda: op.status is OperationStatus.RUNNING, what="central's release")
         assert op.status_reason is None
+
+
+async def test_rework_and_setup_parts_good(tmp_path: Path) -> None:
+    async with (
+        running_panel(panel_config(tmp_path)) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await panel.dispatch(spec("4711", "0020", 30, 10))
+        r = await post(client, "/api/commands/start-setup", op=OP)
+        assert r.status_code == 200, r.text
+        await panel.pulses(3)  # first-off parts in setup are setup scrap
+        (active,) = (await client.get("/api/active")).json()
+        assert (active["good"], active["setup_scrap_pending"]) == (0, 3)
+        before = await stored(panel)
+        for qty, status, field, message in [
+            (4, 409, "qty", "qty = 4: only 3 PC of unconfirmed setup scrap"),
+            (0, 422, "qty", "qty = 0: must be greater than 0"),
+            ("1.23456", 422, "qty", "qty = '1.23456': at most 3 decimals"),
+        ]:
+            r = await post(client, "/api/commands/setup-good", op=OP, qty=qty)
+            assert r.status_code == status, (qty, r.text)
+            assert (r.json()["field"], r.json()["message"][: len(message)]) == (field, message)
+        assert await stored(panel) == before
+        r = await post(client, "/api/commands/setup-good", op=OP, qty=2)
+        assert r.status_code == 200, r.text
+        assert r.json()["events"] == ["setup_parts_declared_good"]
+        (active,) = r.json()["state"]["active"]
+        assert (active["good"], active["setup_scrap_pending"]) == (2, 1)
+
+        r = await post(client, "/api/commands/start-production", op=OP)
+        await panel.pulses(5)
+        r = await post(client, "/api/commands/scrap", op=OP, qty=2, reason="S03", rework=True)
+        assert r.status_code == 200, r.text
+        (active,) = r.json()["state"]["active"]
+        assert (active["rework"], active["scrap"]) == (2, 1)  # the setup scrap left
+        op = panel.engine.wc.operations[KEY]
+        assert op.counted.rework == {"S03": 2}
+
+
+async def test_rework_is_true_or_false_nothing_else(tmp_path: Path) -> None:
+    """Before: "yes", "true", 1 and 0 passed as a choice of scrap or rework (a lax bool)."""
+    async with (
+        running_panel(panel_config(tmp_path)) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await panel.dispatch(spec("4711", "0020", 30, 10))
+        r = await post(client, "/api/commands/start-production", op=OP)
+        assert r.status_code == 200, r.text
+        await panel.pulses(5)
+        before = await stored(panel)
+        for rework in ("yes", "true", 1, 0, None):
+            r = await post(client, "/api/commands/scrap", op=OP, qty=1, reason="S03", rework=rework)
+            assert (r.status_code, r.json()["field"]) == (422, "rework"), (rework, r.text)
+        assert await stored(panel) == before
+        op = panel.engine.wc.operations[KEY]
+        assert (op.counted.scrap, op.counted.rework) == ({}, {})

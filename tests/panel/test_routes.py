@@ -24,6 +24,7 @@ from edge.domain.inputs import (
     CallForHelp,
     CloseHelp,
     CorrectCount,
+    DeclareSetupGood,
     Input,
     ReportScrap,
     RequestConfirmation,
@@ -86,6 +87,10 @@ COMMANDS: dict[str, tuple[dict[str, Any], Callable[[Any], bool]]] = {
             isinstance(i, ReportScrap)
             and (i.qty, i.reason, i.op, i.rework) == (Decimal(2), "S03", OP, True)
         ),
+    ),
+    "/api/commands/setup-good": (
+        {"op": OP, "qty": 3},
+        lambda i: isinstance(i, DeclareSetupGood) and (i.qty, i.op) == (Decimal(3), OP),
     ),
     "/api/commands/stop-reason": (
         {"reason": "R1", "stop_id": "st-1"},

@@ -22,6 +22,7 @@ from edge.domain.inputs import (
     Action,
     CallForHelp,
     CloseHelp,
+    DeclareSetupGood,
     Input,
     ReportScrap,
     RequestConfirmation,
@@ -132,6 +133,11 @@ def scrap(body: m.ScrapCommand, actor: str, now: Instant) -> Input:
     return ReportScrap(body.qty, body.reason, actor, now, op=body.op, rework=body.rework)
 
 
+def setup_good(body: m.SetupGoodCommand, actor: str, now: Instant) -> Input:
+    """First-off parts booked as setup scrap were good after all: they count as good."""
+    return DeclareSetupGood(body.qty, actor, now, op=body.op)
+
+
 def stop_reason(body: m.StopReasonCommand, actor: str, now: Instant) -> Input:
     """Give the open (or latest pending) stop its reason."""
     return SetStopReason(body.reason, actor, now, stop_id=body.stop_id)
@@ -172,6 +178,7 @@ OPERATOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
     CommandRoute("/api/commands/complete", "complete", m.CompleteCommand, complete),
     CommandRoute("/api/commands/split", "split", m.SplitCommand, split),
     CommandRoute("/api/commands/scrap", "scrap", m.ScrapCommand, scrap),
+    CommandRoute("/api/commands/setup-good", "setup_good", m.SetupGoodCommand, setup_good),
     CommandRoute("/api/commands/stop-reason", "stop_reason", m.StopReasonCommand, stop_reason),
     CommandRoute("/api/commands/confirm", "confirm", m.OpCommand, confirm),
     CommandRoute(

@@ -417,6 +417,8 @@
         h('span', {}, t('order.scrap') + ' ', h('b', { 'data-field': 'scrap' }, qty(op.scrap))),
         h('span', {}, t('order.remaining') + ' ', h('b', {}, qty(op.remaining))),
         h('span', {}, t('order.pending') + ' ', h('b', {}, qty(op.pending_good))),
+        op.rework > 0 ? h('span', {}, t('order.rework') + ' ', h('b', { 'data-field': 'rework' }, qty(op.rework))) : null,
+        op.setup_scrap_pending > 0 ? h('span', {}, t('order.setup_scrap') + ' ', h('b', { 'data-field': 'setup-scrap' }, qty(op.setup_scrap_pending))) : null,
         flags),
       h('div', { class: 'te' },
         h('div', {}, t('te.setup'), h('b', {}, dur(te.setup_s))),
@@ -707,27 +709,52 @@
     return pad;
   }
 
-  function scrapSheet(op) {
+  // Scrap, rework, or first-off parts of the setup that were good after all: one sheet, three
+  // modes, the same number pad.
+  function scrapSheet(op, startMode) {
     let reason = null;
     let amount = '';
+    let mode = startMode || 'scrap';
     openSheet('scrap', (el) => {
       const texts = Object.fromEntries(S.scrap_reasons.map((r) => [r.code, r.text]));
+      const current = S.active.find((o) => o.op === op.op) || op;
+      const setupPending = Number(current.setup_scrap_pending || 0);
+      if (mode === 'setup_good' && !(setupPending > 0)) mode = 'scrap';
+      const ready = () => amount && Number(amount) > 0 && (mode === 'setup_good' ? Number(amount) <= setupPending : Boolean(reason));
       const ok = button(t('btn.ok'), 'primary', async () => {
-        if (!reason || !amount || Number(amount) <= 0) return;
-        const r = await command('scrap', { op: op.op, qty: amount, reason });
+        if (!ready()) return;
+        const r = mode === 'setup_good'
+          ? await command('setup-good', { op: op.op, qty: amount })
+          : await command('scrap', { op: op.op, qty: amount, reason, rework: mode === 'rework' });
         if (r.done) closeSheet();
       }, { 'data-cmd': 'ok' });
       const update = () => {
-        ok.disabled = !(reason && amount && Number(amount) > 0);
-        ok.textContent = ok.disabled ? t('btn.ok') : t('btn.report', { qty: amount, reason: texts[reason] });
-        for (const b of grid.querySelectorAll('[data-reason]')) b.classList.toggle('sel', b.dataset.reason === reason);
+        ok.disabled = !ready();
+        if (ok.disabled) ok.textContent = t('btn.ok');
+        else if (mode === 'setup_good') ok.textContent = t('btn.declare_good', { qty: amount, unit: op.unit });
+        else ok.textContent = t(mode === 'rework' ? 'btn.report_rework' : 'btn.report', { qty: amount, reason: texts[reason] });
+        for (const b of el.querySelectorAll('[data-reason]')) b.classList.toggle('sel', b.dataset.reason === reason);
       };
-      const grid = h('div', { class: 'grid two' }, S.scrap_reasons.map((r) =>
-        button(r.text, r.group === 'gateway' ? '' : 'warn', () => { reason = r.code; update(); }, { 'data-reason': r.code })));
+      const modes = ['scrap', 'rework', ...(setupPending > 0 ? ['setup_good'] : [])];
+      const modeRow = h('div', { class: 'grid modes', style: `grid-template-columns: repeat(${modes.length}, 1fr)` }, modes.map((m) =>
+        button(t('sheet.scrap.mode_' + m), m === mode ? 'sel' : '', () => {
+          mode = m;
+          renderSheet();
+        }, { 'data-mode': m })));
+      const left = h('div', { class: 'grow' }, modeRow);
+      if (mode === 'setup_good') {
+        left.append(h('div', { class: 'text', 'data-field': 'setup-pending' },
+          t('sheet.scrap.setup_good_text', { qty: qty(setupPending), unit: op.unit })));
+      } else {
+        left.append(
+          h('div', { class: 'group-title' }, t('sheet.scrap.pick_reason')),
+          h('div', { class: 'grid two' }, S.scrap_reasons.map((r) =>
+            button(r.text, r.group === 'gateway' ? '' : 'warn', () => { reason = r.code; update(); }, { 'data-reason': r.code }))));
+      }
       el.append(
-        h('h2', {}, `${t('sheet.scrap.title')} · ${op.op}`),
+        h('h2', {}, `${t('sheet.scrap.title_' + mode)} · ${op.op}`),
         h('div', { class: 'body' },
-          h('div', { class: 'grow' }, h('div', { class: 'group-title' }, t('sheet.scrap.pick_reason')), grid),
+          left,
           numpad(amount, (v) => { amount = v; update(); }, { label: t('sheet.scrap.qty') + ` (${op.unit})`, decimals: op.unit !== 'PC' })),
         foot(ok));
       update();
