@@ -90,26 +90,36 @@ def run(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` bounded by ``timeout``; a failure raises :class:`Unavailable` naming ``what``."""
+    """Run ``cmd`` bounded by ``timeout``; a failure raises :class:`Unavailable` naming ``what``.
+
+    In a session of its own: on a timeout (or any interruption, a test timeout included) the
+    whole process group goes, not only ``cmd`` (mmdebstrap's apt and dpkg, pip's builds).
+    """
     try:
-        done = subprocess.run(
+        proc = subprocess.Popen(
             list(cmd),
-            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             env=env,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise Unavailable(f"{what}: no result within {timeout:.0f} s\n{tail(exc.stderr)}") from exc
     except FileNotFoundError as exc:
         raise Unavailable(f"{what}: {exc.filename} is not installed") from exc
-    if done.returncode != 0:
-        raise Unavailable(
-            f"{what} failed (exit {done.returncode}):\n{tail(done.stderr) or tail(done.stdout)}"
-        )
-    return done
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise Unavailable(f"{what}: no result within {timeout:.0f} s\n{tail(err)}") from exc
+        raise
+    if proc.returncode != 0:
+        raise Unavailable(f"{what} failed (exit {proc.returncode}):\n{tail(err) or tail(out)}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 @contextlib.contextmanager
@@ -238,7 +248,7 @@ def cached_rootfs() -> Path:
                     SUITE,
                     str(building),
                 ],
-                timeout=900,
+                timeout=480,
                 what=f"mmdebstrap {SUITE} (is the Debian mirror in this machine's apt sources "
                 "reachable?)",
             )
