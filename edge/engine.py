@@ -27,6 +27,7 @@ from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, EventType, Outcome, Rejection, RejectionCode
 from edge.domain.inputs import (
+    AssignUnassigned,
     ConfirmationResult,
     CounterReading,
     DispatchList,
@@ -567,20 +568,23 @@ class Engine:
         kept_h = policy.finished_in_memory_h
         for _ in range(1000):  # each round takes up to MAX_PER_INPUT; the rest next time
             now = self.clock.now()
-            ops, stops = self.wc.retire_candidates(now, kept_h)
+            found = self.wc.retire_candidates(now, kept_h)
+            ops = found.ops
             if ops:
                 held = await self._in_store(self.store.ops_in_outbox)
                 ops = [key for key in ops if key not in held]
-            if not ops and not stops:
+            if not ops and not found.stops and not found.unassigned:
                 break
             outcome = await self.submit(RetireFinished(tuple(ops), kept_h, now))
             events = [e for e in outcome.events if e.type is EventType.OPERATIONS_RETIRED]
             if not events:
                 break
-            left_ops, left_stops = (_count(events[0].data.get(k)) for k in ("ops", "stops"))
+            left_ops, left_stops, left_assigned = (
+                _count(events[0].data.get(k)) for k in ("ops", "stops", "unassigned")
+            )
             ops_total += left_ops
             stops_total += left_stops
-            if left_ops < MAX_PER_INPUT and left_stops < MAX_PER_INPUT:
+            if max(left_ops, left_stops, left_assigned) < MAX_PER_INPUT:
                 break
         self.retention.ops_retired += ops_total
         self.retention.stops_retired += stops_total
@@ -937,6 +941,7 @@ _NOT_HERE = frozenset(
         RejectionCode.UNKNOWN_OPERATION,
         RejectionCode.UNKNOWN_STOP,
         RejectionCode.UNKNOWN_CONFIRMATION,
+        RejectionCode.UNKNOWN_UNASSIGNED,
     }
 )
 _RETIRE_EVERY_MS = 600_000  # finished operations are looked at every 10 minutes
@@ -981,6 +986,21 @@ def _explain_left_memory(store: Store, inp: Input, rej: Rejection) -> Outcome | 
                 field="idem_key",
                 value=inp.idem_key,
                 state=str(status),
+            ),
+            changed=False,
+        )
+    if isinstance(inp, AssignUnassigned):
+        found_rec = store.left_memory("unassigned", inp.unassigned_id)
+        if found_rec is None:
+            return None
+        return Outcome(
+            rejection=Rejection(
+                RejectionCode.UNKNOWN_UNASSIGNED,
+                f"unassigned_id = {inp.unassigned_id!r}: it was assigned to "
+                f"{found_rec[0].get('assigned_to')} and left memory on "
+                f"{_left_on(found_rec[1])} (the unassigned table keeps it)",
+                field="unassigned_id",
+                value=inp.unassigned_id,
             ),
             changed=False,
         )

@@ -207,10 +207,10 @@ class WorkCenter(WorkCenterState):
         reason."""
         return self.shift_book.kpis(shift_id, kpis.stop_facts(self))
 
-    def retire_candidates(self, now: Instant, kept_h: float) -> tuple[list[str], list[str]]:
-        """The finished operations that may leave memory at ``now`` and the stops that would
-        leave with them (edge.domain.retire); what the outbox still holds is the engine's to
-        leave out."""
+    def retire_candidates(self, now: Instant, kept_h: float) -> retire.Candidates:
+        """The finished operations that may leave memory at ``now`` and the stops (and
+        assigned unassigned production) that would leave with them (edge.domain.retire);
+        what the outbox still holds is the engine's to leave out."""
         return retire.candidates(self, now, kept_h)
 
     def blocking_confirmation(self, op: Operation) -> Confirmation | None:

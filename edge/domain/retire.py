@@ -25,17 +25,29 @@ is still ready (the state may have moved on since) and, with them, every ended s
 journaled with its ``operations_retired`` event, so a replay of the journal leaves memory at
 the same entry and gives the same projections.
 
+Unassigned production a supervisor assigned to an operation leaves the same way once it ended
+``kept_h`` ago; what nobody assigned stays (its parts are not reported yet).
+
 An input that later names what left memory finds nothing here and is refused like an unknown
 one; the engine looks the row up in the database to say so in words.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from edge.domain.calendar import shift_of
 from edge.domain.clock import Instant
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import RetireFinished
-from edge.domain.model import Confirmation, ConfirmationStatus, Operation, OperationKey, Stop
+from edge.domain.model import (
+    Confirmation,
+    ConfirmationStatus,
+    Operation,
+    OperationKey,
+    Stop,
+)
+from edge.domain.model import UnassignedProduction as Unassigned
 from edge.domain.state import WorkCenterState, reject
 
 HOUR_MS = 3_600_000
@@ -96,6 +108,18 @@ def shift_booked(s: WorkCenterState, now: Instant) -> bool:
     return s.header.shift_id == f"{day.isoformat()}/{name}"
 
 
+def _assigned_leaving(s: WorkCenterState, now: Instant, kept_ms: int) -> list[Unassigned]:
+    """Unassigned production a supervisor assigned (its parts are the operation's now), ended
+    more than ``kept_ms`` ago, oldest first, at most :data:`MAX_PER_INPUT`. What nobody has
+    assigned stays: its parts are not reported to the ERP yet."""
+    found = (
+        u
+        for u in s.unassigned.values()
+        if u.assigned_to is not None and not u.open and now.since(u.end) >= kept_ms
+    )
+    return [u for u, _ in zip(found, range(MAX_PER_INPUT), strict=False)]
+
+
 def kept_ms_of(kept_h: float) -> int:
     if not MIN_KEPT_H <= kept_h <= MAX_KEPT_H:
         raise reject(
@@ -107,18 +131,34 @@ def kept_ms_of(kept_h: float) -> int:
     return round(kept_h * HOUR_MS)
 
 
-def candidates(s: WorkCenterState, now: Instant, kept_h: float) -> tuple[list[str], list[str]]:
-    """The operations ready to leave memory at ``now`` (by key, oldest end first) and the
-    stops that would leave with them (at most :data:`MAX_PER_INPUT` of each)."""
+class Candidates(NamedTuple):
+    """What may leave memory at one instant (:func:`candidates`)."""
+
+    ops: list[str]  # operation keys, oldest end first
+    stops: list[str]  # that would leave with them, or by their age
+    unassigned: list[str]  # assigned unassigned production
+
+    def __bool__(self) -> bool:
+        return bool(self.ops or self.stops or self.unassigned)
+
+
+def candidates(s: WorkCenterState, now: Instant, kept_h: float) -> Candidates:
+    """The operations ready to leave memory at ``now`` and the stops and assigned unassigned
+    production that would leave with them (at most :data:`MAX_PER_INPUT` of each)."""
     kept_ms = kept_ms_of(kept_h)
     if not shift_booked(s, now):
-        return [], []
+        return Candidates([], [], [])
     ops = sorted(
         (op for op in s.operations.values() if ready(s, op, now, kept_ms)),
         key=lambda op: (op.ended.mono_ms if op.ended else 0, op.key),
     )[:MAX_PER_INPUT]
     stops = _stops_leaving(s, now, kept_ms, {str(op.key) for op in ops})
-    return [str(op.key) for op in ops], [stop.stop_id for stop in stops]
+    records = _assigned_leaving(s, now, kept_ms)
+    return Candidates(
+        [str(op.key) for op in ops],
+        [stop.stop_id for stop in stops],
+        [u.unassigned_id for u in records],
+    )
 
 
 def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
@@ -147,7 +187,7 @@ def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
         if op is not None and ready(s, op, r.at, kept_ms)
     ]
     stops = _stops_leaving(s, r.at, kept_ms, {str(op.key) for op in leaving})
-    if not shift_booked(s, r.at) or (not leaving and not stops):
+    if not shift_booked(s, r.at) or not (leaving or stops or _assigned_leaving(s, r.at, kept_ms)):
         return False
     conf_ids: set[str] = set()
     for op in leaving:
@@ -164,6 +204,10 @@ def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
     for stop in stops:
         del s.stops[stop.stop_id]
         s.retire("stop", stop.stop_id, stop, r.at)
+    records = _assigned_leaving(s, r.at, kept_ms)
+    for record in records:
+        del s.unassigned[record.unassigned_id]
+        s.retire("unassigned", record.unassigned_id, record, r.at)
     s.emit(
         EventType.OPERATIONS_RETIRED,
         r.at,
@@ -172,6 +216,7 @@ def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
         ops=[str(op.key) for op in leaving],
         confirmations=len(conf_ids),
         stops=[stop.stop_id for stop in stops],
+        unassigned=[record.unassigned_id for record in records],
         kept_h=r.kept_h,
     )
     return True

@@ -36,6 +36,9 @@ from edge.domain.model import (
 )
 from edge.domain.rules import ConfirmationPolicy, MasterData, Shift, WorkCenterRules
 
+# What leaves memory (edge.domain.retire) while its row stays stored.
+Retiring = Operation | Stop | Confirmation | UnassignedProduction
+
 
 class Reject(Exception):
     """Raised by validation helpers; ``apply`` turns it into a :class:`Rejection`."""
@@ -155,7 +158,7 @@ class WorkCenterState:
         self.dirty: set[tuple[str, str]] = set()  # (table, key) rows changed since take_dirty
         # Rows that left memory since take_retired (edge.domain.retire): the entity as it was
         # and when it left; the store keeps the row, marked, instead of deleting it.
-        self.retired: dict[tuple[str, str], tuple[Operation | Stop | Confirmation, Instant]] = {}
+        self.retired: dict[tuple[str, str], tuple[Retiring, Instant]] = {}
         self.emitted: list[Event] = []  # the events of the input being applied
         # The shifts' ISO 22400 time elements and parts (edge.domain.kpis), booked per change.
         self._calendar: tuple[MasterData, WorkCenterRules, ShiftCalendar] | None = None
@@ -225,7 +228,7 @@ class WorkCenterState:
 
     def take_retired(
         self,
-    ) -> dict[tuple[str, str], tuple[Operation | Stop | Confirmation, Instant]]:
+    ) -> dict[tuple[str, str], tuple[Retiring, Instant]]:
         """Which rows left memory since the last call, each with its entity and the instant:
         the store writes them one last time, marked, and no longer loads them."""
         retired, self.retired = self.retired, {}
@@ -249,9 +252,7 @@ class WorkCenterState:
     def touch(self, table: str, key: object) -> None:
         self.dirty.add((table, str(key)))
 
-    def retire(
-        self, table: str, key: object, entity: Operation | Stop | Confirmation, at: Instant
-    ) -> None:
+    def retire(self, table: str, key: object, entity: Retiring, at: Instant) -> None:
         """``entity`` (already taken out of its dict) leaves memory; its row stays stored."""
         row = (table, str(key))
         self.dirty.discard(row)

@@ -156,10 +156,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX confirmation_rev_idem ON confirmation(json_extract(doc, '$.reversal_idem_key'))
         WHERE retired_ms IS NOT NULL;
     """,
+    # 7: unassigned production that a supervisor assigned leaves memory the same way.
+    """
+    ALTER TABLE unassigned ADD COLUMN retired_ms INTEGER;
+    CREATE INDEX unassigned_live ON unassigned(key) WHERE retired_ms IS NULL;
+    CREATE INDEX unassigned_retired ON unassigned(retired_ms) WHERE retired_ms IS NOT NULL;
+    """,
 )
 
-# The projection tables whose rows leave memory and stay stored, marked (migration 6).
-RETIRING_TABLES = ("operation", "stop", "confirmation")
+# The projection tables whose rows leave memory and stay stored, marked (migrations 6, 7).
+RETIRING_TABLES = ("operation", "stop", "confirmation", "unassigned")
 
 # How a checkpoint's docs are encoded: 1 = zlib(JSON of {table: {key: doc}}), each doc as
 # codec writes it into the projection tables.

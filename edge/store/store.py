@@ -24,7 +24,7 @@ from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event
 from edge.domain.inputs import Input
-from edge.domain.model import Operation, Stop
+from edge.domain.model import Operation, Stop, UnassignedProduction
 from edge.errors import StoreError, StoreRefused
 from edge.store import codec, integrity
 from edge.store.identity import (
@@ -934,6 +934,8 @@ def retired_rows(wc: WorkCenter) -> list[tuple[str, str, str, int]]:
             holder.operations[entity.key] = entity
         elif isinstance(entity, Stop):
             holder.stops[key] = entity
+        elif isinstance(entity, UnassignedProduction):
+            holder.unassigned[key] = entity
         else:
             holder.confirmations[key] = entity
     out: list[tuple[str, str, str, int]] = []

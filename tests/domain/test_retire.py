@@ -10,6 +10,7 @@ from edge.domain.core import WorkCenter
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
     Action,
+    AssignUnassigned,
     ConfirmationResult,
     CounterReading,
     MachineState,
@@ -68,8 +69,8 @@ def test_a_finished_operation_leaves_memory_with_its_confirmations_and_stops() -
     assert stop_ids
     idem = [c.idem_key for c in wc.confirmations.values()]
     # Not before the time in memory is over; then with its stops.
-    assert wc.retire_candidates(at(1800 + 72 * H - 1), 72) == ([], [])
-    assert wc.retire_candidates(at(1800 + 72 * H), 72) == ([OP], stop_ids)
+    assert wc.retire_candidates(at(1800 + 72 * H - 1), 72) == ([], [], [])
+    assert wc.retire_candidates(at(1800 + 72 * H), 72) == ([OP], stop_ids, [])
     out = ok(wc, RetireFinished((OP,), 72, at(1800 + 72 * H)))
     ev = one(out, EventType.OPERATIONS_RETIRED)
     assert ev.data["ops"] == [OP]
@@ -197,7 +198,7 @@ def test_unfinished_operations_and_the_open_stop_never_leave() -> None:
     ok(wc, Transition(Action.START_PRODUCTION, "4712/0020", OPERATOR, at(300)))
     ok(wc, MachineStateChanged("press1", MachineState.DOWN, at(400)))
     late = at(1000 * H)
-    assert wc.retire_candidates(late, 24) == ([], [])
+    assert wc.retire_candidates(late, 24) == ([], [], [])
     out = wc.apply(RetireFinished((OP, "4712/0020", "4713/0020"), 24, late))
     assert out.events == ()
     assert len(wc.operations) == 3
@@ -216,7 +217,7 @@ def test_a_stop_while_nothing_ran_leaves_by_its_age_and_one_of_an_operation_in_m
     ok(wc, MachineStateChanged("press1", MachineState.RUNNING, at(900)))
     op_stop = [s for s in wc.stops if s != idle_stop]
     assert op_stop
-    assert wc.retire_candidates(at(600 + 24 * H), 24) == ([], [idle_stop])
+    assert wc.retire_candidates(at(600 + 24 * H), 24) == ([], [idle_stop], [])
     ok(wc, RetireFinished((), 24, at(600 + 24 * H)))
     assert list(wc.stops) == op_stop
 
@@ -364,7 +365,7 @@ def test_nothing_leaves_before_the_shift_change_is_booked() -> None:
     finished_op(wc)
     post_all(wc, 1801)
     later = at(1800 + 72 * H)
-    assert wc.retire_candidates(later, 24) == ([], [])
+    assert wc.retire_candidates(later, 24) == ([], [], [])
     out = wc.apply(RetireFinished((OP,), 24, later))
     assert out.events == ()
     assert key(OP) in wc.operations
@@ -372,3 +373,23 @@ def test_nothing_leaves_before_the_shift_change_is_booked() -> None:
     assert wc.retire_candidates(later, 24)[0] == [OP]
     one(ok(wc, RetireFinished((OP,), 24, later)), EventType.OPERATIONS_RETIRED)
     assert wc.stops == {}
+
+
+def test_assigned_unassigned_production_leaves_and_what_nobody_assigned_stays() -> None:
+    wc = make_wc(spec(), spec("4712"))
+    count_good(wc, 5, 100)  # nothing active: unassigned production
+    act(wc, Action.START_PRODUCTION, 200)  # closes it
+    act(wc, Action.HOLD, 300)
+    count_good(wc, 5, 400)  # held: a second record
+    act(wc, Action.RELEASE, 500)
+    first, second = sorted(wc.unassigned)
+    ok(wc, AssignUnassigned(first, "4712/0020", SUPERVISOR, at(600)))
+    later = at(600 + 25 * H)
+    assert wc.retire_candidates(later, 24).unassigned == [first]
+    out = ok(wc, RetireFinished((), 24, later))
+    assert one(out, EventType.OPERATIONS_RETIRED).data["unassigned"] == [first]
+    assert list(wc.unassigned) == [second]
+    assert ("unassigned", first) in wc.take_retired()
+    rej = rejected(wc, AssignUnassigned(first, OP, SUPERVISOR, at(600 + 26 * H)))
+    assert rej.field == "unassigned_id"
+    assert rej.value == first

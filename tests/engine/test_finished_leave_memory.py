@@ -21,11 +21,13 @@ import pytest
 from edge.domain.events import RejectionCode
 from edge.domain.inputs import (
     Action,
+    AssignUnassigned,
     ConfirmationResult,
     CounterReading,
     DispatchList,
     MachineState,
     MachineStateChanged,
+    RequestConfirmation,
     ResultStatus,
     ReverseConfirmation,
     SetStopReason,
@@ -342,3 +344,34 @@ async def test_the_engine_forgets_the_counters_it_published_for_operations_that_
             await engine.maintenance_step(POLICY, force=True)
         assert len(engine.wc.operations) == 0
         assert len(engine._published) <= 2 * len(engine.wc.operations)
+
+
+async def test_assigned_unassigned_production_leaves_memory_and_stays_stored(
+    tmp_path: Path,
+) -> None:
+    clocks = Clocks()
+    async with running(tmp_path / "edge.db", clocks) as engine:
+        now = engine.now
+        await engine.submit(CounterReading("good", 1000, now()))
+        clocks.advance(10_000)
+        await engine.submit(CounterReading("good", 1005, now()))  # nothing runs: unassigned
+        (rec,) = engine.wc.unassigned
+        _, refs = await a_day(engine, clocks, 0, 1, 1005)
+        out = await engine.submit(AssignUnassigned(rec, refs[0], SUPERVISOR, now()))
+        assert out.accepted
+        # The assigned parts are pending on the finished operation: a supervisor confirms them.
+        await engine.submit(RequestConfirmation(SUPERVISOR, now(), refs[0]))
+        await broker_takes_everything(engine)
+        for conf in list(engine.wc.confirmations.values()):
+            await engine.submit(ConfirmationResult(conf.idem_key, ResultStatus.POSTED, now()))
+        clocks.advance(2 * DAY_MS)
+        await engine.maintenance_step(POLICY, force=True)
+        assert engine.wc.unassigned == {}
+        assert engine.wc.operations == {}
+        assert engine.store.retired_counts()["unassigned"] == 1
+        out = await engine.submit(AssignUnassigned(rec, refs[0], SUPERVISOR, now()))
+        assert out.rejection is not None
+        assert out.rejection.field == "unassigned_id"
+        assert "left memory" in out.rejection.message
+        checks = await engine.run_store(verify_all, engine.store)
+        assert [c.what for c in checks if c.differences] == []
