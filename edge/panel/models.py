@@ -128,6 +128,10 @@ class CancelCommand(OpCommand):
     reason: Words | None = Field(None, description="why, in words: shown with the cancelled order")
 
 
+class AssignCommand(OpCommand):
+    unassigned_id: Annotated[str, Field(min_length=1, max_length=40, pattern=CODE_PATTERN)]
+
+
 class ConfirmationCommand(OpCommand):
     counter: Annotated[int, Field(ge=1, le=1_000_000)]
 
@@ -270,6 +274,17 @@ class ConfirmationOut(_Out):
     last_conflict: str | None = None
 
 
+class UnassignedOut(_Out):
+    """Machine signals counted while no operation ran (or it was held), not yet assigned."""
+
+    unassigned_id: str
+    start: str
+    end: str
+    open: bool = Field(description="still counting: nothing runs now")
+    good_signals: Qty
+    scrap_signals: Qty
+
+
 class HelpCallOut(_Out):
     call_id: str
     category: str
@@ -312,6 +327,9 @@ class PanelState(_Out):
     variance_reasons: list[str]
     help_categories: list[str]
     help_calls: list[HelpCallOut]
+    unassigned: list[UnassignedOut] = Field(
+        default_factory=list, description="production not assigned yet, newest first"
+    )
     supervisor_configured: bool
     max_text: int = Field(MAX_TEXT, description="the longest reason in words the gateway takes")
 

@@ -25,11 +25,13 @@ from edge.panel.models import (
     Reason,
     StopOut,
     TimeElementsOut,
+    UnassignedOut,
 )
 
 RECENT_STOPS = 20
 RECENT_CONFIRMATIONS = 40
 RECENT_FINISHED = 5
+RECENT_UNASSIGNED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,5 +242,17 @@ def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
             )
             for call in wc.help_calls.values()
         ],
+        unassigned=[
+            UnassignedOut(
+                unassigned_id=rec.unassigned_id,
+                start=rec.start.iso(),
+                end=rec.end.iso(),
+                open=rec.open,
+                good_signals=rec.tally.good,
+                scrap_signals=rec.tally.scrap_total,
+            )
+            for rec in list(wc.unassigned.values())[::-1]
+            if rec.assigned_to is None and rec.tally.has_quantity()
+        ][:RECENT_UNASSIGNED],
         supervisor_configured=meta.supervisor_configured,
     )

@@ -139,3 +139,36 @@ async def test_rework_and_setup_parts_good_with_taps(tmp_path: Path) -> None:
             await s.shot("05-setup-parts-good-de")
             await s.tap('#sheet [data-mode="rework"]')
             await s.shot("06-rework-de")
+
+
+async def test_a_supervisor_assigns_unassigned_production_seeing_the_parts(
+    tmp_path: Path,
+) -> None:
+    from decimal import Decimal
+
+    async with running_panel(panel_config(tmp_path)) as panel:
+        await panel.dispatch(
+            spec("4711", "0020", 30, 10, parts_per_signal=Decimal(4)),
+            spec("4712", "0010", 50, 20),
+        )
+        await panel.pulses(3)
+        async with screen(panel.url, "unassigned") as s:
+            page = s.page
+            await s.tap('.tab[data-view="orders"]')
+            row = page.locator(".row[data-unassigned]")
+            await expect(row).to_contain_text("3 good · 0 scrap signals")
+            await expect(row.locator('[data-cmd="assign"]')).to_have_count(0)  # supervisor only
+            await log_in(s)
+            await s.tap('.tab[data-view="orders"]')
+            await s.shot("01-listed")
+            await s.tap('.row[data-unassigned] [data-cmd="assign"]')
+            choice = page.locator(f'#sheet [data-op="{OP}"]')
+            await expect(choice).to_contain_text("becomes 12 good · 0 scrap PC (4 per signal)")
+            await expect(page.locator('#sheet [data-op="4712/0010"]')).to_contain_text(
+                "becomes 3 good"
+            )
+            await s.shot("02-assign-choices")
+            await s.tap(f'#sheet [data-op="{OP}"]')
+            await expect(page.locator("#sheet")).to_be_hidden()
+            await expect(page.locator(".row[data-unassigned]")).to_have_count(0)
+            assert panel.engine.wc.operations[KEY].counted.good == 12

@@ -223,3 +223,47 @@ async def test_rework_is_true_or_false_nothing_else(tmp_path: Path) -> None:
         assert await stored(panel) == before
         op = panel.engine.wc.operations[KEY]
         assert (op.counted.scrap, op.counted.rework) == ({}, {})
+
+
+async def test_a_supervisor_assigns_unassigned_production(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    async with (
+        running_panel(panel_config(tmp_path)) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await panel.dispatch(spec("4711", "0020", 30, 10, parts_per_signal=Decimal(4)))
+        await panel.pulses(3)  # nothing runs: unassigned
+        state = (await client.get("/api/state")).json()
+        (u,) = state["unassigned"]
+        assert (u["good_signals"], u["scrap_signals"], u["open"]) == (3, 0, True)
+        assert listed(state, OP)["parts_per_signal"] == 4
+        uid = u["unassigned_id"]
+        r = await post(client, "/api/supervisor/assign-unassigned", unassigned_id=uid, op=OP)
+        assert (r.status_code, r.json()["code"]) == (401, "supervisor_login_required")
+        headers = await login(client)
+        before = await stored(panel)
+        for body, status, field in [
+            ({"unassigned_id": "U 1; DROP", "op": OP}, 422, "unassigned_id"),
+            ({"unassigned_id": "x" * 41, "op": OP}, 422, "unassigned_id"),
+            ({"unassigned_id": "U999999", "op": OP}, 409, "unassigned_id"),
+            ({"unassigned_id": uid, "op": "9999/0010"}, 409, "op"),
+            ({"unassigned_id": uid, "op": "no-slash"}, 422, "op"),
+        ]:
+            r = await post(client, "/api/supervisor/assign-unassigned", headers, **body)
+            assert (r.status_code, r.json()["field"]) == (status, field), (body, r.text)
+        assert await stored(panel) == before
+        r = await post(
+            client, "/api/supervisor/assign-unassigned", headers, unassigned_id=uid, op=OP
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["events"] == ["unassigned_production", "unassigned_assigned"]
+        assert r.json()["state"]["unassigned"] == []
+        assert panel.engine.wc.operations[KEY].counted.good == 12  # 3 signals x 4 parts
+        ((actor,),) = await panel.rows("SELECT actor FROM event WHERE type = 'unassigned_assigned'")
+        assert actor == f"supervisor:{SUPERVISOR}"
+        # once assigned, a second time is refused
+        r = await post(
+            client, "/api/supervisor/assign-unassigned", headers, unassigned_id=uid, op=OP
+        )
+        assert (r.status_code, r.json()["code"]) == (409, "unknown_unassigned")

@@ -21,6 +21,7 @@ from edge.domain.inputs import (
     AcknowledgeHelp,
     AcknowledgeOverDelivery,
     Action,
+    AssignUnassigned,
     CallForHelp,
     CloseHelp,
     CorrectCount,
@@ -139,6 +140,10 @@ COMMANDS: dict[str, tuple[dict[str, Any], Callable[[Any], bool]]] = {
     "/api/supervisor/reclassify-stop": (
         {"stop_id": "st-1", "reason": "R2"},
         lambda i: isinstance(i, SetStopReason) and (i.reason, i.stop_id) == ("R2", "st-1"),
+    ),
+    "/api/supervisor/assign-unassigned": (
+        {"op": OP, "unassigned_id": "U000001"},
+        lambda i: isinstance(i, AssignUnassigned) and (i.unassigned_id, i.op) == ("U000001", OP),
     ),
     "/api/supervisor/correct-count": (
         {"op": OP, "good_delta": -1, "scrap_delta": 1, "reason": "miscount", "scrap_reason": "S1"},

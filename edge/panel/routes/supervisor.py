@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Request
 from edge.domain.clock import Instant
 from edge.domain.inputs import (
     Action,
+    AssignUnassigned,
     CorrectCount,
     Input,
     ResendConfirmation,
@@ -138,6 +139,12 @@ def correct_count(body: m.CorrectCountCommand, actor: str, now: Instant) -> Inpu
     )
 
 
+def assign_unassigned(body: m.AssignCommand, actor: str, now: Instant) -> Input:
+    """Assign production counted while nothing ran to an operation (converted by its parts
+    per signal)."""
+    return AssignUnassigned(body.unassigned_id, body.op, actor, now)
+
+
 SUPERVISOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
     CommandRoute("/api/supervisor/cancel", "cancel", m.CancelCommand, cancel),
     CommandRoute("/api/supervisor/hold", "hold", m.HoldCommand, hold),
@@ -146,6 +153,12 @@ SUPERVISOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
     CommandRoute("/api/supervisor/resend", "resend", m.ResendCommand, resend),
     CommandRoute(
         "/api/supervisor/reclassify-stop", "reclassify_stop", m.ReclassifyCommand, reclassify
+    ),
+    CommandRoute(
+        "/api/supervisor/assign-unassigned",
+        "assign_unassigned",
+        m.AssignCommand,
+        assign_unassigned,
     ),
     CommandRoute(
         "/api/supervisor/correct-count", "correct_count", m.CorrectCountCommand, correct_count

@@ -484,6 +484,17 @@
       if (supervisor) row.append(button(t('btn.cancel_order'), 'super', () => cancelSheet(op), { 'data-cmd': 'cancel' }));
       el.append(row);
     }
+    if (S.unassigned.length) {
+      el.append(h('div', { class: 'section-title' }, t('unassigned.title')));
+      for (const u of S.unassigned) {
+        const row = h('div', { class: 'row warn', 'data-unassigned': u.unassigned_id },
+          h('div', { class: 'main' },
+            h('div', { class: 'l1' }, t('unassigned.line', { good: qty(u.good_signals), scrap: qty(u.scrap_signals) })),
+            h('div', { class: 'l2' }, `${time(u.start)}–${u.open ? t('unassigned.now') : time(u.end)} · ${u.unassigned_id}`)));
+        if (supervisor) row.append(button(t('btn.assign'), 'super', () => assignSheet(u), { 'data-cmd': 'assign' }));
+        el.append(row);
+      }
+    }
     if (S.finished.length) {
       el.append(h('div', { class: 'section-title' }, t('orders.finished')));
       for (const op of S.finished) {
@@ -915,6 +926,36 @@
         h('div', { class: 'sheet-head' }, h('h2', {}, t('sheet.hold.title', { op: op.op })), kb.display),
         picks, kb, foot(ok));
       ok.disabled = true;
+    });
+  }
+
+  // Unassigned production to an operation: each choice shows the parts it becomes there
+  // (signals times that operation's parts per signal).
+  function assignSheet(u) {
+    openSheet('assign', (el) => {
+      const seen = new Set();
+      const ops = [...S.active, ...S.dispatch, ...S.finished].filter((o) => {
+        if (seen.has(o.op) || o.status === 'cancelled') return false;
+        seen.add(o.op);
+        return true;
+      });
+      const choices = ops.map((o) => {
+        const good = u.good_signals * o.parts_per_signal;
+        const scrap = u.scrap_signals * o.parts_per_signal;
+        return button(
+          [h('div', {}, `${o.op} · ${opName(o)}`),
+            h('div', { class: 'sub' }, t('unassigned.becomes', { good: qty(good), scrap: qty(scrap), unit: o.unit, pps: qty(o.parts_per_signal) }))],
+          o.status === 'running' ? 'primary' : '', async () => {
+            const r = await superCommand('assign-unassigned', { unassigned_id: u.unassigned_id, op: o.op });
+            if (r.done) closeSheet();
+          }, { 'data-op': o.op });
+      });
+      el.append(
+        h('h2', {}, t('sheet.assign.title', { id: u.unassigned_id })),
+        h('div', { class: 'sub' }, t('unassigned.line', { good: qty(u.good_signals), scrap: qty(u.scrap_signals) })),
+        h('div', { class: 'body' }, h('div', { class: 'grow' },
+          choices.length ? h('div', { class: 'grid two assign' }, choices) : h('div', { class: 'empty' }, t('orders.none')))),
+        foot());
     });
   }
 
