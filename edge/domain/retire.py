@@ -7,8 +7,8 @@ a finished operation in memory, and so keeps it there:
 
 - a confirmation the ERP has not answered (awaiting its verdict, or its reversal's), or one it
   rejected that nobody resent or reversed yet (a supervisor's resend, the withheld final one);
-- quantities counted and not confirmed (a correction or a reversal put them back: a supervisor
-  confirms them);
+- quantities counted and not confirmed (a reversal, or unassigned production assigned to it,
+  put them there: a supervisor confirms them);
 - the time after its end (``kept_h``, ``[retention] finished_in_memory_h``, at least a day): a
   supervisor's reversal or reclassification of a stop, a late "posted" again from the relay,
   the panel's lists and the current shift's KPIs (a shift is shorter than a day, so every stop
