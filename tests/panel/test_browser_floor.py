@@ -172,3 +172,77 @@ async def test_a_supervisor_assigns_unassigned_production_seeing_the_parts(
             await expect(page.locator("#sheet")).to_be_hidden()
             await expect(page.locator(".row[data-unassigned]")).to_have_count(0)
             assert panel.engine.wc.operations[KEY].counted.good == 12
+
+
+BOX = "(sel) => { const r = document.querySelector(sel).getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }"  # noqa: E501
+STYLE = "([sel, prop]) => getComputedStyle(document.querySelector(sel)).getPropertyValue(prop)"
+LONG_TEXT = "Bracket 30x15, galvanised, with two M8 weld nuts"
+
+
+async def box(s: Screen, selector: str) -> tuple[float, float, float, float]:
+    left, top, right, bottom = await s.page.evaluate(BOX, selector)
+    return left, top, right, bottom
+
+
+async def style(s: Screen, selector: str, prop: str) -> str:
+    value: str = await s.page.evaluate(STYLE, [selector, prop])
+    return value
+
+
+def px(value: str) -> float:
+    return float(value.removesuffix("px"))
+
+
+async def test_what_must_be_read_from_two_metres(tmp_path: Path) -> None:
+    """Before: the stop-reason sheet covered the red state band with a 4 px yellow line on
+    top, the Done toast lay over the state band, the header buttons were 48 px high and a
+    material text was cut to one line."""
+    from edge.domain.inputs import MachineState
+
+    async with running_panel(panel_config(tmp_path)) as panel:
+        await panel.dispatch(spec("4711", "0020", 30, 10, material_text=LONG_TEXT))
+        async with screen(panel.url, "urgent") as s:
+            page = s.page
+            for button in ("#btn-lang", "#btn-super"):
+                left, top, right, bottom = await box(s, button)
+                assert (right - left, bottom - top) >= (56, 56), button
+                assert bottom - top >= 56, button
+
+            await s.tap('[data-cmd="start-production"]')
+            await expect(page.locator("#toast.ok")).to_be_visible()
+            toast, band = await box(s, "#toast"), await box(s, "#state")
+            assert toast[1] >= band[3], f"the Done toast {toast} covers the state band {band}"
+
+            title = page.locator(".op-title")
+            await expect(title).to_have_text(LONG_TEXT)
+            sizes = await title.evaluate(
+                "(el) => [el.scrollHeight, el.clientHeight,"
+                " parseFloat(getComputedStyle(el).lineHeight)]"
+            )
+            scroll_h, client_h, line_h = sizes
+            assert scroll_h <= client_h + 1, f"material text cut off: {sizes}"
+            assert client_h > 1.5 * line_h, "the material text takes its second line"
+            await s.close_toast()
+            await s.shot("01-long-material-text")
+
+            await panel.machine(MachineState.DOWN)
+            sheet = page.locator('#sheet[data-kind="reason"]')
+            await expect(sheet).to_be_visible()
+            await s.lamp("red_blink")
+            band, drawn = await box(s, "#state"), await box(s, "#sheet")
+            assert drawn[1] >= band[3] - 0.5, f"the reason sheet {drawn} covers the band {band}"
+            assert await page.locator("#state").is_visible()
+            for side in ("top", "right", "bottom", "left"):
+                assert px(await style(s, "#sheet", f"border-{side}-width")) >= 6, side
+                assert await style(s, "#sheet", f"border-{side}-color") == "rgb(200, 0, 0)"
+            head = '#sheet[data-kind="reason"] h2'
+            assert await style(s, head, "background-color") == "rgb(200, 0, 0)"
+            assert px(await style(s, head, "font-size")) >= 28
+            await s.shot("02-reason-sheet-urgent")
+            await s.tap('#sheet [data-cmd="later"]')
+            await s.tap("#btn-lang")
+            await s.tap("#state")  # the band asks again
+            await expect(sheet).to_contain_text("Warum")
+            await s.shot("03-reason-sheet-urgent-de")
+            await s.tap('#sheet [data-reason="M01"]')
+            await s.lamp("red")

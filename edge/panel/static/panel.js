@@ -407,8 +407,9 @@
     if (op.target_reached) flags.push(h('span', { class: 'flag ok' }, t('order.target_reached')));
     if (op.over_tolerance) flags.push(h('span', { class: 'flag bad' }, t('order.over_tolerance')));
     const main = h('div', { class: 'order-main' },
-      h('div', { class: 'op-title' }, `${op.op} · ${opName(op)}`),
-      h('div', { class: 'op-sub' }, `${op.material} · ${statusText(op.status)}`),
+      // The material text gets two whole lines: an operator tells parts apart by it.
+      h('div', { class: 'op-title', 'data-field': 'material-text' }, opName(op)),
+      h('div', { class: 'op-sub' }, `${op.op} · ${op.material} · ${statusText(op.status)}`),
       h('div', { class: 'counts' },
         h('span', { class: 'big', 'data-field': 'good' }, qty(op.good)),
         h('span', { class: 'of' }, `/ ${qty(op.target_qty)} ${op.unit}`)),
