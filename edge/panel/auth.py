@@ -28,8 +28,10 @@ does not give fresh guesses. A lockout's end is stored as wall-clock time and, o
 capped at ``lockout_max_s`` from now (a clock set back cannot lengthen it beyond that); while
 running, lockouts are timed on the monotonic clock. A file that cannot be read or is damaged
 does not stop the daemon: it is logged, and every client starts locked for ``lockout_s``
-(fail safe: a deleted or corrupted file must not be a way to reset the counters). A file that
-cannot be written is logged and the gateway goes on with the state in memory.
+(fail safe: a deleted or corrupted file must not be a way to reset the counters), or until the
+latest lockout end still legible in it and as many lockouts as it still shows, when that is
+longer (a damaged file never shortens a lockout it held; capped at ``lockout_max_s``). A file
+that cannot be written is logged and the gateway goes on with the state in memory.
 
 A correct PIN opens a short supervisor session (a random token, forgotten on restart) that
 ends after ``session_s`` without use, so a supervisor can do a few things in a row without
@@ -41,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -116,6 +119,19 @@ def _parse_strikes(raw: object) -> tuple[int, int, float]:
     if not isinstance(until, int | float) or isinstance(until, bool) or not 0 <= until < 1e11:
         raise LockoutFileError(f"locked_until = {until!r} is not a time")
     return failures, lockouts, float(until)
+
+
+_NUMBER = rb"\s*:\s*(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)"
+
+
+def _legible(text: bytes) -> tuple[int, float]:
+    """The most lockouts and the latest lockout end still legible in a damaged file (0 if
+    none): what it held must not be shortened by the damage."""
+    lockouts = [float(m) for m in re.findall(rb'"lockouts"' + _NUMBER, text)]
+    until = [float(m) for m in re.findall(rb'"locked_until"' + _NUMBER, text)]
+    finite = [v for v in lockouts if 0 <= v <= 10_000]
+    ends = [v for v in until if 0 <= v < 1e11]
+    return int(max(finite, default=0)), max(ends, default=0.0)
 
 
 class SupervisorAuth:
@@ -279,7 +295,7 @@ class SupervisorAuth:
         try:
             self._state = self._restore(json.loads(text))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError too
-            self._fail_safe(path, f"is damaged: {exc}")
+            self._fail_safe(path, f"is damaged: {exc}", _legible(text))
             return
         log.info(
             "supervisor PIN lockout state read",
@@ -288,12 +304,17 @@ class SupervisorAuth:
             locked_s=round(max(0.0, self._state.glob.until - self._clock()), 1),
         )
 
-    def _fail_safe(self, path: Path, why: str) -> None:
-        self._state = _State(_Strikes(lockouts=1, until=self._clock() + self.lockout_s))
+    def _fail_safe(self, path: Path, why: str, legible: tuple[int, float] = (0, 0.0)) -> None:
+        lockouts, until = legible
+        left = min(max(self.lockout_s, until - self._wall()), self.lockout_max_s)
+        left = max(left, self.lockout_s)
+        glob = _Strikes(lockouts=max(1, lockouts), until=self._clock() + left)
+        self._state = _State(glob)
         log.error(
-            f"supervisor PIN lockout state {why}; every client is locked for the first lockout",
+            f"supervisor PIN lockout state {why}; every client is locked",
             path=str(path),
-            locked_s=self.lockout_s,
+            locked_s=round(left, 1),
+            lockouts=glob.lockouts,
         )
         self._write(self._dump())
 

@@ -322,3 +322,52 @@ def test_a_session_token_with_non_ascii_characters_is_no_session() -> None:
     auth = _auth(Clock())
     assert auth.session("\xff\xfe") is None
     assert auth.session("\ud800") is None
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        # one client's entry broken, the global lockout of 10 minutes legible
+        b'"clients": {"10.0.0.9": {"failures": "x", "lockouts": 0, "locked_until": 0}}}',
+        # cut off in the middle of the clients
+        b'"clients": {"10.0.0.9": {"fail',
+    ],
+    ids=["bad-entry", "cut-off"],
+)
+async def test_a_damaged_lockout_file_never_shortens_the_lockout_it_held(
+    tmp_path: Path, damage: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: any damage meant 30 s from the restart, even when the file still showed a
+    lockout of 10 more minutes."""
+    state = tmp_path / "edge.pin-lockout.json"
+    clock = Clock()
+    wall = Wall(clock)
+    until = wall() + 600
+    state.write_bytes(
+        b'{"version": 1, "global": {"failures": 0, "lockouts": 5, "locked_until": '
+        + str(until).encode()
+        + b"}, "
+        + damage
+    )
+    auth = _auth(clock, state, wall=wall)
+    out = capsys.readouterr().out
+    assert "supervisor PIN lockout state is damaged" in out
+    assert str(state) in out  # the log names the file
+    assert (await auth.login("4711", "10.0.0.7")).locked_for_s == pytest.approx(600)
+    clock.t += 599
+    assert (await auth.login("4711", "10.0.0.8")).locked_for_s == pytest.approx(1)
+    clock.t += 1
+    assert (await auth.login("4711", "10.0.0.8")).supervisor == "2001"
+
+
+async def test_a_damaged_lockout_file_with_an_absurd_time_is_capped(tmp_path: Path) -> None:
+    state = tmp_path / "edge.pin-lockout.json"
+    clock = Clock()
+    wall = Wall(clock)
+    state.write_bytes(
+        b'{"version": 1, "global": {"failures": 0, "lockouts": 1, "locked_until": '
+        + str(wall() + 10 * 86_400).encode()
+        + b'}, "clients": 7}'
+    )
+    auth = _auth(clock, state, wall=wall, lockout_max_s=900)
+    assert auth.locked_for("10.0.0.7") == 900  # locked, at most the longest lockout
