@@ -787,7 +787,7 @@ class Chain:
             while True:
                 made = machine.made()
                 n = made["good"] + made["scrap"] - base_total
-                if n >= op.parts and not (fault is not None and pending(fault, op)):
+                if n >= op.parts and not stops and not (fault is not None and pending(fault, op)):
                     break
                 if stops and n >= stops[0].at_part:
                     stop = stops.pop(0)
