@@ -336,7 +336,7 @@ class ErpDownThenSlow:
 
 def test_the_erp_down_then_slow(shared: Chain) -> None:
     schedule = Schedule.make(404, 2, (60, 80), (0, 1), first_order=4040)
-    fault = ErpDownThenSlow(down_s=3.0, slow_s=2.0)
+    fault = ErpDownThenSlow(down_s=2.0, slow_s=1.5)
     run(shared, schedule, fault, timeout=120)
     assert fault.cycles == 2
     print(check(shared, schedule))
@@ -467,7 +467,7 @@ def test_the_erp_answering_after_the_relay_timed_out_posts_once(shared: Chain) -
     (``commit_late``: 3 s against the relay's 1 s): the relay must find it in SAP before it
     posts again, and SAP must not end up with it twice."""
     # long enough that the late commit lands before the final confirmation closes the operation
-    schedule = Schedule.make(505, 1, (200, 220), (0, 0), first_order=5050)
+    schedule = Schedule.make(505, 1, (140, 150), (0, 0), first_order=5050)
     sap = shared.sap
     assert sap is not None
     delay_s = 3.0
