@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Final
@@ -27,6 +28,7 @@ from edge.metrics import render as render_metrics
 from edge.panel import models as m
 from edge.panel.auth import SupervisorAuth
 from edge.panel.errors import ApiError, scalar, unavailable
+from edge.panel.history import ConfirmationHistory
 from edge.panel.view import (
     ViewMeta,
     active_out,
@@ -64,6 +66,7 @@ class PanelHub:
         self.engine = engine
         self.cfg = cfg
         self.auth = auth
+        self.history = ConfirmationHistory(cfg.store.path)
         self.revision = 0
         self.assets = assets_version()
         self.closing = False
@@ -138,6 +141,18 @@ class PanelHub:
         """Newest first."""
         wc = self.engine.work_center
         return [confirmation_out(wc, c) for c in reversed(wc.confirmations.values())]
+
+    async def confirmation_history(self, conf_id: str) -> m.ConfirmationHistoryOut | None:
+        """How ``conf_id`` got where it is, from the stored events; None if there is no such."""
+        op, _, _ = conf_id.rpartition("#")
+        try:
+            entries = await asyncio.to_thread(self.history.read, op, conf_id)
+        except sqlite3.Error as exc:
+            log.warning("confirmation history not read", conf_id=conf_id, error=str(exc))
+            raise ApiError(503, unavailable(f"the history cannot be read now ({exc})")) from None
+        if not entries and conf_id not in self.engine.work_center.confirmations:
+            return None
+        return m.ConfirmationHistoryOut(conf_id=conf_id, entries=entries)
 
     def health(self) -> m.Health:
         engine = self.engine

@@ -285,6 +285,30 @@ class UnassignedOut(_Out):
     scrap_signals: Qty
 
 
+CONF_ID_PATTERN = r"^[^/\s]{1,64}/[^/\s]{1,64}(/\d{1,4})?#\d{1,7}$"
+
+
+class HistoryEntry(_Out):
+    """One step of a confirmation: created, sent, the relay's verdicts, resent, reversed."""
+
+    type: Literal["created", "resent", "result", "reversed", "verdict_conflict"]
+    at_wall_ms: int
+    actor: str | None
+    status: str | None = Field(description="the verdict: posted, duplicate, rejected, retrying")
+    reversal: bool = Field(description="about the confirmation's reversal")
+    message: str | None = Field(description="the ERP's text")
+    erp_ref: str | None
+    idem_key: str | None
+    sent: str | None = Field(
+        description="the message it made in the outbox: pending, published or done (acknowledged)"
+    )
+
+
+class ConfirmationHistoryOut(_Out):
+    conf_id: str
+    entries: list[HistoryEntry] = Field(description="oldest first, as far as events are kept")
+
+
 class HelpCallOut(_Out):
     call_id: str
     category: str

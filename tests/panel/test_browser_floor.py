@@ -246,3 +246,31 @@ async def test_what_must_be_read_from_two_metres(tmp_path: Path) -> None:
             await s.shot("03-reason-sheet-urgent-de")
             await s.tap('#sheet [data-reason="M01"]')
             await s.lamp("red")
+
+
+async def test_the_erp_tab_shows_a_confirmations_history(tmp_path: Path) -> None:
+    import httpx
+
+    from tests.panel.test_floor_controls import rejected_then_posted
+
+    async with running_panel(panel_config(tmp_path)) as panel:
+        async with httpx.AsyncClient(base_url=panel.url) as client:
+            await rejected_then_posted(panel, client)
+        async with screen(panel.url, "history") as s:
+            page = s.page
+            await s.tap('.tab[data-view="confirmations"]')
+            await s.tap(f'.row[data-conf="{OP}#1"] [data-cmd="history"]')
+            sheet = page.locator('#sheet[data-kind="history"]')
+            await expect(sheet.locator("[data-history]")).to_have_count(4)
+            lines = sheet.locator("[data-history] .l3")
+            await expect(lines.nth(0)).to_contain_text("Created (partial)")
+            await expect(lines.nth(1)).to_have_text("ERP: rejected: Order 4711 is not released")
+            await expect(sheet.locator('[data-history="result"].bad')).to_have_count(1)
+            await expect(lines.nth(2)).to_contain_text("Sent again by supervisor:2001")
+            await expect(lines.nth(3)).to_have_text("ERP: posted · ERP 7701")
+            await s.shot("01-rejected-resent-posted")
+            await s.tap('#sheet [data-cmd="back"]')
+            await s.tap("#btn-lang")
+            await s.tap(f'.row[data-conf="{OP}#1"] [data-cmd="history"]')
+            await expect(lines.nth(1)).to_have_text("ERP: abgelehnt: Order 4711 is not released")
+            await s.shot("02-history-de")

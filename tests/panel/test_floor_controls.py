@@ -267,3 +267,71 @@ async def test_a_supervisor_assigns_unassigned_production(tmp_path: Path) -> Non
             client, "/api/supervisor/assign-unassigned", headers, unassigned_id=uid, op=OP
         )
         assert (r.status_code, r.json()["code"]) == (409, "unknown_unassigned")
+
+
+async def rejected_then_posted(panel: Panel, client: httpx.AsyncClient) -> None:
+    """Confirmation #1 of OP: rejected by the ERP, resent by the supervisor, posted."""
+    from edge.domain.inputs import ConfirmationResult, ResultStatus
+
+    await panel.dispatch(spec("4711", "0020", 30, 10))
+    r = await post(client, "/api/commands/start-production", op=OP)
+    assert r.status_code == 200, r.text
+    await panel.pulses(10)  # every 10 good: confirmation #1
+    conf = panel.engine.wc.confirmations[f"{OP}#1"]
+    first_key = conf.idem_key
+    out = await panel.engine.submit(
+        ConfirmationResult(
+            first_key, ResultStatus.REJECTED, panel.engine.now(), "Order 4711 is not released"
+        )
+    )
+    assert out.accepted, out.rejection
+    headers = await login(client)
+    r = await post(client, "/api/supervisor/resend", headers, op=OP, counter=1)
+    assert r.status_code == 200, r.text
+    assert conf.idem_key != first_key
+    out = await panel.engine.submit(
+        ConfirmationResult(
+            conf.idem_key, ResultStatus.POSTED, panel.engine.now(), None, '{"group": "7701"}'
+        )
+    )
+    assert out.accepted, out.rejection
+
+
+async def test_a_confirmations_history_from_the_stored_events(tmp_path: Path) -> None:
+    cfg = panel_config(tmp_path)
+    async with (
+        running_panel(cfg) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await rejected_then_posted(panel, client)
+        before = await stored(panel)
+        for conf_id, status in [
+            ("4711/0020#9", 404),
+            ("4711/0020", 422),
+            ("'; DROP TABLE event; --#1", 422),
+            ("4711/0020#1" + "1" * 10, 422),
+        ]:
+            r = await client.get("/api/confirmation-history", params={"conf_id": conf_id})
+            assert r.status_code == status, (conf_id, r.text)
+        assert await stored(panel) == before
+
+    async with (  # after a restart: the same, from the database
+        running_panel(cfg) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        r = await client.get("/api/confirmation-history", params={"conf_id": f"{OP}#1"})
+        assert r.status_code == 200, r.text
+        entries = r.json()["entries"]
+        steps = [(e["type"], e["status"], e["actor"]) for e in entries]
+        assert steps == [
+            ("created", None, "machine:press_good"),
+            ("result", "rejected", "central"),
+            ("resent", None, f"supervisor:{SUPERVISOR}"),
+            ("result", "posted", "central"),
+        ]
+        assert entries[1]["message"] == "Order 4711 is not released"
+        assert entries[3]["erp_ref"] == '{"group": "7701"}'
+        assert entries[0]["idem_key"] != entries[2]["idem_key"]  # resent under a new key
+        assert entries[0]["sent"] in ("pending", "published", "done")  # its outbox message
+        times = [e["at_wall_ms"] for e in entries]
+        assert times == sorted(times)

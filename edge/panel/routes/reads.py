@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from edge.domain.model import OperationKey
@@ -44,6 +46,26 @@ async def operation(hub: Hub, order: str, operation: str, split: int = 0) -> m.O
                 message=f"op = {str(key)!r}: no such operation at this work center",
                 field="op",
                 value=str(key),
+            ),
+        )
+    return found
+
+
+@router.get("/api/confirmation-history", response_model=m.ConfirmationHistoryOut)
+async def confirmation_history(
+    hub: Hub,
+    conf_id: Annotated[str, Query(pattern=m.CONF_ID_PATTERN, examples=["4711/0020#1"])],
+) -> m.ConfirmationHistoryOut:
+    """One confirmation's history (created, sent, verdicts, resent, reversed), oldest first."""
+    found = await hub.confirmation_history(conf_id)
+    if found is None:
+        raise ApiError(
+            404,
+            m.ErrorBody(
+                code="unknown_confirmation",
+                message=f"conf_id = {conf_id!r}: no such confirmation at this work center",
+                field="conf_id",
+                value=conf_id,
             ),
         )
     return found

@@ -586,6 +586,7 @@
           t('confs.conflict', { n: c.verdict_conflicts, last: c.last_conflict || '' })));
       }
       const row = h('div', { class: 'row' + (rejected ? ' bad' : ''), 'data-conf': c.conf_id }, main);
+      row.append(button(t('btn.history'), '', () => historySheet(c), { 'data-cmd': 'history' }));
       if (rejected) row.append(button(t('btn.retry'), 'warn', () => withSupervisor(() => resendSheet(c)), { 'data-cmd': 'resend' }));
       if (!c.reversed && (supervisor || rejected)) {
         row.append(button(t('btn.reverse'), 'super', () => withSupervisor(() => reverseSheet(c)), { 'data-cmd': 'reverse' }));
@@ -957,6 +958,49 @@
         h('div', { class: 'body' }, h('div', { class: 'grow' },
           choices.length ? h('div', { class: 'grid two assign' }, choices) : h('div', { class: 'empty' }, t('orders.none')))),
         foot());
+    });
+  }
+
+  // How a confirmation got where it is, from the gateway's stored events (read on demand).
+  async function historySheet(c) {
+    let data = null;
+    try {
+      const resp = await fetch('/api/confirmation-history?conf_id=' + encodeURIComponent(c.conf_id), { cache: 'no-store' });
+      data = await resp.json().catch(() => null);
+      if (!resp.ok) {
+        showError(resp.status, data);
+        return;
+      }
+    } catch (err) {
+      toast('error', t('err.title'), t('err.offline'), 0);
+      return;
+    }
+    const sent = (e) => (e.sent && has('hist.sent_' + e.sent) ? ' · ' + t('hist.sent_' + e.sent) : '');
+    const line = (e) => {
+      const who = e.actor || '';
+      if (e.type === 'created') return t('hist.created', { kind: t(c.final ? 'confs.final' : 'confs.partial') }) + sent(e);
+      if (e.type === 'resent') return t('hist.resent', { who }) + sent(e);
+      if (e.type === 'reversed') return t('hist.reversed', { who }) + sent(e);
+      if (e.type === 'verdict_conflict') return t('hist.conflict', { status: e.status || '' });
+      const verdict = has('verdict.' + e.status) ? t('verdict.' + e.status) : (e.status || '');
+      let text = (e.reversal ? t('hist.reversal') + ' ' : '') + t('hist.result', { verdict });
+      if (e.message) text += ': ' + e.message;
+      if (e.erp_ref) text += ' · ' + t('verdict.erp_ref', { ref: erpRef(e.erp_ref) });
+      return text;
+    };
+    openSheet('history', (el) => {
+      const list = h('div', { class: 'grow' });
+      if (!data.entries.length) list.append(h('div', { class: 'empty' }, t('hist.none')));
+      for (const e of data.entries) {
+        const bad = e.type === 'result' && e.status === 'rejected';
+        list.append(h('div', { class: 'row' + (bad ? ' bad' : ''), 'data-history': e.type },
+          h('div', { class: 'main' },
+            h('div', { class: 'l2' }, dateTime(new Date(e.at_wall_ms).toISOString())),
+            h('div', { class: 'l3' }, line(e)))));
+      }
+      el.append(h('h2', {}, t('sheet.history.title', { conf: `#${c.counter} ${c.op}` })),
+        h('div', { class: 'body' }, list),
+        h('div', { class: 'foot' }, button(t('btn.close'), '', closeSheet, { 'data-cmd': 'back' })));
     });
   }
 
