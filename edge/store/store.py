@@ -732,12 +732,21 @@ class Store:
                     if doc is None:
                         conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
                     else:
-                        live = ", retired_ms = NULL" if table in RETIRING_TABLES else ""
                         conn.execute(
                             f"INSERT INTO {table}(key, doc) VALUES (?, ?) "
-                            f"ON CONFLICT(key) DO UPDATE SET doc = excluded.doc{live}",
+                            "ON CONFLICT(key) DO UPDATE SET doc = excluded.doc",
                             (key, doc),
                         )
+                        if table in RETIRING_TABLES:
+                            # Back in memory. Not in the upsert: a SET of retired_ms, even to
+                            # the NULL it was, rewrites its partial indexes' pages at every
+                            # commit (a page more written per operation row, SD-card wear);
+                            # this finds the row by its key and writes only when it was gone.
+                            conn.execute(
+                                f"UPDATE {table} SET retired_ms = NULL "
+                                "WHERE key = ? AND retired_ms IS NOT NULL",
+                                (key,),
+                            )
                 for table, key, doc, at_ms in retired:
                     conn.execute(
                         f"INSERT INTO {table}(key, doc, retired_ms) VALUES (?, ?, ?) "
