@@ -10,7 +10,7 @@ across a gateway restart acts once), the machine by its control port (``--contro
 A :class:`Schedule` (seeded) lists the operations with the parts the machine makes for each and
 the alarms it stops with; :meth:`Chain.produce` works through it and calls a fault hook between
 machine cycles; :meth:`Chain.settle` waits for every verdict; :meth:`Chain.ledgers` reads the
-three ledgers after the daemons are stopped: what the machine made (its own counters, never
+three ledgers: what the machine made (its own counters, never
 wrapped), what the gateway confirmed (its database) and what SAP posted (the stand-in's ledger,
 by ``ExternalSystemConfirmation``, the GUID the relay makes of each ``idem_key``).
 :func:`judge` compares them.
@@ -851,8 +851,8 @@ class Chain:
     # ------------------------------------------------------------------ the ledgers
 
     def ledgers(self) -> Ledgers:
-        """The three ledgers, read after :meth:`stop_daemons` (the gateway's database as its
-        next start would see it)."""
+        """The three ledgers: the machine's counters, the gateway's database (read-only, a
+        committed snapshot, also while it runs) and SAP's ledger."""
         assert self.machine is not None
         assert self.sap is not None
         report = self.machine.cmd("values")

@@ -49,6 +49,8 @@ def shared(
         result_timeout_s=4.0,
     ) as chain:
         yield chain
+        # The daemons kept running through every fault, and stop cleanly on SIGTERM.
+        assert chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
 
 
 def run(chain: Chain, schedule: Schedule, fault: Any = None, **settle: Any) -> None:
