@@ -26,7 +26,10 @@ naive, Node-RED; then the next rate; then the next run):
   shipped defaults except what points it at the server and the broker: ``[mqtt]`` on the bench
   broker, ``[panel]`` enabled on a free port (the local API starts the operation), one
   ``[[counting.sources]]`` good counter and one ``[[sources.opcua]]`` link on the counter node
-  with ``publishing_interval_ms = 10`` (``sampling_interval_ms`` left at its default, 0). The
+  with ``publishing_interval_ms = 10`` (``sampling_interval_ms`` left at its default, 0), and
+  ``[mqtt] historian_interval_s = 0``: every counter value goes out, as the naive script and
+  Node-RED send them (the shipped 1 s holds a fast counter to one message a second, which
+  ``bench/wear.py`` measures; it would make this a measure of that interval). The
   operation is dispatched as a plant does it, ``mes.dispatch/1`` on
   ``<root>/_mes_v1/order/dispatch`` (QoS 1; the bench waits for ``_mes_v1/order/received``),
   and started with ``POST /api/commands/start-production``. The operation has no standard cycle
@@ -137,6 +140,7 @@ enterprise = "acme"
 site = "plant1"
 area = "bench"
 line = "line1"
+historian_interval_s = {historian_s}
 
 [panel]
 enabled = true
@@ -449,6 +453,9 @@ class Ours(Peer):
     name = "ours"
     extra_toml = ""  # appended to the config (a variant's own settings, e.g. bench/wear.py's)
     publishing_ms = PUBLISHING_MS
+    # Every value, as the naive script and Node-RED send it (the shipped default, 1 s, holds
+    # a fast counter's values to one a second: bench/wear.py measures what that saves)
+    historian_s = 0.0
 
     def start(self, base: int, mark: int) -> None:
         self.base = base
@@ -466,6 +473,7 @@ class Ours(Peer):
                 endpoint=self.ctx.endpoint,
                 node=self.ctx.node,
                 publishing_ms=self.publishing_ms,
+                historian_s=self.historian_s,
             )
             + self.extra_toml
         )

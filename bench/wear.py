@@ -14,11 +14,14 @@ the same mosquitto and the same subscriber:
 
 - **ours, shipped defaults**: ``edge run`` as ``bench/e2e.py`` starts it (dispatched over MQTT,
   started through the local API, every count durable with ``synchronous=FULL`` before it is
-  sent), with the shipped OPC UA publishing interval (100 ms);
-- **ours, 10 ms publishing**: the same with ``publishing_interval_ms = 10`` (``bench/e2e.py``'s
-  latency setting): up to ten times more notifications, so more commits;
-- **ours, 10 ms + group commit 20 ms**: the same with ``[engine] batch_window_ms = 20``, the
-  setting that trades up to 20 ms of latency for fewer commits;
+  sent), with the shipped OPC UA publishing interval (100 ms) and the shipped
+  ``[mqtt] historian_interval_s = 1`` (a counter's time series: at most one value a second);
+- **ours, every historian value**: the same with ``historian_interval_s = 0`` (one message,
+  so one outbox row and its acknowledgement, per commit that changed the count);
+- **ours, 10 ms publishing**: ``publishing_interval_ms = 10``: up to ten times more
+  notifications, so more commits; and with every historian value too (``bench/e2e.py``'s
+  latency setting), and that with ``[engine] batch_window_ms = 20``, which trades up to 20 ms
+  of latency for fewer commits;
 - **naive logger** (``--child logger``, the baseline): what a plant engineer adds to the naive
   script to keep the values: an asyncua subscription (100 ms publishing, asyncua's defaults)
   whose callback inserts the value into a SQLite table and commits (WAL, ``synchronous=FULL``,
@@ -78,15 +81,24 @@ class Variant:
     title: str
     publishing_ms: float = 100.0
     extra_toml: str = ""
+    historian_s: float = 1.0  # the shipped [mqtt] historian_interval_s
 
 
 VARIANTS = (
-    Variant("ours", "ours, shipped defaults (publishing 100 ms)"),
+    Variant("ours", "ours, shipped defaults (publishing 100 ms, historian 1 s)"),
+    Variant("ours-every", "ours, every historian value (historian_interval_s 0)", historian_s=0.0),
     Variant("ours-10ms", "ours, publishing 10 ms", publishing_ms=10.0),
     Variant(
-        "ours-10ms-batch20",
-        "ours, publishing 10 ms, batch_window_ms 20",
+        "ours-10ms-every",
+        "ours, publishing 10 ms, every historian value (bench/e2e.py's)",
         publishing_ms=10.0,
+        historian_s=0.0,
+    ),
+    Variant(
+        "ours-10ms-every-batch20",
+        "ours, as bench/e2e.py's, batch_window_ms 20",
+        publishing_ms=10.0,
+        historian_s=0.0,
         extra_toml="\n[engine]\nbatch_window_ms = 20\n",
     ),
     Variant("logger", "naive logger (asyncua -> SQLite, commit per value)"),
@@ -221,6 +233,7 @@ def run_variant(
         else:
             ours = Ours(ctx, workdir)
             ours.publishing_ms = variant.publishing_ms
+            ours.historian_s = variant.historian_s
             ours.extra_toml = variant.extra_toml
             base = int(server.request({"cmd": "value"})["value"])
             ours.start(base, ctx.sub.mark())

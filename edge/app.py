@@ -40,6 +40,7 @@ async def open_engine(cfg: GatewayConfig, *, new_database: bool = False) -> Engi
         batch_window_ms=cfg.engine.batch_window_ms,
         max_batch=cfg.engine.max_batch,
         outbound=messages,
+        historian_interval_ms=cfg.mqtt.historian_interval_s * 1000,
     )
 
 

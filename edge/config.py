@@ -260,6 +260,9 @@ class MqttSection(_Section):
     result_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     historical_after_s: Annotated[float, Field(ge=0)] = 10.0
     max_inbound_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 256 * 1024
+    # The counters' _historian values: at most one per counter and operation in this many
+    # seconds, the latest winning and the last always sent (0: one per commit that changed it).
+    historian_interval_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
 
     @field_validator("root")
     @classmethod

@@ -78,6 +78,7 @@ class Engine:
         logger: Logger | None = None,
         executor: ThreadPoolExecutor | None = None,
         free_space: Callable[[Path], int] | None = None,
+        historian_interval_ms: float = 0.0,
     ) -> None:
         self.store = store
         self.wc = wc
@@ -99,7 +100,8 @@ class Engine:
         self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="edge-store")
         self._listeners: list[CommitListener] = []
         self._commit_hooks: list[Callable[[list[OutboxRow]], None]] = []
-        self._published: dict[tuple[str, str], object] = {}
+        # The counters' historian values: at most one per interval (the last always sent).
+        self._series = outbound.counter_series(historian_interval_ms)
         # Ids of operator commands already journaled (see submit); loaded by open(). Only ids
         # still in the journal: retention drops those of the entries it deletes (maintain).
         self._commands: set[str] = set()
@@ -291,6 +293,11 @@ class Engine:
             batch.append(self._queue.get_nowait())
         if batch:
             await asyncio.shield(self._process(batch))
+        if self._series.held:
+            # The counts the historian's interval still holds go out with a last tick.
+            self._series.release()
+            last = _Queued([Tick(self.clock.now())], None, None)
+            await asyncio.shield(self._process([last]))
 
     def _ticker_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -333,6 +340,12 @@ class Engine:
             self.busy_since = None
             self.batches_done += 1
 
+    @staticmethod
+    def _closing_tick(batch: list[_Queued]) -> Tick | None:
+        """The tick that closes the batch, if one does."""
+        last = batch[-1].inputs[-1] if batch and batch[-1].inputs else None
+        return last if isinstance(last, Tick) else None
+
     def _drop_duplicates(self, batch: list[_Queued]) -> list[_Queued]:
         """Answer commands already carried out (or twice in this batch) without applying them."""
         fresh: list[_Queued] = []
@@ -361,11 +374,18 @@ class Engine:
             ]
             retired = retired_rows(self.wc)
             if entries:
+                at = entries[-1].input.at
                 entries[-1].outbox.extend(
-                    self._outbound.counter_messages(
-                        self.wc.active, self._published, entries[-1].input.at.wall_ms
-                    )
+                    self._series.changed(self.wc.active, at.wall_ms, at.mono_ms)
                 )
+            elif (tick := self._closing_tick(batch)) is not None and (
+                held := self._series.changed(self.wc.active, tick.at.wall_ms, tick.at.mono_ms)
+            ):
+                # Counts held back by the historian's interval (or not sent since the start)
+                # and nothing else to commit: the tick carries them (journaled; a replay of it
+                # changes nothing).
+                entries = [JournalEntry(tick, (), held, [], None, codec.encode_input(tick))]
+            if entries:
                 added = await self._in_store(self.store.commit, entries, rows, retired)
         except StoreError as exc:
             await self._commit_failed(batch, exc)
@@ -480,7 +500,7 @@ class Engine:
             self.log.error("reloading the state failed", error=str(load_exc))
         self.wc.take_dirty()
         self.wc.take_retired()
-        self._published.clear()
+        self._series.clear()
         for queued in batch:
             if queued.future is not None and not queued.future.done():
                 queued.future.set_exception(exc)
@@ -589,11 +609,10 @@ class Engine:
         self.retention.ops_retired += ops_total
         self.retention.stops_retired += stops_total
         if ops_total:
-            # The counts last sent per operation (counter_messages) only matter for one
+            # The counts last sent per operation (the counter series) only matter for one
             # that may run again: without this they grew with every operation ever run.
             kept = self.wc.operations
-            for sent in [k for k in self._published if OperationKey.parse(k[0]) not in kept]:
-                del self._published[sent]
+            self._series.forget(lambda key: key in kept)
         if ops_total or stops_total:
             self.log.info(
                 "finished operations left memory (their rows stay in the database)",

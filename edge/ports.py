@@ -24,7 +24,7 @@ from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event, Outcome
 from edge.domain.inputs import Input
-from edge.domain.model import Operation
+from edge.domain.model import Operation, OperationKey
 from edge.store.retention import RetentionStats
 from edge.store.store import OutboxMessage, OutboxRow
 
@@ -53,12 +53,31 @@ class Outbound(Protocol):
 
     def settled_keys(self, events: Iterable[Event]) -> list[str]: ...
 
-    def counter_messages(
-        self,
-        active: Iterable[Operation],
-        published: dict[tuple[str, str], object],
-        at_wall_ms: int,
+    def counter_series(self, min_interval_ms: float) -> CounterSeries: ...
+
+
+class CounterSeries(Protocol):
+    """The counters' time series (``edge.sync.messages.CounterSeries``): what each commit
+    sends of the operations' counts, at most once per interval, the last value always."""
+
+    def __len__(self) -> int: ...
+
+    def changed(
+        self, active: Iterable[Operation], at_wall_ms: int, mono_ms: int
     ) -> list[OutboxMessage]: ...
+
+    @property
+    def held(self) -> int: ...
+
+    def due(self, mono_ms: int) -> bool: ...
+
+    def release(self) -> None: ...
+
+    def flush(self, mono_ms: int) -> list[OutboxMessage]: ...
+
+    def forget(self, keep: Callable[[OperationKey], bool]) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 class InputSink(Protocol):

@@ -11,7 +11,7 @@ Business events go under ``_mes_v1``; time series under ``_historian``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edge.domain.events import Event, EventType
 from edge.domain.model import Operation, OperationKey
@@ -112,22 +112,89 @@ def messages_for(events: Iterable[Event]) -> list[OutboxMessage]:
     return out
 
 
-def counter_messages(
-    active: Iterable[Operation], published: dict[tuple[str, str], object], at_wall_ms: int
-) -> list[OutboxMessage]:
-    """Historian values of the active operations' counters that changed since ``published``
-    (which it updates): once per commit rather than once per count."""
-    msgs: list[OutboxMessage] = []
-    for op in active:
-        for name, value in (
-            ("counter/good", op.counted.good),
-            ("counter/scrap", op.counted.scrap_total),
-        ):
-            key = (str(op.key), name)
-            if published.get(key) != value:
-                published[key] = value
-                msgs.append(historian_message(name, value, at_wall_ms))
-    return msgs
+CounterKey = tuple[str, str]  # (operation key, "counter/good" | "counter/scrap")
+
+
+class CounterSeries:
+    """The historian values of each operation's counters (``_historian/counter/good`` and
+    ``/scrap``), from the commits: a value goes out when it changed, at most once per
+    ``min_interval_ms`` for each operation and counter. One that changed sooner is held, the
+    latest winning, and goes out once its interval is over (:meth:`due`, then the commit of
+    :meth:`changed` or :meth:`flush`), stamped when it was reached: the last value is always
+    sent. A fast counter so adds about one outbox row a second instead of one per commit (the
+    rows, their indexes and their acknowledgements are most of what a commit writes), and a
+    slow one is sent as before. Business messages are never held. 0: every commit that changed
+    a value sends it. Times are the engine's monotonic milliseconds."""
+
+    def __init__(self, min_interval_ms: float = 0.0) -> None:
+        self.min_interval_ms = max(0.0, float(min_interval_ms))
+        self._sent: dict[CounterKey, object] = {}  # the value last sent
+        self._sent_at: dict[CounterKey, int] = {}
+        self._held: dict[CounterKey, tuple[object, int]] = {}  # (value, when reached, wall ms)
+
+    def __len__(self) -> int:
+        return len(self._sent) + len(self._held)
+
+    def changed(
+        self, active: Iterable[Operation], at_wall_ms: int, mono_ms: int
+    ) -> list[OutboxMessage]:
+        """The values of the active operations' counters that changed since they were last
+        sent, and those held whose interval is over: the messages of this commit."""
+        for op in active:
+            for name, value in (
+                ("counter/good", op.counted.good),
+                ("counter/scrap", op.counted.scrap_total),
+            ):
+                key = (str(op.key), name)
+                if self._sent.get(key) == value and key in self._sent:
+                    self._held.pop(key, None)  # back where it was sent: nothing to say
+                elif self._held.get(key, (None,))[0] != value:
+                    self._held[key] = (value, at_wall_ms)
+        return self.flush(mono_ms)
+
+    @property
+    def held(self) -> int:
+        """How many values wait for their interval."""
+        return len(self._held)
+
+    def due(self, mono_ms: int) -> bool:
+        """Whether a held value may go out now (a commit of its own when nothing else does)."""
+        return any(self._ready(key, mono_ms) for key in self._held)
+
+    def release(self) -> None:
+        """From now on every value goes out at once (the engine stops: nothing stays held)."""
+        self.min_interval_ms = 0.0
+
+    def flush(self, mono_ms: int) -> list[OutboxMessage]:
+        """The held values whose interval is over, as messages; they count as sent."""
+        msgs: list[OutboxMessage] = []
+        for key in [k for k in self._held if self._ready(k, mono_ms)]:
+            value, at_wall_ms = self._held.pop(key)
+            self._sent[key] = value
+            self._sent_at[key] = mono_ms
+            msgs.append(historian_message(key[1], value, at_wall_ms))
+        return msgs
+
+    def forget(self, keep: Callable[[OperationKey], bool]) -> None:
+        """Leave out the operations ``keep`` says no to (they left memory)."""
+        for store in (self._sent, self._sent_at, self._held):
+            for key in [k for k in store if not keep(OperationKey.parse(k[0]))]:
+                del store[key]
+
+    def clear(self) -> None:
+        """After a failed commit: what was sent is not known, so everything goes out again."""
+        self._sent.clear()
+        self._sent_at.clear()
+        self._held.clear()
+
+    def _ready(self, key: CounterKey, mono_ms: int) -> bool:
+        last = self._sent_at.get(key)
+        return last is None or mono_ms - last >= self.min_interval_ms
+
+
+def counter_series(min_interval_ms: float = 0.0) -> CounterSeries:
+    """The engine's :class:`CounterSeries` (an :class:`edge.ports.Outbound` part)."""
+    return CounterSeries(min_interval_ms)
 
 
 def historian_message(name: str, value: object, at_wall_ms: int) -> OutboxMessage:

@@ -343,7 +343,7 @@ async def test_the_engine_forgets_the_counters_it_published_for_operations_that_
             clocks.advance(2 * DAY_MS)
             await engine.maintenance_step(POLICY, force=True)
         assert len(engine.wc.operations) == 0
-        assert len(engine._published) <= 2 * len(engine.wc.operations)
+        assert len(engine._series) <= 2 * len(engine.wc.operations)
 
 
 async def test_assigned_unassigned_production_leaves_memory_and_stays_stored(
