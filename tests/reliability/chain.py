@@ -783,17 +783,23 @@ class Chain:
             base = machine.made()
             base_total = self.op_base = base["good"] + base["scrap"]
             stops = list(op.stops)
+            run_until = 0  # after a stop the machine runs a few parts before it goes idle
             machine.cmd("run")
             while True:
                 made = machine.made()
                 n = made["good"] + made["scrap"] - base_total
-                if n >= op.parts and not stops and not (fault is not None and pending(fault, op)):
+                if (
+                    n >= max(op.parts, run_until)
+                    and not stops
+                    and not (fault is not None and pending(fault, op))
+                ):
                     break
                 if stops and n >= stops[0].at_part:
                     stop = stops.pop(0)
                     machine.cmd("stop", alarm=stop.alarm)
                     time.sleep(stop.seconds)
                     machine.cmd("run")
+                    run_until = n + 3
                     continue
                 if fault is not None:
                     fault(self, op, n)
