@@ -200,8 +200,11 @@ def gather_status(
     # The current shift up to now (the daemon's monotonic clock goes on with the wall clock
     # from the last journaled input, as far as this tool can tell).
     mark = last or Instant(now_ms, 0)
-    kpis = wc.shift_kpis(Instant(now_ms, mark.mono_ms + max(0, now_ms - mark.wall_ms)))
+    now = Instant(now_ms, mark.mono_ms + max(0, now_ms - mark.wall_ms))
+    kpis = wc.shift_kpis(now)
     out["shift"] = kpis_payload(kpis) if kpis is not None else None
+    day = wc.day_kpis(now)
+    out["day"] = kpis_payload(day) if day is not None else None
     header = wc.header
     out["machine"] = {
         "state": header.machine_state.value if header.machine_state else None,
@@ -289,6 +292,8 @@ def render_status(s: dict[str, Any]) -> str:
         )
     if s.get("shift"):
         lines.append(f"  shift      {shift_line(s['shift'])}")
+    if s.get("day"):
+        lines.append(f"  day        {shift_line(s['day'])}")
     o = s["outbox"]
     oldest = f", oldest unfinished {o['oldest_unfinished_age_s']} s old" if o["depth"] else ""
     lines.append(

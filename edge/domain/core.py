@@ -32,6 +32,7 @@ from typing import Any
 
 from edge.domain import andon, confirmations, counting, dispatch, kpis, lifecycle, retire, stops
 from edge.domain.andon import AndonState, andon_state
+from edge.domain.calendar import shift_of
 from edge.domain.clock import Instant
 from edge.domain.confirmations import index_confirmation, next_verdict
 from edge.domain.dispatch import FIXED_ONCE_STARTED, dispatch_order
@@ -201,6 +202,11 @@ class WorkCenter(WorkCenterState):
     def shift_kpis(self, now: Instant) -> Kpis | None:
         """ISO 22400 KPIs of the shift ``now`` falls in, up to ``now``."""
         return kpis.current(self, now)
+
+    def day_kpis(self, now: Instant) -> Kpis | None:
+        """ISO 22400 KPIs of the day of the shift ``now`` falls in (a night shift after
+        midnight belongs to the day it started), up to ``now``."""
+        return kpis.closing_day(self, shift_of(now, self.calendar)[1], now)
 
     def booked_kpis(self, shift_id: str) -> Kpis | None:
         """ISO 22400 KPIs of a booked shift (``2026-03-04/early``), stops by their latest

@@ -61,6 +61,11 @@ def test_status_json_shows_the_work_center_state(plant: tuple[Path, Path]) -> No
     assert shift["down_by_reason_s"][0]["code"] == "PENDING"
     total = sum(v for k, v in shift["time_s"].items() if k not in ("POT", "PBT"))
     assert total == pytest.approx(shift["time_s"]["POT"], abs=0.01)
+    # The day so far: its one shift (and no unscheduled time), the same figures.
+    day = s["day"]
+    assert (day["shift"], day["shift_id"]) == ("day", shift["day"])
+    assert (day["good"], day["scrap"]) == (30, 2)
+    assert day["time_s"]["POT"] == shift["time_s"]["POT"]
     # A status read is not a boot, and leaves the database as it was.
     assert _boot_seq(db) == before
 
@@ -76,6 +81,7 @@ def test_status_text_without_a_config(plant: tuple[Path, Path]) -> None:
     assert "4711/0020 running: good 30, scrap 2 of 100 PC" in out
     assert "2 awaiting the relay" in out
     assert "/day: OEE " in out
+    assert "  day        " in out
     assert "stops PENDING" in out
 
 
