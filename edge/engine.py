@@ -379,7 +379,9 @@ class Engine:
                     self._series.changed(self.wc.active, at.wall_ms, at.mono_ms)
                 )
             elif (tick := self._closing_tick(batch)) is not None and (
-                held := self._series.changed(self.wc.active, tick.at.wall_ms, tick.at.mono_ms)
+                held := self._series.changed(
+                    self.wc.active, tick.at.wall_ms, tick.at.mono_ms, idle=True
+                )
             ):
                 # Counts held back by the historian's interval (or not sent since the start)
                 # and nothing else to commit: the tick carries them (journaled; a replay of it

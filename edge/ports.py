@@ -63,7 +63,7 @@ class CounterSeries(Protocol):
     def __len__(self) -> int: ...
 
     def changed(
-        self, active: Iterable[Operation], at_wall_ms: int, mono_ms: int
+        self, active: Iterable[Operation], at_wall_ms: int, mono_ms: int, *, idle: bool = False
     ) -> list[OutboxMessage]: ...
 
     @property

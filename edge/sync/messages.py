@@ -130,27 +130,34 @@ class CounterSeries:
         self.min_interval_ms = max(0.0, float(min_interval_ms))
         self._sent: dict[CounterKey, object] = {}  # the value last sent
         self._sent_at: dict[CounterKey, int] = {}
-        self._held: dict[CounterKey, tuple[object, int]] = {}  # (value, when reached, wall ms)
+        # (value, when reached in wall ms, since when held in monotonic ms)
+        self._held: dict[CounterKey, tuple[object, int, int]] = {}
 
     def __len__(self) -> int:
         return len(self._sent) + len(self._held)
 
     def changed(
-        self, active: Iterable[Operation], at_wall_ms: int, mono_ms: int
+        self, active: Iterable[Operation], at_wall_ms: int, mono_ms: int, *, idle: bool = False
     ) -> list[OutboxMessage]:
         """The values of the active operations' counters that changed since they were last
-        sent, and those held whose interval is over: the messages of this commit."""
+        sent, and those held whose interval is over: the messages of this commit. ``idle``
+        (a tick with nothing else to commit): only what waited a whole interval goes, so a
+        counter that moves about once an interval goes out with its own commits and adds none;
+        one that stopped is sent within two intervals."""
         for op in active:
             for name, value in (
                 ("counter/good", op.counted.good),
                 ("counter/scrap", op.counted.scrap_total),
             ):
                 key = (str(op.key), name)
-                if self._sent.get(key) == value and key in self._sent:
+                held = self._held.get(key)
+                if key in self._sent and self._sent[key] == value:
                     self._held.pop(key, None)  # back where it was sent: nothing to say
-                elif self._held.get(key, (None,))[0] != value:
-                    self._held[key] = (value, at_wall_ms)
-        return self.flush(mono_ms)
+                elif held is None:
+                    self._held[key] = (value, at_wall_ms, mono_ms)
+                elif held[0] != value:
+                    self._held[key] = (value, at_wall_ms, held[2])
+        return self._out(mono_ms, idle)
 
     @property
     def held(self) -> int:
@@ -158,7 +165,7 @@ class CounterSeries:
         return len(self._held)
 
     def due(self, mono_ms: int) -> bool:
-        """Whether a held value may go out now (a commit of its own when nothing else does)."""
+        """Whether a held value may go out now."""
         return any(self._ready(key, mono_ms) for key in self._held)
 
     def release(self) -> None:
@@ -167,9 +174,14 @@ class CounterSeries:
 
     def flush(self, mono_ms: int) -> list[OutboxMessage]:
         """The held values whose interval is over, as messages; they count as sent."""
+        return self._out(mono_ms, idle=False)
+
+    def _out(self, mono_ms: int, idle: bool) -> list[OutboxMessage]:
         msgs: list[OutboxMessage] = []
         for key in [k for k in self._held if self._ready(k, mono_ms)]:
-            value, at_wall_ms = self._held.pop(key)
+            if idle and mono_ms - self._held[key][2] < self.min_interval_ms:
+                continue
+            value, at_wall_ms, _ = self._held.pop(key)
             self._sent[key] = value
             self._sent_at[key] = mono_ms
             msgs.append(historian_message(key[1], value, at_wall_ms))

@@ -74,6 +74,23 @@ def test_interval_zero_sends_every_change_and_release_lets_everything_out() -> N
     assert values(held.flush(2)) == [("_historian/counter/good", 2, 1)]
 
 
+def test_an_idle_tick_sends_only_what_waited_a_whole_interval() -> None:
+    series = CounterSeries(1000)
+    series.changed([_Op(OP, 1)], 0, 0)  # type: ignore[list-item]
+    assert not series.changed([_Op(OP, 2)], 900, 900)  # type: ignore[list-item]
+    # the tick at 1.5 s: the value waited 0.6 s only; the next part's commit will carry it
+    assert not series.changed([_Op(OP, 2)], 1500, 1500, idle=True)  # type: ignore[list-item]
+    assert values(series.changed([_Op(OP, 3)], 1900, 1900)) == [
+        ("_historian/counter/good", 3, 1900)
+    ]
+    # a counter that stopped: the tick a whole interval after it was held sends it
+    assert not series.changed([_Op(OP, 4)], 2100, 2100)  # type: ignore[list-item]
+    assert not series.changed([_Op(OP, 4)], 3000, 3000, idle=True)  # type: ignore[list-item]
+    assert values(series.changed([_Op(OP, 4)], 3100, 3100, idle=True)) == [  # type: ignore[list-item]
+        ("_historian/counter/good", 4, 2100)
+    ]
+
+
 def test_forget_and_clear() -> None:
     series = CounterSeries(1000)
     series.changed([_Op(OP, 1), _Op("4711/0030", 1)], 0, 0)  # type: ignore[list-item]
