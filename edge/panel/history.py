@@ -36,6 +36,26 @@ _QUERY: Final = f"""
 """
 
 
+_CHANGES: Final = """
+    SELECT op, at_wall_ms, data FROM event
+     WHERE type = 'operation_changed' AND json_extract(data, '$.active')
+     ORDER BY id DESC LIMIT 50
+"""
+
+
+def change_notice(op: str, at_wall_ms: int, data: object) -> m.ChangeNotice | None:
+    """The notice of an ``operation_changed`` event's data (None if it is not one)."""
+    changes = data.get("changes") if isinstance(data, dict) else None
+    if not isinstance(changes, dict) or not changes:
+        return None
+    return m.ChangeNotice(
+        notice_id=f"{op}@{at_wall_ms}",
+        op=op,
+        at_wall_ms=at_wall_ms,
+        changes={str(k): list(v)[:2] for k, v in changes.items() if isinstance(v, list)},
+    )
+
+
 class ConfirmationHistory:
     """Reads the events of one confirmation from the database at ``db_path``."""
 
@@ -52,6 +72,22 @@ class ConfirmationHistory:
         finally:
             conn.close()
         return [_entry(*row) for row in rows]
+
+    def latest_changes(self) -> dict[str, m.ChangeNotice]:
+        """The latest change central made to each operation while it was active."""
+        uri = self.db_path.resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=2.0)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            rows = conn.execute(_CHANGES).fetchall()
+        finally:
+            conn.close()
+        out: dict[str, m.ChangeNotice] = {}
+        for op, at_wall_ms, data in rows:
+            notice = change_notice(op, at_wall_ms, json.loads(data))
+            if notice is not None and op not in out:
+                out[op] = notice
+        return out
 
 
 def _entry(

@@ -19,7 +19,7 @@ from fastapi import Request
 from edge.aio import wait_set
 from edge.config import GatewayConfig
 from edge.domain.clock import Instant
-from edge.domain.events import Outcome
+from edge.domain.events import Event, EventType, Outcome
 from edge.domain.inputs import Input
 from edge.domain.model import OperationKey
 from edge.errors import DuplicateCommand, EngineStopped, StoreError
@@ -28,7 +28,7 @@ from edge.metrics import render as render_metrics
 from edge.panel import models as m
 from edge.panel.auth import SupervisorAuth
 from edge.panel.errors import ApiError, scalar, unavailable
-from edge.panel.history import ConfirmationHistory
+from edge.panel.history import ConfirmationHistory, change_notice
 from edge.panel.view import (
     ViewMeta,
     active_out,
@@ -75,6 +75,21 @@ class PanelHub:
         # A commit hook rather than an event listener: counts change the numbers on the panel
         # without any event, and every commit that journaled something may have changed them.
         engine.add_commit_hook(self.on_commit)
+        # The latest change central made to an active operation, per operation: from the
+        # stored events at start, then from each commit's.
+        self._notices: dict[str, m.ChangeNotice] = {}
+        try:
+            self._notices = self.history.latest_changes()
+        except sqlite3.Error as exc:
+            log.warning("earlier changes by central not read", error=str(exc))
+        engine.add_listener(self.on_events)
+
+    def on_events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            if event.type is EventType.OPERATION_CHANGED and event.op and event.data.get("active"):
+                notice = change_notice(event.op, event.at.wall_ms, dict(event.data))
+                if notice is not None:
+                    self._notices[event.op] = notice
 
     def on_commit(self, _: Sequence[OutboxRow]) -> None:
         self.revision += 1
@@ -115,7 +130,10 @@ class PanelHub:
             variance_reasons=tuple(panel.variance_reasons),
             supervisor_configured=self.auth.configured,
         )
-        return snapshot(self.engine.work_center, self.engine.now(), meta)
+        state = snapshot(self.engine.work_center, self.engine.now(), meta)
+        active = {op.op for op in state.active}
+        notices = [n for op, n in self._notices.items() if op in active]
+        return state.model_copy(update={"notices": notices}) if notices else state
 
     def active(self) -> list[m.ActiveOperation]:
         wc = self.engine.work_center

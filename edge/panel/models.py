@@ -304,6 +304,17 @@ class HistoryEntry(_Out):
     )
 
 
+class ChangeNotice(_Out):
+    """Central changed an operation while it was active (a new dispatch list): what changed."""
+
+    notice_id: str = Field(description="the same change keeps its id: a panel acknowledges it once")
+    op: str
+    at_wall_ms: int
+    changes: dict[str, list[str | int | float | bool | None]] = Field(
+        description="field: [before, after]"
+    )
+
+
 class ConfirmationHistoryOut(_Out):
     conf_id: str
     entries: list[HistoryEntry] = Field(description="oldest first, as far as events are kept")
@@ -351,6 +362,9 @@ class PanelState(_Out):
     variance_reasons: list[str]
     help_categories: list[str]
     help_calls: list[HelpCallOut]
+    notices: list[ChangeNotice] = Field(
+        default_factory=list, description="the latest change central made to each active operation"
+    )
     unassigned: list[UnassignedOut] = Field(
         default_factory=list, description="production not assigned yet, newest first"
     )

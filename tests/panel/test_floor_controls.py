@@ -335,3 +335,38 @@ async def test_a_confirmations_history_from_the_stored_events(tmp_path: Path) ->
         assert entries[0]["sent"] in ("pending", "published", "done")  # its outbox message
         times = [e["at_wall_ms"] for e in entries]
         assert times == sorted(times)
+
+
+async def test_a_change_by_central_to_the_running_order_is_a_notice(tmp_path: Path) -> None:
+    cfg = panel_config(tmp_path)
+    async with (
+        running_panel(cfg) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        await panel.dispatch(
+            spec("4711", "0020", 30, 10, std_cycle_s=10.0), spec("4712", "0010", 50, 20)
+        )
+        r = await post(client, "/api/commands/start-production", op=OP)
+        assert r.status_code == 200, r.text
+        assert r.json()["state"]["notices"] == []
+        await panel.dispatch(
+            spec("4711", "0020", 40, 10, std_cycle_s=8.0, due="2030-03-03T14:00:00Z"),
+            spec("4712", "0010", 60, 20),  # not active: no notice
+            version=2,
+        )
+        (notice,) = (await client.get("/api/state")).json()["notices"]
+        assert notice["op"] == OP
+        assert notice["changes"] == {
+            "target_qty": [30, 40],
+            "std_cycle_s": [10.0, 8.0],
+            "due": [None, "2030-03-03T14:00:00Z"],
+        }
+    async with (  # after a restart, from the stored events
+        running_panel(cfg) as panel,
+        httpx.AsyncClient(base_url=panel.url) as client,
+    ):
+        (again,) = (await client.get("/api/state")).json()["notices"]
+        assert again == notice
+        r = await post(client, "/api/commands/complete", op=OP, variance_reason="V1")
+        assert r.status_code == 200, r.text
+        assert r.json()["state"]["notices"] == []  # only for what is active

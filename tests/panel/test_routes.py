@@ -56,6 +56,9 @@ class RecordingEngine:
     def add_commit_hook(self, hook: Callable[..., None]) -> None:
         pass
 
+    def add_listener(self, listener: Callable[..., None]) -> None:
+        pass
+
     def now(self) -> Instant:
         return NOW
 

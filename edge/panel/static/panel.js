@@ -466,6 +466,33 @@
     const slots = a.reduce((n, b) => n + (b.classList.contains('wide') ? 2 : 1), 0);
     if (slots > 8) a.forEach((b) => b.classList.remove('wide'));
     el.append(h('div', { class: 'order' }, main, h('div', { class: 'actions' }, a)));
+    const notice = (S.notices || []).find((n) => n.op === op.op && !seenNotice(n));
+    if (notice) el.append(noticeStrip(notice));
+  }
+
+  // Central changed the running order (quantity, due date, standard cycle ...): shown over the
+  // order until the operator taps "Seen" on this panel, or the next change replaces it.
+  const seenNotice = (n) => localStorage.getItem('panel.notice.' + n.op) === n.notice_id;
+
+  function changeValue(field, value) {
+    if (value === null || value === undefined || value === '') return '–';
+    if (field === 'due') return dateTime(String(value));
+    if (field.endsWith('_s') && typeof value === 'number') return t('change.seconds', { s: qty(value) });
+    return typeof value === 'number' ? qty(value) : String(value);
+  }
+
+  function noticeStrip(n) {
+    const items = Object.entries(n.changes).map(([field, [before, after]]) =>
+      h('div', { class: 'notice-item', 'data-change': field },
+        `${has('change.' + field) ? t('change.' + field) : field}: ${changeValue(field, before)} → ${changeValue(field, after)}`));
+    return h('div', { class: 'notice', role: 'alert', 'data-notice': n.notice_id },
+      h('div', { class: 'notice-body' },
+        h('div', { class: 'notice-title' }, t('change.title', { time: time(new Date(n.at_wall_ms).toISOString()) })),
+        items),
+      button(t('btn.seen'), '', () => {
+        localStorage.setItem('panel.notice.' + n.op, n.notice_id);
+        renderAll();
+      }, { 'data-cmd': 'seen' }));
   }
 
   function renderOrders(el) {
