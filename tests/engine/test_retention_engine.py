@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -71,8 +72,11 @@ class Clocks:
 
 
 @contextlib.asynccontextmanager
-async def running(path: Path, clocks: Clocks) -> AsyncIterator[Engine]:
-    engine = await Engine.open(Store(path), rules(), outbound=messages, time_source=clocks.source())
+async def running(path: Path, clocks: Clocks, **options: Any) -> AsyncIterator[Engine]:
+    """The engine on ``path`` with the test's clocks (``options``: Engine's keyword arguments)."""
+    engine = await Engine.open(
+        Store(path), rules(), outbound=messages, time_source=clocks.source(), **options
+    )
     task = asyncio.create_task(engine.run(tick_interval_s=None))
     try:
         yield engine

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 from edge.domain.inputs import Action, CounterReading, DispatchList, ReportScrap, Tick, Transition
 from edge.domain.model import OperationKey, OperationSpec, Tally
-from edge.engine import Engine
-from edge.store.store import Store
 from edge.sync import messages
 from edge.sync.messages import CounterSeries
-from tests.engine.helpers import rules, spec
-from tests.engine.test_retention_engine import Clocks
+from tests.engine.helpers import spec
+from tests.engine.test_retention_engine import Clocks, running
 
 OP = "4711/0020"
 
@@ -103,27 +100,6 @@ def test_forget_and_clear() -> None:
     assert len(series.changed([_Op(OP, 1)], 0, 10)) == 2  # type: ignore[list-item]
 
 
-@contextlib.asynccontextmanager
-async def engine_at(path: Path, clocks: Clocks, interval_ms: float) -> AsyncIterator[Engine]:
-    import asyncio
-
-    engine = await Engine.open(
-        Store(path),
-        rules(),
-        outbound=messages,
-        time_source=clocks.source(),
-        historian_interval_ms=interval_ms,
-    )
-    task = asyncio.create_task(engine.run(tick_interval_s=None))
-    try:
-        yield engine
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await engine.close()
-
-
 def historian(db: Path, topic: str = "_historian/counter/good") -> list[object]:
     import sqlite3
 
@@ -138,7 +114,7 @@ async def test_a_fast_counter_through_the_engine_one_row_a_second_and_the_last_v
     db = tmp_path / "edge.db"
     clocks = Clocks()
     op = OperationSpec("4711", "0020", "FG-1", Decimal(100_000))
-    async with engine_at(db, clocks, 1000) as engine:
+    async with running(db, clocks, historian_interval_ms=1000) as engine:
         now = engine.now
         await engine.submit(DispatchList(1, (op,), now()))
         await engine.submit(Transition(Action.START_PRODUCTION, OP, "operator:7", now()))
@@ -172,7 +148,7 @@ async def test_a_fast_counter_through_the_engine_one_row_a_second_and_the_last_v
 async def test_what_is_held_when_the_engine_stops_goes_out(tmp_path: Path) -> None:
     db = tmp_path / "edge.db"
     clocks = Clocks()
-    async with engine_at(db, clocks, 60_000) as engine:
+    async with running(db, clocks, historian_interval_ms=60_000) as engine:
         now = engine.now
         await engine.submit(DispatchList(1, (spec(),), now()))
         await engine.submit(Transition(Action.START_PRODUCTION, OP, "operator:7", now()))
