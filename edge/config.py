@@ -667,6 +667,11 @@ class StackLightEntry(_Section):
     blink_s: Annotated[float, Field(ge=0.1, le=5)] = 0.5  # on and off time of a blinking lamp
     buzzer_s: Annotated[float, Field(ge=0, le=600)] = 3.0  # per new stop or call; 0: silent
     lamp_test_s: Annotated[float, Field(ge=0, le=10)] = 1.0  # every lamp on at start; 0: none
+    # How an order shows on the lamps (none, blink_green, blink_yellow, yellow): a running
+    # operation that reached its target quantity, and one past its over-delivery tolerance
+    # that nobody acknowledged yet.
+    target_reached: Literal["none", "blink_green", "blink_yellow", "yellow"] = "blink_green"
+    over_tolerance: Literal["none", "blink_green", "blink_yellow", "yellow"] = "blink_yellow"
 
     @property
     def lamps(self) -> dict[str, int]:

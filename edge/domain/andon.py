@@ -13,6 +13,7 @@ render it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Reversible
 from dataclasses import dataclass
 from enum import StrEnum
@@ -178,6 +179,10 @@ class AndonState:
 
     state: str
     lights: Lights
+    # A running operation reached its target quantity; one went past its over-delivery
+    # tolerance and nobody acknowledged it yet (what :func:`signalled` puts on the lamps).
+    target_reached: bool = False
+    over_tolerance: bool = False
 
     @property
     def colour(self) -> Colour:
@@ -239,7 +244,36 @@ def andon_state(s: WorkCenterState) -> AndonState:
         state = "interrupted"
     else:
         state = "no_order"
-    return AndonState(state, lights)
+    reached = any(op.target_reached for op in s.active if op.status is OperationStatus.RUNNING)
+    over = any(op.over_tolerance and not op.over_tolerance_acknowledged for op in s.active)
+    return AndonState(state, lights, target_reached=reached, over_tolerance=over)
+
+
+class Signal(StrEnum):
+    """How the stack light shows an order's target reached or over-delivery (configurable)."""
+
+    NONE = "none"
+    BLINK_GREEN = "blink_green"  # the green lamp blinks while it would be on
+    BLINK_YELLOW = "blink_yellow"
+    YELLOW = "yellow"  # the yellow lamp on, steady
+
+
+def signalled(a: AndonState, target_reached: Signal, over_tolerance: Signal) -> Lights:
+    """The lamps of ``a`` with the order's signals on top: target reached first, then
+    over-delivery (the more urgent, so it wins where both use the same lamp). Red and blue
+    are never changed: a stop or a call for help reads the same whatever the order."""
+    lights = a.lights
+    for flag, signal in ((a.target_reached, target_reached), (a.over_tolerance, over_tolerance)):
+        if not flag or signal is Signal.NONE:
+            continue
+        if signal is Signal.BLINK_GREEN:
+            if lights.green is Lamp.ON:
+                lights = dataclasses.replace(lights, green=Lamp.BLINK)
+        elif signal is Signal.BLINK_YELLOW:
+            lights = dataclasses.replace(lights, yellow=Lamp.BLINK)
+        elif lights.yellow is Lamp.OFF:
+            lights = dataclasses.replace(lights, yellow=Lamp.ON)
+    return lights
 
 
 def _reason_pending(open_stop: Stop | None, stops: Reversible[Stop]) -> bool:

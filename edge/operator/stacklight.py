@@ -14,6 +14,10 @@ the panel's colour renders too; :func:`lights_for` here):
   acknowledged it, steady while help is on its way, off once every call is closed.
 - **buzzer**: sounds ``buzzer_s`` when a stop starts or a call is raised (not for what was
   already open when the gateway started).
+- **the order's signals** (``target_reached``, ``over_tolerance``): a running operation that
+  reached its target blinks the green lamp; one past its over-delivery tolerance that nobody
+  acknowledged blinks the yellow lamp (:func:`edge.domain.andon.signalled`; each configurable:
+  ``none``, ``blink_green``, ``blink_yellow``, ``yellow``). Red and blue never change for them.
 
 The light follows the engine: after each commit a listener wakes a small task that recomputes
 the lamps and writes only those that changed; the same task flips blinking lamps every
@@ -37,7 +41,7 @@ from gpiozero import DigitalOutputDevice, GPIOZeroError
 
 from edge.aio import wait_set
 from edge.config import StackLightEntry
-from edge.domain.andon import Lamp, Lights
+from edge.domain.andon import Lamp, Lights, Signal, signalled
 from edge.domain.core import WorkCenter
 from edge.domain.events import Event
 from edge.errors import SourceUnavailable
@@ -61,9 +65,12 @@ CoilWriter = Callable[[int, list[bool]], Awaitable[None]]
 RETRY_WRITE_S = 1.0
 
 
-def lights_for(wc: WorkCenter) -> Lights:
-    """The lamps for the work center's state (see the module's docstring)."""
-    return wc.andon.lights
+def lights_for(wc: WorkCenter, cfg: StackLightEntry | None = None) -> Lights:
+    """The lamps for the work center's state (see the module's docstring), with the order's
+    signals as ``cfg`` says (its defaults without one)."""
+    if cfg is None:
+        return signalled(wc.andon, Signal.BLINK_GREEN, Signal.BLINK_YELLOW)
+    return signalled(wc.andon, Signal(cfg.target_reached), Signal(cfg.over_tolerance))
 
 
 def alarm_keys(wc: WorkCenter) -> frozenset[str]:
@@ -229,7 +236,7 @@ class StackLight:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            lights = lights_for(self.engine.work_center)
+            lights = lights_for(self.engine.work_center, self.cfg)
             if lights != self.lights:
                 self.log.info(
                     "stack light",

@@ -128,3 +128,38 @@ def test_a_stop_ended_without_its_reason_keeps_asking_on_both() -> None:
     ).accepted
     assert lights_for(wc) == Lights(green=Lamp.ON, red=Lamp.BLINK)
     assert lamp(wc) == ("red_blink", "state.reason_pending")
+
+
+def test_target_reached_and_over_delivery_on_the_lamps() -> None:
+    """A running order at its target blinks green; past its tolerance and not acknowledged,
+    yellow blinks too; each is configurable, and neither touches red or blue."""
+    from edge.config import StackLightEntry
+    from edge.domain.andon import Signal, signalled
+    from edge.domain.inputs import AcknowledgeOverDelivery, Action, MachineState, Pulses
+    from tests.domain.builders import act, make_wc, ok, pulse_source, spec
+
+    wc = make_wc(
+        spec(target=10, std_cycle_s=0, over_tolerance_pct=Decimal(10)),
+        sources=(pulse_source("press1"),),
+    )
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, Pulses("press1", 9, at(10)))
+    assert lights_for(wc) == Lights(green=Lamp.ON)
+    ok(wc, Pulses("press1", 1, at(20)))  # 10 of 10
+    assert wc.andon.target_reached
+    assert lights_for(wc) == Lights(green=Lamp.BLINK)
+    ok(wc, Pulses("press1", 2, at(30)))  # 12: past 10 % over
+    assert wc.andon.over_tolerance
+    assert lights_for(wc) == Lights(green=Lamp.BLINK, yellow=Lamp.BLINK)
+    # configured otherwise: a steady yellow for over-delivery, nothing for the target
+    cfg = StackLightEntry(green=17, yellow=27, target_reached="none", over_tolerance="yellow")
+    assert lights_for(wc, cfg) == Lights(green=Lamp.ON, yellow=Lamp.ON)
+    # a stop: red as always, the order's signals stay on their own lamps
+    ok(wc, MachineStateChanged("press1", MachineState.DOWN, at(40)))
+    assert signalled(wc.andon, Signal.BLINK_GREEN, Signal.BLINK_YELLOW).red is Lamp.ON
+    ok(wc, MachineStateChanged("press1", MachineState.RUNNING, at(50)))
+    ok(wc, AcknowledgeOverDelivery(OPERATOR, at(60)))
+    assert not wc.andon.over_tolerance
+    assert lights_for(wc) == Lights(green=Lamp.BLINK)
+    act(wc, Action.COMPLETE, 70)
+    assert not wc.andon.target_reached  # nothing runs any more
