@@ -155,9 +155,9 @@ class Floor:
 
     def retire(self) -> None:
         """The engine's maintenance: what is ready leaves memory (its rows stay stored)."""
-        ops, stops = self.wc.retire_candidates(at(self.t), KEPT_H)
-        if ops or stops:
-            self.apply(RetireFinished(tuple(ops), KEPT_H, at(self.t)))
+        found = self.wc.retire_candidates(at(self.t), KEPT_H)
+        if found.ops or found.stops or found.unassigned:
+            self.apply(RetireFinished(tuple(found.ops), KEPT_H, at(self.t)))
 
     def stop(self, plan: StopPlan) -> None:
         self.apply(MachineStateChanged(PULSE.name, MachineState.DOWN, at(self.t)))
