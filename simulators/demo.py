@@ -28,7 +28,7 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
@@ -376,8 +376,8 @@ class Story:
         self.stay = stay
         panel = asyncio.create_task(self._announce_panel(), name="demo-panel-url")
         try:
-            await self._run(engine)
-            self.finished = True
+            if await self._unless_stopped(self._run(engine), stop):
+                self.finished = True
         except DemoFailed as exc:
             self.failure = str(exc)
         except TimeoutError as exc:  # central could not publish in time
@@ -391,6 +391,27 @@ class Story:
         else:
             panel.cancel()
             stop.set()
+
+    @staticmethod
+    async def _unless_stopped(story: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+        """Run ``story`` until it ends (True) or the gateway is told to stop (Ctrl-C: False;
+        what the story waits for then never comes, so it is not a failure of the story)."""
+        task = asyncio.ensure_future(story)
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        finally:
+            stopped.cancel()
+        if task.done():
+            task.result()  # its failure, if it failed
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
 
     async def _announce_panel(self) -> None:
         """The panel's address as soon as it answers (it starts with the gateway)."""
