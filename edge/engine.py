@@ -511,6 +511,11 @@ class Engine:
     # ------------------------------------------------------------------ checkpoints, retention
 
     @property
+    def held_counts(self) -> int:
+        """Counter values the historian's interval holds back (they go out within two)."""
+        return self._series.held
+
+    @property
     def command_id_count(self) -> int:
         """How many command ids are remembered (to refuse a duplicate)."""
         return len(self._commands)

@@ -4,6 +4,7 @@ and what must be readable from 2 m (measured: bounding boxes and computed styles
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -215,10 +216,17 @@ async def test_what_must_be_read_from_two_metres(tmp_path: Path) -> None:
 
             title = page.locator(".op-title")
             await expect(title).to_have_text(LONG_TEXT)
-            sizes = await title.evaluate(
-                "(el) => [el.scrollHeight, el.clientHeight,"
-                " parseFloat(getComputedStyle(el).lineHeight)]"
-            )
+            # Measured once laid out: the panel redraws the view on every commit it is told of,
+            # and on a busy machine a measurement can fall between two drawings (all zeros).
+            sizes = [0.0, 0.0, float("nan")]
+            for _ in range(50):
+                sizes = await title.evaluate(
+                    "(el) => [el.scrollHeight, el.clientHeight,"
+                    " parseFloat(getComputedStyle(el).lineHeight)]"
+                )
+                if sizes[1] > 0 and sizes[2] == sizes[2]:  # laid out, a line height in px
+                    break
+                await asyncio.sleep(0.1)
             scroll_h, client_h, line_h = sizes
             assert scroll_h <= client_h + 1, f"material text cut off: {sizes}"
             assert client_h > 1.5 * line_h, "the material text takes its second line"

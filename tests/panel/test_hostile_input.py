@@ -133,12 +133,15 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str | None, str]] = [
 
 
 async def settled(panel: Panel) -> None:
-    """Wait for the first tick's shift event, so that the journal then only moves by request."""
+    """Wait for the first tick's shift event and for the counts the historian's interval held
+    back to go out (with a tick of their own), so that the journal then only moves by
+    request."""
     for _ in range(500):
-        if await panel.rows("SELECT 1 FROM event WHERE type = 'shift_changed'"):
+        shift = await panel.rows("SELECT 1 FROM event WHERE type = 'shift_changed'")
+        if shift and not panel.engine.held_counts and panel.engine.busy_since is None:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError("no shift_changed event")
+    raise AssertionError("no shift_changed event, or counts still held")
 
 
 async def _journal(panel: Panel) -> tuple[int, int, int]:
