@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Final
 
@@ -36,10 +37,11 @@ _QUERY: Final = f"""
 """
 
 
+# Per operation, through the event table's index on op: the table holds months of events.
 _CHANGES: Final = """
     SELECT op, at_wall_ms, data FROM event
-     WHERE type = 'operation_changed' AND json_extract(data, '$.active')
-     ORDER BY id DESC LIMIT 50
+     WHERE op = ? AND type = 'operation_changed' AND json_extract(data, '$.active')
+     ORDER BY id DESC LIMIT 1
 """
 
 
@@ -73,13 +75,13 @@ class ConfirmationHistory:
             conn.close()
         return [_entry(*row) for row in rows]
 
-    def latest_changes(self) -> dict[str, m.ChangeNotice]:
-        """The latest change central made to each operation while it was active."""
+    def latest_changes(self, ops: Iterable[str]) -> dict[str, m.ChangeNotice]:
+        """The latest change central made to each of ``ops`` while it was active."""
         uri = self.db_path.resolve().as_uri() + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True, timeout=2.0)
         try:
             conn.execute("PRAGMA query_only = 1")
-            rows = conn.execute(_CHANGES).fetchall()
+            rows = [row for op in ops for row in conn.execute(_CHANGES, (op,)).fetchall()]
         finally:
             conn.close()
         out: dict[str, m.ChangeNotice] = {}

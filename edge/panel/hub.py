@@ -79,7 +79,8 @@ class PanelHub:
         # stored events at start, then from each commit's.
         self._notices: dict[str, m.ChangeNotice] = {}
         try:
-            self._notices = self.history.latest_changes()
+            active = [str(op.key) for op in engine.work_center.active]
+            self._notices = self.history.latest_changes(active)
         except sqlite3.Error as exc:
             log.warning("earlier changes by central not read", error=str(exc))
         engine.add_listener(self.on_events)
