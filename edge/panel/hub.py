@@ -75,14 +75,11 @@ class PanelHub:
         # A commit hook rather than an event listener: counts change the numbers on the panel
         # without any event, and every commit that journaled something may have changed them.
         engine.add_commit_hook(self.on_commit)
-        # The latest change central made to an active operation, per operation: from the
-        # stored events at start, then from each commit's.
+        # The latest change central made to an active operation, per operation: from each
+        # commit's events, and those before the start from the stored events at the first
+        # snapshot (for the operations active then).
         self._notices: dict[str, m.ChangeNotice] = {}
-        try:
-            active = [str(op.key) for op in engine.work_center.active]
-            self._notices = self.history.latest_changes(active)
-        except sqlite3.Error as exc:
-            log.warning("earlier changes by central not read", error=str(exc))
+        self._stored_notices_read = False
         engine.add_listener(self.on_events)
 
     def on_events(self, events: Sequence[Event]) -> None:
@@ -133,6 +130,14 @@ class PanelHub:
         )
         state = snapshot(self.engine.work_center, self.engine.now(), meta)
         active = {op.op for op in state.active}
+        if not self._stored_notices_read:
+            self._stored_notices_read = True
+            try:
+                stored = self.history.latest_changes(sorted(active))
+            except sqlite3.Error as exc:
+                log.warning("earlier changes by central not read", error=str(exc))
+            else:
+                self._notices = {**stored, **self._notices}  # what came since is newer
         notices = [n for op, n in self._notices.items() if op in active]
         return state.model_copy(update={"notices": notices}) if notices else state
 
