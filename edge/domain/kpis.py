@@ -152,6 +152,9 @@ class Kpis:
     standard_ms: float
     failures: int
     failure_ms: int
+    # stops that lost time in the shift, by latest reason (a stop across the shift's end
+    # counts in both shifts, one inside a break in neither)
+    stops_by_reason: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def produced(self) -> Decimal:
@@ -391,9 +394,11 @@ def shift_kpis(t: ShiftTimes, stops: Mapping[str, StopFacts]) -> Kpis:
     in it counts as unplanned, reason pending)."""
     adet = adot_stops = failures = failure_ms = 0
     by_reason: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for stop_id, ms in t.stop_ms.items():
         facts = stops.get(stop_id) or StopFacts(t.start_ms, "PENDING")
         by_reason[facts.reason] = by_reason.get(facts.reason, 0) + ms
+        counts[facts.reason] = counts.get(facts.reason, 0) + 1
         if facts.planned:
             adot_stops += ms
             continue
@@ -425,6 +430,7 @@ def shift_kpis(t: ShiftTimes, stops: Mapping[str, StopFacts]) -> Kpis:
         standard_ms=t.standard_ms,
         failures=failures,
         failure_ms=failure_ms,
+        stops_by_reason=counts,
     )
 
 
@@ -434,9 +440,12 @@ def combine(parts: Iterable[Kpis], *, shift_id: str, name: str) -> Kpis:
     if not items:
         raise ValueError("nothing to combine")
     by_reason: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for k in items:
         for code, ms in k.down_by_reason_ms.items():
             by_reason[code] = by_reason.get(code, 0) + ms
+        for code, n in k.stops_by_reason.items():
+            counts[code] = counts.get(code, 0) + n
     return Kpis(
         shift_id=shift_id,
         name=name,
@@ -458,6 +467,7 @@ def combine(parts: Iterable[Kpis], *, shift_id: str, name: str) -> Kpis:
         standard_ms=sum(k.standard_ms for k in items),
         failures=sum(k.failures for k in items),
         failure_ms=sum(k.failure_ms for k in items),
+        stops_by_reason=counts,
     )
 
 
@@ -720,6 +730,60 @@ def current(s: WorkCenterState, now: Instant) -> Kpis | None:
     if mark is not None:
         book_since(probe, s, condition_of(s), mark, now)
     return probe.kpis(bucket, stop_facts(s)) if bucket in probe.shifts else None
+
+
+@dataclass(frozen=True, slots=True)
+class StopLoss:
+    """The time one stop reason cost a shift (outside its planned downtime), and in how many
+    stops."""
+
+    reason: str  # the code, "MICRO" or "PENDING" (no reason given yet)
+    ms: int
+    stops: int
+
+
+def top_stops(k: Kpis, n: int = 3) -> list[StopLoss]:
+    """The ``n`` stop reasons that cost ``k`` the most time, longest first (ties by code)."""
+    reasons = sorted(k.down_by_reason_ms.items(), key=lambda item: (-item[1], item[0]))
+    return [StopLoss(code, ms, k.stops_by_reason.get(code, 0)) for code, ms in reasons[:n]]
+
+
+@dataclass(frozen=True, slots=True)
+class PartsTarget:
+    """What a shift should make: its planned busy time at a standard cycle."""
+
+    cycle_s: float  # the standard cycle the target is counted in
+    target: Decimal  # over the shift's whole planned busy time
+    due: Decimal  # over its planned busy time up to now
+
+
+def parts_target(s: WorkCenterState, k: Kpis, now: Instant) -> PartsTarget | None:
+    """The parts the shift ``k`` should make: its planned busy time (PBT) divided by a
+    standard cycle, whole and up to ``now``.
+
+    The cycle is the mean standard cycle of the parts made in the shift so far (sum of PRU x
+    PQ over PQ), so a shift that ran several operations is judged by what it ran and, at its
+    end, good / target is its OEE (when nothing went unbooked). Before the shift's first part it
+    is the standard cycle of the active operation (the running one first). None without a
+    standard (no part with one, no active operation with one) or without planned busy time
+    (a day's unscheduled time): the shift shows its parts only."""
+    produced = float(k.produced)
+    if k.standard_ms > 0 and produced > 0:
+        cycle_s = k.standard_ms / produced / 1000
+    else:
+        ops = sorted(s.active, key=lambda op: op.status is not OperationStatus.RUNNING)
+        cycle_s = next((op.spec.std_cycle_s for op in ops if op.spec.std_cycle_s > 0), 0.0)
+    if cycle_s <= 0 or k.pbt_ms <= 0:
+        return None
+    # planned busy time so far: the time since the shift began less its planned downtime
+    # so far not worked through (the worked-through part is in PBT, as the whole shift's is)
+    inst = s.calendar.instance_at(k.start_ms)
+    upto = min(max(now.wall_ms, k.start_ms), k.end_ms)
+    planned = inst.planned_in(k.start_ms, upto) if inst is not None else 0
+    worked = max(0, (inst.planned_down_ms if inst is not None else 0) - k.planned_down_ms)
+    busy = min(k.pbt_ms, max(0, upto - k.start_ms - max(0, planned - worked)))
+    per_ms = 1 / (cycle_s * 1000)
+    return PartsTarget(cycle_s, Decimal(int(k.pbt_ms * per_ms)), Decimal(int(busy * per_ms)))
 
 
 def _seconds(ms: float) -> float:
