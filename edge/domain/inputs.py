@@ -248,21 +248,6 @@ class DispatchList:
 
 
 @dataclass(frozen=True, slots=True)
-class MergeOperations:
-    """Central merges dispatched operations of the same material into one: ``sources`` end
-    ``merged`` and ``target`` takes their quantity (their sum with its own, or ``quantity``)
-    and the earliest due date (or ``due``)."""
-
-    target: str
-    sources: tuple[str, ...]
-    at: Instant
-    actor: str = "central"
-    quantity: Decimal | None = None
-    due: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class MasterDataReceived:
     master_data: MasterData
     at: Instant
@@ -309,7 +294,6 @@ Input = (
     | AcknowledgeHelp
     | CloseHelp
     | DispatchList
-    | MergeOperations
     | MasterDataReceived
     | RetireFinished
     | RulesApplied
@@ -338,7 +322,6 @@ INPUT_TYPES: dict[str, type[Input]] = {
         AcknowledgeHelp,
         CloseHelp,
         DispatchList,
-        MergeOperations,
         MasterDataReceived,
         RetireFinished,
         RulesApplied,

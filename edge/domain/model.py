@@ -52,7 +52,6 @@ class OperationStatus(StrEnum):
     HELD = "held"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
-    MERGED = "merged"  # central merged it into another operation (edge.domain.dispatch)
 
     @property
     def active(self) -> bool:
@@ -60,12 +59,9 @@ class OperationStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in _FINISHED
+        return self in (OperationStatus.COMPLETED, OperationStatus.CANCELLED)
 
 
-_FINISHED = frozenset(
-    {OperationStatus.COMPLETED, OperationStatus.CANCELLED, OperationStatus.MERGED}
-)
 _ACTIVE = frozenset({OperationStatus.SETUP, OperationStatus.RUNNING, OperationStatus.INTERRUPTED})
 
 
@@ -190,8 +186,6 @@ class Operation:
     # Why it is held, or why it was cancelled, in words (from central or a supervisor); None
     # otherwise. Last, so that the stored form of an operation without one stays as it was.
     status_reason: str | None = None
-    # The operation it was merged into (status merged); None otherwise. Stored only when set.
-    merged_into: str | None = None
 
     @property
     def key(self) -> OperationKey:

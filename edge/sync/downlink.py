@@ -24,7 +24,6 @@ from edge.domain.inputs import (
     DispatchList,
     Input,
     MasterDataReceived,
-    MergeOperations,
     ResultStatus,
     Transition,
 )
@@ -43,7 +42,6 @@ from edge.sync.contract import (
     DispatchListBody,
     InboundEnvelope,
     MasterDataBody,
-    MergeBody,
     OperationRefBody,
     RejectedBody,
     ResyncBody,
@@ -91,19 +89,8 @@ def _one_line(text: str | None) -> str | None:
     return " ".join(text.split()) if text is not None else None
 
 
-def _op_ref(body: Any) -> str:
+def _op_ref(body: OperationRefBody) -> str:
     return str(OperationKey(body.order_id, body.operation, body.split))
-
-
-def _merge(b: MergeBody, at: Any) -> MergeOperations:
-    return MergeOperations(
-        _op_ref(b),
-        tuple(_op_ref(source) for source in b.sources),
-        at,
-        quantity=b.quantity,
-        due=b.latest_end,
-        reason=_one_line(b.reason),
-    )
 
 
 class Downlink:
@@ -158,7 +145,6 @@ class Downlink:
                 OperationRefBody,
                 lambda b: Transition(Action.RELEASE, _op_ref(b), "central", now()),
             ),
-            "_mes_v1/order/merge": (MergeBody, lambda b: _merge(b, now())),
             "_mes_v1/masterdata": (MasterDataBody, lambda b: _master_data(b, now())),
             "_mes_v1/confirmation/result": (
                 ConfirmationResultBody,
