@@ -5,7 +5,7 @@ edge relay check-config -c relay.toml
 edge relay doubt  -c relay.toml       postings whose fate is unknown, for a person
 edge relay doubt  -c relay.toml --resolve KEY --posted confirmation_group=..,... --by NAME
 edge relay doubt  -c relay.toml --resolve KEY --repost --by NAME
-edge relay failed -c relay.toml       the ERP's rejections (dead letters)
+edge relay failed -c relay.toml       the ERP's rejections (dead letters), and what they hold
 edge relay failed -c relay.toml --resubmit KEY --by NAME
 edge relay stats  -c relay.toml [--hours 24]   confirmation latency per work center and ERP
 """
@@ -179,7 +179,17 @@ def cmd_failed(args: argparse.Namespace) -> int:
                 print("edge relay: --resubmit needs --by NAME", file=sys.stderr)
                 return EXIT_FAILED
             return await _decide(ledger.resubmit(args.resubmit, who=args.by, now_ms=_now()))
-        _print_entries(await ledger.by_status(["rejected"]), args.json, "no rejected postings")
+        rejected = await ledger.by_status(["rejected"])
+        held = await ledger.held()
+        if args.json:
+            _print_entries(rejected, True, "")
+            for entry, blocker in held:
+                print(json.dumps({**_row(entry), "held_by": blocker.idem_key}))
+            return EXIT_OK
+        _print_entries(rejected, False, "no rejected postings")
+        if held:
+            print(f"held behind a rejected one of their operation ({len(held)}):")
+            _print_entries([entry for entry, _ in held], False, "")
         return EXIT_OK
 
     return _with_ledger(args, run)

@@ -19,6 +19,14 @@ row (lower ``seq``) of the same operation of the same gateway is unfinished, so 
 confirmations of one operation reach the ERP in ``seq`` order, whichever relay took which
 message; a confirmation whose predecessor (``conf_index - 1``) has not arrived at all waits
 ``gap_wait_ms`` for it. Operations are independent: they are posted in parallel.
+
+Held: a confirmation whose operation has an earlier ``conf_index`` rejected by the ERP, and not
+made good since (no later row of that ``conf_index``, a corrected resend or a reversal, is
+posted), is not claimed. Posting it would let the ERP close the operation (its final one) or
+count on past the rejected quantities, and the resend of the rejected one would then be
+refused. A held row stays ``new``: it carries ``RELAY/HELD`` and the text naming the one it
+waits for (``edge relay failed`` lists it), and goes once that one is resubmitted and posted, or
+reversed at the gateway (its reversal is "posted" with nothing to cancel).
 """
 
 from __future__ import annotations
@@ -90,6 +98,44 @@ _SAME_OP = (
 _UNFINISHED_SQL = ", ".join(f"'{s}'" for s in UNFINISHED)
 _CLAIMABLE_SQL = ", ".join(f"'{s}'" for s in CLAIMABLE)
 
+
+def _same_op(a: str, b: str) -> str:
+    return " AND ".join(f"{a}.{c} = {b}.{c}" for c in ("edge_id", "order_id", "operation", "split"))
+
+
+def _standing(r: str) -> str:
+    """``r`` is a rejected confirmation nothing made good yet: no later row of its
+    ``conf_index`` (a corrected resend, or a reversal) is posted."""
+    v = r + "v"
+    return (
+        f"{r}.kind = 'confirmation' AND {r}.status = 'rejected' AND NOT EXISTS ("
+        f"SELECT 1 FROM relay_ledger {v} WHERE {_same_op(v, r)} "
+        f"AND {v}.conf_index = {r}.conf_index AND {v}.seq > {r}.seq AND {v}.status = 'posted')"
+    )
+
+
+def _held(x: str) -> str:
+    """``x`` is a confirmation held behind a standing rejection of an earlier ``conf_index``
+    of its operation."""
+    r = x + "r"
+    return (
+        f"{x}.kind = 'confirmation' AND EXISTS (SELECT 1 FROM relay_ledger {r} "
+        f"WHERE {_same_op(r, x)} AND {r}.conf_index < {x}.conf_index AND {_standing(r)})"
+    )
+
+
+_HELD = f"SELECT l.* FROM relay_ledger l WHERE l.status IN ({_CLAIMABLE_SQL}) AND {_held('l')}"
+_OP_PARAMS = "edge_id = ? AND order_id = ? AND operation = ? AND split = ?"
+_BLOCKER = f"""
+SELECT r.* FROM relay_ledger r
+WHERE r.edge_id = ? AND r.order_id = ? AND r.operation = ? AND r.split = ? AND r.conf_index < ?
+  AND {_standing("r")}
+ORDER BY r.conf_index, r.seq DESC
+LIMIT 1
+"""
+HELD_CODE: Final = "RELAY/HELD"
+
+
 _CANDIDATES = f"""
 SELECT l.idem_key, l.status FROM relay_ledger l
 WHERE l.status IN ({_CLAIMABLE_SQL})
@@ -97,7 +143,9 @@ WHERE l.status IN ({_CLAIMABLE_SQL})
   AND (l.lease_ms IS NULL OR l.lease_ms < ?)
   AND NOT EXISTS (
     SELECT 1 FROM relay_ledger e
-    WHERE {_SAME_OP} AND e.seq < l.seq AND e.status IN ({_UNFINISHED_SQL}))
+    WHERE {_SAME_OP} AND e.seq < l.seq AND e.status IN ({_UNFINISHED_SQL})
+      AND NOT ({_held("e")}))
+  AND NOT ({_held("l")})
   AND (l.kind <> 'confirmation' OR l.conf_index <= 1 OR l.arrived_ms <= ? OR EXISTS (
     SELECT 1 FROM relay_ledger e
     WHERE {_SAME_OP} AND e.kind = 'confirmation' AND e.conf_index = l.conf_index - 1))
@@ -124,6 +172,16 @@ def posting_from_json(text: str) -> Posting:
         data[name] = tuple(Quantity(r["code"], Decimal(str(r["qty"]))) for r in data[name])
     data["reverses_keys"] = dict(data.get("reverses_keys") or {})
     return Posting(**data)
+
+
+def held_text(blocker: Entry) -> str:
+    """What a held confirmation says: the rejected one it waits for, and what lets it go."""
+    p = blocker.posting
+    return (
+        f"held: waits for confirmation {p.label} (idem_key {p.idem_key}), rejected by the ERP: "
+        f"{blocker.error_text or 'no text'}; it is posted once that one is resent or "
+        "resubmitted and posted, or reversed (edge relay failed)"
+    )[:1000]
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +463,48 @@ class Ledger:
             await tx.execute(
                 "UPDATE relay_ledger SET answered = ? WHERE idem_key = ?", (status, idem_key)
             )
+
+    async def held(self, op: Posting | None = None) -> list[tuple[Entry, Entry]]:
+        """The confirmations held behind a standing rejection (of ``op``'s operation, or all),
+        each with the rejected one it waits for, in ``seq`` order."""
+        sql, params = _HELD, []
+        if op is not None:
+            sql += " AND " + " AND ".join(f"l.{c}" for c in _OP_PARAMS.split(" AND "))
+            params = [op.edge_id, op.order_id, op.operation, op.split]
+        out: list[tuple[Entry, Entry]] = []
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(sql + " ORDER BY l.seq", params)
+            for row in rows:
+                found = await tx.fetch(
+                    _BLOCKER,
+                    (
+                        row["edge_id"],
+                        row["order_id"],
+                        row["operation"],
+                        row["split"],
+                        row["conf_index"],
+                    ),
+                )
+                if found:
+                    out.append((Entry.of(row), Entry.of(found[0])))
+        return out
+
+    async def mark_held(self, op: Posting, now_ms: int) -> list[Entry]:
+        """Write on each confirmation of ``op``'s operation held behind a standing rejection
+        which one it waits for; the rows whose text changed (to be answered ``retrying``)."""
+        changed: list[Entry] = []
+        for entry, blocker in await self.held(op):
+            text = held_text(blocker)
+            if entry.error_code == HELD_CODE and entry.error_text == text:
+                continue
+            if await self._update(
+                entry.idem_key,
+                None,
+                {"error_text": text, "error_code": HELD_CODE},
+                now_ms,
+            ):
+                changed.append(replace(entry, error_text=text, error_code=HELD_CODE))
+        return changed
 
     # ------------------------------------------------------------------ a person's tools
 

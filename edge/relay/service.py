@@ -276,6 +276,8 @@ class Relay:
                 **_ids(posting),
             )
             self._wake.set()
+            if kind == "confirmation":
+                await self._tell_held(posting)
             return
         self.stats.resends += 1
         await self._answer_resend(entry)
@@ -543,6 +545,8 @@ class Relay:
                 "rejected by the ERP", **_ids(p), error=outcome.text, code=outcome.code
             )
             await self._answer(p.root, p.idem_key, "rejected", error=(outcome.text, outcome.code))
+            if p.kind == "confirmation":
+                await self._tell_held(p)
         elif isinstance(outcome, Submitted):
             await self.ledger.defer(
                 p.idem_key,
@@ -581,6 +585,23 @@ class Relay:
             )
             if entry.answered != "retrying":
                 await self._answer(p.root, p.idem_key, "retrying", error=(outcome.text, code))
+
+    async def _tell_held(self, p: Posting) -> None:
+        """The later confirmations of ``p``'s operation held behind a rejected one (not posted
+        until it is made good, see :mod:`edge.relay.ledger`): answered ``retrying`` with the
+        confirmation they wait for, once for each change of it."""
+        for held in await self.ledger.mark_held(p, self.clock()):
+            self.log.warning(
+                "confirmation held behind a rejected one",
+                **_ids(held.posting),
+                error=held.error_text,
+            )
+            await self._answer(
+                held.posting.root,
+                held.idem_key,
+                "retrying",
+                error=(held.error_text or "", held.error_code),
+            )
 
     def _backoff_ms(self, attempt: int) -> int:
         r = self.cfg.relay

@@ -102,15 +102,60 @@ async def test_one_operation_goes_in_seq_order_and_waits_for_its_earlier_one(
     assert [e.idem_key for e in await ledger.claim("b", T0 + 12, LEASE, 10, GAP)] == [p2.idem_key]
 
 
-async def test_a_rejected_earlier_one_does_not_block_the_operation(open_ledger: Opener) -> None:
+async def test_a_rejected_earlier_one_holds_the_later_ones_of_its_operation(
+    open_ledger: Opener,
+) -> None:
+    """Until the rejected #1 is made good, #2 and the final #3 are not posted (the ERP would
+    close the operation and refuse #1's resend); another operation goes on."""
+    ledger = await open_ledger()
+    p1, p2, p3 = posting(1), posting(2), posting(3, final=True)
+    other = posting(1, order="2000001")
+    for p in (p1, p2, p3, other):
+        await ledger.accept(p, T0)
+    got = await ledger.claim("a", T0, LEASE, 10, GAP)
+    assert {e.idem_key for e in got} == {p1.idem_key, other.idem_key}
+    assert await ledger.rejected(p1.idem_key, "a", "Order 1000123 is locked", "CO/469", T0 + 1)
+    assert await ledger.claim("a", T0 + 2, LEASE, 10, GAP) == []
+    held = await ledger.held()
+    assert [(e.idem_key, b.idem_key) for e, b in held] == [
+        (p2.idem_key, p1.idem_key),
+        (p3.idem_key, p1.idem_key),
+    ]
+    assert await ledger.held(other) == []
+    marked = await ledger.mark_held(p2, T0 + 3)
+    assert [e.idem_key for e in marked] == [p2.idem_key, p3.idem_key]
+    for e in marked:
+        assert e.error_code == "RELAY/HELD"
+        assert e.error_text is not None
+        assert p1.idem_key in e.error_text
+        assert "Order 1000123 is locked" in e.error_text
+        assert (await ledger.get(e.idem_key)).status == "new"  # type: ignore[union-attr]
+    assert await ledger.mark_held(p2, T0 + 4) == []  # told once, not at every rejection
+    # the supervisor corrects the order in the ERP and resubmits #1: it goes first, then #2
+    await ledger.resubmit(p1.idem_key, who="anna", now_ms=T0 + 5)
+    assert await ledger.held() == []
+    assert [e.idem_key for e in await ledger.claim("a", T0 + 6, LEASE, 10, GAP)] == [p1.idem_key]
+    assert await ledger.posted(p1.idem_key, "a", "sap", {"confirmation_count": "1"}, T0 + 7, 5)
+    assert [e.idem_key for e in await ledger.claim("a", T0 + 8, LEASE, 10, GAP)] == [p2.idem_key]
+
+
+async def test_a_reversed_rejection_lets_the_later_ones_go(open_ledger: Opener) -> None:
+    """The supervisor gives the rejected one up: reversed at the gateway, its reversal is
+    posted with nothing to cancel, and the later ones of its operation are no longer held."""
     ledger = await open_ledger()
     p1, p2 = posting(1), posting(2)
-    await ledger.accept(p1, T0)
-    await ledger.accept(p2, T0)
+    for p in (p1, p2):
+        await ledger.accept(p, T0)
     (e1,) = await ledger.claim("a", T0, LEASE, 10, GAP)
-    assert await ledger.rejected(e1.idem_key, "a", "Order 1000123 is locked", "CO/469", T0 + 1)
-    (e2,) = await ledger.claim("a", T0 + 2, LEASE, 10, GAP)
-    assert e2.idem_key == p2.idem_key
+    assert await ledger.rejected(e1.idem_key, "a", "over tolerance", "RU/123", T0 + 1)
+    rev = reversal(p1, seq=p2.seq + 1)
+    await ledger.accept(rev, T0 + 2)
+    assert [e.idem_key for e in await ledger.claim("a", T0 + 3, LEASE, 10, GAP)] == [
+        rev.idem_key
+    ]
+    assert await ledger.posted(rev.idem_key, "a", "sap", {"cancelled": "none"}, T0 + 4, 5)
+    assert await ledger.held() == []
+    assert [e.idem_key for e in await ledger.claim("a", T0 + 5, LEASE, 10, GAP)] == [p2.idem_key]
 
 
 async def test_a_confirmation_waits_for_a_missing_predecessor_then_goes(

@@ -92,15 +92,17 @@ def test_doubts_dead_letters_and_stats_from_the_ledger(
 ) -> None:
     path = config_file(tmp_path)
     doubtful, refused, done = posting(1), posting(1, order="2"), posting(1, order="3")
+    behind = posting(2, order="2")  # held behind the rejected #1 of its operation
 
     async def fill() -> None:
         ledger = await Ledger(await SqliteDb(tmp_path / "l.db").open()).open()
         now = 1_800_000_000_000
-        for p in (doubtful, refused, done):
+        for p in (doubtful, refused, done, behind):
             await ledger.accept(p, now)
         await ledger.claim("r", now, 60_000, 10, 30_000)
         await ledger.in_doubt(doubtful.idem_key, "r", "no answer from SAP", now)
         await ledger.rejected(refused.idem_key, "r", "Order 2 is not released", "RU/170", now)
+        await ledger.mark_held(refused, now)
         from edge.relay.service import wall_ms
 
         await ledger.posted(done.idem_key, "r", "sap", {"confirmation_count": "1"}, wall_ms(), 900)
@@ -113,8 +115,19 @@ def test_doubts_dead_letters_and_stats_from_the_ledger(
     assert doubtful.idem_key in out
     assert "no answer from SAP" in out
     assert main(["relay", "failed", *cfg, "--json"]) == 0
-    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    row, held = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert (row["idem_key"], row["code"]) == (refused.idem_key, "RU/170")
+    assert (held["idem_key"], held["status"], held["code"], held["held_by"]) == (
+        behind.idem_key,
+        "new",
+        "RELAY/HELD",
+        refused.idem_key,
+    )
+    assert main(["relay", "failed", *cfg]) == 0
+    out = capsys.readouterr().out
+    assert "held behind a rejected one of their operation (1):" in out
+    assert behind.idem_key in out
+    assert "Order 2 is not released" in out
     assert main(["relay", "stats", *cfg, "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["latency"] == [
@@ -127,7 +140,7 @@ def test_doubts_dead_letters_and_stats_from_the_ledger(
             "max_ms": 900,
         }
     ]
-    assert stats["ledger"] == {"in_doubt": 1, "rejected": 1, "posted": 1}
+    assert stats["ledger"] == {"in_doubt": 1, "rejected": 1, "posted": 1, "new": 1}
     # a person resolves the doubt and resubmits the rejection
     assert main(["relay", "doubt", *cfg, "--resolve", doubtful.idem_key, "--repost"]) == 1
     capsys.readouterr()
