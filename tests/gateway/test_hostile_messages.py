@@ -158,9 +158,7 @@ async def test_oversize_and_reused_ids_are_named(
         collector.publish(f"{ROOT}/_mes_v1/order/dispatch", huge)
         body = {"order_id": "4711", "operation": "0020"}
         collector.publish(f"{ROOT}/_mes_v1/order/hold", envelope("mes.hold/1", body, "once"))
-        collector.publish(
-            f"{ROOT}/_mes_v1/order/cancel", envelope("mes.cancel/1", body, "once")
-        )
+        collector.publish(f"{ROOT}/_mes_v1/order/cancel", envelope("mes.cancel/1", body, "once"))
         got = await rejections(collector, 2)
         assert "over the limit" in got["too-big"]["reason"]
         assert got["once"]["field"] == "msg_id"

@@ -150,9 +150,7 @@ async def test_a_reversed_rejection_lets_the_later_ones_go(open_ledger: Opener) 
     assert await ledger.rejected(e1.idem_key, "a", "over tolerance", "RU/123", T0 + 1)
     rev = reversal(p1, seq=p2.seq + 1)
     await ledger.accept(rev, T0 + 2)
-    assert [e.idem_key for e in await ledger.claim("a", T0 + 3, LEASE, 10, GAP)] == [
-        rev.idem_key
-    ]
+    assert [e.idem_key for e in await ledger.claim("a", T0 + 3, LEASE, 10, GAP)] == [rev.idem_key]
     assert await ledger.posted(rev.idem_key, "a", "sap", {"cancelled": "none"}, T0 + 4, 5)
     assert await ledger.held() == []
     assert [e.idem_key for e in await ledger.claim("a", T0 + 5, LEASE, 10, GAP)] == [p2.idem_key]
