@@ -111,8 +111,10 @@ class Clocks:
 
 
 @contextlib.asynccontextmanager
-async def running(db: Path, clocks: Clocks) -> AsyncIterator[Engine]:
-    engine = await Engine.open(Store(db), RULES, outbound=messages, time_source=clocks.source())
+async def running(
+    db: Path, clocks: Clocks, rules: WorkCenterRules = RULES
+) -> AsyncIterator[Engine]:
+    engine = await Engine.open(Store(db), rules, outbound=messages, time_source=clocks.source())
     task = asyncio.create_task(engine.run(tick_interval_s=None))
     try:
         yield engine
