@@ -34,6 +34,7 @@ from edge.panel.view import (
     active_out,
     confirmation_out,
     operation_out,
+    shift_view,
     snapshot,
     stop_out,
 )
@@ -145,6 +146,9 @@ class PanelHub:
         wc = self.engine.work_center
         now = self.engine.now()
         return [active_out(wc, op, now) for op in wc.active]
+
+    def shift(self) -> m.ShiftView | None:
+        return shift_view(self.engine.work_center, self.engine.now())
 
     def operation(self, key: OperationKey) -> m.OperationOut | None:
         """One operation (with its time elements while active), None if there is no such."""

@@ -334,6 +334,35 @@ class HelpCallOut(_Out):
 Lamp = Literal["green", "yellow", "red", "red_blink", "blue", "off"]
 
 
+class StopLossOut(_Out):
+    reason: str = Field(description='the code; "PENDING": no reason given, "MICRO": micro-stops')
+    reason_text: str | None
+    minutes: float
+    stops: int
+
+
+class ShiftView(_Out):
+    """The current shift so far (ISO 22400): what the shift tab shows from 2 m."""
+
+    shift_id: str
+    shift: str = Field(description='its name; "unscheduled": time outside every shift')
+    start: str
+    end: str
+    oee: float | None = Field(description="None where undefined (shown as a dash, not 0)")
+    availability: float | None
+    effectiveness: float | None
+    quality_ratio: float | None
+    good: Qty
+    scrap: Qty = Field(description="scrap and rework")
+    target: Qty | None = Field(
+        description="planned busy time at the standard cycle of the shift's parts; None: "
+        "no standard or no planned time"
+    )
+    target_due: Qty | None = Field(description="of the target, what is due by now")
+    cycle_s: float | None
+    top_stops: list[StopLossOut] = Field(description="the 3 reasons that cost the most time")
+
+
 class PanelState(_Out):
     """Everything the panel shows, in one snapshot; also what the event stream sends."""
 
@@ -369,6 +398,7 @@ class PanelState(_Out):
         default_factory=list, description="production not assigned yet, newest first"
     )
     supervisor_configured: bool
+    shift: ShiftView | None = Field(None, description="the current shift so far")
     max_text: int = Field(MAX_TEXT, description="the longest reason in words the gateway takes")
 
 

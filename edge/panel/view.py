@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.dispatch import dispatch_order
+from edge.domain.kpis import parts_target, top_stops
 from edge.domain.model import ZERO, Confirmation, Operation, Stop
 from edge.panel.models import (
     ActiveOperation,
@@ -23,6 +24,8 @@ from edge.panel.models import (
     PanelState,
     QtyByReason,
     Reason,
+    ShiftView,
+    StopLossOut,
     StopOut,
     TimeElementsOut,
     UnassignedOut,
@@ -187,6 +190,46 @@ def lamp(wc: WorkCenter) -> tuple[Lamp, str]:
     return andon.colour, f"state.{andon.state}"
 
 
+def _share(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def shift_view(wc: WorkCenter, now: Instant) -> ShiftView | None:
+    """The current shift so far: OEE and its factors, parts against the target
+    (:func:`edge.domain.kpis.parts_target`), the 3 stop reasons that cost the most time
+    (:func:`edge.domain.kpis.top_stops`, by each stop's latest reason). None before the
+    gateway booked anything."""
+    k = wc.shift_kpis(now)
+    if k is None:
+        return None
+    target = parts_target(wc, k, now)
+    texts = {r.code: r.text for r in wc.master_data.stop_reasons}
+    return ShiftView(
+        shift_id=k.shift_id,
+        shift=k.name,
+        start=Instant(k.start_ms, 0).iso(),
+        end=Instant(k.end_ms, 0).iso(),
+        oee=_share(k.oee),
+        availability=_share(k.availability),
+        effectiveness=_share(k.effectiveness),
+        quality_ratio=_share(k.quality_ratio),
+        good=k.good,
+        scrap=k.scrap + k.rework,
+        target=target.target if target else None,
+        target_due=target.due if target else None,
+        cycle_s=target.cycle_s if target else None,
+        top_stops=[
+            StopLossOut(
+                reason=s.reason,
+                reason_text=texts.get(s.reason),
+                minutes=round(s.ms / 60_000, 1),
+                stops=s.stops,
+            )
+            for s in top_stops(k)
+        ],
+    )
+
+
 def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
     ops = list(wc.operations.values())
     waiting = sorted(
@@ -255,4 +298,5 @@ def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
             if rec.assigned_to is None and rec.tally.has_quantity()
         ][:RECENT_UNASSIGNED],
         supervisor_configured=meta.supervisor_configured,
+        shift=shift_view(wc, now),
     )

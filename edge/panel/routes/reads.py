@@ -33,6 +33,19 @@ async def active(hub: Hub) -> list[m.ActiveOperation]:
     return hub.active()
 
 
+@router.get("/api/shift", response_model=m.ShiftView)
+async def shift(hub: Hub) -> m.ShiftView:
+    """The current shift so far: OEE and its three factors (null where undefined), good and
+    scrap against the target, the 3 stop reasons that cost the most time."""
+    found = hub.shift()
+    if found is None:
+        raise ApiError(
+            404,
+            m.ErrorBody(code="no_shift", message="nothing booked yet: no shift to show"),
+        )
+    return found
+
+
 @router.get("/api/operations/{order}/{operation}", response_model=m.OperationOut)
 async def operation(hub: Hub, order: str, operation: str, split: int = 0) -> m.OperationOut:
     """One operation, finished or not."""
