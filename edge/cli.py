@@ -13,6 +13,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+# First of ours, so that structlog is imported the lean way edge.logging does it (see there).
+from edge.logging import configure_logging
+
+# isort: split
 from edge import __version__, ops, report
 from edge.config import (
     DEFAULT_CONFIG_PATH,
@@ -24,7 +28,6 @@ from edge.config import (
     rules_from_config,
 )
 from edge.errors import ComponentFailed, ConfigError, StoreError, StoreRefused
-from edge.logging import configure_logging
 from edge.relay import cli as relay_cli
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130

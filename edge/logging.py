@@ -18,8 +18,33 @@ import logging
 import sys
 from typing import Any, Final, TextIO
 
-import structlog
-from structlog.typing import Processor
+# structlog looks for optional helpers when it is imported: rich (pretty tracebacks for the
+# console renderer, about 4 MB with pygments) and greenlet (for its deprecated threadlocal
+# module). Either may be installed beside the gateway as some other tool's dependency. The
+# daemon's own output (JSON lines to the journal, or plain key=value lines) needs neither, so
+# unless a person watches stderr at a terminal structlog is imported with both hidden from it.
+# Nothing else is affected: they are importable again right after, for whoever needs them.
+_OPTIONAL_FOR_STRUCTLOG: Final = ("rich", "greenlet")
+
+
+def _import_structlog_lean() -> None:
+    if "structlog" in sys.modules or sys.stderr is None or sys.stderr.isatty():
+        return  # already imported, or a terminal, where rich's tracebacks are welcome
+    hidden = [name for name in _OPTIONAL_FOR_STRUCTLOG if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
+    try:
+        import structlog  # noqa: F401
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+_import_structlog_lean()
+
+import structlog  # noqa: E402
+from structlog.typing import Processor  # noqa: E402
 
 __all__ = ["Logger", "configure_logging", "get_logger"]
 
