@@ -128,6 +128,7 @@ class PanelHub:
             operator=self.operator,
             variance_reasons=tuple(panel.variance_reasons),
             supervisor_configured=self.auth.configured,
+            disk_low=self.engine.retention.disk_low,
         )
         state = snapshot(self.engine.work_center, self.engine.now(), meta)
         active = {op.op for op in state.active}

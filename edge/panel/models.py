@@ -399,6 +399,11 @@ class PanelState(_Out):
     )
     supervisor_configured: bool
     shift: ShiftView | None = Field(None, description="the current shift so far")
+    disk_low: bool = Field(
+        False,
+        description="machine counts are refused: the database's disk is below "
+        "[retention] min_free_mb (sent with the next snapshot or heartbeat)",
+    )
     max_text: int = Field(MAX_TEXT, description="the longest reason in words the gateway takes")
 
 

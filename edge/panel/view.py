@@ -48,6 +48,7 @@ class ViewMeta:
     operator: str
     variance_reasons: tuple[str, ...]
     supervisor_configured: bool
+    disk_low: bool = False
 
 
 def _s(ms: int) -> float:
@@ -299,4 +300,5 @@ def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
         ][:RECENT_UNASSIGNED],
         supervisor_configured=meta.supervisor_configured,
         shift=shift_view(wc, now),
+        disk_low=meta.disk_low,
     )

@@ -306,7 +306,7 @@
     const el = $('view-' + view);
     const keep = el.scrollTop;
     el.replaceChildren();
-    ({ order: renderOrder, orders: renderOrders, stops: renderStops, confirmations: renderConfirmations, help: renderHelp })[view](el);
+    ({ order: renderOrder, orders: renderOrders, stops: renderStops, shift: renderShift, confirmations: renderConfirmations, help: renderHelp })[view](el);
     el.scrollTop = keep;
   }
 
@@ -343,6 +343,9 @@
       detail = S.help_calls.map((c) => t('help.' + c.category)).join(', ');
     }
     if (pending) detail += (detail ? ' · ' : '') + t('state.tap_reason');
+    // The disk below [retention] min_free_mb: counts are refused until space returns.
+    if (S.disk_low) detail = t('state.disk_low') + (detail ? ' · ' + detail : '');
+    el.classList.toggle('disk-low', Boolean(S.disk_low));
     $('state-detail').textContent = detail;
   }
 
@@ -358,6 +361,49 @@
       tab.replaceChildren(t('tab.' + name));
       if (counts[name]) tab.append(h('span', { class: 'badge' }, counts[name]));
     }
+  }
+
+  // A share as a whole percent; null (undefined: nothing planned, nothing made) is a dash, never 0.
+  const pct = (v) => (v === null || v === undefined ? '–' : `${Math.round(v * 100)} %`);
+  const maybeQty = (v) => (v === null || v === undefined ? '–' : qty(v));
+
+  function renderShift(el) {
+    const s = S.shift;
+    if (!s) {
+      el.append(h('div', { class: 'empty' }, t('shift.none')));
+      return;
+    }
+    const name = s.shift === 'unscheduled' ? t('shift.unscheduled') : s.shift;
+    const factor = (key) => h('div', { class: 'kpi', 'data-field': key },
+      h('span', {}, t('shift.' + key)), h('b', {}, pct(s[key])));
+    const behind = s.target_due !== null && s.good < s.target_due;
+    el.append(h('div', { class: 'shift' },
+      h('div', { class: 'section-title' }, t('shift.title', { name, from: time(s.start), to: time(s.end) })),
+      h('div', { class: 'shift-col' },
+        h('div', { class: 'kpi big', 'data-field': 'oee' }, h('span', {}, t('shift.oee')), h('b', {}, pct(s.oee))),
+        factor('availability'), factor('effectiveness')),
+      h('div', { class: 'shift-col' },
+        h('div', { class: 'kpi big' + (behind ? ' behind' : ''), 'data-field': 'parts' },
+          h('span', {}, t('shift.good')),
+          h('b', {}, qty(s.good)),
+          h('small', {}, t('shift.due', { due: maybeQty(s.target_due) }))),
+        h('div', { class: 'kpi', 'data-field': 'target' }, h('span', {}, t('shift.target')), h('b', {}, maybeQty(s.target))),
+        h('div', { class: 'kpi-pair' }, factor('quality_ratio'),
+          h('div', { class: 'kpi', 'data-field': 'scrap' }, h('span', {}, t('order.scrap')), h('b', {}, qty(s.scrap))))),
+      h('div', { class: 'shift-col' },
+        h('div', { class: 'section-title' }, t('shift.top_stops')),
+        s.top_stops.length
+          ? s.top_stops.map((x) => h('div', { class: 'row', 'data-reason': x.reason },
+            h('div', { class: 'main' },
+              h('div', { class: 'l1' }, stopReasonText(x)),
+              h('div', { class: 'l2' }, t(x.stops === 1 ? 'shift.stop_line_one' : 'shift.stop_line', { minutes: qty(x.minutes), stops: x.stops })))))
+          : h('div', { class: 'empty' }, t('shift.no_stops')))));
+  }
+
+  function stopReasonText(x) {
+    if (x.reason === 'PENDING') return t('shift.reason_pending');
+    if (x.reason === 'MICRO') return t('shift.micro');
+    return x.reason_text || x.reason;
   }
 
   function show(name) {
