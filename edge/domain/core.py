@@ -2,12 +2,12 @@
 
 The plant's rules live in one module per chapter of rules.md, each rule named where it is applied:
 
-- ``lifecycle``: one active operation (§1), the operation state machine and split (§2);
+- ``lifecycle``: one active operation (§1), the operation state machine, split (§2) and merge;
 - ``counting``: readings, pulses, unassigned production, cross-checks, scrap, corrections (§3);
 - ``stops``: when a stop starts and ends, micro-stops, reasons (§4);
 - ``times``: the time elements of an operation (§5);
 - ``confirmations``: confirmations, reversal, resend, the ERP's verdict (§6, §9);
-- ``dispatch``: the dispatch list, master data, what may change once started (§7);
+- ``dispatch``: the dispatch list, master data, what may change once started, (§7);
 - ``andon``: calls for help and what the stack light and panel show (§8);
 - ``calendar`` and ``kpis``: the shift calendar, and ISO 22400 time elements and KPIs per shift,
   booked after every input that changed the state;
@@ -51,6 +51,7 @@ from edge.domain.inputs import (
     Input,
     MachineStateChanged,
     MasterDataReceived,
+    MergeOperations,
     Pulses,
     ReportScrap,
     RequestConfirmation,
@@ -115,6 +116,7 @@ class WorkCenter(WorkCenterState):
             CloseHelp: partial(andon.on_close_help, self),
             DispatchList: partial(dispatch.on_dispatch, self),
             MasterDataReceived: partial(dispatch.on_master_data, self),
+            MergeOperations: partial(lifecycle.on_merge, self),
             RetireFinished: partial(retire.on_retire, self),
             Tick: self._on_tick,
             RulesApplied: self._on_rules,

@@ -452,10 +452,10 @@ def on_assign_unassigned(s: WorkCenterState, a: AssignUnassigned) -> None:
             value=a.unassigned_id,
         )
     op = s.find_op(a.op)
-    if op.status is OperationStatus.CANCELLED:
+    if op.status in (OperationStatus.CANCELLED, OperationStatus.MERGED):
         raise reject(
             RejectionCode.OPERATION_FINISHED,
-            f"operation {op.key} is cancelled",
+            f"operation {op.key} is {op.status.value}",
             field="op",
             value=a.op,
             state=op.status.value,

@@ -22,6 +22,7 @@ class EventType(StrEnum):
     OPERATION_STATE_CHANGED = "operation_state_changed"
     PICKED_OUT_OF_SEQUENCE = "picked_out_of_sequence"
     OPERATION_SPLIT = "operation_split"
+    OPERATION_MERGED = "operation_merged"  # central merged others into it (sources ended merged)
     TARGET_REACHED = "target_reached"
     OVER_TOLERANCE = "over_tolerance"
     OVER_TOLERANCE_ACKNOWLEDGED = "over_tolerance_acknowledged"

@@ -248,6 +248,21 @@ class DispatchList:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeOperations:
+    """Central merges dispatched operations of the same material into one: ``sources`` end
+    ``merged`` and ``target`` takes their quantity (their sum with its own, or ``quantity``)
+    and the earliest due date (or ``due``)."""
+
+    target: str
+    sources: tuple[str, ...]
+    at: Instant
+    actor: str = "central"
+    quantity: Decimal | None = None
+    due: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MasterDataReceived:
     master_data: MasterData
     at: Instant
@@ -294,6 +309,7 @@ Input = (
     | AcknowledgeHelp
     | CloseHelp
     | DispatchList
+    | MergeOperations
     | MasterDataReceived
     | RetireFinished
     | RulesApplied
@@ -322,6 +338,7 @@ INPUT_TYPES: dict[str, type[Input]] = {
         AcknowledgeHelp,
         CloseHelp,
         DispatchList,
+        MergeOperations,
         MasterDataReceived,
         RetireFinished,
         RulesApplied,

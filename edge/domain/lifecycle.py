@@ -8,25 +8,36 @@ a complete, split or cancel needs, then changes the status (:func:`set_status`).
 
 A split ends the operation ``completed`` with ``split`` set and hands the remainder back as a new
 operation with the next split index (:func:`hand_back_remainder`).
+
+Central may merge dispatched operations of the same material into one (:func:`on_merge`):
+only operations nothing has happened to yet (dispatched, never started, nothing counted or
+confirmed, not held), of the same work center, material and unit. The sources end ``merged``
+(finished, never confirmed, ``merged_into`` the target); the target takes the sum of the
+quantities (or the one the message gives) and the earliest due date (or the one given). A
+merge whose sources are all merged into that target already changes nothing and is not
+refused (a message sent again).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from edge.domain import counting
 from edge.domain.clock import Instant
 from edge.domain.confirmations import confirm
-from edge.domain.dispatch import note_sequence, spec_data
+from edge.domain.dispatch import note_sequence, spec_changes, spec_data
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
     Action,
     MachineState,
+    MergeOperations,
     Transition,
 )
-from edge.domain.limits import MAX_TEXT
+from edge.domain.limits import MAX_MERGE, MAX_QUANTITY, MAX_TEXT
 from edge.domain.model import (
+    ZERO,
     Operation,
     OperationStatus,
     StopOrigin,
@@ -100,8 +111,9 @@ def set_status(
     if old is OperationStatus.RUNNING and new is not OperationStatus.RUNNING:
         end_losses_of_running(s, now, actor)
     # The reason of a hold or cancel stays while the operation is held, or for good once it is
-    # cancelled; any other change of status ends it.
-    op.status_reason = reason if new in (OperationStatus.HELD, OperationStatus.CANCELLED) else None
+    # cancelled (or merged); any other change of status ends it.
+    kept = (OperationStatus.HELD, OperationStatus.CANCELLED, OperationStatus.MERGED)
+    op.status_reason = reason if new in kept else None
     s.touch("operation", op.key)
     data: dict[str, object] = {"from": old.value, "to": new.value, "action": action}
     if reason is not None:
@@ -280,3 +292,150 @@ def hand_back_remainder(
         done_qty=number(op.counted.good),
     )
     s.emit(EventType.OPERATION_DISPATCHED, t.at, new, t.actor, **spec_data(spec))
+
+
+def on_merge(s: WorkCenterState, m: MergeOperations) -> bool | None:
+    """Merge ``m.sources`` into ``m.target`` (see the module's docstring); everything is
+    checked before anything changes. False: all were merged into the target before."""
+    if not 1 <= len(m.sources) <= MAX_MERGE:
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            f"sources: {len(m.sources)} operations; a merge names 1 to {MAX_MERGE}",
+            field="sources",
+            value=len(m.sources),
+        )
+    target = s.find_op(m.target, "target")
+    sources: list[Operation] = []
+    for i, ref in enumerate(m.sources):
+        name = f"sources[{i}]"
+        op = s.find_op(ref, name)
+        if op is target:
+            raise reject(
+                RejectionCode.INVALID_VALUE,
+                f"{name} = {ref!r}: operation {op.key} is the target; it cannot be merged "
+                "into itself",
+                field=name,
+                value=ref,
+            )
+        if op in sources:
+            raise reject(
+                RejectionCode.INVALID_VALUE,
+                f"{name} = {ref!r}: operation {op.key} is named twice",
+                field=name,
+                value=ref,
+            )
+        sources.append(op)
+    new = [op for op in sources if op.merged_into != str(target.key)]
+    if not new:
+        return False  # merged before: the same merge again changes nothing
+    reason = _merge_reason(m.reason)
+    _check_mergeable(target, "target", m.target)
+    for i, op in enumerate(sources):
+        if op in new:
+            _check_mergeable(op, f"sources[{i}]", m.sources[i], target)
+    if m.quantity is not None:
+        qty = quantity_of(m.quantity, "quantity")
+    else:
+        qty = target.spec.target_qty + sum((op.spec.target_qty for op in new), ZERO)
+        if qty > MAX_QUANTITY:
+            raise reject(
+                RejectionCode.INVALID_VALUE,
+                f"quantity: the merged quantity {qty} {target.spec.unit} is over "
+                f"{MAX_QUANTITY}; give the quantity",
+                field="quantity",
+                value=str(qty),
+            )
+    if m.due is not None and (len(m.due) > MAX_TEXT or not m.due.isprintable()):
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            f"due = {m.due[:40]!r}: at most {MAX_TEXT} printable characters",
+            field="due",
+            value=m.due[:40],
+        )
+    due = m.due if m.due is not None else earliest_due([target, *new])
+    into = str(target.key)
+    for op in new:
+        op.merged_into = into
+        set_status(s, op, OperationStatus.MERGED, m.at, m.actor, "merge", f"merged into {into}")
+    spec = replace(target.spec, target_qty=qty, due=due)
+    changes = spec_changes(target.spec, spec)
+    target.spec = spec
+    s.touch("operation", target.key)
+    data: dict[str, object] = {
+        "sources": [str(op.key) for op in new],
+        "target_qty": number(qty),
+        "due": due,
+        "changes": changes,
+    }
+    if reason is not None:
+        data["reason"] = reason
+    s.emit(EventType.OPERATION_MERGED, m.at, target, m.actor, **data)
+    return None
+
+
+def _merge_reason(text: str | None) -> str | None:
+    reason = (text or "").strip()
+    if not reason:
+        return None
+    if len(reason) > MAX_TEXT or not reason.isprintable():
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            f"reason = {reason[:40]!r}: at most {MAX_TEXT} printable characters",
+            field="reason",
+            value=reason[:40],
+        )
+    return reason
+
+
+def _check_mergeable(op: Operation, name: str, ref: str, target: Operation | None = None) -> None:
+    """Only an operation nothing has happened to may take part in a merge; a source must be of
+    the target's work center, material and unit."""
+    why = None
+    if op.status.finished:
+        why = f"is {op.status.value}" + (f" (into {op.merged_into})" if op.merged_into else "")
+    elif op.status.active:
+        why = f"is {op.status.value}"
+    elif op.status is OperationStatus.HELD:
+        why = "is held; release it first"
+    elif op.conf_count or not op.confirmed.is_empty():
+        why = f"is partly confirmed ({op.conf_count} confirmations)"
+    elif op.counted.has_quantity():
+        why = f"has counts ({number(op.counted.good)} good)"
+    elif op.first_start is not None:
+        why = "has started before"
+    elif target is not None:
+        for field_name in ("work_center", "material", "unit"):
+            mine, theirs = getattr(op.spec, field_name), getattr(target.spec, field_name)
+            if mine != theirs:
+                why = f"{field_name} {mine!r} is not the target's ({theirs!r})"
+                break
+    if why is None:
+        return
+    raise reject(
+        RejectionCode.OPERATION_ACTIVE if op.status.active else RejectionCode.INVALID_VALUE,
+        f"{name} = {ref!r}: operation {op.key} {why}; only dispatched operations that nothing "
+        "happened to can be merged",
+        field=name,
+        value=ref,
+        state=op.status.value,
+        action="merge",
+    )
+
+
+def earliest_due(ops: list[Operation]) -> str | None:
+    """The earliest due date of ``ops`` (ISO 8601 as the ERP sent it; one without an offset
+    is taken as UTC; a text that is no date is left out)."""
+    best: tuple[datetime, str] | None = None
+    for op in ops:
+        text = op.spec.due
+        if not text:
+            continue
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        if best is None or moment < best[0]:
+            best = (moment, text)
+    return best[1] if best else None

@@ -48,6 +48,8 @@ MAX_EVERY_MINUTES: Final = 7 * 24 * 60.0
 
 # Texts: reasons in words, notes, material texts.
 MAX_TEXT: Final = 200
+# Operations central may merge into one in a single message (besides the one they join).
+MAX_MERGE: Final = 50
 # Catalogues from central: stop and scrap reasons, alarm mappings.
 MAX_CATALOGUE: Final = 1000
 

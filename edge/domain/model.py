@@ -52,6 +52,7 @@ class OperationStatus(StrEnum):
     HELD = "held"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
+    MERGED = "merged"  # central merged it into another operation (edge.domain.dispatch)
 
     @property
     def active(self) -> bool:
@@ -59,9 +60,12 @@ class OperationStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (OperationStatus.COMPLETED, OperationStatus.CANCELLED)
+        return self in _FINISHED
 
 
+_FINISHED = frozenset(
+    {OperationStatus.COMPLETED, OperationStatus.CANCELLED, OperationStatus.MERGED}
+)
 _ACTIVE = frozenset({OperationStatus.SETUP, OperationStatus.RUNNING, OperationStatus.INTERRUPTED})
 
 
@@ -186,6 +190,8 @@ class Operation:
     # Why it is held, or why it was cancelled, in words (from central or a supervisor); None
     # otherwise. Last, so that the stored form of an operation without one stays as it was.
     status_reason: str | None = None
+    # The operation it was merged into (status merged); None otherwise. Stored only when set.
+    merged_into: str | None = None
 
     @property
     def key(self) -> OperationKey:

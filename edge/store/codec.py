@@ -2,9 +2,9 @@
 
 The domain stays free of serialisation; pydantic's TypeAdapters read the domain's dataclasses as
 they are, so a new field in the core needs no code here, except where documents stored before it
-must stay as they were: an operation's ``status_reason`` is left out while it is None, so every
-operation stored (and every checkpoint taken) before the field existed reads the same as a
-replay writes it, and ``edge verify`` holds across the upgrade without a migration.
+must stay as they were: an operation's ``status_reason`` and ``merged_into`` are left out while
+None, so every operation stored (and every checkpoint taken) before the fields existed reads the
+same as a replay writes it, and ``edge verify`` holds across the upgrade without a migration.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassi
 
 
 # Fields of an operation written only when set (see the module's docstring).
-_OPERATION_OPTIONAL = frozenset({"status_reason"})
+_OPERATION_OPTIONAL = frozenset({"status_reason", "merged_into"})
 
 
 def operation_doc(op: Operation) -> str:

@@ -35,7 +35,7 @@ from edge.domain import limits as L
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import Shift
 
-CONTRACT_VERSION = "1.4.0"
+CONTRACT_VERSION = "1.5.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -197,12 +197,40 @@ class DispatchListBody(_Strict):
     operations: list[OperationMsg] = Field(max_length=2000)
 
 
+class OperationKeyMsg(_Strict):
+    """One operation by its key."""
+
+    order_id: Ident
+    operation: Ident
+    split: Split = 0
+
+
 class OperationRefBody(_Strict):
     """Names one operation: cancel, hold or release it."""
 
     order_id: Ident
     operation: Ident
     split: Split = 0
+    reason: str | None = Field(None, max_length=L.MAX_TEXT)
+
+
+class MergeBody(_Strict):
+    """Merge dispatched operations of the same material into one: the sources end ``merged``
+    and the target takes the sum of all quantities (or ``quantity``) and the earliest due date
+    (or ``latest_end``). Only operations nothing has happened to yet take part."""
+
+    order_id: Ident = Field(description="the operation that remains (the target)")
+    operation: Ident
+    split: Split = 0
+    sources: list[OperationKeyMsg] = Field(
+        min_length=1, max_length=L.MAX_MERGE, description="the operations merged into it"
+    )
+    quantity: PositiveQty | None = Field(
+        None, description="the target's quantity after the merge; default: the sum"
+    )
+    latest_end: str | None = Field(
+        None, max_length=40, description="the due date after the merge; default: the earliest"
+    )
     reason: str | None = Field(None, max_length=L.MAX_TEXT)
 
 
@@ -394,6 +422,7 @@ class OrderEventBody(OrderFields):
         "operation_state_changed",
         "picked_out_of_sequence",
         "operation_split",
+        "operation_merged",
         "target_reached",
         "over_tolerance",
         "over_tolerance_acknowledged",
@@ -408,6 +437,8 @@ class OrderEventBody(OrderFields):
     expected: str | None = None
     sequence: int | None = None
     remainder_op: str | None = None
+    # operation_merged: the operations merged into this one (they end merged, merged_into it)
+    sources: list[str] | None = None
     remainder_qty: Quantity | None = None
     done_qty: Quantity | None = None
     good: Quantity | None = None
@@ -941,6 +972,9 @@ TOPICS: tuple[Topic, ...] = (
           "Hold one operation.", schema="mes.hold/1", relay=SEND),
     Topic("_mes_v1/order/release", DOWN, OperationRefBody, 1, False,
           "Release a held operation.", schema="mes.release/1", relay=SEND),
+    Topic("_mes_v1/order/merge", DOWN, MergeBody, 1, False,
+          "Merge dispatched operations of the same material into one.",
+          schema="mes.merge/1"),
     Topic("_mes_v1/masterdata", DOWN, MasterDataBody, 1, True,
           "Reason catalogues, alarm mapping, crew size, shift calendar, partial-confirmation "
           "policy (retained).",

@@ -24,6 +24,7 @@ from edge.domain.inputs import (
     DispatchList,
     Input,
     MasterDataReceived,
+    MergeOperations,
     ResultStatus,
     Transition,
 )
@@ -42,6 +43,7 @@ from edge.sync.contract import (
     DispatchListBody,
     InboundEnvelope,
     MasterDataBody,
+    MergeBody,
     OperationRefBody,
     RejectedBody,
     ResyncBody,
@@ -89,8 +91,19 @@ def _one_line(text: str | None) -> str | None:
     return " ".join(text.split()) if text is not None else None
 
 
-def _op_ref(body: OperationRefBody) -> str:
+def _op_ref(body: Any) -> str:
     return str(OperationKey(body.order_id, body.operation, body.split))
+
+
+def _merge(b: MergeBody, at: Any) -> MergeOperations:
+    return MergeOperations(
+        _op_ref(b),
+        tuple(_op_ref(source) for source in b.sources),
+        at,
+        quantity=b.quantity,
+        due=b.latest_end,
+        reason=_one_line(b.reason),
+    )
 
 
 class Downlink:
@@ -145,6 +158,7 @@ class Downlink:
                 OperationRefBody,
                 lambda b: Transition(Action.RELEASE, _op_ref(b), "central", now()),
             ),
+            "_mes_v1/order/merge": (MergeBody, lambda b: _merge(b, now())),
             "_mes_v1/masterdata": (MasterDataBody, lambda b: _master_data(b, now())),
             "_mes_v1/confirmation/result": (
                 ConfirmationResultBody,
