@@ -53,6 +53,8 @@ from edge.sync.contract import (
     ErpError,
     InboundEnvelope,
     MasterDataBody,
+    MergeBody,
+    OperationKeyMsg,
     OperationMsg,
     OperationRefBody,
     RejectedBody,
@@ -80,6 +82,7 @@ DISPATCH = "_mes_v1/order/dispatch"
 ORDER_CANCEL = "_mes_v1/order/cancel"
 ORDER_HOLD = "_mes_v1/order/hold"
 ORDER_RELEASE = "_mes_v1/order/release"
+ORDER_MERGE = "_mes_v1/order/merge"
 MASTERDATA = "_mes_v1/masterdata"
 ORDER_RECEIVED = "_mes_v1/order/received"
 REJECTED = "_mes_v1/rejected"
@@ -1061,6 +1064,28 @@ class Dispatcher:
         self, root: str, order_id: str, operation: str, split: int = 0, reason: str | None = None
     ) -> str:
         return await self._send_ref(root, ORDER_RELEASE, order_id, operation, split, reason)
+
+    async def send_merge(
+        self,
+        root: str,
+        target: tuple[str, str],
+        sources: Iterable[tuple[str, str]],
+        *,
+        quantity: Decimal | int | None = None,
+        latest_end: str | None = None,
+        reason: str | None = None,
+    ) -> str:
+        """Merge ``sources`` (order, operation) into ``target``: the gateway ends them merged
+        and gives the target the sum (or ``quantity``) and the earliest due date."""
+        body = MergeBody(
+            order_id=target[0],
+            operation=target[1],
+            sources=[OperationKeyMsg(order_id=o, operation=op) for o, op in sources],
+            quantity=quantity,
+            latest_end=latest_end,
+            reason=reason,
+        )
+        return await self.send(root, ORDER_MERGE, body)
 
     async def _send_ref(
         self, root: str, path: str, order_id: str, operation: str, split: int, reason: str | None
