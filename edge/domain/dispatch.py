@@ -105,6 +105,11 @@ def check_version(version: int) -> None:
         )
 
 
+# A change of these after the first dispatch makes an operation rescheduled (the order KPIs'
+# schedule stability, edge.domain.order_kpis).
+RESCHEDULING = frozenset({"sequence", "due"})
+
+
 def on_dispatch(s: WorkCenterState, d: DispatchList) -> None:
     """rules.md §7: the whole list with a version; replace semantics."""
     h = s.header
@@ -133,7 +138,7 @@ def on_dispatch(s: WorkCenterState, d: DispatchList) -> None:
         spec = replace(listed, work_center=s.rules.work_center)
         op = s.operations.get(spec.key)
         if op is None:
-            s.operations[spec.key] = Operation(spec)
+            s.operations[spec.key] = Operation(spec, dispatched_at=d.at if d.timed else None)
             s.touch("operation", spec.key)
             s.emit(EventType.OPERATION_DISPATCHED, d.at, spec.key, d.actor, **spec_data(spec))
         elif op.status.finished:
@@ -151,6 +156,8 @@ def on_dispatch(s: WorkCenterState, d: DispatchList) -> None:
                 continue
             changes = spec_changes(op.spec, spec)
             op.spec = spec
+            if d.timed and op.dispatched_at is not None and RESCHEDULING.intersection(changes):
+                op.rescheduled = True
             s.touch("operation", spec.key)
             s.emit(
                 EventType.OPERATION_CHANGED,

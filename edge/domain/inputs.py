@@ -245,6 +245,10 @@ class DispatchList:
     operations: tuple[OperationSpec, ...]
     at: Instant
     actor: str = "central"
+    # The list keeps each new operation's dispatch time and marks the ones whose sequence or
+    # due date it changes (the order KPIs, edge.domain.order_kpis). False in the journal's
+    # entries from before, so that their replay writes what was stored then.
+    timed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

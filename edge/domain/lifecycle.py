@@ -360,6 +360,8 @@ def on_merge(s: WorkCenterState, m: MergeOperations) -> bool | None:
     spec = replace(target.spec, target_qty=qty, due=due)
     changes = spec_changes(target.spec, spec)
     target.spec = spec
+    if target.dispatched_at is not None and "due" in changes:
+        target.rescheduled = True
     s.touch("operation", target.key)
     data: dict[str, object] = {
         "sources": [str(op.key) for op in new],

@@ -192,6 +192,12 @@ class Operation:
     status_reason: str | None = None
     # The operation it was merged into (status merged); None otherwise. Stored only when set.
     merged_into: str | None = None
+    # When the dispatch list first brought it: the order KPIs' cycle time starts here
+    # (edge.domain.order_kpis). Stored only when set.
+    dispatched_at: Instant | None = None
+    # Its sequence or due date changed after its first dispatch (schedule stability). Stored
+    # only when true.
+    rescheduled: bool = False
 
     @property
     def key(self) -> OperationKey:

@@ -2,9 +2,11 @@
 
 The domain stays free of serialisation; pydantic's TypeAdapters read the domain's dataclasses as
 they are, so a new field in the core needs no code here, except where documents stored before it
-must stay as they were: an operation's ``status_reason`` and ``merged_into`` are left out while
-None, so every operation stored (and every checkpoint taken) before the fields existed reads the
-same as a replay writes it, and ``edge verify`` holds across the upgrade without a migration.
+must stay as they were: an operation's ``status_reason``, ``merged_into``, ``dispatched_at`` and
+``rescheduled`` are left out while unset, so every operation stored (and every checkpoint taken)
+before the fields existed reads the same as a replay writes it, and ``edge verify`` holds across
+the upgrade without a migration. (Dispatch times come only from dispatch lists journaled with
+``timed``: a replay of older ones leaves them unset, as they were stored.)
 """
 
 from __future__ import annotations
@@ -43,13 +45,19 @@ SHIFT = TypeAdapter(ShiftTimes)
 TABLES = ("work_center", "operation", "counter", "stop", "confirmation", "unassigned", "shift")
 
 
-# Fields of an operation written only when set (see the module's docstring).
-_OPERATION_OPTIONAL = frozenset({"status_reason", "merged_into"})
+# Fields of an operation written only when set (see the module's docstring), with the value
+# that means unset.
+_OPERATION_OPTIONAL: dict[str, object] = {
+    "status_reason": None,
+    "merged_into": None,
+    "dispatched_at": None,
+    "rescheduled": False,
+}
 
 
 def operation_doc(op: Operation) -> str:
-    """The stored form of ``op``; a field added later is left out while it is None."""
-    unset = {name for name in _OPERATION_OPTIONAL if getattr(op, name) is None}
+    """The stored form of ``op``; a field added later is left out while it is unset."""
+    unset = {name for name, none in _OPERATION_OPTIONAL.items() if getattr(op, name) == none}
     return OPERATION.dump_json(op, exclude=unset or None).decode()
 
 

@@ -139,7 +139,7 @@ class Downlink:
             "_mes_v1/order/dispatch": (
                 DispatchListBody,
                 lambda b: DispatchList(
-                    b.version, tuple(_operation_spec(m) for m in b.operations), now()
+                    b.version, tuple(_operation_spec(m) for m in b.operations), now(), timed=True
                 ),
             ),
             "_mes_v1/order/cancel": (
