@@ -567,6 +567,9 @@ class Chain:
         self.api = f"http://127.0.0.1:{self.panel_port}"
         self.db = workdir / "edge.db"
         self.broker = Mosquitto(workdir / "broker")
+        # the port the gateway's [mqtt] connects to: a proxy's in front of the broker, if set
+        # before the chain starts (tests/reliability/net_proxy.py); else the broker's own
+        self.gateway_mqtt_port: int | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.relays: dict[str, subprocess.Popen[bytes]] = {}
         self.gateway_starts = 0
@@ -644,7 +647,7 @@ class Chain:
                 edge_id=EDGE_ID,
                 work_center=WORK_CENTER,
                 db=self.db,
-                mqtt_port=self.broker.port,
+                mqtt_port=self.gateway_mqtt_port or self.broker.port,
                 result_timeout_s=self.result_timeout_s,
                 panel_port=self.panel_port,
                 pin_hash=hash_pin(SUPERVISOR_PIN, n=2**10),

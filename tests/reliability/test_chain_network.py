@@ -1,0 +1,294 @@
+"""The chain (tests/reliability/chain.py) under network and database faults (issue 20):
+
+1. A TCP proxy (tests/reliability/net_proxy.py) between the gateway and mosquitto: the
+   broker's answers delayed (PUBACKs and the relay's results reach the gateway late), the
+   line stalled (open, nothing through for seconds), the connections dropped (FIN or RST),
+   a reconnect caught by a stall. The gateway must reconnect by itself.
+2. PostgreSQL, the relays' shared ledger, stopped (``pg_ctl -m fast``: every session cut)
+   while confirmations are being posted, and started again after a few seconds. The relays
+   must keep running and take up their work again.
+
+Under both nothing may be lost or posted twice (the three ledgers judged by ``judge``), every
+daemon keeps running and stops cleanly on SIGTERM. The short tests share one chain (its own
+PostgreSQL, so that stopping it touches no other test); the long ones (``slow``) run many
+more faults on a chain of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.pg import PostgresCluster, PostgresNotFound
+from tests.relay.harness import pg_url
+from tests.reliability.chain import (
+    FINAL_VERDICTS,
+    Chain,
+    ChainFailed,
+    Op,
+    Schedule,
+    http,
+    judge,
+)
+from tests.reliability.net_proxy import NetProxy
+
+pytestmark = pytest.mark.timeout(60)  # the short ones take 10-20 s
+
+
+@dataclass
+class Net:
+    """A chain whose gateway reaches the broker through ``proxy``; the relays' ledger on
+    ``pg``, a PostgreSQL server of its own."""
+
+    chain: Chain
+    proxy: NetProxy
+    pg: PostgresCluster
+
+
+def own_cluster() -> PostgresCluster:
+    try:
+        return PostgresCluster()
+    except PostgresNotFound as exc:  # pragma: no cover - scripts/test installs PostgreSQL
+        pytest.skip(str(exc))
+
+
+@contextlib.contextmanager
+def net_chain(workdir: Path, name: str) -> Iterator[Net]:
+    """Start a PostgreSQL, the proxy (its target: the chain's broker, whose port stays the
+    same across restarts) and the chain, the gateway pointed at the proxy."""
+    with own_cluster() as pg:  # started
+        chain = Chain(
+            workdir,
+            Schedule(0, ()),
+            ledger_url=pg_url(pg.create_database(name)),
+            relay_timeout_s=1.0,
+            result_timeout_s=4.0,
+        )
+        with NetProxy(chain.broker.host, chain.broker.port) as proxy:
+            chain.gateway_mqtt_port = proxy.port
+            with chain:
+                yield Net(chain, proxy, pg)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    with net_chain(tmp_path_factory.mktemp("chain-net"), "chain_net") as net:
+        yield net
+        # The daemons kept running through every fault, and stop cleanly on SIGTERM.
+        assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
+
+
+def run(chain: Chain, schedule: Schedule, fault: Any, **settle: Any) -> None:
+    chain.dispatch(schedule)
+    chain.produce(fault, schedule)
+    chain.settle(schedule=schedule, **settle)
+
+
+def check(chain: Chain, schedule: Schedule) -> str:
+    """Judge the ledgers for ``schedule``'s operations; the summary line when all holds."""
+    v = judge(chain.ledgers(), schedule.ops)
+    assert not v.problems, f"seed {schedule.seed}: {v.line()}: {v.problems}"
+    assert v.parts_made > 0
+    assert v.confirmations >= len(schedule.ops)
+    assert v.stops == sum(len(op.stops) for op in schedule.ops), v.line()
+    for name, proc in chain.relays.items():
+        assert proc.poll() is None, f"{name} ended: {chain.relay_log(name)}"
+    assert chain.gateway is not None
+    assert chain.gateway.poll() is None, chain.gateway_log()
+    return v.line()
+
+
+_METRIC = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
+
+
+def metrics(chain: Chain) -> dict[str, float]:
+    """The gateway's /metrics: name (with its labels as written) -> value."""
+    status, text = http("GET", chain.api + "/metrics", timeout=5)
+    if status != 200 or not isinstance(text, str):
+        raise ChainFailed(f"/metrics: HTTP {status}")
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if m := _METRIC.match(line):
+            out[m[1] + (m[2] or "")] = float(m[3])
+    return out
+
+
+def slow_acks(m: dict[str, float], over: str = "0.25") -> float:
+    """Publishes whose PUBACK took longer than ``over`` seconds."""
+    return (
+        m["edge_mqtt_publish_seconds_count"] - m[f'edge_mqtt_publish_seconds_bucket{{le="{over}"}}']
+    )
+
+
+# ----------------------------------------------------------------------- 1. gateway <-> broker
+
+
+@dataclass
+class NetFaults:
+    """In each operation, while the machine counts and the gateway confirms:
+
+    1. after 5 parts the broker's direction is delayed by a seeded 0.3-0.8 s (PUBACKs and the
+       relay's results come late; the gateway's result timeout is 4 s);
+    2. after 20 parts the line stalls for a seeded 1.5-3 s (the delay still on);
+    3. once the stall is over, every connection is dropped (RST or FIN, seeded), and the line
+       stalls again for 0.5-1.5 s (the gateway's reconnect hangs on it);
+    4. once the gateway is connected again (one connection more at the proxy and the gateway
+       says so), the delay ends.
+    """
+
+    net: Net
+    rng: random.Random
+    done: list[str] = field(default_factory=list)
+    op: str | None = None
+    step: int = 0
+    until: float = 0.0
+    accepted: int = 0
+    connects: float = 0.0
+    reconnects: list[float] = field(default_factory=list)  # seconds from drop to connected
+
+    def pending(self, op: Op) -> bool:
+        return op.ref != self.op or self.step < 4
+
+    def __call__(self, chain: Chain, op: Op, made: int) -> None:
+        proxy = self.net.proxy
+        if op.ref != self.op:
+            self.op, self.step = op.ref, 0
+        now = time.monotonic()
+        if self.step == 0 and made >= 5:
+            proxy.delay_down_s = round(self.rng.uniform(0.3, 0.8), 2)
+            self.step = 1
+        elif self.step == 1 and made >= 20:
+            stall = self.rng.uniform(1.5, 3.0)
+            proxy.stall(stall)
+            self.step, self.until = 2, now + stall
+        elif self.step == 2 and now >= self.until:
+            self.accepted = proxy.accepted
+            self.connects = metrics(chain)["edge_mqtt_connects_total"]
+            reset = self.rng.random() < 0.5
+            assert proxy.drop(reset=reset) >= 1, "the gateway had no connection at the proxy"
+            proxy.stall(self.rng.uniform(0.5, 1.5))
+            self.step, self.until = 3, now
+        elif self.step == 3:
+            m = metrics(chain)
+            if (
+                proxy.accepted > self.accepted
+                and m["edge_mqtt_connected"] == 1
+                and m["edge_mqtt_connects_total"] > self.connects
+            ):
+                self.reconnects.append(round(now - self.until, 2))
+                proxy.delay_down_s = 0.0
+                self.done.append(op.ref)
+                self.step = 4
+            elif now - self.until > 30:
+                raise ChainFailed(f"the gateway did not reconnect in 30 s: {chain.gateway_log()}")
+
+
+def net_faults(net: Net, seed: int, n_ops: int) -> str:
+    chain = net.chain
+    schedule = Schedule.make(seed, n_ops, (60, 80), (0, 1), first_order=seed * 10)
+    fault = NetFaults(net, random.Random(seed))
+    before = metrics(chain)
+    run(chain, schedule, fault, timeout=120)
+    after = metrics(chain)
+    assert fault.done == [op.ref for op in schedule.ops]
+    # the gateway reconnected by itself after each drop, and is connected now
+    assert after["edge_mqtt_connected"] == 1
+    assert after["edge_mqtt_connects_total"] - before["edge_mqtt_connects_total"] >= n_ops
+    # the delay was real: PUBACKs came later than a quarter of a second
+    assert slow_acks(after) > slow_acks(before)
+    return f"{check(chain, schedule)}; reconnected after {fault.reconnects} s"
+
+
+def test_the_line_to_the_broker_delayed_stalled_and_dropped(shared: Net) -> None:
+    print(net_faults(shared, seed=808, n_ops=2))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_the_line_to_the_broker_delayed_stalled_and_dropped_many_times(tmp_path: Path) -> None:
+    with net_chain(tmp_path, "chain_net_long") as net:
+        print(net_faults(net, seed=8008, n_ops=20))
+        assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
+
+
+# ----------------------------------------------------------------------- 2. the relays' ledger
+
+
+@dataclass
+class LedgerRestarts:
+    """In each operation, once a confirmation of it is at the relays and not yet answered
+    (SAP answers slowly, 0.3-0.6 s, so that one is in flight), or at the latest after 50
+    parts: PostgreSQL stopped with ``pg_ctl -m fast`` (its sessions cut), down a seeded 1-3 s
+    while the machine goes on counting, started again."""
+
+    net: Net
+    rng: random.Random
+    done: list[str] = field(default_factory=list)
+    in_flight: list[bool] = field(default_factory=list)  # one was open when it went down
+
+    def pending(self, op: Op) -> bool:
+        return op.ref not in self.done
+
+    def __call__(self, chain: Chain, op: Op, made: int) -> None:
+        if op.ref in self.done or made < 10:
+            return
+        open_ = [
+            c
+            for c in chain.confirmations()
+            if c["op"] == op.ref and c["status"] not in FINAL_VERDICTS
+        ]
+        if not open_ and made < 50:
+            return
+        self.net.pg.stop("fast")
+        try:
+            time.sleep(self.rng.uniform(1.0, 3.0))
+        finally:
+            self.net.pg.start()
+        self.in_flight.append(bool(open_))
+        self.done.append(op.ref)
+
+
+def ledger_errors(chain: Chain) -> int:
+    """How often the relays logged that the ledger was out of reach."""
+    return sum(
+        (chain.workdir / f"{name}.log").read_text(errors="replace").count("LedgerUnavailable")
+        for name in chain.relays
+    )
+
+
+def ledger_restarts(net: Net, seed: int, n_ops: int) -> str:
+    chain = net.chain
+    assert chain.sap is not None
+    schedule = Schedule.make(seed, n_ops, (60, 80), (0, 1), first_order=seed * 10)
+    fault = LedgerRestarts(net, random.Random(seed))
+    before = ledger_errors(chain)
+    chain.sap.set("latency", min_s=0.3, max_s=0.6)
+    try:
+        run(chain, schedule, fault, timeout=120)
+    finally:
+        chain.sap.set("latency")
+    assert fault.done == [op.ref for op in schedule.ops]
+    assert any(fault.in_flight), "no confirmation was open when PostgreSQL went down"
+    # the relays felt it (their ledger calls failed) and came through it
+    assert ledger_errors(chain) > before
+    return f"{check(chain, schedule)}; in flight at the stop: {fault.in_flight}"
+
+
+def test_postgres_restarted_under_the_relays(shared: Net) -> None:
+    print(ledger_restarts(shared, seed=909, n_ops=2))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_postgres_restarted_under_the_relays_many_times(tmp_path: Path) -> None:
+    with net_chain(tmp_path, "chain_pg_long") as net:
+        print(ledger_restarts(net, seed=9009, n_ops=20))
+        assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
