@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 
 from edge.domain.gs1 import GS, Scan, ScanRefused, parse
 from edge.scanners.config import ScannerConfig
+from edge.scanners.hid import KeyRefused
 
 __all__ = [
     "Badge",
@@ -31,6 +32,7 @@ __all__ = [
     "Refused",
     "Routed",
     "Router",
+    "refused_key",
     "route",
     "shown",
 ]
@@ -184,3 +186,8 @@ def route(
 ) -> Routed:
     """:meth:`Router.route` with a router made for this one scan."""
     return Router(cfg).route(raw, today=today, badge_known=badge_known)
+
+
+def refused_key(refused: KeyRefused) -> Refused:
+    """A HID scan the decoder refused (an unknown key, too long), as a :class:`Refused`."""
+    return Refused(shown(refused.typed), refused.reason)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from edge.domain.gs1 import GS, Element, check_digit, encode
 from edge.scanners.config import ScannerConfig
+from edge.scanners.hid import KEY_F5, HidDecoder, KeyRefused
 from edge.scanners.route import (
     Badge,
     ComponentBatch,
@@ -19,6 +20,7 @@ from edge.scanners.route import (
     Refused,
     Routed,
     Router,
+    refused_key,
     route,
     shown,
 )
@@ -166,3 +168,13 @@ def test_no_input_makes_it_raise(raw: str, today: date) -> None:
     elif isinstance(got, OperationPick):
         assert got.order
         assert got.operation
+
+
+def test_a_key_refused_by_the_hid_decoder() -> None:
+    decoder = HidDecoder("us")
+    events = [(1, 30, 1), (1, 30, 0), (1, KEY_F5, 1), (1, KEY_F5, 0), (1, 28, 1)]
+    (refused,) = decoder.feed_all(events)
+    assert isinstance(refused, KeyRefused)
+    got = refused_key(refused)
+    assert got.code_shown == "'a'"
+    assert "key code 63 (KEY_F5)" in got.message
