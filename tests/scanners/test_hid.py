@@ -5,6 +5,8 @@ layouts, the group separator three ways, and the refusals naming the key."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.domain.gs1 import Scan, parse
 from edge.scanners import hid
@@ -208,3 +210,56 @@ def test_a_bad_layout_or_length_is_named() -> None:
         HidDecoder("fr")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_length 0"):
         HidDecoder("us", max_length=0)
+
+
+# ---------------------------------------------------------------------- properties
+
+_GS1_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-./()+ "
+
+
+def typer(layout: str) -> dict[str, list[Event]]:
+    """How a scanner set to ``layout`` types each of GS1's characters (from the layout's own
+    tables: this checks the decoder's handling of them, the tables are checked above)."""
+    lay = hid.LAYOUTS[layout]
+    out: dict[str, list[Event]] = {}
+    for ch in _GS1_CHARS:
+        plain = [c for c, v in lay.plain.items() if v == ch and c not in lay.dead]
+        shifted = [c for c, v in lay.shifted.items() if v == ch and c not in lay.dead]
+        if plain:
+            out[ch] = press(plain[0])
+        else:
+            assert shifted, (layout, ch)
+            out[ch] = press(S, shifted[0])
+    out[GS] = press(K.KEY_LEFTCTRL, K.KEY_RIGHTBRACE)
+    return out
+
+
+TYPERS = {name: typer(name) for name in hid.LAYOUTS}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(hid.LAYOUTS)), st.text(_GS1_CHARS + GS, min_size=1, max_size=60))
+def test_what_is_typed_is_read(layout: str, scanned: str) -> None:
+    events = [e for ch in scanned for e in TYPERS[layout][ch]] + ENTER
+    assert decode(events, layout) == [Scanned(scanned)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(hid.LAYOUTS)),
+    st.lists(
+        st.tuples(st.sampled_from([0, 1, 1, 1, 4]), st.integers(0, 300), st.integers(-1, 3)),
+        max_size=80,
+    ),
+)
+def test_no_event_stream_makes_it_raise(layout: str, events: list[Event]) -> None:
+    decoder = HidDecoder(layout, max_length=20)  # type: ignore[arg-type]
+    for result in decoder.feed_all(events):
+        assert isinstance(result, Scanned | KeyRefused)
+        if isinstance(result, Scanned):
+            assert len(result.text) <= 20
+        else:
+            assert result.reason
+            assert len(result.typed) <= 20
+    dropped = decoder.flush()
+    assert dropped is None or dropped.reason
