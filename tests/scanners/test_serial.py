@@ -133,15 +133,23 @@ async def test_an_overlong_scan_is_dropped_up_to_its_end(pty: Pty) -> None:
 
 
 async def test_the_event_loop_is_not_blocked(pty: Pty) -> None:
-    async with reading(pty.path) as r:
-        ticks = 0
-        start = time.monotonic()
-        while time.monotonic() - start < 0.3:
-            await asyncio.sleep(0.01)
-            ticks += 1
-        assert ticks > 10
-        pty.send(b"X\r")
-        assert await r.next() == "X"
+    """A scan trickling in byte by byte, then a burst: the loop keeps turning meanwhile."""
+    async with reading(pty.path, read_timeout_s=2.0) as r:
+        gaps: list[float] = []
+        last = time.monotonic()
+        for b in b"]C110SLOW\x1d21BYTEWISE":
+            pty.send(bytes([b]))
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+        pty.send(b"\r")
+        assert await r.next() == "]C110SLOW\x1d21BYTEWISE"
+        assert max(gaps) < 0.25, max(gaps)
+        n = 300
+        pty.send(b"".join(b"B%06d\r\n" % i for i in range(n)))
+        got = [await r.next() for _ in range(n)]
+        assert got == [f"B{i:06d}" for i in range(n)]
 
 
 async def test_a_missing_device_is_reported_and_retried(tmp_path: Path) -> None:
