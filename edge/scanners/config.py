@@ -125,7 +125,7 @@ class ScannerConfig(BaseModel):
         field = info.field_name or "pattern"
         try:
             compiled = re.compile(value)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows
             raise ValueError(f"{field} pattern {value!r} is no regular expression: {exc}") from None
         missing = [g for g in _REQUIRED_GROUPS[field] if g not in compiled.groupindex]
         if missing:

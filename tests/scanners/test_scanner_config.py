@@ -6,6 +6,8 @@ from __future__ import annotations
 import tomllib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.scanners.config import ScannerConfig, ScannerConfigError, load_scanner
 
@@ -59,6 +61,7 @@ def test_defaults_are_off_and_valid() -> None:
         ({"fnc1": ["GS"]}, "scanner.fnc1", "'GS' would be mistaken"),
         ({"fnc1": [""]}, "scanner.fnc1", "1-8 characters"),
         ({"operation": "OP(\\d+"}, "scanner.operation", "no regular expression"),
+        ({"badge": "B\\d{99999999999}"}, "scanner.badge", "repetition number is too large"),
         ({"operation": "OP(?P<order>\\d+)"}, "scanner.operation", "(?P<operation>...)"),
         ({"component": "M(?P<batch>\\d+)"}, "scanner.component", "(?P<material>...)"),
         ({"badge": "B?\\d*"}, "scanner.badge", "matches an empty code"),
@@ -74,3 +77,33 @@ def test_problems_name_the_field_and_value(
     line = next((p for p in info.value.problems if p.startswith(field + ":")), None)
     assert line is not None, info.value.problems
     assert words in line
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*sorted(ScannerConfig.model_fields), "other"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(10**12), 10**12),
+            st.floats(allow_nan=True),
+            st.text(max_size=30),
+            st.text("(?P<>orderation)\\d{}+*9", max_size=30),
+            st.lists(st.one_of(st.integers(-5, 800), st.text(max_size=5)), max_size=10),
+        ),
+        max_size=6,
+    )
+)
+def test_any_table_loads_or_is_refused_naming_fields(table: dict[str, object]) -> None:
+    problems: list[str] = []
+    try:
+        cfg = load_scanner(table)
+    except ScannerConfigError as exc:
+        problems = exc.problems
+    else:
+        assert isinstance(cfg, ScannerConfig)
+        assert len(cfg.patterns()) <= 3
+        return
+    assert problems
+    assert all(p.startswith("scanner") for p in problems)
