@@ -22,7 +22,7 @@ import errno
 import importlib
 import os
 import stat
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import structlog
@@ -164,7 +164,10 @@ class HidScanner:
         changed = connected != self.connected or problem != self.problem
         self.connected, self.problem = connected, problem
         if changed and self.on_change is not None:
-            self.on_change(connected, problem)
+            try:
+                self.on_change(connected, problem)
+            except Exception:  # the caller's hook failing must not end the reading
+                self.log.exception("scanner_on_change_failed")
 
     def _decoder(self) -> HidDecoder:
         layout, max_length, end_on_tab, keys = self._decoder_args
@@ -188,7 +191,7 @@ class HidScanner:
             self._set(True, None)
             return device
 
-    async def scans(self) -> AsyncIterator[HidResult]:
+    async def scans(self) -> AsyncGenerator[HidResult, None]:
         """The scans as they come, for ever (cancel to stop); ScannerUnavailable at once if
         the device can never be read here."""
         loop = asyncio.get_running_loop()

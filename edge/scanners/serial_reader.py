@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -170,7 +170,10 @@ class SerialScanner:
         changed = connected != self.connected or problem != self.problem
         self.connected, self.problem = connected, problem
         if changed and self.on_change is not None:
-            self.on_change(connected, problem)
+            try:
+                self.on_change(connected, problem)
+            except Exception:  # the caller's hook failing must not end the reading
+                self.log.exception("scanner_on_change_failed")
 
     def _dropped(self, dropped: Dropped) -> None:
         self.dropped += 1
@@ -215,7 +218,7 @@ class SerialScanner:
             self._set(True, None)
             return port
 
-    async def scans(self) -> AsyncIterator[str]:
+    async def scans(self) -> AsyncGenerator[str, None]:
         """The scans as they come, for ever (cancel to stop)."""
         loop = asyncio.get_running_loop()
         while True:

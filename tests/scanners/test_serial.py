@@ -230,3 +230,26 @@ def test_line_splitter_drops() -> None:
     assert s.drop() is None
     with pytest.raises(ValueError, match="terminator 'x'"):
         LineSplitter("x")  # type: ignore[arg-type]
+
+
+async def test_a_failing_hook_does_not_end_the_reading(pty: Pty) -> None:
+    calls: list[bool] = []
+
+    def hook(connected: bool, problem: str | None) -> None:
+        calls.append(connected)
+        raise RuntimeError("the caller's bug")
+
+    scanner = SerialScanner(pty.path, on_change=hook, reconnect_s=0.05)
+    stream = scanner.scans()
+    try:
+        pending = asyncio.ensure_future(anext(stream))
+        deadline = time.monotonic() + 3
+        while not scanner.connected:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        pty.send(b"STILL\r")
+        async with asyncio.timeout(3):
+            assert await pending == "STILL"
+    finally:
+        await stream.aclose()
+    assert calls[0] is True
