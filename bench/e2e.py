@@ -99,7 +99,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # this tree's simulators (the broker), whatever is installed
 
 from bench.npm import Unavailable, npm_install  # noqa: E402  (a peer that cannot run here)
-from bench.procfs import child_env, tail, tree_cpu_s, tree_mem_mb  # noqa: E402
+from bench.procfs import CLK_TCK, child_env, tail, tree_cpu_s, tree_mem_mb  # noqa: E402
 
 NODERED_TEMPLATE = BENCH / "nodered"
 NODERED_DIR = BENCH / ".nodered"  # git-ignored: npm installs Node-RED here
@@ -685,6 +685,19 @@ def nodered_install(directory: Path = NODERED_DIR, timeout: float = 600.0) -> di
 # ---------------------------------------------------------------------- one phase
 
 
+def thread_ticks(pid: int) -> tuple[int, int] | None:
+    """(main thread's user + system, every thread's system) clock ticks of ``pid`` so far;
+    None when it is gone. The main thread's id is the process's."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as f:
+            main = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/stat") as f:
+            every = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(main[11]) + int(main[12]), int(every[12])
+
+
 @dataclass
 class Phase:
     """One peer at one rate in one run."""
@@ -711,6 +724,11 @@ class Phase:
     server_late_10ms: int = 0  # writes more than 10 ms after their deadline
     server_late_at: list[Any] = field(default_factory=list)  # (index, ms late), the first 200
     server_cpu_pct: float = float("nan")  # the OPC UA server process over the window (context)
+    # The peer's own process over the window (not its children): its main thread (the event
+    # loop of ours and of the naive script) and the kernel's part of all its threads (fsyncs,
+    # socket sends), both in % of a core; the rest of cpu_pct is its other threads.
+    main_thread_cpu_pct: float = float("nan")
+    system_cpu_pct: float = float("nan")
     server_gc_max_ms: float = float("nan")  # its longest garbage collection in the window
     reconnects: int | None = None  # ours only: OPC UA connects - 1
     extras: dict[str, Any] = field(default_factory=dict)
@@ -741,11 +759,13 @@ def run_phase(
         if profile is not None:
             spy = start_py_spy(ctx, peer.pid, profile / f"ours-{rate:g}.svg", seconds)
         write_mark = ctx.sub.mark()
+        t0 = thread_ticks(peer.pid)
         c0, s0, w0 = tree_cpu_s(peer.pid), tree_cpu_s(server.proc.pid), time.monotonic()
         w = server.request(
             {"cmd": "writes", "rate": rate, "seconds": seconds, "seed": seed}, seconds + 60
         )
         c1, s1, w1 = tree_cpu_s(peer.pid), tree_cpu_s(server.proc.pid), time.monotonic()
+        t1 = thread_ticks(peer.pid)
         phase.rss_end_mb = tree_mem_mb(peer.pid)[0]
         first, t_ns = int(w["first"]), [int(t) for t in w["t_ns"]]
         last = first + len(t_ns) - 1
@@ -779,6 +799,9 @@ def run_phase(
         phase.window_s = w1 - w0
         phase.cpu_pct = 100 * (c1 - c0) / (w1 - w0)
         phase.server_cpu_pct = 100 * (s1 - s0) / (w1 - w0)
+        if t0 is not None and t1 is not None:
+            phase.main_thread_cpu_pct = 100 * (t1[0] - t0[0]) / CLK_TCK / (w1 - w0)
+            phase.system_cpu_pct = 100 * (t1[1] - t0[1]) / CLK_TCK / (w1 - w0)
         phase.server_late_p99_ms = float(w["late_p99_ms"])
         phase.server_late_max_ms = float(w["late_max_ms"])
         phase.server_late_10ms = int(w["late_10ms"])
@@ -922,6 +945,8 @@ def summarize(phases: list[Phase]) -> dict[str, Any]:
         "rss_end_mb",
         "server_cpu_pct",
         "server_late_p99_ms",
+        "main_thread_cpu_pct",
+        "system_cpu_pct",
     ):
         s[key] = med([getattr(p, key) for p in ok])
     recon = [p.reconnects for p in ok if p.reconnects is not None]
@@ -938,7 +963,8 @@ def per_run_line(p: Phase) -> str:
         f"run {p.run + 1} {p.rate:6g}/s {p.peer:8} p50/p99/max {fmt(p.p50_ms)}/{fmt(p.p99_ms)}/"
         f"{fmt(p.max_ms)} ms, delivered {'yes' if p.delivered else 'NO'}, lost {p.lost} of"
         f" {p.made}, {p.messages} msgs{f' ({p.wrong} WRONG)' if p.wrong else ''},"
-        f" CPU {fmt(p.cpu_pct, 1)} %, RSS {fmt(p.rss_end_mb, 1)}"
+        f" CPU {fmt(p.cpu_pct, 1)} % (main thread {fmt(p.main_thread_cpu_pct, 1)}, system"
+        f" {fmt(p.system_cpu_pct, 1)}), RSS {fmt(p.rss_end_mb, 1)}"
         f" MB (peak {fmt(p.rss_peak_mb, 1)}); server CPU {fmt(p.server_cpu_pct, 1)} %, its"
         f" pacing late p99 {fmt(p.server_late_p99_ms)} ms"
         + (f" ({p.server_late_10ms} writes > 10 ms late)" if p.server_late_10ms else "")
