@@ -7,6 +7,8 @@ HID keyboard (python-evdev, optional), and what a scan means for the gateway.
 - :mod:`edge.scanners.config`: the ``[scanner]`` table.
 - :mod:`edge.scanners.route`: pure, a scanned string to an operation pick, a component batch, a
   badge or a refusal.
+- :mod:`edge.scanners.service`: the configured reader's scans, each routed (what the daemon
+  wires in); :mod:`edge.scanners.errors`: ``ScannerUnavailable``.
 
 Nothing is imported here, so importing one part never pulls in another's optional package.
 """
