@@ -56,6 +56,8 @@ class EventType(StrEnum):
     SHIFT_CHANGED = "shift_changed"
     SHIFT_CLOSED = "shift_closed"  # a shift ended: its ISO 22400 KPIs (edge.domain.kpis)
     DAY_CLOSED = "day_closed"  # a day's figures are complete: its KPIs (edge.domain.kpis)
+    # An operation completed: its order KPIs and ISO 22400 figures (edge.domain.order_kpis)
+    OPERATION_KPIS = "operation_kpis"
     MASTER_DATA_APPLIED = "master_data_applied"
     # Finished operations, their confirmations and stops left memory (rows stay stored)
     OPERATIONS_RETIRED = "operations_retired"

@@ -43,6 +43,7 @@ from edge.domain.model import (
     StopOrigin,
     number,
 )
+from edge.domain.order_kpis import completion_data
 from edge.domain.state import (
     WorkCenterState,
     is_supervisor,
@@ -119,6 +120,8 @@ def set_status(
     if reason is not None:
         data["reason"] = reason
     s.emit(EventType.OPERATION_STATE_CHANGED, now, op, actor, **data)
+    if new is OperationStatus.COMPLETED:
+        s.emit(EventType.OPERATION_KPIS, now, op, None, **completion_data(s, op, now))
 
 
 def end_losses_of_running(s: WorkCenterState, now: Instant, actor: str) -> None:

@@ -39,7 +39,7 @@ from statistics import median
 
 from edge.domain.calendar import local_midnight_ms, zone
 from edge.domain.clock import Instant
-from edge.domain.model import Operation, OperationStatus
+from edge.domain.model import ZERO, Operation, OperationStatus, number
 from edge.domain.state import WorkCenterState
 from edge.domain.times import time_elements
 
@@ -228,4 +228,34 @@ def work_center_payload(w: WorkCenterFlow) -> dict[str, object]:
         "wip": w.wip,
         "wip_age_s_max": _s(w.wip_age_ms_max),
         "wip_age_s_median": _s(w.wip_age_ms_median),
+    }
+
+
+def completion_data(s: WorkCenterState, op: Operation, now: Instant) -> dict[str, object]:
+    """What goes up when ``op`` completed: its order KPIs and its own ISO 22400-2 figures
+    (effectiveness = standard cycle x produced / running time, quality ratio = good /
+    produced, setup rate = setup / (setup + running), technical efficiency = running /
+    (running + unplanned down time)); a ratio whose denominator is 0 is null."""
+    f = operation_kpis(s, op, now)
+    te = time_elements(s, op, now)
+    t = op.counted
+    scrap = sum(t.scrap.values(), ZERO)
+    rework = sum(t.rework.values(), ZERO)
+    produced = t.good + scrap + rework
+    std_ms = op.spec.std_cycle_s * 1000
+    payload = operation_payload(f)
+    del payload["op"], payload["status"], payload["wip_age_s"]
+    return {
+        **payload,
+        "target_qty": number(op.spec.target_qty),
+        "good": number(t.good),
+        "scrap": number(scrap),
+        "rework": number(rework),
+        "due": op.spec.due,
+        "std_cycle_s": op.spec.std_cycle_s,
+        "std_setup_s": op.spec.std_setup_s,
+        "effectiveness": _share(_ratio(std_ms * float(produced), f.running_ms) if std_ms else None),
+        "quality_ratio": _share(_ratio(float(t.good), float(produced))),
+        "setup_rate": _share(_ratio(f.setup_ms, f.setup_ms + f.running_ms)),
+        "technical_efficiency": _share(_ratio(f.running_ms, f.running_ms + te.down_unplanned_ms)),
     }

@@ -35,7 +35,7 @@ from edge.domain import limits as L
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import Shift
 
-CONTRACT_VERSION = "1.5.0"
+CONTRACT_VERSION = "1.6.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -777,6 +777,41 @@ class DayClosedBody(ShiftKpiFields):
     event_time: str
 
 
+_Signed = Annotated[float, Field(ge=-1e9, le=1e9)]
+
+
+class OperationKpiBody(OrderFields):
+    """An operation completed: its order KPIs (edge.domain.order_kpis) and its own ISO 22400-2
+    figures. Durations in seconds; null where undefined (no due date, no dispatch time kept,
+    a denominator of 0)."""
+
+    type: Literal["operation_kpis"]
+    material: str = Field(max_length=L.MAX_TEXT)
+    target_qty: Quantity
+    good: Quantity
+    scrap: Quantity
+    rework: Quantity
+    due: str | None = Field(None, max_length=L.MAX_TEXT, description="as the ERP sent it")
+    on_time: bool | None = Field(description="ended at or before the due date")
+    lateness_s: _Signed | None = Field(description="end - due; negative: early")
+    cycle_s: _Secs | None = Field(description="first dispatch to completion")
+    queue_s: _Secs | None = Field(description="dispatched, before the first start")
+    setup_s: _Secs
+    running_s: _Secs = Field(description="production time: the value-add part")
+    down_s: _Secs = Field(description="stops while running")
+    waiting_s: _Secs = Field(description="interrupted or held")
+    value_add_ratio: _Share | None = Field(description="running / cycle time")
+    rescheduled: bool = Field(description="its sequence or due date changed after dispatch")
+    std_cycle_s: _Secs
+    std_setup_s: _Secs
+    effectiveness: _Rate | None = Field(description="standard cycle x produced / running")
+    quality_ratio: _Share | None = Field(description="good / (good + scrap + rework)")
+    setup_rate: _Share | None = Field(description="setup / (setup + running)")
+    technical_efficiency: _Share | None = Field(
+        description="running / (running + unplanned down time)"
+    )
+
+
 class ShiftNowBody(ShiftKpiFields):
     """Retained: the current shift's KPIs so far, refreshed with the health message."""
 
@@ -1014,6 +1049,11 @@ TOPICS: tuple[Topic, ...] = (
           "A day's figures are complete: the ISO 22400 time elements and KPIs of the shifts "
           "that started on it and of its unscheduled time, together.",
           schema="mes.day-kpi/1"),
+    Topic("_mes_v1/kpi/operation", UP, OperationKpiBody, 1, False,
+          "An operation completed: on time or late against its due date, its cycle time "
+          "from dispatch split into queue, setup, running, down and waiting, whether it was "
+          "rescheduled, and its effectiveness, quality ratio, setup rate and technical "
+          "efficiency.", schema="mes.operation-kpi/1"),
     Topic("_mes_v1/kpi/current", UP, ShiftNowBody, 1, True,
           "The current shift's ISO 22400 KPIs so far (retained, with each health message).",
           enveloped=False),

@@ -197,6 +197,12 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
         await until(lambda: bool(capture.on("/_mes_v1/rejected")), 10, "the refusal")
         await until(lambda: bool(capture.on("/_mes_v1/andon")), 10, "the andon call")
         await until(lambda: bool(capture.on("/_mes_v1/kpi/current")), 10, "the shift so far")
+        # the operator completes A (short of its quantity, with the reason): its order KPIs
+        done = await e.submit(
+            Transition(Action.COMPLETE, str(A), "operator:7", e.now(), variance_reason="CYCLE")
+        )
+        assert done.accepted, done.rejection
+        await until(lambda: bool(capture.on("/_mes_v1/kpi/operation")), 10, "A's order KPIs")
         # a shift ends (a tick a day on: the default calendar has one shift a day): the closed
         # shift's KPIs go out, and the day's
         await e.submit(Tick(e.now().after_ms(86_400_000)))

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.domain.core import WorkCenter
+from edge.domain.events import EventType
 from edge.domain.inputs import (
     Action,
     DispatchList,
@@ -26,7 +27,7 @@ from edge.domain.order_kpis import (
     work_center_payload,
 )
 from edge.store.codec import operation_doc
-from tests.domain.builders import act, at, count_good, key, make_rules, make_wc, ok, spec
+from tests.domain.builders import act, at, count_good, key, make_rules, make_wc, ok, one, spec
 
 A, B, C = "4711/0020", "4712/0020", "4713/0020"
 S = 1000  # ms
@@ -73,7 +74,18 @@ def test_one_operation_by_hand_and_the_work_center_around_it() -> None:
             timed=True,
         ),
     )
-    act(wc, Action.COMPLETE, 2400)
+    out = act(wc, Action.COMPLETE, 2400)
+    done = one(out, EventType.OPERATION_KPIS)
+    assert done.op == A
+    assert done.data["cycle_s"] == 2400.0
+    assert (done.data["queue_s"], done.data["running_s"]) == (600.0, 1080.0)
+    assert (done.data["good"], done.data["scrap"], done.data["target_qty"]) == (10, 0, 10)
+    assert done.data["on_time"] is True
+    assert done.data["quality_ratio"] == 1.0
+    assert done.data["effectiveness"] == round(10 * 10 / 1080, 4)  # 10 parts of 10 s in 1080 s
+    assert done.data["setup_rate"] == round(300 / 1380, 4)
+    assert done.data["technical_efficiency"] == round(1080 / 1200, 4)  # the stop had no reason
+    assert "wip_age_s" not in done.data
 
     f = operation_kpis(wc, wc.operations[key(A)], at(3000))
     assert f.status == "completed"

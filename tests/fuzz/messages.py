@@ -936,7 +936,8 @@ VERSIONED: Final = ("_mes_v1/order/dispatch", "_mes_v1/masterdata")
 def _rising_version(d: Draft, index: int, total: int, rng: random.Random) -> None:
     """Rising versions for dispatch lists and master data, in every kind of draft: one early
     version at the top of the range would make every later one "older". The top of the range
-    comes in the last 2 % of the run; versions above it (out of bounds) stay as they are."""
+    comes in the last 2 % of the run; versions outside it (out of bounds, above or below)
+    stay as they are: a draft meant to be refused must stay one."""
     body = d.data.get("body") if isinstance(d.data, dict) else None
     if d.topic not in VERSIONED or not isinstance(body, dict) or index >= total * 0.98:
         return
@@ -944,7 +945,10 @@ def _rising_version(d: Draft, index: int, total: int, rng: random.Random) -> Non
     if not isinstance(version, int) or isinstance(version, bool):
         return
     top = _resolve({"$ref": f"#/$defs/{_BODY[d.topic]}"}, schema_of(d.topic))
-    highest = top["properties"]["version"].get("maximum", 2**63)
+    bounds = top["properties"]["version"]
+    lowest, highest = bounds.get("minimum", 1), bounds.get("maximum", 2**63)
+    if version < lowest:
+        return
     if 10**6 < version <= highest or (version <= 10**6 and rng.random() < 0.8):
         body["version"] = 10**6 + index
 
