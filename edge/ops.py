@@ -23,6 +23,7 @@ from typing import Any
 from edge.config import GatewayConfig, config_path, load_config
 from edge.domain.clock import Instant
 from edge.domain.kpis import kpis_payload
+from edge.domain.order_kpis import work_center_kpis, work_center_payload
 from edge.errors import StoreError
 from edge.store.store import Store
 
@@ -205,6 +206,7 @@ def gather_status(
     out["shift"] = kpis_payload(kpis) if kpis is not None else None
     day = wc.day_kpis(now)
     out["day"] = kpis_payload(day) if day is not None else None
+    out["orders"] = work_center_payload(work_center_kpis(wc, now))
     header = wc.header
     out["machine"] = {
         "state": header.machine_state.value if header.machine_state else None,
@@ -260,6 +262,21 @@ def shift_line(k: dict[str, Any]) -> str:
     )
 
 
+def _hours(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:.1f} h"
+
+
+def orders_line(k: dict[str, Any]) -> str:
+    """One line of the work center's order KPIs (work_center_payload) for a terminal."""
+    return (
+        f"on time {k['on_time']} of {k['with_due']} completed with a due date "
+        f"({_pct(k['on_time_rate'])}), cycle time {_hours(k['cycle_s_median'])} median "
+        f"(value-add {_pct(k['value_add_ratio'])}), schedule stability "
+        f"{_pct(k['schedule_stability'])} ({k['rescheduled']} of {k['dispatched']} "
+        f"rescheduled), WIP {k['wip']} (oldest {_hours(k['wip_age_s_max'])})"
+    )
+
+
 def render_status(s: dict[str, Any]) -> str:
     lines = [f"gateway {s['edge_id']}, work center {s['work_center']}"]
     db = s["database"]
@@ -294,6 +311,8 @@ def render_status(s: dict[str, Any]) -> str:
         lines.append(f"  shift      {shift_line(s['shift'])}")
     if s.get("day"):
         lines.append(f"  day        {shift_line(s['day'])}")
+    if s.get("orders"):
+        lines.append(f"  orders     {orders_line(s['orders'])}")
     o = s["outbox"]
     oldest = f", oldest unfinished {o['oldest_unfinished_age_s']} s old" if o["depth"] else ""
     lines.append(

@@ -207,7 +207,7 @@ async def _produce_plant_db(directory: Path) -> Path:
         engine = await open_engine(cfg)
         stop = asyncio.Event()
         task = asyncio.create_task(run_gateway(cfg, stop=stop, engine=engine))
-        await engine.submit(DispatchList(1, (OP, OP2), engine.now()))
+        await engine.submit(DispatchList(1, (OP, OP2), engine.now(), timed=True))
         await engine.submit(
             Transition(Action.START_PRODUCTION, str(OP.key), "operator:1", engine.now())
         )

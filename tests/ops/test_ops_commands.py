@@ -66,6 +66,20 @@ def test_status_json_shows_the_work_center_state(plant: tuple[Path, Path]) -> No
     assert (day["shift"], day["shift_id"]) == ("day", shift["day"])
     assert (day["good"], day["scrap"]) == (30, 2)
     assert day["time_s"]["POT"] == shift["time_s"]["POT"]
+    # The order KPIs: both operations open since their dispatch, none completed yet.
+    orders = s["orders"]
+    assert (orders["dispatched"], orders["rescheduled"], orders["schedule_stability"]) == (
+        2,
+        0,
+        1.0,
+    )
+    assert (orders["completed"], orders["on_time_rate"], orders["cycle_s_median"]) == (
+        0,
+        None,
+        None,
+    )
+    assert orders["wip"] == 2
+    assert orders["wip_age_s_max"] >= orders["wip_age_s_median"] > 0
     # A status read is not a boot, and leaves the database as it was.
     assert _boot_seq(db) == before
 
@@ -82,6 +96,8 @@ def test_status_text_without_a_config(plant: tuple[Path, Path]) -> None:
     assert "2 awaiting the relay" in out
     assert "/day: OEE " in out
     assert "  day        " in out
+    assert "  orders     on time 0 of 0 completed with a due date (-)" in out
+    assert "schedule stability 100 % (0 of 2 rescheduled), WIP 2 (oldest " in out
     assert "stops PENDING" in out
 
 
