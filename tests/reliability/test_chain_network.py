@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from tests.reliability.chain import (
     Schedule,
     http,
     judge,
+    until,
 )
 from tests.reliability.net_proxy import NetProxy
 
@@ -126,6 +129,82 @@ def slow_acks(m: dict[str, float], over: str = "0.25") -> float:
     return (
         m["edge_mqtt_publish_seconds_count"] - m[f'edge_mqtt_publish_seconds_bucket{{le="{over}"}}']
     )
+
+
+# ----------------------------------------------------------------------- 0. the proxy itself
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[int]:
+    """A TCP server on a free loopback port that sends back what it gets; its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def round_trip(sock: socket.socket, data: bytes) -> float:
+    """Send ``data``, read it back; the seconds it took."""
+    began = time.monotonic()
+    sock.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = sock.recv(4096)
+        assert chunk, f"the line closed after {got!r}"
+        got += chunk
+    assert got == data
+    return time.monotonic() - began
+
+
+@pytest.mark.timeout(30)
+def test_the_proxy_delays_stalls_and_drops_what_it_says() -> None:
+    """The faults the chain tests rely on are real: a delay holds the target's answers that
+    long, in order; a stall holds both ways and delivers after it, also on a connection made
+    during it; a drop closes the line (a reset with ``reset``) and the next connection works."""
+    with echo_server() as port, NetProxy("127.0.0.1", port) as proxy:
+        sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        assert round_trip(sock, b"plain") < 0.2
+        proxy.delay_down_s = 0.4
+        took = round_trip(sock, b"".join(b"%03d" % i for i in range(100)))
+        assert 0.4 <= took < 1.2, took
+        proxy.delay_down_s = 0.0
+        proxy.stall(1.0)
+        late = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        assert 0.9 <= round_trip(sock, b"held") < 1.6
+        assert round_trip(late, b"held too") < 1.6  # the stall ended meanwhile
+        assert proxy.accepted == 2
+        assert proxy.drop(reset=True) == 2
+        for s in (sock, late):
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(10) == b""  # closed, by FIN or RST
+            s.close()
+        again = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        assert round_trip(again, b"back") < 0.2
+        assert proxy.accepted == 3
+        again.close()
+        until(lambda: proxy.open_links() == 0, 5, "the proxy to let go of a closed line")
 
 
 # ----------------------------------------------------------------------- 1. gateway <-> broker
