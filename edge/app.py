@@ -127,6 +127,13 @@ async def run_gateway(
             await engine.maintain(policy)
 
         components = (*components, retention)
+    if cfg.report.drift_every_days > 0:
+        from edge.report import drift_schedule
+
+        async def drift_review(_: Engine) -> None:
+            await drift_schedule(cfg, engine)
+
+        components = (*components, drift_review)
     if cfg.mqtt.enabled:
         from edge.sync.service import build_sync
 

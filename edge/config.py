@@ -229,6 +229,23 @@ class RetentionSection(_Section):
     finished_days: Annotated[float, Field(ge=1, le=3650)] = 365.0
 
 
+class ReportSection(_Section):
+    """``[report]``: the routing-drift review sent to central planning on a schedule."""
+
+    # Every this many days the gateway sends the review of the last drift_days days on
+    # _mes_v1/report/drift (0: never; `edge report drift` makes it by hand either way).
+    drift_every_days: Annotated[float, Field(ge=0, le=366)] = 0.0
+    drift_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    # Drift beyond this (percent, either way) is flagged; pairs with fewer completed operations
+    # are listed, not flagged.
+    drift_threshold_pct: Annotated[float, Field(gt=0, le=1000)] = 15.0
+    drift_min_operations: Annotated[int, Field(ge=1, le=1_000_000)] = 3
+    # "in-cycle": micro-stops count as run time in the actual cycle; "excluded": they do not.
+    drift_micro_stops: Literal["in-cycle", "excluded"] = "in-cycle"
+    # How often the gateway looks whether a review is due (seconds).
+    drift_check_s: Annotated[float, Field(ge=1, le=86_400)] = 3600.0
+
+
 _TOPIC_LEVEL: Final = r"^[^/+#\x00-\x20\x7f]{1,64}$"
 _ROOT_PATTERN: Final = r"^[^+#\x00-\x20\x7f]+$"
 
@@ -1102,6 +1119,7 @@ class GatewayConfig(BaseSettings):
     operator: OperatorSection = Field(default_factory=OperatorSection)
     andon: AndonSection = Field(default_factory=AndonSection)
     panel: PanelSection = Field(default_factory=PanelSection)
+    report: ReportSection = Field(default_factory=ReportSection)
 
     @classmethod
     def settings_customise_sources(

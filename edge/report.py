@@ -22,6 +22,7 @@ exit 2, and nothing is created.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import io
 import json
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.config import config_path, load_config
+from edge.config import GatewayConfig, ReportSection, config_path, load_config
 from edge.domain.core import WorkCenter
 from edge.domain.drift import (
     DEFAULT_MIN_OPERATIONS,
@@ -44,6 +45,9 @@ from edge.domain.drift import (
     drift_report,
     report_of,
 )
+from edge.domain.inputs import DriftReported
+from edge.logging import get_logger
+from edge.ports import InputSink
 from edge.store import codec
 from edge.store.schema import PROJECTION_TABLES, check_version
 
@@ -57,6 +61,90 @@ PLOT_MISSING = (
 
 class ReportError(Exception):
     """What keeps the report from being made, in words naming the file."""
+
+
+# ---------------------------------------------------------------------------- the schedule
+
+
+def last_review_ms(db: Path) -> int | None:
+    """When the newest routing-drift review was sent (its event, while retention keeps the
+    events: ``[retention] journal_days``); None if none is stored."""
+    try:
+        conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise ReportError(f"{db}: cannot open the database: {exc}") from None
+    try:
+        row = conn.execute(
+            "SELECT MAX(at_wall_ms) FROM event WHERE type = 'routing_drift'"
+        ).fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise ReportError(f"{db}: not a readable gateway database: {exc}") from None
+    finally:
+        conn.close()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def scheduled_review(db: Path, r: ReportSection, now_ms: int) -> dict[str, object]:
+    """The review the schedule sends: the last ``drift_days`` x 24 hours up to ``now_ms``,
+    from every stored operation (also those that left the daemon's memory), as the message
+    body (at most the message's rows)."""
+    settings = DriftSettings(
+        threshold=r.drift_threshold_pct / 100,
+        min_operations=r.drift_min_operations,
+        micro_stops_in_cycle=r.drift_micro_stops == "in-cycle",
+    )
+    period = Period(now_ms - r.drift_days * 86_400_000, now_ms)
+    wc = read_work_center(db)
+    if wc is None:
+        return drift_payload(report_of((), period, settings, work_center=""), now_ms)
+    report = drift_report(
+        wc.operations.values(),
+        wc.stops.values(),
+        wc.master_data,
+        period,
+        settings,
+        work_center=wc.rules.work_center,
+    )
+    return drift_payload(report, now_ms)
+
+
+async def drift_schedule(cfg: GatewayConfig, sink: InputSink) -> None:
+    """Send the routing-drift review every ``[report] drift_every_days`` (0: never): the first
+    at the start when none was sent before (or retention deleted its event). The report is
+    made off the loop from the database, read-only; a failure is logged and tried again at
+    the next check, and never stops the gateway."""
+    r = cfg.report
+    if r.drift_every_days <= 0:
+        return
+    log = get_logger("edge.report")
+    db = cfg.store.path
+    every_ms = r.drift_every_days * 86_400_000
+    try:
+        last = await asyncio.to_thread(last_review_ms, db)
+    except ReportError as exc:
+        log.warning("the last routing-drift review cannot be read", error=str(exc))
+        last = None
+    while True:
+        now = sink.now()
+        if last is None or now.wall_ms - last >= every_ms:
+            try:
+                body = await asyncio.to_thread(scheduled_review, db, r, now.wall_ms)
+            except (ReportError, ValueError) as exc:
+                log.warning("routing-drift review not made", error=str(exc))
+            else:
+                out = await sink.submit(DriftReported(json.dumps(body), now))
+                if out.accepted:
+                    last = now.wall_ms
+                    log.info(
+                        "routing-drift review sent",
+                        days=r.drift_days,
+                        operations=body["operations"],
+                        flagged=body["flagged"],
+                    )
+                else:
+                    reason = out.rejection.message if out.rejection else None
+                    log.warning("routing-drift review refused", reason=reason)
+        await asyncio.sleep(r.drift_check_s)
 
 
 # ---------------------------------------------------------------------------- wiring

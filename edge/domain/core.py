@@ -30,7 +30,17 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from edge.domain import andon, confirmations, counting, dispatch, kpis, lifecycle, retire, stops
+from edge.domain import (
+    andon,
+    confirmations,
+    counting,
+    dispatch,
+    drift,
+    kpis,
+    lifecycle,
+    retire,
+    stops,
+)
 from edge.domain.andon import AndonState, andon_state
 from edge.domain.calendar import shift_of
 from edge.domain.clock import Instant
@@ -48,6 +58,7 @@ from edge.domain.inputs import (
     CounterReading,
     DeclareSetupGood,
     DispatchList,
+    DriftReported,
     Input,
     MachineStateChanged,
     MasterDataReceived,
@@ -118,6 +129,7 @@ class WorkCenter(WorkCenterState):
             MasterDataReceived: partial(dispatch.on_master_data, self),
             MergeOperations: partial(lifecycle.on_merge, self),
             RetireFinished: partial(retire.on_retire, self),
+            DriftReported: partial(drift.on_drift_reported, self),
             Tick: self._on_tick,
             RulesApplied: self._on_rules,
         }

@@ -32,14 +32,18 @@ Pure and synchronous: the period comes in, nothing is read from outside.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from edge.domain.events import EventType, RejectionCode
+from edge.domain.inputs import DriftReported
 from edge.domain.model import ZERO, Operation, OperationStatus, Stop, number
 from edge.domain.rules import MasterData
+from edge.domain.state import WorkCenterState, reject
 
 DEFAULT_THRESHOLD = 0.15
 DEFAULT_MIN_OPERATIONS = 3
@@ -445,3 +449,42 @@ def drift_payload(report: DriftReport, at_ms: int, top: int | None = MAX_ROWS) -
             for r in rows
         ],
     }
+
+
+# The longest report the core sends on: MAX_ROWS rows of a few hundred bytes each.
+MAX_REPORT_BYTES = 1_000_000
+
+
+def on_drift_reported(s: WorkCenterState, d: DriftReported) -> None:
+    """Send a routing-drift review on (``_mes_v1/report/drift``): the body as made by
+    :func:`drift_payload` (its ``type`` and ``event_time`` come from the event)."""
+    if len(d.body) > MAX_REPORT_BYTES:
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            f"body: {len(d.body)} characters; a report has at most {MAX_REPORT_BYTES}",
+            field="body",
+            value=len(d.body),
+        )
+    try:
+        body = json.loads(d.body)
+    except ValueError as exc:
+        raise reject(
+            RejectionCode.INVALID_VALUE, f"body: not JSON ({exc})", field="body", value=None
+        ) from None
+    if not isinstance(body, dict) or body.get("type") != "routing_drift":
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            'body: not a routing-drift report (an object with "type": "routing_drift")',
+            field="body",
+            value=None,
+        )
+    rows = body.get("rows")
+    if not isinstance(rows, list) or len(rows) > MAX_ROWS:
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            f"body.rows: a list of at most {MAX_ROWS} rows",
+            field="body.rows",
+            value=None,
+        )
+    data = {k: v for k, v in body.items() if k not in ("type", "event_time")}
+    s.emit(EventType.ROUTING_DRIFT, d.at, None, None, **data)

@@ -58,6 +58,8 @@ class EventType(StrEnum):
     DAY_CLOSED = "day_closed"  # a day's figures are complete: its KPIs (edge.domain.kpis)
     # An operation completed: its order KPIs and ISO 22400 figures (edge.domain.order_kpis)
     OPERATION_KPIS = "operation_kpis"
+    # The routing-drift review of a period, on the gateway's schedule (edge.domain.drift)
+    ROUTING_DRIFT = "routing_drift"
     MASTER_DATA_APPLIED = "master_data_applied"
     # Finished operations, their confirmations and stops left memory (rows stay stored)
     OPERATIONS_RETIRED = "operations_retired"

@@ -292,6 +292,16 @@ class RulesApplied:
     at: Instant
 
 
+@dataclass(frozen=True, slots=True)
+class DriftReported:
+    """The routing-drift review of a period (edge.domain.drift's ``drift_payload``), made from
+    the database on the gateway's schedule (``[report]``, edge.report): the core sends it on
+    to central planning as it is. ``body`` is its JSON text."""
+
+    body: str
+    at: Instant
+
+
 Input = (
     CounterReading
     | Pulses
@@ -317,6 +327,7 @@ Input = (
     | MasterDataReceived
     | RetireFinished
     | RulesApplied
+    | DriftReported
 )
 
 INPUT_TYPES: dict[str, type[Input]] = {
@@ -346,5 +357,6 @@ INPUT_TYPES: dict[str, type[Input]] = {
         MasterDataReceived,
         RetireFinished,
         RulesApplied,
+        DriftReported,
     )
 }

@@ -1054,6 +1054,12 @@ TOPICS: tuple[Topic, ...] = (
           "from dispatch split into queue, setup, running, down and waiting, whether it was "
           "rescheduled, and its effectiveness, quality ratio, setup rate and technical "
           "efficiency.", schema="mes.operation-kpi/1"),
+    Topic("_mes_v1/report/drift", UP, DriftReportBody, 1, False,
+          "Routing drift: actual setup and cycle times (median and spread) against the ERP's "
+          "standards per material and operation over a period, flagged beyond a threshold, "
+          "by hours of capacity misplanned; sent every [report] drift_every_days (the same "
+          "body `edge report drift --json` prints).",
+          schema="mes.routing-drift/1"),
     Topic("_mes_v1/kpi/current", UP, ShiftNowBody, 1, True,
           "The current shift's ISO 22400 KPIs so far (retained, with each health message).",
           enveloped=False),
@@ -1088,19 +1094,9 @@ RELAY_TOPICS: tuple[Topic, ...] = (
           enveloped=False, relay=SEND, gateway=False),
 )  # fmt: skip
 
-# Reports for central planning under the work center's root, made by edge.domain.drift (the
-# same body `edge report drift --json` prints). The gateway does not send them on a schedule in
-# this version: no gateway operation, no line of its ACL (gateway=False) until it does.
-REPORT_TOPICS: tuple[Topic, ...] = (
-    Topic("_mes_v1/report/drift", UP, DriftReportBody, 1, False,
-          "Routing drift: actual setup and cycle times (median and spread) against the ERP's "
-          "standards per material and operation over a period, flagged beyond a threshold, "
-          "by hours of capacity misplanned.",
-          schema="mes.routing-drift/1", gateway=False),
-)  # fmt: skip
 
 # Every channel of the published contract (AsyncAPI document and schemas).
-CHANNELS: tuple[Topic, ...] = TOPICS + RELAY_TOPICS + REPORT_TOPICS
+CHANNELS: tuple[Topic, ...] = TOPICS + RELAY_TOPICS
 
 # The gateway's work-center topics (what its ACL and downlink are built from).
 BY_PATH: dict[str, Topic] = {t.path: t for t in TOPICS}

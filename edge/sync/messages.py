@@ -60,6 +60,7 @@ TOPICS: dict[EventType, str] = {
     E.SHIFT_CLOSED: "_mes_v1/kpi/shift",
     E.DAY_CLOSED: "_mes_v1/kpi/day",
     E.OPERATION_KPIS: "_mes_v1/kpi/operation",
+    E.ROUTING_DRIFT: "_mes_v1/report/drift",
 }
 # Not published: relay results (they came from central), shift changes, master data and rules
 # applied (central or the installer made them); they stay in the journal and event tables.

@@ -26,9 +26,11 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from edge.config import ReportSection
 from edge.domain.inputs import (
     Action,
     CallForHelp,
+    DriftReported,
     MachineState,
     MachineStateChanged,
     Pulses,
@@ -39,6 +41,7 @@ from edge.domain.inputs import (
     Transition,
 )
 from edge.domain.model import ConfirmationStatus, OperationKey, OperationStatus
+from edge.report import scheduled_review
 from edge.sync.asyncapi import schema_file_name
 from edge.sync.contract import CHANNELS, CONTENT_TYPE, PAYLOAD_FORMAT_INDICATOR, Topic
 from simulators.broker import Mosquitto, find_mosquitto
@@ -203,6 +206,13 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
         )
         assert done.accepted, done.rejection
         await until(lambda: bool(capture.on("/_mes_v1/kpi/operation")), 10, "A's order KPIs")
+        # the routing-drift review, as [report] drift_every_days makes and sends it
+        body = await asyncio.to_thread(
+            scheduled_review, e.store.path, ReportSection(), e.now().wall_ms
+        )
+        sent = await e.submit(DriftReported(json.dumps(body), e.now()))
+        assert sent.accepted, sent.rejection
+        await until(lambda: bool(capture.on("/_mes_v1/report/drift")), 10, "the drift review")
         # a shift ends (a tick a day on: the default calendar has one shift a day): the closed
         # shift's KPIs go out, and the day's
         await e.submit(Tick(e.now().after_ms(86_400_000)))
