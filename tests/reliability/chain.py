@@ -81,6 +81,7 @@ area = "assembly"
 line = "line1"
 reconnect_min_s = 0.2
 reconnect_max_s = 1
+keepalive_s = {keepalive_s}
 health_interval_s = 2
 result_timeout_s = {result_timeout_s}
 historical_after_s = 2
@@ -551,6 +552,7 @@ class Chain:
         result_timeout_s: float = 6.0,
         relay_timeout_s: float = 2.0,
         lease_s: float | None = None,
+        gateway_keepalive_s: int = 30,  # the gateway's MQTT keepalive (30: its default)
     ) -> None:
         self.workdir = workdir
         self.schedule = schedule
@@ -563,6 +565,7 @@ class Chain:
         self.result_timeout_s = result_timeout_s
         self.lease_s = lease_s if lease_s is not None else 3 * relay_timeout_s  # the minimum
         self.relay_timeout_s = relay_timeout_s
+        self.gateway_keepalive_s = gateway_keepalive_s
         self.panel_port = free_port()
         self.api = f"http://127.0.0.1:{self.panel_port}"
         self.db = workdir / "edge.db"
@@ -648,6 +651,7 @@ class Chain:
                 work_center=WORK_CENTER,
                 db=self.db,
                 mqtt_port=self.gateway_mqtt_port or self.broker.port,
+                keepalive_s=self.gateway_keepalive_s,
                 result_timeout_s=self.result_timeout_s,
                 panel_port=self.panel_port,
                 pin_hash=hash_pin(SUPERVISOR_PIN, n=2**10),

@@ -143,6 +143,11 @@ class NetProxy:
         with self._lock:
             self._stall_until = max(self._stall_until, time.monotonic() + seconds)
 
+    def unstall(self) -> None:
+        """End a stall now."""
+        with self._lock:
+            self._stall_until = 0.0
+
     def stalled(self) -> bool:
         return time.monotonic() < self._stall_until
 

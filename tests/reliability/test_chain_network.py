@@ -44,6 +44,7 @@ from tests.reliability.chain import (
 from tests.reliability.net_proxy import NetProxy
 
 pytestmark = pytest.mark.timeout(60)  # the short ones take 10-20 s
+KEEPALIVE_S = 5  # the gateway's MQTT keepalive (its least): a dead line noticed in 5-10 s
 
 
 @dataclass
@@ -64,7 +65,7 @@ def own_cluster() -> PostgresCluster:
 
 
 @contextlib.contextmanager
-def net_chain(workdir: Path, name: str) -> Iterator[Net]:
+def net_chain(workdir: Path, name: str, keepalive_s: int = KEEPALIVE_S) -> Iterator[Net]:
     """Start a PostgreSQL, the proxy (its target: the chain's broker, whose port stays the
     same across restarts) and the chain, the gateway pointed at the proxy."""
     with own_cluster() as pg:  # started
@@ -74,6 +75,7 @@ def net_chain(workdir: Path, name: str) -> Iterator[Net]:
             ledger_url=pg_url(pg.create_database(name)),
             relay_timeout_s=1.0,
             result_timeout_s=4.0,
+            gateway_keepalive_s=keepalive_s,
         )
         with NetProxy(chain.broker.host, chain.broker.port) as proxy:
             chain.gateway_mqtt_port = proxy.port
@@ -295,6 +297,79 @@ def test_the_line_to_the_broker_delayed_stalled_and_dropped(shared: Net) -> None
 def test_the_line_to_the_broker_delayed_stalled_and_dropped_many_times(tmp_path: Path) -> None:
     with net_chain(tmp_path, "chain_net_long") as net:
         print(net_faults(net, seed=8008, n_ops=20))
+        assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
+
+
+@dataclass
+class DeadLine:
+    """In each operation, after 10 parts: the line stalls for good (a half-open TCP
+    connection: no FIN, no RST, nothing through). The gateway must find out by its keepalive
+    (no PINGRESP) and drop the line within ``limit_s``; its reconnect hangs in the stall for
+    a second more; then the line comes back and the gateway must connect again."""
+
+    net: Net
+    limit_s: float
+    done: list[str] = field(default_factory=list)
+    noticed: list[float] = field(default_factory=list)  # seconds from stall to disconnected
+    op: str | None = None
+    step: int = 0
+    since: float = 0.0
+    connects: float = 0.0
+
+    def pending(self, op: Op) -> bool:
+        return op.ref not in self.done
+
+    def __call__(self, chain: Chain, op: Op, made: int) -> None:
+        proxy = self.net.proxy
+        if op.ref != self.op:
+            self.op, self.step = op.ref, 0
+        now = time.monotonic()
+        if self.step == 0 and made >= 10:
+            self.connects = metrics(chain)["edge_mqtt_connects_total"]
+            proxy.stall(3600)
+            self.step, self.since = 1, now
+        elif self.step == 1:
+            if metrics(chain)["edge_mqtt_connected"] == 0:
+                self.noticed.append(round(now - self.since, 2))
+                self.step, self.since = 2, now
+            elif now - self.since > self.limit_s:
+                proxy.unstall()
+                raise ChainFailed(
+                    f"the gateway still thinks it is connected {self.limit_s:.0f} s into a dead "
+                    f"line (keepalive {chain.gateway_keepalive_s} s)"
+                )
+        elif self.step == 2 and now - self.since >= 1.0:
+            proxy.unstall()
+            self.step, self.since = 3, now
+        elif self.step == 3 and op.ref not in self.done:
+            m = metrics(chain)
+            if m["edge_mqtt_connected"] == 1 and m["edge_mqtt_connects_total"] > self.connects:
+                self.done.append(op.ref)
+            elif now - self.since > 30:
+                raise ChainFailed(
+                    f"no reconnect 30 s after the line came back: {chain.gateway_log()}"
+                )
+
+
+def dead_line(net: Net, seed: int, n_ops: int) -> str:
+    chain = net.chain
+    schedule = Schedule.make(seed, n_ops, (40, 60), (0, 1), first_order=seed * 10)
+    # paho sends PINGREQ after a keepalive of silence and gives up after one more
+    fault = DeadLine(net, limit_s=2 * KEEPALIVE_S + 5)
+    run(chain, schedule, fault, timeout=120)
+    assert fault.done == [op.ref for op in schedule.ops]
+    return f"{check(chain, schedule)}; dead line noticed after {fault.noticed} s"
+
+
+def test_a_dead_line_to_the_broker_is_noticed_and_left(shared: Net) -> None:
+    print(dead_line(shared, seed=818, n_ops=1))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_a_dead_line_to_the_broker_many_times(tmp_path: Path) -> None:
+    with net_chain(tmp_path, "chain_dead_long") as net:
+        print(dead_line(net, seed=8018, n_ops=10))
         assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
 
 
