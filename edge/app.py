@@ -144,10 +144,23 @@ async def run_gateway(
             await sync.run()
 
         components = (*components, mqtt_sync)
+    scan_log = None
+    if cfg.scanner.enabled:
+        from edge.operator.scanner import ScanLog, ScanStation
+
+        scan_log = ScanLog()
+        station = ScanStation(cfg, engine, scan_log)
+
+        async def scanner(_: Engine) -> None:
+            await station.run()
+
+        components = (*components, scanner)
     if cfg.panel.enabled:
         from edge.panel.server import build_panel
 
         panel = build_panel(cfg, engine, metrics)
+        if scan_log is not None:
+            panel.hub.attach_scans(scan_log)
 
         async def operator_panel(_: Engine) -> None:
             await panel.run()

@@ -79,6 +79,7 @@ from edge.domain.rules import (
 from edge.errors import MISSING, ConfigError, ConfigProblem
 from edge.opcua_nodeid import parse_node_ref
 from edge.pin import PinFormatError, PinHash
+from edge.scanners.config import ScannerConfig
 
 __all__ = [
     "ConfirmationsSection",
@@ -1120,6 +1121,7 @@ class GatewayConfig(BaseSettings):
     andon: AndonSection = Field(default_factory=AndonSection)
     panel: PanelSection = Field(default_factory=PanelSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    scanner: ScannerConfig = Field(default_factory=ScannerConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -11,7 +11,7 @@ import hashlib
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from fastapi import Request
@@ -40,6 +40,9 @@ from edge.panel.view import (
 )
 from edge.ports import PanelFace
 from edge.store.store import OutboxRow
+
+if TYPE_CHECKING:
+    from edge.operator.scanner import ScanLog
 
 log = structlog.get_logger("edge.panel")
 
@@ -81,6 +84,7 @@ class PanelHub:
         # snapshot (for the operations active then).
         self._notices: dict[str, m.ChangeNotice] = {}
         self._stored_notices_read = False
+        self._scans: ScanLog | None = None
         engine.add_listener(self.on_events)
 
     def on_events(self, events: Sequence[Event]) -> None:
@@ -94,6 +98,12 @@ class PanelHub:
         self.revision += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def attach_scans(self, scans: ScanLog) -> None:
+        """Show the scanner's results ([scanner]): the newest goes with every snapshot, and a
+        new one (also a refused scan, which commits nothing) wakes the open pages."""
+        self._scans = scans
+        scans.add_listener(lambda _: self.on_commit(()))
 
     def close(self) -> None:
         """End every event stream (the server is shutting down)."""
@@ -141,7 +151,13 @@ class PanelHub:
             else:
                 self._notices = {**stored, **self._notices}  # what came since is newer
         notices = [n for op, n in self._notices.items() if op in active]
-        return state.model_copy(update={"notices": notices}) if notices else state
+        update: dict[str, object] = {"notices": notices} if notices else {}
+        latest = self._scans.latest() if self._scans is not None else None
+        if latest is not None:
+            update["scan"] = m.ScanOut(
+                seq=latest.seq, at=latest.at, code=latest.code, ok=latest.ok, message=latest.message
+            )
+        return state.model_copy(update=update) if update else state
 
     def active(self) -> list[m.ActiveOperation]:
         wc = self.engine.work_center

@@ -363,6 +363,16 @@ class ShiftView(_Out):
     top_stops: list[StopLossOut] = Field(description="the 3 reasons that cost the most time")
 
 
+class ScanOut(_Out):
+    """The newest scan of the work center's barcode scanner ([scanner])."""
+
+    seq: int = Field(description="rises with every scan: a new one is shown once")
+    at: str
+    code: str = Field(description="as scanned (the group separator shown as <GS>)")
+    ok: bool = Field(description="taken; false: refused, nothing changed")
+    message: str = Field(description="what it did, or why it was refused")
+
+
 class PanelState(_Out):
     """Everything the panel shows, in one snapshot; also what the event stream sends."""
 
@@ -399,6 +409,7 @@ class PanelState(_Out):
     )
     supervisor_configured: bool
     shift: ShiftView | None = Field(None, description="the current shift so far")
+    scan: ScanOut | None = Field(None, description="the newest scan ([scanner] enabled)")
     disk_low: bool = Field(
         False,
         description="machine counts are refused: the database's disk is below "

@@ -253,7 +253,24 @@
     receivedAt = Date.now();
     setConn(true);
     renderAll();
+    showScan(st.scan);
     askForReason();
+  }
+
+  // The barcode scanner's newest result, once: what it did, or why it was refused (red,
+  // until closed). The first snapshot after loading only notes where the count stands; the
+  // count starts again when the gateway does.
+  let scanSeen = null;
+  function showScan(scan) {
+    const seq = scan ? scan.seq : 0;
+    if (scanSeen === null || seq < scanSeen) {
+      scanSeen = seq;
+      return;
+    }
+    if (seq === scanSeen) return;
+    scanSeen = seq;
+    if (scan.ok) toast('ok', t('scan.taken', { code: scan.code }), scan.message, 3000);
+    else toast('error', t('scan.refused', { code: scan.code }), scan.message, 0);
   }
 
   // ------------------------------------------------------------------ supervisor

@@ -1,0 +1,84 @@
+"""The barcode scanner in the daemon ([scanner]), end to end: a serial scanner on a pty, the
+real engine, store and panel. The order card's code picks the operation (setup, then
+production); a malformed GS1 code, a badge and a component batch are refused naming the code
+and why, change nothing, and the panel's state carries each result."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+
+from edge.domain.model import OperationKey, OperationStatus
+from tests.panel.conftest import panel_config, running_panel, spec, wait_until
+
+KEY = OperationKey("4711", "0020")
+# journaled inputs other than the engine's ticks
+BUSINESS = "SELECT COUNT(*) FROM journal WHERE input_type != 'Tick'"
+
+
+async def scan_result(client: httpx.AsyncClient, seq: int) -> dict[str, object]:
+    for _ in range(200):
+        state = (await client.get("/api/state")).json()
+        if state.get("scan") and state["scan"]["seq"] >= seq:
+            return dict(state["scan"])
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no scan #{seq} on the panel")
+
+
+async def test_a_serial_scanner_picks_the_operation_and_bad_scans_are_told(
+    tmp_path: Path,
+) -> None:
+    master, slave = os.openpty()
+    device = os.ttyname(slave)
+    env = {
+        "EDGE_SCANNER__ENABLED": "true",
+        "EDGE_SCANNER__KIND": "serial",
+        "EDGE_SCANNER__DEVICE": device,
+        "EDGE_SCANNER__TERMINATOR": "cr",
+    }
+    try:
+        async with (
+            running_panel(panel_config(tmp_path, env=env)) as panel,
+            httpx.AsyncClient(base_url=panel.url) as client,
+        ):
+            await panel.dispatch(spec("4711", "0020", 30, 10))
+            ops = panel.engine.wc.operations
+
+            def scan(code: bytes) -> None:
+                os.write(master, code + b"\r")
+
+            scan(b"OP4711/0020")  # the order card: setup starts
+            first = await scan_result(client, 1)
+            assert first["ok"] is True, first
+            assert first["code"] == "OP4711/0020"
+            assert "start setup" in str(first["message"])
+            await wait_until(lambda: ops[KEY].status is OperationStatus.SETUP, what="setup")
+            scan(b"OP4711/0020")  # again: production
+            await scan_result(client, 2)
+            await wait_until(lambda: ops[KEY].status is OperationStatus.RUNNING, what="running")
+            journal = panel.engine.store.conn.execute(BUSINESS).fetchone()
+            scan(b"OP4711/0020")  # running: nothing more to do
+            third = await scan_result(client, 3)
+            assert third["ok"] is False
+            assert third["message"] == "operation 4711/0020 is running"
+
+            scan(b"]C10104012345678900")  # a GTIN with a wrong check digit
+            bad = await scan_result(client, 4)
+            assert bad["ok"] is False
+            assert "check digit" in str(bad["message"]), bad
+            scan(b"B123456")  # a badge
+            badge = await scan_result(client, 5)
+            assert badge["ok"] is False
+            assert "badge 123456" in str(badge["message"])
+            scan(b"OP9999/0010")  # not dispatched here
+            unknown = await scan_result(client, 6)
+            assert unknown["message"] == "operation 9999/0010 is not in the dispatch list"
+            after = panel.engine.store.conn.execute(BUSINESS).fetchone()
+            assert after == journal  # the refused scans stored nothing
+            assert ops[KEY].status is OperationStatus.RUNNING
+    finally:
+        os.close(master)
+        os.close(slave)
