@@ -3,10 +3,12 @@
 1. A TCP proxy (tests/reliability/net_proxy.py) between the gateway and mosquitto: the
    broker's answers delayed (PUBACKs and the relay's results reach the gateway late), the
    line stalled (open, nothing through for seconds), the connections dropped (FIN or RST),
-   a reconnect caught by a stall. The gateway must reconnect by itself.
+   a reconnect caught by a stall; and a line that goes dead for good (half-open), which the
+   gateway must notice by its MQTT keepalive. The gateway must reconnect by itself.
 2. PostgreSQL, the relays' shared ledger, stopped (``pg_ctl -m fast``: every session cut)
    while confirmations are being posted, and started again after a few seconds. The relays
-   must keep running and take up their work again.
+   must keep running and take up their work again (a long version also crashes it,
+   ``-m immediate``).
 
 Under both nothing may be lost or posted twice (the three ledgers judged by ``judge``), every
 daemon keeps running and stops cleanly on SIGTERM. The short tests share one chain (its own
@@ -385,6 +387,7 @@ class LedgerRestarts:
 
     net: Net
     rng: random.Random
+    mode: str = "fast"  # pg_ctl stop -m: fast (sessions cut) or immediate (a crash)
     done: list[str] = field(default_factory=list)
     in_flight: list[bool] = field(default_factory=list)  # one was open when it went down
 
@@ -401,7 +404,7 @@ class LedgerRestarts:
         ]
         if not open_ and made < 50:
             return
-        self.net.pg.stop("fast")
+        self.net.pg.stop(self.mode)
         try:
             time.sleep(self.rng.uniform(1.0, 3.0))
         finally:
@@ -418,11 +421,11 @@ def ledger_errors(chain: Chain) -> int:
     )
 
 
-def ledger_restarts(net: Net, seed: int, n_ops: int) -> str:
+def ledger_restarts(net: Net, seed: int, n_ops: int, mode: str = "fast") -> str:
     chain = net.chain
     assert chain.sap is not None
     schedule = Schedule.make(seed, n_ops, (60, 80), (0, 1), first_order=seed * 10)
-    fault = LedgerRestarts(net, random.Random(seed))
+    fault = LedgerRestarts(net, random.Random(seed), mode)
     before = ledger_errors(chain)
     chain.sap.set("latency", min_s=0.3, max_s=0.6)
     try:
@@ -445,4 +448,14 @@ def test_postgres_restarted_under_the_relays(shared: Net) -> None:
 def test_postgres_restarted_under_the_relays_many_times(tmp_path: Path) -> None:
     with net_chain(tmp_path, "chain_pg_long") as net:
         print(ledger_restarts(net, seed=9009, n_ops=20))
+        assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_postgres_crashed_under_the_relays_many_times(tmp_path: Path) -> None:
+    """As above, the server taken down as a crash (``-m immediate``: no shutdown checkpoint,
+    recovery from the WAL at start) - what a power cut of the database host does."""
+    with net_chain(tmp_path, "chain_pg_crash_long") as net:
+        print(ledger_restarts(net, seed=9109, n_ops=10, mode="immediate"))
         assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
