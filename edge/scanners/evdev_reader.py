@@ -30,6 +30,7 @@ import structlog
 from edge.scanners.config import ScannerConfig
 from edge.scanners.errors import ScannerUnavailable
 from edge.scanners.hid import EV_KEY, HidDecoder, HidResult
+from edge.scanners.link import LinkState
 
 __all__ = ["DeviceGone", "HidScanner", "decoded", "open_device"]
 
@@ -114,7 +115,7 @@ async def decoded(
                 yield result
 
 
-class HidScanner:
+class HidScanner(LinkState):
     """Scans from one HID scanner; see the module's description."""
 
     def __init__(
@@ -159,15 +160,6 @@ class HidScanner:
             reconnect_max_s=cfg.reconnect_max_s,
             **kw,
         )
-
-    def _set(self, connected: bool, problem: str | None) -> None:
-        changed = connected != self.connected or problem != self.problem
-        self.connected, self.problem = connected, problem
-        if changed and self.on_change is not None:
-            try:
-                self.on_change(connected, problem)
-            except Exception:  # the caller's hook failing must not end the reading
-                self.log.exception("scanner_on_change_failed")
 
     def _decoder(self) -> HidDecoder:
         layout, max_length, end_on_tab, keys = self._decoder_args

@@ -29,6 +29,7 @@ import structlog
 
 from edge.scanners.config import ScannerConfig
 from edge.scanners.errors import ScannerUnavailable
+from edge.scanners.link import LinkState
 
 __all__ = ["Dropped", "LineSplitter", "SerialScanner", "Terminator"]
 
@@ -113,7 +114,7 @@ class _Lost(Exception):
     """The port failed while open."""
 
 
-class SerialScanner:
+class SerialScanner(LinkState):
     """Scans from one serial device; see the module's description."""
 
     def __init__(
@@ -165,15 +166,6 @@ class SerialScanner:
         )
 
     # -- state
-
-    def _set(self, connected: bool, problem: str | None) -> None:
-        changed = connected != self.connected or problem != self.problem
-        self.connected, self.problem = connected, problem
-        if changed and self.on_change is not None:
-            try:
-                self.on_change(connected, problem)
-            except Exception:  # the caller's hook failing must not end the reading
-                self.log.exception("scanner_on_change_failed")
 
     def _dropped(self, dropped: Dropped) -> None:
         self.dropped += 1

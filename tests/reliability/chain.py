@@ -1067,3 +1067,18 @@ def compare_stops(led: Ledgers, refs: set[str], tolerance_ms: int) -> tuple[list
 
 def expected_stops(schedule: Schedule) -> int:
     return sum(len(op.stops) for op in schedule.ops)
+
+
+def check(chain: Chain, schedule: Schedule, **kw: Any) -> str:
+    """Judge the ledgers for ``schedule``'s operations; the summary line when all holds, else
+    an AssertionError naming what differs; the gateway and both relays must still run."""
+    v = judge(chain.ledgers(), schedule.ops, **kw)
+    assert not v.problems, f"seed {schedule.seed}: {v.line()}: {v.problems}"
+    assert v.parts_made > 0
+    assert v.confirmations >= len(schedule.ops)
+    assert v.stops == sum(len(op.stops) for op in schedule.ops), v.line()
+    for name, proc in chain.relays.items():
+        assert proc.poll() is None, f"{name} ended: {chain.relay_log(name)}"
+    assert chain.gateway is not None
+    assert chain.gateway.poll() is None, chain.gateway_log()
+    return v.line()

@@ -23,7 +23,7 @@ import pytest
 from tests.pg import PostgresCluster
 from tests.relay.conftest import pg_cluster  # noqa: F401 - the session's PostgreSQL
 from tests.relay.harness import pg_url
-from tests.reliability.chain import FINAL_VERDICTS, Chain, Op, Schedule, judge, until
+from tests.reliability.chain import FINAL_VERDICTS, Chain, Op, Schedule, check, until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -57,20 +57,6 @@ def run(chain: Chain, schedule: Schedule, fault: Any = None, **settle: Any) -> N
     chain.dispatch(schedule)
     chain.produce(fault, schedule)
     chain.settle(schedule=schedule, **settle)
-
-
-def check(chain: Chain, schedule: Schedule, **kw: Any) -> str:
-    """Judge the ledgers for ``schedule``'s operations; the summary line when all holds."""
-    v = judge(chain.ledgers(), schedule.ops, **kw)
-    assert not v.problems, f"seed {schedule.seed}: {v.line()}: {v.problems}"
-    assert v.parts_made > 0
-    assert v.confirmations >= len(schedule.ops)
-    assert v.stops == sum(len(op.stops) for op in schedule.ops), v.line()
-    for name, proc in chain.relays.items():
-        assert proc.poll() is None, f"{name} ended: {chain.relay_log(name)}"
-    assert chain.gateway is not None
-    assert chain.gateway.poll() is None, chain.gateway_log()
-    return v.line()
 
 
 # ----------------------------------------------------------------------- 1. gateway SIGKILL

@@ -39,8 +39,8 @@ from tests.reliability.chain import (
     ChainFailed,
     Op,
     Schedule,
+    check,
     http,
-    judge,
     until,
 )
 from tests.reliability.net_proxy import NetProxy
@@ -97,20 +97,6 @@ def run(chain: Chain, schedule: Schedule, fault: Any, **settle: Any) -> None:
     chain.dispatch(schedule)
     chain.produce(fault, schedule)
     chain.settle(schedule=schedule, **settle)
-
-
-def check(chain: Chain, schedule: Schedule) -> str:
-    """Judge the ledgers for ``schedule``'s operations; the summary line when all holds."""
-    v = judge(chain.ledgers(), schedule.ops)
-    assert not v.problems, f"seed {schedule.seed}: {v.line()}: {v.problems}"
-    assert v.parts_made > 0
-    assert v.confirmations >= len(schedule.ops)
-    assert v.stops == sum(len(op.stops) for op in schedule.ops), v.line()
-    for name, proc in chain.relays.items():
-        assert proc.poll() is None, f"{name} ended: {chain.relay_log(name)}"
-    assert chain.gateway is not None
-    assert chain.gateway.poll() is None, chain.gateway_log()
-    return v.line()
 
 
 _METRIC = re.compile(r"^([a-z_]+)(\{[^}]*\})? (\S+)$")
