@@ -553,6 +553,8 @@ class Chain:
         relay_timeout_s: float = 2.0,
         lease_s: float | None = None,
         gateway_keepalive_s: int = 30,  # the gateway's MQTT keepalive (30: its default)
+        db_dir: Path | None = None,  # the gateway's database here (a small disk); else workdir
+        min_free_mb: float | None = None,  # [retention] min_free_mb; None: the default
     ) -> None:
         self.workdir = workdir
         self.schedule = schedule
@@ -568,7 +570,8 @@ class Chain:
         self.gateway_keepalive_s = gateway_keepalive_s
         self.panel_port = free_port()
         self.api = f"http://127.0.0.1:{self.panel_port}"
-        self.db = workdir / "edge.db"
+        self.db = (db_dir or workdir) / "edge.db"
+        self.min_free_mb = min_free_mb
         self.broker = Mosquitto(workdir / "broker")
         # the port the gateway's [mqtt] connects to: a proxy's in front of the broker, if set
         # before the chain starts (tests/reliability/net_proxy.py); else the broker's own
@@ -659,6 +662,11 @@ class Chain:
                 endpoint=self.machine.endpoint,
                 ns=NAMESPACE,
                 machine=MACHINE,
+            )
+            + (
+                f"\n[retention]\nmin_free_mb = {self.min_free_mb}\ndisk_check_s = 1\n"
+                if self.min_free_mb is not None
+                else ""
             )
         )
         return cfg

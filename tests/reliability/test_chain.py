@@ -12,6 +12,7 @@ The relays share a PostgreSQL ledger (tests/pg.py).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from tests.pg import PostgresCluster
 from tests.relay.conftest import pg_cluster  # noqa: F401 - the session's PostgreSQL
 from tests.relay.harness import pg_url
 from tests.reliability.chain import FINAL_VERDICTS, Chain, Op, Schedule, check, until
+from tests.small_disk import small_disk
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -511,3 +513,49 @@ def test_the_plc_restarts_with_its_counters_reset(shared: Chain) -> None:
     assert shared.machine is not None
     assert shared.machine.cmd("values")["restarts"] >= 2
     print(check(shared, schedule))
+
+
+# ------------------------------------------------------------------------- a full disk
+
+
+class DiskFull:
+    """The gateway's disk fills (below ``[retention] min_free_mb``) once, some parts into the
+    first operation, while the machine goes on: machine counts are refused loudly
+    (``disk_low`` in the health), the OPC UA source keeps the readings and hands them over
+    again; space comes back after ``seconds`` and every part is counted once."""
+
+    def __init__(self, disk: Path, at_part: int, seconds: float) -> None:
+        self.disk, self.at_part, self.seconds = disk, at_part, seconds
+        self.refused_seen = False
+        self.done = False
+
+    def __call__(self, chain: Chain, op: Op, made: int) -> None:
+        if self.done or made < self.at_part:
+            return
+        self.done = True
+        st = os.statvfs(self.disk)
+        filler = self.disk / "filler"
+        with filler.open("wb") as f:  # leave about 1 MB free: below the 4 MB floor
+            left = st.f_bavail * st.f_frsize - 1_000_000
+            while left > 0:
+                f.write(b"\0" * min(left, 1 << 20))
+                left -= 1 << 20
+        until(lambda: bool(chain.get("/api/health")["disk_low"]), 15, "disk_low in the health")
+        time.sleep(self.seconds)  # the machine makes parts the gateway cannot take now
+        self.refused_seen = bool(chain.get("/api/health")["disk_low"])
+        filler.unlink()
+        until(lambda: not chain.get("/api/health")["disk_low"], 15, "the disk back")
+
+
+def test_a_full_disk_refuses_counts_then_takes_them_all(tmp_path: Path) -> None:
+    schedule = Schedule.make(626, 2, (50, 70), (0, 0), first_order=6260)
+    disk = tmp_path / "disk"
+    with (
+        small_disk(disk, "32M"),
+        Chain(tmp_path / "chain", schedule, db_dir=disk, min_free_mb=4) as chain,
+    ):
+        full = DiskFull(disk, at_part=15, seconds=1.5)
+        run(chain, schedule, full, timeout=120)
+        assert full.refused_seen
+        assert "machine counts refused" in chain.gateway_log(200_000)
+        print(check(chain, schedule))
