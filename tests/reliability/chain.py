@@ -96,13 +96,13 @@ supervisor_pin_hash = "{pin_hash}"
 name = "press_good"
 kind = "good"
 signal = "absolute"
-bits = 32
+bits = {bits}
 
 [[counting.sources]]
 name = "press_scrap"
 kind = "scrap"
 signal = "absolute"
-bits = 32
+bits = {bits}
 
 [confirmations]
 every_good = {every_good}
@@ -258,7 +258,16 @@ def python(*args: str) -> list[str]:
 class Machine:
     """The OPC UA machine simulator in its own process, driven over its control port."""
 
-    def __init__(self, procs: Procs, workdir: Path, seed: int, cycle_s: float, scrap_rate: float):
+    def __init__(
+        self,
+        procs: Procs,
+        workdir: Path,
+        seed: int,
+        cycle_s: float,
+        scrap_rate: float,
+        bits: int = 32,
+        start_value: int = 0,
+    ):
         self.port = free_port()
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}"
         self.log = workdir / "machine.log"
@@ -267,6 +276,7 @@ class Machine:
                 "-m", "simulators.opcua_machine", "--port", str(self.port), "--control-port", "0",
                 "--cycle-s", str(cycle_s), "--jitter", "0.3", "--scrap-rate", str(scrap_rate),
                 "--seed", str(seed), "--idle", "--log-level", "WARNING", "--machine", MACHINE,
+                "--bits", str(bits), "--start-value", str(start_value),
             ),
             self.log,
             stdout=subprocess.PIPE,
@@ -555,6 +565,8 @@ class Chain:
         gateway_keepalive_s: int = 30,  # the gateway's MQTT keepalive (30: its default)
         db_dir: Path | None = None,  # the gateway's database here (a small disk); else workdir
         min_free_mb: float | None = None,  # [retention] min_free_mb; None: the default
+        bits: int = 32,  # the machine's counters (16 or 32) and the gateway's counting.sources
+        start_value: int = 0,  # the machine's GoodCount at its start (near the top: a wrap)
     ) -> None:
         self.workdir = workdir
         self.schedule = schedule
@@ -572,6 +584,8 @@ class Chain:
         self.api = f"http://127.0.0.1:{self.panel_port}"
         self.db = (db_dir or workdir) / "edge.db"
         self.min_free_mb = min_free_mb
+        self.bits = bits
+        self.start_value = start_value
         self.broker = Mosquitto(workdir / "broker")
         # the port the gateway's [mqtt] connects to: a proxy's in front of the broker, if set
         # before the chain starts (tests/reliability/net_proxy.py); else the broker's own
@@ -608,7 +622,13 @@ class Chain:
         """Every process at once (they start in parallel), then wait for each."""
         self.broker.start()
         self.machine = Machine(
-            self.procs, self.workdir, self.schedule.seed, self.cycle_s, self.scrap_rate
+            self.procs,
+            self.workdir,
+            self.schedule.seed,
+            self.cycle_s,
+            self.scrap_rate,
+            bits=self.bits,
+            start_value=self.start_value,
         )
         self.sap = Sap(self.procs, self.workdir)
         for name in ("relay-a", "relay-b"):
@@ -662,6 +682,7 @@ class Chain:
                 endpoint=self.machine.endpoint,
                 ns=NAMESPACE,
                 machine=MACHINE,
+                bits=self.bits,
             )
             + (
                 f"\n[retention]\nmin_free_mb = {self.min_free_mb}\ndisk_check_s = 1\n"

@@ -559,3 +559,21 @@ def test_a_full_disk_refuses_counts_then_takes_them_all(tmp_path: Path) -> None:
         assert full.refused_seen
         assert "machine counts refused" in chain.gateway_log(200_000)
         print(check(chain, schedule))
+
+
+# ------------------------------------------------------------------ counters that wrap
+
+
+@pytest.mark.parametrize(("bits", "start"), [(16, 65_500), (32, 2**32 - 40)])
+def test_counters_wrap_at_16_and_32_bits(tmp_path: Path, bits: int, start: int) -> None:
+    """The machine's GoodCount starts just below the top of its range and wraps to 0 in the
+    first operation (a UInt16 or UInt32 node, the gateway's source of the same bits): every
+    part counted once across the wrap, in all three ledgers."""
+    schedule = Schedule.make(636 + bits, 2, (45, 60), (0, 0), first_order=6360 + bits)
+    with Chain(tmp_path / "chain", schedule, bits=bits, start_value=start) as chain:
+        run(chain, schedule, timeout=120)
+        assert chain.machine is not None
+        good = chain.machine.cmd("values")["values"]["good"]
+        assert good < start  # it wrapped
+        assert "counter_wrapped" in chain.gateway_log(500_000)
+        print(check(chain, schedule))
