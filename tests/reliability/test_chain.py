@@ -25,7 +25,7 @@ import pytest
 from tests.pg import PostgresCluster
 from tests.relay.conftest import pg_cluster  # noqa: F401 - the session's PostgreSQL
 from tests.relay.harness import pg_url
-from tests.reliability.chain import FINAL_VERDICTS, Chain, Op, Schedule, check, until
+from tests.reliability.chain import FINAL_VERDICTS, Chain, Op, Schedule, Stop, check, until
 from tests.small_disk import small_disk
 
 pytestmark = pytest.mark.timeout(240)
@@ -577,3 +577,41 @@ def test_counters_wrap_at_16_and_32_bits(tmp_path: Path, bits: int, start: int) 
         assert good < start  # it wrapped
         assert "counter_wrapped" in chain.gateway_log(500_000)
         print(check(chain, schedule))
+
+
+# ------------------------------------------- the machine stops while the gateway is down
+
+
+class KilledBeforeAStop:
+    """SIGKILL of the gateway a few parts before each of the machine's stops; it is started
+    again at once and comes back while the machine stands (each stop lasts 4 s): the stop
+    began while no gateway ran, so its start can only come from the machine (the state's
+    SourceTimestamp), and the judge holds start and end to a second."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.before = {op.ref: [st.at_part - 2 for st in op.stops] for op in schedule.ops}
+        self.kills = 0
+
+    def __call__(self, chain: Chain, op: Op, made: int) -> None:
+        due = self.before[op.ref]
+        if not due or made < due[0]:
+            return
+        due.pop(0)
+        chain.kill_gateway()
+        chain.start_gateway(wait=False)
+        self.kills += 1
+
+
+def test_a_stop_that_began_while_the_gateway_was_down_is_dated_by_the_machine(
+    shared: Chain,
+) -> None:
+    ops = tuple(
+        Op(order=str(6460 + i), operation="0010", parts=40, stops=(Stop(20, "E-217", 4.0),))
+        for i in range(2)
+    )
+    schedule = Schedule(646, ops)
+    fault = KilledBeforeAStop(schedule)
+    run(shared, schedule, fault, timeout=120)
+    shared.wait_gateway_up()
+    assert fault.kills == 2
+    print(check(shared, schedule))
