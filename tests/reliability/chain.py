@@ -590,6 +590,8 @@ class Chain:
         # the port the gateway's [mqtt] connects to: a proxy's in front of the broker, if set
         # before the chain starts (tests/reliability/net_proxy.py); else the broker's own
         self.gateway_mqtt_port: int | None = None
+        # the same for the relays' [mqtt] (a proxy in front of the broker for both relays)
+        self.relay_mqtt_port: int | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.relays: dict[str, subprocess.Popen[bytes]] = {}
         self.gateway_starts = 0
@@ -783,7 +785,7 @@ class Chain:
             RELAY_TOML.format(
                 name=name,
                 lease_s=self.lease_s,
-                mqtt_port=self.broker.port,
+                mqtt_port=self.relay_mqtt_port or self.broker.port,
                 ledger=self.ledger_url,
                 sap_url=self.sap.url,
                 user=SAP_USER,

@@ -445,3 +445,66 @@ def test_postgres_crashed_under_the_relays_many_times(tmp_path: Path) -> None:
     with net_chain(tmp_path, "chain_pg_crash_long") as net:
         print(ledger_restarts(net, seed=9109, n_ops=10, mode="immediate"))
         assert net.chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
+
+
+# ------------------------------------------------------------------- the relays <-> broker
+
+
+@dataclass
+class RelayLine:
+    """The line from both relays to the broker, in each operation: after 5 parts the relays'
+    direction is delayed 0.3-0.6 s (their results and PUBACKs reach the broker late); after
+    15 parts it stalls 1-2 s and then every relay connection is dropped (RST or FIN); once
+    both relays are connected again (two connections more at the proxy), the delay ends."""
+
+    proxy: NetProxy
+    rng: random.Random
+    done: list[str] = field(default_factory=list)
+    op: str | None = None
+    step: int = 0
+    until: float = 0.0
+    accepted: int = 0
+
+    def pending(self, op: Op) -> bool:
+        return op.ref != self.op or self.step < 4
+
+    def __call__(self, chain: Chain, op: Op, made: int) -> None:
+        if op.ref != self.op:
+            self.op, self.step = op.ref, 0
+        now = time.monotonic()
+        if self.step == 0 and made >= 5:
+            self.proxy.delay_up_s = round(self.rng.uniform(0.3, 0.6), 2)
+            self.step = 1
+        elif self.step == 1 and made >= 15:
+            stall = self.rng.uniform(1.0, 2.0)
+            self.proxy.stall(stall)
+            self.step, self.until = 2, now + stall
+        elif self.step == 2 and now >= self.until:
+            self.accepted = self.proxy.accepted
+            assert self.proxy.drop(reset=self.rng.random() < 0.5) >= 2, "a relay was not there"
+            self.step, self.until = 3, now
+        elif self.step == 3:
+            if self.proxy.accepted >= self.accepted + 2:
+                self.proxy.delay_up_s = 0.0
+                self.done.append(op.ref)
+                self.step = 4
+            elif now - self.until > 30:
+                raise ChainFailed(
+                    f"the relays did not reconnect in 30 s: {chain.relay_log('relay-a')}"
+                )
+
+
+def test_the_relays_line_to_the_broker_delayed_stalled_and_dropped(tmp_path: Path) -> None:
+    """Both relays reach the broker through a proxy: their results come late, their line
+    stalls and is cut while confirmations are in flight; they reconnect by themselves and
+    every confirmation is posted once."""
+    schedule = Schedule.make(818, 2, (50, 70), (0, 0), first_order=8180)
+    chain = Chain(tmp_path, schedule, relay_timeout_s=1.0, result_timeout_s=4.0)
+    with NetProxy(chain.broker.host, chain.broker.port) as proxy:
+        chain.relay_mqtt_port = proxy.port
+        with chain:
+            fault = RelayLine(proxy, random.Random(818))
+            run(chain, schedule, fault, timeout=120)
+            assert fault.done == [op.ref for op in schedule.ops]
+            print(check(chain, schedule))
+            assert chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
