@@ -273,7 +273,12 @@ def orders_line(k: dict[str, Any]) -> str:
         f"({_pct(k['on_time_rate'])}), cycle time {_hours(k['cycle_s_median'])} median "
         f"(value-add {_pct(k['value_add_ratio'])}), schedule stability "
         f"{_pct(k['schedule_stability'])} ({k['rescheduled']} of {k['dispatched']} "
-        f"rescheduled), WIP {k['wip']} (oldest {_hours(k['wip_age_s_max'])})"
+        f"rescheduled), WIP {k['wip']} (oldest {_hours(k['wip_age_s_max'])}"
+        + (
+            f", value {k['wip_value']} of {k['wip_valued']} with a standard cost)"
+            if k.get("wip_value") is not None
+            else ")"
+        )
     )
 
 

@@ -344,6 +344,7 @@ def check_spec(spec: OperationSpec, i: int, work_center: str) -> None:
         ("over_tolerance_pct", MAX_TOLERANCE_PCT),
         ("under_tolerance_pct", MAX_TOLERANCE_PCT),
         ("crew_size", MAX_CREW),
+        ("std_cost", MAX_QUANTITY),
     ):
         value = getattr(spec, name)
         if value is not None and out_of_range(value, ZERO, limit):

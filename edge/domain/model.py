@@ -90,6 +90,9 @@ class OperationSpec:
     under_tolerance_pct: Decimal | None = None
     crew_size: Decimal | None = None
     confirmation_no: str | None = None  # ERP's confirmation number of the operation, passed through
+    # Standard cost per unit (the plant's currency), for the WIP value (edge.domain.order_kpis);
+    # None: not given. Stored only when set.
+    std_cost: Decimal | None = None
 
     @property
     def key(self) -> OperationKey:

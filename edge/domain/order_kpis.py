@@ -14,7 +14,9 @@ Per operation (:func:`operation_kpis`):
   add up from the first start, so queue + setup + running + down + waiting = cycle time.
 - **schedule stability**: whether its sequence or due date changed after its first dispatch
   (``rescheduled``, kept by edge.domain.dispatch and a merge).
-- **WIP age**: for an open operation (dispatched, not finished), now - first dispatch.
+- **WIP age**: for an open operation (dispatched, not finished), now - first dispatch; its
+  **WIP value** where the dispatch list gives a standard cost per unit: the good parts made so
+  far at that cost.
 - **confirmation latency** (machine event to ERP posted) is measured where the posting is
   seen: by the ERP relay (``_mes_v1/relay/kpi``, ``edge relay stats``), not here.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from statistics import median
 
 from edge.domain.calendar import local_midnight_ms, zone
@@ -63,6 +66,8 @@ class OperationFlow:
     waiting_ms: int
     rescheduled: bool
     wip_age_ms: int | None
+    # open, with a standard cost: the good parts made so far at it; None otherwise
+    wip_value: Decimal | None = None
 
     @property
     def value_add_ratio(self) -> float | None:
@@ -85,6 +90,8 @@ class WorkCenterFlow:
     wip: int
     wip_age_ms_max: int | None
     wip_age_ms_median: float | None
+    wip_value: Decimal | None = None  # of the open operations with a standard cost
+    wip_valued: int = 0  # how many open operations had one
 
 
 def _ratio(top: float, bottom: float) -> float | None:
@@ -156,6 +163,11 @@ def operation_kpis(s: WorkCenterState, op: Operation, now: Instant) -> Operation
         waiting_ms=waiting,
         rescheduled=op.rescheduled,
         wip_age_ms=wip_age,
+        wip_value=(
+            op.counted.good * op.spec.std_cost
+            if not finished and op.spec.std_cost is not None
+            else None
+        ),
     )
 
 
@@ -169,6 +181,7 @@ def work_center_kpis(s: WorkCenterState, now: Instant) -> WorkCenterFlow:
     rescheduled = sum(1 for op in kept if op.rescheduled)
     ages = [f.wip_age_ms for f in flows if f.wip_age_ms is not None]
     cycle_total = sum(f.cycle_ms or 0 for f in timed_done)
+    valued = [f.wip_value for f in flows if f.wip_value is not None]
     return WorkCenterFlow(
         completed=len(done),
         with_due=len(dated),
@@ -182,6 +195,8 @@ def work_center_kpis(s: WorkCenterState, now: Instant) -> WorkCenterFlow:
         wip=len(ages),
         wip_age_ms_max=max(ages) if ages else None,
         wip_age_ms_median=median(ages) if ages else None,
+        wip_value=sum(valued, ZERO) if valued else None,
+        wip_valued=len(valued),
     )
 
 
@@ -210,6 +225,7 @@ def operation_payload(f: OperationFlow) -> dict[str, object]:
         "value_add_ratio": _share(f.value_add_ratio),
         "rescheduled": f.rescheduled,
         "wip_age_s": _s(f.wip_age_ms),
+        "wip_value": None if f.wip_value is None else number(f.wip_value),
     }
 
 
@@ -228,6 +244,8 @@ def work_center_payload(w: WorkCenterFlow) -> dict[str, object]:
         "wip": w.wip,
         "wip_age_s_max": _s(w.wip_age_ms_max),
         "wip_age_s_median": _s(w.wip_age_ms_median),
+        "wip_value": None if w.wip_value is None else number(w.wip_value),
+        "wip_valued": w.wip_valued,
     }
 
 
@@ -244,7 +262,7 @@ def completion_data(s: WorkCenterState, op: Operation, now: Instant) -> dict[str
     produced = t.good + scrap + rework
     std_ms = op.spec.std_cycle_s * 1000
     payload = operation_payload(f)
-    del payload["op"], payload["status"], payload["wip_age_s"]
+    del payload["op"], payload["status"], payload["wip_age_s"], payload["wip_value"]
     return {
         **payload,
         "target_qty": number(op.spec.target_qty),

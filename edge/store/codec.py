@@ -3,10 +3,11 @@
 The domain stays free of serialisation; pydantic's TypeAdapters read the domain's dataclasses as
 they are, so a new field in the core needs no code here, except where documents stored before it
 must stay as they were: an operation's ``status_reason``, ``merged_into``, ``dispatched_at`` and
-``rescheduled`` are left out while unset, so every operation stored (and every checkpoint taken)
-before the fields existed reads the same as a replay writes it, and ``edge verify`` holds across
-the upgrade without a migration. (Dispatch times come only from dispatch lists journaled with
-``timed``: a replay of older ones leaves them unset, as they were stored.)
+``rescheduled``, and its spec's ``std_cost``, are left out while unset, so every operation
+stored (and every checkpoint taken) before the fields existed reads the same as a replay writes
+it, and ``edge verify`` holds across the upgrade without a migration. (Dispatch times come
+only from dispatch lists journaled with ``timed``: a replay of older ones leaves them unset, as
+they were stored.)
 """
 
 from __future__ import annotations
@@ -57,8 +58,12 @@ _OPERATION_OPTIONAL: dict[str, object] = {
 
 def operation_doc(op: Operation) -> str:
     """The stored form of ``op``; a field added later is left out while it is unset."""
-    unset = {name for name, none in _OPERATION_OPTIONAL.items() if getattr(op, name) == none}
-    return OPERATION.dump_json(op, exclude=unset or None).decode()
+    exclude: dict[str, Any] = {
+        name: True for name, none in _OPERATION_OPTIONAL.items() if getattr(op, name) == none
+    }
+    if op.spec.std_cost is None:
+        exclude["spec"] = {"std_cost": True}
+    return OPERATION.dump_json(op, exclude=exclude or None).decode()
 
 
 def encode_input(inp: Input) -> tuple[str, str]:

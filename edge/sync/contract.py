@@ -188,6 +188,9 @@ class OperationMsg(_Strict):
     under_tolerance_pct: Percent | None = None
     crew_size: Crew | None = None
     confirmation_no: str | None = Field(None, max_length=40)
+    standard_cost: PositiveQty | None = Field(
+        None, description="standard cost per unit, in the plant's currency: the WIP value"
+    )
 
 
 class DispatchListBody(_Strict):

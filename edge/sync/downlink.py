@@ -82,6 +82,7 @@ def _operation_spec(m: Any) -> OperationSpec:
         under_tolerance_pct=m.under_tolerance_pct,
         crew_size=m.crew_size,
         confirmation_no=m.confirmation_no,
+        std_cost=m.standard_cost,
     )
 
 

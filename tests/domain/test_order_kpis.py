@@ -7,6 +7,7 @@ stored form as it was."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -209,3 +210,26 @@ def test_the_parts_always_add_up_to_the_cycle_time(
         assert sum(p or 0 for p in parts) == f.cycle_ms
         assert 0 <= (f.value_add_ratio or 0) <= 1
         assert f.wip_age_ms == now * S
+
+
+def test_the_wip_value_of_open_operations_with_a_standard_cost() -> None:
+    """Open operations with a standard cost per unit: the good parts made so far at that cost;
+    one without a cost has none (and leaves the stored form as it was); a finished one none."""
+    wc = WorkCenter(make_rules())
+    costed = spec("4711", "0020", 10, std_cost=Decimal("2.5"))
+    plain = spec("4712", "0020", 10)
+    ok(wc, DispatchList(1, (costed, plain), at(0), timed=True))
+    act(wc, Action.START_PRODUCTION, 10)
+    count_good(wc, 4, 60)
+    f = operation_kpis(wc, wc.operations[key(A)], at(100))
+    assert f.wip_value == Decimal(10)
+    assert operation_payload(f)["wip_value"] == 10
+    assert operation_kpis(wc, wc.operations[key(B)], at(100)).wip_value is None
+    w = work_center_kpis(wc, at(100))
+    assert (w.wip_value, w.wip_valued, w.wip) == (Decimal(10), 1, 2)
+    assert "std_cost" not in json.loads(operation_doc(wc.operations[key(B)]))["spec"]
+    assert json.loads(operation_doc(wc.operations[key(A)]))["spec"]["std_cost"] == "2.5"
+    # a cost out of bounds is refused naming the field
+    out = wc.apply(DispatchList(2, (spec("4711", "0020", 10, std_cost=Decimal(-1)),), at(101)))
+    assert out.rejection is not None
+    assert out.rejection.field == "operations[0].std_cost"
