@@ -102,6 +102,11 @@ class Uplink:
         # True while every pending row after the cursor is in _fresh (read nothing back then).
         self._fresh_complete = False
         engine.add_commit_hook(self._on_commit)
+        # A reconnect to a broker that lost this gateway's session (restarted without its
+        # persistence): the relay's verdicts sent meanwhile had no subscription to reach.
+        self._connects = 0
+        self._session_lost = False
+        link.add_on_connect(self._on_connect)
         self._flush_task: asyncio.Task[None] | None = None
         self._inflight: deque[tuple[OutboxRow, asyncio.Future[int]]] = deque()
         self._unflushed: set[int] = set()  # sent rows whose outcome is not yet stored
@@ -219,6 +224,29 @@ class Uplink:
             self._cursor = seq
             self._fresh_complete = False
 
+    async def _on_connect(self, session_present: bool) -> None:
+        self._connects += 1
+        if self._connects > 1 and not session_present:
+            self._session_lost = True
+            self._wake.set()
+
+    async def _resend_unanswered_now(self) -> None:
+        """The broker lost this gateway's session: a verdict the relay sent while the gateway
+        had no subscription is gone. Every confirmation still without one goes again now (the
+        relay knows it by its idem_key and answers with its verdict), not after
+        ``result_timeout_s``."""
+        await self._flush_now()
+        count = await self.engine.outbox_requeue()
+        if count:
+            self.stats.requeued += count
+            self._move_cursor_back(0)
+            self._fresh.clear()
+            self.log.warning(
+                "the broker lost this gateway's session: sending the confirmations the relay "
+                "has not answered again",
+                rows=count,
+            )
+
     async def run(self) -> None:
         requeued = await self.engine.outbox_requeue()
         if requeued:
@@ -233,6 +261,9 @@ class Uplink:
                 # What a lost connection left unacknowledged failed before the loop saw the
                 # new one: taking it now puts the cursor back before anything newer is sent.
                 await self._collect(block=False)
+                if self._session_lost:
+                    self._session_lost = False
+                    await self._resend_unanswered_now()
                 now = time.monotonic()
                 if now >= next_requeue:
                     await self._requeue_unanswered()

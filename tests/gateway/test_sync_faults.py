@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from edge.config import load_config
 from edge.domain.inputs import Action, Pulses, Transition
 from edge.domain.model import ConfirmationStatus, OperationKey
 from simulators.broker import Mosquitto
@@ -190,3 +191,43 @@ def _session(seconds: int) -> Any:
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = seconds
     return props
+
+
+async def test_a_verdict_sent_while_the_broker_had_lost_the_session_is_asked_for_again(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    """The relay answers a confirmation while the gateway is away and the broker was
+    restarted without its persistence: the answer finds no subscription and is gone. When the
+    gateway comes back to a session the broker no longer has, it sends what the relay has not
+    answered again at once (the relay answers by idem_key), instead of after
+    result_timeout_s (600 s here)."""
+    cfg = gateway_config(tmp_path, broker)
+    slow = tmp_path / "slow.toml"  # the gateway comes back 5 s after a lost connection
+    slow.write_text(
+        (tmp_path / "edge.toml")
+        .read_text()
+        .replace("reconnect_min_s = 0.2", "reconnect_min_s = 5")
+        .replace("reconnect_max_s = 1", "reconnect_max_s = 5")
+    )
+    cfg = load_config(slow, env={})
+    async with (
+        CentralSimulator(broker.host, broker.port, roots=[ROOT]) as central,
+        gateway(cfg) as gw,
+    ):
+        await start_order(gw, collector)
+        engine = gw.engine
+        central.relay.pause()  # received, not answered yet
+        await engine.submit(Pulses("press_good", 20, engine.now()))
+        await until(lambda: bool(engine.wc.confirmations), 10, "a confirmation")
+        conf = next(iter(engine.wc.confirmations.values()))
+        await until(lambda: outbox_open(gw) > 0 and central.connected, 10, "it at the relay")
+        await asyncio.sleep(0.5)
+        broker.stop(kill=True)
+        await asyncio.sleep(1.0)
+        broker.restart(wipe=True)  # sessions and subscriptions gone
+        await until(lambda: central.connected, 10, "central back")
+        central.relay.resume()  # the verdict goes out: no gateway subscribed to hear it
+        await asyncio.sleep(1.0)
+        assert conf.status is ConfirmationStatus.AWAITING_RESULT
+        await until(lambda: conf.status is ConfirmationStatus.POSTED, 15, "the verdict again")
+        assert set(central.ledger.count_by_idem().values()) == {1}  # posted once
