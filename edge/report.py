@@ -39,6 +39,7 @@ from edge.domain.core import WorkCenter
 from edge.domain.drift import (
     DEFAULT_MIN_OPERATIONS,
     DEFAULT_THRESHOLD,
+    DriftReport,
     DriftSettings,
     Period,
     drift_payload,
@@ -94,10 +95,17 @@ def scheduled_review(db: Path, r: ReportSection, now_ms: int) -> dict[str, objec
         micro_stops_in_cycle=r.drift_micro_stops == "in-cycle",
     )
     period = Period(now_ms - r.drift_days * 86_400_000, now_ms)
-    wc = read_work_center(db)
-    if wc is None:
-        return drift_payload(report_of((), period, settings, work_center=""), now_ms)
-    report = drift_report(
+    return drift_payload(review(read_work_center(db), period, settings, ""), now_ms)
+
+
+def review(
+    wc: WorkCenter | None, period: Period, settings: DriftSettings, center: str
+) -> DriftReport:
+    """The report of ``wc``'s stored operations in ``period``; for a database the gateway
+    has not run on yet (``wc`` None) the empty one of work center ``center``."""
+    if wc is None:  # nothing was completed
+        return report_of((), period, settings, work_center=center)
+    return drift_report(
         wc.operations.values(),
         wc.stops.values(),
         wc.master_data,
@@ -105,7 +113,6 @@ def scheduled_review(db: Path, r: ReportSection, now_ms: int) -> dict[str, objec
         settings,
         work_center=wc.rules.work_center,
     )
-    return drift_payload(report, now_ms)
 
 
 async def drift_schedule(cfg: GatewayConfig, sink: InputSink) -> None:
@@ -519,16 +526,7 @@ def _drift(args: argparse.Namespace) -> int:
     period, first, last = period_of(args.since, args.until, args.days, zone, now_ms)
     if wc is not None:
         center = wc.rules.work_center
-        report = drift_report(
-            wc.operations.values(),
-            wc.stops.values(),
-            wc.master_data,
-            period,
-            settings,
-            work_center=center,
-        )
-    else:  # a database the gateway has not run on yet: nothing was completed
-        report = report_of((), period, settings, work_center=center)
+    report = review(wc, period, settings, center)
     payload = drift_payload(report, now_ms, top=None)  # every row, for the CSV
     if args.json:
         print(json.dumps(drift_payload(report, now_ms), indent=2))  # the message's body

@@ -170,15 +170,15 @@ class Kpis:
 
     @property
     def availability(self) -> float | None:
-        return _ratio(self.apt_ms, self.pbt_ms)
+        return ratio(self.apt_ms, self.pbt_ms)
 
     @property
     def effectiveness(self) -> float | None:
-        return _ratio(self.standard_ms, self.apt_ms)
+        return ratio(self.standard_ms, self.apt_ms)
 
     @property
     def quality_ratio(self) -> float | None:
-        return _ratio(float(self.good), float(self.produced))
+        return ratio(float(self.good), float(self.produced))
 
     @property
     def oee(self) -> float | None:
@@ -187,11 +187,11 @@ class Kpis:
 
     @property
     def setup_rate(self) -> float | None:
-        return _ratio(self.aust_ms, self.aupt_ms)
+        return ratio(self.aust_ms, self.aupt_ms)
 
     @property
     def technical_efficiency(self) -> float | None:
-        return _ratio(self.apt_ms, self.apt_ms + self.adet_ms)
+        return ratio(self.apt_ms, self.apt_ms + self.adet_ms)
 
     @property
     def mtbf_s(self) -> float | None:
@@ -202,7 +202,8 @@ class Kpis:
         return None if not self.failures else self.failure_ms / self.failures / 1000
 
 
-def _ratio(top: float, bottom: float) -> float | None:
+def ratio(top: float, bottom: float) -> float | None:
+    """``top / bottom``; None where the denominator is 0 (undefined, not 0)."""
     return None if bottom <= 0 else top / bottom
 
 
@@ -790,7 +791,8 @@ def _seconds(ms: float) -> float:
     return round(ms / 1000, 3)
 
 
-def _share(value: float | None) -> float | None:
+def share(value: float | None) -> float | None:
+    """A ratio as the wire and the panel give it: 4 places, None where undefined."""
     return None if value is None else round(value, 4)
 
 
@@ -822,12 +824,12 @@ def kpis_payload(k: Kpis) -> dict[str, object]:
         "good": number(k.good),
         "scrap": number(k.scrap),
         "rework": number(k.rework),
-        "availability": _share(k.availability),
-        "effectiveness": _share(k.effectiveness),
-        "quality_ratio": _share(k.quality_ratio),
-        "oee": _share(k.oee),
-        "setup_rate": _share(k.setup_rate),
-        "technical_efficiency": _share(k.technical_efficiency),
+        "availability": share(k.availability),
+        "effectiveness": share(k.effectiveness),
+        "quality_ratio": share(k.quality_ratio),
+        "oee": share(k.oee),
+        "setup_rate": share(k.setup_rate),
+        "technical_efficiency": share(k.technical_efficiency),
         "failures": k.failures,
         "mtbf_s": None if k.mtbf_s is None else round(k.mtbf_s, 1),
         "mttr_s": None if k.mttr_s is None else round(k.mttr_s, 1),

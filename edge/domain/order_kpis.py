@@ -42,6 +42,7 @@ from statistics import median
 
 from edge.domain.calendar import local_midnight_ms, zone
 from edge.domain.clock import Instant
+from edge.domain.kpis import ratio, share
 from edge.domain.model import ZERO, Operation, OperationStatus, number
 from edge.domain.state import WorkCenterState
 from edge.domain.times import time_elements
@@ -63,6 +64,7 @@ class OperationFlow:
     setup_ms: int
     running_ms: int
     down_ms: int
+    down_unplanned_ms: int
     waiting_ms: int
     rescheduled: bool
     wip_age_ms: int | None
@@ -71,7 +73,7 @@ class OperationFlow:
 
     @property
     def value_add_ratio(self) -> float | None:
-        return _ratio(self.running_ms, self.cycle_ms or 0)
+        return ratio(self.running_ms, self.cycle_ms or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +94,6 @@ class WorkCenterFlow:
     wip_age_ms_median: float | None
     wip_value: Decimal | None = None  # of the open operations with a standard cost
     wip_valued: int = 0  # how many open operations had one
-
-
-def _ratio(top: float, bottom: float) -> float | None:
-    return top / bottom if bottom else None
 
 
 def due_ms(due: str | None, timezone: str) -> int | None:
@@ -160,6 +158,7 @@ def operation_kpis(s: WorkCenterState, op: Operation, now: Instant) -> Operation
         setup_ms=te.setup_ms,
         running_ms=te.production_ms,
         down_ms=te.down_ms,
+        down_unplanned_ms=te.down_unplanned_ms,
         waiting_ms=waiting,
         rescheduled=op.rescheduled,
         wip_age_ms=wip_age,
@@ -186,12 +185,12 @@ def work_center_kpis(s: WorkCenterState, now: Instant) -> WorkCenterFlow:
         completed=len(done),
         with_due=len(dated),
         on_time=sum(1 for f in dated if f.on_time),
-        on_time_rate=_ratio(sum(1 for f in dated if f.on_time), len(dated)),
+        on_time_rate=ratio(sum(1 for f in dated if f.on_time), len(dated)),
         cycle_ms_median=median(f.cycle_ms or 0 for f in timed_done) if timed_done else None,
-        value_add_ratio=_ratio(sum(f.running_ms for f in timed_done), cycle_total),
+        value_add_ratio=ratio(sum(f.running_ms for f in timed_done), cycle_total),
         dispatched=len(kept),
         rescheduled=rescheduled,
-        schedule_stability=_ratio(len(kept) - rescheduled, len(kept)),
+        schedule_stability=ratio(len(kept) - rescheduled, len(kept)),
         wip=len(ages),
         wip_age_ms_max=max(ages) if ages else None,
         wip_age_ms_median=median(ages) if ages else None,
@@ -202,10 +201,6 @@ def work_center_kpis(s: WorkCenterState, now: Instant) -> WorkCenterFlow:
 
 def _s(ms: float | None) -> float | None:
     return None if ms is None else round(ms / 1000, 1)
-
-
-def _share(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
 
 
 def operation_payload(f: OperationFlow) -> dict[str, object]:
@@ -222,7 +217,7 @@ def operation_payload(f: OperationFlow) -> dict[str, object]:
         "running_s": _s(f.running_ms),
         "down_s": _s(f.down_ms),
         "waiting_s": _s(f.waiting_ms),
-        "value_add_ratio": _share(f.value_add_ratio),
+        "value_add_ratio": share(f.value_add_ratio),
         "rescheduled": f.rescheduled,
         "wip_age_s": _s(f.wip_age_ms),
         "wip_value": None if f.wip_value is None else number(f.wip_value),
@@ -235,12 +230,12 @@ def work_center_payload(w: WorkCenterFlow) -> dict[str, object]:
         "completed": w.completed,
         "with_due": w.with_due,
         "on_time": w.on_time,
-        "on_time_rate": _share(w.on_time_rate),
+        "on_time_rate": share(w.on_time_rate),
         "cycle_s_median": _s(w.cycle_ms_median),
-        "value_add_ratio": _share(w.value_add_ratio),
+        "value_add_ratio": share(w.value_add_ratio),
         "dispatched": w.dispatched,
         "rescheduled": w.rescheduled,
-        "schedule_stability": _share(w.schedule_stability),
+        "schedule_stability": share(w.schedule_stability),
         "wip": w.wip,
         "wip_age_s_max": _s(w.wip_age_ms_max),
         "wip_age_s_median": _s(w.wip_age_ms_median),
@@ -255,7 +250,6 @@ def completion_data(s: WorkCenterState, op: Operation, now: Instant) -> dict[str
     produced, setup rate = setup / (setup + running), technical efficiency = running /
     (running + unplanned down time)); a ratio whose denominator is 0 is null."""
     f = operation_kpis(s, op, now)
-    te = time_elements(s, op, now)
     t = op.counted
     scrap = sum(t.scrap.values(), ZERO)
     rework = sum(t.rework.values(), ZERO)
@@ -272,8 +266,8 @@ def completion_data(s: WorkCenterState, op: Operation, now: Instant) -> dict[str
         "due": op.spec.due,
         "std_cycle_s": op.spec.std_cycle_s,
         "std_setup_s": op.spec.std_setup_s,
-        "effectiveness": _share(_ratio(std_ms * float(produced), f.running_ms) if std_ms else None),
-        "quality_ratio": _share(_ratio(float(t.good), float(produced))),
-        "setup_rate": _share(_ratio(f.setup_ms, f.setup_ms + f.running_ms)),
-        "technical_efficiency": _share(_ratio(f.running_ms, f.running_ms + te.down_unplanned_ms)),
+        "effectiveness": share(ratio(std_ms * float(produced), f.running_ms) if std_ms else None),
+        "quality_ratio": share(ratio(float(t.good), float(produced))),
+        "setup_rate": share(ratio(f.setup_ms, f.setup_ms + f.running_ms)),
+        "technical_efficiency": share(ratio(f.running_ms, f.running_ms + f.down_unplanned_ms)),
     }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.dispatch import dispatch_order
-from edge.domain.kpis import parts_target, top_stops
+from edge.domain.kpis import parts_target, share, top_stops
 from edge.domain.model import ZERO, Confirmation, Operation, Stop
 from edge.panel.models import (
     ActiveOperation,
@@ -191,10 +191,6 @@ def lamp(wc: WorkCenter) -> tuple[Lamp, str]:
     return andon.colour, f"state.{andon.state}"
 
 
-def _share(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
 def shift_view(wc: WorkCenter, now: Instant) -> ShiftView | None:
     """The current shift so far: OEE and its factors, parts against the target
     (:func:`edge.domain.kpis.parts_target`), the 3 stop reasons that cost the most time
@@ -210,10 +206,10 @@ def shift_view(wc: WorkCenter, now: Instant) -> ShiftView | None:
         shift=k.name,
         start=Instant(k.start_ms, 0).iso(),
         end=Instant(k.end_ms, 0).iso(),
-        oee=_share(k.oee),
-        availability=_share(k.availability),
-        effectiveness=_share(k.effectiveness),
-        quality_ratio=_share(k.quality_ratio),
+        oee=share(k.oee),
+        availability=share(k.availability),
+        effectiveness=share(k.effectiveness),
+        quality_ratio=share(k.quality_ratio),
         good=k.good,
         scrap=k.scrap + k.rework,
         target=target.target if target else None,

@@ -230,23 +230,6 @@ class Uplink:
             self._session_lost = True
             self._wake.set()
 
-    async def _resend_unanswered_now(self) -> None:
-        """The broker lost this gateway's session: a verdict the relay sent while the gateway
-        had no subscription is gone. Every confirmation still without one goes again now (the
-        relay knows it by its idem_key and answers with its verdict), not after
-        ``result_timeout_s``."""
-        await self._flush_now()
-        count = await self.engine.outbox_requeue()
-        if count:
-            self.stats.requeued += count
-            self._move_cursor_back(0)
-            self._fresh.clear()
-            self.log.warning(
-                "the broker lost this gateway's session: sending the confirmations the relay "
-                "has not answered again",
-                rows=count,
-            )
-
     async def run(self) -> None:
         requeued = await self.engine.outbox_requeue()
         if requeued:
@@ -263,7 +246,7 @@ class Uplink:
                 await self._collect(block=False)
                 if self._session_lost:
                     self._session_lost = False
-                    await self._resend_unanswered_now()
+                    await self._requeue_unanswered(session_lost=True)
                 now = time.monotonic()
                 if now >= next_requeue:
                     await self._requeue_unanswered()
@@ -550,17 +533,24 @@ class Uplink:
         except Exception as exc:  # stopping: what is not stored is simply sent again
             self.log.warning("could not store the last acknowledgements", error=repr(exc))
 
-    async def _requeue_unanswered(self) -> None:
+    async def _requeue_unanswered(self, *, session_lost: bool = False) -> None:
+        """Send the confirmations the relay has not answered again: those older than
+        ``result_timeout_s``, or all of them when the broker lost this gateway's session (a
+        verdict the relay sent while the gateway had no subscription is gone; the relay knows
+        each by its idem_key and answers with its verdict)."""
         await self._flush_now()
-        older = now_ms() - int(self.result_timeout_s * 1000)
+        older = None if session_lost else now_ms() - int(self.result_timeout_s * 1000)
         count = await self.engine.outbox_requeue(older)
         if count:
             self.stats.requeued += count
             self._move_cursor_back(0)
             self._fresh.clear()
-            self.log.warning(
-                "the relay has not answered confirmations; sending them again", rows=count
+            why = (
+                "the broker lost this gateway's session"
+                if session_lost
+                else "the relay has not answered confirmations"
             )
+            self.log.warning(f"{why}; sending them again", rows=count)
 
 
 def _reason_name(code: int) -> str:

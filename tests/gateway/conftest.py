@@ -227,3 +227,12 @@ def validate(received: Any) -> BaseModel:
         return topic.model.model_validate(inbound.body)
     model = Envelope[topic.model] if topic.enveloped else topic.model  # type: ignore[name-defined]
     return model.model_validate_json(received.payload)
+
+
+def business_inputs(gw: Any) -> int:
+    """Journaled inputs other than ticks (a tick that starts a new shift, or ends a stop, is
+    journaled too, at any moment)."""
+    row = gw.engine.store.conn.execute(
+        "SELECT COUNT(*) FROM journal WHERE input_type != 'Tick'"
+    ).fetchone()
+    return int(row[0])

@@ -18,6 +18,7 @@ from tests.gateway.conftest import (
     ROOT,
     Collector,
     Received,
+    business_inputs,
     envelope,
     gateway,
     gateway_config,
@@ -37,8 +38,6 @@ DISPATCH = {
     ],
 }  # fmt: skip
 TARGET = OperationKey("5001", "0010")
-# journaled inputs other than the engine's ticks (a tick may be journaled at any time)
-BUSINESS = "SELECT COUNT(*) FROM journal WHERE input_type != 'Tick'"
 
 
 def merge(sources: list[str], **extra: object) -> dict[str, object]:
@@ -85,7 +84,7 @@ async def test_a_merge_from_central_goes_down_and_its_event_comes_up(
             f"{ROOT}/_mes_v1/order/dispatch", envelope("mes.dispatch/1", DISPATCH, "d-1")
         )
         await collector.wait_for("/_mes_v1/order/received")
-        journal = gw.engine.store.conn.execute(BUSINESS).fetchone()[0]
+        journal = business_inputs(gw)
 
         # refused, each naming the field, changing nothing
         collector.publish(topic, envelope("mes.merge/1", merge(["5004"]), "other-material"))
@@ -100,7 +99,7 @@ async def test_a_merge_from_central_goes_down_and_its_event_comes_up(
         assert "no such operation" in by_id["unknown"]["reason"]
         for r in rejected:
             validate(r)
-        after = gw.engine.store.conn.execute(BUSINESS).fetchone()[0]
+        after = business_inputs(gw)
         assert after == journal
         assert gw.engine.wc.operations[TARGET].spec.target_qty == 40
 

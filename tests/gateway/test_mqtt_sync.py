@@ -16,6 +16,7 @@ from tests.gateway.conftest import (
     DISPATCH,
     ROOT,
     Collector,
+    business_inputs,
     envelope,
     gateway,
     gateway_config,
@@ -34,14 +35,6 @@ async def dispatch_and_start(collector: Collector, gw: Any) -> None:
         Transition(Action.START_PRODUCTION, str(OP), "operator:7", engine.now())
     )
     assert out.accepted
-
-
-def business_inputs(gw: Any) -> int:
-    """Journaled inputs other than ticks (a tick that starts a new shift is journaled too)."""
-    row = gw.engine.store.conn.execute(
-        "SELECT COUNT(*) FROM journal WHERE input_type != 'Tick'"
-    ).fetchone()
-    return int(row[0])
 
 
 async def outbox_states(gw: Any) -> dict[str, int]:

@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx
 
 from edge.domain.model import OperationKey, OperationStatus
+from tests.gateway.conftest import business_inputs
 from tests.panel.conftest import panel_config, running_panel, spec, wait_until
 
 KEY = OperationKey("4711", "0020")
-# journaled inputs other than the engine's ticks
-BUSINESS = "SELECT COUNT(*) FROM journal WHERE input_type != 'Tick'"
 
 
 async def scan_result(client: httpx.AsyncClient, seq: int) -> dict[str, object]:
@@ -59,7 +58,7 @@ async def test_a_serial_scanner_picks_the_operation_and_bad_scans_are_told(
             scan(b"OP4711/0020")  # again: production
             await scan_result(client, 2)
             await wait_until(lambda: ops[KEY].status is OperationStatus.RUNNING, what="running")
-            journal = panel.engine.store.conn.execute(BUSINESS).fetchone()
+            journal = business_inputs(panel)
             scan(b"OP4711/0020")  # running: nothing more to do
             third = await scan_result(client, 3)
             assert third["ok"] is False
@@ -76,7 +75,7 @@ async def test_a_serial_scanner_picks_the_operation_and_bad_scans_are_told(
             scan(b"OP9999/0010")  # not dispatched here
             unknown = await scan_result(client, 6)
             assert unknown["message"] == "operation 9999/0010 is not in the dispatch list"
-            after = panel.engine.store.conn.execute(BUSINESS).fetchone()
+            after = business_inputs(panel)
             assert after == journal  # the refused scans stored nothing
             assert ops[KEY].status is OperationStatus.RUNNING
     finally:
