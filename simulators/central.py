@@ -675,6 +675,7 @@ class ErpRelay:
         for order_id, text in (reject or {}).items():
             self.reject_order(order_id, text)
         self._paused = False
+        self._forget_before = 0.0  # what arrived before this is dropped unanswered
         self._changed = asyncio.Event()
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._answers: _Waiters[Answer] = _Waiters()
@@ -737,6 +738,13 @@ class ErpRelay:
     @property
     def paused(self) -> bool:
         return self._paused
+
+    def forget_pending(self) -> int:
+        """Drop what arrived and is not answered yet, as a relay does whose connection broke
+        before it took them (a clean session keeps nothing); returns how many."""
+        self._forget_before = time.monotonic()
+        self._changed.set()
+        return self._unanswered
 
     @property
     def pending(self) -> int:
@@ -842,7 +850,7 @@ class ErpRelay:
         while True:
             self._changed.clear()
             wait_s = item.arrived + self._delay_s - time.monotonic()
-            if not self._paused and wait_s <= 0:
+            if (not self._paused and wait_s <= 0) or item.arrived < self._forget_before:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -854,6 +862,8 @@ class ErpRelay:
             item = await self._queue.get()
             try:
                 await self._wait_turn(item)
+                if item.arrived < self._forget_before:
+                    continue  # forgotten: never answered
                 body = self._decide(item)
                 await self._answer(item, body)
             except asyncio.CancelledError:

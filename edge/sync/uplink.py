@@ -106,6 +106,10 @@ class Uplink:
         # persistence): the relay's verdicts sent meanwhile had no subscription to reach.
         self._connects = 0
         self._session_lost = False
+        # The relay came back after it was gone (its Last Will, then its state online again):
+        # it connects with a clean session, so a confirmation the broker had handed to it, or
+        # sent while no relay was there, is lost with that session and is asked for again.
+        self._relay_back = False
         link.add_on_connect(self._on_connect)
         self._flush_task: asyncio.Task[None] | None = None
         self._inflight: deque[tuple[OutboxRow, asyncio.Future[int]]] = deque()
@@ -135,6 +139,7 @@ class Uplink:
             self.log.warning("the ERP relay is offline; confirmations are withheld and queued")
             return
         self.log.info("the ERP relay is back; sending the withheld confirmations")
+        self._relay_back = True
         self._release()
         self._wake.set()
 
@@ -244,9 +249,10 @@ class Uplink:
                 # What a lost connection left unacknowledged failed before the loop saw the
                 # new one: taking it now puts the cursor back before anything newer is sent.
                 await self._collect(block=False)
-                if self._session_lost:
-                    self._session_lost = False
-                    await self._requeue_unanswered(session_lost=True)
+                if self._session_lost or self._relay_back:
+                    why = "session" if self._session_lost else "relay"
+                    self._session_lost = self._relay_back = False
+                    await self._requeue_unanswered(lost=why)
                 now = time.monotonic()
                 if now >= next_requeue:
                     await self._requeue_unanswered()
@@ -533,24 +539,25 @@ class Uplink:
         except Exception as exc:  # stopping: what is not stored is simply sent again
             self.log.warning("could not store the last acknowledgements", error=repr(exc))
 
-    async def _requeue_unanswered(self, *, session_lost: bool = False) -> None:
+    async def _requeue_unanswered(self, *, lost: str | None = None) -> None:
         """Send the confirmations the relay has not answered again: those older than
-        ``result_timeout_s``, or all of them when the broker lost this gateway's session (a
-        verdict the relay sent while the gateway had no subscription is gone; the relay knows
-        each by its idem_key and answers with its verdict)."""
+        ``result_timeout_s``, or all of them when a session was lost on the way: the broker
+        lost this gateway's (``lost="session"``: a verdict the relay sent while the gateway
+        had no subscription is gone) or the relay came back after it was gone
+        (``lost="relay"``: what the broker had handed to it went with its clean session). The
+        relay knows each by its idem_key and answers with its verdict; nothing posts twice."""
         await self._flush_now()
-        older = None if session_lost else now_ms() - int(self.result_timeout_s * 1000)
+        older = None if lost else now_ms() - int(self.result_timeout_s * 1000)
         count = await self.engine.outbox_requeue(older)
         if count:
             self.stats.requeued += count
             self._move_cursor_back(0)
             self._fresh.clear()
-            why = (
-                "the broker lost this gateway's session"
-                if session_lost
-                else "the relay has not answered confirmations"
-            )
-            self.log.warning(f"{why}; sending them again", rows=count)
+            why = {
+                "session": "the broker lost this gateway's session",
+                "relay": "the ERP relay came back after it was gone",
+            }.get(lost or "", "the relay has not answered confirmations")
+            self.log.warning(f"{why}; sending what it has not answered again", rows=count)
 
 
 def _reason_name(code: int) -> str:

@@ -231,3 +231,33 @@ async def test_a_verdict_sent_while_the_broker_had_lost_the_session_is_asked_for
         assert conf.status is ConfirmationStatus.AWAITING_RESULT
         await until(lambda: conf.status is ConfirmationStatus.POSTED, 15, "the verdict again")
         assert set(central.ledger.count_by_idem().values()) == {1}  # posted once
+
+
+async def test_a_confirmation_lost_with_the_relays_session_is_sent_again_when_it_is_back(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    """The broker hands a confirmation to the relay, then the relay's line breaks before it
+    took it: the relay connects with a clean session, so the message is gone with it. Its Last
+    Will says it is offline, its state says online again when it is back: the gateway then
+    sends what the relay has not answered again at once, instead of after result_timeout_s
+    (600 s here), and it is posted once."""
+    cfg = gateway_config(tmp_path, broker)
+    async with (
+        CentralSimulator(broker.host, broker.port, roots=[ROOT]) as central,
+        gateway(cfg) as gw,
+    ):
+        await start_order(gw, collector)
+        engine = gw.engine
+        central.relay.pause()  # it arrives, not taken yet
+        await engine.submit(Pulses("press_good", 20, engine.now()))
+        await until(lambda: bool(engine.wc.confirmations), 10, "a confirmation")
+        conf = next(iter(engine.wc.confirmations.values()))
+        await until(lambda: central.relay.pending > 0, 10, "it at the relay")
+        assert central.relay.forget_pending() == 1  # the line broke: gone with the session
+        state = central.relay.state_topics[0]
+        # Its Last Will, then its state when it is back: one topic, so they arrive in order.
+        collector.publish(state, {"online": False}, retain=True)
+        central.relay.resume()
+        collector.publish(state, {"online": True, "ts_ms": 1}, retain=True)
+        await until(lambda: conf.status is ConfirmationStatus.POSTED, 10, "the verdict")
+        assert set(central.ledger.count_by_idem().values()) == {1}  # posted once
