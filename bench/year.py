@@ -3,6 +3,7 @@
     python bench/year.py                              # 14 months (~10 min here)
     python bench/year.py --months 3 --png year.png --json year.json
     python bench/year.py --finished-days 60           # a shorter retention, flat sooner
+    python bench/year.py --months 4 --tracemalloc 10  # where Python's memory grew, by line
 
 The real engine and store with the daemon's retention (``[retention]`` defaults unless given);
 only the clocks are the bench's, so a year passes in minutes. Each simulated day: three shifts
@@ -19,7 +20,9 @@ simulated minutes, as often as the daemon's wall clock would.
 At the end of each month: the database's size (with its ``-wal``), the rows of each table, the
 RSS of the process running the engine, and the start-up as the daemon does it (``Store.open``
 and ``Store.load`` in a fresh interpreter: its time and the RSS it added). ``--png`` plots them
-(matplotlib, the ``plot`` extra).
+(matplotlib, the ``plot`` extra). ``--tracemalloc N`` traces Python's allocations and prints,
+after each month, the N source lines whose live memory grew most since the end of month 1
+(several times slower; RSS then includes the tracing itself).
 
 Targets (issue: years on an SD card): size and RSS flat after the first retention period,
 start-up under 2 s at every month, nothing unfinished deleted (checked at the end: every
@@ -37,6 +40,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+import tracemalloc
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -108,6 +112,8 @@ class Month:
     load_ms: float
     load_rss_mb: float
     ops_in_memory: int
+    stops_in_memory: int
+    shifts_in_memory: int
     inputs: int
     took_s: float
 
@@ -279,6 +285,7 @@ async def simulate(db: Path, args: argparse.Namespace) -> Run:
     run = Run()
     day_no = 0
     started = time.perf_counter()
+    baseline: tracemalloc.Snapshot | None = None
     async with running(db, clocks, RULES) as engine:
         day = Day(engine, clocks, rnd, args)
         for month in range(1, args.months + 1):
@@ -298,13 +305,40 @@ async def simulate(db: Path, args: argparse.Namespace) -> Run:
                     load_ms=round(load["load_ms"], 1),
                     load_rss_mb=round(load["rss_mb"], 1),
                     ops_in_memory=len(engine.wc.operations),
+                    stops_in_memory=len(engine.wc.stops),
+                    shifts_in_memory=len(engine.wc.shift_book.shifts),
                     inputs=day.inputs,
                     took_s=round(time.perf_counter() - started, 1),
                 )
             )
             print(line(run.months[-1]), flush=True)
+            if args.tracemalloc:
+                baseline = grown(baseline, args.tracemalloc)
         run.unfinished_missing = unfinished_missing(db, engine)
     return run
+
+
+def grown(baseline: tracemalloc.Snapshot | None, top: int) -> tracemalloc.Snapshot:
+    """Print the ``top`` lines whose live memory grew most since ``baseline`` (the end of
+    month 1); the first call only takes that baseline."""
+    snap = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__),)
+    )
+    if baseline is None:
+        traced = sum(s.size for s in snap.statistics("filename")) / 1e6
+        print(f"  tracemalloc: {traced:.1f} MB live (the baseline)", flush=True)
+        return snap
+    stats = snap.compare_to(baseline, "lineno")
+    total = sum(s.size_diff for s in stats) / 1e6
+    print(f"  tracemalloc: {total:+.2f} MB live since month 1; most grown:", flush=True)
+    for stat in stats[:top]:
+        frame = stat.traceback[0]
+        print(
+            f"    {stat.size_diff / 1e3:+9.1f} kB {stat.count_diff:+7d} blocks  "
+            f"{frame.filename}:{frame.lineno}",
+            flush=True,
+        )
+    return baseline
 
 
 def unfinished_missing(db: Path, engine: Engine) -> int:
@@ -328,7 +362,7 @@ def unfinished_missing(db: Path, engine: Engine) -> int:
 
 HEADER = (
     "| month | days | DB MB | journal rows | outbox rows | operations stored | RSS MB | "
-    "start-up ms | start-up RSS MB | ops in memory | inputs | run s |"
+    "start-up ms | start-up RSS MB | ops / stops / shifts in memory | inputs | run s |"
 )
 
 
@@ -336,7 +370,9 @@ def line(m: Month) -> str:
     return (
         f"| {m.month} | {m.days} | {m.db_mb:.1f} | {m.rows.get('journal', 0)} | "
         f"{m.rows.get('outbox', 0)} | {m.rows.get('operation', 0)} | {m.rss_mb:.1f} | "
-        f"{m.load_ms:.0f} | {m.load_rss_mb:.1f} | {m.ops_in_memory} | {m.inputs} | {m.took_s:.0f} |"
+        f"{m.load_ms:.0f} | {m.load_rss_mb:.1f} | "
+        f"{m.ops_in_memory} / {m.stops_in_memory} / {m.shifts_in_memory} | {m.inputs} | "
+        f"{m.took_s:.0f} |"
     )
 
 
@@ -395,7 +431,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--png", type=Path)
+    parser.add_argument(
+        "--tracemalloc", type=int, default=0, metavar="N", help="print the N lines grown most"
+    )
     args = parser.parse_args()
+    if args.tracemalloc:
+        tracemalloc.start(1)
     args.policy = policy(args)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory() as tmp:
