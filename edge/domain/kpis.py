@@ -220,6 +220,8 @@ class ShiftBook:
         self._next_close: tuple[ShiftCalendar, int, date, int] | None = None
         marks = [t.marked for t in self.shifts.values() if t.marked is not None]
         self._mark = max(marks, key=lambda m: m.mono_ms) if marks else None
+        newest = [t for t in self.shifts.values() if t.marked is self._mark]
+        self._mark_shift: str | None = newest[0].shift_id if self._mark is not None else None
 
     @property
     def marked(self) -> Instant | None:
@@ -227,12 +229,15 @@ class ShiftBook:
         return self._mark
 
     def mark(self, now: Instant) -> bool:
-        """The book is written up to ``now``; True when that starts a new bucket."""
+        """The book is written up to ``now``; True when that moves it into another bucket
+        than the last mark's, whether or not something was booked into the new one already
+        (the time up to ``now`` and the parts counted are booked before the mark)."""
         inst = self._instance_at(now.wall_ms)
-        fresh = (inst.shift_id if inst else None) not in self.shifts
         t = self._times(inst) if inst is not None else self._day_bucket(now.wall_ms)
+        fresh = t.shift_id != self._mark_shift
         t.marked = now
         self._mark = now
+        self._mark_shift = t.shift_id
         self.touched.add(t.shift_id)
         return fresh
 

@@ -11,7 +11,7 @@ from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import EventType
 from edge.domain.inputs import Action, Pulses, Tick
-from edge.domain.kpis import day_close_ms, kpis_payload
+from edge.domain.kpis import KEEP_DAYS, day_close_ms, kpis_payload
 from edge.domain.rules import Shift
 from edge.store import codec
 
@@ -110,3 +110,18 @@ def test_an_input_dated_before_the_mark_closes_nothing() -> None:
     wc = working(EARLY, LATE)
     assert not days(ok(wc, Tick(at(11 * 3600))))  # 21:00 Monday
     assert not days(ok(wc, Pulses("press1", 60, clock("21:30"))))
+
+
+def test_booked_shifts_older_than_two_months_leave_the_state() -> None:
+    """The shift book keeps KEEP_DAYS (62) days of booked shifts: an older one leaves the
+    state at the next shift change, also when the new shift was already booked into before
+    the book was marked (a tick books the time up to it first). Before, that order meant no
+    shift ever left, and memory grew by three shifts a day for as long as the gateway ran."""
+    wc = working(EARLY, LATE, NIGHT)
+    t = clock("20:00")
+    for n in range(1, 80 * 24 * 6):  # a part every 10 minutes for 80 days, counted first
+        ok(wc, Pulses("press1", 1, Instant(t.wall_ms + n * 600_000, t.mono_ms + n * 600_000)))
+    book = wc.shift_book.shifts
+    assert len(book) <= (KEEP_DAYS + 2) * 3, len(book)
+    newest_end = max(t.end_ms for t in book.values())
+    assert min(t.end_ms for t in book.values()) >= newest_end - (KEEP_DAYS + 1) * DAY_S * 1000
