@@ -218,10 +218,13 @@ class ShiftBook:
         self._current: ShiftInstance | None = None  # the shift of the last lookup
         # (calendar, from ms, day, its close ms): the next day to close after "from"
         self._next_close: tuple[ShiftCalendar, int, date, int] | None = None
-        marks = [t.marked for t in self.shifts.values() if t.marked is not None]
-        self._mark = max(marks, key=lambda m: m.mono_ms) if marks else None
-        newest = [t for t in self.shifts.values() if t.marked is self._mark]
-        self._mark_shift: str | None = newest[0].shift_id if self._mark is not None else None
+        last = max(
+            (t for t in self.shifts.values() if t.marked is not None),
+            key=lambda t: t.marked.mono_ms if t.marked is not None else 0,
+            default=None,
+        )
+        self._mark = last.marked if last is not None else None
+        self._mark_shift = last.shift_id if last is not None else None  # the last mark's bucket
 
     @property
     def marked(self) -> Instant | None:

@@ -104,12 +104,12 @@ class Uplink:
         engine.add_commit_hook(self._on_commit)
         # A reconnect to a broker that lost this gateway's session (restarted without its
         # persistence): the relay's verdicts sent meanwhile had no subscription to reach.
+        # Or the relay came back after it was gone (its Last Will, then its state online
+        # again): it connects with a clean session, so a confirmation the broker had handed
+        # to it, or sent while no relay was there, went with that session. Either way every
+        # unanswered confirmation is asked for again: "session" or "relay", None otherwise.
         self._connects = 0
-        self._session_lost = False
-        # The relay came back after it was gone (its Last Will, then its state online again):
-        # it connects with a clean session, so a confirmation the broker had handed to it, or
-        # sent while no relay was there, is lost with that session and is asked for again.
-        self._relay_back = False
+        self._lost: str | None = None
         link.add_on_connect(self._on_connect)
         self._flush_task: asyncio.Task[None] | None = None
         self._inflight: deque[tuple[OutboxRow, asyncio.Future[int]]] = deque()
@@ -139,7 +139,7 @@ class Uplink:
             self.log.warning("the ERP relay is offline; confirmations are withheld and queued")
             return
         self.log.info("the ERP relay is back; sending the withheld confirmations")
-        self._relay_back = True
+        self._lost = self._lost or "relay"
         self._release()
         self._wake.set()
 
@@ -232,7 +232,7 @@ class Uplink:
     async def _on_connect(self, session_present: bool) -> None:
         self._connects += 1
         if self._connects > 1 and not session_present:
-            self._session_lost = True
+            self._lost = "session"
             self._wake.set()
 
     async def run(self) -> None:
@@ -249,10 +249,9 @@ class Uplink:
                 # What a lost connection left unacknowledged failed before the loop saw the
                 # new one: taking it now puts the cursor back before anything newer is sent.
                 await self._collect(block=False)
-                if self._session_lost or self._relay_back:
-                    why = "session" if self._session_lost else "relay"
-                    self._session_lost = self._relay_back = False
-                    await self._requeue_unanswered(lost=why)
+                if self._lost is not None:
+                    lost, self._lost = self._lost, None
+                    await self._requeue_unanswered(lost=lost)
                 now = time.monotonic()
                 if now >= next_requeue:
                     await self._requeue_unanswered()
