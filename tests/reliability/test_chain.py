@@ -25,7 +25,17 @@ import pytest
 from tests.pg import PostgresCluster
 from tests.relay.conftest import pg_cluster  # noqa: F401 - the session's PostgreSQL
 from tests.relay.harness import pg_url
-from tests.reliability.chain import FINAL_VERDICTS, Chain, Op, Schedule, Stop, check, until
+from tests.reliability.campaign import CampaignRecord
+from tests.reliability.chain import (
+    FINAL_VERDICTS,
+    Chain,
+    Op,
+    Schedule,
+    Stop,
+    check,
+    judge,
+    until,
+)
 from tests.small_disk import small_disk
 
 pytestmark = pytest.mark.timeout(240)
@@ -60,6 +70,14 @@ def run(chain: Chain, schedule: Schedule, fault: Any = None, **settle: Any) -> N
     chain.dispatch(schedule)
     chain.produce(fault, schedule)
     chain.settle(schedule=schedule, **settle)
+
+
+def checked(chain: Chain, schedule: Schedule, record: CampaignRecord | None) -> str:
+    """:func:`check`, and what ``judge`` found added to ``record`` (the long runs' summary)
+    before it is held to the promise, so that a failing run's record shows it too."""
+    if record is not None:
+        record.judged(schedule, judge(chain.ledgers(), schedule.ops))
+    return check(chain, schedule)
 
 
 # ----------------------------------------------------------------------- 1. gateway SIGKILL
@@ -111,12 +129,18 @@ def chain_made(chain: Chain, op: Op) -> int:
     return made["good"] + made["scrap"] - chain.op_base
 
 
-def gateway_kills(chain: Chain, seed: int, n_ops: int, kills: int) -> str:
+def gateway_kills(
+    chain: Chain, seed: int, n_ops: int, kills: int, record: CampaignRecord | None = None
+) -> str:
     schedule = Schedule.make(seed, n_ops, (40, 60), (0, 1), first_order=seed * 10)
     fault = GatewayKills(schedule, kills, random.Random(seed))
-    run(chain, schedule, fault, timeout=120)
+    try:
+        run(chain, schedule, fault, timeout=120)
+    finally:
+        if record is not None:
+            record.fault("gateway", fault.done)
     assert fault.done == kills
-    return check(chain, schedule)
+    return checked(chain, schedule, record)
 
 
 def test_gateway_killed_while_it_counts_and_confirms(shared: Chain) -> None:
@@ -125,7 +149,11 @@ def test_gateway_killed_while_it_counts_and_confirms(shared: Chain) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_gateway_killed_a_hundred_times(tmp_path: Path, pg_cluster: PostgresCluster) -> None:  # noqa: F811
+def test_gateway_killed_a_hundred_times(
+    tmp_path: Path,
+    pg_cluster: PostgresCluster,  # noqa: F811
+    campaign_record: CampaignRecord,
+) -> None:
     with Chain(
         tmp_path,
         Schedule(0, ()),
@@ -133,7 +161,7 @@ def test_gateway_killed_a_hundred_times(tmp_path: Path, pg_cluster: PostgresClus
         relay_timeout_s=1.0,
         result_timeout_s=4.0,
     ) as chain:
-        print(gateway_kills(chain, seed=1001, n_ops=25, kills=100))
+        print(gateway_kills(chain, seed=1001, n_ops=25, kills=100, record=campaign_record))
 
 
 # ----------------------------------------------------------------------- 2. relay SIGKILL
@@ -195,15 +223,21 @@ class RelayKills:
                 chain.start_relay(name)
 
 
-def relay_kills(chain: Chain, seed: int, n_ops: int, kills: int) -> str:
+def relay_kills(
+    chain: Chain, seed: int, n_ops: int, kills: int, record: CampaignRecord | None = None
+) -> str:
     schedule = Schedule.make(seed, n_ops, (50, 70), (0, 1), first_order=seed * 10)
     fault = RelayKills(kills)
     chain.dispatch(schedule)
-    chain.produce(fault, schedule)
+    try:
+        chain.produce(fault, schedule)
+    finally:
+        if record is not None:
+            record.fault("relay", len(fault.killed))
     assert len(fault.killed) == kills, f"only {len(fault.killed)} kills landed mid-post"
     chain.settle(schedule=schedule, timeout=120)  # the other relay alone
     fault.restart(chain)
-    return check(chain, schedule)
+    return checked(chain, schedule, record)
 
 
 def test_a_relay_killed_mid_post_is_taken_over_by_the_other(shared: Chain) -> None:
@@ -212,7 +246,11 @@ def test_a_relay_killed_mid_post_is_taken_over_by_the_other(shared: Chain) -> No
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_relays_killed_mid_post_many_times(tmp_path: Path, pg_cluster: PostgresCluster) -> None:  # noqa: F811
+def test_relays_killed_mid_post_many_times(
+    tmp_path: Path,
+    pg_cluster: PostgresCluster,  # noqa: F811
+    campaign_record: CampaignRecord,
+) -> None:
     with Chain(
         tmp_path,
         Schedule(0, ()),
@@ -220,7 +258,51 @@ def test_relays_killed_mid_post_many_times(tmp_path: Path, pg_cluster: PostgresC
         relay_timeout_s=1.0,
         result_timeout_s=4.0,
     ) as chain:
-        print(relay_kills(chain, seed=2002, n_ops=10, kills=20))
+        print(relay_kills(chain, seed=2002, n_ops=10, kills=20, record=campaign_record))
+
+
+# One long campaign of both kills on one chain: rounds of a seeded schedule each, a relay killed
+# mid-post (CAMPAIGN_RELAY_KILLS, alternately after and before SAP's commit) and then the
+# gateway (CAMPAIGN_GATEWAY_KILLS over two operations), each round judged on its own (its seed
+# names it), until CAMPAIGN_CYCLES kills in all. Bounded: CAMPAIGN_BUDGET_S of rounds, then it
+# stops and fails with what it did (pytest's timeout above that is the backstop).
+# EDGE_CHAIN_CYCLES runs a shorter campaign (a trial of the campaign itself).
+CAMPAIGN_CYCLES = int(os.environ.get("EDGE_CHAIN_CYCLES", "1000"))
+CAMPAIGN_GATEWAY_KILLS = 8
+CAMPAIGN_RELAY_KILLS = 2
+CAMPAIGN_BUDGET_S = 3 * 3600.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(int(CAMPAIGN_BUDGET_S) + 1800)
+def test_the_gateway_and_the_relays_killed_a_thousand_times(
+    tmp_path: Path,
+    pg_cluster: PostgresCluster,  # noqa: F811
+    campaign_record: CampaignRecord,
+) -> None:
+    record = campaign_record
+    began = time.monotonic()
+    with Chain(
+        tmp_path,
+        Schedule(0, ()),
+        ledger_url=ledger_url(pg_cluster, "chain_campaign_long"),
+        relay_timeout_s=1.0,
+        result_timeout_s=4.0,
+    ) as chain:
+        n = 0
+        while record.cycles < CAMPAIGN_CYCLES:
+            assert time.monotonic() - began < CAMPAIGN_BUDGET_S, (
+                f"out of time after {n} rounds: {record.progress()}"
+            )
+            relay_kills(chain, seed=20_000 + n, n_ops=1, kills=CAMPAIGN_RELAY_KILLS, record=record)
+            gateway_kills(
+                chain, seed=10_000 + n, n_ops=2, kills=CAMPAIGN_GATEWAY_KILLS, record=record
+            )
+            n += 1
+            print(f"round {n}: {record.progress()}", flush=True)
+        # The daemons kept running through every kill, and stop cleanly on SIGTERM.
+        assert chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
+    assert record.lost == record.doubled == record.orphans == record.stops_missed == 0
 
 
 # ----------------------------------------------------------------------- 3. the broker
@@ -254,12 +336,16 @@ class BrokerFaults:
             self.done.append("persistence lost")
 
 
-def broker_faults(chain: Chain, seed: int, n_ops: int) -> str:
+def broker_faults(chain: Chain, seed: int, n_ops: int, record: CampaignRecord | None = None) -> str:
     schedule = Schedule.make(seed, n_ops, (60, 80), (0, 1), first_order=seed * 10)
     fault = BrokerFaults(schedule, random.Random(seed))
-    run(chain, schedule, fault, timeout=120)
+    try:
+        run(chain, schedule, fault, timeout=120)
+    finally:
+        if record is not None:
+            record.fault("broker", len(fault.done))
     assert len(fault.done) == n_ops
-    return check(chain, schedule)
+    return checked(chain, schedule, record)
 
 
 def test_the_broker_stopped_under_load_and_restarted_without_its_persistence(
@@ -273,6 +359,7 @@ def test_the_broker_stopped_under_load_and_restarted_without_its_persistence(
 def test_the_broker_stopped_and_wiped_many_times(
     tmp_path: Path,
     pg_cluster: PostgresCluster,  # noqa: F811
+    campaign_record: CampaignRecord,
 ) -> None:
     with Chain(
         tmp_path,
@@ -281,7 +368,7 @@ def test_the_broker_stopped_and_wiped_many_times(
         relay_timeout_s=1.0,
         result_timeout_s=4.0,
     ) as chain:
-        print(broker_faults(chain, seed=3003, n_ops=20))
+        print(broker_faults(chain, seed=3003, n_ops=20, record=campaign_record))
 
 
 # ----------------------------------------------------------------------- 4. the ERP
@@ -338,6 +425,7 @@ def test_the_erp_down_then_slow(shared: Chain) -> None:
 def test_the_erp_down_slow_and_late_many_times(
     tmp_path: Path,
     pg_cluster: PostgresCluster,  # noqa: F811
+    campaign_record: CampaignRecord,
 ) -> None:
     schedule = Schedule.make(4004, 12, (150, 200), (0, 1), first_order=40040)
     with Chain(
@@ -348,10 +436,13 @@ def test_the_erp_down_slow_and_late_many_times(
         result_timeout_s=4.0,
     ) as chain:
         fault = ErpDownThenSlow(down_s=2.0, slow_s=1.5, late=True)
-        run(chain, schedule, fault, timeout=300)
+        try:
+            run(chain, schedule, fault, timeout=300)
+        finally:
+            campaign_record.fault("ERP", fault.cycles)
         time.sleep(4.0)  # the last late commit has landed
         assert fault.cycles == len(schedule.ops)
-        print(check(chain, schedule))
+        print(checked(chain, schedule, campaign_record))
 
 
 REJECTION = "Order is blocked for confirmation by a planner"
