@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from edge import systemd
+from edge.clock import TimeSource
 from edge.config import GatewayConfig, rules_from_config
 from edge.engine import Engine
 from edge.errors import ComponentFailed
@@ -32,11 +33,16 @@ log = structlog.get_logger("edge.app")
 Component = Callable[[Engine], Coroutine[Any, Any, None]]
 
 
-async def open_engine(cfg: GatewayConfig, *, new_database: bool = False) -> Engine:
+async def open_engine(
+    cfg: GatewayConfig, *, new_database: bool = False, time_source: TimeSource | None = None
+) -> Engine:
+    """The engine on the configured store; ``time_source`` is where its clock reads time (the
+    computer's clocks unless given)."""
     store = Store(cfg.store.path, synchronous=cfg.store.synchronous, new_database=new_database)
     return await Engine.open(
         store,
         rules_from_config(cfg),
+        time_source=time_source,
         batch_window_ms=cfg.engine.batch_window_ms,
         max_batch=cfg.engine.max_batch,
         outbound=messages,
@@ -51,6 +57,7 @@ async def run_gateway(
     stop: asyncio.Event | None = None,
     engine: Engine | None = None,
     new_database: bool = False,
+    time_source: TimeSource | None = None,
 ) -> Engine:
     """Run until ``stop`` is set or SIGTERM/SIGINT arrives; return the (closed) engine.
 
@@ -100,7 +107,7 @@ async def run_gateway(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
-    engine = engine or await open_engine(cfg, new_database=new_database)
+    engine = engine or await open_engine(cfg, new_database=new_database, time_source=time_source)
     sources = build_sources(cfg, engine)
     for source in sources:
 

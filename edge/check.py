@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import GatewayConfig, OpcUaSource, file_problems, mqtt_password
+from edge.domain.clock import EARLIEST_PLAUSIBLE
 from edge.errors import SourceUnavailable
 from edge.store import integrity
 from edge.store.identity import identity_path, read_identity
 from edge.store.schema import MIGRATIONS
 
-EARLIEST_PLAUSIBLE = datetime(2025, 1, 1, tzinfo=UTC)
 SERVICE_USER = "edge-gateway"  # User= of systemd/edge-gateway.service
 
 

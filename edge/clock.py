@@ -32,13 +32,11 @@ from typing import Any
 
 import structlog
 
-from edge.domain.clock import Instant
+from edge.domain.clock import EARLIEST_PLAUSIBLE, Instant
 from edge.store.identity import ClockAnchor
 
 log = structlog.get_logger("edge.clock")
 
-# No gateway of this version ran before this date: a wall clock before it is wrong.
-EARLIEST_PLAUSIBLE = datetime(2025, 1, 1, tzinfo=UTC)
 CLOCK_WENT_BACK_MS = 300_000  # a wall clock this far before the last journaled event is wrong
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
 _TIME_ERROR = 5  # adjtimex(2): the kernel clock is not synchronized

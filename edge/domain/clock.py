@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+# No gateway of this version ran before this date: a wall clock (or a date made from one) before
+# it is wrong: a board without a real-time clock that booted before NTP answered says 1970.
+EARLIEST_PLAUSIBLE = datetime(2025, 1, 1, tzinfo=UTC)
+
 
 @dataclass(frozen=True, slots=True)
 class Instant:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal, TypeVar
 
 from edge.aio import wait_set, within
+from edge.domain.clock import EARLIEST_PLAUSIBLE
 from edge.logging import Logger, get_logger
 from edge.relay.config import LEASE_CALLS, RelayConfig
 from edge.relay.dispatch import Dispatcher, Target
@@ -451,6 +452,9 @@ class Relay:
             if not isinstance(prepared, Posting):
                 return prepared
             p = prepared
+        elif (wrong := implausible_date(p, self.clock())) is not None:
+            self.log.error("confirmation not posted: its date cannot be true", why=wrong, **_ids(p))
+            return Rejected(wrong, "RELAY/DATE")
         if not await self.ledger.start_posting(p.idem_key, self.name, self.clock()):
             self.log.warning("claim lost before posting; another relay has it", **_ids(p))
             return None
@@ -654,6 +658,34 @@ class Relay:
         self.stats.answers[status] = self.stats.answers.get(status, 0) + 1
         if status == "retrying":  # (a final verdict is told by the row's status itself)
             await self.ledger.answered(idem_key, status)
+
+
+# A posting date this far after the relay's own today (UTC) is a gateway clock running ahead.
+POSTING_DATE_AHEAD = dt.timedelta(days=1)
+
+
+def implausible_date(p: Posting, now_ms: int) -> str | None:
+    """Why ``p``'s posting date cannot be true, or None: before any gateway of this version
+    ran (a gateway that booted without a real-time clock before NTP answered dates its
+    confirmations 1970), or after the relay's own today. Posted, it would book the costs and the
+    stock into a period that is not the one they were made in; rejected, it stays at the
+    gateway with this text, its quantities kept, for a person to correct."""
+    if not p.posting_date:
+        return None
+    day = dt.date.fromisoformat(p.posting_date)
+    earliest = EARLIEST_PLAUSIBLE.date()
+    if day < earliest:
+        return (
+            f"posting date {day} cannot be true (before {earliest}): the gateway's wall clock "
+            "was wrong when it made this confirmation, so it is not posted"
+        )
+    latest = (dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC) + POSTING_DATE_AHEAD).date()
+    if day > latest:
+        return (
+            f"posting date {day} cannot be true (after {latest}, by the relay's clock): the "
+            "gateway's wall clock was ahead when it made this confirmation, so it is not posted"
+        )
+    return None
 
 
 def _ids(p: Posting) -> dict[str, object]:

@@ -37,12 +37,16 @@ consistent within a session), and bounded:
   publish response or baseline), since we knew the values up to then; at the first connect, not
   more than ``FIRST_LOOKBACK_S`` before it.
 
-So a stop that began while the gateway was restarting or cut off is dated when it began. The
-offset between the server's clock and ours is measured from ``ServerStatus.CurrentTime`` (the
-midpoint of the read, the largest of the last few samples) at connect and in every watchdog
-round. Within ``max_clock_skew_s`` the server's timestamps are taken as they are; beyond it the
-disagreement is logged once and every timestamp is corrected by the measured offset (until the
-offset falls below half the limit again).
+So a stop that began while the gateway was restarting or cut off is dated when it began. A
+value's age is judged on the server's own clock: ``ServerStatus.CurrentTime`` is read at connect
+and in every watchdog round and held against our monotonic clock (the midpoint of the read, the
+largest of the last few samples, as the server may refresh that node only now and then), which
+gives the server's time now, at every value, whatever our wall clock did since the last
+sample. While that agrees with our wall clock within ``max_clock_skew_s`` the value's age is
+our wall clock minus its timestamp (exact when both clocks are right); beyond it, the server's
+time now minus its timestamp. So neither a server clock that is off nor a step of our own wall
+clock (NTP setting it, a boot in 1970) moves a stop or stretches it. The disagreement is logged
+once when it is beyond the limit (and again when it is back within half of it).
 """
 
 from __future__ import annotations
@@ -159,7 +163,7 @@ class LinkState:
     last_error: str | None = None
     last_change_ms: int | None = None
     server_start: datetime | None = None
-    clock_offset_s: float = 0.0  # the correction applied to the server's timestamps
+    clock_offset_s: float = 0.0  # the server's clock minus our wall clock, when beyond the limit
     values: dict[str, Any] = field(default_factory=dict)
 
 
@@ -234,8 +238,9 @@ class OpcUaLink:
         self._contact: float | None = None
         self._last_contact: Instant | None = None
         self._state_at: Instant | None = None  # the newest machine state's instant
-        self._offsets: deque[float] = deque(maxlen=OFFSET_SAMPLES)  # server - ours, ms
-        self._offset_ms = 0  # the correction in use: server timestamps minus this
+        # The server's clock minus our monotonic one, ms (the last few samples): its time now.
+        self._offsets: deque[float] = deque(maxlen=OFFSET_SAMPLES)
+        self._offset_ms = 0  # the server's clock minus our wall clock, beyond the limit; else 0
         self._skew_logged = False
         # The server's NamespaceArray, read at each connect: nsu= ids resolve against it.
         self.namespaces: list[str] | None = None
@@ -612,25 +617,36 @@ class OpcUaLink:
         clocks, so durations stay consistent; bounded by ``floor`` and ``now``."""
         at = now
         if stamp is not None:
-            machine_ms = stamp.timestamp() * 1000 - self._offset_ms
-            age_ms = int(now.wall_ms - machine_ms)
+            age_ms = int(self._server_now_ms(now) - stamp.timestamp() * 1000)
             if age_ms > 0:
                 at = now.after_ms(-age_ms)
         if floor is not None and at.mono_ms < floor.mono_ms:
             at = floor
         return at
 
+    def _server_now_ms(self, now: Instant) -> float:
+        """The server's clock at ``now``: our wall clock while the two agree within
+        ``max_clock_skew_s`` (the server may refresh its clock node only now and then, so a
+        sample can be behind), else from its samples against our monotonic clock, which no
+        step of our wall clock moves; our wall clock before the first sample."""
+        if not self._offsets:
+            return now.wall_ms
+        server = now.mono_ms + max(self._offsets)
+        if abs(server - now.wall_ms) <= self.cfg.max_clock_skew_s * 1000:
+            return now.wall_ms
+        return server
+
     async def _sample_clock(self, clock: Node) -> None:
-        """Read the server's clock: it answers (or raises), and one more sample of the offset
-        between its clock and ours."""
+        """Read the server's clock: it answers (or raises), and one more sample of it against
+        our monotonic clock; how far it is from our wall clock is logged beyond the limit."""
         before = self.engine.now()
         value = await within(clock.read_value(), self.cfg.timeout_s)
         after = self.engine.now()
         server = _aware(value)
         if server is None:
             return
-        self._offsets.append(server.timestamp() * 1000 - (before.wall_ms + after.wall_ms) / 2)
-        offset = max(self._offsets)
+        self._offsets.append(server.timestamp() * 1000 - (before.mono_ms + after.mono_ms) / 2)
+        offset = after.mono_ms + max(self._offsets) - after.wall_ms
         limit_ms = self.cfg.max_clock_skew_s * 1000
         # Once correcting, only a clearly smaller difference ends it (no flapping at the limit).
         if abs(offset) > (limit_ms / 2 if self._offset_ms else limit_ms):

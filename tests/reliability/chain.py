@@ -567,6 +567,7 @@ class Chain:
         min_free_mb: float | None = None,  # [retention] min_free_mb; None: the default
         bits: int = 32,  # the machine's counters (16 or 32) and the gateway's counting.sources
         start_value: int = 0,  # the machine's GoodCount at its start (near the top: a wrap)
+        wall_offset_ms: int | None = None,  # the gateway's wall clock steppable, from this offset
     ) -> None:
         self.workdir = workdir
         self.schedule = schedule
@@ -592,6 +593,11 @@ class Chain:
         self.gateway_mqtt_port: int | None = None
         # the same for the relays' [mqtt] (a proxy in front of the broker for both relays)
         self.relay_mqtt_port: int | None = None
+        # tests/reliability/stepped_gateway.py reads the gateway's wall-clock offset here
+        self.offset_file: Path | None = None
+        if wall_offset_ms is not None:
+            self.offset_file = workdir / "clock.offset"
+            self.step_clock(wall_offset_ms)
         self.gateway: subprocess.Popen[bytes] | None = None
         self.relays: dict[str, subprocess.Popen[bytes]] = {}
         self.gateway_starts = 0
@@ -698,13 +704,35 @@ class Chain:
         cfg = self.workdir / "edge.toml"
         if not cfg.exists():
             self.write_gateway_config()
-        self.gateway = self.procs.spawn(
-            python("-m", "edge", "run", "-c", str(cfg)), self.workdir / "gateway.log"
-        )
+        argv = python("-m", "edge", "run", "-c", str(cfg))
+        if self.offset_file is not None:
+            argv = python(
+                "-m", "tests.reliability.stepped_gateway", "-c", str(cfg),
+                "--offset-file", str(self.offset_file),
+            )  # fmt: skip
+        self.gateway = self.procs.spawn(argv, self.workdir / "gateway.log")
         self.gateway_starts += 1
         self._token = None
         if wait:
             self.wait_gateway_up()
+
+    def step_clock(self, offset_ms: int) -> None:
+        """Set the gateway's wall clock ``offset_ms`` from the computer's (a chain made with
+        ``wall_offset_ms``): the running gateway reads it within 20 ms."""
+        assert self.offset_file is not None, "a chain made without wall_offset_ms"
+        tmp = self.offset_file.with_suffix(".tmp")
+        tmp.write_text(f"{offset_ms}\n")
+        tmp.replace(self.offset_file)
+
+    def metric(self, name: str) -> float | None:
+        """A gauge without labels from the gateway's /metrics (None: not there)."""
+        status, text = http("GET", self.api + "/metrics", timeout=5)
+        if status != 200 or not isinstance(text, str):
+            return None
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
 
     def wait_gateway_up(self, timeout: float = 60.0) -> None:
         def up() -> bool:

@@ -706,3 +706,141 @@ def test_a_stop_that_began_while_the_gateway_was_down_is_dated_by_the_machine(
     shared.wait_gateway_up()
     assert fault.kills == 2
     print(check(shared, schedule))
+
+
+# ----------------------------------------------------- the gateway's wall clock steps
+
+HOUR_MS = 3_600_000
+# About December 1970 today: a Pi without a real-time clock that booted before NTP answered.
+BOOT_1970_MS = -1_767_000_000_000
+
+
+class ClockSteps:
+    """Steps of the gateway's wall clock (tests/reliability/stepped_gateway.py) at a part of an
+    operation: ``steps`` maps (operation index, part) to the new offset in ms. What was
+    stepped, and the gateway's ``edge_wall_clock_trusted`` just after, are kept."""
+
+    def __init__(self, schedule: Schedule, steps: dict[tuple[int, int], int]) -> None:
+        self.due = {(schedule.ops[i].ref, part): ms for (i, part), ms in steps.items()}
+        self.done: list[tuple[str, int, int]] = []
+        self.trusted: list[float | None] = []
+
+    def __call__(self, chain: Chain, op: Op, made: int) -> None:
+        offset = self.due.pop((op.ref, made), None)
+        if offset is None:
+            return
+        chain.step_clock(offset)
+        time.sleep(0.2)  # read within 20 ms; a tick and a scrape later
+        self.done.append((op.ref, made, offset))
+        self.trusted.append(chain.metric("edge_wall_clock_trusted"))
+
+
+def stop_durations(chain: Chain, schedule: Schedule) -> list[tuple[str, float, float]]:
+    """Each machine alarm stop of ``schedule`` beside the gateway's stop of the same alarm
+    taken in order: (alarm, machine s, gateway s). The starts move with the gateway's wall
+    clock; how long a stop lasted must not."""
+    led = chain.ledgers()
+    refs = {op.ref for op in schedule.ops}
+    windows = [led.op_windows[r] for r in refs if r in led.op_windows]
+    machine = sorted(
+        m for m in led.machine_stops if m[2] and any(a <= m[0] <= b for a, b in windows)
+    )
+    gateway = sorted(
+        (
+            s
+            for s in led.gateway_stops
+            if s.get("alarm") and s.get("origin") == "machine_state" and set(s["operations"]) & refs
+        ),
+        key=lambda s: s["start"]["mono_ms"],
+    )
+    assert len(gateway) == len(machine) == sum(len(op.stops) for op in schedule.ops)
+    out = []
+    for (start, end, alarm), s in zip(machine, gateway, strict=True):
+        assert s["alarm"] == alarm
+        assert s.get("end") is not None, s
+        gw = (s["end"]["wall_ms"] - s["start"]["wall_ms"]) / 1000
+        out.append((alarm, (end - start) / 1000, gw))
+    return out
+
+
+def test_the_wall_clock_steps_an_hour_ahead_and_back_under_load(tmp_path: Path) -> None:
+    """NTP steps the gateway's wall clock an hour ahead in the first operation and back in
+    the third, while the machine makes parts and stops: every part confirmed once in SAP, and
+    every stop as long as the machine's (its dates move with the clock, not its length)."""
+    schedule = Schedule(
+        650,
+        tuple(
+            Op(order=str(6500 + i), operation="0010", parts=50, stops=(Stop(30, "E-217", 1.0),))
+            for i in range(4)
+        ),
+    )
+    steps = ClockSteps(schedule, {(0, 20): HOUR_MS, (2, 20): 0})
+    with Chain(tmp_path, schedule, wall_offset_ms=0) as chain:
+        run(chain, schedule, steps, timeout=120)
+        assert [d[2] for d in steps.done] == [HOUR_MS, 0]
+        assert steps.trusted == [1.0, 1.0]  # an hour either way is a plausible time
+        # judge's stop dates to an hour and a second; their lengths to a second below
+        print(check(chain, schedule, stop_tolerance_ms=HOUR_MS + 1000))
+        for alarm, machine_s, gateway_s in stop_durations(chain, schedule):
+            assert abs(machine_s - gateway_s) <= 1.0, (alarm, machine_s, gateway_s)
+
+
+def test_a_gateway_booted_in_1970_counts_until_ntp_sets_its_clock_and_posts_nothing_dated_1970(
+    tmp_path: Path,
+) -> None:
+    """The gateway starts with its wall clock in 1970 (no real-time clock, NTP not yet there):
+    /metrics says its event times are untrusted; it counts and confirms the first operation
+    all the same. NTP sets the clock in the second operation: trusted from then on. The first
+    operation's confirmations carry 1970 posting dates: the relay refuses them (posted, they
+    would book costs and stock into 1970) with a text the supervisor sees, who resends each
+    with today's date. Every part of the three operations is in SAP once, none dated before
+    2025, and every stop is as long as the machine's."""
+    schedule = Schedule(
+        651,
+        tuple(
+            Op(order=str(6510 + i), operation="0010", parts=50, stops=(Stop(30, "E-105", 1.0),))
+            for i in range(3)
+        ),
+    )
+    steps = ClockSteps(schedule, {(1, 10): 0})
+    with Chain(tmp_path, schedule, wall_offset_ms=BOOT_1970_MS) as chain:
+        assert chain.metric("edge_wall_clock_trusted") == 0.0
+        assert "the wall clock is not trusted" in chain.gateway_log(200_000)
+        chain.dispatch(schedule)
+        chain.produce(steps, schedule)
+        assert steps.trusted == [1.0]
+        assert "the wall clock is plausible now" in chain.gateway_log(500_000)
+        refs = {op.ref for op in schedule.ops}
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        resent: list[str] = []
+
+        def resend_what_the_relay_refused() -> bool:
+            confs = [c for c in chain.confirmations() if c["op"] in refs]
+            for c in confs:
+                if c["status"] == "rejected" and c["conf_id"] not in resent:
+                    assert "posting date 1970-" in (c["erp_message"] or ""), c
+                    assert c["op"] == schedule.ops[0].ref, c
+                    chain.supervisor_login()
+                    chain.command(
+                        "/api/supervisor/resend",
+                        {"op": c["op"], "counter": c["counter"], "posting_date": today},
+                    )
+                    resent.append(c["conf_id"])
+            finals = {c["op"] for c in confs if c["final"]}
+            return refs <= finals and all(c["status"] in FINAL_VERDICTS for c in confs)
+
+        until(resend_what_the_relay_refused, 120, "every confirmation posted", step=0.3)
+        first = [c for c in chain.confirmations() if c["op"] == schedule.ops[0].ref]
+        # Each confirmation made under the 1970 clock was refused once; the others went.
+        assert resent, "no confirmation was dated 1970"
+        assert len(set(resent)) == len(resent)
+        assert {c["conf_id"] for c in first} >= set(resent)
+        assert "RELAY/DATE" in chain.relay_log("relay-a", 500_000) + chain.relay_log(
+            "relay-b", 500_000
+        )
+        dates = [int(p["entity"]["PostingDate"][6:-2]) for p in chain.ledgers().postings]
+        assert min(dates) >= 1_735_689_600_000, dates  # 2025-01-01: nothing booked into 1970
+        # The first operation's events are dated 1970: judge holds the stops' lengths.
+        print(check(chain, schedule, stop_tolerance_ms=-BOOT_1970_MS + HOUR_MS))
+        for alarm, machine_s, gateway_s in stop_durations(chain, schedule):
+            assert abs(machine_s - gateway_s) <= 1.0, (alarm, machine_s, gateway_s)
