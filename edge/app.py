@@ -249,6 +249,7 @@ def retention_policy(cfg: GatewayConfig) -> RetentionPolicy:
         min_free_mb=r.min_free_mb,
         disk_check_s=r.disk_check_s,
         finished_in_memory_h=r.finished_in_memory_h,
+        finished_in_memory_max=r.finished_in_memory_max,
         finished_days=r.finished_days,
     )
 

@@ -227,6 +227,8 @@ class RetentionSection(_Section):
     # Finished operations, their confirmations and stops leave memory this many hours after
     # they ended (once nothing needs them there); their rows stay stored finished_days more.
     finished_in_memory_h: Annotated[float, Field(ge=24, le=8760)] = 72.0
+    # ... and at most this many finished operations stay in memory (the oldest leave first).
+    finished_in_memory_max: Annotated[int, Field(ge=10, le=100_000)] = 200
     finished_days: Annotated[float, Field(ge=1, le=3650)] = 365.0
 
 

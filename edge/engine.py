@@ -592,17 +592,17 @@ class Engine:
         unfinished outbox row is about stay, and a journaled ``RetireFinished`` takes the rest
         through the core like any input. Returns (operations, stops) that left."""
         ops_total = stops_total = 0
-        kept_h = policy.finished_in_memory_h
+        kept_h, max_kept = policy.finished_in_memory_h, policy.finished_in_memory_max
         for _ in range(1000):  # each round takes up to MAX_PER_INPUT; the rest next time
             now = self.clock.now()
-            found = self.wc.retire_candidates(now, kept_h)
+            found = self.wc.retire_candidates(now, kept_h, max_kept)
             ops = found.ops
             if ops:
                 held = await self._in_store(self.store.ops_in_outbox)
                 ops = [key for key in ops if key not in held]
             if not ops and not found.stops and not found.unassigned:
                 break
-            outcome = await self.submit(RetireFinished(tuple(ops), kept_h, now))
+            outcome = await self.submit(RetireFinished(tuple(ops), kept_h, now, max_kept))
             events = [e for e in outcome.events if e.type is EventType.OPERATIONS_RETIRED]
             if not events:
                 break

@@ -227,11 +227,13 @@ class WorkCenter(WorkCenterState):
         reason."""
         return self.shift_book.kpis(shift_id, kpis.stop_facts(self))
 
-    def retire_candidates(self, now: Instant, kept_h: float) -> retire.Candidates:
+    def retire_candidates(
+        self, now: Instant, kept_h: float, max_kept: int | None = None
+    ) -> retire.Candidates:
         """The finished operations that may leave memory at ``now`` and the stops (and
         assigned unassigned production) that would leave with them (edge.domain.retire);
         what the outbox still holds is the engine's to leave out."""
-        return retire.candidates(self, now, kept_h)
+        return retire.candidates(self, now, kept_h, max_kept)
 
     def blocking_confirmation(self, op: Operation) -> Confirmation | None:
         """The confirmation of ``op`` the ERP rejected and nobody resent or reversed yet."""

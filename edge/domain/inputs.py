@@ -277,11 +277,14 @@ class RetireFinished:
     """Finished operations, with their confirmations and stops, leave memory (their rows stay
     in the database). The engine names the operations it found ready (edge.domain.retire):
     finished at least ``kept_h`` hours ago, every confirmation answered by the ERP, nothing
-    left in the outbox; the core takes those that still are, and the stops nobody needs."""
+    left in the outbox; the core takes those that still are, and the stops nobody needs.
+    ``max_kept``: more finished operations than this in memory, and the oldest of them leave
+    before ``kept_h`` (everything else that keeps one still does)."""
 
     ops: tuple[str, ...]
     kept_h: float
     at: Instant
+    max_kept: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,10 @@ a finished operation in memory, and so keeps it there:
 - the time after its end (``kept_h``, ``[retention] finished_in_memory_h``, at least a day): a
   supervisor's reversal or reclassification of a stop, a late "posted" again from the relay,
   the panel's lists and the current shift's KPIs (a shift is shorter than a day, so every stop
-  of the current shift is in memory);
+  of the current shift is in memory); but not beyond ``max_kept`` finished operations
+  (``[retention] finished_in_memory_max``): past it the oldest leave before their time, since
+  a fast line (a partial confirmation every few seconds) would otherwise hold hundreds of
+  megabytes of confirmations for ``kept_h``. Their stops still leave only by their own age;
 - a message about it still in the outbox: the engine knows that, not the core, and names only
   the operations without one (:class:`edge.domain.inputs.RetireFinished`);
 - a shift change not yet booked (after a restart, before the first tick): nothing leaves
@@ -53,6 +56,7 @@ from edge.domain.state import WorkCenterState, reject
 HOUR_MS = 3_600_000
 MIN_KEPT_H = 24.0  # longer than any shift: the current shift's stops are always in memory
 MAX_KEPT_H = 8760.0  # a year
+MIN_MAX_KEPT, MAX_MAX_KEPT = 10, 100_000  # bounds of max_kept (finished operations)
 # At most this many operations and stops leave memory per input, so that the first run on a
 # database holding years of them makes events of bounded size; the engine asks again.
 MAX_PER_INPUT = 1000
@@ -74,9 +78,14 @@ def confirmations_of(s: WorkCenterState, op: Operation) -> list[Confirmation]:
     return [conf for conf in found if conf is not None]
 
 
-def ready(s: WorkCenterState, op: Operation, now: Instant, kept_ms: int) -> bool:
-    """May ``op`` leave memory at ``now``? See the module's docstring."""
-    if not op.status.finished or op.ended is None or now.since(op.ended) < kept_ms:
+def ready(
+    s: WorkCenterState, op: Operation, now: Instant, kept_ms: int, early: bool = False
+) -> bool:
+    """May ``op`` leave memory at ``now``? See the module's docstring. ``early``: it is one
+    of the finished operations beyond ``max_kept``, so its time in memory is not waited for."""
+    if not op.status.finished or op.ended is None:
+        return False
+    if not early and now.since(op.ended) < kept_ms:
         return False
     if op.final_withheld or op.pending.has_quantity():
         return False
@@ -131,6 +140,35 @@ def kept_ms_of(kept_h: float) -> int:
     return round(kept_h * HOUR_MS)
 
 
+def check_max_kept(max_kept: int | None) -> None:
+    if max_kept is not None and not MIN_MAX_KEPT <= max_kept <= MAX_MAX_KEPT:
+        raise reject(
+            RejectionCode.INVALID_VALUE,
+            f"max_kept = {max_kept!r}: must be from {MIN_MAX_KEPT} to {MAX_MAX_KEPT} operations",
+            field="max_kept",
+            value=max_kept,
+        )
+
+
+def over_cap(s: WorkCenterState, max_kept: int | None) -> set[OperationKey]:
+    """The oldest finished operations in memory beyond ``max_kept`` (by their end)."""
+    if max_kept is None:
+        return set()
+    finished = [op for op in s.operations.values() if op.status.finished and op.ended]
+    excess = len(finished) - max_kept
+    if excess <= 0:
+        return set()
+    finished.sort(key=lambda op: (op.ended.mono_ms if op.ended else 0, op.key))
+    return {op.key for op in finished[:excess]}
+
+
+def _ready_ops(
+    s: WorkCenterState, now: Instant, kept_ms: int, max_kept: int | None
+) -> list[Operation]:
+    early = over_cap(s, max_kept)
+    return [op for op in s.operations.values() if ready(s, op, now, kept_ms, op.key in early)]
+
+
 class Candidates(NamedTuple):
     """What may leave memory at one instant (:func:`candidates`)."""
 
@@ -142,14 +180,17 @@ class Candidates(NamedTuple):
         return bool(self.ops or self.stops or self.unassigned)
 
 
-def candidates(s: WorkCenterState, now: Instant, kept_h: float) -> Candidates:
+def candidates(
+    s: WorkCenterState, now: Instant, kept_h: float, max_kept: int | None = None
+) -> Candidates:
     """The operations ready to leave memory at ``now`` and the stops and assigned unassigned
     production that would leave with them (at most :data:`MAX_PER_INPUT` of each)."""
     kept_ms = kept_ms_of(kept_h)
+    check_max_kept(max_kept)
     if not shift_booked(s, now):
         return Candidates([], [], [])
     ops = sorted(
-        (op for op in s.operations.values() if ready(s, op, now, kept_ms)),
+        _ready_ops(s, now, kept_ms, max_kept),
         key=lambda op: (op.ended.mono_ms if op.ended else 0, op.key),
     )[:MAX_PER_INPUT]
     stops = _stops_leaving(s, now, kept_ms, {str(op.key) for op in ops})
@@ -166,6 +207,7 @@ def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
     nobody needs any more, out of memory; their rows stay stored (``WorkCenterState.retire``).
     An operation not (or no longer) ready stays, without a rejection: the engine asks again."""
     kept_ms = kept_ms_of(r.kept_h)
+    check_max_kept(r.max_kept)
     if len(r.ops) > MAX_PER_INPUT:
         raise reject(
             RejectionCode.INVALID_VALUE,
@@ -181,10 +223,11 @@ def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
             raise reject(
                 RejectionCode.INVALID_VALUE, str(exc), field=f"ops[{i}]", value=ref
             ) from None
+    early = over_cap(s, r.max_kept)
     leaving = [
         op
         for op in (s.operations.get(key) for key in dict.fromkeys(keys))
-        if op is not None and ready(s, op, r.at, kept_ms)
+        if op is not None and ready(s, op, r.at, kept_ms, op.key in early)
     ]
     stops = _stops_leaving(s, r.at, kept_ms, {str(op.key) for op in leaving})
     if not shift_booked(s, r.at) or not (leaving or stops or _assigned_leaving(s, r.at, kept_ms)):
@@ -218,5 +261,6 @@ def on_retire(s: WorkCenterState, r: RetireFinished) -> bool:
         stops=[stop.stop_id for stop in stops],
         unassigned=[record.unassigned_id for record in records],
         kept_h=r.kept_h,
+        **({} if r.max_kept is None else {"max_kept": r.max_kept}),
     )
     return True

@@ -234,6 +234,40 @@ def test_kept_h_and_the_names_are_checked() -> None:
     assert rej.field == "ops"
 
 
+def test_beyond_max_kept_the_oldest_finished_operations_leave_before_their_time() -> None:
+    """A fast line: twelve operations finished within an hour, ``max_kept`` 10. The two
+    oldest leave at once (not 72 hours later); one whose confirmation the ERP has not answered
+    stays whatever the count; their stops leave only by their own age."""
+    refs = [f"{4800 + i}/0020" for i in range(12)]
+    wc = make_wc(*(spec(r.split("/")[0]) for r in refs), family_tool=True)
+    t = 0.0
+    for ref in refs:
+        act(wc, Action.START_PRODUCTION, t, op=ref)
+        count_good(wc, 5, t + 100)
+        act(wc, Action.COMPLETE, t + 200, op=ref)
+        for conf in list(wc.confirmations.values()):
+            # the ERP answers every confirmation but the first operation's
+            if conf.status is ConfirmationStatus.AWAITING_RESULT and str(conf.key) != refs[0]:
+                ok(wc, ConfirmationResult(conf.idem_key, ResultStatus.POSTED, at(t + 201)))
+        t += 300
+    now = at(t)
+    assert wc.retire_candidates(now, 72) == ([], [], [])  # by time alone: nothing yet
+    found = wc.retire_candidates(now, 72, max_kept=10)
+    assert found.ops == [refs[1]]  # the oldest two are over the cap; the first is awaited
+    assert found.stops == []
+    out = ok(wc, RetireFinished(tuple(found.ops), 72, now, max_kept=10))
+    assert one(out, EventType.OPERATIONS_RETIRED).data["max_kept"] == 10
+    assert key(refs[0]) in wc.operations
+    assert key(refs[1]) not in wc.operations
+    assert len([op for op in wc.operations.values() if op.status.finished]) == 11
+    # The same input without the cap takes nothing: it is the input's, journaled with it.
+    assert not wc.apply(RetireFinished((refs[2],), 72, now)).changed
+    post_all(wc, t + 1)  # the first one's answer: now it is the oldest over the cap
+    assert wc.retire_candidates(at(t + 2), 72, max_kept=10).ops == [refs[0]]
+    for bad in (9, 100_001):
+        assert rejected(wc, RetireFinished((), 72, now, max_kept=bad)).field == "max_kept"
+
+
 # ---------------------------------------------------------------------- property
 
 OPS = ("4711/0020", "4712/0020", "4713/0020")

@@ -162,6 +162,33 @@ async def test_memory_stays_bounded_over_days_and_a_restart_loads_only_what_must
         assert await engine.run_store(verify_all, engine.store)
 
 
+async def test_a_fast_line_keeps_at_most_finished_in_memory_max_and_replays_the_same(
+    tmp_path: Path,
+) -> None:
+    """30 operations finished within the hour, ``finished_in_memory_max`` 10: the maintenance
+    takes the oldest 20 out of memory long before 24 hours; a restart loads the 10 and the
+    journal (the cap is journaled with each input) replays to the same projections."""
+    db = tmp_path / "edge.db"
+    clocks = Clocks()
+    policy = RetentionPolicy(
+        finished_in_memory_h=24,
+        finished_in_memory_max=10,
+        checkpoint_interval_s=3600,
+        min_free_mb=0,
+    )
+    async with running(db, clocks) as engine:
+        await engine.submit(CounterReading("good", 1000, engine.now()))
+        _, refs = await a_day(engine, clocks, 0, 30, 1000)
+        clocks.advance(60_000)
+        await engine.maintenance_step(policy, force=True)
+        finished = sorted(str(k) for k, op in engine.wc.operations.items() if op.status.finished)
+        assert finished == sorted(refs[-10:])
+        assert len(engine.wc.confirmations) == 10
+    async with running(db, clocks) as engine:
+        assert sorted(str(k) for k in engine.wc.operations) == sorted(refs[-10:])
+        assert await engine.run_store(verify_all, engine.store)
+
+
 async def test_edge_verify_passes_on_a_database_whose_operations_left_memory(
     tmp_path: Path,
 ) -> None:
