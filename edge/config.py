@@ -65,6 +65,7 @@ from pydantic_settings import (
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import (
     HELP_CATEGORIES,
+    BadgeHolder,
     ConfirmationPolicy,
     CountKind,
     CountSource,
@@ -228,7 +229,7 @@ class RetentionSection(_Section):
     # they ended (once nothing needs them there); their rows stay stored finished_days more.
     finished_in_memory_h: Annotated[float, Field(ge=24, le=8760)] = 72.0
     # ... and at most this many finished operations stay in memory (the oldest leave first).
-    finished_in_memory_max: Annotated[int, Field(ge=10, le=100_000)] = 200
+    finished_in_memory_max: Annotated[int, Field(ge=10, le=100_000)] = 50
     finished_days: Annotated[float, Field(ge=1, le=3650)] = 365.0
 
 
@@ -885,6 +886,16 @@ class BreakEntry(_LocalSpan):
     """``[[shifts.breaks]]``: a planned break inside its shift, by local start and end."""
 
 
+class BadgeEntry(_Section):
+    """``[[badges]]``: an operator who logs in at this work center by badge."""
+
+    # What the scanner reads (after the [scanner] badge pattern took the id out of the scan).
+    badge: Annotated[str, Field(pattern=r"^[!-~]{1,64}$")]
+    # The personnel number labour is booked to (SAP Personnel: at most 8 characters).
+    personnel: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,20}$")]
+    name: Annotated[str, Field(max_length=100)] = ""
+
+
 class ShiftEntry(_LocalSpan):
     """``[[shifts]]``: a shift by local start and end time; end <= start runs past midnight."""
 
@@ -1124,6 +1135,19 @@ class GatewayConfig(BaseSettings):
     panel: PanelSection = Field(default_factory=PanelSection)
     report: ReportSection = Field(default_factory=ReportSection)
     scanner: ScannerConfig = Field(default_factory=ScannerConfig)
+    badges: Annotated[list[BadgeEntry], Field(max_length=10_000)] = Field(default_factory=list)
+
+    @field_validator("badges")
+    @classmethod
+    def _one_holder_each(cls, badges: list[BadgeEntry]) -> list[BadgeEntry]:
+        for what in ("badge", "personnel"):
+            seen: set[str] = set()
+            for entry in badges:
+                value = getattr(entry, what)
+                if value in seen:
+                    raise ValueError(f"{what} {value!r} is listed twice")
+                seen.add(value)
+        return badges
 
     @classmethod
     def settings_customise_sources(
@@ -1749,4 +1773,5 @@ def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
         master_data=master,
         help_categories=tuple(cfg.andon.categories),
         help_escalate_after_s=cfg.andon.escalate_after_s,
+        badges=tuple(BadgeHolder(b.badge, b.personnel, b.name) for b in cfg.badges),
     )

@@ -34,6 +34,7 @@ from edge.domain import (
     andon,
     confirmations,
     counting,
+    crew,
     dispatch,
     drift,
     kpis,
@@ -51,6 +52,7 @@ from edge.domain.inputs import (
     AcknowledgeHelp,
     AcknowledgeOverDelivery,
     AssignUnassigned,
+    BadgeScanned,
     CallForHelp,
     CloseHelp,
     ConfirmationResult,
@@ -129,6 +131,7 @@ class WorkCenter(WorkCenterState):
             MasterDataReceived: partial(dispatch.on_master_data, self),
             MergeOperations: partial(lifecycle.on_merge, self),
             RetireFinished: partial(retire.on_retire, self),
+            BadgeScanned: partial(crew.on_badge, self),
             DriftReported: partial(drift.on_drift_reported, self),
             Tick: self._on_tick,
             RulesApplied: self._on_rules,
@@ -197,6 +200,7 @@ class WorkCenter(WorkCenterState):
         now = t.at
         stops.on_time(self, now)
         kpis.at_shift_change(self, now)
+        crew.at_shift_change(self, now)
         confirmations.at_shift_change(self, now)
         andon.escalate(self, now)
         confirmations.by_time(self, now)

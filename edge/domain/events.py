@@ -63,6 +63,8 @@ class EventType(StrEnum):
     MASTER_DATA_APPLIED = "master_data_applied"
     # Finished operations, their confirmations and stops left memory (rows stay stored)
     OPERATIONS_RETIRED = "operations_retired"
+    OPERATOR_LOGGED_IN = "operator_logged_in"
+    OPERATOR_LOGGED_OUT = "operator_logged_out"
     RULES_APPLIED = "rules_applied"
 
 

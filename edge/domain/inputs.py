@@ -273,6 +273,16 @@ class MasterDataReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class BadgeScanned:
+    """An operator's badge at a scanner (``device``): logs its holder in, or out when they
+    are logged in already (edge.domain.crew)."""
+
+    badge_id: str
+    device: str
+    at: Instant
+
+
+@dataclass(frozen=True, slots=True)
 class RetireFinished:
     """Finished operations, with their confirmations and stops, leave memory (their rows stay
     in the database). The engine names the operations it found ready (edge.domain.retire):
@@ -329,6 +339,7 @@ Input = (
     | MergeOperations
     | MasterDataReceived
     | RetireFinished
+    | BadgeScanned
     | RulesApplied
     | DriftReported
 )
@@ -359,6 +370,7 @@ INPUT_TYPES: dict[str, type[Input]] = {
         MergeOperations,
         MasterDataReceived,
         RetireFinished,
+        BadgeScanned,
         RulesApplied,
         DriftReported,
     )

@@ -260,6 +260,16 @@ class Stop:
         return (self.end or now).since(self.start)
 
 
+@dataclass(frozen=True, slots=True)
+class CrewMember:
+    """An operator logged in at the work center (edge.domain.crew), since ``since``."""
+
+    personnel: str
+    name: str
+    badge_id: str
+    since: Instant
+
+
 @dataclass(slots=True)
 class HelpCall:
     """An open call for help (rules.md §8). Closed calls live on in the events only."""

@@ -181,6 +181,16 @@ HELP_CATEGORIES = ("material", "maintenance", "quality", "supervisor")
 
 
 @dataclass(frozen=True, slots=True)
+class BadgeHolder:
+    """Who a badge belongs to: their personnel number (what the ERP books labour to; SAP's
+    ``Personnel`` takes 8 characters) and the name the panel shows."""
+
+    badge_id: str
+    personnel: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class WorkCenterRules:
     """Everything configurable about how this work center counts, stops and confirms."""
 
@@ -212,6 +222,8 @@ class WorkCenterRules:
     variance_threshold: float = 0.25  # relative deviation of the actual from the standard cycle
     variance_reason: str = "CYCLE"
     master_data: MasterData = field(default_factory=MasterData)
+    # The operators who may log in here by badge (edge.domain.crew); none: badges are refused.
+    badges: tuple[BadgeHolder, ...] = ()
     # rules.md §8: what help can be called for, and when an unanswered call escalates (0: never)
     help_categories: tuple[str, ...] = HELP_CATEGORIES
     help_escalate_after_s: float = 300.0

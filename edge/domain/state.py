@@ -28,6 +28,7 @@ from edge.domain.model import (
     ZERO,
     Confirmation,
     CounterTrack,
+    CrewMember,
     HelpCall,
     Operation,
     OperationKey,
@@ -141,6 +142,8 @@ class WorkCenterHeader:
     help_calls: dict[str, HelpCall] = field(default_factory=dict)  # the open ones
     shift_id: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Who is logged in (edge.domain.crew), in the order they logged in.
+    crew: tuple[CrewMember, ...] = ()
 
 
 class WorkCenterState:

@@ -8,15 +8,18 @@ What a scan does (:mod:`edge.scanners.route` tells what it is):
   an interrupted one resumes; the core refuses it while another operation is active, as it
   refuses a tap. Anything else (running, held, finished, not in the dispatch list) is refused
   naming the operation and its status.
-- a component's batch or an operator's badge: refused, naming the code and why: this version
-  keeps neither (the dispatch list carries no components, operators do not log in by badge).
+- an operator's badge: logs its holder in, or out when they are logged in (edge.domain.crew);
+  a badge nobody in ``[[badges]]`` holds is refused naming it.
+- a component's batch: refused, naming the code and why: the dispatch list carries no
+  components in this version.
 - a scan the router refused (a malformed GS1 code, an unknown key, a code no pattern takes):
   its code and the reason.
 
 Every result is logged and kept in :class:`ScanLog` (the newest few), which the panel shows;
-a refused scan changes nothing stored. The scanner acts as the panel's operator
-(``operator:<[panel] operator_id>``). Nothing a scanner sends stops the gateway: a reader that
-cannot open its device says so and tries again.
+a refused scan changes nothing stored. The scanner acts as the operator who logged in last
+(``operator:<personnel>``), else as the panel's operator (``operator:<[panel]
+operator_id>``). Nothing a scanner sends stops the gateway: a reader that cannot open its
+device says so and tries again.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from datetime import date
 
 from edge.config import GatewayConfig
 from edge.domain.calendar import zone
-from edge.domain.inputs import Action, Transition
+from edge.domain.crew import actor_for
+from edge.domain.events import EventType
+from edge.domain.inputs import Action, BadgeScanned, Transition
 from edge.domain.model import OperationKey, OperationStatus
 from edge.errors import EngineStopped, StoreError
 from edge.logging import get_logger
@@ -131,9 +136,7 @@ class ScanStation:
                 "components in this version, so no batch can be recorded",
             )
         if isinstance(routed, Badge):
-            return self._refused(
-                at, raw, f"badge {routed.badge_id}: operators do not log in by badge here"
-            )
+            return await self._badge(at, raw, routed)
         return self._refused(at, raw, "not a code this gateway takes")  # pragma: no cover
 
     async def _pick(self, at: str, raw: str, pick: OperationPick) -> ScanResult:
@@ -146,7 +149,7 @@ class ScanStation:
             return self._refused(at, raw, f"operation {key} is {op.status.value}")
         try:
             out = await self.floor.submit(
-                Transition(action, str(key), self.actor, self.floor.now())
+                Transition(action, str(key), self._actor(), self.floor.now())
             )
         except (EngineStopped, StoreError) as exc:
             return self._refused(at, raw, f"not taken: {exc}")
@@ -155,6 +158,28 @@ class ScanStation:
         done = f"operation {key}: {action.value.replace('_', ' ')}"
         self.log.info("scan taken", code=raw, action=action.value, operation=str(key))
         return self.scans.record(at, raw, True, done)
+
+    async def _badge(self, at: str, raw: str, badge: Badge) -> ScanResult:
+        device = f"scanner:{self.cfg.kind}"
+        try:
+            out = await self.floor.submit(BadgeScanned(badge.badge_id, device, self.floor.now()))
+        except (EngineStopped, StoreError) as exc:
+            return self._refused(at, raw, f"not taken: {exc}")
+        if out.rejection is not None:
+            return self._refused(at, raw, out.rejection.message)
+        done = f"badge {badge.badge_id}"
+        for event in out.events:
+            who = event.data.get("name") or event.data.get("personnel")
+            if event.type is EventType.OPERATOR_LOGGED_IN:
+                done = f"{who} logged in"
+            elif event.type is EventType.OPERATOR_LOGGED_OUT:
+                done = f"{who} logged out"
+        self.log.info("scan taken", code=raw, badge=badge.badge_id, result=done)
+        return self.scans.record(at, raw, True, done)
+
+    def _actor(self) -> str:
+        """The operator who logged in last, else the panel's operator."""
+        return actor_for(self.floor.work_center.header.crew, self.actor)
 
     def _refused(self, at: str, code: str, reason: str) -> ScanResult:
         self.log.warning("scan refused", code=code, reason=reason)

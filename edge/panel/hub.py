@@ -19,6 +19,7 @@ from fastapi import Request
 from edge.aio import wait_set
 from edge.config import GatewayConfig
 from edge.domain.clock import Instant
+from edge.domain.crew import actor_for
 from edge.domain.events import Event, EventType, Outcome
 from edge.domain.inputs import Input
 from edge.domain.model import OperationKey
@@ -117,7 +118,11 @@ class PanelHub:
 
     @property
     def operator(self) -> str:
-        return f"operator:{self.cfg.panel.operator_id}"
+        """Who a tap acts as: the operator who logged in last by badge (edge.domain.crew),
+        else the panel's ``operator:<[panel] operator_id>``."""
+        return actor_for(
+            self.engine.work_center.header.crew, f"operator:{self.cfg.panel.operator_id}"
+        )
 
     def now(self) -> Instant:
         """The gateway's clock, to stamp a command's input with."""

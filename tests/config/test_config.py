@@ -610,3 +610,15 @@ def test_a_calendar_that_cannot_be_is_refused_naming_the_field(
     err = load_error(tmp_path, text)
     assert where in paths(err), (paths(err), str(err))
     assert says in str(err)
+
+
+def test_badges_become_the_rules_holders_and_each_is_listed_once(tmp_path: Path) -> None:
+    entry = '[[badges]]\nbadge = "{b}"\npersonnel = "{p}"\nname = "Ana Weber"\n'
+    cfg = load_config(write(tmp_path, MINIMAL + entry.format(b="00012345", p="12345")), env={})
+    (holder,) = rules_from_config(cfg).badges
+    assert (holder.badge_id, holder.personnel, holder.name) == ("00012345", "12345", "Ana Weber")
+    twice = MINIMAL + entry.format(b="00012345", p="1") + entry.format(b="00012345", p="2")
+    text = str(load_error(tmp_path, twice))
+    assert "badge '00012345' is listed twice" in text, text
+    bad = MINIMAL + entry.format(b="has space", p="toolong-personnel-number-x")
+    assert set(paths(load_error(tmp_path, bad))) == {"badges.0.badge", "badges.0.personnel"}

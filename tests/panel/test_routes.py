@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -52,6 +53,8 @@ class RecordingEngine:
 
     def __init__(self) -> None:
         self.submitted: list[tuple[Input, str | None]] = []
+        # nobody logged in by badge: taps act as the panel's operator
+        self.work_center = SimpleNamespace(header=SimpleNamespace(crew=()))
 
     def add_commit_hook(self, hook: Callable[..., None]) -> None:
         pass

@@ -1,7 +1,9 @@
 """The barcode scanner in the daemon ([scanner]), end to end: a serial scanner on a pty, the
 real engine, store and panel. The order card's code picks the operation (setup, then
-production); a malformed GS1 code, a badge and a component batch are refused naming the code
-and why, change nothing, and the panel's state carries each result."""
+production); a malformed GS1 code, a badge nobody holds and a component batch are refused
+naming the code and why, change nothing, and the panel's state carries each result. A badge
+in [[badges]] logs its holder in and out, and what the scanner and the panel do meanwhile is
+theirs."""
 
 from __future__ import annotations
 
@@ -68,16 +70,66 @@ async def test_a_serial_scanner_picks_the_operation_and_bad_scans_are_told(
             bad = await scan_result(client, 4)
             assert bad["ok"] is False
             assert "check digit" in str(bad["message"]), bad
-            scan(b"B123456")  # a badge
+            scan(b"B123456")  # a badge nobody holds here
             badge = await scan_result(client, 5)
             assert badge["ok"] is False
-            assert "badge 123456" in str(badge["message"])
+            assert "badge '123456' belongs to no operator" in str(badge["message"]), badge
             scan(b"OP9999/0010")  # not dispatched here
             unknown = await scan_result(client, 6)
             assert unknown["message"] == "operation 9999/0010 is not in the dispatch list"
             after = business_inputs(panel)
             assert after == journal  # the refused scans stored nothing
             assert ops[KEY].status is OperationStatus.RUNNING
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def actors(panel: object) -> list[tuple[str, str]]:
+    """(input type, actor) of every journaled input that has an actor, oldest first."""
+    rows = panel.engine.store.conn.execute(  # type: ignore[attr-defined]
+        "SELECT input_type, json_extract(body, '$.actor') FROM journal ORDER BY id"
+    ).fetchall()
+    return [(t, a) for t, a in rows if a]
+
+
+async def test_a_badge_logs_its_holder_in_and_what_they_do_is_theirs(tmp_path: Path) -> None:
+    master, slave = os.openpty()
+    env = {
+        "EDGE_SCANNER__ENABLED": "true",
+        "EDGE_SCANNER__KIND": "serial",
+        "EDGE_SCANNER__DEVICE": os.ttyname(slave),
+        "EDGE_SCANNER__TERMINATOR": "cr",
+        "EDGE_BADGES": '[{"badge": "123456", "personnel": "4711", "name": "Ana Weber"}]',
+    }
+    try:
+        async with (
+            running_panel(panel_config(tmp_path, env=env)) as panel,
+            httpx.AsyncClient(base_url=panel.url) as client,
+        ):
+            await panel.dispatch(spec("4711", "0020", 30, 10))
+            crew = panel.engine.wc.header
+
+            def scan(code: bytes) -> None:
+                os.write(master, code + b"\r")
+
+            scan(b"B123456")
+            login = await scan_result(client, 1)
+            assert login == {**login, "ok": True, "message": "Ana Weber logged in"}
+            assert [m.personnel for m in crew.crew] == ["4711"]
+            scan(b"OP4711/0020")  # her scan: setup starts, as operator:4711
+            await scan_result(client, 2)
+            ops = panel.engine.wc.operations
+            await wait_until(lambda: ops[KEY].status is OperationStatus.SETUP, what="setup")
+            scan(b"B123456")  # again: logged out
+            logout = await scan_result(client, 3)
+            assert logout["message"] == "Ana Weber logged out"
+            assert panel.engine.wc.header.crew == ()
+            scan(b"OP4711/0020")  # nobody logged in: the panel's operator
+            await scan_result(client, 4)
+            await wait_until(lambda: ops[KEY].status is OperationStatus.RUNNING, what="running")
+            transitions = [a for t, a in actors(panel) if t == "Transition"]
+            assert transitions[-2:] == ["operator:4711", "operator:panel"], transitions
     finally:
         os.close(master)
         os.close(slave)
