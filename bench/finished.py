@@ -127,7 +127,9 @@ async def running(
 
 async def build(db: Path, days: int, per_day: int, kept_h: float) -> int:
     clocks = Clocks()
-    policy = RetentionPolicy(finished_in_memory_h=kept_h, min_free_mb=0)
+    # The year-long variant is how every version before behaved: no cap on the count either.
+    cap = None if kept_h >= 8760 else RetentionPolicy().finished_in_memory_max
+    policy = RetentionPolicy(finished_in_memory_h=kept_h, finished_in_memory_max=cap, min_free_mb=0)
     counter = 1000
     async with running(db, clocks) as engine:
         now = engine.now

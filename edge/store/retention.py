@@ -94,7 +94,7 @@ class RetentionPolicy:
     # for finished_days after that.
     finished_in_memory_h: float = 72.0
     # ... but at most this many finished operations stay in memory: the oldest leave first.
-    finished_in_memory_max: int | None = 200
+    finished_in_memory_max: int | None = 50
     finished_days: float = 365.0
 
     @property
