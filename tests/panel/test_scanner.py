@@ -8,8 +8,11 @@ theirs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,6 +21,36 @@ from tests.gateway.conftest import business_inputs
 from tests.panel.conftest import panel_config, running_panel, spec, wait_until
 
 KEY = OperationKey("4711", "0020")
+
+
+@contextlib.asynccontextmanager
+async def scanning_panel(
+    tmp_path: Path, **env: str
+) -> AsyncIterator[tuple[Any, httpx.AsyncClient, Callable[[bytes], None]]]:
+    """The daemon with a serial scanner on a pty (scans end in CR) and operation 4711/0020
+    dispatched: the panel, a client of it, and what scans a code."""
+    master, slave = os.openpty()
+    env = {
+        "EDGE_SCANNER__ENABLED": "true",
+        "EDGE_SCANNER__KIND": "serial",
+        "EDGE_SCANNER__DEVICE": os.ttyname(slave),
+        "EDGE_SCANNER__TERMINATOR": "cr",
+        **env,
+    }
+
+    def scan(code: bytes) -> None:
+        os.write(master, code + b"\r")
+
+    try:
+        async with (
+            running_panel(panel_config(tmp_path, env=env)) as panel,
+            httpx.AsyncClient(base_url=panel.url) as client,
+        ):
+            await panel.dispatch(spec("4711", "0020", 30, 10))
+            yield panel, client, scan
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 async def scan_result(client: httpx.AsyncClient, seq: int) -> dict[str, object]:
@@ -32,57 +65,38 @@ async def scan_result(client: httpx.AsyncClient, seq: int) -> dict[str, object]:
 async def test_a_serial_scanner_picks_the_operation_and_bad_scans_are_told(
     tmp_path: Path,
 ) -> None:
-    master, slave = os.openpty()
-    device = os.ttyname(slave)
-    env = {
-        "EDGE_SCANNER__ENABLED": "true",
-        "EDGE_SCANNER__KIND": "serial",
-        "EDGE_SCANNER__DEVICE": device,
-        "EDGE_SCANNER__TERMINATOR": "cr",
-    }
-    try:
-        async with (
-            running_panel(panel_config(tmp_path, env=env)) as panel,
-            httpx.AsyncClient(base_url=panel.url) as client,
-        ):
-            await panel.dispatch(spec("4711", "0020", 30, 10))
-            ops = panel.engine.wc.operations
+    async with scanning_panel(tmp_path) as (panel, client, scan):
+        ops = panel.engine.wc.operations
 
-            def scan(code: bytes) -> None:
-                os.write(master, code + b"\r")
+        scan(b"OP4711/0020")  # the order card: setup starts
+        first = await scan_result(client, 1)
+        assert first["ok"] is True, first
+        assert first["code"] == "OP4711/0020"
+        assert "start setup" in str(first["message"])
+        await wait_until(lambda: ops[KEY].status is OperationStatus.SETUP, what="setup")
+        scan(b"OP4711/0020")  # again: production
+        await scan_result(client, 2)
+        await wait_until(lambda: ops[KEY].status is OperationStatus.RUNNING, what="running")
+        journal = business_inputs(panel)
+        scan(b"OP4711/0020")  # running: nothing more to do
+        third = await scan_result(client, 3)
+        assert third["ok"] is False
+        assert third["message"] == "operation 4711/0020 is running"
 
-            scan(b"OP4711/0020")  # the order card: setup starts
-            first = await scan_result(client, 1)
-            assert first["ok"] is True, first
-            assert first["code"] == "OP4711/0020"
-            assert "start setup" in str(first["message"])
-            await wait_until(lambda: ops[KEY].status is OperationStatus.SETUP, what="setup")
-            scan(b"OP4711/0020")  # again: production
-            await scan_result(client, 2)
-            await wait_until(lambda: ops[KEY].status is OperationStatus.RUNNING, what="running")
-            journal = business_inputs(panel)
-            scan(b"OP4711/0020")  # running: nothing more to do
-            third = await scan_result(client, 3)
-            assert third["ok"] is False
-            assert third["message"] == "operation 4711/0020 is running"
-
-            scan(b"]C10104012345678900")  # a GTIN with a wrong check digit
-            bad = await scan_result(client, 4)
-            assert bad["ok"] is False
-            assert "check digit" in str(bad["message"]), bad
-            scan(b"B123456")  # a badge nobody holds here
-            badge = await scan_result(client, 5)
-            assert badge["ok"] is False
-            assert "badge '123456' belongs to no operator" in str(badge["message"]), badge
-            scan(b"OP9999/0010")  # not dispatched here
-            unknown = await scan_result(client, 6)
-            assert unknown["message"] == "operation 9999/0010 is not in the dispatch list"
-            after = business_inputs(panel)
-            assert after == journal  # the refused scans stored nothing
-            assert ops[KEY].status is OperationStatus.RUNNING
-    finally:
-        os.close(master)
-        os.close(slave)
+        scan(b"]C10104012345678900")  # a GTIN with a wrong check digit
+        bad = await scan_result(client, 4)
+        assert bad["ok"] is False
+        assert "check digit" in str(bad["message"]), bad
+        scan(b"B123456")  # a badge nobody holds here
+        badge = await scan_result(client, 5)
+        assert badge["ok"] is False
+        assert "badge '123456' belongs to no operator" in str(badge["message"]), badge
+        scan(b"OP9999/0010")  # not dispatched here
+        unknown = await scan_result(client, 6)
+        assert unknown["message"] == "operation 9999/0010 is not in the dispatch list"
+        after = business_inputs(panel)
+        assert after == journal  # the refused scans stored nothing
+        assert ops[KEY].status is OperationStatus.RUNNING
 
 
 def actors(panel: object) -> list[tuple[str, str]]:
@@ -94,42 +108,24 @@ def actors(panel: object) -> list[tuple[str, str]]:
 
 
 async def test_a_badge_logs_its_holder_in_and_what_they_do_is_theirs(tmp_path: Path) -> None:
-    master, slave = os.openpty()
-    env = {
-        "EDGE_SCANNER__ENABLED": "true",
-        "EDGE_SCANNER__KIND": "serial",
-        "EDGE_SCANNER__DEVICE": os.ttyname(slave),
-        "EDGE_SCANNER__TERMINATOR": "cr",
-        "EDGE_BADGES": '[{"badge": "123456", "personnel": "4711", "name": "Ana Weber"}]',
-    }
-    try:
-        async with (
-            running_panel(panel_config(tmp_path, env=env)) as panel,
-            httpx.AsyncClient(base_url=panel.url) as client,
-        ):
-            await panel.dispatch(spec("4711", "0020", 30, 10))
-            crew = panel.engine.wc.header
+    badges = '[{"badge": "123456", "personnel": "4711", "name": "Ana Weber"}]'
+    async with scanning_panel(tmp_path, EDGE_BADGES=badges) as (panel, client, scan):
+        crew = panel.engine.wc.header
 
-            def scan(code: bytes) -> None:
-                os.write(master, code + b"\r")
-
-            scan(b"B123456")
-            login = await scan_result(client, 1)
-            assert login == {**login, "ok": True, "message": "Ana Weber logged in"}
-            assert [m.personnel for m in crew.crew] == ["4711"]
-            scan(b"OP4711/0020")  # her scan: setup starts, as operator:4711
-            await scan_result(client, 2)
-            ops = panel.engine.wc.operations
-            await wait_until(lambda: ops[KEY].status is OperationStatus.SETUP, what="setup")
-            scan(b"B123456")  # again: logged out
-            logout = await scan_result(client, 3)
-            assert logout["message"] == "Ana Weber logged out"
-            assert panel.engine.wc.header.crew == ()
-            scan(b"OP4711/0020")  # nobody logged in: the panel's operator
-            await scan_result(client, 4)
-            await wait_until(lambda: ops[KEY].status is OperationStatus.RUNNING, what="running")
-            transitions = [a for t, a in actors(panel) if t == "Transition"]
-            assert transitions[-2:] == ["operator:4711", "operator:panel"], transitions
-    finally:
-        os.close(master)
-        os.close(slave)
+        scan(b"B123456")
+        login = await scan_result(client, 1)
+        assert login == {**login, "ok": True, "message": "Ana Weber logged in"}
+        assert [m.personnel for m in crew.crew] == ["4711"]
+        scan(b"OP4711/0020")  # her scan: setup starts, as operator:4711
+        await scan_result(client, 2)
+        ops = panel.engine.wc.operations
+        await wait_until(lambda: ops[KEY].status is OperationStatus.SETUP, what="setup")
+        scan(b"B123456")  # again: logged out
+        logout = await scan_result(client, 3)
+        assert logout["message"] == "Ana Weber logged out"
+        assert panel.engine.wc.header.crew == ()
+        scan(b"OP4711/0020")  # nobody logged in: the panel's operator
+        await scan_result(client, 4)
+        await wait_until(lambda: ops[KEY].status is OperationStatus.RUNNING, what="running")
+        transitions = [a for t, a in actors(panel) if t == "Transition"]
+        assert transitions[-2:] == ["operator:4711", "operator:panel"], transitions

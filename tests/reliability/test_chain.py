@@ -47,6 +47,18 @@ def ledger_url(cluster: PostgresCluster, name: str) -> str:
     return pg_url(cluster.create_database(name))
 
 
+def fast_chain(workdir: Path, cluster: PostgresCluster, ledger: str) -> Chain:
+    """A chain with no schedule of its own (each test dispatches its own), the relays' ledger
+    in database ``ledger`` of ``cluster``, and short relay timeouts."""
+    return Chain(
+        workdir,
+        Schedule(0, ()),
+        ledger_url=ledger_url(cluster, ledger),
+        relay_timeout_s=1.0,
+        result_timeout_s=4.0,
+    )
+
+
 @pytest.fixture(scope="module")
 def shared(
     tmp_path_factory: pytest.TempPathFactory,
@@ -54,13 +66,7 @@ def shared(
 ) -> Iterator[Chain]:
     """One chain for the short tests; its own schedule is empty (each test dispatches its own)."""
     workdir = tmp_path_factory.mktemp("chain")
-    with Chain(
-        workdir,
-        Schedule(0, ()),
-        ledger_url=ledger_url(pg_cluster, "chain_short"),
-        relay_timeout_s=1.0,
-        result_timeout_s=4.0,
-    ) as chain:
+    with fast_chain(workdir, pg_cluster, "chain_short") as chain:
         yield chain
         # The daemons kept running through every fault, and stop cleanly on SIGTERM.
         assert chain.stop_daemons() == {"gateway": 0, "relay-a": 0, "relay-b": 0}
@@ -154,13 +160,7 @@ def test_gateway_killed_a_hundred_times(
     pg_cluster: PostgresCluster,  # noqa: F811
     campaign_record: CampaignRecord,
 ) -> None:
-    with Chain(
-        tmp_path,
-        Schedule(0, ()),
-        ledger_url=ledger_url(pg_cluster, "chain_kills_long"),
-        relay_timeout_s=1.0,
-        result_timeout_s=4.0,
-    ) as chain:
+    with fast_chain(tmp_path, pg_cluster, "chain_kills_long") as chain:
         print(gateway_kills(chain, seed=1001, n_ops=25, kills=100, record=campaign_record))
 
 
@@ -251,13 +251,7 @@ def test_relays_killed_mid_post_many_times(
     pg_cluster: PostgresCluster,  # noqa: F811
     campaign_record: CampaignRecord,
 ) -> None:
-    with Chain(
-        tmp_path,
-        Schedule(0, ()),
-        ledger_url=ledger_url(pg_cluster, "chain_relay_long"),
-        relay_timeout_s=1.0,
-        result_timeout_s=4.0,
-    ) as chain:
+    with fast_chain(tmp_path, pg_cluster, "chain_relay_long") as chain:
         print(relay_kills(chain, seed=2002, n_ops=10, kills=20, record=campaign_record))
 
 
@@ -282,13 +276,7 @@ def test_the_gateway_and_the_relays_killed_a_thousand_times(
 ) -> None:
     record = campaign_record
     began = time.monotonic()
-    with Chain(
-        tmp_path,
-        Schedule(0, ()),
-        ledger_url=ledger_url(pg_cluster, "chain_campaign_long"),
-        relay_timeout_s=1.0,
-        result_timeout_s=4.0,
-    ) as chain:
+    with fast_chain(tmp_path, pg_cluster, "chain_campaign_long") as chain:
         n = 0
         while record.cycles < CAMPAIGN_CYCLES:
             assert time.monotonic() - began < CAMPAIGN_BUDGET_S, (
@@ -361,13 +349,7 @@ def test_the_broker_stopped_and_wiped_many_times(
     pg_cluster: PostgresCluster,  # noqa: F811
     campaign_record: CampaignRecord,
 ) -> None:
-    with Chain(
-        tmp_path,
-        Schedule(0, ()),
-        ledger_url=ledger_url(pg_cluster, "chain_broker_long"),
-        relay_timeout_s=1.0,
-        result_timeout_s=4.0,
-    ) as chain:
+    with fast_chain(tmp_path, pg_cluster, "chain_broker_long") as chain:
         print(broker_faults(chain, seed=3003, n_ops=20, record=campaign_record))
 
 
@@ -428,13 +410,7 @@ def test_the_erp_down_slow_and_late_many_times(
     campaign_record: CampaignRecord,
 ) -> None:
     schedule = Schedule.make(4004, 12, (150, 200), (0, 1), first_order=40040)
-    with Chain(
-        tmp_path,
-        Schedule(0, ()),
-        ledger_url=ledger_url(pg_cluster, "chain_erp_long"),
-        relay_timeout_s=1.0,
-        result_timeout_s=4.0,
-    ) as chain:
+    with fast_chain(tmp_path, pg_cluster, "chain_erp_long") as chain:
         fault = ErpDownThenSlow(down_s=2.0, slow_s=1.5, late=True)
         try:
             run(chain, schedule, fault, timeout=300)
