@@ -128,6 +128,8 @@ class MqttLink:
         self.log: Logger = logger or get_logger("edge.mqtt")
         self.stats = LinkStats()
         self.connected = asyncio.Event()
+        # The broker took this connection's subscriptions (SUBACK): set until it is lost.
+        self.subscribed = asyncio.Event()
         self.messages: asyncio.Queue[Message] = asyncio.Queue(maxsize=10_000)
         self._on_connect: list[OnConnect] = []
         self._subscriptions: list[tuple[str, int]] = []
@@ -179,6 +181,7 @@ class MqttLink:
         client.on_publish = self._cb_publish
         client.on_message = self._cb_message
         client.on_connect_fail = self._cb_connect_fail
+        client.on_subscribe = self._cb_subscribe
         self._client = client
         # Packed anew at every publish and never changed: one object serves them all.
         self._properties = contract_properties()
@@ -319,6 +322,9 @@ class MqttLink:
     def _cb_connect_fail(self, _client: paho.Client, _ud: Any) -> None:
         self._to_loop(self._connect_failed, "connection failed")
 
+    def _cb_subscribe(self, _client: paho.Client, _ud: Any, _mid: int, *_rest: Any) -> None:
+        self._to_loop(self.subscribed.set)
+
     def _cb_disconnect(
         self, _client: paho.Client, _ud: Any, _flags: Any, reason: ReasonCode, _props: Any
     ) -> None:
@@ -431,6 +437,7 @@ class MqttLink:
             self.stats.disconnects += 1
             self.log.warning("mqtt disconnected", reason=reason)
         self.connected.clear()
+        self.subscribed.clear()
         self.stats.last_error = reason
 
 

@@ -97,7 +97,9 @@ async def test_rework_and_setup_parts_good_with_taps(tmp_path: Path) -> None:
             await s.tap('[data-cmd="start-setup"]')
             await s.lamp("yellow")
             await panel.pulses(3)  # first-off parts: setup scrap
-            await expect(page.locator('[data-field="setup-scrap"]')).to_have_text("3")
+            # 15 s: once, in a full run on a busy machine, the page showed none after 5 s
+            setup_scrap = page.locator('[data-field="setup-scrap"]')
+            await expect(setup_scrap).to_have_text("3", timeout=15_000)
             await s.close_toast()
             await s.tap('[data-cmd="scrap"]')
             await s.tap('#sheet [data-mode="setup_good"]')

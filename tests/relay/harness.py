@@ -145,6 +145,9 @@ async def running_relay(cfg: RelayConfig) -> AsyncIterator[Relay]:
     try:
         await asyncio.wait_for(relay.ready.wait(), 10)
         await asyncio.wait_for(relay.link.connected.wait(), 10)
+        # and subscribed: a posting sent before the broker took the relay's subscription is
+        # not delivered to it (a gateway sends again when the relay says it is online)
+        await asyncio.wait_for(relay.link.subscribed.wait(), 10)
         yield relay
     finally:
         task.cancel()
