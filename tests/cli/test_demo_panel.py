@@ -81,6 +81,9 @@ async def test_a_new_user_works_the_next_order_on_the_panel_in_the_demo(tmp_path
             await s.tap(f'.row[data-op="{NEXT}"] [data-cmd="start-setup"]')
             await s.lamp("yellow")
             await s.tap('.tab[data-view="order"]')
+            # the order view alone (on a busy machine the orders list was still there, with its
+            # own production buttons)
+            await expect(page.locator('[data-cmd="start-production"]')).to_have_count(1)
             await s.tap('[data-cmd="start-production"]')
             await s.lamp("green")
             # The press jams after about 45 parts: the panel asks, one tap answers.

@@ -123,7 +123,9 @@ async def test_the_reconnect_backoff_starts_over_after_a_healthy_session(
                 down = time.monotonic()
                 await until(lambda c=connects: link.state.connects > c, 10, "the reconnect")
                 took.append(time.monotonic() - down)
-            # 0.1 s +-20 % and the connect; the old doubling waited 0.8-1 s from the fifth on
-            assert max(took) < 0.5, took
+            # 0.1 s +-20 % and the connect; the old doubling waited 0.8-1 s from the fifth on.
+            # One slow connect is the machine's load (a full run once took 0.9 s for the first),
+            # two would be the doubling.
+            assert sorted(took)[-2] < 0.5, took
             await machine.idle()
             assert engine.healthy
