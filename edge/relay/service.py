@@ -672,7 +672,10 @@ def implausible_date(p: Posting, now_ms: int) -> str | None:
     gateway with this text, its quantities kept, for a person to correct."""
     if not p.posting_date:
         return None
-    day = dt.date.fromisoformat(p.posting_date)
+    try:
+        day = dt.date.fromisoformat(p.posting_date)
+    except ValueError:  # the message's pattern takes 2026-13-45 too
+        return f"posting date {p.posting_date!r} is not a date"
     earliest = EARLIEST_PLAUSIBLE.date()
     if day < earliest:
         return (

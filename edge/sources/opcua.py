@@ -238,8 +238,10 @@ class OpcUaLink:
         self._contact: float | None = None
         self._last_contact: Instant | None = None
         self._state_at: Instant | None = None  # the newest machine state's instant
-        # The server's clock minus our monotonic one, ms (the last few samples): its time now.
+        # The server's clock minus our monotonic one, ms (the last few samples), and the
+        # largest of them (None before the first): the server's time now.
         self._offsets: deque[float] = deque(maxlen=OFFSET_SAMPLES)
+        self._server_mono_ms: float | None = None
         self._offset_ms = 0  # the server's clock minus our wall clock, beyond the limit; else 0
         self._skew_logged = False
         # The server's NamespaceArray, read at each connect: nsu= ids resolve against it.
@@ -629,9 +631,9 @@ class OpcUaLink:
         ``max_clock_skew_s`` (the server may refresh its clock node only now and then, so a
         sample can be behind), else from its samples against our monotonic clock, which no
         step of our wall clock moves; our wall clock before the first sample."""
-        if not self._offsets:
+        if self._server_mono_ms is None:
             return now.wall_ms
-        server = now.mono_ms + max(self._offsets)
+        server = now.mono_ms + self._server_mono_ms
         if abs(server - now.wall_ms) <= self.cfg.max_clock_skew_s * 1000:
             return now.wall_ms
         return server
@@ -646,7 +648,8 @@ class OpcUaLink:
         if server is None:
             return
         self._offsets.append(server.timestamp() * 1000 - (before.mono_ms + after.mono_ms) / 2)
-        offset = after.mono_ms + max(self._offsets) - after.wall_ms
+        self._server_mono_ms = max(self._offsets)
+        offset = after.mono_ms + self._server_mono_ms - after.wall_ms
         limit_ms = self.cfg.max_clock_skew_s * 1000
         # Once correcting, only a clearly smaller difference ends it (no flapping at the limit).
         if abs(offset) > (limit_ms / 2 if self._offset_ms else limit_ms):

@@ -21,6 +21,8 @@ NOW_MS = int(dt.datetime(2026, 12, 3, 10, 0, tzinfo=dt.UTC).timestamp() * 1000)
         ("2024-12-31", "posting date 2024-12-31 cannot be true (before 2025-01-01)"),
         ("2026-12-05", "posting date 2026-12-05 cannot be true (after 2026-12-04, by the relay"),
         ("2099-01-01", "posting date 2099-01-01 cannot be true (after 2026-12-04"),
+        ("2026-13-45", "posting date '2026-13-45' is not a date"),
+        ("2026-02-30", "posting date '2026-02-30' is not a date"),
     ],
 )
 def test_a_date_before_any_gateway_ran_or_after_tomorrow_is_refused(day: str, why: str) -> None:
