@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 
+from edge.domain import material
 from edge.domain.calendar import shift_of
 from edge.domain.clock import Instant
 from edge.domain.events import EventType, RejectionCode
@@ -122,6 +123,8 @@ def confirmation_payload(conf: Confirmation, spec: OperationSpec) -> dict[str, o
         },
         "actor": conf.actor,
         "retry": conf.retries,
+        "goods_movements": material.movements(conf.consumption, spec),
+        "batch": spec.batch,
     }
     return payload
 
@@ -164,6 +167,7 @@ def confirm(
     accrue(s, op, now)
     pending = op.pending
     rules = s.rules
+    consumption = material.pending_consumption(op, rules.backflush_scrap)
     if posting is None:
         name, day = shift_of(now, s.calendar)
         posting = (day.isoformat(), f"{day.isoformat()}/{name}")
@@ -183,8 +187,10 @@ def confirm(
         labour_ms=int(pending.production_ms * crew),
         idem_key=confirmation_idem_key(rules.key_scope, op.key, counter),
         actor=actor,
+        consumption=consumption,
     )
     op.confirmed.add(pending)
+    material.add(op.consumed_confirmed, consumption)
     op.conf_count = counter
     op.last_conf_end = now
     s.confirmations[conf.conf_id] = conf
@@ -256,7 +262,11 @@ def on_request_confirmation(s: WorkCenterState, r: RequestConfirmation) -> None:
             value=r.op,
         )
     pending = op.pending
-    if not pending.has_quantity() and not (op.status.active and pending.production_ms):
+    if (
+        not pending.has_quantity()
+        and not (op.status.active and pending.production_ms)
+        and not material.pending_consumption(op, s.rules.backflush_scrap)
+    ):
         raise reject(
             RejectionCode.NOTHING_TO_CONFIRM,
             f"operation {op.key} has nothing pending to confirm",
@@ -293,6 +303,7 @@ def on_reverse(s: WorkCenterState, r: ReverseConfirmation) -> None:
     conf.reversal_idem_key = reversal_idem_key(s.rules.key_scope, op.key, conf.counter)
     conf.reversal_status = ConfirmationStatus.AWAITING_RESULT
     op.confirmed.add(conf.tally, -1)
+    material.add(op.consumed_confirmed, conf.consumption, -1)
     index_confirmation(s, conf)
     s.touch("confirmation", conf.conf_id)
     s.touch("operation", op.key)
@@ -306,6 +317,7 @@ def on_reverse(s: WorkCenterState, r: ReverseConfirmation) -> None:
         idem_key=conf.reversal_idem_key,
         reverses_idem_key=conf.idem_key,
         **tally_payload(conf.tally),
+        goods_movements=material.movements(conf.consumption, op.spec),
     )
     release_withheld(s, op, r.at, r.actor)
 

@@ -8,6 +8,7 @@ The plant's rules live in one module per chapter of rules.md, each rule named wh
 - ``times``: the time elements of an operation (§5);
 - ``confirmations``: confirmations, reversal, resend, the ERP's verdict (§6, §9);
 - ``dispatch``: the dispatch list, master data, what may change once started, (§7);
+- ``material``: components, their batches and what each confirmation consumed;
 - ``andon``: calls for help and what the stack light and panel show (§8);
 - ``calendar`` and ``kpis``: the shift calendar, and ISO 22400 time elements and KPIs per shift,
   booked after every input that changed the state;
@@ -39,6 +40,7 @@ from edge.domain import (
     drift,
     kpis,
     lifecycle,
+    material,
     retire,
     stops,
 )
@@ -55,6 +57,8 @@ from edge.domain.inputs import (
     BadgeScanned,
     CallForHelp,
     CloseHelp,
+    ComponentBatchLoaded,
+    ComponentConsumed,
     ConfirmationResult,
     CorrectCount,
     CounterReading,
@@ -132,6 +136,8 @@ class WorkCenter(WorkCenterState):
             MergeOperations: partial(lifecycle.on_merge, self),
             RetireFinished: partial(retire.on_retire, self),
             BadgeScanned: partial(crew.on_badge, self),
+            ComponentBatchLoaded: partial(material.on_batch_loaded, self),
+            ComponentConsumed: partial(material.on_consumed, self),
             DriftReported: partial(drift.on_drift_reported, self),
             Tick: self._on_tick,
             RulesApplied: self._on_rules,

@@ -43,8 +43,10 @@ from edge.domain.limits import (
     QUANTITY_PLACES,
     out_of_range,
 )
+from edge.domain.material import check_components, component_data
 from edge.domain.model import (
     ZERO,
+    ComponentSpec,
     Operation,
     OperationKey,
     OperationSpec,
@@ -63,7 +65,7 @@ from edge.domain.state import (
 )
 
 # What a dispatch list may no longer change once an operation started (see changeable).
-FIXED_ONCE_STARTED = ("material", "unit", "parts_per_signal")
+FIXED_ONCE_STARTED = ("material", "unit", "parts_per_signal", "components")
 
 
 def dispatch_order(op: Operation) -> tuple[int, OperationKey]:
@@ -357,10 +359,11 @@ def check_spec(spec: OperationSpec, i: int, work_center: str) -> None:
         value = getattr(spec, name)
         if value is not None and len(value) > MAX_TEXT:
             raise bad(name, value[:40] + "...", f"must be at most {MAX_TEXT} characters")
+    check_components(spec, i)
 
 
 def spec_data(spec: OperationSpec) -> dict[str, object]:
-    return {
+    data: dict[str, object] = {
         "material": spec.material,
         "target_qty": number(spec.target_qty),
         "unit": spec.unit,
@@ -369,10 +372,19 @@ def spec_data(spec: OperationSpec) -> dict[str, object]:
         "std_cycle_s": spec.std_cycle_s,
         "due": spec.due,
     }
+    if spec.components:
+        data["components"] = plain(spec.components)
+    if spec.batch is not None:
+        data["batch"] = spec.batch
+    return data
 
 
 def plain(value: object) -> object:
-    return number(value) if isinstance(value, Decimal) else value
+    if isinstance(value, Decimal):
+        return number(value)
+    if isinstance(value, tuple):
+        return [component_data(c) if isinstance(c, ComponentSpec) else plain(c) for c in value]
+    return value
 
 
 def spec_changes(old: OperationSpec, new: OperationSpec) -> dict[str, list[object]]:

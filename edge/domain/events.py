@@ -66,6 +66,8 @@ class EventType(StrEnum):
     OPERATOR_LOGGED_IN = "operator_logged_in"
     OPERATOR_LOGGED_OUT = "operator_logged_out"
     RULES_APPLIED = "rules_applied"
+    COMPONENT_BATCH_LOADED = "component_batch_loaded"  # edge.domain.material
+    COMPONENT_CONSUMED = "component_consumed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ class RejectionCode(StrEnum):
     CONFIRMATION_BLOCKED = "confirmation_blocked"
     UNKNOWN_UNASSIGNED = "unknown_unassigned"
     UNKNOWN_HELP_CALL = "unknown_help_call"
+    UNKNOWN_COMPONENT = "unknown_component"
     INTERNAL_ERROR = "internal_error"
 
 

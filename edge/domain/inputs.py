@@ -283,6 +283,33 @@ class BadgeScanned:
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentBatchLoaded:
+    """A batch of a component loaded for the active operation (or ``op``), named by its
+    ``material`` or the ``gtin`` on its label (edge.domain.material)."""
+
+    batch: str
+    actor: str
+    at: Instant
+    material: str | None = None
+    gtin: str | None = None
+    op: str | None = None
+    expiry: str | None = None  # YYYY-MM-DD, from the label
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentConsumed:
+    """The operator records consumption of a component that is not backflushed, from the
+    loaded batch unless ``batch`` names another."""
+
+    material: str
+    qty: Decimal
+    actor: str
+    at: Instant
+    batch: str | None = None
+    op: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RetireFinished:
     """Finished operations, with their confirmations and stops, leave memory (their rows stay
     in the database). The engine names the operations it found ready (edge.domain.retire):
@@ -340,6 +367,8 @@ Input = (
     | MasterDataReceived
     | RetireFinished
     | BadgeScanned
+    | ComponentBatchLoaded
+    | ComponentConsumed
     | RulesApplied
     | DriftReported
 )
@@ -371,6 +400,8 @@ INPUT_TYPES: dict[str, type[Input]] = {
         MasterDataReceived,
         RetireFinished,
         BadgeScanned,
+        ComponentBatchLoaded,
+        ComponentConsumed,
         RulesApplied,
         DriftReported,
     )

@@ -36,6 +36,7 @@ from edge.domain.inputs import (
     Transition,
 )
 from edge.domain.limits import MAX_MERGE, MAX_QUANTITY, MAX_TEXT
+from edge.domain.material import carried_to_remainder
 from edge.domain.model import (
     ZERO,
     Operation,
@@ -282,7 +283,7 @@ def hand_back_remainder(
     same = (op.key.order, op.key.operation)
     next_split = max(k.split for k in s.operations if (k.order, k.operation) == same) + 1
     spec = replace(op.spec, split=next_split, target_qty=remainder)
-    new = Operation(spec)
+    new = Operation(spec, batch_loads=carried_to_remainder(op))
     s.operations[spec.key] = new
     s.touch("operation", spec.key)
     s.emit(

@@ -70,6 +70,41 @@ _ACTIVE = frozenset({OperationStatus.SETUP, OperationStatus.RUNNING, OperationSt
 
 
 @dataclass(frozen=True, slots=True)
+class ComponentSpec:
+    """A component of an operation as dispatched from ERP (its bill of materials line).
+
+    ``qty_per_unit``: how much of it one unit of the operation takes, in the component's
+    ``unit``. A ``backflush`` component's consumption follows from the count
+    (edge.domain.material); any other one is consumed as the operator records it. A
+    ``batch_managed`` component is booked by batch: its batch is scanned when loaded. ``item``
+    (the ERP's reservation item or BOM position) is passed through; ``gtin`` names it on a GS1
+    label."""
+
+    material: str
+    qty_per_unit: Decimal
+    unit: str = "PC"
+    backflush: bool = False
+    batch_managed: bool = False
+    item: str | None = None
+    gtin: str | None = None
+    material_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLoad:
+    """A batch of a component loaded at the work center for an operation. ``basis``: the
+    operation's produced quantity (edge.domain.material) when it was loaded, so that what it
+    produced after is booked to this batch until the next one of the same component."""
+
+    material: str
+    batch: str
+    basis: Decimal
+    at: Instant
+    actor: str
+    expiry: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OperationSpec:
     """An operation as dispatched from ERP, with its standards."""
 
@@ -93,10 +128,20 @@ class OperationSpec:
     # Standard cost per unit (the plant's currency), for the WIP value (edge.domain.order_kpis);
     # None: not given. Stored only when set.
     std_cost: Decimal | None = None
+    # Its components (edge.domain.material) and the batch the ERP gave what it produces.
+    # Stored only when set.
+    components: tuple[ComponentSpec, ...] = ()
+    batch: str | None = None
 
     @property
     def key(self) -> OperationKey:
         return OperationKey(self.order, self.operation, self.split)
+
+    def component(self, material: str) -> ComponentSpec | None:
+        for c in self.components:
+            if c.material == material:
+                return c
+        return None
 
 
 @dataclass(slots=True)
@@ -201,6 +246,13 @@ class Operation:
     # Its sequence or due date changed after its first dispatch (schedule stability). Stored
     # only when true.
     rescheduled: bool = False
+    # Component batches loaded for it, in order (edge.domain.material); stored only when any.
+    batch_loads: list[BatchLoad] = field(default_factory=list)
+    # Consumption the operator recorded (components not backflushed), and the consumption of
+    # every component confirmed so far: material -> batch ("" for none) -> quantity in the
+    # component's unit. Stored only when any.
+    consumed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    consumed_confirmed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
     @property
     def key(self) -> OperationKey:
@@ -317,6 +369,9 @@ class Confirmation:
     # counted here and shown to the supervisor.
     verdict_conflicts: int = 0
     last_conflict: str | None = None
+    # The components it consumed, material -> batch ("" for none) -> quantity (signed: a
+    # negative one gives back what an earlier confirmation took). Stored only when any.
+    consumption: dict[str, dict[str, Decimal]] = field(default_factory=dict)
 
     @property
     def conf_id(self) -> str:

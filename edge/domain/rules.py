@@ -224,6 +224,9 @@ class WorkCenterRules:
     master_data: MasterData = field(default_factory=MasterData)
     # The operators who may log in here by badge (edge.domain.crew); none: badges are refused.
     badges: tuple[BadgeHolder, ...] = ()
+    # Backflushed components are consumed for scrap and rework too, not only for the yield
+    # (edge.domain.material).
+    backflush_scrap: bool = True
     # rules.md §8: what help can be called for, and when an unanswered call escalates (0: never)
     help_categories: tuple[str, ...] = HELP_CATEGORIES
     help_escalate_after_s: float = 300.0

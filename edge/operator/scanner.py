@@ -10,8 +10,10 @@ What a scan does (:mod:`edge.scanners.route` tells what it is):
   naming the operation and its status.
 - an operator's badge: logs its holder in, or out when they are logged in (edge.domain.crew);
   a badge nobody in ``[[badges]]`` holds is refused naming it.
-- a component's batch: refused, naming the code and why: the dispatch list carries no
-  components in this version.
+- a component's batch (a GS1 label with its GTIN, or the plant's own label naming the
+  material): loaded for the active operation (edge.domain.material); the core refuses a
+  component the operation does not have, one that is not batch-managed, or no active
+  operation, naming it.
 - a scan the router refused (a malformed GS1 code, an unknown key, a code no pattern takes):
   its code and the reason.
 
@@ -34,7 +36,7 @@ from edge.config import GatewayConfig
 from edge.domain.calendar import zone
 from edge.domain.crew import actor_for
 from edge.domain.events import EventType
-from edge.domain.inputs import Action, BadgeScanned, Transition
+from edge.domain.inputs import Action, BadgeScanned, ComponentBatchLoaded, Transition
 from edge.domain.model import OperationKey, OperationStatus
 from edge.errors import EngineStopped, StoreError
 from edge.logging import get_logger
@@ -128,13 +130,7 @@ class ScanStation:
         if isinstance(routed, OperationPick):
             return await self._pick(at, raw, routed)
         if isinstance(routed, ComponentBatch):
-            what = routed.material or routed.gtin or "?"
-            return self._refused(
-                at,
-                raw,
-                f"batch {routed.batch} of component {what}: the dispatch list carries no "
-                "components in this version, so no batch can be recorded",
-            )
+            return await self._batch(at, raw, routed)
         if isinstance(routed, Badge):
             return await self._badge(at, raw, routed)
         return self._refused(at, raw, "not a code this gateway takes")  # pragma: no cover
@@ -157,6 +153,28 @@ class ScanStation:
             return self._refused(at, raw, out.rejection.message)
         done = f"operation {key}: {action.value.replace('_', ' ')}"
         self.log.info("scan taken", code=raw, action=action.value, operation=str(key))
+        return self.scans.record(at, raw, True, done)
+
+    async def _batch(self, at: str, raw: str, scan: ComponentBatch) -> ScanResult:
+        inp = ComponentBatchLoaded(
+            scan.batch,
+            self._actor(),
+            self.floor.now(),
+            material=scan.material,
+            gtin=None if scan.material else scan.gtin,
+            expiry=scan.expiry.isoformat() if scan.expiry else None,
+        )
+        try:
+            out = await self.floor.submit(inp)
+        except (EngineStopped, StoreError) as exc:
+            return self._refused(at, raw, f"not taken: {exc}")
+        if out.rejection is not None:
+            return self._refused(at, raw, out.rejection.message)
+        done = f"batch {scan.batch} loaded"
+        for event in out.events:
+            if event.type is EventType.COMPONENT_BATCH_LOADED:
+                done = f"batch {scan.batch} of {event.data['material']} loaded for {event.op}"
+        self.log.info("scan taken", code=raw, batch=scan.batch, result=done)
         return self.scans.record(at, raw, True, done)
 
     async def _badge(self, at: str, raw: str, badge: Badge) -> ScanResult:

@@ -131,6 +131,18 @@ def operation_msg(op: ErpOperation) -> OperationMsg:
         ),
         "crew_size": None if op.crew_size is None else _num(op.crew_size),
         "confirmation_no": op.confirmation_no,
+        "components": [
+            {
+                "material": c.material,
+                "qty_per_unit": _num(c.qty_per_unit),
+                "unit": c.unit,
+                "backflush": c.backflush,
+                "batch_managed": c.batch_managed,
+                "item": c.item,
+            }
+            for c in op.components
+        ]
+        or None,
     }
     return OperationMsg.model_validate({k: v for k, v in data.items() if v is not None})
 

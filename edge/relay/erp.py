@@ -45,6 +45,20 @@ class Quantity:
 
 
 @dataclass(frozen=True, slots=True)
+class GoodsMovement:
+    """A component consumed (``issue``) or given back (``return``) with a confirmation; the
+    quantity is positive, in ``unit``; ``batch`` empty for none."""
+
+    material: str
+    qty: Decimal
+    unit: str
+    direction: Literal["issue", "return"] = "issue"
+    batch: str = ""
+    item: str | None = None
+    backflush: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Posting:
     """One confirmation or reversal to post, as the relay read it from a gateway's message.
 
@@ -84,6 +98,8 @@ class Posting:
     actor: str = ""
     reverses_idem_key: str | None = None
     reverses_keys: Mapping[str, str] = field(default_factory=dict)
+    goods_movements: tuple[GoodsMovement, ...] = ()
+    batch: str | None = None  # the batch the ERP gave the produced quantity
     resubmission: int = 0
     """How often a person resubmitted it after the ERP rejected it (``edge relay failed``)."""
 

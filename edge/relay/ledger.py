@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any, Final, Literal
 
 from edge.relay.db import Db, Row, lock_schema
-from edge.relay.erp import Posting, Quantity
+from edge.relay.erp import GoodsMovement, Posting, Quantity
 
 Status = Literal["new", "posting", "submitted", "retrying", "in_doubt", "posted", "rejected"]
 FINAL: Final = ("posted", "rejected")
@@ -171,6 +171,10 @@ def posting_from_json(text: str) -> Posting:
     for name in ("scrap_by_reason", "rework_by_reason"):
         data[name] = tuple(Quantity(r["code"], Decimal(str(r["qty"]))) for r in data[name])
     data["reverses_keys"] = dict(data.get("reverses_keys") or {})
+    data["goods_movements"] = tuple(
+        GoodsMovement(**{**m, "qty": Decimal(str(m["qty"]))})
+        for m in data.get("goods_movements") or ()
+    )
     return Posting(**data)
 
 

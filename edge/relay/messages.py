@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from edge.domain import limits as L
-from edge.relay.erp import Kind, Posting, Quantity
+from edge.relay.erp import GoodsMovement, Kind, Posting, Quantity
 from edge.sync.contract import BadJson, parse_json
 
 CONFIRMATION = "_mes_v1/confirmation"
@@ -55,6 +55,16 @@ class ActivitiesIn(_Read):
     labour_s: Seconds = 0.0
 
 
+class MovementIn(_Read):
+    material: Name
+    batch: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
+    qty: Qty
+    unit: Name
+    direction: Literal["issue", "return"] = "issue"
+    backflush: bool = False
+    item: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
 class BodyIn(_Read):
     type: Name
     event_time: Annotated[str, StringConstraints(max_length=40)] | None = None
@@ -70,6 +80,7 @@ class BodyIn(_Read):
     rework_qty: Qty
     scrap_by_reason: list[ByReason] = Field(default_factory=list, max_length=L.MAX_CATALOGUE)
     rework_by_reason: list[ByReason] = Field(default_factory=list, max_length=L.MAX_CATALOGUE)
+    goods_movements: list[MovementIn] = Field(default_factory=list, max_length=1000)
 
 
 class ConfirmationIn(BodyIn):
@@ -85,6 +96,7 @@ class ConfirmationIn(BodyIn):
     period_end: Annotated[str, StringConstraints(max_length=40)] | None = None
     activities: ActivitiesIn = ActivitiesIn()
     retry: Annotated[int, Field(ge=0, le=L.MAX_INT)] = 0
+    batch: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = None
 
 
 class ReversalIn(BodyIn):
@@ -191,6 +203,18 @@ def _posting(
         "scrap_by_reason": _reasons(body.scrap_by_reason),
         "rework_by_reason": _reasons(body.rework_by_reason),
         "actor": body.actor or "",
+        "goods_movements": tuple(
+            GoodsMovement(
+                material=m.material,
+                qty=m.qty,
+                unit=m.unit,
+                direction=m.direction,
+                batch=m.batch or "",
+                item=m.item,
+                backflush=m.backflush,
+            )
+            for m in body.goods_movements
+        ),
     }
     if isinstance(body, ConfirmationIn):
         return Posting(
@@ -207,6 +231,7 @@ def _posting(
             setup_s=body.activities.setup_s,
             machine_s=body.activities.machine_s,
             labour_s=body.activities.labour_s,
+            batch=body.batch,
         )
     return Posting(
         **common,

@@ -34,6 +34,19 @@ ErpStatus = Literal["released", "held", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
+class ErpComponent:
+    """A component of an operation (``edge.sync.contract.ComponentMsg``): how much of
+    ``material`` one unit of the operation takes, in ``unit``."""
+
+    material: str
+    qty_per_unit: Decimal
+    unit: str
+    backflush: bool = False
+    batch_managed: bool = False
+    item: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ErpOperation:
     """One operation of a production order for one work center, in the dispatch list's terms
     (``edge.sync.contract.OperationMsg``): quantities in ``unit``, times in seconds."""
@@ -57,6 +70,7 @@ class ErpOperation:
     crew_size: Decimal | None = None
     confirmation_no: str | None = None
     status_text: str = ""  # why held or cancelled, in the ERP's words (shown to the operator)
+    components: tuple[ErpComponent, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, int]:

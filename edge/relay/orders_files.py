@@ -97,6 +97,11 @@ the document is one order; namespaces are ignored)::
                     day
     over/under_tolerance_pct  E1AFPOL/UEBTO / UNTTO (none when UEBTK = X, unlimited)
     confirmation_no E1AFVOL/RUECK when present
+    components      E1AFVOL/E1RESBL (movement BWART 261 or none; not KZKUP co-products, not
+                    SHKZG S receipts): material MATNR_LONG, else MATNR; qty_per_unit BDMNG
+                    (for the operation) / the operation's quantity, to 6 places; unit MEINS;
+                    item RSPOS; backflush BACKFLUSH or RGEKZ = X; batch-managed XCHPF = X or
+                    a batch CHARG given
 
 Numbers are SAP character fields: ``100.000``, a trailing minus ``5.000-`` is negative.
 
@@ -123,8 +128,9 @@ operation)::
 **Not confirmed** (conventions of this source, not facts about SAP or B2MML): which standard
 value slot is setup and which is run time (it depends on the standard value key ``VGWTS``:
 hence ``setup_slot`` and ``run_slot``); that ``CREDAT``/``CRETIM`` are in the plant's zone (only
-their order matters here); ``E1AFVOL/RUECK``, ``E1AFKOL/MAKTX`` and ``INACT`` in the status
-segments; a finish time ``000000`` as the end of the day; that ``DOCNUM`` grows with every IDoc;
+their order matters here); ``E1AFVOL/RUECK``, ``E1RESBL/XCHPF`` (the batch flag of the
+material master), ``E1AFKOL/MAKTX`` and ``INACT`` in the status segments; a finish time
+``000000`` as the end of the day; that ``DOCNUM`` grows with every IDoc;
 the ``SegmentParameter`` IDs ``SetupDuration``/``RunDurationPerUnit`` (ours, mirroring the
 ``SegmentData`` IDs of :mod:`edge.relay.files`); ``RequestState Completed`` as done and
 ``CancelOperationsSchedule`` as a cancellation of the orders it names; that a B2MML request
@@ -144,10 +150,10 @@ import time
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal
 from zoneinfo import ZoneInfo
@@ -164,7 +170,13 @@ from edge.domain import limits as L
 from edge.logging import get_logger
 from edge.relay.checks import Zone, check_folders, distinct_folders
 from edge.relay.files import write_atomic
-from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
+from edge.relay.orders import (
+    ErpComponent,
+    ErpOperation,
+    ErpStatus,
+    OrderSource,
+    SnapshotFailed,
+)
 
 log = get_logger(__name__)
 
@@ -791,8 +803,58 @@ class _Reader:
             over_tolerance_pct=tolerances[0],
             under_tolerance_pct=tolerances[1],
             confirmation_no=confirmation,
+            components=self._components(where, vo, quantity),
         )
         return _Op(operation, start)
+
+    def _components(
+        self, where: _Where, vo: ET.Element, quantity: Decimal
+    ) -> tuple[ErpComponent, ...]:
+        """The operation's ``E1RESBL`` issues as components, per unit of ``quantity``; a
+        reservation that cannot be read is left out with a warning, the operation kept."""
+        out: list[ErpComponent] = []
+        seen: set[str] = set()
+        for res in _children(vo, "E1RESBL"):
+            if _text(res, "KZKUP").upper() == "X" or _text(res, "SHKZG").upper() == "S":
+                continue  # a co-product or a receipt, not a component consumed
+            if _text(res, "BWART") not in ("", "261"):
+                continue
+            material = _strip_zeros(
+                _text(res, "MATNR_LONG") or _text(res, "MATNR"), self.settings.strip_zeros
+            )
+            try:
+                _code("component material", material)
+                if material in seen:
+                    raise _LeftOut("E1RESBL/MATNR", material, "listed twice for the operation")
+                required = _quantity("E1RESBL/BDMNG", _text(res, "BDMNG"))
+                unit = _code("E1RESBL/MEINS", _text(res, "MEINS"))
+            except _LeftOut as exc:
+                _warn_left_out(where, exc, kept=True, what="the component")
+                continue
+            per_unit = (required / quantity).quantize(
+                Decimal(1).scaleb(-L.QUANTITY_PLACES), rounding=ROUND_HALF_EVEN
+            )
+            if per_unit <= 0:
+                _warn_left_out(
+                    where,
+                    _LeftOut("E1RESBL/BDMNG", _text(res, "BDMNG"), "rounds to 0 per unit"),
+                    kept=True,
+                    what="the component",
+                )
+                continue
+            seen.add(material)
+            item = _text(res, "RSPOS") or None
+            out.append(
+                ErpComponent(
+                    material=material,
+                    qty_per_unit=_plain(per_unit),
+                    unit=unit,
+                    backflush="X" in (_text(res, "BACKFLUSH").upper(), _text(res, "RGEKZ").upper()),
+                    batch_managed=_text(res, "XCHPF").upper() == "X" or bool(_text(res, "CHARG")),
+                    item=item if item is None or len(item) <= 40 else None,
+                )
+            )
+        return tuple(out)
 
     def _base(self, where: _Where, text: str) -> Decimal:
         try:
@@ -1099,6 +1161,10 @@ def _op_json(op: _Op) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _OP_FIELDS:
         value = getattr(op.operation, name)
+        if name == "components":
+            value = [
+                {**asdict(c), "qty_per_unit": str(c.qty_per_unit)} for c in op.operation.components
+            ]
         out[name] = str(value) if isinstance(value, Decimal) else value
     out["start"] = op.start
     return out
@@ -1112,6 +1178,13 @@ def _op_from(data: dict[str, Any]) -> _Op:
         value = data[name]
         if name in _DECIMALS and value is not None:
             value = Decimal(str(value))
+        if name == "components":
+            if not isinstance(value, list):
+                raise ValueError("components is not a list")
+            value = tuple(
+                ErpComponent(**{**c, "qty_per_unit": Decimal(str(c["qty_per_unit"]))})
+                for c in value
+            )
         values[name] = value
     if values.get("status", "released") not in ("released", "held", "cancelled"):
         raise ValueError(f"status {values['status']!r} is not released, held or cancelled")

@@ -2,8 +2,10 @@
 
 The domain stays free of serialisation; pydantic's TypeAdapters read the domain's dataclasses as
 they are, so a new field in the core needs no code here, except where documents stored before it
-must stay as they were: an operation's ``status_reason``, ``merged_into``, ``dispatched_at`` and
-``rescheduled``, and its spec's ``std_cost``, are left out while unset, so every operation
+must stay as they were: an operation's ``status_reason``, ``merged_into``, ``dispatched_at``,
+``rescheduled``, ``batch_loads``, ``consumed`` and ``consumed_confirmed``, its spec's
+``std_cost``, ``components`` and ``batch``, and a confirmation's ``consumption``, are left out
+while unset, so every operation
 stored (and every checkpoint taken) before the fields existed reads the same as a replay writes
 it, and ``edge verify`` holds across the upgrade without a migration. (Dispatch times come
 only from dispatch lists journaled with ``timed``: a replay of older ones leaves them unset, as
@@ -53,17 +55,32 @@ _OPERATION_OPTIONAL: dict[str, object] = {
     "merged_into": None,
     "dispatched_at": None,
     "rescheduled": False,
+    "batch_loads": [],
+    "consumed": {},
+    "consumed_confirmed": {},
 }
+# The same for an operation's spec and for a confirmation.
+_SPEC_OPTIONAL: dict[str, object] = {"std_cost": None, "components": (), "batch": None}
+_CONFIRMATION_OPTIONAL: dict[str, object] = {"consumption": {}}
+
+
+def _unset(value: object, optional: dict[str, object]) -> dict[str, Any]:
+    return {name: True for name, none in optional.items() if getattr(value, name) == none}
 
 
 def operation_doc(op: Operation) -> str:
     """The stored form of ``op``; a field added later is left out while it is unset."""
-    exclude: dict[str, Any] = {
-        name: True for name, none in _OPERATION_OPTIONAL.items() if getattr(op, name) == none
-    }
-    if op.spec.std_cost is None:
-        exclude["spec"] = {"std_cost": True}
+    exclude = _unset(op, _OPERATION_OPTIONAL)
+    spec = _unset(op.spec, _SPEC_OPTIONAL)
+    if spec:
+        exclude["spec"] = spec
     return OPERATION.dump_json(op, exclude=exclude or None).decode()
+
+
+def confirmation_doc(conf: Confirmation) -> str:
+    """The stored form of ``conf``; a field added later is left out while it is unset."""
+    exclude = _unset(conf, _CONFIRMATION_OPTIONAL)
+    return CONFIRMATION.dump_json(conf, exclude=exclude or None).decode()
 
 
 def encode_input(inp: Input) -> tuple[str, str]:
@@ -110,7 +127,7 @@ def entity_doc(wc: WorkCenter, table: str, key: str) -> str | None:
         return STOP.dump_json(stop).decode() if stop is not None else None
     if table == "confirmation":
         conf = wc.confirmations.get(key)
-        return CONFIRMATION.dump_json(conf).decode() if conf is not None else None
+        return confirmation_doc(conf) if conf is not None else None
     if table == "unassigned":
         rec = wc.unassigned.get(key)
         return UNASSIGNED.dump_json(rec).decode() if rec is not None else None

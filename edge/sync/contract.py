@@ -35,7 +35,7 @@ from edge.domain import limits as L
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import Shift
 
-CONTRACT_VERSION = "1.6.0"
+CONTRACT_VERSION = "1.7.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -163,6 +163,30 @@ class _Open(BaseModel):
 # ---------------------------------------------------------------------------------------- down
 
 
+Batch = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"^\S(?:.*\S)?$")]
+
+
+class ComponentMsg(_Strict):
+    """A component of an operation (its bill of materials line)."""
+
+    material: Code
+    material_text: str = Field("", max_length=L.MAX_TEXT)
+    qty_per_unit: PositiveQty = Field(
+        description="quantity of the component per unit of the operation, in `unit`"
+    )
+    unit: Code = "PC"
+    backflush: bool = Field(
+        False, description="consumed by the count; otherwise as the operator records it"
+    )
+    batch_managed: bool = Field(False, description="booked by batch: its batch is scanned")
+    item: str | None = Field(
+        None, max_length=40, description="the ERP's reservation item or BOM position"
+    )
+    gtin: str | None = Field(
+        None, pattern=r"^[0-9]{8,14}$", description="the GTIN on its labels (GS1 AI 01)"
+    )
+
+
 class OperationMsg(_Strict):
     """One operation of the dispatch list, with the ERP's standards."""
 
@@ -190,6 +214,14 @@ class OperationMsg(_Strict):
     confirmation_no: str | None = Field(None, max_length=40)
     standard_cost: PositiveQty | None = Field(
         None, description="standard cost per unit, in the plant's currency: the WIP value"
+    )
+    components: list[ComponentMsg] = Field(
+        default_factory=list,
+        max_length=100,
+        description="its components; fixed once the operation has started",
+    )
+    batch: Batch | None = Field(
+        None, description="the batch the ERP gave what this operation produces"
     )
 
 
@@ -415,6 +447,15 @@ class OrderFields(_Open):
     actor: str | None = None
 
 
+class ComponentOut(_Open):
+    material: str
+    qty_per_unit: Quantity
+    unit: str
+    backflush: bool
+    batch_managed: bool
+    item: str | None
+
+
 class OrderEventBody(OrderFields):
     """An operation's lifecycle and dispatch events (``type`` says which)."""
 
@@ -457,6 +498,8 @@ class OrderEventBody(OrderFields):
     std_setup_s: float | None = None
     std_cycle_s: float | None = None
     due: str | None = None
+    components: list[ComponentOut] | None = None
+    batch: str | None = None
     good_delta: Quantity | None = None
     scrap_delta: Quantity | None = None
     scrap_reason: str | None = None
@@ -556,6 +599,36 @@ class StopBody(OrderFields):
     new_reason: str | None = None
 
 
+class GoodsMovementMsg(_Open):
+    """A component consumed (``issue``) or given back (``return``) with a confirmation."""
+
+    material: str = Field(max_length=40)
+    batch: str | None = Field(max_length=40, description="null: none (or none was scanned)")
+    qty: Quantity = Field(description="in `unit`, never negative: `direction` says which way")
+    unit: str = Field(max_length=40)
+    direction: Literal["issue", "return"]
+    backflush: bool = Field(description="derived from the count, not recorded")
+    item: str | None = Field(max_length=40, description="the ERP's reservation item")
+    batch_missing: bool = Field(
+        description="batch-managed, but produced before any batch of it was scanned"
+    )
+
+
+class MaterialBody(OrderFields):
+    """Component batches loaded and consumption recorded at the work center (genealogy)."""
+
+    type: Literal["component_batch_loaded", "component_consumed"]
+    material: str = Field(max_length=40)
+    batch: str | None = Field(None, max_length=40)
+    previous_batch: str | None = Field(None, max_length=40)
+    produced: Quantity | None = Field(
+        None, description="what the operation had produced when the batch was loaded"
+    )
+    qty: Quantity | None = None
+    unit: str | None = None
+    expiry: str | None = Field(None, max_length=10)
+
+
 class Activities(_Open):
     setup_s: float
     machine_s: float
@@ -604,6 +677,8 @@ class ConfirmationBody(OrderFields):
     iso22400: Iso22400Times
     retry: int
     totals_to_date: Totals | None = None
+    goods_movements: list[GoodsMovementMsg] = Field(default_factory=list)
+    batch: str | None = Field(None, description="the batch the ERP gave the produced quantity")
 
 
 class ConfirmationCancelBody(OrderFields):
@@ -619,6 +694,9 @@ class ConfirmationCancelBody(OrderFields):
     rework_qty: Quantity
     scrap_by_reason: list[QuantityByReason]
     rework_by_reason: list[QuantityByReason]
+    goods_movements: list[GoodsMovementMsg] = Field(
+        default_factory=list, description="the goods movements the reversal takes back"
+    )
 
 
 class RejectedBody(_Open):
@@ -1041,6 +1119,9 @@ TOPICS: tuple[Topic, ...] = (
     Topic("_mes_v1/andon", UP, AndonBody, 1, False,
           "Calls for help: raised, acknowledged, escalated when unanswered, closed.",
           schema="mes.andon/1"),
+    Topic("_mes_v1/material", UP, MaterialBody, 1, False,
+          "Component batches loaded for an operation and consumption recorded (genealogy).",
+          schema="mes.material/1"),
     Topic("_mes_v1/counter/event", UP, CounterEventBody, 1, False,
           "Counter resets, wraps, discontinuities and unassigned production.",
           schema="mes.counter-event/1"),

@@ -28,7 +28,7 @@ from edge.domain.inputs import (
     ResultStatus,
     Transition,
 )
-from edge.domain.model import OperationKey, OperationSpec
+from edge.domain.model import ComponentSpec, OperationKey, OperationSpec
 from edge.domain.rules import ConfirmationPolicy, MasterData, ScrapReason, StopReason
 from edge.errors import DuplicateCommand, EngineStopped, GatewayError
 from edge.logging import Logger, get_logger
@@ -83,6 +83,20 @@ def _operation_spec(m: Any) -> OperationSpec:
         crew_size=m.crew_size,
         confirmation_no=m.confirmation_no,
         std_cost=m.standard_cost,
+        components=tuple(
+            ComponentSpec(
+                material=c.material,
+                qty_per_unit=c.qty_per_unit,
+                unit=c.unit,
+                backflush=c.backflush,
+                batch_managed=c.batch_managed,
+                item=c.item,
+                gtin=c.gtin,
+                material_text=c.material_text,
+            )
+            for c in m.components
+        ),
+        batch=m.batch,
     )
 
 

@@ -61,6 +61,8 @@ TOPICS: dict[EventType, str] = {
     E.DAY_CLOSED: "_mes_v1/kpi/day",
     E.OPERATION_KPIS: "_mes_v1/kpi/operation",
     E.ROUTING_DRIFT: "_mes_v1/report/drift",
+    E.COMPONENT_BATCH_LOADED: "_mes_v1/material",
+    E.COMPONENT_CONSUMED: "_mes_v1/material",
 }
 # Not published: relay results (they came from central), shift changes, master data and rules
 # applied (central or the installer made them); they stay in the journal and event tables.

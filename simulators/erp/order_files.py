@@ -54,6 +54,21 @@ CONFIRMED = "I0009"
 
 
 @dataclass(frozen=True, slots=True)
+class Component:
+    """One ``E1RESBL`` under an operation: a reservation item of the order."""
+
+    material: str
+    quantity: Decimal  # BDMNG: for the whole operation quantity
+    unit: str = "PC"  # MEINS
+    item: str = "0001"  # RSPOS
+    backflush: bool = False  # BACKFLUSH X
+    batch_managed: bool = False  # XCHPF X
+    batch: str | None = None  # CHARG, a batch the ERP assigned already
+    co_product: bool = False  # KZKUP X
+    movement: str = "261"  # BWART
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One ``E1AFVOL`` / ``SegmentRequirement``."""
 
@@ -72,6 +87,7 @@ class Operation:
     latest_finish: datetime | None = None  # SSEDD/SSEDZ (B2MML LatestEndTime)
     statuses: tuple[str, ...] = ()  # E1JSTVL
     confirmation_no: str | None = None  # RUECK
+    components: tuple[Component, ...] = ()  # E1RESBL
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +258,24 @@ def loipro_document(
                 _sub(vo, "RUECK", op.confirmation_no)
             for status in op.statuses:
                 _sub(_segment(vo, "E1JSTVL"), "STAT", status)
+            for c in op.components:
+                res = _segment(vo, "E1RESBL")
+                _sub(res, "RSNUM", "0000012345")
+                _sub(res, "RSPOS", c.item)
+                _sub(res, "MATNR", c.material)
+                _sub(res, "WERKS", "1010")
+                _sub(res, "BDMNG", _num(c.quantity))
+                _sub(res, "MEINS", c.unit)
+                _sub(res, "BWART", c.movement)
+                if c.batch is not None:
+                    _sub(res, "CHARG", c.batch)
+                for tag, on in (
+                    ("BACKFLUSH", c.backflush),
+                    ("XCHPF", c.batch_managed),
+                    ("KZKUP", c.co_product),
+                ):
+                    if on:
+                        _sub(res, tag, "X")
     ET.indent(root)
     body = ET.tostring(root, encoding="unicode")
     return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'.encode()

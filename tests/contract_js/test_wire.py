@@ -30,6 +30,8 @@ from edge.config import ReportSection
 from edge.domain.inputs import (
     Action,
     CallForHelp,
+    ComponentBatchLoaded,
+    ComponentConsumed,
     DriftReported,
     MachineState,
     MachineStateChanged,
@@ -45,7 +47,7 @@ from edge.report import scheduled_review
 from edge.sync.asyncapi import schema_file_name
 from edge.sync.contract import CHANNELS, CONTENT_TYPE, PAYLOAD_FORMAT_INDICATOR, Topic
 from simulators.broker import Mosquitto, find_mosquitto
-from simulators.erp.order_files import Operation, Order, OrderFiles
+from simulators.erp.order_files import Component, Operation, Order, OrderFiles
 from simulators.erp.sap import SapStandIn
 from tests.contract_js.wire import (
     CONTRACT,
@@ -141,7 +143,17 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
         material="FG-4711",
         quantity=Decimal(500),
         unit="PC",
-        operations=(Operation(number=A.operation, work_center="PRESS07", text="Stamp"),),
+        operations=(
+            Operation(
+                number=A.operation,
+                work_center="PRESS07",
+                text="Stamp",
+                components=(
+                    Component("COIL-2MM", Decimal(50), "KG", backflush=True, batch_managed=True),
+                    Component("LABEL-7", Decimal(500), "PC", item="0002"),
+                ),
+            ),
+        ),
     )
     b = Order(
         order_id=B.order,
@@ -175,6 +187,12 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
         capture.publish(f"{ROOT}/_mes_v1/cmd/resync", _central("mes.resync/1", {}))
         capture.publish(f"{ROOT}/_mes_v1/order/hold", _central("mes.hold/1", {"order_id": 1}))
         await e.submit(Transition(Action.START_PRODUCTION, str(A), "operator:7", e.now()))
+        loaded = await e.submit(
+            ComponentBatchLoaded("C1", "operator:7", e.now(), material="COIL-2MM")
+        )
+        assert loaded.accepted, loaded.rejection
+        used = await e.submit(ComponentConsumed("LABEL-7", Decimal(10), "operator:7", e.now()))
+        assert used.accepted, used.rejection
         await e.submit(Pulses("press_good", 10, e.now()))
         await until(lambda: f"{A}#1" in e.wc.confirmations, 10, "confirmation #1")
         conf = e.wc.confirmations[f"{A}#1"]

@@ -32,7 +32,7 @@ from edge.domain.inputs import (
     RulesApplied,
     Tick,
 )
-from edge.domain.model import ConfirmationStatus, OperationSpec
+from edge.domain.model import ComponentSpec, ConfirmationStatus, OperationSpec
 from edge.domain.rules import (
     ConfirmationPolicy,
     CountKind,
@@ -112,7 +112,12 @@ def _for(hint: Any, name: str) -> st.SearchStrategy[Any]:
     if hint is str:
         if name == "actor":
             return ACTORS
-        near = {"source": ["plc", "gpio"], "op": ["4711/0020", ""]}.get(name)
+        near = {
+            "source": ["plc", "gpio"],
+            "op": ["4711/0020", ""],
+            "material": ["STEEL", "SCREW"],
+            "batch": ["B1", "B2"],
+        }.get(name)
         return st.one_of(st.sampled_from(near), TEXTS) if near else TEXTS
     if isinstance(hint, type) and issubclass(hint, Action | MachineState | ResultStatus):
         return st.sampled_from(list(hint))
@@ -121,6 +126,8 @@ def _for(hint: Any, name: str) -> st.SearchStrategy[Any]:
         return one if hint is OperationSpec else st.lists(one, max_size=3).map(tuple)
     if hint is MasterData:
         return extreme_master_data()
+    if origin is tuple and typing.get_args(hint)[0] is ComponentSpec:
+        return st.lists(extreme_component(), max_size=3).map(tuple)
     if origin is tuple and typing.get_args(hint)[0] is str:
         return st.lists(_for(str, name), max_size=3).map(tuple)
     raise AssertionError(f"no strategy for {hint!r} ({name})")
@@ -140,6 +147,22 @@ def extreme_spec(draw: st.DrawFn) -> OperationSpec:
         draw(st.sampled_from(["0020", "0020", "0010", "a/b"])),
     )
     hints = typing.get_type_hints(OperationSpec)
+    names = [f.name for f in dataclasses.fields(base)]
+    for name in draw(st.lists(st.sampled_from(names), max_size=2)):
+        base = dataclasses.replace(base, **{name: draw(_for(hints[name], name))})
+    return base
+
+
+@st.composite
+def extreme_component(draw: st.DrawFn) -> ComponentSpec:
+    """A sane component (what ``material`` inputs name) with one or two extreme fields."""
+    base = ComponentSpec(
+        draw(st.sampled_from(["STEEL", "SCREW", ""])),
+        Decimal("0.5"),
+        backflush=draw(st.booleans()),
+        batch_managed=draw(st.booleans()),
+    )
+    hints = typing.get_type_hints(ComponentSpec)
     names = [f.name for f in dataclasses.fields(base)]
     for name in draw(st.lists(st.sampled_from(names), max_size=2)):
         base = dataclasses.replace(base, **{name: draw(_for(hints[name], name))})
