@@ -907,3 +907,45 @@ async def test_an_unforeseen_error_while_reading_refuses_only_that_file(
     result = await snap(build(folders.settings()))
     assert [op.order_id for op in result[WC]] == ["1000123"]
     assert "KeyError" in (folders.error / "b.xml.why").read_text()
+
+
+async def test_loipro_components_from_e1resbl_per_unit_and_kept_across_a_restart(
+    folders: Folders,
+) -> None:
+    from simulators.erp.order_files import Component
+
+    files = folders.files()
+    order = Order(
+        order_id="1000200",
+        quantity=Decimal(400),
+        operations=(
+            Operation(
+                "0010",
+                WC,
+                "Stamp",
+                components=(
+                    Component("COIL-2MM", Decimal(100), "KG", item="0001", backflush=True),
+                    Component("LABEL-7", Decimal(400), "PC", item="0002", batch="L1"),
+                    Component("SCRAP-CU", Decimal(4), "KG", co_product=True),
+                    Component("PALLET", Decimal(2), "PC", movement="101"),
+                    Component("GREASE", Decimal(1), "G", item="0005", batch_managed=True),
+                    Component("BAD", Decimal(-5), "KG"),
+                ),
+            ),
+        ),
+    )
+    files.loipro(order)
+    source = build(folders.settings())
+    (op,) = (await snap(source, WC))[WC]
+    got = [
+        (c.material, c.qty_per_unit, c.unit, c.backflush, c.batch_managed, c.item)
+        for c in op.components
+    ]
+    assert got == [
+        ("COIL-2MM", Decimal("0.25"), "KG", True, False, "0001"),
+        ("LABEL-7", Decimal(1), "PC", False, True, "0002"),  # a batch given: batch-managed
+        ("GREASE", Decimal("0.0025"), "G", False, True, "0005"),
+    ]  # no co-product, no goods receipt (101), the negative requirement left out
+    again = build(folders.settings())  # from the state file
+    (reread,) = (await snap(again, WC))[WC]
+    assert reread.components == op.components
