@@ -141,6 +141,21 @@ class ResendCommand(ConfirmationCommand):
     variance_reason: Annotated[str, Field(pattern=CODE_PATTERN)] | None = None
 
 
+# The core checks a batch and a material (edge.domain.material); here only a bound on the body.
+ComponentText = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class LoadBatchCommand(OpCommand):
+    material: ComponentText = Field(description="the component's material")
+    batch: ComponentText = Field(description="the batch loaded for it now, as on its label")
+
+
+class ConsumeCommand(OpCommand):
+    material: ComponentText = Field(description="a component that is not backflushed")
+    qty: TapQty = Field(description="how much of it was used, in the component's unit")
+    batch: ComponentText | None = Field(None, description="default: the batch loaded now")
+
+
 class CorrectCountCommand(OpCommand):
     good_delta: Annotated[Decimal, Field(gt=-1_000_000, lt=1_000_000, decimal_places=3)] = Decimal(
         0
@@ -226,12 +241,45 @@ class OperationOut(_Out):
     parts_per_signal: Qty = Field(Decimal(1), description="parts per machine signal")
 
 
+class BatchLoadOut(_Out):
+    """The batch of a component loaded now: since when and by whom."""
+
+    batch: str
+    at: str
+    actor: str
+    expiry: str | None
+
+
+class BatchQty(_Out):
+    batch: str | None = Field(description="None: booked without a batch")
+    qty: Qty
+
+
+class ComponentOut(_Out):
+    """A component of the active operation (edge.domain.material), in its own unit."""
+
+    material: str
+    material_text: str
+    qty_per_unit: Qty = Field(description="per unit the operation produces")
+    unit: str
+    backflush: bool = Field(description="consumed by the count; otherwise as recorded")
+    batch_managed: bool
+    item: str | None
+    gtin: str | None
+    loaded: BatchLoadOut | None = Field(description="the batch loaded now")
+    consumed: list[BatchQty] = Field(description="consumed so far in this operation, per batch")
+    pending: list[BatchQty] = Field(
+        description="of it, what no confirmation took yet, per batch (negative: given back)"
+    )
+
+
 class ActiveOperation(OperationOut):
     time_elements: TimeElementsOut
     scrap_by_reason: list[QtyByReason]
     setup_scrap_pending: Qty = Field(
         Decimal(0), description="setup scrap not yet confirmed: what may still be declared good"
     )
+    components: list[ComponentOut] = Field(default_factory=list)
 
 
 class StopOut(_Out):

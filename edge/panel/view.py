@@ -9,14 +9,19 @@ in setup, interrupted or with nothing running.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.dispatch import dispatch_order
 from edge.domain.kpis import parts_target, share, top_stops
+from edge.domain.material import consumed, loaded, pending_consumption
 from edge.domain.model import ZERO, Confirmation, Operation, Stop
 from edge.panel.models import (
     ActiveOperation,
+    BatchLoadOut,
+    BatchQty,
+    ComponentOut,
     ConfirmationOut,
     HelpCallOut,
     Lamp,
@@ -96,6 +101,41 @@ def _operation_fields(op: Operation) -> dict[str, object]:
     }
 
 
+def _by_batch(lines: dict[str, Decimal]) -> list[BatchQty]:
+    return [BatchQty(batch=batch or None, qty=qty) for batch, qty in sorted(lines.items())]
+
+
+def components_out(wc: WorkCenter, op: Operation) -> list[ComponentOut]:
+    """The operation's components as edge.domain.material keeps them: the batch loaded now,
+    what was consumed so far and what no confirmation took yet."""
+    with_scrap = wc.rules.backflush_scrap
+    used = consumed(op, with_scrap)
+    pending = pending_consumption(op, with_scrap)
+    out = []
+    for c in op.spec.components:
+        load = loaded(op, c.material)
+        out.append(
+            ComponentOut(
+                material=c.material,
+                material_text=c.material_text,
+                qty_per_unit=c.qty_per_unit,
+                unit=c.unit,
+                backflush=c.backflush,
+                batch_managed=c.batch_managed,
+                item=c.item,
+                gtin=c.gtin,
+                loaded=BatchLoadOut(
+                    batch=load.batch, at=load.at.iso(), actor=load.actor, expiry=load.expiry
+                )
+                if load is not None
+                else None,
+                consumed=_by_batch(used.get(c.material, {})),
+                pending=_by_batch(pending.get(c.material, {})),
+            )
+        )
+    return out
+
+
 def active_out(wc: WorkCenter, op: Operation, now: Instant) -> ActiveOperation:
     te = wc.time_elements(op, now)
     texts = {r.code: r.text for r in wc.master_data.scrap_reasons}
@@ -118,6 +158,7 @@ def active_out(wc: WorkCenter, op: Operation, now: Instant) -> ActiveOperation:
         setup_scrap_pending=max(
             ZERO, op.counted.scrap.get(setup, ZERO) - op.confirmed.scrap.get(setup, ZERO)
         ),
+        components=components_out(wc, op),
     )
 
 

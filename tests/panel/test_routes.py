@@ -25,6 +25,8 @@ from edge.domain.inputs import (
     AssignUnassigned,
     CallForHelp,
     CloseHelp,
+    ComponentBatchLoaded,
+    ComponentConsumed,
     CorrectCount,
     DeclareSetupGood,
     Input,
@@ -122,6 +124,20 @@ COMMANDS: dict[str, tuple[dict[str, Any], Callable[[Any], bool]]] = {
     "/api/commands/close-help": (
         {"call_id": "h-1"},
         lambda i: isinstance(i, CloseHelp) and i.call_id == "h-1",
+    ),
+    "/api/commands/load-batch": (
+        {"op": OP, "material": "STEEL-1", "batch": "B-100"},
+        lambda i: (
+            isinstance(i, ComponentBatchLoaded)
+            and (i.op, i.material, i.batch, i.gtin) == (OP, "STEEL-1", "B-100", None)
+        ),
+    ),
+    "/api/commands/consume": (
+        {"op": OP, "material": "GLUE-7", "qty": "1.5", "batch": "G-1"},
+        lambda i: (
+            isinstance(i, ComponentConsumed)
+            and (i.op, i.material, i.qty, i.batch) == (OP, "GLUE-7", Decimal("1.5"), "G-1")
+        ),
     ),
     "/api/supervisor/cancel": (
         {"op": OP, "reason": "Drawing changed"},

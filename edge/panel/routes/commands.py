@@ -22,6 +22,8 @@ from edge.domain.inputs import (
     Action,
     CallForHelp,
     CloseHelp,
+    ComponentBatchLoaded,
+    ComponentConsumed,
     DeclareSetupGood,
     Input,
     ReportScrap,
@@ -166,6 +168,18 @@ def close_help(body: m.HelpCallCommand, actor: str, now: Instant) -> Input:
     return CloseHelp(body.call_id, actor, now)
 
 
+def load_batch(body: m.LoadBatchCommand, actor: str, now: Instant) -> Input:
+    """Load a batch of a batch-managed component: what the operation produces from now on is
+    booked to it, until the next batch of the same component."""
+    return ComponentBatchLoaded(body.batch, actor, now, material=body.material, op=body.op)
+
+
+def consume(body: m.ConsumeCommand, actor: str, now: Instant) -> Input:
+    """Record consumption of a component that is not backflushed, in its unit, from the batch
+    loaded now unless ``batch`` names another."""
+    return ComponentConsumed(body.material, body.qty, actor, now, batch=body.batch, op=body.op)
+
+
 def _transition_row(path: str, action: Action, summary: str) -> CommandRoute[m.OpCommand]:
     return CommandRoute(path, action.value, m.OpCommand, transition(action), summary)
 
@@ -192,6 +206,8 @@ OPERATOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
         "/api/commands/acknowledge-help", "acknowledge_help", m.HelpCallCommand, acknowledge_help
     ),
     CommandRoute("/api/commands/close-help", "close_help", m.HelpCallCommand, close_help),
+    CommandRoute("/api/commands/load-batch", "load_batch", m.LoadBatchCommand, load_batch),
+    CommandRoute("/api/commands/consume", "consume", m.ConsumeCommand, consume),
 )
 
 router = APIRouter(tags=["operator"])
