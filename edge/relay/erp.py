@@ -58,6 +58,30 @@ class GoodsMovement:
     backflush: bool = False
 
 
+GoodsMovementsMode = Literal["recorded", "all", "none"]
+"""``[erp] goods_movements``: which of a posting's goods movements the adapter sends, so that
+every consumed quantity reaches the ERP exactly once:
+
+- ``recorded`` (the default): only those of components not backflushed; the ERP backflushes
+  the others itself by its BOM, as it does without the relay.
+- ``all``: every movement, and the ERP is told not to backflush (SAP
+  ``APIConfHasNoGoodsMovements``, D365 ``BOMConsumption``/``AutomaticBOMConsumptionRule``).
+- ``none``: none; the ERP books consumption itself (backflush, or people posting issues).
+"""
+
+GOODS_MOVEMENTS_DEFAULT: GoodsMovementsMode = "recorded"
+
+
+def movements_to_post(
+    movements: tuple[GoodsMovement, ...], mode: GoodsMovementsMode
+) -> tuple[GoodsMovement, ...]:
+    """The movements an adapter sends under ``mode`` (in their order; one of quantity 0 moves
+    nothing and is left out)."""
+    if mode == "none":
+        return ()
+    return tuple(m for m in movements if m.qty > 0 and (mode == "all" or not m.backflush))
+
+
 @dataclass(frozen=True, slots=True)
 class Posting:
     """One confirmation or reversal to post, as the relay read it from a gateway's message.

@@ -9,6 +9,16 @@ answers 201 with ``ConfirmationGroup``/``ConfirmationCount``, the keys the relay
 sends back to the gateway. A reversal is ``POST /CancelProdnOrdConf`` with the keys of the
 confirmation it cancels.
 
+Goods movements (``goods_movements``, see :data:`edge.relay.erp.GoodsMovementsMode`) go in the
+same POST as a deep insert under ``to_ProdnOrdConfMatlDocItm``: a component issue is movement
+type 261, a return 262, with the material, the batch, the unit and quantity, the plant and
+storage location when configured. ``recorded`` sends those of components not backflushed (SAP
+backflushes the others by the order's BOM), ``all`` every one with
+``APIConfHasNoGoodsMovements`` (SAP's own backflush off), ``none`` none. With ``goods_receipt``
+(only with ``all``) the yield goes as a 101 receipt with the produced batch. Everything is in
+the one POST, so a resend after a lost answer (found by the lookup) posts no movement twice;
+``CancelProdnOrdConf`` reverses the confirmation's movements with it.
+
 The handshake: a CSRF token fetched with ``x-csrf-token: Fetch`` on the service root, sent with
 the session's cookies on every POST; a 403 ``x-csrf-token: Required`` fetches a new one and
 replays once. Authentication: HTTP Basic, or an OAuth 2 client-credentials bearer token
@@ -45,11 +55,21 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from edge.relay.checks import Zone
 from edge.relay.erp import (
+    GOODS_MOVEMENTS_DEFAULT,
     ErpAdapter,
+    GoodsMovement,
+    GoodsMovementsMode,
     LookupOutcome,
     NotFound,
     Outcome,
@@ -59,6 +79,7 @@ from edge.relay.erp import (
     Transient,
     Unknown,
     external_id,
+    movements_to_post,
 )
 from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
 
@@ -126,6 +147,26 @@ class Settings(Connection):
     # Send the work center (``WorkCenter``, 8 characters)? SAP takes the operation's own when
     # it is not sent, which is right unless the plant confirms on alternative work centers.
     send_work_center: bool = False
+    # Which goods movements go with a confirmation (edge.relay.erp.GoodsMovementsMode):
+    # "recorded" those of components SAP does not backflush, "all" every one with
+    # APIConfHasNoGoodsMovements (SAP's own backflush off), "none" none.
+    goods_movements: GoodsMovementsMode = GOODS_MOVEMENTS_DEFAULT
+    # The storage location (4 characters) of the components' issues, when the plant has one.
+    storage_location: Annotated[str, StringConstraints(min_length=1, max_length=4)] | None = None
+    # Post the yield as a goods receipt (101, with the produced batch) with each confirmation.
+    # Only with goods_movements = "all" (APIConfHasNoGoodsMovements turns SAP's automatic
+    # receipt off too), and only right where each order is confirmed at one operation.
+    goods_receipt: bool = False
+
+    @model_validator(mode="after")
+    def _receipt_needs_all(self) -> Settings:
+        if self.goods_receipt and self.goods_movements != "all":
+            raise ValueError(
+                f"goods_receipt = true needs goods_movements = 'all' (it is "
+                f"{self.goods_movements!r}): SAP receives the yield itself otherwise, and a "
+                "receipt from the relay would receive it twice"
+            )
+        return self
 
 
 def _read_secret(field: str, path: Path | None, section: str = "erp") -> str:
@@ -409,7 +450,74 @@ class SapAdapter(SapService[Settings], ErpAdapter):
             if slot:
                 body[f"OpConfirmedWorkQuantity{slot}"] = f"{Decimal(seconds / per):.3f}"
                 body[f"OpWorkQuantityUnit{slot}"] = s.activity_unit
+        items = [
+            self._movement(posting, n, m)
+            for n, m in enumerate(movements_to_post(posting.goods_movements, s.goods_movements))
+        ]
+        if s.goods_movements == "all":
+            # "Confirmation: No Goods Movement via API" (the property's label): read as "no
+            # automatic movements (backflush, automatic receipt)", the items sent being posted.
+            # Not confirmed (erp-apis.md 1.6). The safer reading for exactly once: without it
+            # SAP would backflush what the relay sends as well.
+            body["APIConfHasNoGoodsMovements"] = True
+        if s.goods_receipt and posting.yield_qty > 0:
+            items.insert(0, self._receipt(posting))
+        if items:
+            # The plain array of GORE's production bodies (erp-apis.md 1.6); SAP also takes
+            # {"results": [...]}.
+            body["to_ProdnOrdConfMatlDocItm"] = items
         return body
+
+    def _movement(self, posting: Posting, n: int, m: GoodsMovement) -> dict[str, Any]:
+        """One component movement as a ``ProdnOrdConfMatlDocItm`` of the deep insert: 261 an
+        issue, 262 a return (erp-apis.md 1.4). ``GoodsMovementRefDocType`` is left out: the
+        reference shows it (``F``) only on a goods receipt."""
+        s = self.settings
+        where = f"goods_movements[{n}]"
+        item: dict[str, Any] = {
+            "OrderID": _fit("OrderID", posting.order_id, 12),
+            "Material": _fit(f"{where}.material", m.material, 40),
+            "GoodsMovementType": "261" if m.direction == "issue" else "262",
+            "EntryUnit": _fit(f"{where}.unit", m.unit, 3),
+            "QuantityInEntryUnit": sap_decimal(f"{where}.qty", m.qty),
+        }
+        if s.plant:
+            item["Plant"] = s.plant
+        if s.storage_location:
+            item["StorageLocation"] = s.storage_location
+        if m.batch:
+            item["Batch"] = _fit(f"{where}.batch", m.batch, 10)
+        reservation, _, position = (m.item or "").rpartition("/")
+        # A reservation item names nothing without its reservation: sent only as the pair
+        # ("<Reservation>/<ReservationItem>"); a bare item (LOIPRO RSPOS) is left out, and SAP
+        # posts the issue to the order without a reservation (the safer reading: a wrong
+        # reference could be refused or book against another requirement).
+        if reservation and position:
+            item["Reservation"] = _fit(f"{where}.item", reservation, 10)
+            item["ReservationItem"] = _fit(f"{where}.item", position, 4)
+        return item
+
+    def _receipt(self, posting: Posting) -> dict[str, Any]:
+        """The yield's goods receipt (101, ``GoodsMovementRefDocType`` ``F`` as in GORE's
+        bodies, erp-apis.md 1.4/1.6) with the produced batch."""
+        if not posting.material:
+            raise _Unpostable("goods_receipt: the confirmation names no material to receive")
+        s = self.settings
+        item: dict[str, Any] = {
+            "OrderID": _fit("OrderID", posting.order_id, 12),
+            "OrderItem": "0001",
+            "Material": _fit("material", posting.material, 40),
+            "GoodsMovementType": "101",
+            "GoodsMovementRefDocType": "F",
+            "EntryUnit": _fit("unit", posting.unit, 3),
+            "QuantityInEntryUnit": sap_decimal("yield_qty", posting.yield_qty),
+            "ManufactureDate": odata_date(self._posting_day(posting)),
+        }
+        if s.plant:
+            item["Plant"] = s.plant
+        if posting.batch:
+            item["Batch"] = _fit("batch", posting.batch, 10)
+        return item
 
     def _variance(self, reason: str | None) -> str:
         if not reason:

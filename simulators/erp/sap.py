@@ -59,7 +59,27 @@ unknown_conf       RU/201           Confirmation {group}/{count} does not exist
 already_reversed   RU/502           Confirmation {group}/{count} is already cancelled
 reversal_of_rev    RU/503           Confirmation {group}/{count} is a cancellation itself
 outage (HTTP 503)  /IWFND/CM_BEC/026 SAP system is not available
+movement_field     M7/002           Goods movement item {item}: enter {field}
+movement_type      M7/005           ... movement type {value} is not allowed for an order
+movement_qty       M7/010           ... QuantityInEntryUnit {value} must be greater than 0
+movement_unit      M7/012           ... EntryUnit {value} is not the unit {unit} of component
+unknown_material   M7/001           ... material {material} is not a component of order {order}
+batch_missing      M7/018           ... material {material} is handled in batches, enter a Batch
 ================== ================ ==========================================================
+
+Goods movements: the deep insert under ``to_ProdnOrdConfMatlDocItm`` is read in both shapes
+(``{"results": [...]}`` and a plain array); each item needs ``Material``,
+``GoodsMovementType`` (101, 102, 261 or 262), ``EntryUnit`` and a ``QuantityInEntryUnit``
+above 0, and, once the order has components (:meth:`SapState.register_component`), an issue
+or return must be of one of them, in its unit, with a ``Batch`` when it is batch-managed
+(each refusal an HTTP 400 naming the property as ``target``; the stand-in refuses the whole
+posting where SAP may instead park the movement in COGI). The stand-in models SAP's
+backflush: each component registered with ``backflush`` is issued by the stand-in itself
+(``qty_per_unit`` x yield, scrap and rework; item text ``backflush``) unless the confirmation
+has ``APIConfHasNoGoodsMovements`` -- the stand-in's reading of that flag, **not confirmed**:
+it stops the automatic movements, the items sent are posted. A cancellation reverses every
+item of the confirmation (261 -> 262, 101 -> 102) in a material document of its own.
+:meth:`SapState.consumption` and :meth:`SapState.received` sum what an order got.
 
 Other answers: 401 (bad credentials), 403 (CSRF), 404 (unknown segment or key), 405 (method),
 400 ``/IWBEP/CM_MGW_RT/000`` for a body or a literal the service cannot read (an unknown
@@ -139,6 +159,7 @@ __all__ = [
     "DEFAULT_MESSAGES",
     "SERVICE",
     "SERVICE_PATH",
+    "ComponentSpec",
     "Confirmation",
     "Message",
     "OperationSpec",
@@ -393,6 +414,12 @@ Rule = Literal[
     "already_reversed",
     "reversal_of_rev",
     "outage",
+    "movement_field",
+    "movement_type",
+    "movement_qty",
+    "movement_unit",
+    "unknown_material",
+    "batch_missing",
 ]
 
 
@@ -428,7 +455,32 @@ DEFAULT_MESSAGES: dict[Rule, Message] = {
     "already_reversed": Message("RU/502", "Confirmation {group}/{count} is already cancelled"),
     "reversal_of_rev": Message("RU/503", "Confirmation {group}/{count} is a cancellation itself"),
     "outage": Message("/IWFND/CM_BEC/026", "SAP system is not available", 503),
+    "movement_field": Message("M7/002", "Goods movement item {item}: enter {field}"),
+    "movement_type": Message(
+        "M7/005", "Goods movement item {item}: movement type {value} is not allowed for an order"
+    ),
+    "movement_qty": Message(
+        "M7/010", "Goods movement item {item}: QuantityInEntryUnit {value} must be greater than 0"
+    ),
+    "movement_unit": Message(
+        "M7/012",
+        "Goods movement item {item}: EntryUnit {value} is not the unit {unit} of component "
+        "{material}",
+    ),
+    "unknown_material": Message(
+        "M7/001",
+        "Goods movement item {item}: material {material} is not a component of order {order}",
+    ),
+    "batch_missing": Message(
+        "M7/018",
+        "Goods movement item {item}: material {material} is handled in batches, enter a Batch",
+    ),
 }
+# Movement types a confirmation's goods movements may have (the stand-in's choice: goods
+# receipt 101 and its reversal 102, component issue 261 and return 262).
+MOVEMENT_TYPES = frozenset({"101", "102", "261", "262"})
+REVERSE_TYPE = {"101": "102", "102": "101", "261": "262", "262": "261"}
+BACKFLUSH_TEXT = "backflush"
 
 
 class SapError(odata.SapError):
@@ -659,6 +711,23 @@ class OperationSpec:
 
 
 @dataclass(slots=True)
+class ComponentSpec:
+    """A component of an order (a reservation item). ``backflush``: SAP issues it by itself
+    with each confirmation (``qty_per_unit`` x yield, scrap and rework) unless the confirmation
+    says ``APIConfHasNoGoodsMovements``; ``batch_managed``: a movement of it needs a batch
+    (``batch`` is the one SAP's backflush takes)."""
+
+    material: str
+    qty_per_unit: Decimal
+    unit: str
+    backflush: bool = False
+    batch_managed: bool = False
+    batch: str = ""
+    reservation: str = ""
+    reservation_item: str = ""
+
+
+@dataclass(slots=True)
 class OrderSpec:
     order_id: str
     released: bool = True
@@ -669,6 +738,7 @@ class OrderSpec:
     plant: str = ""
     order_type: str = "PP01"
     operations: dict[tuple[str, str], OperationSpec] = field(default_factory=dict)
+    components: dict[str, ComponentSpec] = field(default_factory=dict)  # by material
 
 
 T = TypeVar("T")
@@ -969,6 +1039,69 @@ class SapState(odata.SapServiceState):
                 self._groups[key] = group
                 self._group_ops[group] = (order_id, sequence, operation)
             return spec
+
+    def register_component(
+        self,
+        order_id: str,
+        material: str,
+        *,
+        qty_per_unit: Decimal | str | int,
+        unit: str,
+        backflush: bool = False,
+        batch_managed: bool = False,
+        batch: str = "",
+        reservation: str = "",
+        reservation_item: str = "",
+    ) -> ComponentSpec:
+        """A component of an order (registered first if it is not yet). Once an order has
+        components, a goods movement of another material is refused (``unknown_material``)."""
+        with self._lock:
+            order = self._orders.get(alpha(order_id)) or self.register_order(order_id)
+            spec = ComponentSpec(
+                material=material,
+                qty_per_unit=Decimal(str(qty_per_unit)),
+                unit=unit,
+                backflush=backflush,
+                batch_managed=batch_managed,
+                batch=batch,
+                reservation=reservation,
+                reservation_item=reservation_item,
+            )
+            order.components[material] = spec
+            return spec
+
+    def consumption(self, order_id: str) -> dict[tuple[str, str], Decimal]:
+        """(material, batch) -> the net quantity issued to the order (261 less 262, over every
+        confirmation and cancellation in the ledger): what the order consumed in SAP."""
+        net: dict[tuple[str, str], Decimal] = {}
+        with self._lock:
+            for record in self._records:
+                if alpha(record.order_id) != alpha(order_id):
+                    continue
+                for item in record.items:
+                    kind = item["GoodsMovementType"]
+                    if kind not in ("261", "262"):
+                        continue
+                    key = (str(item["Material"]), str(item["Batch"]))
+                    qty = cast(Decimal, item["QuantityInEntryUnit"])
+                    net[key] = net.get(key, Decimal(0)) + (qty if kind == "261" else -qty)
+        return {k: v for k, v in net.items() if v}
+
+    def received(self, order_id: str) -> dict[tuple[str, str], Decimal]:
+        """(material, batch) -> the net goods receipt of the order (101 less 102)."""
+        net: dict[tuple[str, str], Decimal] = {}
+        with self._lock:
+            for record in self._records:
+                if alpha(record.order_id) != alpha(order_id):
+                    continue
+                for item in record.items:
+                    kind = item["GoodsMovementType"]
+                    if kind not in ("101", "102"):
+                        continue
+                    key = (str(item["Material"]), str(item["Batch"]))
+                    qty = cast(Decimal, item["QuantityInEntryUnit"])
+                    net[key] = net.get(key, Decimal(0)) + (qty if kind == "101" else -qty)
+        return {k: v for k, v in net.items() if v}
 
     def release_order(self, order_id: str, released: bool = True) -> None:
         with self._lock:
@@ -1468,6 +1601,27 @@ class SapState(odata.SapServiceState):
                         tolerance=format(tolerance.normalize(), "f"),
                         unit=unit,
                     )
+            for n, item_values in enumerate(items_in, start=1):
+                self._check_item(n, item_values, order, order_id)
+            if order is not None and not values.get("APIConfHasNoGoodsMovements"):
+                pieces = sum(
+                    (
+                        values.get(name, Decimal(0))
+                        for name in (
+                            "ConfirmationYieldQuantity",
+                            "ConfirmationScrapQuantity",
+                            "ConfirmationReworkQuantity",
+                        )
+                    ),
+                    Decimal(0),
+                )
+                for component in order.components.values():
+                    qty = (component.qty_per_unit * pieces).quantize(
+                        Decimal("0.001"), rounding=ROUND_HALF_UP
+                    )
+                    if component.backflush and qty > 0:
+                        items_in.append(self._backflush_item(component, qty, order_id))
+                        charcs_in.append([])
             # committed from here on
             group = self._groups.get(key)
             if group is None:
@@ -1556,6 +1710,64 @@ class SapState(odata.SapServiceState):
             self.posts += 1
             return dataclasses.replace(record, values=dict(record.values))
 
+    def _check_item(
+        self, n: int, item: Mapping[str, Any], order: OrderSpec | None, order_id: str
+    ) -> None:
+        """A goods movement of a deep insert, checked as the stand-in reads SAP's rules (its
+        own choice: the reference lists the fields, not the checks): the material, movement
+        type, unit and a quantity above 0 are required; an order with registered components
+        takes issues and returns of those only, in their unit, with a batch for a
+        batch-managed one."""
+        for name in ("Material", "GoodsMovementType", "EntryUnit"):
+            if not item.get(name):
+                raise self._reject("movement_field", name, item=n, field=name)
+        if "QuantityInEntryUnit" not in item:
+            raise self._reject(
+                "movement_field", "QuantityInEntryUnit", item=n, field="QuantityInEntryUnit"
+            )
+        kind = item["GoodsMovementType"]
+        if kind not in MOVEMENT_TYPES:
+            raise self._reject("movement_type", "GoodsMovementType", item=n, value=kind)
+        qty = item["QuantityInEntryUnit"]
+        if qty <= 0:
+            raise self._reject(
+                "movement_qty", "QuantityInEntryUnit", item=n, value=fmt_decimal(qty)
+            )
+        if order is None or not order.components or kind not in ("261", "262"):
+            return
+        material = item["Material"]
+        component = order.components.get(material)
+        if component is None:
+            raise self._reject(
+                "unknown_material", "Material", item=n, material=material, order=order_id
+            )
+        if item["EntryUnit"] != component.unit:
+            raise self._reject(
+                "movement_unit",
+                "EntryUnit",
+                item=n,
+                value=item["EntryUnit"],
+                unit=component.unit,
+                material=material,
+            )
+        if component.batch_managed and not item.get("Batch"):
+            raise self._reject("batch_missing", "Batch", item=n, material=material)
+
+    @staticmethod
+    def _backflush_item(component: ComponentSpec, qty: Decimal, order_id: str) -> dict[str, Any]:
+        """SAP's own issue of a backflushed component (the stand-in's model of backflush)."""
+        return {
+            "OrderID": order_id,
+            "Material": component.material,
+            "GoodsMovementType": "261",
+            "EntryUnit": component.unit,
+            "QuantityInEntryUnit": qty,
+            "Batch": component.batch,
+            "Reservation": component.reservation,
+            "ReservationItem": component.reservation_item,
+            "MaterialDocumentItemText": BACKFLUSH_TEXT,
+        }
+
     def cancel(self, params: Mapping[str, Any], user: str, sap_client: str = "") -> Confirmation:
         """CancelProdnOrdConf: a cancellation record in the same group; the original is marked
         IsReversed."""
@@ -1610,6 +1822,25 @@ class SapState(odata.SapServiceState):
                 created_at=now,
                 sap_client=sap_client,
             )
+            if original.items:
+                # The cancellation reverses the confirmation's goods movements (as SAP's
+                # CN29/CancelProdnOrdConf does): each item with the opposite movement type, in
+                # a material document of its own.
+                self._next_doc += 1
+                doc = f"{self._next_doc:010d}"
+                year = str(datetime.fromtimestamp(posting_ms / 1000, UTC).year)
+                for n, item in enumerate(original.items, start=1):
+                    reversed_item = dict(item)
+                    reversed_item.update(
+                        ConfirmationCount=new_count,
+                        MaterialDocument=doc,
+                        MaterialDocumentItem=f"{n:04d}",
+                        MaterialDocumentYear=year,
+                        GoodsMovementType=REVERSE_TYPE.get(
+                            str(item["GoodsMovementType"]), str(item["GoodsMovementType"])
+                        ),
+                    )
+                    record.items.append(reversed_item)
             original.values["IsReversed"] = True
             original.values["LastChangeDate"] = today_ms
             original.values["LastChangedByUser"] = user[:12].upper()

@@ -347,7 +347,12 @@ def test_deep_insert_shapes(sap: SapStandIn, shape: str) -> None:
             "ManufactureDate": f"/Date({DAY})/",
             "to_ProdnOrderConfBatchCharc": [{"Characteristic": "COLOR", "CharcValue": "RED"}],
         },
-        {"Material": "RM-1", "GoodsMovementType": "261", "QuantityInEntryUnit": 3},
+        {
+            "Material": "RM-1",
+            "GoodsMovementType": "261",
+            "EntryUnit": "KG",
+            "QuantityInEntryUnit": 3,
+        },
     ]
     nested: Any = {"results": items} if shape == "verbose" else items
     with session(sap) as client:

@@ -1,0 +1,379 @@
+"""A confirmation's goods movements reach the ERP exactly once, per ``[erp] goods_movements``
+(``recorded``, ``all``, ``none``): the SAP adapter against the SAP stand-in over real HTTP on
+loopback (the stand-in backflushes the components its order says are backflushed, so a
+quantity that went twice shows in its consumption), and the stand-in's own checks of the deep
+insert."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edge.errors import ConfigError
+from edge.relay import sap as sap_relay
+from edge.relay.config import load_relay_config
+from edge.relay.erp import GoodsMovement, Posted, Posting, Rejected, Unknown, external_id
+from simulators.erp.sap import SapStandIn
+
+pytestmark = pytest.mark.timeout(20)
+
+USER, PASSWORD = "RELAY", "relay-secret"
+T0 = 1_741_000_000_000  # 2025-03-03T11:06:40Z
+ORDER = "1000123"
+COIL = GoodsMovement("COIL-2MM", Decimal("10.2"), "KG", batch="C250301", backflush=True)
+SCREWS = GoodsMovement("SCREW-M4", Decimal(400), "PC", item="0020")
+SCREWS_BACK = GoodsMovement("SCREW-M4", Decimal(8), "PC", direction="return", item="0020")
+PAINT = GoodsMovement("PAINT-RED", Decimal("1.5"), "L", batch="P77")
+MOVEMENTS = (COIL, SCREWS, SCREWS_BACK, PAINT)
+
+
+def make_posting(n: int = 1, **changes: Any) -> Posting:
+    fields: dict[str, Any] = {
+        "kind": "confirmation",
+        "idem_key": f"wc-press-07|{ORDER}|0010|0|conf|{n}",
+        "edge_id": "wc-press-07",
+        "root": "umh/v1/acme/plant1/stamping/line4/PRESS07",
+        "seq": 100 + n,
+        "work_center": "PRESS07",
+        "order_id": ORDER,
+        "operation": "0010",
+        "split": 0,
+        "conf_index": n,
+        "event_ms": T0 + n * 60_000,
+        "yield_qty": Decimal(100),
+        "scrap_qty": Decimal(2),
+        "rework_qty": Decimal(0),
+        "unit": "PC",
+        "material": "FG-4711",
+        "posting_date": "2025-03-03",
+        "period_start_ms": T0,
+        "period_end_ms": T0 + n * 60_000,
+        "goods_movements": MOVEMENTS,
+        "batch": "B250303",
+    }
+    fields.update(changes)
+    return Posting(**fields)
+
+
+def reversal_of(p: Posting, keys: dict[str, str]) -> Posting:
+    return Posting(
+        **{
+            **{f: getattr(p, f) for f in Posting.__dataclass_fields__},
+            "kind": "reversal",
+            "idem_key": p.idem_key + "|rev",
+            "reverses_idem_key": p.idem_key,
+            "reverses_keys": keys,
+        }
+    )
+
+
+@pytest.fixture
+async def sap() -> AsyncIterator[SapStandIn]:
+    async with SapStandIn(user=USER, password=PASSWORD) as stand_in:
+        state = stand_in.state
+        state.register_order(ORDER, material="FG-4711", plant="1010")
+        # 0.1 kg of coil per piece, backflushed by SAP from the batch its determination finds
+        state.register_component(
+            ORDER,
+            "COIL-2MM",
+            qty_per_unit="0.1",
+            unit="KG",
+            backflush=True,
+            batch_managed=True,
+            batch="C250301",
+        )
+        state.register_component(ORDER, "SCREW-M4", qty_per_unit=4, unit="PC")
+        state.register_component(
+            ORDER, "PAINT-RED", qty_per_unit="0.015", unit="L", batch_managed=True
+        )
+        yield stand_in
+
+
+@contextlib.asynccontextmanager
+async def adapter(sap: SapStandIn, tmp_path: Path, **settings: Any) -> AsyncIterator[Any]:
+    secret = tmp_path / "sap-password"
+    secret.write_text(PASSWORD + "\n")
+    values: dict[str, Any] = {
+        "system": "sap",
+        "service_url": sap.url,
+        "user": USER,
+        "password_file": str(secret),
+        "timeout_s": 2.0,
+        "plant": "1010",
+        **settings,
+    }
+    a = sap_relay.build(sap_relay.Settings.model_validate(values))
+    await a.start()
+    try:
+        yield a
+    finally:
+        await a.close()
+
+
+# What the order consumed in SAP after the confirmation above, whatever the mode: SAP's own
+# backflush or the relay's items, never both.
+ONCE = {
+    ("COIL-2MM", "C250301"): Decimal("10.2"),
+    ("SCREW-M4", ""): Decimal(392),
+    ("PAINT-RED", "P77"): Decimal("1.5"),
+}
+
+
+@pytest.mark.parametrize(
+    ("mode", "sent", "expected"),
+    [
+        # the relay sends what SAP does not backflush; SAP backflushes the coil
+        ("recorded", ["SCREW-M4 261", "SCREW-M4 262", "PAINT-RED 261"], ONCE),
+        # the relay sends everything and SAP's backflush is off
+        ("all", ["COIL-2MM 261", "SCREW-M4 261", "SCREW-M4 262", "PAINT-RED 261"], ONCE),
+        # nothing from the relay: only SAP's backflush
+        ("none", [], {("COIL-2MM", "C250301"): Decimal("10.2")}),
+    ],
+)
+async def test_each_mode_posts_each_consumed_quantity_once(
+    sap: SapStandIn, tmp_path: Path, mode: str, sent: list[str], expected: dict[Any, Decimal]
+) -> None:
+    async with adapter(sap, tmp_path, goods_movements=mode) as a:
+        outcome = await a.post(make_posting())
+    assert isinstance(outcome, Posted), outcome
+    (record,) = sap.state.ledger()
+    items = record.sent.get("to_ProdnOrdConfMatlDocItm", [])
+    assert [f"{i['Material']} {i['GoodsMovementType']}" for i in items] == sent
+    assert record.sent.get("APIConfHasNoGoodsMovements", False) is (mode == "all")
+    assert sap.state.consumption(ORDER) == expected
+    if mode != "none":
+        screws = next(i for i in items if i["Material"] == "SCREW-M4")
+        assert screws == {
+            "OrderID": ORDER,
+            "Material": "SCREW-M4",
+            "GoodsMovementType": "261",
+            "EntryUnit": "PC",
+            "QuantityInEntryUnit": "400.000",
+            "Plant": "1010",
+        }  # a bare reservation item (no reservation number) is not sent
+        paint = next(i for i in items if i["Material"] == "PAINT-RED")
+        assert paint["Batch"] == "P77"
+    assert sap.state.received(ORDER) == {}  # the receipt is SAP's own (not modelled here)
+
+
+async def test_the_produced_batch_goes_on_the_goods_receipt(
+    sap: SapStandIn, tmp_path: Path
+) -> None:
+    async with adapter(sap, tmp_path, goods_movements="all", goods_receipt=True) as a:
+        outcome = await a.post(make_posting())
+        assert isinstance(outcome, Posted), outcome
+        received = sap.state.received(ORDER)
+        assert received == {("FG-4711", "B250303"): Decimal(100)}
+        (record,) = sap.state.ledger()
+        receipt = record.sent["to_ProdnOrdConfMatlDocItm"][0]
+        assert receipt["GoodsMovementType"] == "101"
+        assert receipt["GoodsMovementRefDocType"] == "F"
+        assert receipt["ManufactureDate"] == sap_relay.odata_date(dt.date(2025, 3, 3))
+        # the reversal takes the receipt back with the issues
+        back = await a.reverse(reversal_of(make_posting(), dict(outcome.keys)))
+        assert isinstance(back, Posted), back
+    assert sap.state.received(ORDER) == {}
+    assert sap.state.consumption(ORDER) == {}
+
+
+async def test_a_resend_after_a_lost_answer_posts_the_movements_once(
+    sap: SapStandIn, tmp_path: Path
+) -> None:
+    p = make_posting()
+    sap.state.drop_after_commit(1)  # SAP saves it, then the connection drops
+    async with adapter(sap, tmp_path, goods_movements="all") as a:
+        first = await a.post(p)
+        assert isinstance(first, Unknown), first
+        found = await a.lookup(p)  # what the relay asks before posting again
+        assert isinstance(found, Posted), found
+    assert sap.state.count_by_external_id() == {external_id(p.idem_key): 1}
+    assert sap.state.consumption(ORDER) == ONCE
+
+
+@pytest.mark.parametrize("mode", ["recorded", "all"])
+async def test_a_reversal_gives_the_movements_back(
+    sap: SapStandIn, tmp_path: Path, mode: str
+) -> None:
+    async with adapter(sap, tmp_path, goods_movements=mode) as a:
+        posted = await a.post(make_posting())
+        assert isinstance(posted, Posted), posted
+        assert sap.state.consumption(ORDER) == ONCE
+        back = await a.reverse(reversal_of(make_posting(), dict(posted.keys)))
+        assert isinstance(back, Posted), back
+        again = await a.post(make_posting(2, yield_qty=Decimal(50), scrap_qty=Decimal(0)))
+        assert isinstance(again, Posted), again
+    cancellation = sap.state.reversals()[0]
+    assert {i["GoodsMovementType"] for i in cancellation.items} == {"261", "262"}
+    assert len(cancellation.items) == len(sap.state.ledger()[0].items)
+    # only the second confirmation is left: 50 pieces' coil, and the same recorded items
+    assert sap.state.consumption(ORDER) == {
+        ("COIL-2MM", "C250301"): Decimal("5.0") if mode == "recorded" else Decimal("10.2"),
+        ("SCREW-M4", ""): Decimal(392),
+        ("PAINT-RED", "P77"): Decimal("1.5"),
+    }
+
+
+async def test_a_movement_sap_refuses_comes_back_as_a_rejection_naming_the_field(
+    sap: SapStandIn, tmp_path: Path
+) -> None:
+    no_batch = GoodsMovement("PAINT-RED", Decimal("1.5"), "L")  # batch-managed, no batch
+    async with adapter(sap, tmp_path) as a:
+        refused = await a.post(make_posting(goods_movements=(no_batch,)))
+        assert isinstance(refused, Rejected), refused
+        assert refused.code == "M7/018"
+        assert "PAINT-RED" in refused.text
+        assert "Batch" in refused.text
+        wrong_unit = GoodsMovement("SCREW-M4", Decimal(4), "KG")
+        refused = await a.post(make_posting(goods_movements=(wrong_unit,)))
+        assert isinstance(refused, Rejected), refused
+        assert "EntryUnit KG" in refused.text
+        # what SAP's fields cannot hold never leaves the relay
+        long_batch = GoodsMovement("PAINT-RED", Decimal(1), "L", batch="B" * 11)
+        refused = await a.post(make_posting(goods_movements=(long_batch,)))
+        assert isinstance(refused, Rejected), refused
+        assert "goods_movements[0].batch" in refused.text
+        assert "B" * 11 in refused.text
+    assert sap.state.ledger() == []
+    assert sap.state.consumption(ORDER) == {}
+
+
+async def test_a_movement_of_quantity_zero_is_not_sent(sap: SapStandIn, tmp_path: Path) -> None:
+    nothing = GoodsMovement("SCREW-M4", Decimal(0), "PC")
+    async with adapter(sap, tmp_path) as a:
+        outcome = await a.post(make_posting(goods_movements=(nothing, PAINT)))
+    assert isinstance(outcome, Posted), outcome
+    (record,) = sap.state.ledger()
+    assert [i["Material"] for i in record.sent["to_ProdnOrdConfMatlDocItm"]] == ["PAINT-RED"]
+
+
+# -- the setting ------------------------------------------------------------------------------
+
+
+def relay_toml(tmp_path: Path, erp: str) -> Path:
+    path = tmp_path / "relay.toml"
+    path.write_text(
+        '[relay]\nenterprise = "acme"\n\n[erp]\nsystem = "sap"\n'
+        'service_url = "https://s4.example/sap/opu/odata/sap/API_PROD_ORDER_CONFIRMATION_2_SRV/"\n'
+        'user = "EDGE_RELAY"\n' + erp
+    )
+    return path
+
+
+def test_the_setting_defaults_to_recorded_and_refuses_a_bad_value(tmp_path: Path) -> None:
+    cfg = load_relay_config(relay_toml(tmp_path, ""))
+    assert isinstance(cfg.erp, sap_relay.Settings)
+    assert cfg.erp.goods_movements == "recorded"
+    with pytest.raises(ConfigError) as info:
+        load_relay_config(relay_toml(tmp_path, 'goods_movements = "both"\n'))
+    text = str(info.value)
+    assert "goods_movements = 'both'" in text  # erp.sap.goods_movements, as pydantic nests it
+    assert "'recorded', 'all' or 'none'" in text
+    with pytest.raises(ConfigError) as info:
+        load_relay_config(relay_toml(tmp_path, "goods_receipt = true\n"))
+    assert "goods_receipt" in str(info.value)
+    assert "'recorded'" in str(info.value)
+
+
+def test_the_example_configuration_names_the_setting() -> None:
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "config" / "relay.example.toml").read_text()
+    assert 'goods_movements = "recorded"' in text
+
+
+# -- the stand-in's deep insert ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def session(sap: SapStandIn) -> Iterator[httpx.Client]:
+    with httpx.Client(auth=(USER, PASSWORD), timeout=5) as client:
+        fetched = client.get(sap.url, headers={"x-csrf-token": "Fetch"})
+        client.headers["x-csrf-token"] = fetched.headers["x-csrf-token"]
+        yield client
+
+
+def conf_body(items: Any, **extra: Any) -> dict[str, Any]:
+    return {
+        "OrderID": ORDER,
+        "OrderOperation": "0010",
+        "ConfirmationUnit": "PC",
+        "ConfirmationYieldQuantity": "10",
+        "ExternalSystemConfirmation": "7f1b7f4e-2a59-4a0c-9d61-3c2f0b0f2a11",
+        "to_ProdnOrdConfMatlDocItm": items,
+        **extra,
+    }
+
+
+COIL_ITEM = {
+    "Material": "COIL-2MM",
+    "GoodsMovementType": "261",
+    "EntryUnit": "KG",
+    "QuantityInEntryUnit": "1",
+    "Batch": "C250301",
+}
+
+
+@pytest.mark.parametrize("shape", ["verbose", "array"])
+def test_the_stand_in_backflushes_unless_told_not_to(sap: SapStandIn, shape: str) -> None:
+    def nested(items: list[dict[str, Any]]) -> Any:
+        return {"results": items} if shape == "verbose" else items
+
+    with session(sap) as client:
+        # the coil sent and SAP's backflush still on: consumed twice (what "all" must avoid)
+        twice = client.post(sap.url + "ProdnOrdConf2", json=conf_body(nested([COIL_ITEM])))
+        assert twice.status_code == 201, twice.text
+        uri = twice.json()["d"]["__metadata"]["uri"]
+        items = client.get(uri + "/to_ProdnOrdConfMatlDocItm").json()["d"]["results"]
+        assert [i["MaterialDocumentItemText"] for i in items] == ["", "backflush"]
+        assert [i["QuantityInEntryUnit"] for i in items] == ["1.000", "1.000"]
+        assert sap.state.consumption(ORDER) == {("COIL-2MM", "C250301"): Decimal(2)}
+        once = client.post(
+            sap.url + "ProdnOrdConf2",
+            json=conf_body(nested([COIL_ITEM]), APIConfHasNoGoodsMovements=True),
+        )
+        assert once.status_code == 201, once.text
+        expanded = client.get(
+            once.json()["d"]["__metadata"]["uri"], params={"$expand": "to_ProdnOrdConfMatlDocItm"}
+        ).json()["d"]
+        (item,) = expanded["to_ProdnOrdConfMatlDocItm"]["results"]
+        assert item["Batch"] == "C250301"
+    assert sap.state.consumption(ORDER) == {("COIL-2MM", "C250301"): Decimal(3)}
+
+
+@pytest.mark.parametrize(
+    ("change", "target", "code"),
+    [
+        ({"Material": ""}, "Material", "M7/002"),
+        ({"EntryUnit": None}, "EntryUnit", "M7/002"),
+        ({"QuantityInEntryUnit": None}, "QuantityInEntryUnit", "M7/002"),
+        ({"QuantityInEntryUnit": "0"}, "QuantityInEntryUnit", "M7/010"),
+        ({"QuantityInEntryUnit": "-1"}, "QuantityInEntryUnit", "M7/010"),
+        ({"GoodsMovementType": "311"}, "GoodsMovementType", "M7/005"),
+        ({"EntryUnit": "G"}, "EntryUnit", "M7/012"),
+        ({"Material": "NOT-IN-BOM"}, "Material", "M7/001"),
+        ({"Batch": ""}, "Batch", "M7/018"),
+    ],
+)
+def test_the_stand_in_refuses_a_bad_movement_naming_the_property(
+    sap: SapStandIn, change: dict[str, Any], target: str, code: str
+) -> None:
+    item = {k: v for k, v in {**COIL_ITEM, **change}.items() if v is not None}
+    with session(sap) as client:
+        refused = client.post(
+            sap.url + "ProdnOrdConf2",
+            json=conf_body([item], APIConfHasNoGoodsMovements=True),
+        )
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == code
+    detail = error["innererror"]["errordetails"][0]
+    assert detail["target"] == target
+    assert detail["severity"] == "error"
+    assert "item 1" in error["message"]["value"]
+    assert sap.state.ledger() == []
