@@ -17,7 +17,7 @@ from typing import NoReturn
 from edge.logging import configure_logging
 
 # isort: split
-from edge import __version__, ops, report
+from edge import __version__, ops, report, trace
 from edge.config import (
     DEFAULT_CONFIG_PATH,
     GatewayConfig,
@@ -541,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     pin.set_defaults(fn=cmd_panel_pin)
     ops.register(sub)
     report.register(sub)
+    trace.register(sub)
     relay_cli.register(sub)
     _finish(parser)
     return parser
