@@ -42,7 +42,11 @@ WITHOUT_CONFIG = [
     if _commands(p) is None and not any(a.dest == "config" for a in p._actions)
 ]
 # positional arguments a command needs
-REQUIRED = {("backup",): ["copy.db"], ("browse",): ["opc.tcp://127.0.0.1:4840"]}
+REQUIRED = {
+    ("backup",): ["copy.db"],
+    ("browse",): ["opc.tcp://127.0.0.1:4840"],
+    ("trace",): ["A-100"],
+}
 
 
 def edge(argv: list[str]) -> int:
