@@ -632,13 +632,13 @@ class _Tracer:
             return
         wanted = json.dumps(sorted(keys))
         answers: dict[str, tuple[str, str | None]] = {}
-        for data in self.conn.execute(
-            "SELECT data FROM event WHERE type = ? AND json_extract(data, '$.idem_key') "
-            "IN (SELECT value FROM json_each(?)) ORDER BY id",
+        for idem, status, erp_ref in self.conn.execute(
+            "SELECT json_extract(data, '$.idem_key'), json_extract(data, '$.status'), "
+            "json_extract(data, '$.erp_ref') FROM event WHERE type = ? AND "
+            "json_extract(data, '$.idem_key') IN (SELECT value FROM json_each(?)) ORDER BY id",
             (EventType.CONFIRMATION_RESULT.value, wanted),
         ):
-            body = json.loads(data[0])
-            answers[body["idem_key"]] = (str(body.get("status")), _text(body.get("erp_ref")))
+            answers[idem] = (str(status), _text(erp_ref))
         seqs: dict[str, int | None] = {}
         for idem, env_seq in self.conn.execute(
             "SELECT idem_key, env_seq FROM outbox WHERE idem_key IN "

@@ -36,6 +36,7 @@ from edge.domain.inputs import (
     Pulses,
     RequestConfirmation,
     ResultStatus,
+    ReverseConfirmation,
     Transition,
 )
 from edge.domain.material import MAX_BATCH
@@ -311,6 +312,47 @@ def test_an_unknown_batch_says_so_with_the_retention_window(tmp_path: Path, db: 
     assert doc["produced"] == []
     assert (doc["retention"]["journal_days"], doc["retention"]["finished_days"]) == (30, 200)
     assert "30 days" in proc.stderr
+
+
+async def test_a_reversed_confirmation_is_shown_reversed_and_its_batch_in_the_next_one(
+    tmp_path: Path,
+) -> None:
+    db, clocks = tmp_path / "edge.db", Clocks()
+    async with running(db, clocks) as engine:
+        now = engine.now
+        for inp in (
+            DispatchList(1, (spec(target=100, components=(STEEL,), batch="FG-0900"),), now()),
+            Transition(Action.START_PRODUCTION, OP, OPERATOR, now()),
+            ComponentBatchLoaded("C-300", OPERATOR, now(), material="STEEL-2MM"),
+            Pulses("pulses", 8, now()),
+            RequestConfirmation(OPERATOR, now(), OP),
+            ReverseConfirmation(OP, 1, "supervisor:anna", now()),
+            Transition(Action.COMPLETE, OP, OPERATOR, now()),
+        ):
+            assert (await engine.submit(inp)).accepted, inp
+            clocks.advance(60_000)
+        first = engine.wc.confirmations[f"{OP}#1"]
+        assert first.reversal_idem_key is not None
+        posted = ConfirmationResult(first.reversal_idem_key, ResultStatus.POSTED, now())
+        assert (await engine.submit(posted)).accepted
+        reversal_key = first.reversal_idem_key
+    t = trace_batch(db, "C-300")
+    # 8 parts x 0.25 kg: taken by the first, given back by its reversal, taken by the final.
+    assert [
+        (c.conf_id, c.qty, c.direction, c.reversed, c.reversal_idem_key, c.reversal_status)
+        for c in t.consumed
+    ] == [
+        (f"{OP}#1", 2, "issue", True, reversal_key, "posted"),
+        (f"{OP}#2", 2, "issue", False, None, None),
+    ]
+    [p] = trace_batch(db, "FG-0900").produced
+    assert [(c.conf_id, c.yield_qty, c.reversed) for c in p.confirmations] == [
+        (f"{OP}#1", 8, True),
+        (f"{OP}#2", 8, False),
+    ]
+    code, out, _ = run("trace", "C-300", "--db", str(db))
+    assert code == 0
+    assert "awaiting_result (reversed)" in out
 
 
 # ---------------------------------------------------------------------------- refused
