@@ -24,11 +24,22 @@ the order they arrive):
   plant's date, in ``timezone``, of the period's end when the posting has none), ``Hours`` in
   hours. ``OperationCompleted`` is ``Yes`` on a final confirmation. The error cause comes from
   the scrap reasons through ``error_causes`` (scrap without a reason: ``default_error_cause``).
+- ``ProdProductionOrderPickingList`` when the posting has goods movements to send
+  (``goods_movements``: ``recorded``, the default, those of components not backflushed, which
+  D365 flushes itself by their flushing principle; ``all`` every one, and the start, route card
+  and report-finished tell D365 not to consume the BOM itself: ``AutomaticBOMConsumptionRule``
+  ``Never``, ``BOMConsumption`` ``No``; ``none`` none): a line per movement with
+  ``ItemNumber``, ``ConsumptionBOMQuantity`` (negative for a return), ``BOMUnitSymbol``,
+  ``ConsumptionDate`` and ``OperationNumber``; ``JournalNameId`` from
+  ``picking_list_journal``. The line has no batch field in the documentation, so the
+  component's batch is not sent. Its id comes from the ``idem_key``: a resend (or a
+  resubmission) never consumes twice what a processed picking list consumed.
 - ``ProdProductionOrderReportFinished`` for a final confirmation when
   ``report_finished_on_final``: this posting's yield as ``ReportedGoodQuantity`` and scrap as
-  ``ReportedErrorQuantity``, ``ItemNumber`` the material, ``ReportAsFinishedDate`` the posting
-  date, ``ExecutedDateTime`` the period's end (UTC). A :class:`Posting` carries no totals, so
-  earlier partial confirmations of the operation are *not* reported as finished by it.
+  ``ReportedErrorQuantity``, ``ItemNumber`` the material, ``ItemBatchNumber`` the produced
+  batch, ``ReportAsFinishedDate`` the posting date, ``ExecutedDateTime`` the period's end
+  (UTC). A :class:`Posting` carries no totals, so earlier partial confirmations of the
+  operation are *not* reported as finished by it.
 - ``ProdProductionOrderEnd`` for a final confirmation when ``end_on_final`` (off by default:
   the documentation says End puts the order in its final status *Ended*, "no more quantities
   will be produced", and the final confirmation of one operation does not say the order is
@@ -108,7 +119,9 @@ from pydantic import (
 
 from edge.relay.checks import Zone
 from edge.relay.erp import (
+    GOODS_MOVEMENTS_DEFAULT,
     ErpAdapter,
+    GoodsMovementsMode,
     LookupOutcome,
     NotFound,
     Outcome,
@@ -119,6 +132,7 @@ from edge.relay.erp import (
     Transient,
     Unknown,
     external_id,
+    movements_to_post,
 )
 from edge.relay.oauth import ClientCredentials, TokenRefused, TokenSource, TokenUnavailable
 
@@ -136,10 +150,12 @@ _Code = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 # The message kinds of a posting, as they appear in a Submitted ``ref`` and in Posted ``keys``.
 START, ROUTE_CARD, REPORT_FINISHED, END = "start", "route_card", "report_finished", "end"
-_MAIN = (ROUTE_CARD, REPORT_FINISHED, END)
+PICKING_LIST = "picking_list"
+_MAIN = (ROUTE_CARD, PICKING_LIST, REPORT_FINISHED, END)
 _TYPES = {
     START: "ProdProductionOrderStart",
     ROUTE_CARD: "ProdProductionOrderRouteCard",
+    PICKING_LIST: "ProdProductionOrderPickingList",
     REPORT_FINISHED: "ProdProductionOrderReportFinished",
     END: "ProdProductionOrderEnd",
 }
@@ -203,6 +219,13 @@ class Settings(Connection):
     default_error_cause: ErrorCause = "None"
     state_entity: _Symbol = "SysMessageProcessorMessages"
     """The OData collection the message states are read from (not confirmed; see above)."""
+    goods_movements: GoodsMovementsMode = GOODS_MOVEMENTS_DEFAULT
+    """Which goods movements go as a picking list (:data:`edge.relay.erp.GoodsMovementsMode`):
+    ``recorded`` those of components not backflushed (D365 flushes the others by their
+    flushing principle), ``all`` every one with D365's own BOM consumption turned off
+    (``BOMConsumption`` ``No``, ``AutomaticBOMConsumptionRule`` ``Never``), ``none`` none."""
+    picking_list_journal: _Id | None = None
+    """``JournalNameId`` of the picking lists (default: the journal name D365 is set up with)."""
 
 
 def read_secret(path: Path) -> str:
@@ -445,16 +468,13 @@ class D365Adapter(D365Service[Settings], ErpAdapter):
         messages: list[_Message] = []
         if s.start_on_first and not reversal:
             started = self._local(posting.period_start_ms) or self._local(posting.event_ms)
-            messages.append(
-                _Message(
-                    START,
-                    external_id(f"d365/start/{s.company}/{order}"),
-                    {
-                        "ProductionOrderNumber": order,
-                        "StartedDate": started.date().isoformat() if started else day,
-                    },
-                )
-            )
+            start: dict[str, Any] = {
+                "ProductionOrderNumber": order,
+                "StartedDate": started.date().isoformat() if started else day,
+            }
+            if s.goods_movements == "all":
+                start["AutomaticBOMConsumptionRule"] = "Never"
+            messages.append(_Message(START, external_id(f"d365/start/{s.company}/{order}"), start))
         messages.append(
             _Message(
                 ROUTE_CARD,
@@ -465,6 +485,22 @@ class D365Adapter(D365Service[Settings], ErpAdapter):
                 },
             )
         )
+        lines = self._picking_list_lines(posting, operation, sign, day)
+        if lines:
+            content: dict[str, Any] = {"ProductionOrderNumber": order}
+            if s.picking_list_journal:
+                content["JournalNameId"] = s.picking_list_journal
+            content["PickingListLines"] = lines
+            messages.append(
+                _Message(
+                    PICKING_LIST,
+                    # From idem_key, not instance_key: a resubmission after a rejection must
+                    # not consume again what a processed picking list already did (a failed
+                    # one is sent again under the same id, as every failed message is).
+                    external_id(f"{posting.idem_key}/d365/picking-list"),
+                    content,
+                )
+            )
         causes = self._causes(posting)
         if posting.final and s.report_finished_on_final:
             line: dict[str, Any] = {
@@ -474,6 +510,10 @@ class D365Adapter(D365Service[Settings], ErpAdapter):
             }
             if posting.material:
                 line["ItemNumber"] = posting.material
+            if posting.batch:
+                line["ItemBatchNumber"] = posting.batch
+            if s.goods_movements == "all":
+                line["AutomaticBOMConsumptionRule"] = "Never"
             if posting.scrap_qty:
                 line["ReportedErrorQuantity"] = _num(sign * posting.scrap_qty)
                 line["ErrorCause"] = causes[0][0] if causes else s.default_error_cause
@@ -512,6 +552,27 @@ class D365Adapter(D365Service[Settings], ErpAdapter):
             ((c, q) for c, q in by_cause.items() if q), key=lambda item: item[1], reverse=True
         )
 
+    def _picking_list_lines(
+        self, posting: Posting, operation: int, sign: Decimal, day: str
+    ) -> list[dict[str, Any]]:
+        """A picking-list line per goods movement sent (``goods_movements``): a return and a
+        reversal's movements consume a negative quantity. The reference's picking-list line
+        has no batch field (``InventoryLotId`` is the lot, not the batch), so a component's
+        batch is not sent: D365 takes it from the reservation or its batch determination."""
+        lines: list[dict[str, Any]] = []
+        for m in movements_to_post(posting.goods_movements, self.settings.goods_movements):
+            qty = sign * (m.qty if m.direction == "issue" else -m.qty)
+            lines.append(
+                {
+                    "ItemNumber": m.material,
+                    "ConsumptionBOMQuantity": _num(qty),
+                    "BOMUnitSymbol": m.unit,
+                    "ConsumptionDate": day,
+                    "OperationNumber": operation,
+                }
+            )
+        return lines
+
     def _route_card_lines(
         self, posting: Posting, operation: int, sign: Decimal, day: str
     ) -> list[dict[str, Any]]:
@@ -540,6 +601,8 @@ class D365Adapter(D365Service[Settings], ErpAdapter):
             process["ErrorQuantity"] = 0
         completed = posting.final and posting.kind == "confirmation"
         process["OperationCompleted"] = "Yes" if completed else "No"
+        if s.goods_movements == "all":
+            process["BOMConsumption"] = "No"  # the picking list has every component
         lines.append(process)
         for cause, qty in causes[1:]:
             extra = line("Process", 0.0, posting.work_center)

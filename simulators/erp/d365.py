@@ -461,6 +461,7 @@ class Order:
     company: str = ""  # "": the stand-in's first company
     route: dict[int, RouteOperation] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # raw overrides of the header row
+    bom: dict[str, BomLine] = field(default_factory=dict)  # by item number
 
     def row(self, company: str) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -509,6 +510,32 @@ class Message:
             "dataAreaId": self.company,
             "JournalId": self.journal_id,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class BomLine:
+    """A component of an order. ``flushing`` ``Manual``: consumed only by a picking list;
+    any other principle: the stand-in consumes it itself with every route card of the order
+    (``qty_per_unit`` x good and error quantity) unless the line says ``BOMConsumption``
+    ``No`` -- the stand-in's model of D365's automatic consumption, not D365's exact rule."""
+
+    item: str
+    qty_per_unit: Decimal
+    unit: str
+    flushing: str = "Manual"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumedLine:
+    """A quantity of a component consumed: by a picking list or by the stand-in's flushing."""
+
+    message_id: str | None
+    order: str
+    operation: int | None
+    item: str
+    qty: Decimal
+    unit: str
+    source: str  # "picking_list" | "flushed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -573,6 +600,7 @@ class D365State:
         self.orders: dict[str, Order] = {}
         self.messages: list[Message] = []
         self.route_card_lines: list[RouteCardLine] = []
+        self.consumed_lines: list[ConsumedLine] = []
         self.finished: dict[str, dict[str, Decimal]] = {}
         self.tokens: dict[str, float] = {}
         self.token_requests = 0
@@ -663,6 +691,29 @@ class D365State:
         target.route[number] = operation
         target.operations = (target.operations or frozenset()) | {number}
         return operation
+
+    def add_bom_line(
+        self,
+        order: str,
+        item: str,
+        *,
+        qty_per_unit: Decimal | int | str,
+        unit: str,
+        flushing: str = "Manual",
+    ) -> BomLine:
+        """A component of ``order``; once an order has any, a picking list of another item
+        fails, and one in another unit."""
+        line = BomLine(item, Decimal(str(qty_per_unit)), unit, flushing)
+        self._get(order).bom[item] = line
+        return line
+
+    def consumption(self, order: str) -> dict[str, Decimal]:
+        """Item -> the net quantity the order consumed (picking lists and flushing)."""
+        net: dict[str, Decimal] = {}
+        for line in self.consumed_lines:
+            if line.order == order:
+                net[line.item] = net.get(line.item, Decimal(0)) + line.qty
+        return {k: v for k, v in net.items() if v}
 
     def add_product(self, item: str, unit: str = "PC", name: str = "") -> None:
         """A released product (``ReleasedProductsV2``) with its inventory unit."""
@@ -878,6 +929,18 @@ class D365State:
                 for x in self.route_card_lines
             ],
             "finished": {o: {k: str(v) for k, v in t.items()} for o, t in self.finished.items()},
+            "consumed_lines": [
+                {
+                    "message_id": x.message_id,
+                    "order": x.order,
+                    "operation": x.operation,
+                    "item": x.item,
+                    "qty": str(x.qty),
+                    "unit": x.unit,
+                    "source": x.source,
+                }
+                for x in self.consumed_lines
+            ],
             "requests": {
                 "token": self.token_requests,
                 "send": self.send_requests,
@@ -974,6 +1037,7 @@ class D365State:
                 order.status = "Ended"
             return None
         if kind == "ProdProductionOrderPickingList":
+            self.consumed_lines.extend(self._picking_list(m, number, order, doc))
             return self._next_journal("PL")
         if order is not None and order.status == "Released":
             raise ProcessingError(
@@ -1020,6 +1084,28 @@ class D365State:
                             f"on operation {op} of production order {number}."
                         )
             self.route_card_lines.extend(new)
+            if order is not None and order.bom:
+                pieces = sum(
+                    (
+                        _dec(line.get("GoodQuantity")) + _dec(line.get("ErrorQuantity"))
+                        for line in lines
+                        if line.get("BOMConsumption") != "No"
+                    ),
+                    Decimal(0),
+                )
+                for bom in order.bom.values():
+                    if bom.flushing != "Manual" and pieces:
+                        self.consumed_lines.append(
+                            ConsumedLine(
+                                m.message_id,
+                                number,
+                                None,
+                                bom.item,
+                                bom.qty_per_unit * pieces,
+                                bom.unit,
+                                "flushed",
+                            )
+                        )
             return self._next_journal("RC")
         # report as finished
         good = sum(
@@ -1042,6 +1128,51 @@ class D365State:
         totals["good"] += good
         totals["error"] += error
         return self._next_journal("RAF")
+
+    def _picking_list(
+        self, m: Message, number: str, order: Order | None, doc: Mapping[str, Any]
+    ) -> list[ConsumedLine]:
+        """The lines of a picking list, checked: a quantity that is not 0, an item D365 knows
+        (the order's BOM when it has one, else the released products when any), its unit."""
+        consumed: list[ConsumedLine] = []
+        for i, line in enumerate(doc["PickingListLines"], 1):
+            where = f"PickingListLines line {i}"
+            item = str(line["ItemNumber"])
+            qty = _dec(line.get("ConsumptionBOMQuantity"))
+            if not qty:
+                raise ProcessingError(
+                    f"{where}: field 'ConsumptionBOMQuantity' must not be 0 for item {item}."
+                )
+            unit = str(line.get("BOMUnitSymbol") or "")
+            expected: str | None = None
+            if order is not None and order.bom:
+                if item not in order.bom:
+                    raise ProcessingError(
+                        f"{where}: item {item} is not on the BOM of production order {number}."
+                    )
+                expected = order.bom[item].unit
+            elif self.products:
+                if item not in self.products:
+                    raise ProcessingError(f"{where}: item number {item} does not exist.")
+                expected = self.products[item][0]
+            if unit and expected and unit != expected:
+                raise ProcessingError(
+                    f"{where}: field 'BOMUnitSymbol' {unit} is not the unit {expected} of "
+                    f"item {item}."
+                )
+            operation = line.get("OperationNumber")
+            consumed.append(
+                ConsumedLine(
+                    m.message_id,
+                    number,
+                    int(operation) if operation is not None else None,
+                    item,
+                    qty,
+                    unit or (expected or ""),
+                    "picking_list",
+                )
+            )
+        return consumed
 
     # -- requests --------------------------------------------------------------------------
 

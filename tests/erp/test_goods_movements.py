@@ -6,8 +6,11 @@ insert."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -17,10 +20,23 @@ import httpx
 import pytest
 
 from edge.errors import ConfigError
+from edge.relay import d365 as d365_relay
 from edge.relay import sap as sap_relay
 from edge.relay.config import load_relay_config
-from edge.relay.erp import GoodsMovement, Posted, Posting, Rejected, Unknown, external_id
+from edge.relay.erp import (
+    GoodsMovement,
+    NotFound,
+    Outcome,
+    Posted,
+    Posting,
+    Rejected,
+    Submitted,
+    Unknown,
+    external_id,
+)
+from simulators.erp.d365 import D365StandIn
 from simulators.erp.sap import SapStandIn
+from tests.erp.helpers import D365_SECRET, d365_values, write_secret
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -377,3 +393,157 @@ def test_the_stand_in_refuses_a_bad_movement_naming_the_property(
     assert detail["severity"] == "error"
     assert "item 1" in error["message"]["value"]
     assert sap.state.ledger() == []
+
+
+# -- Dynamics 365: a picking list ---------------------------------------------------------------
+
+D365_ORDER = "P000123"
+
+
+def d365_posting(n: int = 1, **changes: Any) -> Posting:
+    values: dict[str, Any] = {"order_id": D365_ORDER, "material": "A0001", **changes}
+    return make_posting(n, **values)
+
+
+@pytest.fixture
+async def d365() -> AsyncIterator[D365StandIn]:
+    async with D365StandIn(client_secret=D365_SECRET, process_delay_s=0.02) as stand_in:
+        state = stand_in.state
+        state.add_order(D365_ORDER, item="A0001", quantity=1000, operations=(10, 20))
+        # the coil is flushed by D365 itself; screws and paint only by a picking list
+        state.add_bom_line(D365_ORDER, "COIL-2MM", qty_per_unit="0.1", unit="KG", flushing="Finish")
+        state.add_bom_line(D365_ORDER, "SCREW-M4", qty_per_unit=4, unit="PC")
+        state.add_bom_line(D365_ORDER, "PAINT-RED", qty_per_unit="0.015", unit="L")
+        yield stand_in
+
+
+@contextlib.asynccontextmanager
+async def d365_adapter(d365: D365StandIn, tmp_path: Path, **changes: Any) -> AsyncIterator[Any]:
+    values = d365_values(d365, write_secret(tmp_path), poll_interval_s=0.1, **changes)
+    a = d365_relay.build(d365_relay.Settings.model_validate(values))
+    await a.start()
+    try:
+        yield a
+    finally:
+        await a.close()
+
+
+async def settle(a: Any, posting: Posting, outcome: Outcome) -> Outcome:
+    """Poll a Submitted posting until it is something else (at most 5 s)."""
+    deadline = time.monotonic() + 5.0
+    while isinstance(outcome, Submitted):
+        assert time.monotonic() < deadline, "still submitted after 5 s"
+        await asyncio.sleep(0.03)
+        outcome = await a.poll(posting, outcome.ref)
+    return outcome
+
+
+D365_ONCE = {"COIL-2MM": Decimal("10.2"), "SCREW-M4": Decimal(392), "PAINT-RED": Decimal("1.5")}
+
+
+@pytest.mark.parametrize(
+    ("mode", "lines", "expected"),
+    [
+        ("recorded", [("SCREW-M4", 400), ("SCREW-M4", -8), ("PAINT-RED", 1.5)], D365_ONCE),
+        (
+            "all",
+            [("COIL-2MM", 10.2), ("SCREW-M4", 400), ("SCREW-M4", -8), ("PAINT-RED", 1.5)],
+            D365_ONCE,
+        ),
+        ("none", None, {"COIL-2MM": Decimal("10.2")}),
+    ],
+)
+async def test_d365_gets_each_consumed_quantity_once(
+    d365: D365StandIn,
+    tmp_path: Path,
+    mode: str,
+    lines: list[tuple[str, float]] | None,
+    expected: dict[str, Decimal],
+) -> None:
+    p = d365_posting(final=True)
+    async with d365_adapter(d365, tmp_path, goods_movements=mode) as a:
+        outcome = await settle(a, p, await a.post(p))
+    assert isinstance(outcome, Posted), outcome
+    assert ("picking_list" in outcome.keys) is (lines is not None)
+    assert d365.state.consumption(D365_ORDER) == expected
+    d365.state.assert_exactly_once()
+    types = [m.message_type for m in d365.state.messages]
+    route_card = json.loads(d365.state.messages[0].content)
+    finished = json.loads(d365.state.messages[-1].content)["ReportFinishedLines"][0]
+    assert finished["ItemBatchNumber"] == "B250303"  # the produced batch
+    if lines is None:
+        assert "ProdProductionOrderPickingList" not in types
+        return
+    assert types == [
+        "ProdProductionOrderRouteCard",
+        "ProdProductionOrderPickingList",
+        "ProdProductionOrderReportFinished",
+    ]
+    picking = json.loads(d365.state.by_id(outcome.keys["picking_list"])[0].content)
+    assert picking["ProductionOrderNumber"] == D365_ORDER
+    got = [(x["ItemNumber"], x["ConsumptionBOMQuantity"]) for x in picking["PickingListLines"]]
+    assert got == lines
+    assert {x["BOMUnitSymbol"] for x in picking["PickingListLines"]} <= {"KG", "PC", "L"}
+    assert {x["OperationNumber"] for x in picking["PickingListLines"]} == {10}
+    no_bom = "No" if mode == "all" else None
+    assert route_card["RouteCardLines"][-1].get("BOMConsumption") == no_bom
+    assert finished.get("AutomaticBOMConsumptionRule") == ("Never" if mode == "all" else None)
+
+
+async def test_d365_resend_after_a_lost_answer_consumes_once(
+    d365: D365StandIn, tmp_path: Path
+) -> None:
+    p = d365_posting()
+    async with d365_adapter(d365, tmp_path) as a:
+        d365.state.drop_next(2)  # both messages are stored, neither answer arrives
+        outcome: Outcome | NotFound = await a.post(p)
+        seen: list[str] = []
+        for _ in range(6):  # what the relay does: ask after a lost answer, post what is missing
+            seen.append(type(outcome).__name__)
+            if isinstance(outcome, Unknown):
+                outcome = await a.lookup(p)
+            elif isinstance(outcome, NotFound):
+                outcome = await a.post(p)  # sends only what D365 does not have
+            elif isinstance(outcome, Submitted):
+                outcome = await settle(a, p, outcome)
+            else:
+                break
+        assert isinstance(outcome, Posted), (outcome, seen)
+        assert seen[:4] == ["Unknown", "NotFound", "Unknown", "Submitted"]
+        again = await settle(a, p, await a.post(p))  # and once more, as a resend would
+        assert isinstance(again, Posted), again
+    d365.state.assert_exactly_once()
+    assert d365.state.consumption(D365_ORDER) == D365_ONCE
+    kinds = [m.message_type for m in d365.state.messages]
+    assert kinds.count("ProdProductionOrderPickingList") == 1
+
+
+@pytest.mark.parametrize("mode", ["recorded", "all"])
+async def test_d365_reversal_gives_the_movements_back(
+    d365: D365StandIn, tmp_path: Path, mode: str
+) -> None:
+    p = d365_posting()
+    async with d365_adapter(d365, tmp_path, goods_movements=mode) as a:
+        posted = await settle(a, p, await a.post(p))
+        assert isinstance(posted, Posted), posted
+        assert d365.state.consumption(D365_ORDER) == D365_ONCE
+        r = reversal_of(p, {})
+        back = await settle(a, r, await a.reverse(r))
+        assert isinstance(back, Posted), back
+        assert back.keys["picking_list"] != posted.keys["picking_list"]
+    assert d365.state.consumption(D365_ORDER) == {}
+    d365.state.assert_exactly_once()
+
+
+async def test_d365_refusing_a_picking_list_line_is_a_rejection_naming_the_field(
+    d365: D365StandIn, tmp_path: Path
+) -> None:
+    wrong_unit = GoodsMovement("PAINT-RED", Decimal("1.5"), "KG")
+    p = d365_posting(goods_movements=(wrong_unit,))
+    async with d365_adapter(d365, tmp_path) as a:
+        outcome = await settle(a, p, await a.post(p))
+    assert isinstance(outcome, Rejected), outcome
+    assert "BOMUnitSymbol" in outcome.text
+    assert "KG" in outcome.text
+    assert "PAINT-RED" in outcome.text
+    assert d365.state.consumption(D365_ORDER) == {"COIL-2MM": Decimal("10.2")}  # route card
