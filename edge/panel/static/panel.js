@@ -440,6 +440,10 @@
 
   function renderOrder(el) {
     const op = S.active[0];
+    // With components the view scrolls: their card lies below the order.
+    const components = Boolean(op && op.components && op.components.length);
+    el.classList.toggle('list', components);
+    el.toggleAttribute('data-scroll', components);
     if (!op) {
       const next = S.dispatch.find((o) => o.status === 'dispatched');
       const main = h('div', { class: 'order-main' }, h('div', { class: 'empty' }, t('order.none')));
@@ -483,6 +487,7 @@
         h('span', {}, t('order.pending') + ' ', h('b', {}, qty(op.pending_good))),
         op.rework > 0 ? h('span', {}, t('order.rework') + ' ', h('b', { 'data-field': 'rework' }, qty(op.rework))) : null,
         op.setup_scrap_pending > 0 ? h('span', {}, t('order.setup_scrap') + ' ', h('b', { 'data-field': 'setup-scrap' }, qty(op.setup_scrap_pending))) : null,
+        components ? h('span', { 'data-field': 'components-below' }, t('order.components', { n: op.components.length })) : null,
         flags),
       h('div', { class: 'te' },
         h('div', {}, t('te.setup'), h('b', {}, dur(te.setup_s))),
@@ -529,8 +534,42 @@
     const slots = a.reduce((n, b) => n + (b.classList.contains('wide') ? 2 : 1), 0);
     if (slots > 8) a.forEach((b) => b.classList.remove('wide'));
     el.append(h('div', { class: 'order' }, main, h('div', { class: 'actions' }, a)));
+    if (components) el.append(componentsCard(op));
     const notice = (S.notices || []).find((n) => n.op === op.op && !seenNotice(n));
     if (notice) el.append(noticeStrip(notice));
+  }
+
+  // The active operation's components as the gateway keeps them: the batch loaded now (a
+  // batch-managed component without one is framed yellow), what was consumed so far and what no
+  // confirmation took yet, per batch, in the component's unit.
+  function componentsCard(op) {
+    const rows = op.components.map((c) => {
+      const lines = (list) => (list.length
+        ? list.map((x) => `${qty(x.qty)} ${c.unit}` + (x.batch ? ` (${x.batch})` : '')).join(', ')
+        : '–');
+      const kind = [t(c.backflush ? 'comp.backflush' : 'comp.manual'), c.batch_managed ? t('comp.batch_managed') : null];
+      const buttons = [];
+      if (c.batch_managed) {
+        buttons.push(button(t('btn.load_batch'), 'warn', () => batchSheet(op, c), { 'data-cmd': 'load-batch', 'data-material': c.material }));
+      }
+      if (!c.backflush) {
+        buttons.push(button(t('btn.consume'), '', () => consumeSheet(op, c), { 'data-cmd': 'consume', 'data-material': c.material }));
+      }
+      return h('div', { class: 'row' + (c.batch_managed && !c.loaded ? ' warn' : ''), 'data-component': c.material },
+        h('div', { class: 'main' },
+          h('div', { class: 'l1' }, c.material_text ? `${c.material_text} · ${c.material}` : c.material),
+          h('div', { class: 'l2' }, t('comp.per_unit', { qty: qty(c.qty_per_unit), unit: c.unit, per: op.unit }) + ' · ' + kind.filter(Boolean).join(' · ')),
+          c.batch_managed
+            ? h('div', { class: 'l3', 'data-field': 'batch' }, c.loaded
+              ? t('comp.loaded', { batch: c.loaded.batch, time: time(c.loaded.at), who: c.loaded.actor })
+              : t('comp.no_batch'))
+            : null,
+          h('div', { class: 'l3', 'data-field': 'consumed' }, t('comp.consumed', { lines: lines(c.consumed) })),
+          h('div', { class: 'l3', 'data-field': 'pending' }, t('comp.pending', { lines: lines(c.pending) }))),
+        buttons);
+    });
+    return h('div', { class: 'components', 'data-components': op.op },
+      h('div', { class: 'section-title' }, t('comp.title')), rows);
   }
 
   // Central changed the running order (quantity, due date, standard cycle ...): shown over the
@@ -963,9 +1002,10 @@
 
   // An on-screen keyboard for a reason in words (the panel has no other); ``onChange`` gets the
   // text so far, at most ``max`` characters.
-  function keyboard(initial, onChange, max) {
+  function keyboard(initial, onChange, max, opts) {
+    const upper = Boolean(opts && opts.upper); // a code: capitals until shift is tapped
     let value = initial || '';
-    let caps = !value;
+    let caps = upper || !value;
     let join = false; // after a picked reason, what is typed next follows ": "
     const display = h('div', { class: 'display words', 'data-field': 'words' });
     const rows = lang === 'de'
@@ -982,7 +1022,7 @@
       if (value.length + add.length > max) return;
       join = false;
       value += add;
-      caps = false;
+      if (!upper) caps = false;
       paint();
       onChange(value);
     };
@@ -999,6 +1039,8 @@
     const kb = h('div', { class: 'kb' }, keyRows);
     kb.display = display;
     kb.set = (text) => { value = text.slice(0, max); caps = false; join = true; paint(); onChange(value); };
+    // Typed on a keyboard of its own (or a scanner that types): taken as it is.
+    kb.replace = (text) => { value = text.slice(0, max); join = false; paint(); };
     paint();
     return kb;
   }
@@ -1018,6 +1060,88 @@
         h('div', { class: 'sheet-head' }, h('h2', {}, t('sheet.hold.title', { op: op.op })), kb.display),
         picks, kb, foot(ok));
       ok.disabled = true;
+    });
+  }
+
+  // A text field that takes typed input (a keyboard, or a scanner that types) beside the
+  // on-screen keys; Enter taps ``ok``.
+  function codeField(name, placeholder, onInput, ok) {
+    const input = h('input', {
+      class: 'display words',
+      type: 'text',
+      'data-field': name,
+      autocomplete: 'off',
+      autocapitalize: 'characters',
+      spellcheck: 'false',
+      maxlength: S.max_text,
+      placeholder,
+    });
+    input.addEventListener('input', () => onInput(input.value));
+    input.addEventListener('keydown', (e) => {
+      if (e.key !== 'Enter') return;
+      e.preventDefault();
+      if (ok && !ok.disabled) ok.click();
+    });
+    return input;
+  }
+
+  // Load a batch of a component: typed or tapped, the gateway (the core) checks it.
+  function batchSheet(op, c) {
+    let batch = '';
+    openSheet('batch', (el) => {
+      const ok = button(t('btn.load_batch'), 'primary', async () => {
+        if (!batch) return;
+        const r = await command('load-batch', { op: op.op, material: c.material, batch });
+        if (r.done) closeSheet();
+      }, { 'data-cmd': 'ok' });
+      let kb = null;
+      const input = codeField('batch-input', t('sheet.batch.placeholder'), (v) => {
+        batch = v;
+        kb.replace(v);
+        ok.disabled = !v;
+      }, ok);
+      kb = keyboard('', (v) => { batch = v; input.value = v; ok.disabled = !v; }, S.max_text, { upper: true });
+      el.append(
+        h('div', { class: 'sheet-head' }, h('h2', {}, t('sheet.batch.title', { material: c.material })), input),
+        h('div', { class: 'sub' }, c.loaded ? t('comp.loaded', { batch: c.loaded.batch, time: time(c.loaded.at), who: c.loaded.actor }) : t('comp.no_batch')),
+        kb, foot(ok));
+      ok.disabled = true;
+      input.focus();
+    });
+  }
+
+  // Record consumption of a component that is not backflushed: a quantity in its unit, from
+  // the loaded batch unless another is typed.
+  function consumeSheet(op, c) {
+    let amount = '';
+    let batch = '';
+    openSheet('consume', (el) => {
+      const ready = () => Boolean(amount) && Number(amount) > 0;
+      const ok = button(t('btn.ok'), 'primary', async () => {
+        if (!ready()) return;
+        const body = { op: op.op, material: c.material, qty: amount };
+        if (batch) body.batch = batch;
+        const r = await command('consume', body);
+        if (r.done) closeSheet();
+      }, { 'data-cmd': 'ok' });
+      const update = () => {
+        ok.disabled = !ready();
+        ok.textContent = ready() ? t('btn.record', { qty: amount, unit: c.unit }) : t('btn.ok');
+      };
+      const left = h('div', { class: 'grow' },
+        h('div', { class: 'text' }, t('sheet.consume.text', { name: c.material_text || c.material, unit: c.unit })));
+      if (c.batch_managed) {
+        left.append(
+          h('div', { class: 'group-title' }, t('sheet.consume.batch')),
+          codeField('batch-input', c.loaded ? c.loaded.batch : t('comp.no_batch'), (v) => { batch = v; }, ok));
+      }
+      el.append(
+        h('h2', {}, t('sheet.consume.title', { material: c.material })),
+        h('div', { class: 'body' },
+          left,
+          numpad(amount, (v) => { amount = v; update(); }, { label: t('sheet.consume.qty', { unit: c.unit }), decimals: true })),
+        foot(ok));
+      update();
     });
   }
 
