@@ -129,6 +129,24 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str | None, str]] = [
     ),
     ("empty body", SCRAP, b"", JSON, 422, None, "the request needs a JSON body"),
     ("a list", SCRAP, b"[1, 2]", JSON, 422, None, "Input should be a valid dictionary"),
+    (
+        "unpaired surrogate in a batch",
+        "/api/commands/load-batch",
+        b'{"command_id": "hostile-0001", "op": "4711/0020", "material": "M", "batch": "\\udc00"}',
+        JSON,
+        422,
+        "batch",
+        "batch = ",
+    ),
+    (
+        "1e309 consumed",
+        "/api/commands/consume",
+        b'{"command_id": "hostile-0001", "op": "4711/0020", "material": "M", "qty": 1e309}',
+        JSON,
+        422,
+        "qty",
+        "qty = '1e309': not a finite number",
+    ),
 ]
 
 
@@ -220,6 +238,7 @@ async def test_non_finite_numbers_in_every_decimal_field(tmp_path: Path, value: 
         SCRAP: ("qty", '"op": "4711/0020", "reason": "S03"'),
         "/api/commands/split": ("quantity", '"op": "4711/0020"'),
         "/api/supervisor/correct-count": ("good_delta", '"op": "4711/0020", "reason": "x"'),
+        "/api/commands/consume": ("qty", '"op": "4711/0020", "material": "M"'),
     }
     async with (
         running_panel(panel_config(tmp_path)) as panel,
