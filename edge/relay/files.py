@@ -96,6 +96,14 @@ encoded in ``encoding`` (a character the encoding cannot hold rejects the postin
               MaterialActual per scrap reason: MaterialUse Other OtherValue=Scrap, Quantity,
                 MaterialActualProperty ID ReasonCode (Value = the reason code)
               MaterialActual per rework reason: the same with OtherValue=Rework
+              MaterialActual per goods movement (``goods_movements``: ``recorded``, the
+                default, those of components not backflushed; ``all``; ``none``):
+                MaterialDefinitionID, MaterialLotID (the batch), MaterialUse Consumed (a
+                return: Other OtherValue=Returned), Quantity with its unit,
+                MaterialActualProperty ReservationItem and Backflush (true/false); the
+                Produced one carries the produced batch as MaterialLotID. A reversal carries
+                the cancelled confirmation's movements (the ERP takes them back with it).
+                The CSV layout has no place for goods movements: none are written there.
 
 **Not confirmed** (conventions of this adapter, not facts about any ERP): that an ERP reads a
 reversal as ``CancelOperationsPerformance`` whose ``OperationsPerformance/ID`` is the cancelled
@@ -134,6 +142,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edge.relay.checks import check_folders, distinct_folders
 from edge.relay.erp import (
     ErpAdapter,
+    GoodsMovement,
+    GoodsMovementsMode,
     LookupOutcome,
     NotFound,
     Outcome,
@@ -144,6 +154,7 @@ from edge.relay.erp import (
     Submitted,
     Transient,
     Unknown,
+    movements_to_post,
 )
 
 B2MML_NS: Final = "http://www.mesa.org/xml/B2MML"
@@ -233,6 +244,15 @@ class Settings(BaseModel):
     csv_delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ";"
     decimal_comma: bool = False
     encoding: Literal["utf-8", "cp1252"] = "utf-8"
+    # The goods movements written (edge.relay.erp.GoodsMovementsMode), B2MML only: the CSV
+    # layout has no place for them. Default: "recorded" with b2mml, "none" with csv.
+    goods_movements: GoodsMovementsMode | None = None
+
+    @property
+    def movements_mode(self) -> GoodsMovementsMode:
+        if self.goods_movements is not None:
+            return self.goods_movements
+        return "recorded" if self.format == "b2mml" else "none"
 
     @field_validator("name_pattern")
     @classmethod
@@ -272,6 +292,11 @@ class Settings(BaseModel):
             raise ValueError("csv_delimiter ',' cannot go with decimal_comma = true")
         if self.csv_delimiter in {'"', "\r", "\n"}:
             raise ValueError(f"csv_delimiter {self.csv_delimiter!r} is not a field separator")
+        if self.format == "csv" and self.goods_movements not in (None, "none"):
+            raise ValueError(
+                f"goods_movements = {self.goods_movements!r} needs format = 'b2mml': the CSV "
+                "layout has no place for goods movements (use 'none')"
+            )
         distinct_folders(
             (
                 ("drop_dir", self.drop_dir),
@@ -400,10 +425,13 @@ def _material(
     other: str | None,
     qty: Decimal,
     reason: str | None,
+    lot: str | None = None,
 ) -> None:
     actual = _sub(parent, "MaterialActual")
     if posting.material:
         _sub(actual, "MaterialDefinitionID", posting.material)
+    if lot:
+        _sub(actual, "MaterialLotID", lot)
     use_el = _sub(actual, "MaterialUse", use)
     if other is not None:
         use_el.set("OtherValue", other)
@@ -420,6 +448,36 @@ def _material(
         _sub(value, "DataType", "string")
 
 
+def _property(actual: ET.Element, ident: str, value: str, data_type: str) -> None:
+    prop = _sub(actual, "MaterialActualProperty")
+    _sub(prop, "ID", ident)
+    val = _sub(prop, "Value")
+    _sub(val, "ValueString", value)
+    _sub(val, "DataType", data_type)
+
+
+def _consumed(parent: ET.Element, m: GoodsMovement) -> None:
+    """A goods movement as a ``MaterialActual``: ``Consumed`` for an issue, ``Other``
+    ``OtherValue="Returned"`` for a return (B2MML's MaterialUse has no return), the batch as
+    ``MaterialLotID``, properties ``ReservationItem`` and ``Backflush`` (a file ERP that
+    backflushes must not backflush one written with ``true``)."""
+    actual = _sub(parent, "MaterialActual")
+    _sub(actual, "MaterialDefinitionID", m.material)
+    if m.batch:
+        _sub(actual, "MaterialLotID", m.batch)
+    if m.direction == "issue":
+        _sub(actual, "MaterialUse", "Consumed")
+    else:
+        _sub(actual, "MaterialUse", "Other").set("OtherValue", "Returned")
+    quantity = _sub(actual, "Quantity")
+    _sub(quantity, "QuantityString", _decimal(m.qty, comma=False))
+    _sub(quantity, "DataType", "decimal")
+    _sub(quantity, "UnitOfMeasure", m.unit)
+    if m.item:
+        _property(actual, "ReservationItem", m.item, "string")
+    _property(actual, "Backflush", "true" if m.backflush else "false", "boolean")
+
+
 def _by_reason(total: Decimal, reasons: tuple[Quantity, ...]) -> list[tuple[str | None, Decimal]]:
     """One entry per reason, and the rest of ``total`` without a reason."""
     out: list[tuple[str | None, Decimal]] = [(q.code, q.qty) for q in reasons if q.qty]
@@ -429,9 +487,11 @@ def _by_reason(total: Decimal, reasons: tuple[Quantity, ...]) -> list[tuple[str 
     return out
 
 
-def b2mml_document(posting: Posting) -> bytes:
+def b2mml_document(posting: Posting, movements: tuple[GoodsMovement, ...] = ()) -> bytes:
     """The B2MML V0700 document for a confirmation (``ProcessOperationsPerformance``) or a
-    reversal (``CancelOperationsPerformance``); deterministic: the same posting, the same bytes."""
+    reversal (``CancelOperationsPerformance``), with ``movements`` (those of the posting's
+    goods movements to write) as consumed material; deterministic: the same posting, the same
+    bytes."""
     reversal = posting.kind == "reversal"
     if reversal and not posting.reverses_idem_key:
         raise _BadPosting(f"reversal {posting.label} names no confirmation (reverses_idem_key)")
@@ -486,11 +546,13 @@ def b2mml_document(posting: Posting) -> bytes:
         _data(segment, "ConfirmationNumber", posting.confirmation_no, "string")
     if posting.actor:
         _data(segment, "Actor", posting.actor, "string")
-    _material(segment, posting, "Produced", None, posting.yield_qty, None)
+    _material(segment, posting, "Produced", None, posting.yield_qty, None, posting.batch)
     for reason, qty in _by_reason(posting.scrap_qty, posting.scrap_by_reason):
         _material(segment, posting, "Other", "Scrap", qty, reason)
     for reason, qty in _by_reason(posting.rework_qty, posting.rework_by_reason):
         _material(segment, posting, "Other", "Rework", qty, reason)
+    for movement in movements:
+        _consumed(segment, movement)
     ET.indent(root)
     body = ET.tostring(root, encoding="unicode")
     return f'<?xml version="1.0" encoding="UTF-8"?>\n{body}\n'.encode()
@@ -557,7 +619,8 @@ def csv_document(posting: Posting, settings: Settings) -> bytes:
 
 def document(posting: Posting, settings: Settings) -> bytes:
     if settings.format == "b2mml":
-        return b2mml_document(posting)
+        movements = movements_to_post(posting.goods_movements, settings.movements_mode)
+        return b2mml_document(posting, movements)
     return csv_document(posting, settings)
 
 

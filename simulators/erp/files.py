@@ -9,11 +9,16 @@ Answers are written under a temporary name and renamed, as the adapter asks of a
 
 Checks, in order (error codes are this stand-in's own):
 
-- ``E900`` the file cannot be read (not B2MML, wrong CSV header, a missing field);
+- ``E900`` the file cannot be read (not B2MML, wrong CSV header, a missing field, a goods
+  movement without a material, a unit or a quantity above 0);
 - ``E101`` unknown order (``orders`` given and the order not in it);
 - ``E199`` an order rejected with :meth:`FileErpStandIn.reject_order` (its text, its code);
 - ``E102`` yield above ``max_qty``;
 - ``E103`` a reversal of a confirmation not in the ledger, ``E104`` of one already reversed.
+
+B2MML goods movements (``MaterialActual`` ``Consumed``, a return ``Other``/``Returned``) are
+kept with each posting; :meth:`FileErpStandIn.consumption` sums what an order consumed, net of
+reversals.
 
 The ledger (:attr:`FileErpStandIn.postings`, :meth:`FileErpStandIn.count`,
 :meth:`FileErpStandIn.duplicates`) records every posting the ERP made by ``idem_key``: two files
@@ -63,6 +68,8 @@ class Entry:
     fields: dict[str, str] = field(default_factory=dict)
     reverses: str | None = None
     reversed_by: str | None = None
+    # (material, batch, quantity, unit): an issue positive, a return negative
+    movements: list[tuple[str, str, Decimal, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +139,11 @@ def read_b2mml(data: bytes) -> dict[str, str]:
         use = (use_el.text or "") if use_el is not None else ""
         other = use_el.get("OtherValue", "") if use_el is not None else ""
         qty = _dec(_text(actual, f"{_N}Quantity/{_N}QuantityString"), comma=False)
+        if use == "Consumed" or (use == "Other" and other == "Returned"):
+            continue  # goods movements: read_movements
         out["unit"] = out["unit"] or _text(actual, f"{_N}Quantity/{_N}UnitOfMeasure")
         out["material"] = out["material"] or _text(actual, f"{_N}MaterialDefinitionID")
+        out["batch"] = out.get("batch") or _text(actual, f"{_N}MaterialLotID")
         if use == "Produced":
             totals["yield"] += qty
         elif use == "Other" and other in {"Scrap", "Rework"}:
@@ -143,6 +153,38 @@ def read_b2mml(data: bytes) -> dict[str, str]:
     out.update({k: format(v, "f") for k, v in totals.items()})
     if not out["idem_key"] or not out["order"]:
         raise BadFile("no idempotency key (Sender/ReferenceID) or no order")
+    return out
+
+
+def read_movements(data: bytes) -> list[tuple[str, str, Decimal, str]]:
+    """The goods movements of a B2MML document (``MaterialUse`` ``Consumed``, and ``Other``
+    ``OtherValue="Returned"`` as a negative quantity): (material, batch, quantity, unit). A
+    movement without a material, a unit or a quantity above 0 is a file the ERP cannot read."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as exc:
+        raise BadFile(f"not XML: {exc}") from None
+    path = (
+        f"{_N}DataArea/{_N}OperationsPerformance/{_N}OperationsResponse/{_N}SegmentResponse/"
+        f"{_N}MaterialActual"
+    )
+    out: list[tuple[str, str, Decimal, str]] = []
+    for n, actual in enumerate(root.findall(path), 1):
+        use_el = actual.find(f"{_N}MaterialUse")
+        use = (use_el.text or "") if use_el is not None else ""
+        other = use_el.get("OtherValue", "") if use_el is not None else ""
+        if not (use == "Consumed" or (use == "Other" and other == "Returned")):
+            continue
+        material = _text(actual, f"{_N}MaterialDefinitionID")
+        unit = _text(actual, f"{_N}Quantity/{_N}UnitOfMeasure")
+        qty = _dec(_text(actual, f"{_N}Quantity/{_N}QuantityString"), comma=False)
+        for name, value in (("MaterialDefinitionID", material), ("UnitOfMeasure", unit)):
+            if not value:
+                raise BadFile(f"MaterialActual {n} ({use} {other}): no {name}")
+        if qty <= 0:
+            raise BadFile(f"MaterialActual {n} ({material}): QuantityString {qty} is not above 0")
+        batch = _text(actual, f"{_N}MaterialLotID")
+        out.append((material, batch, qty if use == "Consumed" else -qty, unit))
     return out
 
 
@@ -237,6 +279,19 @@ class FileErpStandIn(AsyncLifecycle):
 
     def entry(self, idem_key: str) -> Entry | None:
         return next((e for e in self.postings if e.idem_key == idem_key), None)
+
+    def consumption(self, order_id: str) -> dict[tuple[str, str], Decimal]:
+        """(material, batch) -> the net quantity the order consumed: the movements of its
+        confirmations, less those of the reversals (a reversal takes its confirmation's back)."""
+        net: dict[tuple[str, str], Decimal] = {}
+        for entry in self.postings:
+            if entry.order_id != order_id:
+                continue
+            sign = Decimal(-1) if entry.kind == "reversal" else Decimal(1)
+            for material, batch, qty, _unit in entry.movements:
+                key = (material, batch)
+                net[key] = net.get(key, Decimal(0)) + sign * qty
+        return {k: v for k, v in net.items() if v}
 
     def is_reversed(self, idem_key: str) -> bool:
         e = self.entry(idem_key)
@@ -334,6 +389,7 @@ class FileErpStandIn(AsyncLifecycle):
         try:
             f = self._read(data)
             yield_qty = Decimal(f["yield"])
+            movements = read_movements(data) if data.lstrip()[:1] == b"<" else []
         except (BadFile, KeyError) as exc:
             return False, f"E900: cannot read {name}: {exc}"
         if f["kind"] not in {"confirmation", "reversal"} or not f["idem_key"]:
@@ -371,6 +427,7 @@ class FileErpStandIn(AsyncLifecycle):
             document=document,
             fields=f,
             reverses=reverses.idem_key if reverses is not None else None,
+            movements=movements,
         )
         if reverses is not None:
             reverses.reversed_by = key

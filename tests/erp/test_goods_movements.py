@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -17,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pydantic
 import pytest
 
 from edge.errors import ConfigError
 from edge.relay import d365 as d365_relay
+from edge.relay import files as files_relay
 from edge.relay import sap as sap_relay
 from edge.relay.config import load_relay_config
 from edge.relay.erp import (
@@ -35,6 +38,7 @@ from edge.relay.erp import (
     external_id,
 )
 from simulators.erp.d365 import D365StandIn
+from simulators.erp.files import FileErpStandIn
 from simulators.erp.sap import SapStandIn
 from tests.erp.helpers import D365_SECRET, d365_values, write_secret
 
@@ -547,3 +551,93 @@ async def test_d365_refusing_a_picking_list_line_is_a_rejection_naming_the_field
     assert "KG" in outcome.text
     assert "PAINT-RED" in outcome.text
     assert d365.state.consumption(D365_ORDER) == {"COIL-2MM": Decimal("10.2")}  # route card
+
+
+# -- the file ERP: B2MML MaterialActual -----------------------------------------------------------
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    out = {name: tmp_path / name for name in ("drop", "ack", "archive")}
+    for d in out.values():
+        d.mkdir()
+    return out
+
+
+def file_settings(folders: dict[str, Path], **changes: Any) -> files_relay.Settings:
+    values: dict[str, Any] = {
+        "system": "file",
+        "format": "b2mml",
+        "drop_dir": folders["drop"],
+        "ack_dir": folders["ack"],
+        "archive_dir": folders["archive"],
+        "poll_interval_s": 0.05,
+        **changes,
+    }
+    return files_relay.Settings.model_validate(values)
+
+
+async def file_settle(a: Any, p: Posting, outcome: Outcome) -> Outcome:
+    async with asyncio.timeout(5.0):
+        while isinstance(outcome, Submitted):
+            await asyncio.sleep(0.02)
+            outcome = await a.poll(p, outcome.ref)
+    return outcome
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (None, {k: v for k, v in ONCE.items() if k[0] != "COIL-2MM"}),  # recorded
+        ("all", ONCE),
+        ("none", {}),
+    ],
+)
+async def test_the_file_erp_gets_the_movements_as_material_actuals(
+    folders: dict[str, Path], mode: str | None, expected: dict[Any, Decimal]
+) -> None:
+    changes = {} if mode is None else {"goods_movements": mode}
+    a = files_relay.build(file_settings(folders, **changes))
+    await a.start()
+    p = make_posting()
+    async with FileErpStandIn(folders["drop"], folders["ack"], folders["archive"]) as erp:
+        done = await file_settle(a, p, await a.post(p))
+        assert isinstance(done, Posted), done
+        assert erp.consumption(ORDER) == expected
+        entry = erp.entry(p.idem_key)
+        assert entry is not None
+        assert entry.fields["batch"] == "B250303"  # the produced batch, on Produced
+        # posting it again writes nothing new: the ERP answered it already
+        again = await file_settle(a, p, await a.post(p))
+        assert isinstance(again, Posted), again
+        assert erp.count(p.idem_key) == 1
+        # the reversal takes them back
+        r = reversal_of(p, {})
+        back = await file_settle(a, r, await a.reverse(r))
+        assert isinstance(back, Posted), back
+        assert erp.consumption(ORDER) == {}
+    (name,) = [n for n in os.listdir(folders["archive"]) if "conf" in n]
+    xml = (folders["archive"] / name).read_text()
+    if mode == "all":
+        assert "<MaterialLotID>C250301</MaterialLotID>" in xml
+        assert xml.count("<MaterialUse>Consumed</MaterialUse>") == 3
+        assert '<MaterialUse OtherValue="Returned">Other</MaterialUse>' in xml
+
+
+async def test_the_file_erp_refusing_a_movement_names_it(folders: dict[str, Path]) -> None:
+    a = files_relay.build(file_settings(folders))
+    await a.start()
+    p = make_posting(goods_movements=(GoodsMovement("SCREW-M4", Decimal(4), ""),))
+    async with FileErpStandIn(folders["drop"], folders["ack"], folders["archive"]) as erp:
+        done = await file_settle(a, p, await a.post(p))
+        assert isinstance(done, Rejected), done
+        assert "UnitOfMeasure" in done.text
+        assert erp.postings == []
+
+
+def test_csv_has_no_place_for_movements(folders: dict[str, Path]) -> None:
+    assert file_settings(folders, format="csv").movements_mode == "none"
+    assert file_settings(folders, format="csv", goods_movements="none").movements_mode == "none"
+    with pytest.raises(pydantic.ValidationError) as info:
+        file_settings(folders, format="csv", goods_movements="all")
+    assert "goods_movements = 'all' needs format = 'b2mml'" in str(info.value)
