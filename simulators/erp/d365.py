@@ -29,6 +29,15 @@ failure with a log text), ``cancel``, ``outage`` (503 + ``Retry-After``), ``late
 ``paused``, ``process_delay_s``. Ledger: ``messages``, ``by_id``, ``route_cards``, ``totals``,
 ``reported_finished``, ``processed_counts``, ``assert_exactly_once``, ``ledger()``.
 
+Material: ``add_bom_line`` (an order's component, its unit and flushing principle) and
+``consumption``. A ``ProdProductionOrderPickingList`` is kept line by line
+(``consumed_lines``); a line with a quantity of 0, an item not on the order's BOM (or, without
+a BOM, not a released product) or another unit fails the message with a log naming the field.
+A BOM line whose flushing principle is not ``Manual`` is consumed by the stand-in itself with
+each route card of the order (``qty_per_unit`` x good and error quantity) unless the route
+card line says ``BOMConsumption`` ``No``: the stand-in's model of automatic consumption, not
+D365's exact rule.
+
 Orders down (the data entities): ``add_order`` (``name``, ``start``/``end`` local scheduled
 date-times, ``stopped``), ``add_operation`` (a route operation on a resource, with a setup job
 when it has setup time and a process job), ``add_product`` (item -> inventory unit),
