@@ -2572,6 +2572,18 @@ class _Operation(BaseModel):
     activities: list[tuple[str, str]] = []
 
 
+class _Component(BaseModel):
+    order_id: str
+    material: str
+    qty_per_unit: str
+    unit: str
+    backflush: bool = False
+    batch_managed: bool = False
+    batch: str = ""
+    reservation: str = ""
+    reservation_item: str = ""
+
+
 class _Period(BaseModel):
     closed: bool = True
     before: date | None = None
@@ -2598,7 +2610,9 @@ def create_app(state: SapState) -> FastAPI:
     ``/goods_movement_fails {"n"}``,
     ``/max_concurrency {"limit"}``, ``/lock_order {"order_id","user","times"}``,
     ``/unlock_order {"order_id"}``, ``/release_order {"order_id","released"}``, ``/orders``
-    (register an order), ``/operations`` (register an operation), ``/period {"closed","before"}``,
+    (register an order), ``/operations`` (register an operation), ``/components`` (register a
+    component: ``{"order_id","material","qty_per_unit","unit","backflush","batch_managed",
+    "batch"}``), ``/period {"closed","before"}``,
     ``/variance_reasons {"codes"}``, ``/messages/{rule} {"code","text","status"}``,
     ``/expire_csrf``, ``/expire_tokens``, ``/reset_faults``, ``/clear_ledger``."""
     app = FastAPI(title="SAP S/4HANA stand-in", openapi_url=None, docs_url=None, redoc_url=None)
@@ -2672,6 +2686,12 @@ def create_app(state: SapState) -> FastAPI:
             _Operation,
             lambda b: state.register_operation(
                 b.order_id, b.operation, **b.model_dump(exclude={"order_id", "operation"})
+            ),
+        ),
+        "components": (
+            _Component,
+            lambda b: state.register_component(
+                b.order_id, b.material, **b.model_dump(exclude={"order_id", "material"})
             ),
         ),
         "period": (_Period, set_period),

@@ -641,3 +641,25 @@ def test_csv_has_no_place_for_movements(folders: dict[str, Path]) -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         file_settings(folders, format="csv", goods_movements="all")
     assert "goods_movements = 'all' needs format = 'b2mml'" in str(info.value)
+
+
+def test_components_are_registered_over_http(sap: SapStandIn) -> None:
+    with httpx.Client(timeout=5) as client:
+        answer = client.post(
+            sap.control_url + "/components",
+            json={
+                "order_id": "1000200",
+                "material": "WIRE-1",
+                "qty_per_unit": "2",
+                "unit": "M",
+                "backflush": True,
+            },
+        )
+        assert answer.status_code == 200, answer.text
+    with session(sap) as client:
+        created = client.post(
+            sap.url + "ProdnOrdConf2",
+            json={**conf_body([]), "OrderID": "1000200", "ConfirmationYieldQuantity": "5"},
+        )
+        assert created.status_code == 201, created.text
+    assert sap.state.consumption("1000200") == {("WIRE-1", ""): Decimal(10)}
