@@ -62,6 +62,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from edge.domain import limits as L
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import (
     HELP_CATEGORIES,
@@ -71,6 +72,8 @@ from edge.domain.rules import (
     CountSource,
     MasterData,
     ScrapReason,
+    ServiceInterval,
+    ServiceMeasure,
     Shift,
     SignalType,
     StopReason,
@@ -693,6 +696,8 @@ class StackLightEntry(_Section):
     # that nobody acknowledged yet.
     target_reached: Literal["none", "blink_green", "blink_yellow", "yellow"] = "blink_green"
     over_tolerance: Literal["none", "blink_green", "blink_yellow", "yellow"] = "blink_yellow"
+    # A maintenance interval that fell due (``[[service]]``), until it is done.
+    maintenance_due: Literal["none", "blink_green", "blink_yellow", "yellow"] = "yellow"
 
     @property
     def lamps(self) -> dict[str, int]:
@@ -894,6 +899,45 @@ class BadgeEntry(_Section):
     # The personnel number labour is booked to (SAP Personnel: at most 8 characters).
     personnel: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,20}$")]
     name: Annotated[str, Field(max_length=100)] = ""
+
+
+class MachineSection(_Section):
+    """``[machine]``: machine hours, starts, cycles and parts for maintenance."""
+
+    hours: bool = True  # count them (edge.domain.machine); false: nothing counted or published
+
+
+class ServiceEntry(_Section):
+    """``[[service]]``: a maintenance task due every ``every`` hours (of running), starts,
+    cycles or parts since it was last done."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    measure: Literal["hours", "starts", "cycles", "parts"]
+    every: Annotated[Decimal, Field(gt=0, max_digits=19, decimal_places=3, strict=False)]
+    text: Annotated[str, Field(max_length=L.MAX_TEXT)] = ""
+
+    @field_validator("every", mode="before")
+    @classmethod
+    def _a_number(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+            raise PydanticCustomError("decimal_type", "Input should be a number")
+        return value
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ServiceEntry:
+        most = L.MAX_SERVICE_HOURS if self.measure == "hours" else L.MAX_SERVICE_COUNT
+        if self.every > most:
+            raise ValueError(f"every = {self.every}: at most {most} {self.measure}")
+        if self.measure != "hours" and self.every != self.every.to_integral_value():
+            raise ValueError(f"every = {self.every}: {self.measure} are whole numbers")
+        return self
+
+
+class MaterialSection(_Section):
+    """``[material]``: how components are consumed (edge.domain.material)."""
+
+    # Backflushed components are consumed for scrap and rework too, not only for the yield.
+    backflush_scrap: bool = True
 
 
 class ShiftEntry(_LocalSpan):
@@ -1136,6 +1180,21 @@ class GatewayConfig(BaseSettings):
     report: ReportSection = Field(default_factory=ReportSection)
     scanner: ScannerConfig = Field(default_factory=ScannerConfig)
     badges: Annotated[list[BadgeEntry], Field(max_length=10_000)] = Field(default_factory=list)
+    machine: MachineSection = Field(default_factory=MachineSection)
+    service: Annotated[list[ServiceEntry], Field(max_length=L.MAX_SERVICE_INTERVALS)] = Field(
+        default_factory=list
+    )
+    material: MaterialSection = Field(default_factory=MaterialSection)
+
+    @field_validator("service")
+    @classmethod
+    def _one_interval_each(cls, service: list[ServiceEntry]) -> list[ServiceEntry]:
+        seen: set[str] = set()
+        for entry in service:
+            if entry.name in seen:
+                raise ValueError(f"name {entry.name!r} is listed twice")
+            seen.add(entry.name)
+        return service
 
     @field_validator("badges")
     @classmethod
@@ -1774,4 +1833,9 @@ def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
         help_categories=tuple(cfg.andon.categories),
         help_escalate_after_s=cfg.andon.escalate_after_s,
         badges=tuple(BadgeHolder(b.badge, b.personnel, b.name) for b in cfg.badges),
+        backflush_scrap=cfg.material.backflush_scrap,
+        machine_hours=cfg.machine.hours,
+        service=tuple(
+            ServiceInterval(s.name, ServiceMeasure(s.measure), s.every, s.text) for s in cfg.service
+        ),
     )

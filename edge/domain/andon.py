@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from edge.domain import machine
 from edge.domain.clock import Instant
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
@@ -183,6 +184,8 @@ class AndonState:
     # tolerance and nobody acknowledged it yet (what :func:`signalled` puts on the lamps).
     target_reached: bool = False
     over_tolerance: bool = False
+    # A maintenance interval is due and nobody said it was done (edge.domain.machine).
+    maintenance_due: bool = False
 
     @property
     def colour(self) -> Colour:
@@ -246,7 +249,13 @@ def andon_state(s: WorkCenterState) -> AndonState:
         state = "no_order"
     reached = any(op.target_reached for op in s.active if op.status is OperationStatus.RUNNING)
     over = any(op.over_tolerance and not op.over_tolerance_acknowledged for op in s.active)
-    return AndonState(state, lights, target_reached=reached, over_tolerance=over)
+    return AndonState(
+        state,
+        lights,
+        target_reached=reached,
+        over_tolerance=over,
+        maintenance_due=machine.any_due(s),
+    )
 
 
 class Signal(StrEnum):
@@ -258,12 +267,22 @@ class Signal(StrEnum):
     YELLOW = "yellow"  # the yellow lamp on, steady
 
 
-def signalled(a: AndonState, target_reached: Signal, over_tolerance: Signal) -> Lights:
-    """The lamps of ``a`` with the order's signals on top: target reached first, then
-    over-delivery (the more urgent, so it wins where both use the same lamp). Red and blue
-    are never changed: a stop or a call for help reads the same whatever the order."""
+def signalled(
+    a: AndonState,
+    target_reached: Signal,
+    over_tolerance: Signal,
+    maintenance_due: Signal = Signal.NONE,
+) -> Lights:
+    """The lamps of ``a`` with the signals on top: maintenance due first, then the order's
+    target reached, then over-delivery (the more urgent, so each wins over the one before
+    where they use the same lamp). Red and blue are never changed: a stop or a call for help
+    reads the same whatever the order."""
     lights = a.lights
-    for flag, signal in ((a.target_reached, target_reached), (a.over_tolerance, over_tolerance)):
+    for flag, signal in (
+        (a.maintenance_due, maintenance_due),
+        (a.target_reached, target_reached),
+        (a.over_tolerance, over_tolerance),
+    ):
         if not flag or signal is Signal.NONE:
             continue
         if signal is Signal.BLINK_GREEN:

@@ -9,6 +9,7 @@ The plant's rules live in one module per chapter of rules.md, each rule named wh
 - ``confirmations``: confirmations, reversal, resend, the ERP's verdict (§6, §9);
 - ``dispatch``: the dispatch list, master data, what may change once started, (§7);
 - ``material``: components, their batches and what each confirmation consumed;
+- ``machine``: machine hours, starts, cycles and parts, maintenance intervals and requests;
 - ``andon``: calls for help and what the stack light and panel show (§8);
 - ``calendar`` and ``kpis``: the shift calendar, and ISO 22400 time elements and KPIs per shift,
   booked after every input that changed the state;
@@ -40,6 +41,7 @@ from edge.domain import (
     drift,
     kpis,
     lifecycle,
+    machine,
     material,
     retire,
     stops,
@@ -72,10 +74,12 @@ from edge.domain.inputs import (
     Pulses,
     ReportScrap,
     RequestConfirmation,
+    RequestMaintenance,
     ResendConfirmation,
     RetireFinished,
     ReverseConfirmation,
     RulesApplied,
+    ServiceDone,
     SetStopReason,
     SourceRestarted,
     Tick,
@@ -138,6 +142,8 @@ class WorkCenter(WorkCenterState):
             BadgeScanned: partial(crew.on_badge, self),
             ComponentBatchLoaded: partial(material.on_batch_loaded, self),
             ComponentConsumed: partial(material.on_consumed, self),
+            ServiceDone: partial(machine.on_service_done, self),
+            RequestMaintenance: partial(machine.on_request, self),
             DriftReported: partial(drift.on_drift_reported, self),
             Tick: self._on_tick,
             RulesApplied: self._on_rules,
@@ -193,6 +199,7 @@ class WorkCenter(WorkCenterState):
         at = getattr(inp, "at", None)
         if isinstance(at, Instant) and (self.emitted or changed is not False or type(inp) is Tick):
             kpis.at_day_change(self, at)  # before the booking below moves the book's mark
+            machine.after_input(self, at, bool(self.emitted) or changed is not False)
         events = tuple(self.emitted)
         self.emitted = []
         outcome = Outcome(events, changed=bool(events) or changed is not False)
@@ -207,6 +214,7 @@ class WorkCenter(WorkCenterState):
         stops.on_time(self, now)
         kpis.at_shift_change(self, now)
         crew.at_shift_change(self, now)
+        machine.at_shift_change(self, now)
         confirmations.at_shift_change(self, now)
         andon.escalate(self, now)
         confirmations.by_time(self, now)
@@ -215,6 +223,7 @@ class WorkCenter(WorkCenterState):
     def _on_rules(self, r: RulesApplied) -> None:
         self.header.rules = r.rules
         self.touch("work_center", "")
+        machine.reconcile(self, r.at)
         self.emit(EventType.RULES_APPLIED, r.at, None, None, edge_id=r.rules.edge_id)
 
     # ------------------------------------------------------------------ reads
@@ -244,6 +253,11 @@ class WorkCenter(WorkCenterState):
         assigned unassigned production) that would leave with them (edge.domain.retire);
         what the outbox still holds is the engine's to leave out."""
         return retire.candidates(self, now, kept_h, max_kept)
+
+    def machine_hours(self, now: Instant) -> dict[str, object] | None:
+        """The machine's hours, starts, cycles and parts and each maintenance interval's
+        standing at ``now`` (edge.domain.machine); None until they are counted."""
+        return machine.totals(self, now)
 
     def blocking_confirmation(self, op: Operation) -> Confirmation | None:
         """The confirmation of ``op`` the ERP rejected and nobody resent or reversed yet."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from edge.domain import lifecycle
+from edge.domain import lifecycle, machine
 from edge.domain.clock import Instant
 from edge.domain.confirmations import confirm, tally_payload
 from edge.domain.events import EventType, RejectionCode
@@ -323,6 +323,7 @@ def on_source_restarted(s: WorkCenterState, r: SourceRestarted) -> None:
 
 
 def count(s: WorkCenterState, src: CountSource, signals: int, at: Instant) -> None:
+    machine.on_count(s, src, signals)
     if not s.active_keys:
         count_unassigned(s, src.kind, signals, at)
         return

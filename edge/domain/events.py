@@ -68,6 +68,12 @@ class EventType(StrEnum):
     RULES_APPLIED = "rules_applied"
     COMPONENT_BATCH_LOADED = "component_batch_loaded"  # edge.domain.material
     COMPONENT_CONSUMED = "component_consumed"
+    # edge.domain.machine: a maintenance interval fell due or was done; a maintenance request
+    # raised (from a stop); the machine's hours, at every shift change
+    MAINTENANCE_DUE = "maintenance_due"
+    MAINTENANCE_DONE = "maintenance_done"
+    MAINTENANCE_REQUESTED = "maintenance_requested"
+    MACHINE_HOURS = "machine_hours"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,7 @@ class RejectionCode(StrEnum):
     UNKNOWN_UNASSIGNED = "unknown_unassigned"
     UNKNOWN_HELP_CALL = "unknown_help_call"
     UNKNOWN_COMPONENT = "unknown_component"
+    UNKNOWN_SERVICE = "unknown_service"
     INTERNAL_ERROR = "internal_error"
 
 

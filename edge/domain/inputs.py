@@ -310,6 +310,27 @@ class ComponentConsumed:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceDone:
+    """Maintenance did the task of a service interval (a supervisor at the panel, or central's
+    maintenance system): it is counted again from now."""
+
+    name: str
+    actor: str
+    at: Instant
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMaintenance:
+    """The operator asks maintenance to come, from a stop (``stop_id``) or without one."""
+
+    actor: str
+    at: Instant
+    stop_id: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RetireFinished:
     """Finished operations, with their confirmations and stops, leave memory (their rows stay
     in the database). The engine names the operations it found ready (edge.domain.retire):
@@ -369,6 +390,8 @@ Input = (
     | BadgeScanned
     | ComponentBatchLoaded
     | ComponentConsumed
+    | ServiceDone
+    | RequestMaintenance
     | RulesApplied
     | DriftReported
 )
@@ -402,6 +425,8 @@ INPUT_TYPES: dict[str, type[Input]] = {
         BadgeScanned,
         ComponentBatchLoaded,
         ComponentConsumed,
+        ServiceDone,
+        RequestMaintenance,
         RulesApplied,
         DriftReported,
     )

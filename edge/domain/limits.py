@@ -52,6 +52,11 @@ MAX_TEXT: Final = 200
 MAX_MERGE: Final = 50
 # Catalogues from central: stop and scrap reasons, alarm mappings.
 MAX_CATALOGUE: Final = 1000
+# Maintenance intervals (edge.domain.machine): how many, and the largest interval of each
+# measure (hours of running, starts, machine cycles, parts).
+MAX_SERVICE_INTERVALS: Final = 32
+MAX_SERVICE_HOURS: Final = Decimal(1_000_000)
+MAX_SERVICE_COUNT: Final = Decimal(1_000_000_000_000)
 
 
 def out_of_range(

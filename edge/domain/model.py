@@ -298,6 +298,7 @@ class Stop:
     micro: bool = False
     reason_requested: bool = False
     down_ms: dict[str, int] = field(default_factory=dict)  # per operation key: time it stood still
+    maintenance_request: str | None = None  # the request raised from it (edge.domain.machine)
 
     @property
     def open(self) -> bool:
@@ -320,6 +321,32 @@ class CrewMember:
     name: str
     badge_id: str
     since: Instant
+
+
+@dataclass(slots=True)
+class ServiceState:
+    """Where one maintenance interval stands: the reading of its measure when it was last done
+    (or when it was first counted), and since when it is due."""
+
+    name: str
+    base: Decimal
+    done_at: Instant | None = None
+    done_by: str | None = None
+    due_at: Instant | None = None
+
+
+@dataclass(slots=True)
+class MachineHours:
+    """The machine's running time and starts (edge.domain.machine), since ``since``; cycles
+    and parts are kept by each counter (:class:`CounterTrack`). ``mark``: running time is
+    added up to here, whenever the machine stops or starts."""
+
+    since: Instant
+    mark: Instant
+    running: bool = False
+    run_ms: int = 0
+    starts: int = 0
+    service: dict[str, ServiceState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -394,6 +421,10 @@ class CounterTrack:
     signals: int = 0
     # A cross-check's own and its reference's ``signals`` when they last agreed.
     check_base: tuple[int, int] | None = None
+    # Machine cycles and parts this source counted since machine hours were first counted
+    # (edge.domain.machine): resets and wraps of the counter are already taken out.
+    machine_cycles: int = 0
+    machine_parts: Decimal = ZERO
 
 
 @dataclass(slots=True)

@@ -190,6 +190,26 @@ class BadgeHolder:
     name: str = ""
 
 
+class ServiceMeasure(StrEnum):
+    """What a maintenance interval counts (edge.domain.machine)."""
+
+    HOURS = "hours"  # hours the machine ran
+    STARTS = "starts"  # times it started running
+    CYCLES = "cycles"  # machine cycles (strokes, shots): signals of the parts counters
+    PARTS = "parts"  # parts made (good, scrap and rework)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInterval:
+    """A maintenance task due every ``every`` of ``measure`` since it was last done (the
+    lubrication every 500 hours, the die every 250,000 strokes)."""
+
+    name: str
+    measure: ServiceMeasure
+    every: Decimal
+    text: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkCenterRules:
     """Everything configurable about how this work center counts, stops and confirms."""
@@ -230,6 +250,11 @@ class WorkCenterRules:
     # rules.md §8: what help can be called for, and when an unanswered call escalates (0: never)
     help_categories: tuple[str, ...] = HELP_CATEGORIES
     help_escalate_after_s: float = 300.0
+    # Machine hours (edge.domain.machine): counted from the first rules that say so on (a
+    # journal of a version without them replays without them), with the maintenance
+    # intervals that fall due on them.
+    machine_hours: bool = False
+    service: tuple[ServiceInterval, ...] = ()
     # Which database generation this is: 0 for the first; one more each time the gateway was
     # told to start on a new, empty database where one existed before (``--new-database``).
     # It keeps the idempotency keys of the new database apart from those already posted.

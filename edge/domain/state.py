@@ -30,6 +30,7 @@ from edge.domain.model import (
     CounterTrack,
     CrewMember,
     HelpCall,
+    MachineHours,
     Operation,
     OperationKey,
     Stop,
@@ -144,6 +145,10 @@ class WorkCenterHeader:
     extra: dict[str, str] = field(default_factory=dict)
     # Who is logged in (edge.domain.crew), in the order they logged in.
     crew: tuple[CrewMember, ...] = ()
+    # The machine's hours and maintenance intervals (edge.domain.machine); None until the
+    # rules first said to count them.
+    machine: MachineHours | None = None
+    next_maintenance_no: int = 1
 
 
 class WorkCenterState:

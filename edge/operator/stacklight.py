@@ -18,6 +18,9 @@ the panel's colour renders too; :func:`lights_for` here):
   reached its target blinks the green lamp; one past its over-delivery tolerance that nobody
   acknowledged blinks the yellow lamp (:func:`edge.domain.andon.signalled`; each configurable:
   ``none``, ``blink_green``, ``blink_yellow``, ``yellow``). Red and blue never change for them.
+- **maintenance due** (``maintenance_due``, by default ``yellow``): a maintenance interval fell
+  due (``[[service]]``) and nobody said it was done; the order's signals win where they use
+  the same lamp.
 
 The light follows the engine: after each commit a listener wakes a small task that recomputes
 the lamps and writes only those that changed; the same task flips blinking lamps every
@@ -69,8 +72,13 @@ def lights_for(wc: WorkCenter, cfg: StackLightEntry | None = None) -> Lights:
     """The lamps for the work center's state (see the module's docstring), with the order's
     signals as ``cfg`` says (its defaults without one)."""
     if cfg is None:
-        return signalled(wc.andon, Signal.BLINK_GREEN, Signal.BLINK_YELLOW)
-    return signalled(wc.andon, Signal(cfg.target_reached), Signal(cfg.over_tolerance))
+        return signalled(wc.andon, Signal.BLINK_GREEN, Signal.BLINK_YELLOW, Signal.YELLOW)
+    return signalled(
+        wc.andon,
+        Signal(cfg.target_reached),
+        Signal(cfg.over_tolerance),
+        Signal(cfg.maintenance_due),
+    )
 
 
 def alarm_keys(wc: WorkCenter) -> frozenset[str]:

@@ -4,7 +4,8 @@ The domain stays free of serialisation; pydantic's TypeAdapters read the domain'
 they are, so a new field in the core needs no code here, except where documents stored before it
 must stay as they were: an operation's ``status_reason``, ``merged_into``, ``dispatched_at``,
 ``rescheduled``, ``batch_loads``, ``consumed`` and ``consumed_confirmed``, its spec's
-``std_cost``, ``components`` and ``batch``, and a confirmation's ``consumption``, are left out
+``std_cost``, ``components`` and ``batch``, a confirmation's ``consumption``, a counter's
+``machine_cycles`` and ``machine_parts`` and a stop's ``maintenance_request``, are left out
 while unset, so every operation
 stored (and every checkpoint taken) before the fields existed reads the same as a replay writes
 it, and ``edge verify`` holds across the upgrade without a migration. (Dispatch times come
@@ -62,6 +63,8 @@ _OPERATION_OPTIONAL: dict[str, object] = {
 # The same for an operation's spec and for a confirmation.
 _SPEC_OPTIONAL: dict[str, object] = {"std_cost": None, "components": (), "batch": None}
 _CONFIRMATION_OPTIONAL: dict[str, object] = {"consumption": {}}
+_COUNTER_OPTIONAL: dict[str, object] = {"machine_cycles": 0, "machine_parts": 0}
+_STOP_OPTIONAL: dict[str, object] = {"maintenance_request": None}
 
 
 def _unset(value: object, optional: dict[str, object]) -> dict[str, Any]:
@@ -81,6 +84,18 @@ def confirmation_doc(conf: Confirmation) -> str:
     """The stored form of ``conf``; a field added later is left out while it is unset."""
     exclude = _unset(conf, _CONFIRMATION_OPTIONAL)
     return CONFIRMATION.dump_json(conf, exclude=exclude or None).decode()
+
+
+def counter_doc(track: CounterTrack) -> str:
+    """The stored form of ``track``; a field added later is left out while it is unset."""
+    exclude = _unset(track, _COUNTER_OPTIONAL)
+    return COUNTER.dump_json(track, exclude=exclude or None).decode()
+
+
+def stop_doc(stop: Stop) -> str:
+    """The stored form of ``stop``; a field added later is left out while it is unset."""
+    exclude = _unset(stop, _STOP_OPTIONAL)
+    return STOP.dump_json(stop, exclude=exclude or None).decode()
 
 
 def encode_input(inp: Input) -> tuple[str, str]:
@@ -121,10 +136,10 @@ def entity_doc(wc: WorkCenter, table: str, key: str) -> str | None:
         return operation_doc(op) if op is not None else None
     if table == "counter":
         track = wc.counters.get(key)
-        return COUNTER.dump_json(track).decode() if track is not None else None
+        return counter_doc(track) if track is not None else None
     if table == "stop":
         stop = wc.stops.get(key)
-        return STOP.dump_json(stop).decode() if stop is not None else None
+        return stop_doc(stop) if stop is not None else None
     if table == "confirmation":
         conf = wc.confirmations.get(key)
         return confirmation_doc(conf) if conf is not None else None

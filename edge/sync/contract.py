@@ -35,7 +35,7 @@ from edge.domain import limits as L
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import Shift
 
-CONTRACT_VERSION = "1.7.0"
+CONTRACT_VERSION = "1.8.0"
 MAX_INBOUND_BYTES = 256 * 1024
 # Nesting depth of an inbound JSON document: the deepest valid message has 5 levels.
 MAX_JSON_DEPTH = 32
@@ -247,6 +247,14 @@ class OperationRefBody(_Strict):
     operation: Ident
     split: Split = 0
     reason: str | None = Field(None, max_length=L.MAX_TEXT)
+
+
+class ServiceDoneBody(_Strict):
+    """Central's maintenance system did a service task of the gateway's ``[[service]]``: the
+    interval is counted again from now (``maintenance_done`` on ``maintenance``)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+    note: str | None = Field(None, max_length=L.MAX_TEXT)
 
 
 class MergeBody(_Strict):
@@ -627,6 +635,67 @@ class MaterialBody(OrderFields):
     qty: Quantity | None = None
     unit: str | None = None
     expiry: str | None = Field(None, max_length=10)
+
+
+class ServiceStanding(_Open):
+    """Where one maintenance interval stands (``[[service]]`` of the gateway's config)."""
+
+    name: str = Field(max_length=40)
+    measure: Literal["hours", "starts", "cycles", "parts"]
+    every: Quantity
+    since_done: Quantity = Field(description="of `measure` since it was last done or configured")
+    remaining: Quantity = Field(description="until it is due; negative once overdue")
+    due: bool
+    due_since: str | None
+    done_at: str | None
+    text: str = Field(max_length=L.MAX_TEXT)
+
+
+class MaintenanceBody(OrderFields):
+    """Machine hours and maintenance: a service interval fell due or was done, the operator
+    asked for maintenance (from a stop, or with a note), the machine's counters at each
+    shift change."""
+
+    type: Literal["maintenance_due", "maintenance_done", "maintenance_requested", "machine_hours"]
+    # maintenance_due, maintenance_done
+    name: str | None = Field(None, max_length=40)
+    measure: Literal["hours", "starts", "cycles", "parts"] | None = None
+    every: Quantity | None = None
+    since_done: Quantity | None = None
+    due_since: str | None = None
+    done_at: str | None = None
+    text: str | None = Field(None, max_length=L.MAX_TEXT)
+    note: str | None = Field(None, max_length=L.MAX_TEXT)
+    # maintenance_requested
+    request_id: str | None = None
+    stop_id: str | None = None
+    stop_started: str | None = None
+    stop_reason: str | None = None
+    stop_open: bool | None = None
+    alarm: str | None = None
+    operations: list[str] | None = None
+    # machine_hours (hours also with a request)
+    shift: str | None = None
+    since: str | None = Field(None, description="when the gateway began to count them")
+    running: bool | None = None
+    hours: Quantity | None = Field(None, description="hours the machine ran, to 0.001 h")
+    starts: int | None = None
+    cycles: int | None = None
+    parts: Quantity | None = None
+    service: list[ServiceStanding] | None = None
+
+
+class CrewBody(OrderFields):
+    """An operator logged in or out at the work center by badge (a shift change logs
+    everyone out): who, and who is logged in now."""
+
+    type: Literal["operator_logged_in", "operator_logged_out"]
+    personnel: str = Field(max_length=20)
+    name: str = Field(max_length=100)
+    device: str = Field(max_length=100)
+    crew: list[str] = Field(description="the personnel numbers logged in after it")
+    reason: Literal["badge", "shift_end"] | None = None
+    logged_in_ms: int | None = Field(None, description="how long they were logged in")
 
 
 class Activities(_Open):
@@ -1095,6 +1164,10 @@ TOPICS: tuple[Topic, ...] = (
           "Reason catalogues, alarm mapping, crew size, shift calendar, partial-confirmation "
           "policy (retained).",
           schema="mes.masterdata/1"),
+    Topic("_mes_v1/maintenance/done", DOWN, ServiceDoneBody, 1, False,
+          "A service task was done (central's maintenance system): its interval is counted "
+          "again from now.",
+          schema="mes.maintenance-done/1"),
     Topic("_mes_v1/confirmation/result", DOWN, ConfirmationResultBody, 1, False,
           "The ERP relay's verdict on a confirmation or reversal.",
           schema="mes.confirmation-result/1", relay=SEND),
@@ -1122,6 +1195,14 @@ TOPICS: tuple[Topic, ...] = (
     Topic("_mes_v1/material", UP, MaterialBody, 1, False,
           "Component batches loaded for an operation and consumption recorded (genealogy).",
           schema="mes.material/1"),
+    Topic("_mes_v1/maintenance", UP, MaintenanceBody, 1, False,
+          "Machine hours for maintenance: a service interval fell due or was done, a "
+          "maintenance request (from a stop), the machine's hours, starts, cycles and parts "
+          "at every shift change.",
+          schema="mes.maintenance/1"),
+    Topic("_mes_v1/crew", UP, CrewBody, 1, False,
+          "Operators logging in and out by badge, and who is logged in.",
+          schema="mes.crew/1"),
     Topic("_mes_v1/counter/event", UP, CounterEventBody, 1, False,
           "Counter resets, wraps, discontinuities and unassigned production.",
           schema="mes.counter-event/1"),

@@ -26,6 +26,7 @@ from edge.domain.inputs import (
     MasterDataReceived,
     MergeOperations,
     ResultStatus,
+    ServiceDone,
     Transition,
 )
 from edge.domain.model import ComponentSpec, OperationKey, OperationSpec
@@ -47,6 +48,7 @@ from edge.sync.contract import (
     OperationRefBody,
     RejectedBody,
     ResyncBody,
+    ServiceDoneBody,
     parse_json,
 )
 from edge.sync.mqtt import Message, MqttLink
@@ -175,6 +177,10 @@ class Downlink:
             ),
             "_mes_v1/order/merge": (MergeBody, lambda b: _merge(b, now())),
             "_mes_v1/masterdata": (MasterDataBody, lambda b: _master_data(b, now())),
+            "_mes_v1/maintenance/done": (
+                ServiceDoneBody,
+                lambda b: ServiceDone(b.name, "central", now(), _one_line(b.note)),
+            ),
             "_mes_v1/confirmation/result": (
                 ConfirmationResultBody,
                 lambda b: ConfirmationResult(

@@ -63,6 +63,12 @@ TOPICS: dict[EventType, str] = {
     E.ROUTING_DRIFT: "_mes_v1/report/drift",
     E.COMPONENT_BATCH_LOADED: "_mes_v1/material",
     E.COMPONENT_CONSUMED: "_mes_v1/material",
+    E.MAINTENANCE_DUE: "_mes_v1/maintenance",
+    E.MAINTENANCE_DONE: "_mes_v1/maintenance",
+    E.MAINTENANCE_REQUESTED: "_mes_v1/maintenance",
+    E.MACHINE_HOURS: "_mes_v1/maintenance",
+    E.OPERATOR_LOGGED_IN: "_mes_v1/crew",
+    E.OPERATOR_LOGGED_OUT: "_mes_v1/crew",
 }
 # Not published: relay results (they came from central), shift changes, master data and rules
 # applied (central or the installer made them); they stay in the journal and event tables.

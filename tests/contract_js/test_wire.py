@@ -29,6 +29,7 @@ import pytest
 from edge.config import ReportSection
 from edge.domain.inputs import (
     Action,
+    BadgeScanned,
     CallForHelp,
     ComponentBatchLoaded,
     ComponentConsumed,
@@ -37,6 +38,7 @@ from edge.domain.inputs import (
     MachineStateChanged,
     Pulses,
     ReportScrap,
+    RequestMaintenance,
     ReverseConfirmation,
     SourceRestarted,
     Tick,
@@ -129,6 +131,21 @@ def _relay_cfg(tmp: Path, broker: Mosquitto, sap: SapStandIn, inbox: Path) -> An
     return type(base).model_validate(data)
 
 
+# A badge to log in with and a service interval that falls due at the first stroke.
+EXTRA = """
+[[badges]]
+badge = "00012345"
+personnel = "12345"
+name = "Ana Weber"
+
+[[service]]
+name = "die"
+measure = "cycles"
+every = 1
+text = "check the die"
+"""
+
+
 def _central(schema: str, body: dict[str, Any]) -> bytes:
     envelope = {"schema": schema, "msg_id": str(uuid.uuid4()), "ts_ms": 1, "body": body}
     return json.dumps(envelope).encode()
@@ -166,7 +183,7 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
     async with (
         SapStandIn(user="RELAY", password="relay-secret") as sap,
         running_relay(_relay_cfg(tmp, broker, sap, inbox)) as relay,
-        gateway(gateway_config(tmp, broker)) as gw,
+        gateway(gateway_config(tmp, broker, extra=EXTRA)) as gw,
     ):
         e = gw.engine
         ops = e.wc.operations
@@ -193,8 +210,18 @@ async def _plant(tmp: Path, broker: Mosquitto, capture: Capture) -> None:
         assert loaded.accepted, loaded.rejection
         used = await e.submit(ComponentConsumed("LABEL-7", Decimal(10), "operator:7", e.now()))
         assert used.accepted, used.rejection
+        badge = await e.submit(BadgeScanned("00012345", "scanner:front", e.now()))
+        assert badge.accepted, badge.rejection
         await e.submit(Pulses("press_good", 10, e.now()))
         await until(lambda: f"{A}#1" in e.wc.confirmations, 10, "confirmation #1")
+        await until(lambda: bool(capture.on("/_mes_v1/maintenance")), 10, "the die due")
+        capture.publish(
+            f"{ROOT}/_mes_v1/maintenance/done",
+            _central("mes.maintenance-done/1", {"name": "die", "note": "reground"}),
+        )
+        await until(lambda: not e.wc.andon.maintenance_due, 10, "the die done by central")
+        asked = await e.submit(RequestMaintenance("operator:12345", e.now(), None, "oil leak"))
+        assert asked.accepted, asked.rejection
         conf = e.wc.confirmations[f"{A}#1"]
         await until(lambda: conf.status is ConfirmationStatus.POSTED, 15, "the posting")
         await e.submit(Pulses("press_good", 2, e.now()))  # not confirmed yet: scrap comes off

@@ -79,11 +79,13 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
 
 
 def gateway_config(
-    tmp_path: Path, broker: Mosquitto, result_timeout_s: float = 600
+    tmp_path: Path, broker: Mosquitto, result_timeout_s: float = 600, extra: str = ""
 ) -> GatewayConfig:
+    """The test gateway's config; ``extra``: more TOML sections after it."""
     path = tmp_path / "edge.toml"
     path.write_text(
         CONFIG.format(db=tmp_path / "edge.db", port=broker.port, result_timeout_s=result_timeout_s)
+        + extra
     )
     return load_config(path, env={})
 
