@@ -45,6 +45,10 @@ async def running(path: Path, **kw: object) -> AsyncIterator[Engine]:
         await engine.close()
 
 
+def due(engine: Engine) -> bool:
+    return engine.wc.andon.maintenance_due
+
+
 def outbox_kinds(engine: Engine) -> list[str]:
     return [r[0] for r in engine.store.conn.execute("SELECT kind FROM outbox ORDER BY seq")]
 
@@ -82,7 +86,7 @@ async def test_an_older_database_upgrades_and_the_counts_survive_restarts(tmp_pa
         assert totals is not None
         assert totals["cycles"] == 35
         assert totals["starts"] == 0  # it was running when counting began
-        assert engine.wc.andon.maintenance_due
+        assert due(engine)
         asked = await engine.submit(
             RequestMaintenance("operator:7", engine.now(), None, "die worn")
         )
@@ -90,8 +94,8 @@ async def test_an_older_database_upgrades_and_the_counts_survive_restarts(tmp_pa
         assert "maintenance_due" in outbox_kinds(engine)
         assert "maintenance_requested" in outbox_kinds(engine)
     async with running(db, machine_hours=True, service=(DIE,)) as engine:
-        assert engine.wc.andon.maintenance_due  # still due after the restart
+        assert due(engine)  # still due after the restart
         done = await engine.submit(ServiceDone("die", "supervisor:anna", engine.now()))
         assert done.accepted
-        assert not engine.wc.andon.maintenance_due
+        assert not due(engine)
         assert verify(engine.store) == []
