@@ -1835,6 +1835,7 @@ def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
         badges=tuple(BadgeHolder(b.badge, b.personnel, b.name) for b in cfg.badges),
         backflush_scrap=cfg.material.backflush_scrap,
         machine_hours=cfg.machine.hours,
+        labour_per_operator=True,
         service=tuple(
             ServiceInterval(s.name, ServiceMeasure(s.measure), s.every, s.text) for s in cfg.service
         ),

@@ -56,7 +56,7 @@ from edge.domain.state import (
     reject,
     require_supervisor,
 )
-from edge.domain.times import accrue
+from edge.domain.times import accrue, add_labour, pending_labour
 
 
 def _key_text(edge_id: str, key: OperationKey) -> str:
@@ -115,6 +115,10 @@ def confirmation_payload(conf: Confirmation, spec: OperationSpec) -> dict[str, o
             "machine_s": t.production_ms / 1000,
             "labour_s": conf.labour_ms / 1000,
         },
+        "labour_by_operator": [
+            {"personnel": personnel, "labour_s": ms / 1000}
+            for personnel, ms in sorted(conf.labour_by.items())
+        ],
         "iso22400": {
             "AUST_s": t.setup_ms / 1000,
             "APT_s": t.production_ms / 1000,
@@ -188,9 +192,11 @@ def confirm(
         idem_key=confirmation_idem_key(rules.key_scope, op.key, counter),
         actor=actor,
         consumption=consumption,
+        labour_by=pending_labour(op),
     )
     op.confirmed.add(pending)
     material.add(op.consumed_confirmed, consumption)
+    add_labour(op.labour_confirmed, conf.labour_by)
     op.conf_count = counter
     op.last_conf_end = now
     s.confirmations[conf.conf_id] = conf
@@ -304,6 +310,7 @@ def on_reverse(s: WorkCenterState, r: ReverseConfirmation) -> None:
     conf.reversal_status = ConfirmationStatus.AWAITING_RESULT
     op.confirmed.add(conf.tally, -1)
     material.add(op.consumed_confirmed, conf.consumption, -1)
+    add_labour(op.labour_confirmed, conf.labour_by, -1)
     index_confirmation(s, conf)
     s.touch("confirmation", conf.conf_id)
     s.touch("operation", op.key)

@@ -7,6 +7,13 @@ once (a crew). At a shift change everyone still logged in is logged out: the nex
 in again. Each login and logout is an event with the personnel number, journaled like every
 input, so a restart and a replay give the same crew.
 
+Labour per operator: the setup and production time of each active operation is booked to
+every operator logged in while it passed (:func:`edge.domain.times.accrue`; the time is
+accrued up to each login and logout first), and each confirmation carries the labour of its
+period per personnel number (``labour_by_operator``); a reversal gives it back to the next
+one. Counted from the first rules that say so (``labour_per_operator``), so a journal of a
+version without it replays as it was.
+
 Every action an operator takes at the panel or the scanner while someone is logged in is
 theirs: :func:`actor_for` gives the actor the adapters stamp on the inputs they make
 (``operator:<personnel>`` of the one who logged in last), so the journal and the events name
@@ -22,6 +29,7 @@ from edge.domain.inputs import BadgeScanned
 from edge.domain.model import CrewMember
 from edge.domain.rules import BadgeHolder
 from edge.domain.state import WorkCenterState, reject
+from edge.domain.times import accrue_active
 
 MAX_BADGE = 64  # characters of a badge id
 MAX_DEVICE = 100
@@ -61,6 +69,7 @@ def on_badge(s: WorkCenterState, b: BadgeScanned) -> bool:
         _log_out(s, (here,), b.at, "badge", device)
         return True
     member = CrewMember(who.personnel, who.name, badge_id, b.at)
+    _book_labour(s, b.at)
     s.header.crew = (*s.header.crew, member)
     s.touch("work_center", "")
     s.emit(
@@ -80,6 +89,7 @@ def _log_out(
     s: WorkCenterState, leaving: tuple[CrewMember, ...], at: Instant, why: str, device: str
 ) -> None:
     gone = {m.personnel for m in leaving}
+    _book_labour(s, at)
     s.header.crew = tuple(m for m in s.header.crew if m.personnel not in gone)
     s.touch("work_center", "")
     for m in leaving:
@@ -95,6 +105,12 @@ def _log_out(
             logged_in_ms=at.since(m.since),
             crew=[c.personnel for c in s.header.crew],
         )
+
+
+def _book_labour(s: WorkCenterState, at: Instant) -> None:
+    """Before the crew changes: the time so far is labour of those who were there."""
+    if s.rules.labour_per_operator:
+        accrue_active(s, at)
 
 
 def at_shift_change(s: WorkCenterState, now: Instant) -> None:

@@ -253,6 +253,10 @@ class Operation:
     # component's unit. Stored only when any.
     consumed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
     consumed_confirmed: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    # Setup and production time each logged-in operator was there for (edge.domain.crew),
+    # personnel -> ms, and what confirmations took of it. Stored only when any.
+    labour: dict[str, int] = field(default_factory=dict)
+    labour_confirmed: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> OperationKey:
@@ -399,6 +403,9 @@ class Confirmation:
     # The components it consumed, material -> batch ("" for none) -> quantity (signed: a
     # negative one gives back what an earlier confirmation took). Stored only when any.
     consumption: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    # Labour per logged-in operator in its period, personnel -> ms (edge.domain.crew). Stored
+    # only when any.
+    labour_by: dict[str, int] = field(default_factory=dict)
 
     @property
     def conf_id(self) -> str:

@@ -255,6 +255,8 @@ class WorkCenterRules:
     # intervals that fall due on them.
     machine_hours: bool = False
     service: tuple[ServiceInterval, ...] = ()
+    # Labour per logged-in operator (edge.domain.crew), from the first rules that say so on.
+    labour_per_operator: bool = False
     # Which database generation this is: 0 for the first; one more each time the gateway was
     # told to start on a new, empty database where one existed before (``--new-database``).
     # It keeps the idempotency keys of the new database apart from those already posted.

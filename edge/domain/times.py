@@ -34,10 +34,12 @@ def accrue(s: WorkCenterState, op: Operation, now: Instant) -> None:
     status = op.status
     if status is OperationStatus.SETUP:
         op.counted.setup_ms += elapsed
+        _labour(s, op, elapsed)
     elif status is OperationStatus.RUNNING:
         stop = s.open_stop
         if stop is None:
             op.counted.production_ms += elapsed
+            _labour(s, op, elapsed)
         else:
             op.counted.down_ms += elapsed
             key = str(op.key)
@@ -46,6 +48,33 @@ def accrue(s: WorkCenterState, op: Operation, now: Instant) -> None:
     elif status in (OperationStatus.INTERRUPTED, OperationStatus.HELD):
         op.counted.waiting_ms += elapsed
     s.touch("operation", op.key)
+
+
+def _labour(s: WorkCenterState, op: Operation, elapsed: int) -> None:
+    """Setup and production time is labour of each operator logged in while it passed."""
+    if not s.rules.labour_per_operator:
+        return
+    for member in s.header.crew:
+        op.labour[member.personnel] = op.labour.get(member.personnel, 0) + elapsed
+
+
+def pending_labour(op: Operation) -> dict[str, int]:
+    """Labour per operator not confirmed yet, personnel -> ms (none left out as 0)."""
+    out = {}
+    for personnel, ms in sorted(op.labour.items()):
+        left = ms - op.labour_confirmed.get(personnel, 0)
+        if left:
+            out[personnel] = left
+    return out
+
+
+def add_labour(into: dict[str, int], labour: dict[str, int], sign: int = 1) -> None:
+    for personnel, ms in labour.items():
+        total = into.get(personnel, 0) + sign * ms
+        if total:
+            into[personnel] = total
+        else:
+            into.pop(personnel, None)
 
 
 def accrue_active(s: WorkCenterState, now: Instant) -> None:

@@ -3,11 +3,11 @@
 The domain stays free of serialisation; pydantic's TypeAdapters read the domain's dataclasses as
 they are, so a new field in the core needs no code here, except where documents stored before it
 must stay as they were: an operation's ``status_reason``, ``merged_into``, ``dispatched_at``,
-``rescheduled``, ``batch_loads``, ``consumed`` and ``consumed_confirmed``, its spec's
-``std_cost``, ``components`` and ``batch``, a confirmation's ``consumption``, a counter's
-``machine_cycles`` and ``machine_parts`` and a stop's ``maintenance_request``, are left out
-while unset, so every operation
-stored (and every checkpoint taken) before the fields existed reads the same as a replay writes
+``rescheduled``, ``batch_loads``, ``consumed``, ``consumed_confirmed``, ``labour`` and
+``labour_confirmed``, its spec's ``std_cost``, ``components`` and ``batch``, a confirmation's
+``consumption`` and ``labour_by``, a counter's ``machine_cycles`` and ``machine_parts`` and a
+stop's ``maintenance_request``, are left out while unset, so every operation stored (and every
+checkpoint taken) before the fields existed reads the same as a replay writes
 it, and ``edge verify`` holds across the upgrade without a migration. (Dispatch times come
 only from dispatch lists journaled with ``timed``: a replay of older ones leaves them unset, as
 they were stored.)
@@ -59,10 +59,12 @@ _OPERATION_OPTIONAL: dict[str, object] = {
     "batch_loads": [],
     "consumed": {},
     "consumed_confirmed": {},
+    "labour": {},
+    "labour_confirmed": {},
 }
 # The same for an operation's spec and for a confirmation.
 _SPEC_OPTIONAL: dict[str, object] = {"std_cost": None, "components": (), "batch": None}
-_CONFIRMATION_OPTIONAL: dict[str, object] = {"consumption": {}}
+_CONFIRMATION_OPTIONAL: dict[str, object] = {"consumption": {}, "labour_by": {}}
 _COUNTER_OPTIONAL: dict[str, object] = {"machine_cycles": 0, "machine_parts": 0}
 _STOP_OPTIONAL: dict[str, object] = {"maintenance_request": None}
 

@@ -704,6 +704,13 @@ class Activities(_Open):
     labour_s: float
 
 
+class LabourMsg(_Open):
+    """The setup and production time of the period an operator was logged in for."""
+
+    personnel: str = Field(max_length=20)
+    labour_s: float
+
+
 class Iso22400Times(_Open):
     AUST_s: float = Field(description="actual unit setup time")
     APT_s: float = Field(description="actual production time")
@@ -743,6 +750,11 @@ class ConfirmationBody(OrderFields):
     period_start: str
     period_end: str
     activities: Activities
+    labour_by_operator: list[LabourMsg] = Field(
+        default_factory=list,
+        description="per operator logged in by badge (none logged in: empty; `activities` "
+        "keeps the standard crew's labour)",
+    )
     iso22400: Iso22400Times
     retry: int
     totals_to_date: Totals | None = None

@@ -8,10 +8,20 @@ import pytest
 from edge.domain.core import WorkCenter
 from edge.domain.crew import actor_for
 from edge.domain.events import EventType
-from edge.domain.inputs import BadgeScanned, Tick
+from edge.domain.inputs import (
+    Action,
+    BadgeScanned,
+    CounterReading,
+    MachineState,
+    MachineStateChanged,
+    RequestConfirmation,
+    ReverseConfirmation,
+    Tick,
+)
+from edge.domain.model import OperationKey
 from edge.domain.rules import BadgeHolder, Shift
 
-from .builders import at, make_wc, ok, one, rejected, spec
+from .builders import act, at, make_wc, ok, one, rejected, spec
 
 BADGES = (
     BadgeHolder("00012345", "12345", "Ana Weber"),
@@ -95,3 +105,74 @@ def test_the_crew_is_kept_in_the_work_centers_projection() -> None:
     assert crew_of(again) == ["12345"]
     out = ok(again, BadgeScanned("00012345", "scanner:front", at(30)))
     assert one(out, EventType.OPERATOR_LOGGED_OUT).data["logged_in_ms"] == 20_000
+
+
+# ------------------------------------------------------------------ labour per operator
+
+
+def _labour(out_data: object) -> dict[str, float]:
+    assert isinstance(out_data, dict)
+    return {e["personnel"]: e["labour_s"] for e in out_data["labour_by_operator"]}
+
+
+def test_setup_and_production_time_is_labour_of_whoever_was_logged_in() -> None:
+    wc = make_wc(spec(), badges=BADGES, labour_per_operator=True)
+    ok(wc, BadgeScanned("00012345", "scanner:front", at(0)))
+    act(wc, Action.START_SETUP, 0)
+    act(wc, Action.START_PRODUCTION, 600)
+    ok(wc, BadgeScanned("00067890", "scanner:front", at(1200)))  # Tom joins
+    ok(wc, MachineStateChanged("plc", MachineState.DOWN, at(1300)))  # a stop: nobody's labour
+    ok(wc, MachineStateChanged("plc", MachineState.RUNNING, at(1400)))
+    ok(wc, BadgeScanned("00012345", "scanner:front", at(1500)))  # Ana leaves
+    out = ok(wc, RequestConfirmation("operator:67890", at(1800), "4711/0020"))
+    conf = one(out, EventType.CONFIRMATION_CREATED)
+    # Ana: 600 s setup, 600-1300 and 1400-1500 production; Tom: 1200-1300 and 1400-1800.
+    assert _labour(conf.data) == {"12345": 1400.0, "67890": 500.0}
+    # The standard labour (production time x the crew size) is still there.
+    assert conf.data["activities"]["labour_s"] == 1100.0  # type: ignore[index]
+
+
+def test_a_reversal_gives_the_labour_back_to_the_next_confirmation() -> None:
+    wc = make_wc(spec(), badges=BADGES, labour_per_operator=True)
+    ok(wc, BadgeScanned("00012345", "scanner:front", at(0)))
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, CounterReading("press1", 0, at(1)))
+    ok(wc, CounterReading("press1", 10, at(100)))
+    first = one(
+        ok(wc, RequestConfirmation("operator:12345", at(100), "4711/0020")),
+        EventType.CONFIRMATION_CREATED,
+    )
+    assert _labour(first.data) == {"12345": 100.0}
+    ok(wc, ReverseConfirmation("4711/0020", 1, "supervisor:anna", at(150)))
+    ok(wc, CounterReading("press1", 11, at(200)))
+    second = one(
+        ok(wc, RequestConfirmation("operator:12345", at(200), "4711/0020")),
+        EventType.CONFIRMATION_CREATED,
+    )
+    assert _labour(second.data) == {"12345": 200.0}
+
+
+def test_the_shift_change_books_the_labour_of_those_it_logs_out() -> None:
+    # A slow machine: no no-count stop in five hours.
+    wc = make_wc(
+        spec(std_cycle_s=6 * 3600.0), badges=BADGES, shifts=SHIFTS, labour_per_operator=True
+    )
+    wc.apply(Tick(at(0)))
+    ok(wc, BadgeScanned("00012345", "scanner:front", at(0)))
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, CounterReading("press1", 0, at(1)))
+    wc.apply(Tick(at(4 * 3600 + 1)))  # 14:00:01: Ana is logged out by the shift change
+    ok(wc, CounterReading("press1", 1, at(5 * 3600)))
+    out = ok(wc, RequestConfirmation("operator:7", at(5 * 3600), "4711/0020"))
+    assert _labour(one(out, EventType.CONFIRMATION_CREATED).data) == {"12345": 14401.0}
+
+
+def test_without_labour_per_operator_in_the_rules_none_is_booked() -> None:
+    wc = make_wc(spec(), badges=BADGES)
+    ok(wc, BadgeScanned("00012345", "scanner:front", at(0)))
+    act(wc, Action.START_PRODUCTION, 0)
+    ok(wc, CounterReading("press1", 0, at(1)))
+    ok(wc, CounterReading("press1", 10, at(100)))
+    out = ok(wc, RequestConfirmation("operator:12345", at(100), "4711/0020"))
+    assert _labour(one(out, EventType.CONFIRMATION_CREATED).data) == {}
+    assert wc.operations[OperationKey.parse("4711/0020")].labour == {}
