@@ -143,6 +143,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"  stack light on {where}: {', '.join(light.lamps)}")
     if cfg.panel.enabled:
         print(f"  panel http://{cfg.panel.host}:{cfg.panel.port}/ (and /metrics)")
+    if rules.machine_hours:
+        print("  machine hours counted" + (": service" if rules.service else ""))
+        for interval in rules.service:
+            print(f"    {interval.name} every {interval.every} {interval.measure.value}")
+    if rules.badges:
+        print(f"  {len(rules.badges)} badges")
     md = rules.master_data
     print(
         f"  {len(md.stop_reasons)} stop reasons, {len(md.scrap_reasons)} scrap reasons, "

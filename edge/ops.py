@@ -211,7 +211,9 @@ def gather_status(
     out["machine"] = {
         "state": header.machine_state.value if header.machine_state else None,
         "alarm": header.machine_alarm,
+        "hours": wc.machine_hours(now),
     }
+    out["crew"] = [m.personnel for m in header.crew]
     stop = wc.open_stop
     if stop is not None:
         out["open_stop"] = {
@@ -295,6 +297,23 @@ def render_status(s: dict[str, Any]) -> str:
     if machine["alarm"]:
         state += f" (alarm {machine['alarm']})"
     lines.append(f"  machine    {state}")
+    hours = machine.get("hours")
+    if hours:
+        lines.append(
+            f"  hours      {hours['hours']} h run, {hours['starts']} starts, "
+            f"{hours['cycles']} cycles, {hours['parts']} parts since {hours['since']}"
+        )
+        for item in hours["service"]:
+            left = (
+                f"DUE since {item['due_since']}"
+                if item["due"]
+                else f"{item['remaining']} {item['measure']} left"
+            )
+            lines.append(
+                f"  service    {item['name']}: every {item['every']} {item['measure']}, {left}"
+            )
+    if s.get("crew"):
+        lines.append(f"  crew       {', '.join(s['crew'])}")
     stop = s["open_stop"]
     if stop:
         lines.append(

@@ -37,6 +37,9 @@ def test_status_json_shows_the_work_center_state(plant: tuple[Path, Path]) -> No
     assert s["boot_seq"] == before == 1
     assert s["journal"]["entries"] == _journal(db)
     assert s["machine"]["state"] == "down"
+    # Machine hours: the 32 pulses are 32 cycles and parts (counted since the first start).
+    hours = s["machine"]["hours"]
+    assert (hours["cycles"], hours["parts"], hours["running"]) == (32, 32, False)
     assert s["open_stop"]["reason"] is None
     assert s["open_stop"]["operations"] == ["4711/0020"]
     [op] = s["active_operations"]
@@ -91,6 +94,7 @@ def test_status_text_without_a_config(plant: tuple[Path, Path]) -> None:
     out = result.stdout
     assert "gateway wc-press-07, work center PRESS07" in out
     assert "machine    down" in out
+    assert "32 cycles, 32 parts since " in out
     assert "reason NOT GIVEN" in out
     assert "4711/0020 running: good 30, scrap 2 of 100 PC" in out
     assert "2 awaiting the relay" in out
