@@ -27,8 +27,10 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import ClassVar, Literal
+
+from edge.domain.limits import QUANTITY_PLACES
 
 ErpStatus = Literal["released", "held", "cancelled"]
 
@@ -44,6 +46,16 @@ class ErpComponent:
     backflush: bool = False
     batch_managed: bool = False
     item: str | None = None
+
+
+def qty_per_unit(required: Decimal, quantity: Decimal) -> Decimal:
+    """How much of a component one unit takes: ``required`` (for ``quantity`` units) divided by
+    ``quantity``, rounded half-even to the contract's decimal places, without trailing zeros
+    (``0`` when it rounds away: the caller refuses that component). ``quantity`` is above 0."""
+    per = (required / quantity).quantize(Decimal(1).scaleb(-QUANTITY_PLACES), ROUND_HALF_EVEN)
+    if per == per.to_integral_value():
+        return per.quantize(Decimal(1))
+    return per.normalize()
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,7 +153,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final, Literal
 from zoneinfo import ZoneInfo
@@ -176,6 +176,7 @@ from edge.relay.orders import (
     ErpStatus,
     OrderSource,
     SnapshotFailed,
+    qty_per_unit,
 )
 
 log = get_logger(__name__)
@@ -831,9 +832,7 @@ class _Reader:
             except _LeftOut as exc:
                 _warn_left_out(where, exc, kept=True, what="the component")
                 continue
-            per_unit = (required / quantity).quantize(
-                Decimal(1).scaleb(-L.QUANTITY_PLACES), rounding=ROUND_HALF_EVEN
-            )
+            per_unit = qty_per_unit(required, quantity)
             if per_unit <= 0:
                 _warn_left_out(
                     where,
@@ -847,7 +846,7 @@ class _Reader:
             out.append(
                 ErpComponent(
                     material=material,
-                    qty_per_unit=_plain(per_unit),
+                    qty_per_unit=per_unit,
                     unit=unit,
                     backflush="X" in (_text(res, "BACKFLUSH").upper(), _text(res, "RGEKZ").upper()),
                     batch_managed=_text(res, "XCHPF").upper() == "X" or bool(_text(res, "CHARG")),
