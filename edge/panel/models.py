@@ -156,6 +156,20 @@ class ConsumeCommand(OpCommand):
     batch: ComponentText | None = Field(None, description="default: the batch loaded now")
 
 
+class RequestMaintenanceCommand(Command):
+    stop_id: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        None, description="the stop maintenance is asked for; none: say what is wrong in note"
+    )
+    note: Words | None = Field(None, description="what is wrong, in words (needed without a stop)")
+
+
+class ServiceDoneCommand(Command):
+    name: Annotated[str, Field(min_length=1, max_length=40)] = Field(
+        description="the maintenance interval ([[service]] name) whose task was done"
+    )
+    note: Words | None = Field(None, description="what was done, in words")
+
+
 class CorrectCountCommand(OpCommand):
     good_delta: Annotated[Decimal, Field(gt=-1_000_000, lt=1_000_000, decimal_places=3)] = Decimal(
         0
@@ -296,6 +310,9 @@ class StopOut(_Out):
     micro: bool
     reason_pending: bool = Field(description="no reason yet and long enough to need one")
     operations: list[str]
+    maintenance_request: str | None = Field(
+        None, description="the maintenance request raised from this stop (one per stop)"
+    )
 
 
 class ConfirmationOut(_Out):
@@ -411,6 +428,32 @@ class ShiftView(_Out):
     top_stops: list[StopLossOut] = Field(description="the 3 reasons that cost the most time")
 
 
+class ServiceOut(_Out):
+    """One maintenance interval ([[service]]) as edge.domain.machine counts it."""
+
+    name: str
+    measure: Literal["hours", "starts", "cycles", "parts"]
+    every: Qty
+    since_done: Qty = Field(description="of the measure since the task was last done")
+    remaining: Qty = Field(description="until it falls due; below 0: overdue by that much")
+    due: bool
+    due_since: str | None
+    done_at: str | None = Field(description="when the task was last done; None: never here")
+    text: str
+
+
+class MachineOut(_Out):
+    """The machine's hours, starts, cycles and parts, counted since ``since``."""
+
+    since: str
+    running: bool
+    hours: Qty = Field(description="running hours, to three places")
+    starts: int
+    cycles: int
+    parts: Qty
+    service: list[ServiceOut] = Field(description="the intervals, the due ones first")
+
+
 class ScanOut(_Out):
     """The newest scan of the work center's barcode scanner ([scanner])."""
 
@@ -464,6 +507,12 @@ class PanelState(_Out):
         "[retention] min_free_mb (sent with the next snapshot or heartbeat)",
     )
     max_text: int = Field(MAX_TEXT, description="the longest reason in words the gateway takes")
+    machine: MachineOut | None = Field(
+        None, description="machine hours and maintenance intervals; None: not counted"
+    )
+    maintenance_due: bool = Field(
+        False, description="a maintenance interval is due (the andon's maintenance_due)"
+    )
 
 
 class CommandResult(_Out):

@@ -25,6 +25,7 @@ from edge.panel.models import (
     ConfirmationOut,
     HelpCallOut,
     Lamp,
+    MachineOut,
     OperationOut,
     PanelState,
     QtyByReason,
@@ -178,6 +179,7 @@ def stop_out(wc: WorkCenter, stop: Stop, now: Instant) -> StopOut:
         micro=stop.micro,
         reason_pending=stop.reason_pending,
         operations=list(stop.operations),
+        maintenance_request=stop.maintenance_request,
     )
 
 
@@ -268,6 +270,17 @@ def shift_view(wc: WorkCenter, now: Instant) -> ShiftView | None:
     )
 
 
+def machine_view(wc: WorkCenter, now: Instant) -> MachineOut | None:
+    """The machine's totals as edge.domain.machine gives them, the due intervals first;
+    None while they are not counted."""
+    totals = wc.machine_hours(now)
+    if totals is None:
+        return None
+    machine = MachineOut.model_validate(totals)
+    due_first = sorted(machine.service, key=lambda s: not s.due)
+    return machine.model_copy(update={"service": due_first})
+
+
 def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
     ops = list(wc.operations.values())
     waiting = sorted(
@@ -338,4 +351,6 @@ def snapshot(wc: WorkCenter, now: Instant, meta: ViewMeta) -> PanelState:
         supervisor_configured=meta.supervisor_configured,
         shift=shift_view(wc, now),
         disk_low=meta.disk_low,
+        machine=machine_view(wc, now),
+        maintenance_due=wc.andon.maintenance_due,
     )

@@ -55,8 +55,10 @@ def panel_config(
     micro_stop_s: float = 1.0,
     lockout_s: float = 30.0,
     env: dict[str, str] | None = None,
+    extra: str = "",
 ) -> GatewayConfig:
-    """The gateway test config plus a panel; without a broker the gateway runs local-only."""
+    """The gateway test config plus a panel; without a broker the gateway runs local-only.
+    ``extra``: more TOML sections after it."""
     path = tmp_path / "edge.toml"
     text = CONFIG.format(
         db=tmp_path / "edge.db",
@@ -69,7 +71,7 @@ def panel_config(
         pin_hash=pin_hash(),
         lockout_s=lockout_s,
     )
-    path.write_text(text)
+    path.write_text(text + extra)
     overrides = {} if broker else {"EDGE_MQTT__ENABLED": "false"}
     return load_config(path, env={**overrides, **(env or {})})
 

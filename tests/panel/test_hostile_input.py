@@ -147,6 +147,24 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str | None, str]] = [
         "qty",
         "qty = '1e309': not a finite number",
     ),
+    (
+        "unpaired surrogate in a maintenance note",
+        "/api/commands/request-maintenance",
+        b'{"command_id": "hostile-0001", "note": "oil \\udc00 leak"}',
+        JSON,
+        422,
+        "note",
+        "note = ",
+    ),
+    (
+        "a stop id of 5000 characters",
+        "/api/commands/request-maintenance",
+        b'{"command_id": "hostile-0001", "stop_id": "' + b"x" * 5000 + b'"}',
+        JSON,
+        422,
+        "stop_id",
+        "stop_id = 'xxx",
+    ),
 ]
 
 

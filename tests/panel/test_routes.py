@@ -32,8 +32,10 @@ from edge.domain.inputs import (
     Input,
     ReportScrap,
     RequestConfirmation,
+    RequestMaintenance,
     ResendConfirmation,
     ReverseConfirmation,
+    ServiceDone,
     SetStopReason,
     Transition,
 )
@@ -139,6 +141,12 @@ COMMANDS: dict[str, tuple[dict[str, Any], Callable[[Any], bool]]] = {
             and (i.op, i.material, i.qty, i.batch) == (OP, "GLUE-7", Decimal("1.5"), "G-1")
         ),
     ),
+    "/api/commands/request-maintenance": (
+        {"stop_id": "S000001", "note": "Die stuck"},
+        lambda i: (
+            isinstance(i, RequestMaintenance) and (i.stop_id, i.note) == ("S000001", "Die stuck")
+        ),
+    ),
     "/api/supervisor/cancel": (
         {"op": OP, "reason": "Drawing changed"},
         lambda i: transition(Action.CANCEL)(i) and i.reason == "Drawing changed",
@@ -174,6 +182,10 @@ COMMANDS: dict[str, tuple[dict[str, Any], Callable[[Any], bool]]] = {
             and (i.op, i.good_delta, i.scrap_delta, i.reason, i.scrap_reason)
             == (OP, Decimal(-1), Decimal(1), "miscount", "S1")
         ),
+    ),
+    "/api/supervisor/service-done": (
+        {"name": "die-check", "note": "Die reground"},
+        lambda i: isinstance(i, ServiceDone) and (i.name, i.note) == ("die-check", "Die reground"),
     ),
 }
 

@@ -28,6 +28,7 @@ from edge.domain.inputs import (
     Input,
     ReportScrap,
     RequestConfirmation,
+    RequestMaintenance,
     SetStopReason,
     Transition,
 )
@@ -180,6 +181,12 @@ def consume(body: m.ConsumeCommand, actor: str, now: Instant) -> Input:
     return ComponentConsumed(body.material, body.qty, actor, now, batch=body.batch, op=body.op)
 
 
+def request_maintenance(body: m.RequestMaintenanceCommand, actor: str, now: Instant) -> Input:
+    """Ask maintenance to come: from a stop (once per stop), or without one saying in a note
+    what is wrong."""
+    return RequestMaintenance(actor, now, stop_id=body.stop_id, note=body.note)
+
+
 def _transition_row(path: str, action: Action, summary: str) -> CommandRoute[m.OpCommand]:
     return CommandRoute(path, action.value, m.OpCommand, transition(action), summary)
 
@@ -208,6 +215,12 @@ OPERATOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
     CommandRoute("/api/commands/close-help", "close_help", m.HelpCallCommand, close_help),
     CommandRoute("/api/commands/load-batch", "load_batch", m.LoadBatchCommand, load_batch),
     CommandRoute("/api/commands/consume", "consume", m.ConsumeCommand, consume),
+    CommandRoute(
+        "/api/commands/request-maintenance",
+        "request_maintenance",
+        m.RequestMaintenanceCommand,
+        request_maintenance,
+    ),
 )
 
 router = APIRouter(tags=["operator"])

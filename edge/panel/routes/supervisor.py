@@ -14,6 +14,7 @@ from edge.domain.inputs import (
     Input,
     ResendConfirmation,
     ReverseConfirmation,
+    ServiceDone,
     SetStopReason,
     Transition,
 )
@@ -145,6 +146,12 @@ def assign_unassigned(body: m.AssignCommand, actor: str, now: Instant) -> Input:
     return AssignUnassigned(body.unassigned_id, body.op, actor, now)
 
 
+def service_done(body: m.ServiceDoneCommand, actor: str, now: Instant) -> Input:
+    """Maintenance did the task of a service interval: it is counted again from now and is no
+    longer due."""
+    return ServiceDone(body.name, actor, now, note=body.note)
+
+
 SUPERVISOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
     CommandRoute("/api/supervisor/cancel", "cancel", m.CancelCommand, cancel),
     CommandRoute("/api/supervisor/hold", "hold", m.HoldCommand, hold),
@@ -162,6 +169,9 @@ SUPERVISOR_COMMANDS: Final[tuple[CommandRoute[Any], ...]] = (
     ),
     CommandRoute(
         "/api/supervisor/correct-count", "correct_count", m.CorrectCountCommand, correct_count
+    ),
+    CommandRoute(
+        "/api/supervisor/service-done", "service_done", m.ServiceDoneCommand, service_done
     ),
 )
 
