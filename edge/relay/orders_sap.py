@@ -12,9 +12,10 @@ followed on with ``$skip`` too)::
 
 (the header has no work center: operations first; they are ordered by their key, a total
 order, so that pages do not shuffle) and then each of their orders' headers once, with the
-status set (a few at a time)::
+status set, the order's operations and its components (a few at a time)::
 
-    GET A_ProductionOrder_2('1000123')?$expand=to_ProductionOrderStatus&$format=json
+    GET A_ProductionOrder_2('1000123')?$expand=to_ProductionOrderStatus,
+        to_ProductionOrderOperation,to_ProductionOrderComponent&$format=json
 
 An operation becomes an :class:`~edge.relay.orders.ErpOperation`:
 
@@ -41,7 +42,27 @@ An operation becomes an :class:`~edge.relay.orders.ErpOperation`:
 - ``sequence``: 1, 2, … per work center by the scheduled start
   (``OpErlstSchedldExecStrtDte``/``Tme``, else the header's; none: last), then order and
   operation;
-- ``confirmation_no``: none (RUECK is not in the service); ``split`` 0; no tolerances or crew.
+- ``confirmation_no``: none (RUECK is not in the service); ``split`` 0; no tolerances or crew;
+- ``components``: the order's ``to_ProductionOrderComponent`` (``A_ProductionOrderComponent_2``)
+  assigned to the operation (``ManufacturingOrderOperation``, and
+  ``ManufacturingOrderSequence`` when given); one assigned to no operation goes to the order's
+  first operation (the standard sequence's lowest number among the header's
+  ``to_ProductionOrderOperation``). Left out as not issued to the order: those marked for
+  deletion (``MatlCompIsMarkedForDeletion``), phantom items
+  (``MaterialComponentIsPhantomItem``), bulk material (``IsBulkMaterialComponent``: taken
+  from stock at the line, the safer reading: the gateway would else book consumption SAP does
+  not expect), and a ``GoodsMovementType`` other than ``261`` (or none). ``material`` =
+  ``Material``; ``qty_per_unit`` = ``RequiredQuantity`` (for the order) / the operation's
+  quantity, to 6 places, as LOIPRO's (:func:`edge.relay.orders.qty_per_unit`); ``unit`` =
+  ``BaseUnit`` (``EntryUnit`` when SAP sends no ``BaseUnit``); ``backflush`` =
+  ``MatlCompIsMarkedForBackflush``; ``batch_managed``: a ``Batch`` given (the service has no
+  batch-management flag; as LOIPRO's ``CHARG``); ``item`` = ``<Reservation>/<ReservationItem>``,
+  the pair the confirmation adapter (:mod:`edge.relay.sap`) sends with the component's goods
+  movements. A component the gateway would refuse (no material or one over 40 characters, a
+  required quantity that is not a number, not above 0 or rounds to 0 per unit, a unit that is
+  not 1 to 3 characters, a material listed twice for the operation) is left out with a
+  warning ``sap_component_left_out`` naming the order, the operation, the reservation item,
+  the field and the value; the operation and its other components are dispatched.
 
 The units of standard values: the ISO code (``StdWrkQtyUnit<n>ISOCode``: ``SEC``, ``MIN``,
 ``HUR``) when present, else ``WorkCenterStandardWorkQtyUnit<n>`` looked up in ``time_units``
@@ -73,16 +94,16 @@ for a change whose time was taken before it was committed::
 
 over the whole plant, not per work center: an operation moved to a work center the relay does
 not serve is seen leaving, since its row now names the other one. A changed header (locked, a
-user status, technically completed) comes with its status set and all its operations, so a
-change SAP records on the header alone still re-judges its operations. The source keeps SAP's
-rows of the released operations and their headers and applies the changes to them: a row
-that is no longer released, is finally confirmed or names another work center leaves; the
-header of an order seen for the first time is read as above. What no changed-since read can
-show, an order archived away (its key answers 404), leaves at the next full read. A failed
-read changes nothing kept, and the next one asks again from the same time. When SAP refuses
-the filter (HTTP 400: ``LastChangeDateTime`` not filterable in that release) or sends no
-readable ``LastChangeDateTime``, the source says so once and reads the whole set every time;
-more than ``max_operations`` changes also make it a full read.
+user status, technically completed) comes with its status set, all its operations and its
+components, so a change SAP records on the header alone still re-judges its operations. The
+source keeps SAP's rows of the released operations and their headers and applies the changes to
+them: a row that is no longer released, is finally confirmed or names another work center
+leaves; the header of an order seen for the first time is read as above. What no
+changed-since read can show, an order archived away (its key answers 404), leaves at the next
+full read. A failed read changes nothing kept, and the next one asks again from the same
+time. When SAP refuses the filter (HTTP 400: ``LastChangeDateTime`` not filterable in that
+release) or sends no readable ``LastChangeDateTime``, the source says so once and reads the
+whole set every time; more than ``max_operations`` changes also make it a full read.
 
 Finally confirmed operations (``OperationIsConfirmed``) are not asked for, and sub-operations
 are skipped (confirmations name operations). An operation the gateway would refuse (a quantity
@@ -99,7 +120,11 @@ and ``LastChangeDateTime`` are filterable (``$filter`` on ``OperationIsReleased`
 its order moves one of the two ``LastChangeDateTime`` and that it is UTC (the OData V2 delta
 token, ``!deltatoken``, is not offered by this service as far as the reference goes), whether
 any release has ``OperationReferenceQuantity`` in this service, and the exact codes of the
-standard value units in the answers.
+standard value units in the answers. The component fields beyond the keys ``Reservation`` and
+``ReservationItem`` (the reference names only those; the others are as the 2021 service's
+published reads show them), and that a change of a component moves the order's
+``LastChangeDateTime`` (the component entity has none of its own): should it not, a changed
+component is seen at the next full read (``full_read_s``).
 """
 
 from __future__ import annotations
@@ -122,7 +147,14 @@ from edge.domain import limits as L
 from edge.logging import get_logger
 from edge.relay.checks import Zone
 from edge.relay.oauth import TokenRefused, TokenUnavailable
-from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
+from edge.relay.orders import (
+    ErpComponent,
+    ErpOperation,
+    ErpStatus,
+    OrderSource,
+    SnapshotFailed,
+    qty_per_unit,
+)
 from edge.relay.sap import (
     Connection,
     Credentials,
@@ -142,6 +174,10 @@ OPERATIONS: Final = "A_ProductionOrderOperation_2"
 ORDERS: Final = "A_ProductionOrder_2"
 STATUS_NAV: Final = "to_ProductionOrderStatus"
 OPERATIONS_NAV: Final = "to_ProductionOrderOperation"
+COMPONENTS_NAV: Final = "to_ProductionOrderComponent"
+# What a header read expands: the status set, the order's operations (which one is first) and
+# its components (A_ProductionOrderComponent_2).
+HEADER_EXPAND: Final = f"{STATUS_NAV},{OPERATIONS_NAV},{COMPONENTS_NAV}"
 OPERATION_ORDER: Final = "OrderInternalBillOfOperations,OrderIntBillOfOperationsItem"
 CHANGED: Final = "LastChangeDateTime"
 _STAMP: Final = re.compile(r"^\d{14}$")  # YYYYMMDDhhmmss
@@ -149,6 +185,13 @@ _STAMP: Final = re.compile(r"^\d{14}$")  # YYYYMMDDhhmmss
 SECTION: Final = "dispatch.source"
 _ISO_SECONDS: Final = {"SEC": 1.0, "MIN": 60.0, "HUR": 3600.0}
 _IDENT: Final = re.compile(r"^[^/+#\s]{1,40}$")
+_SAP_UNIT: Final = re.compile(r"^\S{1,3}$")  # SAP's units of measure are CHAR 3
+# Components that are not issued to the order by a goods movement: left out.
+_NOT_ISSUED: Final = (
+    "MatlCompIsMarkedForDeletion",
+    "MaterialComponentIsPhantomItem",  # exploded into its own components
+    "IsBulkMaterialComponent",  # taken from bulk stock at the line, not issued per order
+)
 
 _ORDER_CANCELLED: Final = (
     ("OrderIsDeleted", "order deleted"),
@@ -360,7 +403,7 @@ class SapOrderSource(SapService[Settings], OrderSource):
             filter_,
             "ManufacturingOrder",
             f"the orders changed since {since}",
-            expand=f"{STATUS_NAV},{OPERATIONS_NAV}",
+            expand=HEADER_EXPAND,
         )
         # The newest state of each operation: its own row, or its order's (read later) when
         # that is not older.
@@ -369,7 +412,7 @@ class SapOrderSource(SapService[Settings], OrderSource):
         for header in changed_orders:
             order = _text(header, "ManufacturingOrder")
             if _IDENT.match(order):
-                headers_now[order] = {k: v for k, v in header.items() if k != OPERATIONS_NAV}
+                headers_now[order] = header
             for row in _nav_rows(header, OPERATIONS_NAV):
                 key = _row_key(row)
                 other = latest.get(key)
@@ -438,7 +481,7 @@ class SapOrderSource(SapService[Settings], OrderSource):
         async def one(order: str) -> dict[str, Any] | None:
             async with gate:
                 key = quote(f"'{quote_literal(order)}'", safe="'")
-                query = {"$expand": STATUS_NAV, "$format": "json"}
+                query = {"$expand": HEADER_EXPAND, "$format": "json"}
                 data = await self._get(f"{ORDERS}({key})", query, f"order {order}", missing=True)
             if data is None:
                 return None
@@ -611,6 +654,7 @@ class SapOrderSource(SapService[Settings], OrderSource):
         end = self._moment(row, "OpErlstSchedldExecEndDte", "OpErlstSchedldExecEndTme")
         if end is None:
             end = self._moment(header, "MfgOrderScheduledEndDate", "MfgOrderScheduledEndTime")
+        components = _components(order_id, operation, sequence, header, quantity)
         op = ErpOperation(
             work_center=work_center,
             order_id=order_id,
@@ -625,6 +669,7 @@ class SapOrderSource(SapService[Settings], OrderSource):
             latest_end=None if end is None else end.strftime("%Y-%m-%dT%H:%M:%SZ"),
             confirmation_no=None,
             status_text=status_text,
+            components=components,
         )
         return _Mapped(op, start, sequence)
 
@@ -697,6 +742,119 @@ class SapOrderSource(SapService[Settings], OrderSource):
         # Wall-clock arithmetic: the zone's offset is the one of the resulting local time.
         local = dt.datetime(day.year, day.month, day.day, tzinfo=self._zone)
         return (local + dt.timedelta(seconds=seconds)).astimezone(dt.UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# Components
+
+
+def _components(
+    order: str, operation: str, sequence: str, header: Mapping[str, Any], quantity: Decimal
+) -> tuple[ErpComponent, ...]:
+    """The components of the order (its header's ``to_ProductionOrderComponent``) assigned to
+    this operation, per unit of its ``quantity``; one the gateway would refuse is left out
+    with a warning naming the order, the field and the value, and the operation is kept."""
+    rows = _nav_rows(header, COMPONENTS_NAV)
+    if not rows:
+        return ()
+    first = _first_operation(header)
+    out: list[ErpComponent] = []
+    seen: set[str] = set()
+    for row in rows:
+        if any(_flag(row, name) for name in _NOT_ISSUED):
+            continue
+        if _text(row, "GoodsMovementType") not in ("", "261"):
+            continue  # not a goods issue to the order (a co-product's receipt, ...)
+        assigned = _text(row, "ManufacturingOrderOperation")
+        if assigned:
+            own_sequence = _text(row, "ManufacturingOrderSequence")
+            if assigned != operation or (own_sequence and sequence and own_sequence != sequence):
+                continue
+        elif first != (sequence, operation):
+            # Assigned to no operation: it belongs to the order's first operation (what SAP
+            # itself does with a component that has none).
+            if first is None:
+                _left_out(
+                    order,
+                    operation,
+                    row,
+                    _LeftOut(
+                        "ManufacturingOrderOperation",
+                        row.get("ManufacturingOrderOperation"),
+                        "assigned to no operation, and SAP listed none of the order's",
+                    ),
+                )
+            continue
+        try:
+            material = _code(row, "Material")
+            if material in seen:
+                raise _LeftOut("Material", material, "listed twice for the operation")
+            required = _quantity("RequiredQuantity", row.get("RequiredQuantity"))
+            unit_field = "BaseUnit" if row.get("BaseUnit") is not None else "EntryUnit"
+            unit = _text(row, unit_field)
+            if not _SAP_UNIT.match(unit):
+                raise _LeftOut(
+                    unit_field, row.get(unit_field), "not a unit of SAP's (1 to 3 characters)"
+                )
+            per_unit = qty_per_unit(required, quantity)
+            if per_unit <= 0:
+                raise _LeftOut("RequiredQuantity", row.get("RequiredQuantity"), "0 per unit")
+        except _LeftOut as why:
+            _left_out(order, operation, row, why)
+            continue
+        seen.add(material)
+        out.append(
+            ErpComponent(
+                material=material,
+                qty_per_unit=per_unit,
+                unit=unit,
+                backflush=_flag(row, "MatlCompIsMarkedForBackflush"),
+                # The 2021 service has no batch-management flag: a batch given means the
+                # component is booked by batch (as LOIPRO's CHARG).
+                batch_managed=bool(_text(row, "Batch")),
+                item=_reservation_item(row),
+            )
+        )
+    return tuple(out)
+
+
+def _first_operation(header: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(sequence, operation) of the order's first operation: the standard sequence's
+    (``0``) lowest operation number; None when the header lists no operations."""
+    found: list[tuple[bool, str, int, str]] = []
+    for row in _nav_rows(header, OPERATIONS_NAV):
+        number = _text(row, "ManufacturingOrderOperation")
+        if not number or _text(row, "ManufacturingOrderSubOperation"):
+            continue
+        sequence = _text(row, "ManufacturingOrderSequence")
+        numeric = int(number) if number.isdigit() else 1 << 30
+        found.append((sequence not in ("", "0"), sequence, numeric, number))
+    if not found:
+        return None
+    best = min(found)
+    return (best[1], best[3])
+
+
+def _reservation_item(row: Mapping[str, Any]) -> str | None:
+    """``<Reservation>/<ReservationItem>``, the pair a goods movement names (the confirmation
+    adapter splits it again); the item alone without a reservation."""
+    reservation = _text(row, "Reservation")
+    item = _text(row, "ReservationItem")
+    text = f"{reservation}/{item}" if reservation and item else item
+    return text if text and len(text) <= 40 else None
+
+
+def _left_out(order: str, operation: str, row: Mapping[str, Any], why: _LeftOut) -> None:
+    log.warning(
+        "sap_component_left_out",
+        order=order,
+        operation=operation,
+        reservation_item=_reservation_item(row),
+        field=why.field,
+        value=why.value,
+        reason=why.reason,
+        consequence="the operation is dispatched without this component",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

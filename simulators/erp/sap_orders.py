@@ -22,22 +22,23 @@ which serves a few demo orders and prints the service URL until SIGTERM/SIGINT.
 URLs (``base`` = ``http://127.0.0.1:<port>``):
 
 - ``{base}/sap/opu/odata/sap/API_PRODUCTION_ORDER_2_SRV/`` (:attr:`SapOrdersStandIn.url`):
-  ``GET``/``HEAD`` (service document; ``x-csrf-token: Fetch`` hands out a token, though nothing
-  here modifies), ``GET $metadata`` (EDMX of the entity types served), ``GET
-  A_ProductionOrder_2`` and ``A_ProductionOrder_2('1000123')`` (also
-  ``(ManufacturingOrder='1000123')``) with its ``/to_ProductionOrderOperation`` and
-  ``/to_ProductionOrderStatus``, ``GET A_ProductionOrderOperation_2`` and its key
+  ``GET``/``HEAD`` (service document; ``x-csrf-token: Fetch`` hands out a token, though nothing here
+  modifies), ``GET $metadata`` (EDMX of the entity types served), ``GET A_ProductionOrder_2`` and
+  ``A_ProductionOrder_2('1000123')`` (also ``(ManufacturingOrder='1000123')``) with its
+  ``/to_ProductionOrderOperation``, ``/to_ProductionOrderStatus`` and
+  ``/to_ProductionOrderComponent``, ``GET A_ProductionOrderOperation_2`` and its key
   ``(OrderInternalBillOfOperations='…',OrderIntBillOfOperationsItem='…')``, ``GET
-  A_ProductionOrderStatus_2``. Query options: ``$filter`` (``eq ne gt ge lt le``, ``and``,
-  ``or``, ``not``, parentheses; literals ``'…'``, ``datetime'…'``, ``time'…'``, ``95M``,
-  ``true``, ``null``), ``$orderby``, ``$top``, ``$skip``, ``$inlinecount=allpages``,
-  ``$select``, ``$expand=to_ProductionOrderOperation,to_ProductionOrderStatus`` (headers),
-  ``$format=json``; ``sap-client`` is accepted. Answers are verbose OData V2 JSON: ``{"d":
-  {...}}``, collections ``{"d": {"results": [...]}}``, each entity with ``__metadata``
-  (``id``, ``uri``, ``type``, and an ``etag`` from ``LastChangeDateTime``), decimals as
-  strings with their scale, dates ``/Date(ms)/`` (the local calendar day as UTC midnight),
-  times ``PThhHmmMssS`` (local), flags ``"X"``/``""``, ``LastChangeDateTime`` as
-  ``YYYYMMDDhhmmss`` (UTC). Modifying methods answer 405: the stand-in is read-only over HTTP.
+  A_ProductionOrderStatus_2``, ``GET A_ProductionOrderComponent_2`` and its key
+  ``(Reservation='…',ReservationItem='…')``. Query options: ``$filter`` (``eq ne gt ge lt le``,
+  ``and``, ``or``, ``not``, parentheses; literals ``'…'``, ``datetime'…'``, ``time'…'``, ``95M``,
+  ``true``, ``null``), ``$orderby``, ``$top``, ``$skip``, ``$inlinecount=allpages``, ``$select``,
+  ``$expand=to_ProductionOrderOperation,to_ProductionOrderStatus,to_ProductionOrderComponent``
+  (headers), ``$format=json``; ``sap-client`` is accepted. Answers are verbose OData V2 JSON:
+  ``{"d": {...}}``, collections ``{"d": {"results": [...]}}``, each entity with ``__metadata``
+  (``id``, ``uri``, ``type``, and an ``etag`` from ``LastChangeDateTime``), decimals as strings with
+  their scale, dates ``/Date(ms)/`` (the local calendar day as UTC midnight), times ``PThhHmmMssS``
+  (local), flags ``"X"``/``""``, ``LastChangeDateTime`` as ``YYYYMMDDhhmmss`` (UTC). Modifying
+  methods answer 405: the stand-in is read-only over HTTP.
 - ``{base}/oauth/token`` (:attr:`SapOrdersStandIn.token_url`): OAuth 2 client credentials
   (form fields or HTTP Basic), as the confirmation stand-in's.
 
@@ -57,7 +58,10 @@ The control API (:class:`SapOrdersState`, thread-safe, for a test to script an E
 :meth:`~SapOrdersState.technically_complete`, :meth:`~SapOrdersState.close_order`,
 :meth:`~SapOrdersState.delete_operation`, :meth:`~SapOrdersState.set_quantity`,
 :meth:`~SapOrdersState.set_dates`, :meth:`~SapOrdersState.confirm`,
-:meth:`~SapOrdersState.move_operation`, :meth:`~SapOrdersState.set_fields` (any JSON value,
+:meth:`~SapOrdersState.move_operation`, :meth:`~SapOrdersState.add_component` /
+:meth:`~SapOrdersState.set_component` (an order's components, one reservation per order, its
+items ``0001``, ``0002``, …; a property's JSON value as it is, for what SAP should not send),
+:meth:`~SapOrdersState.set_fields` (any JSON value,
 to serve what SAP should not send), :meth:`~SapOrdersState.remove_order` (archived: gone).
 Server-driven paging: :attr:`SapOrdersState.max_page` (at most so many entities per answer,
 with a ``__next`` link). :attr:`SapOrdersState.unfilterable`: properties a ``$filter`` may not
@@ -70,14 +74,18 @@ those under a ``path``, answer ``status``), :meth:`~SapOrdersState.expire_tokens
 asked: :attr:`SapOrdersState.requests` (each service request's path and decoded query, the
 latest 10,000).
 
-Choices of the stand-in where the reference leaves SAP's behaviour open (none is a fact about
-SAP): every status flag is filterable; keys and ``ManufacturingOrder`` compare with leading
-zeros ignored (SAP's ALPHA conversion) and are answered in the form they were added in; the
-status rows are derived from the flags with the system status codes I0001 CRTD, I0002 REL,
-I0042 PREL, I0043 LKD, I0045 TECO, I0046 CLSD, I0076 DLFL, I0013 DLT, I0009 CNF, I0010 PCNF,
-and user statuses get E0001, E0002, … in the order they are first used; the outage's message
-code is ``/IWFND/CM_BEC/026``; technically completing or closing an order leaves its
-operations' own flags alone.
+Choices of the stand-in where the reference leaves SAP's behaviour open (none is a fact about SAP):
+every status flag is filterable; a component has the fields the 2021 service's published reads show
+(``Material``, ``RequiredQuantity`` for the order, ``BaseUnit``,
+``ManufacturingOrderOperation``/``Sequence``, ``MatlCompIsMarkedForBackflush``, ``Batch``,
+``IsBulkMaterialComponent``, ``MaterialComponentIsPhantomItem``, ``MatlCompIsMarkedForDeletion``,
+``GoodsMovementType``, …), and a change of one moves the order's ``LastChangeDateTime`` (the
+component has none of its own); keys and ``ManufacturingOrder`` compare with leading zeros ignored
+(SAP's ALPHA conversion) and are answered in the form they were added in; the status rows are
+derived from the flags with the system status codes I0001 CRTD, I0002 REL, I0042 PREL, I0043 LKD,
+I0045 TECO, I0046 CLSD, I0076 DLFL, I0013 DLT, I0009 CNF, I0010 PCNF, and user statuses get E0001,
+E0002, … in the order they are first used; the outage's message code is ``/IWFND/CM_BEC/026``;
+technically completing or closing an order leaves its operations' own flags alone.
 """
 
 from __future__ import annotations
@@ -107,10 +115,12 @@ from simulators.erp.serve import run_until_signal
 
 __all__ = [
     "ABSENT",
+    "NAV_COMPONENTS",
     "NAV_OPERATIONS",
     "NAV_STATUS",
     "SERVICE",
     "SERVICE_PATH",
+    "Component",
     "Operation",
     "Order",
     "SapOrdersStandIn",
@@ -130,6 +140,8 @@ OPERATIONS: Final = "A_ProductionOrderOperation_2"
 STATUSES: Final = "A_ProductionOrderStatus_2"
 NAV_OPERATIONS: Final = "to_ProductionOrderOperation"
 NAV_STATUS: Final = "to_ProductionOrderStatus"
+NAV_COMPONENTS: Final = "to_ProductionOrderComponent"
+COMPONENTS: Final = "A_ProductionOrderComponent_2"
 
 # ---------------------------------------------------------------------------------------------
 # The entity types
@@ -280,10 +292,34 @@ STATUS_PROPS: Final[tuple[Prop, ...]] = (
     Prop("StatusName", "String", 30),
 )
 
+COMPONENT_PROPS: Final[tuple[Prop, ...]] = (
+    Prop("Reservation", "String", 10),
+    Prop("ReservationItem", "String", 4),
+    Prop("Material", "String", 40),
+    Prop("Plant", "String", 4),
+    Prop("ManufacturingOrder", "String", 12),
+    Prop("ManufacturingOrderSequence", "String", 6),
+    Prop("ManufacturingOrderOperation", "String", 4),
+    Prop("OrderInternalBillOfOperations", "String", 10),
+    *_date_time(("MatlCompRequirementDate", "MatlCompRequirementTime")),
+    Prop("ReservationIsFinallyIssued", "Boolean"),
+    Prop("IsBulkMaterialComponent", "Boolean"),
+    Prop("MatlCompIsMarkedForBackflush", "Boolean"),
+    Prop("MatlCompIsMarkedForDeletion", "Boolean"),
+    Prop("MaterialComponentIsPhantomItem", "Boolean"),
+    Prop("StorageLocation", "String", 4),
+    Prop("Batch", "String", 10),
+    Prop("GoodsMovementType", "String", 3),
+    Prop("BaseUnit", "String", 3),
+    Prop("RequiredQuantity", "Decimal", 13, 3),
+    Prop("WithdrawnQuantity", "Decimal", 13, 3),
+)
+
 _KEYS: Final[dict[str, tuple[str, ...]]] = {
     ORDERS: ("ManufacturingOrder",),
     OPERATIONS: ("OrderInternalBillOfOperations", "OrderIntBillOfOperationsItem"),
     STATUSES: ("ManufacturingOrder", "StatusCode"),
+    COMPONENTS: ("Reservation", "ReservationItem"),
 }
 # Compared with leading zeros ignored (SAP's ALPHA conversion of numeric keys).
 _ALPHA: Final = frozenset(
@@ -494,6 +530,27 @@ class Operation:
 
 
 @dataclass(slots=True)
+class Component:
+    """A component of an order (a reservation item): ``operation`` the operation it is
+    assigned to (``""``: none), ``required`` for the order's total quantity, in ``unit``."""
+
+    item: str  # ReservationItem
+    material: str
+    required: Decimal
+    unit: str
+    operation: str = ""
+    sequence: str = "0"
+    backflush: bool = False
+    batch: str = ""
+    bulk: bool = False
+    phantom: bool = False
+    deleted: bool = False
+    movement_type: str = "261"
+    withdrawn: Decimal = Decimal(0)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class Order:
     order_id: str
     material: str
@@ -508,6 +565,8 @@ class Order:
     flags: set[str] = field(default_factory=set)
     user_statuses: dict[str, str] = field(default_factory=dict)  # short name -> name
     operations: dict[str, Operation] = field(default_factory=dict)  # ALPHA operation -> op
+    reservation: str = ""
+    components: dict[str, Component] = field(default_factory=dict)  # ALPHA item -> component
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     last_change: datetime = field(default_factory=lambda: datetime.now(UTC))
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -573,6 +632,7 @@ class SapOrdersState(odata.SapServiceState):
                 flags={"OrderIsReleased"} if released else {"OrderIsCreated"},
             )
             order.flags |= {"OrderIsScheduled", "OrderIsPreCosted"}
+            order.reservation = f"{self._next_routing + 20_000_000:010d}"
             self._orders[alpha(order_id)] = order
             return order
 
@@ -627,6 +687,66 @@ class SapOrdersState(odata.SapServiceState):
             order.operations[alpha(operation)] = op
             self._touch(order, op)
             return op
+
+    def add_component(
+        self,
+        order_id: str,
+        material: str,
+        *,
+        required: Decimal | int | float | str,
+        unit: str = "PC",
+        operation: str = "",
+        sequence: str = "0",
+        backflush: bool = False,
+        batch: str = "",
+        bulk: bool = False,
+        phantom: bool = False,
+        movement_type: str = "261",
+        item: str | None = None,
+    ) -> Component:
+        """A component of ``order_id`` (the next reservation item, ``0001``, ``0002``, …,
+        unless ``item`` names one; the same item again replaces it): ``required`` for the
+        order's total quantity, assigned to ``operation`` (``""``: to none)."""
+        with self._lock:
+            order = self._order(order_id)
+            number = item if item is not None else f"{len(order.components) + 1:04d}"
+            component = Component(
+                item=number,
+                material=material,
+                required=_as_decimal(required),
+                unit=unit,
+                operation=operation,
+                sequence=sequence,
+                backflush=backflush,
+                batch=batch,
+                bulk=bulk,
+                phantom=phantom,
+                movement_type=movement_type,
+            )
+            order.components[alpha(number)] = component
+            self._touch(order)
+            return component
+
+    def set_component(self, order_id: str, item: str, **values: Any) -> None:
+        """Change a component: its attributes by name (``required``, ``unit``, ``operation``,
+        ``backflush``, ``batch``, ``deleted``, …), or, for a name of a property
+        (``RequiredQuantity="-5.000"``, :data:`ABSENT`), that JSON value as it is. Like every
+        change of an order, it moves the header's ``LastChangeDateTime``."""
+        with self._lock:
+            order = self._order(order_id)
+            component = order.components.get(alpha(item))
+            if component is None:
+                raise KeyError(f"no component {item} in order {order_id}")
+            for name, value in values.items():
+                if name[:1].isupper():
+                    component.overrides[name] = value
+                elif name == "required":
+                    component.required = _as_decimal(value)
+                elif hasattr(component, name) and name != "overrides":
+                    setattr(component, name, value)
+                else:
+                    raise KeyError(f"a component has no {name}")
+            self._touch(order)
 
     def release(self, order_id: str, operation: str | None = None) -> None:
         """Release the order (and all its operations), or one operation of it."""
@@ -990,6 +1110,33 @@ class SapOrdersState(odata.SapServiceState):
         values.update(op.overrides)
         return {k: v for k, v in values.items() if v is not ABSENT}
 
+    def component_values(self, order: Order, component: Component) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "Reservation": order.reservation,
+            "ReservationItem": component.item,
+            "Material": component.material,
+            "Plant": order.plant,
+            "ManufacturingOrder": order.order_id,
+            "ManufacturingOrderSequence": component.sequence if component.operation else "",
+            "ManufacturingOrderOperation": component.operation,
+            "OrderInternalBillOfOperations": order.routing,
+            "MatlCompRequirementDate": _date_json(order.start.date() if order.start else None),
+            "MatlCompRequirementTime": _time_json(order.start),
+            "ReservationIsFinallyIssued": False,
+            "IsBulkMaterialComponent": component.bulk,
+            "MatlCompIsMarkedForBackflush": component.backflush,
+            "MatlCompIsMarkedForDeletion": component.deleted,
+            "MaterialComponentIsPhantomItem": component.phantom,
+            "StorageLocation": "0001",
+            "Batch": component.batch,
+            "GoodsMovementType": component.movement_type,
+            "BaseUnit": component.unit,
+            "RequiredQuantity": _decimal_json(component.required),
+            "WithdrawnQuantity": _decimal_json(component.withdrawn),
+        }
+        values.update(component.overrides)
+        return {k: v for k, v in values.items() if v is not ABSENT}
+
     def all_orders(self) -> list[Order]:
         """The orders themselves (not copies): read them inside ``with state.locked():``."""
         return list(self._orders.values())
@@ -1082,7 +1229,7 @@ class _Service:
         if fmt != "json":
             raise _bad_request(f"The stand-in answers in JSON only ($format={fmt})")
         if path == "":
-            return JSONResponse({"d": {"EntitySets": [ORDERS, OPERATIONS, STATUSES]}})
+            return JSONResponse({"d": {"EntitySets": [ORDERS, OPERATIONS, STATUSES, COMPONENTS]}})
         if path == "$metadata":
             return Response(metadata_xml(self.state.standard_values), media_type="application/xml")
         with self.state.locked():
@@ -1096,6 +1243,13 @@ class _Service:
                     for op in o.operations.values()
                 ]
                 return self._collection(request, root, OPERATIONS, op_rows)
+            if path == COMPONENTS:
+                component_rows = [
+                    (c, self.state.component_values(o, c))
+                    for o in self.state.all_orders()
+                    for c in o.components.values()
+                ]
+                return self._collection(request, root, COMPONENTS, component_rows)
             if path == STATUSES:
                 status_rows = [
                     (o, row) for o in self.state.all_orders() for row in self.state.status_rows(o)
@@ -1128,7 +1282,24 @@ class _Service:
             }
         else:
             out[NAV_STATUS] = {"__deferred": {"uri": f"{uri}/{NAV_STATUS}"}}
+        if NAV_COMPONENTS in expand:
+            out[NAV_COMPONENTS] = {
+                "results": [
+                    self._component_json(root, self.state.component_values(order, c))
+                    for c in order.components.values()
+                ]
+            }
+        else:
+            out[NAV_COMPONENTS] = {"__deferred": {"uri": f"{uri}/{NAV_COMPONENTS}"}}
         return out
+
+    @staticmethod
+    def _component_json(root: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        uri = (
+            f"{root}{COMPONENTS}(Reservation={_quote_key(str(values.get('Reservation')))},"
+            f"ReservationItem={_quote_key(str(values.get('ReservationItem')))})"
+        )
+        return _entity(values, uri, f"{COMPONENTS}Type")
 
     @staticmethod
     def _operation_json(
@@ -1156,6 +1327,8 @@ class _Service:
         if entity_set == OPERATIONS:
             order, op = item
             return self._operation_json(root, order, op, values)
+        if entity_set == COMPONENTS:
+            return self._component_json(root, values)
         return self._status_json(root, values)
 
     # -- query options --------------------------------------------------------------------------
@@ -1165,12 +1338,14 @@ class _Service:
             return _props(ORDER_PROPS)
         if entity_set == OPERATIONS:
             return _props(self.state.operation_props())
+        if entity_set == COMPONENTS:
+            return _props(COMPONENT_PROPS)
         return _props(STATUS_PROPS)
 
     def _expand(self, request: Request, entity_set: str) -> set[str]:
         text = request.query_params.get("$expand", "")
         wanted = {p.strip() for p in text.split(",") if p.strip()}
-        allowed = {NAV_OPERATIONS, NAV_STATUS} if entity_set == ORDERS else set()
+        allowed = {NAV_OPERATIONS, NAV_STATUS, NAV_COMPONENTS} if entity_set == ORDERS else set()
         for nav in wanted - allowed:
             raise _bad_request(f"Navigation property {nav} not found in {entity_set}Type")
         return wanted
@@ -1285,6 +1460,9 @@ class _Service:
             if nav == NAV_STATUS:
                 rows = [(order, row) for row in state.status_rows(order)]
                 return self._collection(request, root, STATUSES, rows)
+            if nav == NAV_COMPONENTS:
+                rows = [(c, state.component_values(order, c)) for c in order.components.values()]
+                return self._collection(request, root, COMPONENTS, rows)
             raise _not_found(f"Resource not found for segment '{nav}'")
         if nav is not None:
             raise _not_found(f"Resource not found for segment '{nav}'")
@@ -1296,6 +1474,14 @@ class _Service:
                     if alpha(op.item) == alpha(keys["OrderIntBillOfOperationsItem"]):
                         values = state.operation_values(order, op)
                         return JSONResponse({"d": self._operation_json(root, order, op, values)})
+        elif entity_set == COMPONENTS:
+            for order in state.all_orders():
+                if alpha(order.reservation) != alpha(keys["Reservation"]):
+                    continue
+                found = order.components.get(alpha(keys["ReservationItem"]))
+                if found is not None:
+                    values = state.component_values(order, found)
+                    return JSONResponse({"d": self._component_json(root, values)})
         else:
             for order in state.all_orders():
                 for row in state.status_rows(order):
@@ -1339,6 +1525,13 @@ def _entity_type_xml(name: str, props: Sequence[Prop], keys: Sequence[str], navs
     return "\n".join(lines)
 
 
+_ASSOCIATIONS: Final = (
+    ("assoc_Order_Operation", OPERATIONS, "Operation"),
+    ("assoc_Order_Status", STATUSES, "Status"),
+    ("assoc_Order_Component", COMPONENTS, "Component"),
+)
+
+
 def metadata_xml(standard_values: bool = True) -> str:
     """The EDMX of the entity types served (``standard_values=False``: the 2021 shape)."""
     ops = OPERATION_PROPS_2021 + (STANDARD_VALUE_PROPS if standard_values else ())
@@ -1348,13 +1541,13 @@ def metadata_xml(standard_values: bool = True) -> str:
         f'Relationship="{ns}.assoc_Order_Operation" FromRole="FromRole_Order" '
         'ToRole="ToRole_Operation"/>\n'
         f'        <NavigationProperty Name="{NAV_STATUS}" Relationship="{ns}.assoc_Order_Status" '
-        'FromRole="FromRole_Order" ToRole="ToRole_Status"/>'
+        'FromRole="FromRole_Order" ToRole="ToRole_Status"/>\n'
+        f'        <NavigationProperty Name="{NAV_COMPONENTS}" '
+        f'Relationship="{ns}.assoc_Order_Component" FromRole="FromRole_Order" '
+        'ToRole="ToRole_Component"/>'
     )
     associations = []
-    for name, target, role in (
-        ("assoc_Order_Operation", OPERATIONS, "Operation"),
-        ("assoc_Order_Status", STATUSES, "Status"),
-    ):
+    for name, target, role in _ASSOCIATIONS:
         associations.append(
             f'      <Association Name="{name}" sap:content-version="1">\n'
             f'        <End Type="{ns}.{ORDERS}Type" Multiplicity="1" Role="FromRole_Order"/>\n'
@@ -1364,7 +1557,7 @@ def metadata_xml(standard_values: bool = True) -> str:
     sets = "\n".join(
         f'        <EntitySet Name="{s}" EntityType="{ns}.{s}Type" sap:creatable="false" '
         'sap:updatable="false" sap:deletable="false" sap:content-version="1"/>'
-        for s in (ORDERS, OPERATIONS, STATUSES)
+        for s in (ORDERS, OPERATIONS, STATUSES, COMPONENTS)
     )
     assoc_sets = "\n".join(
         f'        <AssociationSet Name="{name}_Set" Association="{ns}.{name}" '
@@ -1373,10 +1566,7 @@ def metadata_xml(standard_values: bool = True) -> str:
         f'          <End EntitySet="{ORDERS}" Role="FromRole_Order"/>\n'
         f'          <End EntitySet="{target}" Role="ToRole_{role}"/>\n'
         "        </AssociationSet>"
-        for name, target, role in (
-            ("assoc_Order_Operation", OPERATIONS, "Operation"),
-            ("assoc_Order_Status", STATUSES, "Status"),
-        )
+        for name, target, role in _ASSOCIATIONS
     )
     return "\n".join(
         [
@@ -1390,6 +1580,7 @@ def metadata_xml(standard_values: bool = True) -> str:
             _entity_type_xml(ORDERS, ORDER_PROPS, _KEYS[ORDERS], navs),
             _entity_type_xml(OPERATIONS, ops, _KEYS[OPERATIONS], ""),
             _entity_type_xml(STATUSES, STATUS_PROPS, _KEYS[STATUSES], ""),
+            _entity_type_xml(COMPONENTS, COMPONENT_PROPS, _KEYS[COMPONENTS], ""),
             *associations,
             f'      <EntityContainer Name="{ns}_Entities" '
             'm:IsDefaultEntityContainer="true" sap:supported-formats="atom json xlsx">',

@@ -25,6 +25,7 @@ import structlog
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from edge.relay.dispatch import operation_msg
 from edge.relay.orders import ErpOperation, SnapshotFailed
 from edge.relay.orders_sap import SapOrderSource, Settings, build
 from simulators.erp.sap_orders import (
@@ -204,8 +205,8 @@ async def test_released_operations_of_two_work_centers_field_by_field(
     ) in asked
     headers = [r for r in asked if r.startswith("A_ProductionOrder_2(")]
     assert sorted(headers) == [
-        "A_ProductionOrder_2('1000123')?$expand=to_ProductionOrderStatus&$format=json",
-        "A_ProductionOrder_2('1000124')?$expand=to_ProductionOrderStatus&$format=json",
+        "A_ProductionOrder_2('1000123')?$expand=to_ProductionOrderStatus,to_ProductionOrderOperation,to_ProductionOrderComponent&$format=json",
+        "A_ProductionOrder_2('1000124')?$expand=to_ProductionOrderStatus,to_ProductionOrderOperation,to_ProductionOrderComponent&$format=json",
     ]
 
 
@@ -762,6 +763,7 @@ async def test_the_stand_in_speaks_odata_v2(sap: SapOrdersStandIn) -> None:
             "A_ProductionOrder_2Type",
             "A_ProductionOrderOperation_2Type",
             "A_ProductionOrderStatus_2Type",
+            "A_ProductionOrderComponent_2Type",
         }
         names = {p.get("Name") for p in root.iter(f"{edm}Property")}
         assert {"OrderIsLocked", "OpPlannedTotalQuantity", "WorkCenterStandardWorkQty6"} <= names
@@ -893,7 +895,10 @@ async def test_between_full_reads_only_the_changes_are_asked_for(
         for query in asked:
             assert "ProductionPlant eq '1010' and LastChangeDateTime ge '" in query
             assert "WorkCenter" not in query
-        assert "$expand=to_ProductionOrderStatus,to_ProductionOrderOperation" in orders
+        assert (
+            "$expand=to_ProductionOrderStatus,to_ProductionOrderOperation,to_ProductionOrderComponent"
+            in orders
+        )
         assert (source.full_reads, source.change_reads) == (1, 1)
 
 
@@ -1115,3 +1120,144 @@ async def test_a_change_sap_records_on_the_header_alone_rejudges_its_operations(
         ops = (await snap(source, (WC1,)))[WC1]
         assert sorted(o.order_id for o in ops) == ["1000123", "1000130"]
         assert source.change_reads == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Components (to_ProductionOrderComponent)
+
+
+def components_of(op: ErpOperation) -> list[tuple[Any, ...]]:
+    return [
+        (c.material, c.qty_per_unit, c.unit, c.backflush, c.batch_managed, c.item)
+        for c in op.components
+    ]
+
+
+def two_operations(state: SapOrdersState, order: str = "1000300") -> None:
+    """An order of 400 PC: 0010 on WC1, 0020 on WC2."""
+    state.add_order(order, material="FG-300", quantity=400)
+    state.add_operation(order, "0010", work_center=WC1, start=datetime(2025, 3, 4, 6, 0))
+    state.add_operation(order, "0020", work_center=WC2, start=datetime(2025, 3, 4, 9, 0))
+
+
+async def test_components_go_to_their_operation_per_unit_into_the_dispatch_list(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    two_operations(st)
+    st.add_component(
+        "1000300", "COIL-2MM", required=100, unit="KG", operation="0010", backflush=True
+    )
+    st.add_component("1000300", "LABEL-7", required=400, operation="0010", batch="L1")
+    st.add_component("1000300", "GREASE", required="1.000", unit="G")  # no operation: the first
+    st.add_component("1000300", "SCREW-M4", required=1600, operation="0020", backflush=True)
+    st.add_component("1000300", "BULK-OIL", required=2, unit="L", operation="0010", bulk=True)
+    st.add_component("1000300", "PHANTOM", required=400, operation="0010", phantom=True)
+    st.add_component(
+        "1000300", "SCRAP-CU", required=4, unit="KG", operation="0010", movement_type="531"
+    )  # a by-product's receipt
+    gone = st.add_component("1000300", "OLD-PART", required=400, operation="0010")
+    st.set_component("1000300", gone.item, deleted=True)
+    result = await ok(sap, tmp_path)
+    (first,) = result[WC1]
+    (second,) = result[WC2]
+    reservation = st.order("1000300").reservation
+    assert components_of(first) == [
+        ("COIL-2MM", Decimal("0.25"), "KG", True, False, f"{reservation}/0001"),
+        ("LABEL-7", Decimal(1), "PC", False, True, f"{reservation}/0002"),  # a batch: managed
+        ("GREASE", Decimal("0.0025"), "G", False, False, f"{reservation}/0003"),
+    ]
+    assert components_of(second) == [
+        ("SCREW-M4", Decimal(4), "PC", True, False, f"{reservation}/0004"),
+    ]
+    # What the gateway is sent, and what the confirmation adapter splits again.
+    msg = operation_msg(first)
+    assert msg.components is not None
+    assert [
+        (c.material, c.qty_per_unit, c.unit, c.backflush, c.batch_managed, c.item)
+        for c in msg.components
+    ] == components_of(first)
+    assert msg.components[0].item is not None
+    assert msg.components[0].item.rpartition("/") == (reservation, "/", "0001")
+
+
+async def test_a_component_on_the_operation_of_another_sequence_or_a_cancelled_one(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000301")
+    st.add_component("1000301", "PART-A", required=100, operation="0010")
+    # 0010 of a parallel sequence: another operation than the standard sequence's 0010
+    st.add_component("1000301", "PART-B", required=100, operation="0010", sequence="1")
+    (op,) = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert [c.material for c in op.components] == ["PART-A"]
+    st.technically_complete("1000301")
+    (cancelled,) = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert cancelled.status == "cancelled"
+    assert cancelled.components == ()
+
+
+async def test_a_component_changed_in_sap_shows_in_the_next_poll(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000302")
+    part = st.add_component("1000302", "PART-A", required=100, operation="0010")
+    async with polling(sap, tmp_path) as source:
+        (op,) = (await snap(source, (WC1,)))[WC1]
+        assert components_of(op)[0][:3] == ("PART-A", Decimal(1), "PC")
+        st.set_component("1000302", part.item, required=250, unit="KG", backflush=True)
+        st.add_component("1000302", "PART-B", required=50, operation="0010", batch="B7")
+        (op,) = (await snap(source, (WC1,)))[WC1]
+        assert [c[:5] for c in components_of(op)] == [
+            ("PART-A", Decimal("2.5"), "KG", True, False),
+            ("PART-B", Decimal("0.5"), "PC", False, True),
+        ]
+        st.set_component("1000302", part.item, deleted=True)
+        (op,) = (await snap(source, (WC1,)))[WC1]
+        assert [c.material for c in op.components] == ["PART-B"]
+        assert (source.full_reads, source.change_reads) == (1, 2)  # seen by changed-since reads
+
+
+async def test_bad_component_data_is_left_out_naming_it_and_the_rest_stays(
+    sap: SapOrdersStandIn, tmp_path: Path
+) -> None:
+    st = sap.state
+    one(st, "1000303")
+    st.add_component("1000303", "GOOD-1", required=100, operation="0010")
+    neg = st.add_component("1000303", "NEGATIVE", required=1, operation="0010")
+    st.set_component("1000303", neg.item, RequiredQuantity="-5.000")
+    nan = st.add_component("1000303", "NOT-A-NUMBER", required=1, operation="0010")
+    st.set_component("1000303", nan.item, RequiredQuantity="lots")
+    no_material = st.add_component("1000303", "X", required=1, operation="0010")
+    st.set_component("1000303", no_material.item, Material="")
+    st.add_component("1000303", "M" * 41, required=1, operation="0010")
+    st.add_component("1000303", "ODD-UNIT", required=1, unit="KILO", operation="0010")
+    no_unit = st.add_component("1000303", "NO-UNIT", required=1, operation="0010")
+    st.set_component("1000303", no_unit.item, BaseUnit=ABSENT)
+    st.add_component("1000303", "TINY", required="0.0001", operation="0010")  # 0 per unit
+    st.add_component("1000303", "GOOD-1", required=5, operation="0010")  # the same twice
+    st.add_component("1000303", "GOOD-2", required=300, unit="KG", operation="0010")
+    with structlog.testing.capture_logs() as logs:
+        (op,) = (await ok(sap, tmp_path, (WC1,)))[WC1]
+    assert [c[:3] for c in components_of(op)] == [
+        ("GOOD-1", Decimal(1), "PC"),
+        ("GOOD-2", Decimal(3), "KG"),
+    ]
+    left_out = [
+        (e["order"], e["operation"], e["field"], e["value"])
+        for e in logs
+        if e["event"] == "sap_component_left_out" and e["log_level"] == "warning"
+    ]
+    assert left_out == [
+        ("1000303", "0010", "RequiredQuantity", "-5.000"),
+        ("1000303", "0010", "RequiredQuantity", "lots"),
+        ("1000303", "0010", "Material", ""),
+        ("1000303", "0010", "Material", "M" * 41),
+        ("1000303", "0010", "BaseUnit", "KILO"),
+        ("1000303", "0010", "EntryUnit", None),
+        ("1000303", "0010", "RequiredQuantity", "0.000"),
+        ("1000303", "0010", "Material", "GOOD-1"),
+    ]
+    assert all(e["reason"] for e in logs if e["event"] == "sap_component_left_out")
+    assert not any(e["event"] == "sap_operation_left_out" for e in logs)
