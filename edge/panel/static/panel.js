@@ -364,6 +364,10 @@
     if (S.disk_low) detail = t('state.disk_low') + (detail ? ' · ' + detail : '');
     el.classList.toggle('disk-low', Boolean(S.disk_low));
     $('state-detail').textContent = detail;
+    // A maintenance interval is due (the andon's maintenance_due): said on every screen.
+    const due = $('state-maint');
+    due.hidden = !S.maintenance_due;
+    due.textContent = t('state.maintenance_due');
   }
 
   function renderTabs() {
@@ -371,6 +375,7 @@
       stops: S.pending_stops.length,
       confirmations: S.confirmations.filter((c) => c.status === 'rejected' && !c.reversed).length,
       help: S.help_calls.length,
+      shift: dueIntervals().length,
     };
     for (const tab of document.querySelectorAll('.tab')) {
       const name = tab.dataset.view;
@@ -385,16 +390,21 @@
   const maybeQty = (v) => (v === null || v === undefined ? '–' : qty(v));
 
   function renderShift(el) {
+    // With machine hours counted the view scrolls: the machine's card lies below the shift.
+    const machine = Boolean(S.machine);
+    el.classList.toggle('list', machine);
+    el.toggleAttribute('data-scroll', machine);
+    if (machine) el.append(machineCard(S.machine));
     const s = S.shift;
     if (!s) {
-      el.append(h('div', { class: 'empty' }, t('shift.none')));
+      el.prepend(h('div', { class: 'empty' }, t('shift.none')));
       return;
     }
     const name = s.shift === 'unscheduled' ? t('shift.unscheduled') : s.shift;
     const factor = (key) => h('div', { class: 'kpi', 'data-field': key },
       h('span', {}, t('shift.' + key)), h('b', {}, pct(s[key])));
     const behind = s.target_due !== null && s.good < s.target_due;
-    el.append(h('div', { class: 'shift' },
+    el.prepend(h('div', { class: 'shift' },
       h('div', { class: 'section-title' }, t('shift.title', { name, from: time(s.start), to: time(s.end) })),
       h('div', { class: 'shift-col' },
         h('div', { class: 'kpi big', 'data-field': 'oee' }, h('span', {}, t('shift.oee')), h('b', {}, pct(s.oee))),
@@ -415,6 +425,109 @@
               h('div', { class: 'l1' }, stopReasonText(x)),
               h('div', { class: 'l2' }, t(x.stops === 1 ? 'shift.stop_line_one' : 'shift.stop_line', { minutes: qty(x.minutes), stops: x.stops })))))
           : h('div', { class: 'empty' }, t('shift.no_stops')))));
+  }
+
+  // ------------------------------------------------------------------ machine and maintenance
+
+  const dueIntervals = () => (S && S.machine ? S.machine.service.filter((x) => x.due) : []);
+  // Hours to 0.1 h, counts as they are.
+  const hours = (n) => new Intl.NumberFormat(locale(), { minimumFractionDigits: 1, maximumFractionDigits: 1 }).format(n);
+  const measured = (measure, n) => t('unit.' + measure, { n: measure === 'hours' ? hours(n) : qty(n) });
+
+  // The machine's hours, starts, cycles and parts and each maintenance interval as the
+  // gateway counts them (the due ones first, framed yellow); the general call for maintenance.
+  function machineCard(m) {
+    const figure = (key, value) => h('div', { class: 'kpi', 'data-field': 'machine-' + key },
+      h('span', {}, t('machine.' + key)), h('b', {}, value));
+    const rows = m.service.map((x) => {
+      const left = x.remaining < 0
+        ? t('machine.overdue', { over: measured(x.measure, -x.remaining) })
+        : t('machine.remaining', { left: measured(x.measure, x.remaining) });
+      const when = [];
+      if (x.due_since) when.push(t('machine.due_since', { time: dateTime(x.due_since) }));
+      when.push(x.done_at ? t('machine.done_at', { time: dateTime(x.done_at) }) : t('machine.never_done'));
+      const row = h('div', { class: 'row' + (x.due ? ' warn' : ''), 'data-service': x.name },
+        h('div', { class: 'main' },
+          h('div', { class: 'l1' }, x.text ? `${x.text} · ${x.name} ` : `${x.name} `,
+            x.due ? h('span', { class: 'flag ok', 'data-field': 'due' }, t('machine.due')) : null),
+          h('div', { class: 'l2', 'data-field': 'standing' }, [
+            t('machine.every', { every: measured(x.measure, x.every) }),
+            t('machine.since_done', { used: measured(x.measure, x.since_done) }),
+            left,
+          ].join(' · ')),
+          h('div', { class: 'l3' }, when.join(' · '))));
+      // Due: the supervisor's PIN is asked for; early (not due yet) only in a session.
+      if (x.due || supervisor) {
+        row.append(button(t('btn.service_done'), 'super', () => withSupervisor(() => serviceSheet(x)), { 'data-cmd': 'service-done' }));
+      }
+      return row;
+    });
+    return h('div', { class: 'machine', 'data-machine': '' },
+      h('div', { class: 'section-title' }, t('machine.title', { since: dateTime(m.since) })),
+      h('div', { class: 'machine-figures' },
+        figure('hours', hours(m.hours)), figure('starts', qty(m.starts)),
+        figure('cycles', qty(m.cycles)), figure('parts', qty(m.parts))),
+      h('div', { class: 'row' },
+        h('div', { class: 'main' },
+          h('div', { class: 'l1' }, t(m.running ? 'machine.running' : 'machine.not_running')),
+          h('div', { class: 'l2' }, t('machine.call_text'))),
+        button(t('btn.call_maintenance'), 'blue', () => maintenanceSheet(), { 'data-cmd': 'request-maintenance' })),
+      h('div', { class: 'section-title' }, t('machine.service')),
+      rows.length ? rows : h('div', { class: 'empty' }, t('machine.no_service')));
+  }
+
+  // Maintenance asked for from a stop (once per stop): no words needed, the stop says it.
+  async function callMaintenance(stop) {
+    const r = await command('request-maintenance', { stop_id: stop.stop_id });
+    // Asked from the reason sheet: it stays open and shows the request now.
+    if (r.done && sheet && sheet.kind === 'reason') {
+      const fresh = stopList().find((x) => x.stop_id === stop.stop_id);
+      if (fresh) reasonSheet(fresh, false);
+    }
+    return r;
+  }
+
+  // A stop's maintenance request, or the button that raises it.
+  function maintenanceFor(stop) {
+    if (stop.maintenance_request) {
+      return h('span', { class: 'chip', 'data-field': 'maintenance-request' }, t('stops.maintenance', { id: stop.maintenance_request }));
+    }
+    return button(t('btn.call_maintenance'), 'blue', () => callMaintenance(stop), { 'data-cmd': 'request-maintenance', 'data-stop': stop.stop_id });
+  }
+
+  // Maintenance asked for without a stop: the operator says in words what is wrong.
+  function maintenanceSheet() {
+    let note = '';
+    openSheet('maintenance', (el) => {
+      const ok = button(t('btn.call_maintenance'), 'primary', async () => {
+        if (!note.trim()) return;
+        const r = await command('request-maintenance', { note: note.trim() });
+        if (r.done) closeSheet();
+      }, { 'data-cmd': 'ok' });
+      const kb = keyboard(note, (v) => { note = v; ok.disabled = !v.trim(); }, S.max_text);
+      el.append(
+        h('div', { class: 'sheet-head' }, h('h2', {}, t('sheet.maintenance.title')), kb.display),
+        kb, foot(ok));
+      ok.disabled = true;
+    });
+  }
+
+  // A supervisor says an interval's task was done, with an optional note of what was done.
+  function serviceSheet(x) {
+    let note = '';
+    openSheet('service', (el) => {
+      const ok = button(t('btn.service_done'), 'primary', async () => {
+        const body = { name: x.name };
+        if (note.trim()) body.note = note.trim();
+        const r = await superCommand('service-done', body);
+        if (r.done) closeSheet();
+      }, { 'data-cmd': 'ok' });
+      const kb = keyboard(note, (v) => { note = v; }, S.max_text);
+      el.append(
+        h('div', { class: 'sheet-head' }, h('h2', {}, t('sheet.service.title', { name: x.text || x.name })), kb.display),
+        h('div', { class: 'sub' }, t('sheet.service.text', { since: measured(x.measure, x.since_done) })),
+        kb, foot(ok));
+    });
   }
 
   function stopReasonText(x) {
@@ -523,6 +636,7 @@
         button(t('btn.complete'), 'primary', () => completeSheet(op), tag('complete')),
       );
     }
+    if (S.stop && !S.stop.maintenance_request) a.push(maintenanceFor(S.stop));
     if (supervisor) {
       a.push(
         button(t('btn.correct_counts'), 'super', () => correctSheet(op), tag('correct')),
@@ -658,6 +772,7 @@
       if (s.reason_pending) chips.push(h('span', { class: 'chip pending' }, t('stops.pending')));
       if (s.open) chips.push(h('span', { class: 'chip' }, t('stops.open')));
       if (s.micro) chips.push(h('span', { class: 'chip' }, t('stops.micro')));
+      if (s.maintenance_request) chips.push(maintenanceFor(s));
       const reason = s.reason_text || s.reason || (s.micro ? '' : t('stops.pending'));
       const l2 = [reason, s.alarm ? t('stops.alarm', { alarm: s.alarm }) : '', s.stop_id].filter(Boolean).join(' · ');
       const row = h('div', { class: 'row' + (s.reason_pending ? ' bad' : ''), 'data-stop': s.stop_id },
@@ -669,6 +784,7 @@
       } else if (s.reason && supervisor) {
         row.append(button(t('btn.reclassify'), 'super', () => reasonSheet(s, true), { 'data-cmd': 'reclassify' }));
       }
+      if (!s.maintenance_request && !s.micro) row.append(maintenanceFor(s));
       el.append(row);
     }
   }
@@ -816,7 +932,9 @@
         h('h2', {}, t('sheet.reason.title')),
         h('div', { class: 'sub' }, t('sheet.reason.subtitle', { stop: stop.stop_id, time: time(stop.start), duration: dur(stop.duration_s) })),
         h('div', { class: 'body' }, grow),
-        h('div', { class: 'foot' }, button(t('btn.later'), '', closeSheet, { 'data-cmd': 'later' })));
+        h('div', { class: 'foot' },
+          reclassify ? null : maintenanceFor(stop),
+          button(t('btn.later'), '', closeSheet, { 'data-cmd': 'later' })));
     });
   }
 
