@@ -21,6 +21,8 @@ go ``filter_chunk`` at a time, as ``(Field eq 'a' or Field eq 'b' ...)``):
    orders whose ``CostingOperationResourceId`` is an asked resource.
 4. ``ReleasedProductsV2`` of their items: the inventory unit (``InventoryUnitSymbol``), the
    unit of ``ScheduledQuantity``; without ``product_entity`` every quantity is in ``unit``.
+5. ``ProductionOrderBillOfMaterialLines`` of those orders (``bom_entity``; the collection
+   behind the headers' navigation ``ProdutionOrderBOMLines``): the components.
 
 Mapping, per (resource, order, operation): ``order_id`` = ``ProductionOrderNumber``,
 ``operation`` = ``OperationNumber`` as four digits (``10`` -> ``"0010"``: what the gateway uses,
@@ -32,8 +34,21 @@ the factor x 3600 / ``ProcessQuantity`` (F&O's standard formula: run time x hour
 x quantity / process quantity), ``latest_end`` = the operation's ``ScheduledEndDate`` +
 ``ScheduledEndTime`` (else the order's), ``sequence`` = the rank (1, 2, ...) on the resource by
 scheduled start (the earliest job there, else the operation's ``ScheduledFromDate/Time``), then
-order and operation. F&O gives a date (midnight, ``1900-01-01`` for none) and a time of day in
-seconds; both are taken as the plant's local time in ``timezone`` and sent in UTC.
+order and operation; ``components`` = the order's BOM lines consumed at the operation
+(``RouteOperationNumber``; a line on none, 0, at the order's first route operation), not
+``Phantom`` lines (``LineType``): ``material`` = ``ItemNumber``, ``qty_per_unit`` =
+``BOMLineQuantity`` / ``BOMLineQuantityDenominator`` (the quantity is for so many units of the
+order's item; 1 when absent) to 6 places (:func:`edge.relay.orders.qty_per_unit`, as LOIPRO's),
+``unit`` = ``BOMLineUnitSymbol``, ``backflush`` when ``FlushingPrinciple`` is not ``Manual``
+(``Start``, ``Finish``, ``Available``: D365 consumes it itself, as the stand-in models it),
+``batch_managed`` when an ``ItemBatchNumber`` is given (the entity has no batch-management
+flag), ``item`` = ``LineNumber``. A line the gateway would refuse (no item or one over 40
+characters, a quantity or denominator that is not a number above 0 or rounds to 0 per unit, no
+unit, an item listed twice for the operation) is left out with a warning
+``d365_component_left_out`` naming the order, the operation, the line, the field and the value;
+the operation and its other components stay. F&O gives a date (midnight, ``1900-01-01`` for
+none) and a time of day in seconds; both are taken as the plant's local time in ``timezone`` and
+sent in UTC.
 
 Status (the order's, first rule that applies):
 
@@ -70,7 +85,10 @@ as a navigation, but not the others' public collection names): the collection na
 the job fields (``OperationsResourceId``, ``RouteJobType``, ``IsJobCancelled``, scheduled dates)
 and ``InventoryUnitSymbol`` (all configurable); that the route jobs name the resource (an
 environment that plans by operations scheduling only has no jobs); that the scheduled times are
-the plant's local time; a stop flag on the header (the standard entity has none:
+the plant's local time; the BOM line collection name and its fields (the reference names only
+the navigation; these are the names F&O's published metadata shows), and which operation is
+"first" with ``resource_from = "costing_resource"`` (the lowest of the order's operations on the
+asked resources: the others are not read); a stop flag on the header (the standard entity has none:
 ``stopped_field`` names one where an extension exposes it; without it nothing is held unless its
 status is in ``held_statuses``); the enum symbol of the final status (``Ended`` in samples).
 """
@@ -92,7 +110,14 @@ from edge.domain.limits import MAX_CYCLE_S, MAX_QUANTITY, MAX_SETUP_S, MAX_TEXT,
 from edge.logging import Logger, get_logger
 from edge.relay.d365 import APP_HINT, Connection, D365Service, erp_text, read_secret
 from edge.relay.oauth import TokenRefused, TokenUnavailable
-from edge.relay.orders import ErpOperation, ErpStatus, OrderSource, SnapshotFailed
+from edge.relay.orders import (
+    ErpComponent,
+    ErpOperation,
+    ErpStatus,
+    OrderSource,
+    SnapshotFailed,
+    qty_per_unit,
+)
 
 ProdStatus = Literal[
     "Created",
@@ -112,6 +137,7 @@ _Unit = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=r"
 _Statuses = Annotated[tuple[ProdStatus, ...], Field(strict=False, max_length=8)]
 
 _IDENT = re.compile(r"^[^/+#\s]{1,40}$")
+_UNIT = re.compile(r"^\S{1,40}$")
 _PLACES = Decimal(1).scaleb(-QUANTITY_PLACES)
 _NULL_YEAR = 1900  # F&O's empty date is 1900-01-01
 _MAX_NEXT_LINKS = 10_000
@@ -147,6 +173,8 @@ class Settings(Connection):
     product_entity: _Symbol | None = "ReleasedProductsV2"
     """Where the items' units are read; ``None``: every quantity is in ``unit``."""
     unit_field: _Symbol = "InventoryUnitSymbol"
+    bom_entity: _Symbol | None = "ProductionOrderBillOfMaterialLines"
+    """Where the orders' BOM lines (their components) are read; ``None``: no components."""
     unit: _Unit = "PC"
     """The unit of every quantity when ``product_entity`` is ``None``."""
 
@@ -176,6 +204,16 @@ def build(settings: Settings) -> D365OrderSource:
 
 class _Failed(Exception):
     pass
+
+
+class _Refused(Exception):
+    """A value the gateway would refuse: its field, the value and why."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        super().__init__(f"{field} = {value!r}: {reason}")
+        self.field = field
+        self.value = value
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +272,10 @@ class D365OrderSource(D365Service[Settings], OrderSource):
             placements, operations = await self._costing_placements(work_centers, sorted(headers))
         orders = sorted({p.order for p in placements})
         units = await self._units(headers[o] for o in orders)
+        boms = await self._bom_lines(orders)
+        first: dict[str, int] = {}
+        for order, number in operations:
+            first[order] = min(first.get(order, number), number)
         by_wc: dict[str, list[tuple[tuple[Any, ...], ErpOperation]]] = {}
         for place in placements:
             header = headers[place.order]
@@ -244,6 +286,10 @@ class D365OrderSource(D365Service[Settings], OrderSource):
             op = self._map(place, header, route, units)
             if op is None:
                 continue
+            if op.status != "cancelled" and boms.get(place.order):
+                at_first = first.get(place.order) == place.number
+                components = self._components(op, place.number, at_first, boms[place.order])
+                op = replace(op, components=components)
             start = place.start or self._when(route, "ScheduledFrom")
             rank = (start is None, start or datetime.min.replace(tzinfo=UTC), op.order_id)
             by_wc.setdefault(place.work_center, []).append(((*rank, place.number), op))
@@ -361,7 +407,59 @@ class D365OrderSource(D365Service[Settings], OrderSource):
                     units[item.casefold()] = row.get(s.unit_field)
         return units
 
+    async def _bom_lines(self, orders: list[str]) -> dict[str, list[Mapping[str, Any]]]:
+        """The BOM lines of ``orders``, by order, in line order."""
+        found: dict[str, list[Mapping[str, Any]]] = {}
+        entity = self.settings.bom_entity
+        if entity is None or not orders:
+            return found
+        for rows in await self._read_lists(entity, "ProductionOrderNumber", orders):
+            for row in rows:
+                order = row.get("ProductionOrderNumber")
+                if isinstance(order, str):
+                    found.setdefault(order, []).append(row)
+        for rows in found.values():
+            rows.sort(key=lambda r: _decimal(r.get("LineNumber")) or Decimal(0))
+        return found
+
     # -- mapping ---------------------------------------------------------------------------
+
+    def _components(
+        self, op: ErpOperation, number: int, at_first: bool, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[ErpComponent, ...]:
+        """The BOM lines of the operation's order consumed at this operation
+        (``RouteOperationNumber``; a line on none at the order's first operation), per unit."""
+        out: list[ErpComponent] = []
+        seen: set[str] = set()
+        for row in rows:
+            if row.get("LineType") == "Phantom":
+                continue  # exploded into its own lines
+            on = row.get("RouteOperationNumber")
+            if _is_int(on) and on != 0:
+                if on != number:
+                    continue
+            elif not at_first:
+                continue
+            line = _decimal(row.get("LineNumber"))
+            try:
+                component = _component(row)
+                if component.material in seen:
+                    raise _Refused("ItemNumber", component.material, "listed twice")
+            except _Refused as why:
+                self.log.warning(
+                    "d365_component_left_out",
+                    order=op.order_id,
+                    operation=number,
+                    line=None if line is None else str(_tidy(line)),
+                    field=why.field,
+                    value=repr(why.value)[:200],
+                    reason=why.reason,
+                    consequence="the operation is dispatched without this component",
+                )
+                continue
+            seen.add(component.material)
+            out.append(replace(component, item=None if line is None else str(_tidy(line))))
+        return tuple(out)
 
     def _map(
         self,
@@ -589,6 +687,38 @@ class D365OrderSource(D365Service[Settings], OrderSource):
         if not isinstance(body, dict):
             raise _Failed(f"{what}: HTTP 200 without a JSON object")
         return body
+
+
+def _component(row: Mapping[str, Any]) -> ErpComponent:
+    """One BOM line as a component; :class:`_Refused` names what the gateway would refuse."""
+    item = row.get("ItemNumber")
+    if not isinstance(item, str) or not 1 <= len(item.strip()) <= 40:
+        raise _Refused("ItemNumber", item, "1 to 40 characters")
+    value = row.get("BOMLineQuantity")
+    quantity = _decimal(value)
+    if quantity is None or not 0 < quantity <= MAX_QUANTITY:
+        raise _Refused("BOMLineQuantity", value, f"not a quantity above 0 up to {MAX_QUANTITY}")
+    per_value = row.get("BOMLineQuantityDenominator")
+    per = Decimal(1) if per_value is None else _decimal(per_value)
+    if per is None or not 0 < per <= MAX_QUANTITY:
+        raise _Refused("BOMLineQuantityDenominator", per_value, "not a quantity above 0")
+    per_unit = qty_per_unit(quantity, per)
+    if per_unit <= 0:
+        raise _Refused("BOMLineQuantity", value, "rounds to 0 per unit")
+    unit = row.get("BOMLineUnitSymbol")
+    if not isinstance(unit, str) or not _UNIT.match(unit.strip()):
+        raise _Refused("BOMLineUnitSymbol", unit, "no unit (1 to 40 characters, no spaces)")
+    flushing = row.get("FlushingPrinciple")
+    batch = row.get("ItemBatchNumber")
+    return ErpComponent(
+        material=item.strip(),
+        qty_per_unit=per_unit,
+        unit=unit.strip(),
+        # Any principle but Manual (Start, Finish, Available) is D365's own consumption.
+        backflush=isinstance(flushing, str) and flushing.strip() not in ("", "Manual"),
+        # The entity has no batch-management flag: a batch given means booked by batch.
+        batch_managed=isinstance(batch, str) and bool(batch.strip()),
+    )
 
 
 def _literal(value: str) -> str:

@@ -79,9 +79,14 @@ What it serves (paths as in ``erp-apis.md`` §3):
   ``CostingOperationResourceId``), ``ProductionOrderRouteJobs`` (``JobId``,
   ``ProductionOrderNumber``, ``OperationNumber``, ``OperationPriority``, ``RouteJobType``,
   ``OperationsResourceId``, scheduled dates, ``JobStatus``, ``IsJobCancelled``,
-  ``IsJobEnded``) and ``ReleasedProductsV2`` (``ItemNumber``, ``ProductName``,
-  ``InventoryUnitSymbol``); the collection names other than the headers' are **not
-  confirmed**. OData v4 JSON ``{"@odata.context", "value", "@odata.nextLink"?}``; dates are
+  ``IsJobEnded``), ``ReleasedProductsV2`` (``ItemNumber``, ``ProductName``,
+  ``InventoryUnitSymbol``) and ``ProductionOrderBillOfMaterialLines``, the order's BOM lines of
+  ``add_bom_line`` (the collection behind the headers' navigation ``ProdutionOrderBOMLines``:
+  ``ProductionOrderNumber``, ``LineNumber``, ``LineType``, ``ItemNumber``, ``BOMLineQuantity``
+  for ``BOMLineQuantityDenominator`` units, ``BOMLineUnitSymbol``, ``FlushingPrinciple``,
+  ``RouteOperationNumber``, ``ItemBatchNumber``; ``set_bom_raw`` serves any value in one); the
+  collection names other than the headers' and the BOM line fields are **not confirmed**.
+  OData v4 JSON ``{"@odata.context", "value", "@odata.nextLink"?}``; dates are
   F&O's date (midnight ``Z``, ``1900-01-01`` for none) plus a time of day in seconds. Query
   options: ``cross-company=true`` (else only the first company), ``$filter`` (comparisons of a
   property with a string, number or enum literal ``Ns.Type'Value'``, ``and``/``or``/``not``,
@@ -114,7 +119,7 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -136,6 +141,8 @@ HEADERS = "ProductionOrderHeaders"
 ROUTE_OPERATIONS = "ProductionOrderRouteOperations"
 ROUTE_JOBS = "ProductionOrderRouteJobs"
 RELEASED_PRODUCTS = "ReleasedProductsV2"
+# The collection behind the headers' navigation ProdutionOrderBOMLines (sic): not confirmed.
+BOM_LINES = "ProductionOrderBillOfMaterialLines"
 MAX_PAGE = 10_000  # F&O's server page size
 
 # -- the message types of §3.3 -------------------------------------------------------------
@@ -532,6 +539,28 @@ class BomLine:
     qty_per_unit: Decimal
     unit: str
     flushing: str = "Manual"
+    operation: int = 0  # RouteOperationNumber; 0: none
+    line_number: int = 1
+    per: Decimal = Decimal(1)  # BOMLineQuantityDenominator: BOMLineQuantity is for so many
+    batch: str = ""  # ItemBatchNumber
+    extra: dict[str, Any] = field(default_factory=dict)  # raw overrides of the BOM line row
+
+    def row(self, order: str, company: str) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "dataAreaId": company,
+            "ProductionOrderNumber": order,
+            "LineNumber": float(self.line_number),
+            "LineType": "Item",
+            "ItemNumber": self.item,
+            "BOMLineQuantity": _json_num(self.qty_per_unit * self.per),
+            "BOMLineQuantityDenominator": _json_num(self.per),
+            "BOMLineUnitSymbol": self.unit,
+            "FlushingPrinciple": self.flushing,
+            "RouteOperationNumber": self.operation,
+            "ItemBatchNumber": self.batch,
+        }
+        row.update(self.extra)
+        return row
 
 
 @dataclass(frozen=True, slots=True)
@@ -709,12 +738,45 @@ class D365State:
         qty_per_unit: Decimal | int | str,
         unit: str,
         flushing: str = "Manual",
+        operation: int = 0,
+        per: Decimal | int | str = 1,
+        batch: str = "",
     ) -> BomLine:
-        """A component of ``order``; once an order has any, a picking list of another item
-        fails, and one in another unit."""
-        line = BomLine(item, Decimal(str(qty_per_unit)), unit, flushing)
-        self._get(order).bom[item] = line
+        """A component of ``order`` (``ProductionOrderBillOfMaterialLines``): ``qty_per_unit``
+        of ``unit`` per unit of the order, served as ``BOMLineQuantity`` for ``per`` units,
+        on route operation ``operation`` (0: none); the same item again replaces its line.
+        Once an order has any, a picking list of another item fails, and one in another
+        unit."""
+        target = self._get(order)
+        before = target.bom.get(item)
+        number = (
+            before.line_number
+            if before
+            else max((b.line_number for b in target.bom.values()), default=0) + 1
+        )
+        line = BomLine(
+            item,
+            Decimal(str(qty_per_unit)),
+            unit,
+            flushing,
+            operation=operation,
+            line_number=number,
+            per=Decimal(str(per)),
+            batch=batch,
+        )
+        target.bom[item] = line
         return line
+
+    def set_bom_raw(self, order: str, item: str, name: str, value: Any) -> None:
+        """Any value for a field of a BOM line's row, as the entity will serve it."""
+        target = self._get(order)
+        line = target.bom.get(item)
+        if line is None:
+            raise KeyError(f"D365 stand-in: no BOM line of item {item} on production order {order}")
+        target.bom[item] = replace(line, extra={**line.extra, name: value})
+
+    def remove_bom_line(self, order: str, item: str) -> None:
+        self._get(order).bom.pop(item, None)
 
     def consumption(self, order: str) -> dict[str, Decimal]:
         """Item -> the net quantity the order consumed (picking lists and flushing)."""
@@ -833,6 +895,12 @@ class D365State:
                 for o in self.orders.values()
                 for op in sorted(o.route.values(), key=lambda x: x.number)
                 for job in op.job_rows(o.company or default)
+            ]
+        if entity == BOM_LINES:
+            return [
+                line.row(o.number, o.company or default)
+                for o in self.orders.values()
+                for line in sorted(o.bom.values(), key=lambda b: b.line_number)
             ]
         if entity == RELEASED_PRODUCTS:
             return [
@@ -1370,6 +1438,7 @@ ENTITY_FIELDS: dict[str, frozenset[str]] = {
     RELEASED_PRODUCTS: frozenset(
         {"dataAreaId", "ItemNumber", "ProductName", "SearchName", "InventoryUnitSymbol"}
     ),
+    BOM_LINES: frozenset(BomLine("", Decimal(0), "").row("", "")),
 }
 
 

@@ -13,6 +13,7 @@ import pydantic
 import pytest
 from structlog.testing import capture_logs
 
+from edge.relay.dispatch import operation_msg
 from edge.relay.orders import ErpOperation, SnapshotFailed
 from edge.relay.orders_d365 import D365OrderSource, Settings, build
 from simulators.erp.d365 import D365StandIn
@@ -565,3 +566,140 @@ async def test_quantities_are_tidied_and_a_stop_flag_needs_a_release(
         "P000702",
         "P000703",
     }
+
+
+# -- components (the orders' BOM lines) --------------------------------------------------------
+
+
+def components_of(op: ErpOperation) -> list[tuple[Any, ...]]:
+    return [
+        (c.material, c.qty_per_unit, c.unit, c.backflush, c.batch_managed, c.item)
+        for c in op.components
+    ]
+
+
+async def test_bom_lines_go_to_their_operation_per_unit_into_the_dispatch_list(
+    d365: D365StandIn, source: D365OrderSource
+) -> None:
+    two_orders(d365)
+    s = d365.state
+    s.add_bom_line(
+        "P000101", "COIL-2MM", qty_per_unit="0.25", unit="kg", operation=10, flushing="Start"
+    )
+    s.add_bom_line("P000101", "LABEL-7", qty_per_unit=1, unit="PC", operation=10, batch="L1")
+    s.add_bom_line("P000101", "GREASE", qty_per_unit=Decimal("0.0025"), unit="g")  # on none
+    s.add_bom_line(
+        "P000101", "SCREW-M4", qty_per_unit=4, unit="PC", operation=20, flushing="Finish", per=100
+    )  # 400 for 100 pieces
+    s.add_bom_line("P000101", "WIRE", qty_per_unit=1, unit="m", operation=20, flushing="Manual")
+    s.add_bom_line("P000101", "KIT", qty_per_unit=1, unit="PC", operation=10)
+    s.set_bom_raw("P000101", "KIT", "LineType", "Phantom")  # exploded: not consumed itself
+    result = await snap(source, "PRESS07", "WELD02")
+    press = by_key(result["PRESS07"])[("P000101", "0010")]
+    (weld,) = result["WELD02"]
+    assert components_of(press) == [
+        ("COIL-2MM", Decimal("0.25"), "kg", True, False, "1"),
+        ("LABEL-7", Decimal(1), "PC", False, True, "2"),  # a batch given: batch-managed
+        ("GREASE", Decimal("0.0025"), "g", False, False, "3"),  # the first operation's
+    ]
+    assert components_of(weld) == [
+        ("SCREW-M4", Decimal(4), "PC", True, False, "4"),
+        ("WIRE", Decimal(1), "m", False, False, "5"),
+    ]
+    assert by_key(result["PRESS07"])[("P000102", "0010")].components == ()
+    msg = operation_msg(press)  # what the gateway is sent
+    assert msg.components is not None
+    got = [
+        (c.material, c.qty_per_unit, c.unit, c.backflush, c.batch_managed, c.item)
+        for c in msg.components
+    ]
+    assert got == components_of(press)
+
+
+async def test_a_bom_line_changed_in_d365_shows_in_the_next_poll(
+    d365: D365StandIn, source: D365OrderSource
+) -> None:
+    two_orders(d365)
+    s = d365.state
+    s.add_bom_line("P000101", "COIL-2MM", qty_per_unit=1, unit="kg", operation=10)
+    press = by_key((await snap(source, "PRESS07"))["PRESS07"])[("P000101", "0010")]
+    assert components_of(press) == [("COIL-2MM", Decimal(1), "kg", False, False, "1")]
+    s.add_bom_line(
+        "P000101", "COIL-2MM", qty_per_unit="1.5", unit="kg", operation=10, flushing="Available"
+    )
+    s.add_bom_line("P000101", "LABEL-7", qty_per_unit=2, unit="PC", operation=10)
+    press = by_key((await snap(source, "PRESS07"))["PRESS07"])[("P000101", "0010")]
+    assert components_of(press) == [
+        ("COIL-2MM", Decimal("1.5"), "kg", True, False, "1"),
+        ("LABEL-7", Decimal(2), "PC", False, False, "2"),
+    ]
+    s.remove_bom_line("P000101", "COIL-2MM")
+    s.add_bom_line("P000101", "LABEL-7", qty_per_unit=2, unit="PC", operation=20)  # moved
+    press = by_key((await snap(source, "PRESS07"))["PRESS07"])[("P000101", "0010")]
+    assert press.components == ()
+    s.end("P000101")
+    cancelled = by_key((await snap(source, "PRESS07"))["PRESS07"])[("P000101", "0010")]
+    assert cancelled.status == "cancelled"
+    assert cancelled.components == ()
+
+
+async def test_bad_bom_lines_are_left_out_naming_them_and_the_rest_stays(
+    d365: D365StandIn, source: D365OrderSource
+) -> None:
+    s = d365.state
+    s.add_product("A0001")
+    s.add_order("P000501", item="A0001", quantity=10, status="Released")
+    s.add_operation("P000501", 10, "PRESS07", process_time=1)
+    s.add_bom_line("P000501", "GOOD-1", qty_per_unit=1, unit="PC", operation=10)
+    for item in ("NEG", "NAN", "NOITEM", "LONG", "NOUNIT", "SPACEUNIT", "ZERO-PER", "TINY"):
+        s.add_bom_line("P000501", item, qty_per_unit=1, unit="PC", operation=10)
+    s.set_bom_raw("P000501", "NEG", "BOMLineQuantity", -5)
+    s.set_bom_raw("P000501", "NAN", "BOMLineQuantity", "lots")
+    s.set_bom_raw("P000501", "NOITEM", "ItemNumber", "")
+    s.set_bom_raw("P000501", "LONG", "ItemNumber", "M" * 41)
+    s.set_bom_raw("P000501", "NOUNIT", "BOMLineUnitSymbol", None)
+    s.set_bom_raw("P000501", "SPACEUNIT", "BOMLineUnitSymbol", "k g")
+    s.set_bom_raw("P000501", "ZERO-PER", "BOMLineQuantityDenominator", 0)
+    s.set_bom_raw("P000501", "TINY", "BOMLineQuantity", 0.0000001)
+    s.add_bom_line("P000501", "DUP", qty_per_unit=1, unit="PC", operation=10)
+    s.set_bom_raw("P000501", "DUP", "ItemNumber", "GOOD-1")  # the same item twice
+    s.add_bom_line("P000501", "GOOD-2", qty_per_unit=3, unit="kg", operation=10)
+    with capture_logs() as logs:
+        (op,) = (await snap(source, "PRESS07"))["PRESS07"]
+    assert [c[:3] for c in components_of(op)] == [
+        ("GOOD-1", Decimal(1), "PC"),
+        ("GOOD-2", Decimal(3), "kg"),
+    ]
+    left_out = [
+        (e["order"], e["operation"], e["line"], e["field"], e["value"])
+        for e in logs
+        if e["event"] == "d365_component_left_out" and e["log_level"] == "warning"
+    ]
+    assert left_out == [
+        ("P000501", 10, "2", "BOMLineQuantity", "-5"),
+        ("P000501", 10, "3", "BOMLineQuantity", "'lots'"),
+        ("P000501", 10, "4", "ItemNumber", "''"),
+        ("P000501", 10, "5", "ItemNumber", repr("M" * 41)),
+        ("P000501", 10, "6", "BOMLineUnitSymbol", "None"),
+        ("P000501", 10, "7", "BOMLineUnitSymbol", "'k g'"),
+        ("P000501", 10, "8", "BOMLineQuantityDenominator", "0"),
+        ("P000501", 10, "9", "BOMLineQuantity", "1e-07"),
+        ("P000501", 10, "10", "ItemNumber", "'GOOD-1'"),
+    ]
+    assert all(e["reason"] for e in logs if e["event"] == "d365_component_left_out")
+    assert not any(e["event"] == "d365_operation_left_out" for e in logs)
+
+
+async def test_without_a_bom_entity_no_components_are_read(
+    d365: D365StandIn, secret_file: Path
+) -> None:
+    two_orders(d365)
+    d365.state.add_bom_line("P000101", "COIL-2MM", qty_per_unit=1, unit="kg", operation=10)
+    src = build(settings_for(d365, secret_file, bom_entity=None))
+    await src.start()
+    try:
+        result = await snap(src, "PRESS07")
+    finally:
+        await src.close()
+    assert all(op.components == () for op in result["PRESS07"])
+    assert d365.state.read_requests["ProductionOrderBillOfMaterialLines"] == 0
