@@ -155,7 +155,7 @@ async def test_the_due_notice_a_call_for_maintenance_and_the_service_done(
             assert s.errors == []
 
 
-async def test_an_operator_is_asked_for_the_pin_before_a_service_is_done(
+async def test_the_pin_before_a_service_and_maintenance_called_from_the_open_stop(
     tmp_path: Path,
 ) -> None:
     async with running_panel(panel_config(tmp_path, extra=SERVICE)) as panel:
@@ -178,4 +178,22 @@ async def test_an_operator_is_asked_for_the_pin_before_a_service_is_done(
             await expect(
                 page.locator('[data-service="oil"] [data-cmd="service-done"]')
             ).to_have_count(1)
+
+            # the open stop on the order screen: maintenance called from there, in German (the
+            # operator's screen: with the supervisor's buttons too it would not fit)
+            await s.tap("#btn-super")  # log out
+            await s.tap("#btn-lang")
+            await s.tap('.tab[data-view="order"]')
+            await panel.machine(MachineState.DOWN)
+            await expect(page.locator('#sheet[data-kind="reason"]')).to_be_visible()
+            await s.tap('#sheet [data-cmd="later"]')
+            call = page.locator('#view-order [data-cmd="request-maintenance"]')
+            await expect(call).to_be_visible()
+            await s.shot("01-open-stop-de")
+            await call.click()
+            await expect(call).to_have_count(0)
+            stop = panel.engine.wc.open_stop
+            assert stop is not None
+            assert stop.maintenance_request == "M000001"
+            await s.tap("#btn-lang")
             assert s.errors == []

@@ -636,14 +636,15 @@
         button(t('btn.complete'), 'primary', () => completeSheet(op), tag('complete')),
       );
     }
-    if (S.stop && !S.stop.maintenance_request) a.push(maintenanceFor(S.stop));
-    if (supervisor) {
-      a.push(
-        button(t('btn.correct_counts'), 'super', () => correctSheet(op), tag('correct')),
-        button(t('btn.cancel_order'), 'super', () => cancelSheet(op), tag('cancel')),
-        button(t('btn.hold'), 'super', () => holdSheet(op), tag('hold')),
-      );
-    }
+    const sup = supervisor ? [
+      button(t('btn.correct_counts'), 'super', () => correctSheet(op), tag('correct')),
+      button(t('btn.cancel_order'), 'super', () => cancelSheet(op), tag('cancel')),
+      button(t('btn.hold'), 'super', () => holdSheet(op), tag('hold')),
+    ] : [];
+    // The open stop: maintenance called from here, while the buttons still fit four rows of
+    // two (the stop list and the reason sheet offer it too).
+    if (S.stop && !S.stop.maintenance_request && a.length + sup.length < 8) a.push(maintenanceFor(S.stop));
+    a.push(...sup);
     // Four rows of two fit beside the counts: with more buttons none spans both columns.
     const slots = a.reduce((n, b) => n + (b.classList.contains('wide') ? 2 : 1), 0);
     if (slots > 8) a.forEach((b) => b.classList.remove('wide'));
