@@ -50,7 +50,7 @@ from edge.domain.inputs import DriftReported
 from edge.logging import get_logger
 from edge.ports import InputSink
 from edge.store import codec
-from edge.store.schema import PROJECTION_TABLES, check_version
+from edge.store.schema import PROJECTION_TABLES, read_only
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_DAYS = 90
@@ -213,31 +213,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def read_work_center(db: Path) -> WorkCenter | None:
     """The work center as the database's projections hold it, read without writing anything."""
-    if not db.exists():
-        raise ReportError(f"{db}: no such database (nothing was created)")
-    if not db.is_file():
-        raise ReportError(f"{db}: not a database file")
-    wal = db.with_name(db.name + "-wal")
-    # Without a write-ahead log nobody is writing: immutable keeps SQLite from making one.
-    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    try:
-        conn = sqlite3.connect(f"{db.absolute().as_uri()}?{mode}", uri=True)
-    except sqlite3.Error as exc:
-        raise ReportError(f"{db}: cannot open the database: {exc}") from None
-    try:
-        conn.execute("BEGIN")  # one snapshot, also while the daemon commits
-        check_version(conn)
+    with read_only(db, ReportError) as conn:
         docs = {
             table: dict(conn.execute(f"SELECT key, doc FROM {table} ORDER BY key").fetchall())
             for table in PROJECTION_TABLES
         }
-        return codec.restore(docs)
-    except sqlite3.DatabaseError as exc:
-        raise ReportError(f"{db}: not a readable gateway database: {exc}") from None
-    except (RuntimeError, ValueError) as exc:
-        raise ReportError(f"{db}: {exc}") from None
-    finally:
-        conn.close()
+        try:
+            return codec.restore(docs)
+        except ValueError as exc:
+            raise ReportError(f"{db}: {exc}") from None
 
 
 def _zone(name: str) -> ZoneInfo:

@@ -28,7 +28,6 @@ import os
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -53,7 +52,7 @@ from edge.domain.model import (
 from edge.domain.state import Reject
 from edge.store import codec
 from edge.store.retention import RetentionPolicy
-from edge.store.schema import check_version
+from edge.store.schema import read_only
 
 EXIT_FOUND, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
 
@@ -223,33 +222,6 @@ def check_batch(value: str) -> str:
         more = f" ({len(value)} characters given)" if len(value) > MAX_BATCH else ""
         raise TraceError(f"{exc.rejection.message}{more}; nothing was read") from None
     return value
-
-
-@contextmanager
-def read_only(db: Path) -> Iterator[sqlite3.Connection]:
-    """The database opened read-only in one snapshot; TraceError naming the path."""
-    if not db.exists():
-        raise TraceError(f"{db}: no such database (nothing was created)")
-    if not db.is_file():
-        raise TraceError(f"{db}: not a database file")
-    wal = db.with_name(db.name + "-wal")
-    # Without a write-ahead log nobody is writing: immutable keeps SQLite from making one.
-    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    try:
-        conn = sqlite3.connect(f"{db.absolute().as_uri()}?{mode}", uri=True)
-    except sqlite3.Error as exc:
-        raise TraceError(f"{db}: cannot open the database: {exc}") from None
-    try:
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute("BEGIN")  # one snapshot, also while the daemon commits
-        check_version(conn)
-        yield conn
-    except sqlite3.DatabaseError as exc:
-        raise TraceError(f"{db}: not a readable gateway database: {exc}") from None
-    except RuntimeError as exc:
-        raise TraceError(f"{db}: {exc}") from None
-    finally:
-        conn.close()
 
 
 class _Clock:
@@ -692,7 +664,7 @@ def trace_batch(
     """Everything ``db`` still knows about ``batch``; TraceError naming the path or the batch."""
     check_batch(batch)
     policy = retention or RetentionPolicy()
-    with read_only(db) as conn:
+    with read_only(db, TraceError) as conn:
         tracer = _Tracer(conn, db, batch, _Clock(_zone_of(conn, zone)))
         tracer.from_projections()
         tracer.from_events()

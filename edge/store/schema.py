@@ -8,6 +8,9 @@ is readable at the machine without the gateway.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: journal, events, outbox, projections
@@ -213,3 +216,32 @@ def check_version(conn: sqlite3.Connection) -> None:
             f"database schema version {version} is {newer} than this tool's "
             f"({len(MIGRATIONS)}); use the same gateway version as the daemon"
         )
+
+
+@contextmanager
+def read_only(db: Path, error: Callable[[str], Exception]) -> Iterator[sqlite3.Connection]:
+    """``db`` opened for tools that only read (``edge report``, ``edge trace``): read-only, in
+    one snapshot (also while the daemon commits), never created, and of this code's schema
+    version. What goes wrong is raised as ``error`` with a text naming the path."""
+    if not db.exists():
+        raise error(f"{db}: no such database (nothing was created)")
+    if not db.is_file():
+        raise error(f"{db}: not a database file")
+    wal = db.with_name(db.name + "-wal")
+    # Without a write-ahead log nobody is writing: immutable keeps SQLite from making one.
+    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{db.absolute().as_uri()}?{mode}", uri=True)
+    except sqlite3.Error as exc:
+        raise error(f"{db}: cannot open the database: {exc}") from None
+    try:
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("BEGIN")
+        check_version(conn)
+        yield conn
+    except sqlite3.DatabaseError as exc:
+        raise error(f"{db}: not a readable gateway database: {exc}") from None
+    except RuntimeError as exc:
+        raise error(f"{db}: {exc}") from None
+    finally:
+        conn.close()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 from edge.domain.model import OperationSpec
 from edge.domain.rules import (
@@ -15,6 +19,9 @@ from edge.domain.rules import (
     StopReason,
     WorkCenterRules,
 )
+from edge.engine import Engine
+from edge.store.store import Store
+from edge.sync import messages
 
 
 def rules(**overrides: object) -> WorkCenterRules:
@@ -39,3 +46,18 @@ def spec(
     order: str = "4711", operation: str = "0020", target: int = 1000, **kw: object
 ) -> OperationSpec:
     return OperationSpec(order, operation, "FG-1", Decimal(target), **kw)  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def running(path: Path, **kw: object) -> AsyncIterator[Engine]:
+    """An engine on the database at ``path`` with :func:`rules` (``kw`` overriding), running
+    without a ticker; closed on the way out."""
+    engine = await Engine.open(Store(path), rules(**kw), outbound=messages)
+    task = asyncio.create_task(engine.run(tick_interval_s=None))
+    try:
+        yield engine
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await engine.close()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,21 +18,7 @@ from edge.engine import Engine
 from edge.errors import DuplicateCommand, StoreError
 from edge.store.replay import verify
 from edge.store.store import Store
-from edge.sync import messages
-from tests.engine.helpers import rules, spec
-
-
-@contextlib.asynccontextmanager
-async def running(path: Path, **kw: object) -> AsyncIterator[Engine]:
-    engine = await Engine.open(Store(path), rules(**kw), outbound=messages)
-    task = asyncio.create_task(engine.run(tick_interval_s=None))
-    try:
-        yield engine
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await engine.close()
+from tests.engine.helpers import running, spec
 
 
 async def start(engine: Engine) -> None:

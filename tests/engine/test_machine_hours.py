@@ -6,8 +6,6 @@ interval that fell due is still due after a restart."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,24 +23,9 @@ from edge.domain.inputs import (
 from edge.domain.rules import ServiceInterval, ServiceMeasure
 from edge.engine import Engine
 from edge.store.replay import verify
-from edge.store.store import Store
-from edge.sync import messages
-from tests.engine.helpers import rules, spec
+from tests.engine.helpers import running, spec
 
 DIE = ServiceInterval("die", ServiceMeasure.CYCLES, Decimal(25), "regrind")
-
-
-@contextlib.asynccontextmanager
-async def running(path: Path, **kw: object) -> AsyncIterator[Engine]:
-    engine = await Engine.open(Store(path), rules(**kw), outbound=messages)
-    task = asyncio.create_task(engine.run(tick_interval_s=None))
-    try:
-        yield engine
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await engine.close()
 
 
 def due(engine: Engine) -> bool:
