@@ -622,3 +622,39 @@ def test_badges_become_the_rules_holders_and_each_is_listed_once(tmp_path: Path)
     assert "badge '00012345' is listed twice" in text, text
     bad = MINIMAL + entry.format(b="has space", p="toolong-personnel-number-x")
     assert set(paths(load_error(tmp_path, bad))) == {"badges.0.badge", "badges.0.personnel"}
+
+
+def test_service_intervals_become_the_rules_and_bad_ones_are_named(tmp_path: Path) -> None:
+    entry = '[[service]]\nname = "{n}"\nmeasure = "{m}"\nevery = {e}\n'
+    good = (
+        MINIMAL
+        + entry.format(n="oil", m="hours", e="500.5")
+        + "[material]\nbackflush_scrap = false\n"
+    )
+    rules = rules_from_config(load_config(write(tmp_path, good), env={}))
+    (oil,) = rules.service
+    assert (oil.name, oil.measure.value, oil.every) == ("oil", "hours", Decimal("500.5"))
+    assert rules.machine_hours is True
+    assert rules.labour_per_operator is True
+    assert rules.backflush_scrap is False
+    for every, measure, words in (
+        ("0", "hours", "greater than 0"),
+        ("1.5", "cycles", "cycles are whole numbers"),
+        ("10000000000000", "parts", "at most 1000000000000 parts"),
+        ("2000000", "hours", "at most 1000000 hours"),
+        ("true", "starts", "Input should be a number"),
+        ('"x"', "starts", "decimal"),
+    ):
+        text = str(load_error(tmp_path, MINIMAL + entry.format(n="die", m=measure, e=every)))
+        assert "service" in text, text
+        assert words in text, (every, measure, text)
+    twice = MINIMAL + entry.format(n="die", m="cycles", e=1) * 2
+    assert "name 'die' is listed twice" in str(load_error(tmp_path, twice))
+    many = MINIMAL + "".join(entry.format(n=f"s{i}", m="starts", e=1) for i in range(33))
+    assert "service" in str(load_error(tmp_path, many))
+    bad_name = MINIMAL + entry.format(n="has space", m="starts", e=1)
+    assert set(paths(load_error(tmp_path, bad_name))) == {"service.0.name"}
+    bad_measure = MINIMAL + entry.format(n="die", m="years", e=1)
+    assert set(paths(load_error(tmp_path, bad_measure))) == {"service[die].measure"}
+    off = MINIMAL + "[machine]\nhours = false\n"
+    assert rules_from_config(load_config(write(tmp_path, off), env={})).machine_hours is False

@@ -322,3 +322,27 @@ async def test_a_message_that_meets_a_full_disk_is_refused_saying_so(
                 assert not gw.task.done(), "the gateway stopped"
                 assert time.monotonic() < deadline, "the hold was not applied"
                 await asyncio.sleep(0.05)
+
+
+async def test_a_service_done_that_names_no_interval_is_refused_naming_it(
+    tmp_path: Path, broker: Mosquitto, collector: Collector
+) -> None:
+    extra = '\n[[service]]\nname = "die"\nmeasure = "cycles"\nevery = 100\n'
+    async with gateway(gateway_config(tmp_path, broker, extra=extra)) as gw:
+        await dispatch_and_start(collector, gw)
+        journal = business_inputs(gw)
+        for msg_id, name in (("unknown", "dye"), ("pattern", "has space"), ("long", "x" * 41)):
+            body = {"name": name}
+            raw(
+                collector,
+                f"{ROOT}/_mes_v1/maintenance/done",
+                json.dumps(envelope("mes.maintenance-done/1", body, msg_id)).encode(),
+            )
+        got = await rejections(collector, 3)
+        assert got["unknown"]["field"] == "name"
+        assert "dye" in got["unknown"]["reason"]
+        assert "die" in got["unknown"]["reason"]  # the configured ones are named
+        assert got["pattern"]["field"] == "body.name"
+        assert got["long"]["field"] == "body.name"
+        assert business_inputs(gw) == journal
+        await still_serves(collector, gw, "after-service")
