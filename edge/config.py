@@ -65,6 +65,7 @@ from pydantic_settings import (
 from edge.domain import limits as L
 from edge.domain.kpis import calendar_problem
 from edge.domain.rules import (
+    CURRENT_REVISION,
     HELP_CATEGORIES,
     BadgeHolder,
     ConfirmationPolicy,
@@ -1836,6 +1837,7 @@ def rules_from_config(cfg: GatewayConfig) -> WorkCenterRules:
         backflush_scrap=cfg.material.backflush_scrap,
         machine_hours=cfg.machine.hours,
         labour_per_operator=True,
+        revision=CURRENT_REVISION,
         service=tuple(
             ServiceInterval(s.name, ServiceMeasure(s.measure), s.every, s.text) for s in cfg.service
         ),

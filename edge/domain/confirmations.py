@@ -183,7 +183,7 @@ def confirm(
         counter=counter,
         final=final,
         tally=pending,
-        period_start=op.last_conf_end or op.first_start or now,
+        period_start=period_start(s, op.last_conf_end or op.first_start or now, now),
         period_end=now,
         posting_date=posting[0],
         shift=posting[1],
@@ -212,6 +212,16 @@ def confirm(
         totals_to_date=tally_payload(op.confirmed),
     )
     return conf
+
+
+def period_start(s: WorkCenterState, start: Instant, end: Instant) -> Instant:
+    """When a confirmation's period began. The wall clock stepped back within it (NTP
+    correcting a clock that ran ahead): the start is its end less its length on the
+    monotonic clock, so the ERP never gets a period that ends before it begins (rules
+    revision 1; before it, the start as it was)."""
+    if s.rules.revision >= 1 and end.wall_ms < start.wall_ms:
+        return Instant(end.wall_ms - end.since(start), start.mono_ms)
+    return start
 
 
 def blocking_confirmation(s: WorkCenterState, op: Operation) -> Confirmation | None:

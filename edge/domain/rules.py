@@ -210,6 +210,14 @@ class ServiceInterval:
     text: str = ""
 
 
+# The revision of the core's rules this version applies (``WorkCenterRules.revision``). A rule
+# that changes what the core decides from the same inputs applies only under rules of its
+# revision or later, so a journal written by an older version replays exactly as it was
+# written and ``edge verify`` holds across an upgrade.
+# 1: a confirmation's period never ends before it starts (edge.domain.confirmations).
+CURRENT_REVISION = 1
+
+
 @dataclass(frozen=True, slots=True)
 class WorkCenterRules:
     """Everything configurable about how this work center counts, stops and confirms."""
@@ -261,6 +269,9 @@ class WorkCenterRules:
     # told to start on a new, empty database where one existed before (``--new-database``).
     # It keeps the idempotency keys of the new database apart from those already posted.
     key_epoch: int = 0
+    # The rules' revision (CURRENT_REVISION when the config made them; 0 in journals of
+    # versions before revisions existed).
+    revision: int = 0
 
     @property
     def key_scope(self) -> str:

@@ -669,7 +669,16 @@ def implausible_date(p: Posting, now_ms: int) -> str | None:
     ran (a gateway that booted without a real-time clock before NTP answered dates its
     confirmations 1970), or after the relay's own today. Posted, it would book the costs and the
     stock into a period that is not the one they were made in; rejected, it stays at the
-    gateway with this text, its quantities kept, for a person to correct."""
+    gateway with this text, its quantities kept, for a person to correct. A period that ends
+    before it starts (a gateway's wall clock stepped back while it was made, by a version that
+    did not correct it) is refused the same way: the ERP would book it as it is, or refuse it
+    without saying why."""
+    start, end = p.period_start_ms, p.period_end_ms
+    if start is not None and end is not None and end < start:
+        return (
+            f"its period ends ({_iso_ms(end)}) before it starts ({_iso_ms(start)}): the "
+            "gateway's wall clock went back while it was made, so it is not posted"
+        )
     if not p.posting_date:
         return None
     try:
@@ -689,6 +698,10 @@ def implausible_date(p: Posting, now_ms: int) -> str | None:
             "gateway's wall clock was ahead when it made this confirmation, so it is not posted"
         )
     return None
+
+
+def _iso_ms(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 def _ids(p: Posting) -> dict[str, object]:

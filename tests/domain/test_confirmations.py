@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from edge.domain.clock import Instant
 from edge.domain.core import WorkCenter
 from edge.domain.events import EventType, RejectionCode
 from edge.domain.inputs import (
@@ -18,9 +19,10 @@ from edge.domain.inputs import (
     ResendConfirmation,
     ResultStatus,
     ReverseConfirmation,
+    Transition,
 )
 from edge.domain.model import Confirmation, ConfirmationStatus
-from edge.domain.rules import Shift
+from edge.domain.rules import CURRENT_REVISION, Shift
 
 from .builders import (
     EDGE_ID,
@@ -524,3 +526,27 @@ def test_a_late_posted_for_the_rejected_one_also_releases_the_final_confirmation
     assert final.data["kind"] == "final"
     assert final.data["yield_qty"] == 150
     assert not wc.operations[key(OP)].final_withheld
+
+
+def test_a_wall_clock_stepped_back_never_gives_a_period_that_ends_before_it_starts() -> None:
+    """NTP steps a clock that ran an hour ahead back within a confirmation's period: the
+    period ends at the corrected time and is as long as the monotonic clock says; under
+    rules of revision 0 (journals of older versions) it stays as those versions made it."""
+
+    def ahead(seconds: float) -> Instant:
+        i = at(seconds)
+        return Instant(i.wall_ms + 3_600_000, i.mono_ms)
+
+    for revision, consistent in ((CURRENT_REVISION, True), (0, False)):
+        wc = make_wc(spec(), sources=(pulse_source("press1"),), revision=revision)
+        ok(wc, Transition(Action.START_PRODUCTION, "4711/0020", OPERATOR, ahead(0)))
+        ok(wc, Pulses("press1", 5, ahead(100)))
+        ok(wc, Pulses("press1", 5, at(200)))  # the clock is right again
+        out = ok(wc, RequestConfirmation(OPERATOR, at(300), "4711/0020"))
+        conf = one(out, EventType.CONFIRMATION_CREATED)
+        start, end = conf.data["period_start"], conf.data["period_end"]
+        assert end == at(300).iso()
+        if consistent:
+            assert start == at(0).iso()  # its end less the 300 s it lasted
+        else:
+            assert start == ahead(0).iso()  # after its end, as older versions made it

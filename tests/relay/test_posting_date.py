@@ -35,3 +35,18 @@ def test_a_date_before_any_gateway_ran_or_after_tomorrow_is_refused(day: str, wh
 def test_a_plausible_date_or_none_goes(day: str) -> None:
     # tomorrow too: a plant east of UTC is a day ahead of the relay's UTC date
     assert implausible_date(posting(posting_date=day), NOW_MS) is None
+
+
+def test_a_period_that_ends_before_it_starts_is_refused() -> None:
+    hour = 3_600_000
+    backwards = posting(period_start_ms=NOW_MS, period_end_ms=NOW_MS - hour)
+    said = implausible_date(backwards, NOW_MS)
+    assert said is not None
+    assert said.startswith(
+        "its period ends (2026-12-03T09:00:00+00:00) before it starts (2026-12-03T10:00:00+00:00)"
+    ), said
+    assert (
+        implausible_date(posting(period_start_ms=NOW_MS - hour, period_end_ms=NOW_MS), NOW_MS)
+        is None
+    )
+    assert implausible_date(posting(period_start_ms=NOW_MS, period_end_ms=NOW_MS), NOW_MS) is None
