@@ -905,6 +905,10 @@ class Chain:
         def done() -> bool:
             confs = [c for c in self.confirmations() if c["op"] in refs]
             finals = {c["op"] for c in confs if c["final"]}
+            if not refs <= finals:
+                # Finished operations leave the gateway's memory (and the panel's list) once
+                # the ERP answered all their confirmations: their rows say they are done.
+                finals |= self.stored_finished()
             return refs <= finals and all(
                 c["status"] in FINAL_VERDICTS or (allow is not None and allow(c)) for c in confs
             )
@@ -919,6 +923,20 @@ class Chain:
             ]
             ended = {n: p.returncode for n, p in self.relays.items() if p.poll() is not None}
             raise ChainFailed(f"{exc}; still open: {open_}; relays ended: {ended}") from None
+
+    def stored_finished(self) -> set[str]:
+        """The operations whose final confirmation the ERP answered, as the gateway's database
+        holds them (read-only, a committed snapshot): also those that left its memory."""
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            docs = [json.loads(d) for (d,) in conn.execute("SELECT doc FROM confirmation")]
+        finally:
+            conn.close()
+        return {
+            f"{d['key']['order']}/{d['key']['operation']}"
+            for d in docs
+            if d["final"] and d["status"] in FINAL_VERDICTS
+        }
 
     # ------------------------------------------------------------------ the ledgers
 
