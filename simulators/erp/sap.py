@@ -1073,22 +1073,16 @@ class SapState(odata.SapServiceState):
     def consumption(self, order_id: str) -> dict[tuple[str, str], Decimal]:
         """(material, batch) -> the net quantity issued to the order (261 less 262, over every
         confirmation and cancellation in the ledger): what the order consumed in SAP."""
-        net: dict[tuple[str, str], Decimal] = {}
-        with self._lock:
-            for record in self._records:
-                if alpha(record.order_id) != alpha(order_id):
-                    continue
-                for item in record.items:
-                    kind = item["GoodsMovementType"]
-                    if kind not in ("261", "262"):
-                        continue
-                    key = (str(item["Material"]), str(item["Batch"]))
-                    qty = cast(Decimal, item["QuantityInEntryUnit"])
-                    net[key] = net.get(key, Decimal(0)) + (qty if kind == "261" else -qty)
-        return {k: v for k, v in net.items() if v}
+        return self._movements_net(order_id, "261", "262")
 
     def received(self, order_id: str) -> dict[tuple[str, str], Decimal]:
         """(material, batch) -> the net goods receipt of the order (101 less 102)."""
+        return self._movements_net(order_id, "101", "102")
+
+    def _movements_net(
+        self, order_id: str, plus: str, minus: str
+    ) -> dict[tuple[str, str], Decimal]:
+        """(material, batch) -> the order's items of movement type ``plus`` less ``minus``."""
         net: dict[tuple[str, str], Decimal] = {}
         with self._lock:
             for record in self._records:
@@ -1096,11 +1090,11 @@ class SapState(odata.SapServiceState):
                     continue
                 for item in record.items:
                     kind = item["GoodsMovementType"]
-                    if kind not in ("101", "102"):
+                    if kind not in (plus, minus):
                         continue
                     key = (str(item["Material"]), str(item["Batch"]))
                     qty = cast(Decimal, item["QuantityInEntryUnit"])
-                    net[key] = net.get(key, Decimal(0)) + (qty if kind == "101" else -qty)
+                    net[key] = net.get(key, Decimal(0)) + (qty if kind == plus else -qty)
         return {k: v for k, v in net.items() if v}
 
     def release_order(self, order_id: str, released: bool = True) -> None:
