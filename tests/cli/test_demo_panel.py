@@ -110,7 +110,6 @@ async def test_a_new_user_works_the_next_order_on_the_panel_in_the_demo(tmp_path
             die = page.locator('[data-service="die"]')
             await expect(die).to_be_visible()
             await expect(page.locator('[data-service="lubrication"]')).to_be_visible()
-            await die.scroll_into_view_if_needed()
             await s.shot("03-machine")
     finally:
         code = demo.stop()
