@@ -79,12 +79,15 @@ async def test_a_new_user_works_the_next_order_on_the_panel_in_the_demo(tmp_path
             page = s.page
             await s.tap('.tab[data-view="orders"]')
             await s.tap(f'.row[data-op="{NEXT}"] [data-cmd="start-setup"]')
+            # The setup has begun once the header names the operation (the lamp alone is no
+            # proof: it can be yellow before the tap, and the hidden orders list keeps the
+            # buttons it last rendered).
+            await expect(page.locator("#wc")).to_contain_text(NEXT)
             await s.lamp("yellow")
             await s.tap('.tab[data-view="order"]')
-            # the order view alone (on a busy machine the orders list was still there, with its
-            # own production buttons)
-            await expect(page.locator('[data-cmd="start-production"]')).to_have_count(1)
-            await s.tap('[data-cmd="start-production"]')
+            start = page.locator('#view-order [data-cmd="start-production"]')
+            await expect(start).to_have_count(1)
+            await s.tap('#view-order [data-cmd="start-production"]')
             await s.lamp("green")
             # The press jams after about 45 parts: the panel asks, one tap answers.
             await expect(page.locator('#sheet[data-kind="reason"]')).to_be_visible(timeout=30_000)
