@@ -198,7 +198,11 @@ class WorkCenter(WorkCenterState):
             return Outcome(rejection=rej.rejection, changed=False)
         at = getattr(inp, "at", None)
         if isinstance(at, Instant) and (self.emitted or changed is not False or type(inp) is Tick):
-            kpis.at_day_change(self, at)  # before the booking below moves the book's mark
+            # before the booking below moves the book's mark
+            if self.rules.revision >= 2:
+                kpis.close_ended(self, at)
+            else:
+                kpis.at_day_change(self, at)
             machine.after_input(self, at, bool(self.emitted) or changed is not False)
         events = tuple(self.emitted)
         self.emitted = []

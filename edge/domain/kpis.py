@@ -60,7 +60,7 @@ from edge.domain.calendar import (
     shift_of,
     zone,
 )
-from edge.domain.clock import Instant
+from edge.domain.clock import EARLIEST_PLAUSIBLE, Instant
 from edge.domain.events import EventType
 from edge.domain.model import Operation, OperationKey, OperationStatus, Tally, number
 from edge.domain.rules import MINUTES_PER_DAY, Shift
@@ -218,6 +218,8 @@ class ShiftBook:
         self._current: ShiftInstance | None = None  # the shift of the last lookup
         # (calendar, from ms, day, its close ms): the next day to close after "from"
         self._next_close: tuple[ShiftCalendar, int, date, int] | None = None
+        # (calendar, from ms, ms): the next shift end or day close after "from"
+        self._next_end: tuple[ShiftCalendar, int, int] | None = None
         last = max(
             (t for t in self.shifts.values() if t.marked is not None),
             key=lambda t: t.marked.mono_ms if t.marked is not None else 0,
@@ -366,6 +368,18 @@ class ShiftBook:
         if t is None:
             t = self.shifts[inst.shift_id] = ShiftTimes.of(inst)
         return t
+
+    def next_end(self, calendar: ShiftCalendar, after_ms: int) -> int:
+        """When the next shift ends or the next day's figures are complete after
+        ``after_ms``; cached like :meth:`next_day_close`."""
+        cached = self._next_end
+        if cached is not None and cached[0] is calendar and cached[1] <= after_ms < cached[2]:
+            return cached[2]
+        ends = [i.end_ms for i in calendar.instances(after_ms, after_ms + 2 * DAY_MS)]
+        later = [end for end in ends if end > after_ms]
+        nxt = min([self.next_day_close(calendar, after_ms)[1], *later])
+        self._next_end = (calendar, after_ms, nxt)
+        return nxt
 
     def _day_bucket(self, ms: int) -> ShiftTimes:
         tz = zone(self.calendar.timezone)
@@ -645,9 +659,10 @@ def stop_facts(s: WorkCenterState) -> dict[str, StopFacts]:
 
 def at_shift_change(s: WorkCenterState, now: Instant) -> None:
     """The shift changed (the confirmations' chapter says so right after): the one that
-    ended goes out with its KPIs (``shift_closed``)."""
+    ended goes out with its KPIs (``shift_closed``). Under rules of revision 2
+    :func:`close_ended` closes shifts instead."""
     previous = s.header.shift_id
-    if previous is None:
+    if previous is None or s.rules.revision >= 2:
         return
     name, day = shift_of(now, s.calendar)
     if f"{day.isoformat()}/{name}" == previous:
@@ -697,6 +712,67 @@ def at_day_change(s: WorkCenterState, now: Instant) -> None:
         k = closing_day(s, day, now)
         if k is not None:
             s.emit(EventType.DAY_CLOSED, now, None, None, **kpis_payload(k))
+
+
+# Under rules of revision 2 a wall clock this far behind the last close abandons it: what
+# closed before was closed under a clock that was ahead, and closes again as the clock passes.
+RECLOSE_BEHIND_MS = 2 * DAY_MS
+_PLAUSIBLE_MS = int(EARLIEST_PLAUSIBLE.timestamp() * 1000)
+
+
+def close_ended(s: WorkCenterState, now: Instant) -> None:
+    """Rules of revision 2: each booked shift and each day closes once, after its end.
+
+    Before the book is written up to ``now``, every booked shift that ended (``shift_closed``)
+    and every day whose figures became complete (``day_closed``, see :func:`day_close_ms`)
+    since the last close goes out, in the order they ended (a shift before a day that ends
+    with it), of a longer gap the last ``KEEP_DAYS``. So:
+
+    - a forward step of the wall clock, or a gateway that was off, over an end closes what
+      ended (before, a span placed by the monotonic clock skipped it);
+    - a step back closes nothing: not the shift that was running (it ends later), and not a
+      shift or day that the clock passes a second time (they went out already), unless the
+      clock went back more than ``RECLOSE_BEHIND_MS`` (two days): then the clock was ahead
+      before and what closes as it passes again goes out again, with the figures booked;
+    - a wall clock before ``EARLIEST_PLAUSIBLE`` (a board that booted in 1970) closes nothing
+      and abandons nothing.
+    """
+    wall = now.wall_ms
+    if wall < _PLAUSIBLE_MS:
+        return
+    book = s.shift_book
+    header = s.header
+    since = header.closed_to_ms
+    if since is None:
+        mark = book.marked
+        if mark is None:
+            return
+        since = mark.wall_ms
+    if wall < since - RECLOSE_BEHIND_MS:
+        header.closed_to_ms = wall
+        s.touch("work_center", "")
+        return
+    if wall < book.next_end(s.calendar, since):
+        return
+    start = max(since, wall - KEEP_DAYS * DAY_MS)
+    ended: list[tuple[int, int, str]] = [
+        (i.end_ms, 0, i.shift_id)
+        for i in s.calendar.instances(start, wall)
+        if start < i.end_ms <= wall
+    ]
+    for day in days_closed(book, s.calendar, start, wall):
+        ended.append((day_close_ms(s.calendar, day), 1, day.isoformat()))
+    for _, kind, key in sorted(ended):
+        if kind == 0:
+            k = closing(s, key, now)
+            if k is not None:
+                s.emit(EventType.SHIFT_CLOSED, now, None, None, **kpis_payload(k))
+        else:
+            k = closing_day(s, date.fromisoformat(key), now)
+            if k is not None:
+                s.emit(EventType.DAY_CLOSED, now, None, None, **kpis_payload(k))
+    header.closed_to_ms = wall
+    s.touch("work_center", "")
 
 
 def closing_day(s: WorkCenterState, day: date, now: Instant) -> Kpis | None:

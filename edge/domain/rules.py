@@ -215,7 +215,9 @@ class ServiceInterval:
 # revision or later, so a journal written by an older version replays exactly as it was
 # written and ``edge verify`` holds across an upgrade.
 # 1: a confirmation's period never ends before it starts (edge.domain.confirmations).
-CURRENT_REVISION = 1
+# 2: each shift and each day closes once, after its end, whatever the wall clock did
+#    (edge.domain.kpis.close_ended).
+CURRENT_REVISION = 2
 
 
 @dataclass(frozen=True, slots=True)

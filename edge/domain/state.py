@@ -142,6 +142,9 @@ class WorkCenterHeader:
     next_help_no: int = 1
     help_calls: dict[str, HelpCall] = field(default_factory=dict)  # the open ones
     shift_id: str | None = None
+    # Under rules of revision 2: the wall time up to which shifts and days were closed
+    # (edge.domain.kpis.close_ended); None before the first close.
+    closed_to_ms: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
     # Who is logged in (edge.domain.crew), in the order they logged in.
     crew: tuple[CrewMember, ...] = ()
